@@ -1,0 +1,162 @@
+"""The ``rwf`` command (also ``python -m rwf_render``).
+
+    rwf fit {image,sdf,nerf} [INPUT] [options]    train a field; writes a run directory
+    rwf eval RUN                                   recompute metrics from the checkpoint
+    rwf render RUN [options]                       render from the checkpoint
+    rwf export mesh RUN [options]                  extract a mesh (sdf and nerf runs)
+    rwf <plugin> ...                               commands installed by other packages (``rwf data``, ``rwf view``)
+
+Pipelines are modules of this package exposing ``add_fit_arguments(parser)``, ``fit(args)``, and optionally
+``eval_run(run, cfg, args)``, ``render_run(run, cfg, args)``, ``export_mesh(run, cfg, args)``. Plugins are
+``register(subparsers)`` functions found under the entry-point group ``rwf_render.commands``, so the library never
+imports the packages built on top of it.
+
+User errors (:class:`~rwf_render.errors.UserError`, bad options) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .errors import UserError
+
+PIPELINES = {"image": "rwf_render.image", "sdf": "rwf_render.sdf", "nerf": "rwf_render.nerf"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage block) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _pipeline(kind: str):
+    if kind not in PIPELINES:
+        raise UserError(f"unknown run kind {kind!r}")
+    try:
+        return importlib.import_module(PIPELINES[kind])
+    except ModuleNotFoundError as e:
+        if e.name == PIPELINES[kind]:
+            raise UserError(f"the {kind} pipeline is not available in this version") from None
+        raise
+
+
+def _available_pipelines() -> list[str]:
+    return [k for k, mod in PIPELINES.items() if importlib.util.find_spec(mod) is not None]
+
+
+def _run_command(action: str):
+    def handler(args) -> int:
+        from .rundir import load_run_config  # noqa: PLC0415
+
+        cfg = load_run_config(args.run)
+        module = _pipeline(cfg["kind"])
+        fn = getattr(module, f"{action}_run", None)
+        if fn is None:
+            raise UserError(f"'rwf {action.replace('_', ' ')}' does not apply to {cfg['kind']} runs")
+        return fn(Path(args.run), cfg, args) or 0
+    return handler
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="rwf", description="Neural fields with randomly factorized layers.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    fit = sub.add_parser("fit", help="train a field on an image, a mesh or posed photos")
+    fit_sub = fit.add_subparsers(dest="kind", metavar="KIND", parser_class=Parser)
+    fit_sub.required = True
+    for kind in _available_pipelines():
+        module = importlib.import_module(PIPELINES[kind])
+        p = fit_sub.add_parser(kind, help=module.__doc__.strip().splitlines()[0])
+        module.add_fit_arguments(p)
+        p.set_defaults(func=module.fit)
+
+    ev = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
+    ev.add_argument("run", metavar="RUN", help="run directory")
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.set_defaults(func=_run_command("eval"))
+
+    rd = sub.add_parser("render", help="render a run from its checkpoint")
+    rd.add_argument("run", metavar="RUN", help="run directory")
+    rd.add_argument("--scale", type=positive_float, default=1.0, help="image runs: resolution factor")
+    rd.add_argument("--out", default=None, help="output file or folder (default: inside RUN)")
+    rd.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    for kind in _available_pipelines():
+        module = importlib.import_module(PIPELINES[kind])
+        if hasattr(module, "add_render_arguments"):
+            module.add_render_arguments(rd)
+    rd.set_defaults(func=_run_command("render"))
+
+    ex = sub.add_parser("export", help="export a run's geometry")
+    ex_sub = ex.add_subparsers(dest="what", metavar="WHAT", parser_class=Parser)
+    ex_sub.required = True
+    mesh = ex_sub.add_parser("mesh", help="marching-cubes mesh of an sdf or nerf run")
+    mesh.add_argument("run", metavar="RUN", help="run directory")
+    mesh.add_argument("--res", type=positive_int, default=256, help="grid resolution per axis")
+    mesh.add_argument("--format", choices=["ply", "obj", "glb"], default=None, help="default: from --out, else ply")
+    mesh.add_argument("--out", default=None, help="output file (default: RUN/mesh.<format>)")
+    mesh.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    for kind in _available_pipelines():
+        module = importlib.import_module(PIPELINES[kind])
+        if hasattr(module, "add_export_arguments"):
+            module.add_export_arguments(mesh)
+    mesh.set_defaults(func=_run_command("export_mesh"))
+
+    for entry in metadata.entry_points(group="rwf_render.commands"):
+        try:
+            entry.load()(sub)
+        except ImportError as e:
+            print(f"rwf: warning: command {entry.name!r} unavailable ({e})", file=sys.stderr)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"rwf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rwf: interrupted (a fit continues from its last checkpoint with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Coordinate MLPs: an encoding followed by an MLP whose linear layers follow ``param = plain | wn | rwf``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .encodings import make_encoding
+from .layers import PARAMS, make_linear
+
+ACTIVATIONS = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU, "silu": nn.SiLU,
+    "sigmoid": nn.Sigmoid, "none": nn.Identity,
+}
+
+
+@dataclass
+class EncodingConfig:
+    kind: str = "fourier"
+    """fourier | pe | sh | identity"""
+    m: int = 256
+    """fourier: number of random frequencies (out_dim = 2 m)"""
+    sigma: float = 10.0
+    """fourier: std of the frequencies, 2-pi convention"""
+    trainable: bool = False
+    """fourier: learn the frequency matrix B"""
+    n_freqs: int = 10
+    """pe: number of octaves"""
+    include_input: bool = False
+    """fourier/pe: append the raw input to the features"""
+    degree: int = 3
+    """sh: highest degree l (0..4)"""
+    backend: str = "torch"
+    """pe/sh: torch | tcnn"""
+
+
+@dataclass
+class MLPConfig:
+    depth: int = 4
+    """number of linear layers, output layer included (Tancik's "4 layers" = 3 hidden + output)"""
+    width: int = 256
+    """hidden features"""
+    activation: str = "relu"
+    """hidden activation: relu | tanh | softplus | gelu | silu"""
+    out_activation: str = "none"
+    """output activation: none | sigmoid | relu | softplus"""
+    skips: Sequence[int] = field(default_factory=tuple)
+    """indices of hidden layers whose input also gets the MLP input concatenated (NeRF: (4,))"""
+    param: str = "plain"
+    """plain | wn | rwf"""
+    rwf_mu: float = 1.0
+    """rwf: mean of the log-scale draw"""
+    rwf_sigma: float = 0.1
+    """rwf: std of the log-scale draw"""
+    rwf_log_scale: bool = False
+    """rwf: train log s instead of s"""
+
+
+def from_dict(cls, d: dict | None):
+    """Build a config dataclass from a plain dict, ignoring unknown keys (configs saved by newer versions)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
+class MLP(nn.Module):
+    """depth linear layers of ``width`` features (``param`` picks the layer type), activation between them.
+
+    Shapes: x (..., in_dim) -> (..., out_dim).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: MLPConfig = MLPConfig(), seed: int = 0):
+        super().__init__()
+        if cfg.param not in PARAMS:
+            raise ValueError(f"unknown param {cfg.param!r}; expected one of {', '.join(PARAMS)}")
+        if cfg.depth < 1 or cfg.width < 1:
+            raise ValueError("MLP depth and width must be positive")
+        for name in (cfg.activation, cfg.out_activation):
+            if name not in ACTIVATIONS:
+                raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+        self.in_dim, self.out_dim, self.cfg = in_dim, out_dim, cfg
+        self.skips = tuple(int(s) for s in cfg.skips)
+        # Separate streams for W0 and the RWF scales: the same seed gives the same W0 for plain, wn and rwf,
+        # so the three start from one function.
+        gen_w = torch.Generator().manual_seed(seed)
+        gen_s = torch.Generator().manual_seed(seed + 7919)
+        dims = [in_dim] + [cfg.width] * (cfg.depth - 1) + [out_dim]
+        self.layers = nn.ModuleList()
+        for i in range(cfg.depth):
+            d_in = dims[i] + (in_dim if i in self.skips and i > 0 else 0)
+            self.layers.append(make_linear(d_in, dims[i + 1], cfg.param, generator=gen_w, scale_generator=gen_s,
+                                           rwf_mu=cfg.rwf_mu, rwf_sigma=cfg.rwf_sigma,
+                                           rwf_log_scale=cfg.rwf_log_scale))
+        self.act = ACTIVATIONS[cfg.activation]()
+        self.out_act = ACTIVATIONS[cfg.out_activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i, layer in enumerate(self.layers):
+            if i in self.skips and i > 0:
+                h = torch.cat([h, x], dim=-1)
+            h = layer(h)
+            h = self.act(h) if i < len(self.layers) - 1 else self.out_act(h)
+        return h
+
+
+class NeuralField(nn.Module):
+    """encoding -> MLP: the coordinate network used by the image and SDF pipelines.
+
+    Args:
+        in_dim: coordinate size (2 for images, 3 for shapes); out_dim: channels.
+        enc, mlp: configs; seed: makes B, W0 and the RWF scales reproducible.
+    Shapes: x (..., in_dim) -> (..., out_dim).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, enc: EncodingConfig = EncodingConfig(),
+                 mlp: MLPConfig = MLPConfig(), seed: int = 0):
+        super().__init__()
+        gen_b = torch.Generator().manual_seed(seed + 104729)
+        self.encoding = make_encoding(enc.kind, in_dim, m=enc.m, sigma=enc.sigma, trainable=enc.trainable,
+                                      n_freqs=enc.n_freqs, include_input=enc.include_input, degree=enc.degree,
+                                      backend=enc.backend, generator=gen_b)
+        self.mlp = MLP(self.encoding.out_dim, out_dim, mlp, seed)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.encoding(x))
+
+
+def config_dict(cfg) -> dict:
+    d = asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,185 @@
+"""Linear layers: plain, weight-normalized and randomly factorized (RWF), with one shared Glorot initialization.
+
+All three start from the same Glorot-normal draw ``W0`` (given the same generator), so at step 0 they compute the
+same function and a comparison between them changes the parameterization and nothing else
+(``../shared/docs/RWF.md``).
+
+    plain:  W = W0                                   parameters: weight, bias
+    wn:     W = g * v / ||v||   (Salimans & Kingma 2016), v = W0, g = ||W0 row||    parameters: g, v, bias
+    rwf:    W = diag(s) V       (Wang et al. 2022), s = exp(N(mu, sigma)), V = W0 / s   parameters: scale, v, bias
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PARAMS = ("plain", "wn", "rwf")
+
+
+def glorot_normal(d_out: int, d_in: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Glorot/Xavier normal init (Glorot & Bengio 2010): W ~ N(0, 2 / (fan_in + fan_out)), shape (d_out, d_in).
+
+    This is the default of the JAX ``stax.Dense`` used by Tancik et al. and of jaxpi's ``Dense`` used by the RWF
+    authors.
+    """
+    std = math.sqrt(2.0 / (d_in + d_out))
+    return torch.randn(d_out, d_in, generator=generator) * std
+
+
+class PlainLinear(nn.Module):
+    """y = x W^T + b with W initialized Glorot-normal and b = 0.
+
+    Args:
+        d_in, d_out: feature sizes.
+        generator: RNG for W0 (None: torch's global RNG).
+    Shapes: x (..., d_in) -> y (..., d_out).
+    """
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, generator: torch.Generator | None = None):
+        super().__init__()
+        self.d_in, self.d_out = d_in, d_out
+        self.weight = nn.Parameter(torch.empty(d_out, d_in))
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+        self.reset_parameters(glorot_normal(d_out, d_in, generator))
+
+    @torch.no_grad()
+    def reset_parameters(self, w0: torch.Tensor) -> None:
+        self.weight.copy_(w0)
+        if self.bias is not None:
+            self.bias.zero_()
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, d_out={self.d_out}, param=plain"
+
+
+class WeightNormLinear(PlainLinear):
+    """Weight normalization (Salimans & Kingma 2016, eq. 2): w_k = g_k v_k / ||v_k|| per output neuron k.
+
+    Initialized so that W == W0 at step 0: v = W0 and g = ||W0 row|| (instead of the paper's data-dependent init,
+    so the three parameterizations start from one function).
+    """
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, generator: torch.Generator | None = None):
+        nn.Module.__init__(self)
+        self.d_in, self.d_out = d_in, d_out
+        self.g = nn.Parameter(torch.empty(d_out))
+        self.v = nn.Parameter(torch.empty(d_out, d_in))
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+        self.reset_parameters(glorot_normal(d_out, d_in, generator))
+
+    @torch.no_grad()
+    def reset_parameters(self, w0: torch.Tensor) -> None:
+        self.v.copy_(w0)
+        self.g.copy_(w0.norm(dim=1))
+        if self.bias is not None:
+            self.bias.zero_()
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.v * (self.g / self.v.norm(dim=1))[:, None]
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, d_out={self.d_out}, param=wn"
+
+
+class FactorizedLinear(PlainLinear):
+    """Random weight factorization (RWF; Wang, Wang, Seidman & Perdikaris 2022, sec. 3): W = diag(s) V.
+
+    ``reset_parameters`` draws W0 Glorot-normal, g ~ N(mu, sigma) per output neuron, sets s = exp(g) and V = W0 / s
+    row-wise, so diag(s) V == W0 and the layer starts as the plain one. As in the authors' code (jaxpi
+    ``archs.Dense``, PhysicsNeMo ``WeightFactLinear``) the scale s itself is the trained parameter; with
+    ``log_scale=True`` the parameter is g and the forward pass uses exp(g) instead.
+
+    Args:
+        d_in, d_out: feature sizes.
+        mu, sigma: mean and std of the log-scale draw (defaults 1.0 and 0.1, RWF.md).
+        log_scale: train g = log s instead of s.
+        generator: RNG for W0; scale_generator: RNG for g (separate, so W0 matches the plain layer's draw).
+    Shapes: x (..., d_in) -> y (..., d_out).
+
+    Example:
+        >>> layer = FactorizedLinear(2, 3)
+        >>> torch.allclose(layer.effective_weight(), layer.scale[:, None] * layer.v)
+        True
+    """
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, mu: float = 1.0, sigma: float = 0.1,
+                 log_scale: bool = False, generator: torch.Generator | None = None,
+                 scale_generator: torch.Generator | None = None):
+        nn.Module.__init__(self)
+        self.d_in, self.d_out = d_in, d_out
+        self.mu, self.sigma, self.log_scale = mu, sigma, log_scale
+        self.scale = nn.Parameter(torch.empty(d_out))  # holds s, or g = log s when log_scale
+        self.v = nn.Parameter(torch.empty(d_out, d_in))
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+        self.reset_parameters(glorot_normal(d_out, d_in, generator), scale_generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, w0: torch.Tensor, scale_generator: torch.Generator | None = None) -> None:
+        g = self.mu + self.sigma * torch.randn(self.d_out, generator=scale_generator)
+        s = torch.exp(g)
+        self.v.copy_(w0 / s[:, None])
+        self.scale.copy_(g if self.log_scale else s)
+        if self.bias is not None:
+            self.bias.zero_()
+
+    def s(self) -> torch.Tensor:
+        """The per-neuron scale s, shape (d_out,)."""
+        return torch.exp(self.scale) if self.log_scale else self.scale
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.s()[:, None] * self.v  # diag(s) V: O(d_out * d_in), negligible beside the matmul
+
+    def extra_repr(self) -> str:
+        return (f"d_in={self.d_in}, d_out={self.d_out}, param=rwf, mu={self.mu}, sigma={self.sigma}, "
+                f"log_scale={self.log_scale}")
+
+
+def make_linear(d_in: int, d_out: int, param: str = "plain", bias: bool = True,
+                generator: torch.Generator | None = None, scale_generator: torch.Generator | None = None,
+                rwf_mu: float = 1.0, rwf_sigma: float = 0.1, rwf_log_scale: bool = False) -> PlainLinear:
+    """The one switch every MLP in the project goes through: ``param = "plain" | "wn" | "rwf"``."""
+    if param == "plain":
+        return PlainLinear(d_in, d_out, bias, generator)
+    if param == "wn":
+        return WeightNormLinear(d_in, d_out, bias, generator)
+    if param == "rwf":
+        return FactorizedLinear(d_in, d_out, bias, rwf_mu, rwf_sigma, rwf_log_scale, generator, scale_generator)
+    raise ValueError(f"unknown param {param!r}; expected one of {', '.join(PARAMS)}")
+
+
+def rwf_scale_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    """The scale parameters (s, or log s) of every FactorizedLinear inside ``module``."""
+    for m in module.modules():
+        if isinstance(m, FactorizedLinear):
+            yield m.scale
+
+
+def param_groups(module: nn.Module, lr: float, scale_lr: float | None = None) -> list[dict]:
+    """Optimizer parameter groups: ``{"name": "rwf_scales"}`` for the RWF scales, ``{"name": "main"}`` for the rest.
+
+    ``scale_lr`` (default: ``lr``) gives the scales their own learning rate.
+    """
+    scales = list(rwf_scale_parameters(module))
+    ids = {id(p) for p in scales}
+    rest = [p for p in module.parameters() if id(p) not in ids and p.requires_grad]
+    groups = [{"name": "main", "params": rest, "lr": lr}]
+    if scales:
+        groups.append({"name": "rwf_scales", "params": scales, "lr": lr if scale_lr is None else scale_lr})
+    return groups
+
+
+def count_parameters(modules: Iterable[nn.Module] | nn.Module) -> int:
+    if isinstance(modules, nn.Module):
+        modules = [modules]
+    return sum(p.numel() for m in modules for p in m.parameters())

@@ -1,0 +1,1 @@
+"""Occupancy-grid ray marcher (work in progress)."""

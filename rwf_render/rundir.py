@@ -1,0 +1,137 @@
+"""The run directory: the contract every pipeline, the viewer and the checks rely on.
+
+    RUN/config.json      everything needed to rebuild the model (plain JSON)
+    RUN/metrics.json     final numbers (psnr, psnr_train, ssim, steps, seconds, param, ...)
+    RUN/history.csv      one row per evaluation: step, seconds, loss, psnr, ...
+    RUN/checkpoint.pt    model, optimizer, scheduler and RNG state; loads with ``torch.load(weights_only=True)``
+
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so a kill at any
+moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .errors import UserError
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, then move it over ``path`` in one step."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool = False) -> Path:
+    """Create (or reopen, with ``resume``) a run directory.
+
+    An existing non-empty folder is never overwritten unless ``force`` is given; ``resume`` requires that it holds
+    a ``config.json``. Call this only after all inputs were validated, so bad input never leaves a folder behind.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a directory")
+    nonempty = path.is_dir() and any(path.iterdir())
+    if resume:
+        if not (path / CONFIG).is_file():
+            raise UserError(f"{path}: nothing to resume (no {CONFIG})")
+        return path
+    if nonempty:
+        if not force:
+            raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_run_config(run: str | os.PathLike) -> dict:
+    """Read ``RUN/config.json`` with a clear error when RUN is not a run directory."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
+    if not (run / CONFIG).is_file():
+        raise UserError(f"{run}: not a run directory (no {CONFIG})")
+    cfg = read_json(run / CONFIG)
+    if not isinstance(cfg, dict) or "kind" not in cfg:
+        raise UserError(f"{run / CONFIG}: missing the 'kind' of run")
+    return cfg
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Save a dict of tensors, numbers, strings and nested dicts/lists (no arbitrary objects) atomically."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint without executing pickled code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt file, or one holding objects beyond plain tensors and containers
+        raise UserError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
+
+
+def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write rows (dicts) as CSV; the columns are the union of the keys, in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_history(path: str | os.PathLike) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+                for row in csv.DictReader(f)]

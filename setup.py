@@ -1,0 +1,40 @@
+"""Install rwf-render. See README.md: the quickstart installs the CPU build of torch first (scripts/install.sh);
+GPU users install their CUDA build of torch beforehand and keep it, since only a version range is asked for here."""
+
+from setuptools import setup
+
+LINUX_X86 = "platform_system == 'Linux' and platform_machine == 'x86_64'"
+
+setup(
+    name="rwf-render",
+    version="0.1.0",
+    description="Neural fields with Fourier features and randomly factorized linear layers: images, SDFs, NeRF",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=["rwf_render", "rwf_render.raymarch", "scenes", "data_tools", "viewer"],
+    package_data={"rwf_render.raymarch": ["csrc/*.h", "csrc/*.cpp", "csrc/*.cu"]},
+    install_requires=[
+        "torch>=2.1,<2.15",  # a range, so a CUDA torch installed beforehand is kept
+        "numpy",
+        "imageio>=2.28",
+        "pypng",  # 16-bit RGB(A) PNG: imageio's Pillow plugin silently reduces it to 8 bits
+        "tifffile",
+        "OpenEXR>=3.3",
+        "scikit-image>=0.21",  # marching cubes, SSIM, the built-in photos
+        "trimesh>=4",
+        f"open3d-cpu>=0.18; {LINUX_X86}",  # same API as open3d, 105 MB instead of 400 MB
+        "open3d>=0.18; platform_system != 'Linux' or platform_machine != 'x86_64'",
+        "tqdm",
+        "matplotlib",
+        "ninja",  # builds the ray marcher's C++/CUDA extension
+    ],
+    extras_require={
+        "dev": ["pytest"],
+    },
+    entry_points={
+        "console_scripts": ["rwf = rwf_render.cli:main"],
+        "rwf_render.commands": [],
+    },
+)
