@@ -11,6 +11,7 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -44,6 +45,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path`` for a writer that wants a file name; moved over ``path`` on success."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -1,0 +1,341 @@
+"""fit an image: a coordinate MLP maps pixel positions to colors (Tancik et al. 2020, sec. 6)
+
+Coordinates are pixel centres divided by the long side, so x in [0, W/L] and y in [0, H/L] with L = max(H, W):
+a Fourier sigma means the same thing on square and non-square images, and ``rwf render --scale s`` samples the
+same continuous field on a finer lattice. The Tancik split trains on pixels [::2, ::2] and reports PSNR on the
+offset lattice [1::2, 1::2].
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
+from .imgio import read_image, write_image
+from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
+from .plots import crops_png, curve_png, error_map
+from .rundir import (CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json,
+                     write_json)
+from .trainer import TrainConfig, Trainer, resolve_device
+
+BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
+SPLITS = ("tancik", "all")
+
+
+@dataclass
+class ImageConfig:
+    path: str | None = None
+    """image file; None uses the built-in photo"""
+    size: int = 256
+    """long side after resizing (images are never enlarged)"""
+    split: str = "tancik"
+    """tancik: train on [::2, ::2], test on [1::2, 1::2]; all: train and test on every pixel"""
+    batch: int = 0
+    """pixels per step; 0 means every training pixel (full batch)"""
+    encoding: EncodingConfig = field(default_factory=lambda: EncodingConfig(kind="fourier", m=256, sigma=10.0))
+    mlp: MLPConfig = field(default_factory=lambda: MLPConfig(depth=4, width=256, out_activation="sigmoid",
+                                                            param="rwf"))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, eval_every=25, ckpt_every=250))
+    model_seed: int = 0
+    """seed of the Fourier matrix, W0 and the RWF scales"""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mlp"] = config_dict(self.mlp)
+        return {"kind": "image", **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImageConfig":
+        return cls(path=d.get("path"), size=d["size"], split=d["split"], batch=d["batch"],
+                   encoding=from_dict(EncodingConfig, d["encoding"]), mlp=from_dict(MLPConfig, d["mlp"]),
+                   train=from_dict(TrainConfig, d["train"]), model_seed=d.get("model_seed", 0))
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
+    """The image to fit, resized so its long side is at most ``cfg.size``: float32 (H, W, C) and its info."""
+    if cfg.path is None:
+        from skimage import data  # noqa: PLC0415
+
+        pixels = getattr(data, BUILTIN)().astype(np.float32) / 255.0
+        info = {"format": "builtin", "name": BUILTIN, "bit_depth": 8, "channels": 3}
+    else:
+        pixels, info = read_image(cfg.path)
+        info["sha256"] = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()
+    if pixels.max() > 1.0 or pixels.min() < 0.0:
+        print(f"rwf: warning: {cfg.path}: values outside [0, 1] are clipped (PSNR is defined on [0, 1])",
+              file=sys.stderr)
+        pixels = np.clip(pixels, 0.0, 1.0)
+    h, w = pixels.shape[:2]
+    info["original_height"], info["original_width"] = h, w
+    if max(h, w) > cfg.size:
+        from skimage.transform import resize  # noqa: PLC0415
+
+        k = cfg.size / max(h, w)
+        shape = (max(1, round(h * k)), max(1, round(w * k)), pixels.shape[2])
+        pixels = resize(pixels, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+    if cfg.split == "tancik" and min(pixels.shape[:2]) < 2:
+        raise UserError("the tancik split needs an image at least 2 pixels on each side")
+    return pixels, info
+
+
+def pixel_coords(h: int, w: int, scale: float = 1.0) -> torch.Tensor:
+    """Centres of an (h*scale) x (w*scale) lattice over an h x w image: (H', W', 2) as (x, y) / max(h, w)."""
+    hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
+    ys = (torch.arange(hs, dtype=torch.float32) + 0.5) * (h / hs)
+    xs = (torch.arange(ws, dtype=torch.float32) + 0.5) * (w / ws)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H', W', 2)
+    return grid / max(h, w)
+
+
+def split_pixels(image: np.ndarray, split: str) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    if split == "tancik":
+        return (slice(0, None, 2), slice(0, None, 2)), (slice(1, None, 2), slice(1, None, 2))
+    return (slice(None), slice(None)), (slice(None), slice(None))
+
+
+class ImageTask:
+    """Regression of pixel colors on a pixel lattice; see the trainer's task protocol."""
+
+    def __init__(self, image: np.ndarray, cfg: ImageConfig, device: torch.device):
+        self.image, self.cfg, self.device = image, cfg, device
+        coords = pixel_coords(*image.shape[:2])
+        target = torch.from_numpy(image)
+        train, test = split_pixels(image, cfg.split)
+        self.train_shape = target[train].shape  # (h, w, C) lattices, kept as images for SSIM
+        self.test_shape = target[test].shape
+        self.train_x = coords[train].reshape(-1, 2).to(device)
+        self.train_y = target[train].reshape(-1, image.shape[2]).to(device)
+        self.test_x = coords[test].reshape(-1, 2).to(device)
+        self.test_y = target[test].reshape(-1, image.shape[2]).to(device)
+
+    def batch(self, step: int, generator: torch.Generator):
+        n = self.train_x.shape[0]
+        if self.cfg.batch <= 0 or self.cfg.batch >= n:
+            return None  # full batch
+        return torch.randint(n, (self.cfg.batch,), generator=generator).to(self.device)
+
+    def loss(self, model, idx):
+        x, y = (self.train_x, self.train_y) if idx is None else (self.train_x[idx], self.train_y[idx])
+        mse = torch.mean((model(x) - y) ** 2)
+        return {"mse": mse}, {"psnr_train": mse_to_psnr(float(mse.detach()))}
+
+    def evaluate(self, model) -> dict:
+        return {"psnr": psnr(predict(model, self.test_x), self.test_y),
+                "psnr_train": psnr(predict(model, self.train_x), self.train_y)}
+
+    def final_metrics(self, model) -> dict:
+        """Held-out and training PSNR, and SSIM on the held-out lattice seen as an image."""
+        pred_test = predict(model, self.test_x)
+        return {"psnr": psnr(pred_test, self.test_y),
+                "psnr_train": psnr(predict(model, self.train_x), self.train_y),
+                "ssim": ssim(pred_test.reshape(self.test_shape).cpu().numpy(),
+                             self.test_y.reshape(self.test_shape).cpu().numpy())}
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """model(x) in chunks of ``chunk`` coordinates; x (N, 2) -> (N, C)."""
+    model.eval()
+    return torch.cat([model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)], dim=0)
+
+
+@torch.no_grad()
+def render(model, h: int, w: int, scale: float, device: torch.device) -> np.ndarray:
+    """The field on a (h*scale, w*scale) lattice: float32 (H', W', C)."""
+    coords = pixel_coords(h, w, scale)
+    out = predict(model, coords.reshape(-1, 2).to(device))
+    return out.reshape(*coords.shape[:2], -1).clamp(0, 1).cpu().numpy()
+
+
+def build_model(cfg: ImageConfig, channels: int) -> NeuralField:
+    return NeuralField(2, channels, cfg.encoding, cfg.mlp, seed=cfg.model_seed)
+
+
+# -- one run ------------------------------------------------------------------------------------------------------
+def fit_one(cfg: ImageConfig, out: Path, image: np.ndarray, info: dict, resume: bool, force: bool,
+            progress: bool, label: str = "") -> tuple[dict, np.ndarray, list[dict]]:
+    """Train one image run into ``out`` and write every contract file.
+
+    Returns: metrics.json's content, the reconstruction (H, W, C) and the history rows.
+    """
+    run = prepare_run_dir(out, force=force, resume=resume)
+    write_json(run / CONFIG, {**cfg.to_dict(), "height": image.shape[0], "width": image.shape[1],
+                              "channels": image.shape[2], "source": info})
+    device = resolve_device(cfg.train.device)
+    task = ImageTask(image, cfg, device)
+    model = build_model(cfg, image.shape[2])
+    trainer = Trainer(model, task, cfg.train, run_dir=run, progress=progress)
+    if resume and trainer.resume():
+        print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
+    trainer.fit()
+    metrics = {**task.final_metrics(trainer.model), "steps": trainer.step_idx,
+               "seconds": round(trainer.seconds, 3), "param": cfg.mlp.param}
+    best = max(trainer.history, key=lambda r: r["psnr"]) if trainer.history else None
+    if best:
+        metrics.update(best_psnr=best["psnr"], best_step=best["step"])
+    recon = render(trainer.model, image.shape[0], image.shape[1], 1.0, device)
+    bits = 16 if info.get("bit_depth", 8) > 8 else 8
+    write_image(run / "reconstruction.png", recon, bits)
+    write_image(run / "error.png", error_map(recon, image))
+    curve_png(run / "curve.png", {cfg.mlp.param: trainer.history}, title=label or cfg.mlp.param)
+    write_json(run / METRICS, metrics)
+    return metrics, recon, trainer.history
+
+
+def _config_from_args(args) -> ImageConfig:
+    enc = EncodingConfig(kind=args.encoding, m=args.features, sigma=args.sigma, trainable=args.trainable_features,
+                         n_freqs=args.n_freqs, include_input=args.encoding == "pe")
+    mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, out_activation="sigmoid",
+                    param=args.param, rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
+    train = TrainConfig(steps=args.steps or 1000, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
+                        lr_final=args.lr_final, seed=args.seed, deterministic=args.deterministic,
+                        device=args.device, eval_every=args.eval_every, ckpt_every=args.ckpt_every)
+    return ImageConfig(path=str(Path(args.path).resolve()) if args.path else None, size=args.size,
+                       split=args.split, batch=args.batch, encoding=enc, mlp=mlp, train=train,
+                       model_seed=args.seed)
+
+
+def fit(args) -> int:
+    compare = args.compare
+    default_name = Path(args.path).stem if args.path else BUILTIN
+    out = Path(args.out or Path("runs") / f"image-{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume:
+        saved = out / (Path("plain") / CONFIG if compare else CONFIG)
+        if not saved.is_file():
+            raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
+        cfg = ImageConfig.from_dict(read_json(saved))
+        if args.steps:
+            cfg.train.steps = args.steps
+    else:
+        cfg = _config_from_args(args)
+    cfg.train.device = args.device if args.device != "auto" else cfg.train.device
+    image, info = load_target(cfg)  # validate the input before anything is written
+    resolve_device(cfg.train.device)
+    if not compare:
+        m = fit_one(cfg, out, image, info, args.resume, args.force, not args.quiet)[0]
+        print(f"{out}: psnr {m['psnr']:.2f} dB (train {m['psnr_train']:.2f}), ssim {m['ssim']:.4f}, "
+              f"{m['steps']} steps in {m['seconds']:.1f} s")
+        return 0
+    # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
+    root = out if args.resume else prepare_run_dir(out, force=args.force)
+    results, histories, images = {}, {}, {"target": image}
+    for param in ("plain", "wn", "rwf"):
+        sub = ImageConfig.from_dict(cfg.to_dict())
+        sub.mlp.param = param
+        sub_dir = root / param
+        results[param], images[param], histories[param] = fit_one(
+            sub, sub_dir, image, info, args.resume and (sub_dir / CONFIG).is_file(), False, not args.quiet, param)
+        print(f"{param:>5}: psnr {results[param]['psnr']:.2f} dB, {results[param]['seconds']:.1f} s")
+    write_compare(root, results, histories, images)
+    return 0
+
+
+def write_compare(root: Path, results: dict, histories: dict, images: dict) -> None:
+    """compare.json, compare.md (table) and compare.png (overlaid curves, side-by-side crops)."""
+    plain_final = results["plain"]["psnr"]
+    for param, rows in histories.items():
+        results[param]["steps_to_plain_final"] = steps_to_reach(rows, plain_final)
+    write_json(root / "compare.json", results)
+    lines = ["| param | test PSNR (dB) | best test PSNR | train PSNR | SSIM | steps to plain's final | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for param, m in results.items():
+        reach = m["steps_to_plain_final"]
+        lines.append(f"| {param} | {m['psnr']:.2f} | {m.get('best_psnr', float('nan')):.2f} | "
+                     f"{m['psnr_train']:.2f} | {m['ssim']:.4f} | {'-' if reach is None else int(reach)} | "
+                     f"{m['seconds']:.1f} |")
+    from .rundir import atomic_write_text  # noqa: PLC0415
+
+    atomic_write_text(root / "compare.md", "\n".join(lines) + "\n")
+    crops_png(root / "compare.png", images, histories, title="plain vs WN vs RWF (equal seed, data, steps)")
+
+
+# -- commands on an existing run ----------------------------------------------------------------------------------
+def load_run(run: Path, cfg_dict: dict, device_name: str):
+    cfg = ImageConfig.from_dict(cfg_dict)
+    device = resolve_device(device_name)
+    image, info = load_target(cfg)
+    saved_sha = cfg_dict.get("source", {}).get("sha256")
+    if saved_sha and info.get("sha256") != saved_sha:
+        print(f"rwf: warning: {cfg.path} changed since the fit; metrics refer to the new file", file=sys.stderr)
+    model = build_model(cfg, cfg_dict["channels"])
+    state = load_checkpoint(run / CHECKPOINT)
+    model.load_state_dict(state["model"])
+    return cfg, image, model.to(device), state, device
+
+
+def eval_run(run: Path, cfg_dict: dict, args) -> int:
+    cfg, image, model, state, device = load_run(run, cfg_dict, args.device)
+    task = ImageTask(image, cfg, device)
+    metrics = {**task.final_metrics(model), "steps": int(state["step"]), "seconds": round(state["seconds"], 3),
+               "param": cfg.mlp.param}
+    print(json.dumps(metrics))
+    if (run / METRICS).is_file():
+        saved = read_json(run / METRICS)
+        diff = [k for k in ("psnr", "psnr_train", "ssim") if abs(saved.get(k, 0) - metrics[k]) > 1e-4]
+        if diff:
+            print(f"rwf: warning: {', '.join(diff)} differ from {run / METRICS}", file=sys.stderr)
+    return 0
+
+
+def render_run(run: Path, cfg_dict: dict, args) -> int:
+    cfg, image, model, _, device = load_run(run, cfg_dict, args.device)
+    out = Path(args.out) if args.out else run / f"render_x{args.scale:g}.png"
+    pixels = render(model, image.shape[0], image.shape[1], args.scale, device)
+    bits = 16 if cfg_dict.get("source", {}).get("bit_depth", 8) > 8 and out.suffix.lower() == ".png" else 8
+    try:
+        write_image(out, pixels, bits)
+    except (ValueError, OSError) as e:
+        raise UserError(f"{out}: cannot write ({e})") from None
+    print(f"{out}: {pixels.shape[1]}x{pixels.shape[0]}")
+    return 0
+
+
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import nonneg_int, positive_float, positive_int  # noqa: PLC0415
+
+    p.add_argument("path", nargs="?", metavar="PATH", help=f"PNG, JPEG, TIFF or EXR (default: skimage's {BUILTIN})")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", metavar="RUN", help="run directory (default: runs/image-<name>-<time>)")
+    g.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    g.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    g.add_argument("--compare", action="store_true", help="train plain, wn and rwf at equal budget into RUN/*")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--seed", type=int, default=0, help="seeds the model and the sampling")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
+    d = p.add_argument_group("data")
+    d.add_argument("--size", type=positive_int, default=256, help="resize the long side to at most N (default 256)")
+    d.add_argument("--split", choices=SPLITS, default="tancik", help="tancik (default) or all")
+    d.add_argument("--batch", type=nonneg_int, default=0, help="random pixels per step; 0 = full batch")
+    m = p.add_argument_group("model")
+    m.add_argument("--param", choices=["plain", "wn", "rwf"], default="rwf", help="linear layer type")
+    m.add_argument("--rwf-mu", type=float, default=1.0, help="RWF log-scale mean")
+    m.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF log-scale std")
+    m.add_argument("--rwf-log-scale", action="store_true", help="train log s instead of s")
+    m.add_argument("--encoding", choices=["fourier", "pe", "identity"], default="fourier")
+    m.add_argument("--features", type=positive_int, default=256, help="Fourier features m")
+    m.add_argument("--sigma", type=positive_float, default=10.0, help="Fourier sigma (2-pi convention)")
+    m.add_argument("--trainable-features", action="store_true", help="learn the Fourier matrix")
+    m.add_argument("--n-freqs", type=positive_int, default=10, help="positional-encoding octaves")
+    m.add_argument("--depth", type=positive_int, default=4, help="linear layers, output included")
+    m.add_argument("--width", type=positive_int, default=256)
+    m.add_argument("--activation", choices=["relu", "tanh", "softplus", "gelu", "silu"], default="relu")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 1000)")
+    t.add_argument("--lr", type=positive_float, default=1e-3)
+    t.add_argument("--scale-lr", type=positive_float, default=None, help="learning rate of the RWF scales")
+    t.add_argument("--schedule", choices=["const", "exp", "cos"], default="const", help="learning-rate schedule")
+    t.add_argument("--lr-final", type=positive_float, default=0.1, help="exp/cos: final lr as a fraction of --lr")
+    t.add_argument("--eval-every", type=positive_int, default=25, help="steps between held-out evaluations")
+    t.add_argument("--ckpt-every", type=positive_int, default=250, help="steps between checkpoints")

@@ -1,0 +1,41 @@
+"""Image metrics on values in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def mse_to_psnr(mse: float) -> float:
+    """PSNR = -10 log10(MSE) for signals in [0, 1]; inf for a perfect match."""
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+def psnr(pred, target) -> float:
+    """PSNR between two arrays/tensors of equal shape, values in [0, 1], MSE over every entry."""
+    if isinstance(pred, torch.Tensor):
+        return mse_to_psnr(float(torch.mean((pred.double() - target.double()) ** 2)))
+    return mse_to_psnr(float(np.mean((np.asarray(pred, np.float64) - np.asarray(target, np.float64)) ** 2)))
+
+
+def ssim(pred: np.ndarray, target: np.ndarray) -> float:
+    """Structural similarity (Wang et al. 2004, scikit-image's implementation, 7x7 window, data range 1) of
+    (H, W, C) images; the window shrinks to the largest odd size that fits smaller images. NaN below 3 px."""
+    from skimage.metrics import structural_similarity  # noqa: PLC0415
+
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    side = min(pred.shape[0], pred.shape[1])
+    if side < 3:
+        return float("nan")
+    win = min(7, side if side % 2 == 1 else side - 1)
+    return float(structural_similarity(pred, target, data_range=1.0, channel_axis=2, win_size=win))
+
+
+def steps_to_reach(history: list[dict], target: float, key: str = "psnr") -> float | None:
+    """The first logged step at which ``history[key]`` reaches ``target``; None if it never does."""
+    for row in history:
+        if row.get(key, -math.inf) >= target:
+            return row["step"]
+    return None

@@ -1,0 +1,223 @@
+"""A small, generic trainer: one ``step()``, a ``fit()`` loop, ``evaluate()``, callbacks, checkpoints.
+
+What is trained is described by a *task* (duck-typed):
+
+    task.batch(step, generator) -> batch            draw the data of one step
+    task.loss(model, batch) -> (terms, stats)       terms: dict of scalar tensors (summed with the config's
+                                                    weights); stats: dict of floats to log (e.g. psnr_train)
+    task.evaluate(model) -> dict of floats          held-out metrics (psnr, ...)
+
+Callbacks are objects with any of ``on_step(trainer, stats)``, ``on_eval(trainer, metrics)``,
+``on_end(trainer)``; they read trainer state and may set ``trainer.stop_requested``; they never edit internals.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .layers import param_groups
+from .rundir import CHECKPOINT, HISTORY, load_checkpoint, save_checkpoint, write_history
+
+SCHEDULES = ("const", "exp", "cos")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    """optimizer steps in total"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    scale_lr: float | None = None
+    """learning rate of the RWF scales (default: lr)"""
+    schedule: str = "const"
+    """learning-rate schedule: const | exp | cos (exp and cos decay to lr * lr_final at the last step)"""
+    lr_final: float = 0.1
+    """exp/cos: final learning rate as a fraction of lr"""
+    seed: int = 0
+    """seeds the data sampling (the model has its own seed in its config)"""
+    deterministic: bool = False
+    """deterministic algorithms (bit-identical reruns and resumes, slower on GPU)"""
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    eval_every: int = 100
+    """evaluate (and append a history row) every this many steps"""
+    ckpt_every: int = 500
+    """write checkpoint.pt every this many steps (and at the end)"""
+    loss_weights: dict = field(default_factory=dict)
+    """weight of each named loss term (1.0 when absent)"""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import UserError  # noqa: PLC0415
+
+        raise UserError("--device cuda: no CUDA device is available")
+    if name == "cpu":
+        torch.set_flush_denormal(True)  # tiny densities/gradients otherwise slow CPU math by up to 2.5x
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def lr_factor(schedule: str, step: int, steps: int, final: float) -> float:
+    """Learning-rate multiplier at ``step`` (0-based) of ``steps``."""
+    frac = min(step / max(steps - 1, 1), 1.0)
+    if schedule == "const":
+        return 1.0
+    if schedule == "exp":
+        return final ** frac
+    if schedule == "cos":
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * frac))
+    raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+
+
+class Trainer:
+    """Adam on ``model`` for ``task``; the RWF scales form their own parameter group ("rwf_scales").
+
+    Args:
+        model: the field (moved to the configured device).
+        task: see the module docstring.
+        cfg: TrainConfig.
+        run_dir: where checkpoint.pt and history.csv go (None: nothing is written).
+        callbacks: see the module docstring.
+        progress: show a tqdm bar (loss, train and test PSNR).
+    """
+
+    def __init__(self, model: nn.Module, task, cfg: TrainConfig, run_dir: str | Path | None = None,
+                 callbacks: list | None = None, progress: bool = True):
+        self.cfg, self.task = cfg, task
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.scale_lr))
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks = list(callbacks or [])
+        self.progress = progress
+        self.step_idx = 0  # steps done
+        self.seconds = 0.0  # wall time spent in step(), excluding evaluation and checkpoints
+        self.history: list[dict] = []
+        self.last_eval: dict = {}
+        self.stop_requested = False
+
+    # -- one step ---------------------------------------------------------------------------------------------
+    def step(self) -> dict:
+        """One optimizer step; returns the logged floats (loss, each term, the task's stats, lr)."""
+        t0 = time.perf_counter()
+        self.model.train()
+        factor = lr_factor(self.cfg.schedule, self.step_idx, self.cfg.steps, self.cfg.lr_final)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+        batch = self.task.batch(self.step_idx, self.generator)
+        terms, stats = self.task.loss(self.model, batch)
+        loss = sum(self.cfg.loss_weights.get(name, 1.0) * value for name, value in terms.items())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step_idx += 1
+        out = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}, **stats,
+               "lr": self.base_lrs[0] * factor}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t0
+        for cb in self.callbacks:
+            if hasattr(cb, "on_step"):
+                cb.on_step(self, out)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        metrics = self.task.evaluate(self.model)
+        self.last_eval = metrics
+        for cb in self.callbacks:
+            if hasattr(cb, "on_eval"):
+                cb.on_eval(self, metrics)
+        return metrics
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train until ``cfg.steps`` (continuing from a loaded checkpoint); returns the last evaluation."""
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=self.cfg.steps, initial=self.step_idx, disable=not self.progress, dynamic_ncols=True,
+                   leave=False, desc="fit")
+        try:
+            while self.step_idx < self.cfg.steps and not self.stop_requested:
+                stats = self.step()
+                last = self.step_idx == self.cfg.steps
+                if self.step_idx % self.cfg.eval_every == 0 or last:
+                    metrics = self.evaluate()
+                    self.history.append({"step": self.step_idx, "seconds": round(self.seconds, 4),
+                                         "loss": stats["loss"], **{k: v for k, v in stats.items() if k != "loss"},
+                                         **metrics})
+                    if self.run_dir is not None:
+                        write_history(self.run_dir / HISTORY, self.history)
+                if self.run_dir is not None and (self.step_idx % self.cfg.ckpt_every == 0 or last):
+                    self.save()
+                bar.update(1)
+                post = {"loss": f"{stats['loss']:.4g}"}
+                if "psnr_train" in stats:
+                    post["psnr_train"] = f"{stats['psnr_train']:.2f}"
+                if "psnr" in self.last_eval:
+                    post["psnr"] = f"{self.last_eval['psnr']:.2f}"
+                bar.set_postfix(post, refresh=False)
+        finally:
+            bar.close()
+        if self.stop_requested and self.run_dir is not None:
+            self.save()
+        for cb in self.callbacks:
+            if hasattr(cb, "on_end"):
+                cb.on_end(self)
+        return self.last_eval
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"step": self.step_idx, "seconds": self.seconds, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": rng, "history": self.history,
+                "last_eval": self.last_eval}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_idx, self.seconds = int(state["step"]), float(state["seconds"])
+        self.history, self.last_eval = list(state["history"]), dict(state["last_eval"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+
+    def resume(self) -> bool:
+        """Load ``run_dir/checkpoint.pt`` if it exists; returns whether it did."""
+        path = self.run_dir / CHECKPOINT
+        if not path.is_file():
+            return False
+        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+        write_history(self.run_dir / HISTORY, self.history)  # drop rows written after the checkpoint
+        return True

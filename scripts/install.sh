@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install rwf-render and everything it needs, into the current Python environment.
+#
+# torch: an already-installed torch is kept (GPU users: install your CUDA build first). Otherwise the CPU build of
+# torch 2.13.0 is installed, from PyPI's configured mirror/wheel cache when it has it, else from PyTorch's CPU
+# index; a plain `pip install torch` would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP="$PY -m pip install --disable-pip-version-check"
+
+if $PY -c "import torch" 2>/dev/null; then
+  echo "install: keeping the installed torch $($PY -c 'import torch; print(torch.__version__)')"
+else
+  if $PY - <<'PY' 2>/dev/null
+import urllib.request
+urllib.request.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=5)
+PY
+  then
+    $PIP "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
+  else
+    $PIP "torch==2.13.0"
+  fi
+fi
+
+$PIP -e ".[dev]"
+
+# open3d's wheels need the system's libusb; install it when we can (root with apt), else say how.
+if ! $PY -c "import open3d" 2>/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q libusb-1.0-0 >/dev/null; }
+  else
+    echo "install: open3d needs the system library libusb-1.0 (Debian/Ubuntu: sudo apt-get install libusb-1.0-0)" >&2
+  fi
+  $PY -c "import open3d" || { echo "install: open3d does not import" >&2; exit 1; }
+fi
+
+# Build the ray marcher's CPU kernel now (once, about a minute) instead of at first use.
+if $PY -c "import rwf_render.raymarch.build" 2>/dev/null; then
+  $PY -m rwf_render.raymarch.build || echo "install: the compiled ray marcher is unavailable; the torch path will be used" >&2
+fi
+echo "install: done ($($PY -c 'import rwf_render, torch; print("rwf-render", rwf_render.__version__, "torch", torch.__version__)'))"

@@ -1,0 +1,97 @@
+"""Trainer: schedules, parameter groups, callbacks, checkpoints that load with weights_only, exact resume."""
+
+import math
+
+import pytest
+import torch
+
+from rwf_render import MLP, MLPConfig
+from rwf_render.rundir import load_checkpoint, read_history
+from rwf_render.trainer import TrainConfig, Trainer, lr_factor
+
+
+class LineTask:
+    """Fit y = 3x - 1 from random mini-batches; evaluate the exact parameter error."""
+
+    def __init__(self):
+        self.x = torch.linspace(-1, 1, 256)[:, None]
+        self.y = 3 * self.x - 1
+
+    def batch(self, step, generator):
+        return torch.randint(256, (32,), generator=generator)
+
+    def loss(self, model, idx):
+        mse = torch.mean((model(self.x[idx]) - self.y[idx]) ** 2)
+        return {"mse": mse, "zero": 0 * mse}, {"psnr_train": -10 * math.log10(max(float(mse.detach()), 1e-12))}
+
+    def evaluate(self, model):
+        return {"psnr": -10 * math.log10(max(float(torch.mean((model(self.x) - self.y) ** 2)), 1e-12))}
+
+
+def _model(param="rwf"):
+    return MLP(1, 1, MLPConfig(depth=2, width=8, param=param), seed=0)
+
+
+def test_lr_schedules_closed_forms():
+    assert lr_factor("const", 50, 100, 0.1) == 1.0
+    assert lr_factor("exp", 0, 100, 0.1) == 1.0
+    assert lr_factor("exp", 99, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor("exp", 33, 100, 0.1) == pytest.approx(0.1 ** (33 / 99))
+    assert lr_factor("cos", 99, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor("cos", 0, 100, 0.1) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        lr_factor("step", 0, 10, 0.1)
+
+
+def test_fit_learns_and_uses_a_separate_scale_group(tmp_path):
+    cfg = TrainConfig(steps=300, lr=1e-2, scale_lr=1e-3, eval_every=100, ckpt_every=100, device="cpu",
+                      schedule="exp", loss_weights={"zero": 5.0})
+    trainer = Trainer(_model(), LineTask(), cfg, run_dir=tmp_path, progress=False)
+    names = [g["name"] for g in trainer.optimizer.param_groups]
+    assert names == ["main", "rwf_scales"]
+    first = trainer.evaluate()["psnr"]
+    trainer.fit()
+    assert trainer.last_eval["psnr"] > first + 10
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert lrs == pytest.approx([1e-3, 1e-4])  # both decayed to lr_final at the last step
+    assert [r["step"] for r in read_history(tmp_path / "history.csv")] == [100, 200, 300]
+    state = load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only=True inside
+    assert state["step"] == 300 and set(state["model"]) == set(trainer.model.state_dict())
+
+
+def test_callbacks_see_every_step_and_can_stop(tmp_path):
+    seen = []
+
+    class Stopper:
+        def on_step(self, trainer, stats):
+            seen.append((trainer.step_idx, stats["loss"]))
+            if trainer.step_idx == 7:
+                trainer.stop_requested = True
+
+        def on_end(self, trainer):
+            seen.append("end")
+
+    cfg = TrainConfig(steps=50, eval_every=5, device="cpu")
+    trainer = Trainer(_model(), LineTask(), cfg, run_dir=tmp_path, callbacks=[Stopper()], progress=False)
+    trainer.fit()
+    assert [s[0] for s in seen[:-1]] == list(range(1, 8)) and seen[-1] == "end"
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 7  # a stop saves where it is
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = TrainConfig(steps=40, lr=1e-2, eval_every=10, ckpt_every=10, device="cpu", deterministic=True)
+    straight = Trainer(_model(), LineTask(), cfg, run_dir=tmp_path / "a", progress=False)
+    (tmp_path / "a").mkdir()
+    straight.fit()
+    (tmp_path / "b").mkdir()
+    half = Trainer(_model(), LineTask(), TrainConfig(**{**cfg.__dict__, "steps": 20}), run_dir=tmp_path / "b",
+                   progress=False)
+    half.fit()
+    torch.manual_seed(1234)  # disturb the global RNG: resume must restore it
+    resumed = Trainer(_model(), LineTask(), cfg, run_dir=tmp_path / "b", progress=False)
+    assert resumed.resume() and resumed.step_idx == 20
+    resumed.fit()
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [r["step"] for r in resumed.history] == [10, 20, 30, 40]
+    torch.use_deterministic_algorithms(False)
