@@ -19,6 +19,7 @@ setup(
         "torch>=2.1,<2.15",  # a range, so a CUDA torch installed beforehand is kept
         "numpy",
         "imageio>=2.28",
+        "pillow",
         "pypng",  # 16-bit RGB(A) PNG: imageio's Pillow plugin silently reduces it to 8 bits
         "tifffile",
         "OpenEXR>=3.3",
@@ -32,9 +33,12 @@ setup(
     ],
     extras_require={
         "dev": ["pytest"],
+        "sfm": ["pycolmap>=3.10"],  # rwf data photos: structure from motion
+        "video": ["imageio-ffmpeg"],  # rwf data photos --video, rwf render --video
+        "all": ["pytest", "pycolmap>=3.10", "imageio-ffmpeg"],
     },
     entry_points={
         "console_scripts": ["rwf = rwf_render.cli:main"],
-        "rwf_render.commands": [],
+        "rwf_render.commands": ["data = data_tools.cli:register"],
     },
 )

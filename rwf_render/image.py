@@ -45,7 +45,7 @@ class ImageConfig:
     encoding: EncodingConfig = field(default_factory=lambda: EncodingConfig(kind="fourier", m=256, sigma=10.0))
     mlp: MLPConfig = field(default_factory=lambda: MLPConfig(depth=4, width=256, out_activation="sigmoid",
                                                             param="rwf"))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, eval_every=25, ckpt_every=250))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, eval_every=25, ckpt_every=250))
     model_seed: int = 0
     """seed of the Fourier matrix, W0 and the RWF scales"""
 
@@ -198,7 +198,7 @@ def _config_from_args(args) -> ImageConfig:
                          n_freqs=args.n_freqs, include_input=args.encoding == "pe")
     mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, out_activation="sigmoid",
                     param=args.param, rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
-    train = TrainConfig(steps=args.steps or 1000, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
+    train = TrainConfig(steps=args.steps or 500, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
                         lr_final=args.lr_final, seed=args.seed, deterministic=args.deterministic,
                         device=args.device, eval_every=args.eval_every, ckpt_every=args.ckpt_every)
     return ImageConfig(path=str(Path(args.path).resolve()) if args.path else None, size=args.size,
@@ -332,7 +332,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--width", type=positive_int, default=256)
     m.add_argument("--activation", choices=["relu", "tanh", "softplus", "gelu", "silu"], default="relu")
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 1000)")
+    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 500)")
     t.add_argument("--lr", type=positive_float, default=1e-3)
     t.add_argument("--scale-lr", type=positive_float, default=None, help="learning rate of the RWF scales")
     t.add_argument("--schedule", choices=["const", "exp", "cos"], default="const", help="learning-rate schedule")

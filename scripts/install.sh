@@ -23,7 +23,7 @@ PY
   fi
 fi
 
-$PIP -e ".[dev]"
+$PIP -e ".[all]"
 
 # open3d's wheels need the system's libusb; install it when we can (root with apt), else say how.
 if ! $PY -c "import open3d" 2>/dev/null; then

@@ -1,0 +1,153 @@
+"""Validate a posed-image dataset (transforms.json or Blender layout) and report in numbers.
+
+Errors (make ``rwf data check`` exit 1): unreadable JSON, frames that do not parse, missing or undecodable
+images, masks or depth maps, image sizes that differ from their camera's (or, for shared intrinsics, from each
+other), impossible intrinsics (focal <= 0, principal point outside the image), singular, non-orthonormal or
+mirrored rotations, cameras that see none of the scene box (:func:`rwf_render.datasets.scene_box`).
+Warnings: unusual field of view, off-center principal point, non-square pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rwf_render.cameras import Cameras, fov_from_focal, pixel_grid, pixel_rays, rotation_error
+from rwf_render.datasets import dataset_files, image_size, parse_frame, scene_box
+from rwf_render.errors import UserError
+from rwf_render.rundir import read_json
+
+from .common import load_image
+
+GRID = 9  # rays per image side used to test whether a camera sees the scene box
+
+
+def ray_box_hits(rays_o: torch.Tensor, rays_d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """(R,) bool: does the ray (t > 0) meet the axis-aligned box (2, 3)? Slab method."""
+    inv = 1.0 / torch.where(rays_d.abs() < 1e-12, torch.full_like(rays_d, 1e-12), rays_d)
+    t0, t1 = (box[0] - rays_o) * inv, (box[1] - rays_o) * inv
+    near = torch.minimum(t0, t1).amax(-1)
+    far = torch.maximum(t0, t1).amin(-1)
+    return (far >= near.clamp_min(0)) & (far > 0)
+
+
+def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -> tuple | None:
+    """Per-frame checks; returns the image size read from the file (or None when it cannot be read)."""
+    R = info.c2w[:3, :3]
+    err = float(rotation_error(torch.from_numpy(info.c2w)))
+    if err > 1e-3:
+        errors.append(f"{where}: rotation is not orthonormal (max |R^T R - I| = {err:.3g})")
+    elif np.linalg.det(R) < 0:
+        errors.append(f"{where}: rotation is a reflection (determinant -1)")
+    if info.fx <= 0 or info.fy <= 0 or info.width <= 0 or info.height <= 0:
+        errors.append(f"{where}: focal length and image size must be positive "
+                      f"(fl_x {info.fx:g}, fl_y {info.fy:g}, {info.width}x{info.height})")
+        return None
+    if not (0 <= info.cx <= info.width and 0 <= info.cy <= info.height):
+        errors.append(f"{where}: principal point ({info.cx:g}, {info.cy:g}) is outside the "
+                      f"{info.width}x{info.height} image")
+    elif abs(info.cx / info.width - 0.5) > 0.25 or abs(info.cy / info.height - 0.5) > 0.25:
+        warnings.append(f"{where}: principal point ({info.cx:g}, {info.cy:g}) is far from the image center")
+    fov = math.degrees(fov_from_focal(info.fx, info.width))
+    if info.model != "OPENCV_FISHEYE" and not 5 <= fov <= 150:
+        warnings.append(f"{where}: unusual horizontal field of view {fov:.1f} deg")
+    if not 0.9 <= info.fx / info.fy <= 1.1:
+        warnings.append(f"{where}: fl_x / fl_y = {info.fx / info.fy:.3f} (non-square pixels?)")
+    for kind, p in (("mask", info.mask), ("depth map", info.depth)):
+        if p is not None and not p.is_file():
+            errors.append(f"{where}: {kind} {p} is missing")
+    if not info.image.is_file():
+        errors.append(f"{where}: image {info.image} is missing")
+        return None
+    try:
+        size = load_image(info.image).shape[1::-1] if decode else image_size(info.image)
+    except UserError as e:
+        errors.append(f"{where}: {e}")
+        return None
+    if tuple(size) != (info.width, info.height):
+        errors.append(f"{where}: image is {size[0]}x{size[1]} but its camera is {info.width}x{info.height}")
+    return tuple(size)
+
+
+def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[list[str], list[str]]:
+    """Check a dataset folder (or JSON file), print a report, return (errors, warnings)."""
+    path = Path(path)
+    files = dataset_files(path)
+    errors, warnings = [], []
+    log(f"dataset {path} ({'single transforms.json' if 'all' in files else 'Blender layout: ' + ', '.join(files)})")
+    for split, json_path in files.items():
+        try:
+            top = read_json(json_path)
+        except UserError as e:
+            errors.append(str(e))
+            continue
+        if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
+            errors.append(f"{json_path.name}: expected an object with a list of 'frames'")
+            continue
+        try:
+            box = scene_box(top)
+        except UserError as e:
+            errors.append(f"{json_path.name}: {e}")
+            box = scene_box({})
+        infos, shared_sizes = [], set()
+        # sizes taken from the images themselves (no w/h given): one shared camera needs one size
+        shared = "w" not in top and not any(k in f for f in top["frames"] if isinstance(f, dict)
+                                            for k in ("w", "h", "fl_x"))
+        for i, frame in enumerate(top["frames"]):
+            name = frame.get("file_path", "?") if isinstance(frame, dict) else "?"
+            where = f"{json_path.name} frame {i} ({name})"
+            try:
+                info = parse_frame(frame, top, json_path.parent, where=where)
+            except UserError as e:
+                errors.append(str(e))
+                continue
+            size = _check_frame(info, where, decode, errors, warnings)
+            if size is not None:
+                shared_sizes.add(size)
+                infos.append(info)
+        if shared and len(shared_sizes) > 1:
+            errors.append(f"{json_path.name}: frames share one camera but images have {len(shared_sizes)} sizes: "
+                          + ", ".join(f"{w}x{h}" for w, h in sorted(shared_sizes)))
+        if not infos:
+            errors.append(f"{json_path.name}: no usable frame")
+            continue
+        _check_box(infos, box, json_path.name, errors, warnings, log, split, len(top["frames"]))
+    log(("FAILED" if errors else "OK") + f": {len(errors)} error(s), {len(warnings)} warning(s)")
+    for title, items in (("error", errors), ("warning", warnings)):
+        for msg in items[:50]:
+            log(f"  {title}: {msg}")
+        if len(items) > 50:
+            log(f"  ... and {len(items) - 50} more {title}s")
+    return errors, warnings
+
+
+def _check_box(infos, box, name, errors, warnings, log, split, n_frames):
+    """Whether each camera sees the scene box, and the split's summary line."""
+    cams = Cameras.create(torch.from_numpy(np.stack([f.c2w for f in infos])), fx=[f.fx for f in infos],
+                          fy=[f.fy for f in infos], cx=[f.cx for f in infos], cy=[f.cy for f in infos],
+                          width=[f.width for f in infos], height=[f.height for f in infos],
+                          model=[f.model for f in infos], dist=np.array([f.dist for f in infos]))
+    # a GRID x GRID lattice of pixels over each image, as fractions of width and height
+    frac = (pixel_grid(GRID, GRID, torch.float64).reshape(-1, 2) / GRID)
+    pix = frac[None] * torch.stack([cams.width, cams.height], -1)[:, None].double()  # (N, G*G, 2)
+    idx = torch.arange(len(cams)).repeat_interleave(GRID * GRID)
+    o, d = pixel_rays(cams, pix.reshape(-1, 2), idx)
+    seen = ray_box_hits(o, d, box).reshape(len(cams), -1).double().mean(-1)  # fraction of the image on the box
+    center = box.mean(0)
+    centers = cams.c2w[:, :3, 3]
+    inside = ((centers >= box[0]) & (centers <= box[1])).all(-1)
+    for k in torch.nonzero(seen == 0).flatten().tolist():
+        errors.append(f"{name} frame ({infos[k].image.name}): the camera sees none of the scene box "
+                      f"(wrong convention or pose?)")
+    dist = (centers - center).norm(dim=-1)
+    fovs = [math.degrees(fov_from_focal(f.fx, f.width)) for f in infos]
+    sizes = sorted({(f.width, f.height) for f in infos})
+    size_txt = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes"
+    log(f"  {split}: {len(infos)}/{n_frames} frames usable, {size_txt}, "
+        f"{'/'.join(sorted(set(f.model for f in infos)))}, fov {min(fovs):.1f}-{max(fovs):.1f} deg, "
+        f"camera distance to box center {dist.min():.2f}-{dist.max():.2f}, "
+        f"{int(inside.sum())} inside the box, {int((seen > 0).sum())}/{len(infos)} cameras see the box (on average {100 * seen.mean():.0f}% of the "
+        f"image); box [{', '.join(f'{v:.2f}' for v in box[0])}] - [{', '.join(f'{v:.2f}' for v in box[1])}]")

@@ -1,0 +1,178 @@
+"""``rwf data ...``: make, convert and check posed-image datasets.
+
+    rwf data synth MESH OUT            render a Blender-format dataset of a mesh ("demo": a built-in still life)
+    rwf data colmap SPARSE IMAGES OUT  COLMAP model (text or binary) -> transforms.json
+    rwf data photos IMAGES OUT         structure from motion (pycolmap), then the converter above
+    rwf data photos --video F OUT      the same on frames of a video (--fps)
+    rwf data llff DIR OUT              poses_bounds.npy -> transforms.json
+    rwf data check DIR                 validate a dataset; exit 1 on errors
+    rwf data downscale DIR OUT -k K    images and intrinsics downscaled by K
+
+Plugged into ``rwf`` by ``register`` (entry point group ``rwf_render.commands``); ``python -m data_tools`` runs the
+same commands stand-alone. Every command validates its inputs before writing, never replaces OUT without
+``--force``, and writes OUT all at once (a failure leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rwf_render.cli import Parser, nonneg_int, positive_float, positive_int
+from rwf_render.errors import UserError
+
+
+def _synth(args) -> int:
+    from .synth import demo_mesh, render_dataset  # noqa: PLC0415  (open3d loads only when needed)
+
+    mesh = demo_mesh() if args.mesh == "demo" and not Path("demo").exists() else args.mesh
+    render_dataset(mesh, args.out, res=args.res, n_views=args.views, n_val=args.val, n_test=args.test,
+                   layout=args.layout, radius=args.radius, fov_deg=args.fov, depth=args.depth,
+                   background=args.background, supersample=args.supersample, seed=args.seed, force=args.force)
+    return 0
+
+
+def _colmap(args) -> int:
+    from .colmap import convert_model  # noqa: PLC0415
+
+    convert_model(args.sparse, args.images, args.out, force=args.force, copy_images=not args.no_copy,
+                  orient=not args.no_orient)
+    return 0
+
+
+def _photos(args) -> int:
+    from .sfm import photos_to_dataset  # noqa: PLC0415
+
+    if args.video is not None:
+        if len(args.paths) != 1:
+            raise UserError("with --video, give only OUT (rwf data photos --video FILE --fps F OUT)")
+        images, out = None, args.paths[0]
+    else:
+        if len(args.paths) != 2:
+            raise UserError("give IMAGES_DIR and OUT (or --video FILE OUT)")
+        images, out = args.paths
+    photos_to_dataset(out, images_dir=images, video=args.video, fps=args.fps, matching=args.matching,
+                      camera_model=args.camera_model, single_camera=not args.camera_per_image,
+                      max_image_size=args.max_image_size, min_registered=args.min_registered, force=args.force,
+                      seed=args.seed)
+    return 0
+
+
+def _llff(args) -> int:
+    from .llff import convert_llff  # noqa: PLC0415
+
+    convert_llff(args.dir, args.out, images=args.images, force=args.force, copy_images=not args.no_copy,
+                 orient=not args.no_orient)
+    return 0
+
+
+def _check(args) -> int:
+    from .check import check_dataset  # noqa: PLC0415
+
+    errors, _ = check_dataset(args.dir, decode=not args.no_decode)
+    return 1 if errors else 0
+
+
+def _downscale(args) -> int:
+    from .downscale import downscale_dataset  # noqa: PLC0415
+
+    downscale_dataset(args.dir, args.out, args.factor, force=args.force)
+    return 0
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text}")
+    return value
+
+
+def register(subparsers) -> None:
+    """Add ``data`` with its commands to an ``rwf`` sub-command parser group."""
+    data = subparsers.add_parser("data", help="make, convert and check posed-image datasets",
+                                 description=__doc__.split("\n\n")[0])
+    sub = data.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    force = {"action": "store_true", "help": "replace OUT if it exists"}
+
+    p = sub.add_parser("synth", help="render a Blender-format dataset of a mesh (CPU ray casting)")
+    p.add_argument("mesh", metavar="MESH", help='mesh file (obj, ply, glb, ...) or "demo"')
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--res", type=positive_int, default=200, help="image width and height (default 200)")
+    p.add_argument("--views", type=nonneg_int, default=100, help="training views (default 100)")
+    p.add_argument("--val", type=nonneg_int, default=10, help="validation views (default 10)")
+    p.add_argument("--test", type=nonneg_int, default=20, help="test views, an orbit (default 20)")
+    p.add_argument("--layout", choices=["hemisphere", "sphere"], default="hemisphere",
+                   help="where train/val cameras are (default hemisphere, +Z up)")
+    p.add_argument("--radius", type=positive_float, default=3.2, help="camera distance; the mesh fits the unit "
+                   "sphere (default 3.2)")
+    p.add_argument("--fov", type=positive_float, default=40.0, help="horizontal field of view, degrees")
+    p.add_argument("--depth", action="store_true", help="also write 16-bit z-depth PNGs")
+    p.add_argument("--background", choices=["transparent", "white", "black"], default="transparent")
+    p.add_argument("--supersample", type=positive_int, default=2, help="rays per pixel and axis (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="procedural texture and random val views")
+    p.add_argument("--force", **force)
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("colmap", help="COLMAP model (text or binary) to transforms.json")
+    p.add_argument("sparse", metavar="SPARSE_DIR", help="folder with cameras, images, points3D (.bin or .txt)")
+    p.add_argument("images", metavar="IMAGES_DIR")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--no-copy", action="store_true", help="refer to IMAGES_DIR instead of copying the images")
+    p.add_argument("--no-orient", action="store_true", help="keep COLMAP's axes (default: mean camera up -> +Z)")
+    p.add_argument("--force", **force)
+    p.set_defaults(func=_colmap)
+
+    p = sub.add_parser("photos", help="structure from motion (pycolmap) on photos or a video, then convert")
+    p.add_argument("paths", nargs="+", metavar="[IMAGES_DIR] OUT")
+    p.add_argument("--video", default=None, metavar="FILE", help="take frames of this video instead of photos")
+    p.add_argument("--fps", type=positive_float, default=2.0, help="frames per second taken from --video")
+    p.add_argument("--matching", choices=["exhaustive", "sequential"], default=None,
+                   help="default: sequential for a video, exhaustive for photos")
+    p.add_argument("--camera-model", default="SIMPLE_RADIAL",
+                   choices=["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"])
+    p.add_argument("--camera-per-image", action="store_true", help="one camera per image (zooms, mixed cameras)")
+    p.add_argument("--max-image-size", type=positive_int, default=1600, help="SIFT on images at most this size")
+    p.add_argument("--min-registered", type=_fraction, default=0.5, help="fail below this registered fraction")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", **force)
+    p.set_defaults(func=_photos)
+
+    p = sub.add_parser("llff", help="LLFF poses_bounds.npy to transforms.json")
+    p.add_argument("dir", metavar="DIR", help="folder with poses_bounds.npy and images/")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--images", default="images", help="image sub-folder (default images)")
+    p.add_argument("--no-copy", action="store_true", help="refer to the images instead of copying them")
+    p.add_argument("--no-orient", action="store_true", help="keep the input axes")
+    p.add_argument("--force", **force)
+    p.set_defaults(func=_llff)
+
+    p = sub.add_parser("check", help="validate a dataset and print a report (exit 1 on errors)")
+    p.add_argument("dir", metavar="DIR", help="dataset folder or transforms JSON")
+    p.add_argument("--no-decode", action="store_true", help="read image headers only (faster)")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("downscale", help="downscale a dataset's images and intrinsics by an integer factor")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--factor", "-k", type=positive_int, required=True, help="integer factor >= 2")
+    p.add_argument("--force", **force)
+    p.set_defaults(func=_downscale)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone ``rwf`` with only the data commands (same parsing and error handling as ``rwf``)."""
+    parser = Parser(prog="rwf", description="rwf data commands")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    register(sub)
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"rwf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rwf: interrupted (nothing was written)", file=sys.stderr)
+        return 130

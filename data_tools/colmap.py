@@ -1,0 +1,189 @@
+"""COLMAP model -> ``transforms.json`` (instant-ngp / nerfstudio layout, read by :mod:`rwf_render.datasets`).
+
+What the conversion does, in order:
+
+1. intrinsics per camera: SIMPLE_PINHOLE and PINHOLE -> PINHOLE; SIMPLE_RADIAL, RADIAL and OPENCV -> OPENCV
+   (k1, k2, p1, p2); OPENCV_FISHEYE -> OPENCV_FISHEYE. COLMAP's principal point is used as is (both put pixel
+   centers at +0.5). Images whose size differs from the camera's by a uniform factor get scaled intrinsics.
+2. poses: COLMAP world-to-camera (OpenCV) -> camera-to-world -> OpenGL (:func:`rwf_render.cameras.opencv_to_opengl`).
+3. normalization (:func:`data_tools.common.normalize_scene`): mean camera up -> +Z, the bulk of the sparse points
+   centered and scaled into [-1, 1]^3, ``aabb_scale`` chosen to hold 95 % of the points (cameras may lie outside). The
+   similarity is saved as ``input_to_world`` (4x4, x_out = S @ x_colmap).
+4. sparse points, moved the same way, saved as ``sparse_pc.ply`` (``ply_file_path``).
+
+The report includes the reprojection error of the converted cameras against COLMAP's own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rwf_render.cameras import Cameras, fov_from_focal, opencv_to_opengl, project
+from rwf_render.datasets import image_size
+from rwf_render.errors import UserError
+from rwf_render.rundir import write_json
+
+from .colmap_io import Model, read_model
+from .common import apply_similarity_to_poses, normalize_scene, staged_output, write_ply
+
+SUPPORTED = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE")
+
+
+def camera_intrinsics(model: str, params, width: int, height: int) -> dict:
+    """transforms.json intrinsics (fl_x, fl_y, cx, cy, w, h, camera_model, k1, k2, [k3, k4,] p1, p2) of a COLMAP camera."""
+    p = [float(v) for v in params]
+    out = {"w": int(width), "h": int(height)}
+    if model == "SIMPLE_PINHOLE":
+        out.update(fl_x=p[0], fl_y=p[0], cx=p[1], cy=p[2], camera_model="PINHOLE")
+    elif model == "PINHOLE":
+        out.update(fl_x=p[0], fl_y=p[1], cx=p[2], cy=p[3], camera_model="PINHOLE")
+    elif model == "SIMPLE_RADIAL":
+        out.update(fl_x=p[0], fl_y=p[0], cx=p[1], cy=p[2], k1=p[3], k2=0.0, p1=0.0, p2=0.0, camera_model="OPENCV")
+    elif model == "RADIAL":
+        out.update(fl_x=p[0], fl_y=p[0], cx=p[1], cy=p[2], k1=p[3], k2=p[4], p1=0.0, p2=0.0, camera_model="OPENCV")
+    elif model == "OPENCV":
+        out.update(fl_x=p[0], fl_y=p[1], cx=p[2], cy=p[3], k1=p[4], k2=p[5], p1=p[6], p2=p[7], camera_model="OPENCV")
+    elif model == "OPENCV_FISHEYE":
+        out.update(fl_x=p[0], fl_y=p[1], cx=p[2], cy=p[3], k1=p[4], k2=p[5], k3=p[6], k4=p[7],
+                   camera_model="OPENCV_FISHEYE")
+    else:
+        raise UserError(f"COLMAP camera model {model} is not supported (supported: {', '.join(SUPPORTED)}); "
+                        "undistort the images first (colmap image_undistorter) and convert that model")
+    return out
+
+
+def _scale_intrinsics(intr: dict, w: int, h: int) -> dict:
+    sx, sy = w / intr["w"], h / intr["h"]
+    out = dict(intr, w=w, h=h)
+    out.update(fl_x=intr["fl_x"] * sx, fl_y=intr["fl_y"] * sy, cx=intr["cx"] * sx, cy=intr["cy"] * sy)
+    return out
+
+
+def cameras_from_frames(frames: list[dict], top: dict) -> Cameras:
+    """:class:`Cameras` (float64) of frames written by :func:`convert_model` (per-frame keys override ``top``)."""
+    get = [lambda k, f=f: f.get(k, top.get(k, 0.0)) for f in frames]
+    return Cameras.create(torch.tensor(np.array([f["transform_matrix"] for f in frames]), dtype=torch.float64),
+                          fx=[g("fl_x") for g in get], fy=[g("fl_y") for g in get], cx=[g("cx") for g in get],
+                          cy=[g("cy") for g in get], width=[g("w") for g in get], height=[g("h") for g in get],
+                          model=[g("camera_model") for g in get],
+                          dist=np.array([[g(k) for k in ("k1", "k2", "k3", "k4", "p1", "p2")] for g in get]))
+
+
+def reprojection_errors(model: Model, cams: Cameras, image_ids: list[int], S: np.ndarray) -> np.ndarray:
+    """Pixel distance between each observation and the projection of its (moved) 3D point by ``cams``.
+
+    Args:
+        cams: one camera per entry of ``image_ids``, in the output frame. S: (4, 4) COLMAP -> output similarity.
+    Returns:
+        (n_obs,) errors in pixels, in the units of COLMAP's keypoints scaled to the output image size.
+    """
+    index = {int(pid): k for k, pid in enumerate(model.point_ids)}
+    xyz = torch.from_numpy(model.xyz @ S[:3, :3].T + S[:3, 3])
+    errs = []
+    for c, iid in enumerate(image_ids):
+        im = model.images[iid]
+        ok = im.point3D_ids >= 0
+        if not ok.any():
+            continue
+        rows = [index[int(p)] for p in im.point3D_ids[ok]]
+        pix, _ = project(xyz[rows], cams[c])
+        cam = model.cameras[im.camera_id]
+        scale = np.array([cams.width[c].item() / cam.width, cams.height[c].item() / cam.height])
+        errs.append(np.linalg.norm(pix[0].numpy() - im.xys[ok] * scale, axis=1))
+    return np.concatenate(errs) if errs else np.zeros(0)
+
+
+def _observation_mean(model: Model) -> float:
+    """COLMAP's mean reprojection error over all observations (each point's error weighted by its track length)."""
+    if not len(model.errors):
+        return float("nan")
+    weights = np.array([len(t) for t in model.tracks], dtype=np.float64)
+    return float((model.errors * weights).sum() / max(weights.sum(), 1))
+
+
+def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Path, force: bool = False,
+                  copy_images: bool = True, orient: bool = True, attach: dict | None = None, log=print) -> dict:
+    """Convert a COLMAP model to OUT/transforms.json (+ OUT/images/, OUT/sparse_pc.ply).
+
+    Args:
+        sparse_dir: folder with cameras/images/points3D (.bin or .txt).
+        images_dir: folder holding the model's images (names as in the model, sub-folders allowed).
+        copy_images: copy the images into OUT/images; otherwise frames point to ``images_dir`` by relative path.
+        orient: rotate the mean camera up vector to +Z.
+        attach: {relative path in OUT: file or folder} copied into OUT as well (e.g. the COLMAP model).
+    Returns:
+        the report numbers: n_images, n_points, aabb_scale, scale, reprojection errors (ours and COLMAP's).
+    """
+    model = read_model(sparse_dir)
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise UserError(f"{images_dir}: no such images folder")
+    if not model.images:
+        raise UserError(f"{sparse_dir}: the model has no registered images")
+    ids = sorted(model.images, key=lambda i: model.images[i].name)
+    missing = [model.images[i].name for i in ids if not (images_dir / model.images[i].name).is_file()]
+    if missing:
+        raise UserError(f"{images_dir}: {len(missing)} of {len(ids)} images of the model are missing "
+                        f"(first: {missing[0]})")
+    # 1. intrinsics, checked against the actual image sizes
+    intrinsics, rescaled = [], 0
+    for i in ids:
+        im = model.images[i]
+        cam = model.cameras[im.camera_id]
+        intr = camera_intrinsics(cam.model, cam.params, cam.width, cam.height)
+        w, h = image_size(images_dir / im.name)
+        if (w, h) != (cam.width, cam.height):
+            if abs(w / cam.width * cam.height - h) > 1.0:
+                raise UserError(f"{im.name}: image is {w}x{h} but its COLMAP camera is {cam.width}x{cam.height} "
+                                "(not a uniform scale)")
+            intr, rescaled = _scale_intrinsics(intr, w, h), rescaled + 1
+        intrinsics.append(intr)
+    # 2. poses: w2c (OpenCV) -> c2w (OpenGL)
+    c2w = np.stack([opencv_to_opengl(np.linalg.inv(model.images[i].world_to_camera())) for i in ids])
+    # 3. normalization
+    S, aabb_scale, stats = normalize_scene(c2w, model.xyz, orient=orient)
+    c2w = apply_similarity_to_poses(S, c2w)
+    xyz = model.xyz @ S[:3, :3].T + S[:3, 3]
+
+    shared = all(d == intrinsics[0] for d in intrinsics)
+    top = {**(intrinsics[0] if shared else {}), "aabb_scale": aabb_scale, "ply_file_path": "sparse_pc.ply",
+           "input_to_world": S.tolist(), "source": f"colmap:{Path(sparse_dir).resolve()}"}
+    with staged_output(out, force, inputs=(sparse_dir, images_dir)) as stage:
+        frames = []
+        for k, i in enumerate(ids):
+            name = model.images[i].name
+            if copy_images:
+                dst = stage / "images" / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(images_dir / name, dst)
+                file_path = f"images/{name}"
+            else:
+                file_path = Path(shutil.os.path.relpath(images_dir.resolve() / name, Path(out).resolve())).as_posix()
+            frame = {"file_path": file_path, "transform_matrix": c2w[k].tolist(), "colmap_im_id": int(i)}
+            frames.append(frame if shared else {**frame, **intrinsics[k]})
+        write_ply(stage / "sparse_pc.ply", xyz, model.rgb)
+        for rel, src in (attach or {}).items():
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if Path(src).is_dir() else shutil.copy2)(src, stage / rel)
+        cams = cameras_from_frames(frames, top)
+        errs = reprojection_errors(model, cams, ids, S)
+        write_json(stage / "transforms.json", {**top, "frames": frames})
+        report = {"n_images": len(ids), "n_cameras": len(model.cameras), "n_points": len(model.xyz),
+                  "rescaled_images": rescaled, "reproj_error": float(errs.mean()) if len(errs) else float("nan"),
+                  "colmap_reproj_error": _observation_mean(model),
+                  **stats}
+    models = sorted({model.cameras[model.images[i].camera_id].model for i in ids})
+    fovs = [np.degrees(fov_from_focal(d["fl_x"], d["w"])) for d in intrinsics]
+    log(f"converted {len(ids)} images, {len(model.cameras)} camera(s) ({', '.join(models)}; horizontal fov "
+        f"{min(fovs):.1f}-{max(fovs):.1f} deg), {len(model.xyz)} points"
+        + (f"; {rescaled} image(s) had a different size: intrinsics scaled" if rescaled else ""))
+    log(f"scene: scale {stats['scale']:.4g}, aabb_scale {aabb_scale} (box holds {stats['cameras_in_box']}/{len(ids)} "
+        f"cameras, {100 * stats['points_in_box']:.1f}% of points); camera distance to center "
+        f"{stats['camera_distance'][0]:.2f}-{stats['camera_distance'][1]:.2f}")
+    log(f"reprojection error of the converted cameras: {report['reproj_error']:.3f} px "
+        f"(COLMAP's: {report['colmap_reproj_error']:.3f} px) -> {Path(out) / 'transforms.json'}")
+    return report

@@ -1,0 +1,194 @@
+"""Shared pieces of the data tools: all-or-nothing output folders, scene normalization, PLY and image writing.
+
+Every tool writes its whole output into a hidden staging folder beside OUT and moves it into place in one
+``os.replace`` when everything succeeded, so OUT is either absent, the old one, or complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from rwf_render.errors import UserError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+NGP_HALF = 0.5 / 0.33  # half-width of instant-ngp's scene box per unit of aabb_scale (see rwf_render.datasets)
+
+
+def check_output(out: str | Path, force: bool, inputs: tuple = ()) -> Path:
+    """Validate OUT before any work: it may exist only with ``force`` and must not contain or be an input."""
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"{out}: exists; pass --force to replace it")
+    for src in inputs:
+        src = Path(src).resolve()
+        if src == out or out in src.parents:
+            raise UserError(f"{out}: the output folder would replace the input {src}")
+    return out
+
+
+@contextlib.contextmanager
+def staged_output(out: str | Path, force: bool, inputs: tuple = ()):
+    """Yield a fresh staging folder; on success it becomes OUT (replacing an old OUT only with ``force``).
+
+    On any exception the staging folder is removed and OUT is left as it was.
+    """
+    out = check_output(out, force, inputs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+        _umask_permissions(stage)
+        check_output(out, force, inputs)  # someone may have created OUT meanwhile
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(stage, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _umask_permissions(root: Path) -> None:
+    """mkdtemp / mkstemp create owner-only entries: give the output the permissions a plain mkdir/open would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for dirpath, _, files in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~umask)
+        for f in files:
+            os.chmod(os.path.join(dirpath, f), 0o666 & ~umask)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name; UserError when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise UserError(f"{folder}: no images ({', '.join(IMAGE_EXTS)})")
+    return files
+
+
+def rotation_between(a, b) -> np.ndarray:
+    """(3, 3) rotation taking unit direction a to unit direction b (Rodrigues; a 180-degree turn if opposite)."""
+    a, b = np.asarray(a, float) / np.linalg.norm(a), np.asarray(b, float) / np.linalg.norm(b)
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1 + 1e-10:  # opposite: rotate by pi about any axis perpendicular to a
+        axis = np.cross(a, [1.0, 0, 0] if abs(a[0]) < 0.9 else [0, 1.0, 0])
+        axis /= np.linalg.norm(axis)
+        return 2 * np.outer(axis, axis) - np.eye(3)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)
+
+
+def normalize_scene(c2w: np.ndarray, points: np.ndarray, orient: bool = True, keep: float = 0.95,
+                    max_aabb_scale: int = 128) -> tuple[np.ndarray, int, dict]:
+    """Similarity that centers and scales a scene, and the aabb_scale that holds it.
+
+    The bulk of the points (per axis, the 2nd to 98th percentile) is centered at the origin and scaled to fill
+    [-1, 1]^3; with ``orient``, the cameras' mean up vector becomes +Z first. ``aabb_scale`` is the smallest power
+    of two whose instant-ngp box (half-width ``NGP_HALF * aabb_scale``) holds a fraction ``keep`` of the points (of
+    the cameras when there are no points): distant background beyond it is left out, cameras may be outside.
+
+    Args:
+        c2w: (N, 4, 4) OpenGL camera-to-world in the input frame.
+        points: (M, 3) scene points in the input frame (may be empty: the cameras are used instead).
+    Returns:
+        S: (4, 4) similarity, world_out = S @ world_in (apply to points; poses: S @ c2w with the rotation
+            block divided by the scale), aabb_scale, and a dict of numbers for the report.
+    """
+    R = rotation_between(c2w[:, :3, 1].mean(0), [0, 0, 1]) if orient else np.eye(3)
+    centers = c2w[:, :3, 3] @ R.T
+    pts = points @ R.T if len(points) >= 8 else centers
+    lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
+    center = (lo + hi) / 2
+    half = float(np.max(hi - lo) / 2)
+    if not half > 1e-12:
+        half = float(np.max(np.linalg.norm(centers - center, axis=1))) or 1.0
+    s = 1.0 / half
+    S = np.eye(4)
+    S[:3, :3], S[:3, 3] = s * R, -s * center
+    cam_r = np.abs(s * (centers - center)).max(axis=1)
+    pt_r = np.abs(s * (pts - center)).max(axis=1) if len(points) else np.zeros(0)
+    aabb_scale = 1
+    held = pt_r if len(pt_r) else cam_r  # no points: hold the cameras instead
+    while aabb_scale < max_aabb_scale and (held <= NGP_HALF * aabb_scale).mean() < keep:
+        aabb_scale *= 2
+    box = NGP_HALF * aabb_scale
+    stats = {"scale": s, "aabb_scale": aabb_scale, "cameras_in_box": int((cam_r <= box).sum()),
+             "points_in_box": float((pt_r <= box).mean()) if len(pt_r) else float("nan"),
+             "camera_distance": (float(np.linalg.norm(s * (centers - center), axis=1).min()),
+                                 float(np.linalg.norm(s * (centers - center), axis=1).max()))}
+    return S, aabb_scale, stats
+
+
+def apply_similarity_to_poses(S: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+    """(N, 4, 4) poses moved by similarity S (rotation block kept orthonormal)."""
+    out = S[None] @ c2w
+    out[:, :3, :3] /= np.cbrt(np.linalg.det(S[:3, :3]))
+    return out
+
+
+def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = None) -> None:
+    """Binary little-endian PLY point cloud: (M, 3) float32 positions and optional (M, 3) uint8 colors."""
+    xyz = np.asarray(xyz, dtype=np.float32)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if rgb is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    data = np.zeros(len(xyz), dtype=fields)
+    data["x"], data["y"], data["z"] = xyz.T
+    if rgb is not None:
+        data["red"], data["green"], data["blue"] = np.asarray(rgb, dtype=np.uint8).T
+    props = "".join(f"property {'float' if t == '<f4' else 'uchar'} {n}\n" for n, t in fields)
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {len(xyz)}\n{props}end_header\n"
+    Path(path).write_bytes(header.encode() + data.tobytes())
+
+
+def save_image(path: str | Path, img: np.ndarray) -> None:
+    """Write an (H, W[, C]) uint8 or uint16 image; PNG via pypng for 16 bits (imageio would reduce it to 8)."""
+    path = Path(path)
+    if img.dtype == np.uint16 and path.suffix.lower() == ".png":
+        import png  # noqa: PLC0415
+
+        h, w = img.shape[:2]
+        c = 1 if img.ndim == 2 else img.shape[2]
+        writer = png.Writer(w, h, greyscale=c == 1, alpha=c in (2, 4), bitdepth=16)
+        with open(path, "wb") as f:
+            writer.write(f, img.reshape(h, w * c).tolist())
+        return
+    import imageio.v3 as iio  # noqa: PLC0415
+
+    iio.imwrite(path, img)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image to a numpy array (16-bit PNGs keep 16 bits); UserError when it does not decode."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16:  # 16-bit PNG: pypng keeps all bits
+            import png  # noqa: PLC0415
+
+            w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+            arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, info["planes"])
+            return arr[..., 0] if info["planes"] == 1 else arr
+        import imageio.v3 as iio  # noqa: PLC0415
+
+        pillow = path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+        return np.asarray(iio.imread(path, plugin="pillow") if pillow else iio.imread(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: image not found") from None
+    except Exception as e:  # noqa: BLE001  (decoder errors differ per format)
+        raise UserError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None

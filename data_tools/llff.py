@@ -1,0 +1,96 @@
+"""LLFF ``poses_bounds.npy`` <-> transforms.json.
+
+``poses_bounds.npy`` is (N, 17): a 3x5 matrix per image, flattened row by row, then (near, far). The 3x5 matrix is
+``[R | t | hwf]`` where R's columns are the camera's (down, right, backward) axes in the world, t its center, and
+hwf = (height, width, focal) in pixels. In OpenGL axes (right, up, backward) that is ``[c1, -c0, c2]``.
+Images are the files of DIR/images (or another sub-folder), sorted by name, one per row.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from rwf_render.datasets import image_size
+from rwf_render.errors import UserError
+from rwf_render.rundir import write_json
+
+from .common import apply_similarity_to_poses, list_images, normalize_scene, staged_output
+
+
+def read_poses_bounds(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns c2w (N, 4, 4) OpenGL, hwf (N, 3), bounds (N, 2) near/far."""
+    path = Path(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path}: not a .npy array ({e})") from None
+    if arr.ndim != 2 or arr.shape[1] != 17 or len(arr) == 0 or not np.isfinite(arr).all():
+        raise UserError(f"{path}: expected a finite (N, 17) array, got shape {arr.shape}")
+    m = arr[:, :15].reshape(-1, 3, 5).astype(np.float64)
+    c2w = np.tile(np.eye(4), (len(arr), 1, 1))
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = m[:, :, 1], -m[:, :, 0], m[:, :, 2], m[:, :, 3]
+    if (np.abs(np.linalg.det(c2w[:, :3, :3])) < 1e-6).any():
+        raise UserError(f"{path}: some poses have a singular rotation")
+    return c2w, m[:, :, 4], arr[:, 15:17].astype(np.float64)
+
+
+def write_poses_bounds(path: str | Path, c2w: np.ndarray, hwf: np.ndarray, bounds: np.ndarray) -> None:
+    """Inverse of :func:`read_poses_bounds`: c2w (N, 3|4, 4) OpenGL, hwf (N, 3) or (3,), bounds (N, 2)."""
+    c2w = np.asarray(c2w, np.float64)
+    n = len(c2w)
+    m = np.zeros((n, 3, 5))
+    m[:, :, 0], m[:, :, 1], m[:, :, 2], m[:, :, 3] = -c2w[:, :3, 1], c2w[:, :3, 0], c2w[:, :3, 2], c2w[:, :3, 3]
+    m[:, :, 4] = np.broadcast_to(hwf, (n, 3))
+    np.save(path, np.concatenate([m.reshape(n, 15), np.broadcast_to(bounds, (n, 2))], 1))
+
+
+def convert_llff(src: str | Path, out: str | Path, images: str = "images", force: bool = False,
+                 copy_images: bool = True, orient: bool = True, log=print) -> dict:
+    """DIR/poses_bounds.npy + DIR/<images>/ -> OUT/transforms.json (+ OUT/images/).
+
+    The scene is normalized like a COLMAP conversion (:func:`data_tools.common.normalize_scene`) using the
+    points at the near bound and at sqrt(near * far) on each optical axis; near/far are kept per frame, scaled.
+    Images whose size differs from (W, H) by a uniform factor (LLFF's images_4 etc.) get the focal scaled.
+    """
+    src = Path(src)
+    c2w, hwf, bounds = read_poses_bounds(src / "poses_bounds.npy")
+    files = list_images(src / images)
+    if len(files) != len(c2w):
+        raise UserError(f"{src / images}: {len(files)} images but poses_bounds.npy has {len(c2w)} rows")
+    fwd = -c2w[:, :3, 2]
+    mids = np.sqrt(np.clip(bounds[:, 0] * bounds[:, 1], 1e-12, None))
+    pts = np.concatenate([c2w[:, :3, 3] + fwd * bounds[:, :1], c2w[:, :3, 3] + fwd * mids[:, None]])
+    S, aabb_scale, stats = normalize_scene(c2w, pts, orient=orient)
+    s = stats["scale"]
+    c2w = apply_similarity_to_poses(S, c2w)
+    frames, sizes = [], set()
+    for k, f in enumerate(files):
+        w, h = image_size(f)
+        H, W, focal = hwf[k]
+        if abs(w / W * H - h) > 1.0:
+            raise UserError(f"{f}: image is {w}x{h}, not a scaled copy of the {W:.0f}x{H:.0f} in poses_bounds.npy")
+        fl = focal * w / W
+        sizes.add((w, h))
+        frames.append({"file_path": f"images/{f.name}", "transform_matrix": c2w[k].tolist(), "fl_x": fl,
+                       "fl_y": fl, "cx": w / 2, "cy": h / 2, "w": w, "h": h,
+                       "near": float(bounds[k, 0] * s), "far": float(bounds[k, 1] * s)})
+    with staged_output(out, force, inputs=(src,)) as stage:
+        if copy_images:
+            (stage / "images").mkdir()
+            for f in files:
+                shutil.copy2(f, stage / "images" / f.name)
+        else:
+            for fr, f in zip(frames, files):
+                fr["file_path"] = Path(shutil.os.path.relpath(f.resolve(), Path(out).resolve())).as_posix()
+        write_json(stage / "transforms.json", {"camera_model": "PINHOLE", "aabb_scale": aabb_scale,
+                                               "input_to_world": S.tolist(), "source": f"llff:{src.resolve()}",
+                                               "frames": frames})
+    log(f"converted {len(frames)} LLFF poses (image size {', '.join(f'{w}x{h}' for w, h in sorted(sizes))}); "
+        f"scene scale {s:.4g}, aabb_scale {aabb_scale}; near/far {bounds[:, 0].min() * s:.3g}/"
+        f"{bounds[:, 1].max() * s:.3g} -> {Path(out) / 'transforms.json'}")
+    return {"n_images": len(frames), "aabb_scale": aabb_scale, **stats}

@@ -1,0 +1,265 @@
+"""Posed-image datasets described by ``transforms.json``: metadata only (paths, cameras, scene box).
+
+Two layouts are read:
+
+* **Blender** (NeRF synthetic): ``DIR/transforms_{train,val,test}.json`` with ``camera_angle_x`` (optionally
+  ``camera_angle_y``); image size from the image files; ``file_path`` may omit the ``.png``.
+* **instant-ngp / nerfstudio**: one ``DIR/transforms.json`` with ``fl_x, fl_y, cx, cy, w, h``, distortion
+  ``k1 k2 k3 k4 p1 p2``, ``camera_model`` (PINHOLE, SIMPLE_PINHOLE, OPENCV, OPENCV_FISHEYE; ngp's ``is_fisheye``),
+  ``aabb_scale``, ``scale``, ``offset``; any intrinsic may be overridden per frame; optional per-frame
+  ``mask_path``, ``depth_file_path`` and ``near``/``far``. Splits: ``{split}_filenames`` lists when present
+  (nerfstudio), otherwise every ``HOLDOUT_EVERY``-th frame is the val/test set and the rest is train.
+
+Poses (``transform_matrix``) are OpenGL camera-to-world (see :mod:`rwf_render.cameras`). Paths are relative to
+the JSON file's folder. Frames whose image is missing are skipped with one warning.
+
+**Scene box** (:func:`scene_box`): an explicit ``"aabb": [[x0, y0, z0], [x1, y1, z1]]`` if present; otherwise
+instant-ngp's rule: ngp maps file coordinates p to p * scale + offset (defaults 0.33 and 0.5) and its scene is the
+cube of side ``aabb_scale`` centered at 0.5, so in file coordinates the box has center (0.5 - offset) / scale and
+half-width 0.5 * aabb_scale / scale (about +-1.5 for the Blender scenes, which fits them).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cameras import DIST_NAMES, MODELS, Cameras, focal_from_fov
+from .errors import UserError
+from .rundir import read_json
+
+SPLITS = ("train", "val", "test")
+HOLDOUT_EVERY = 8  # single-file datasets without split lists: frames 0, 8, 16, ... form val/test
+_MODEL_ALIASES = {"SIMPLE_PINHOLE": "PINHOLE", "PINHOLE": "PINHOLE", "OPENCV": "OPENCV",
+                  "OPENCV_FISHEYE": "OPENCV_FISHEYE"}
+
+
+@dataclass
+class FrameInfo:
+    """One parsed frame: pose, intrinsics and paths (paths absolute; images not opened unless w/h missing)."""
+
+    image: Path
+    c2w: np.ndarray  # (4, 4) float64, OpenGL camera-to-world
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+    model: str
+    dist: tuple  # (k1, k2, k3, k4, p1, p2)
+    mask: Path | None = None
+    depth: Path | None = None
+    near_far: tuple | None = None
+
+
+@dataclass
+class Transforms:
+    """A split of a dataset. ``cameras`` has one camera per entry of ``image_paths`` (float64)."""
+
+    path: Path  # the JSON file
+    split: str
+    image_paths: list[Path]
+    cameras: Cameras
+    mask_paths: list[Path | None]
+    depth_paths: list[Path | None]
+    near_far: torch.Tensor | None  # (N, 2) when every frame has near/far
+    aabb: torch.Tensor  # (2, 3) scene box, min and max corners
+    meta: dict  # the top-level JSON without "frames"
+    skipped: list[str] = field(default_factory=list)  # file_path of frames skipped (missing image)
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+
+def _num(value, what: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what}: expected a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise UserError(f"{what}: not finite ({value!r})")
+    return out
+
+
+def resolve_image(base: Path, file_path: str) -> Path:
+    """The image a ``file_path`` names: relative to ``base``; Blender's extension-less paths get ``.png``."""
+    p = Path(file_path)
+    p = p if p.is_absolute() else base / p
+    if not p.exists() and p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
+        for ext in (".png", ".jpg", ".jpeg"):
+            if p.with_name(p.name + ext).exists():
+                return p.with_name(p.name + ext)
+        return p.with_name(p.name + ".png")
+    return p
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image header (decodes nothing)."""
+    from PIL import Image  # noqa: PLC0415  (Pillow comes with imageio)
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as e:  # noqa: BLE001  (any decoder error is the user's file)
+        raise UserError(f"{path}: cannot read the image size ({type(e).__name__}: {e})") from None
+
+
+def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> FrameInfo:
+    """Parse one frame of a transforms JSON (frame keys override ``top``). Raises UserError naming ``where``."""
+    if not isinstance(frame, dict):
+        raise UserError(f"{where}: expected an object, got {type(frame).__name__}")
+    for key in ("file_path", "transform_matrix"):
+        if key not in frame:
+            raise UserError(f"{where}: missing '{key}'")
+    image = resolve_image(base, str(frame["file_path"]))
+    try:
+        m = np.asarray(frame["transform_matrix"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: transform_matrix is not a numeric matrix") from None
+    if m.shape not in ((4, 4), (3, 4)):
+        raise UserError(f"{where}: transform_matrix has shape {m.shape}, expected 4x4 or 3x4")
+    if not np.isfinite(m).all():
+        raise UserError(f"{where}: transform_matrix has non-finite entries")
+    c2w = np.eye(4)
+    c2w[:3] = m[:3]
+    if abs(np.linalg.det(c2w[:3, :3])) < 1e-6:
+        raise UserError(f"{where}: transform_matrix is singular (rotation block has determinant ~0)")
+
+    def get(key, default=None):
+        return frame.get(key, top.get(key, default))
+
+    w, h = get("w"), get("h")
+    if w is None or h is None:
+        if not image.exists():
+            raise UserError(f"{where}: no w/h given and image {image} not found")
+        w, h = image_size(image)
+    w, h = int(_num(w, f"{where}: w")), int(_num(h, f"{where}: h"))
+    fx, fy = get("fl_x"), get("fl_y")
+    if fx is None:
+        if get("camera_angle_x") is None:
+            raise UserError(f"{where}: no focal length (fl_x or camera_angle_x)")
+        fx = focal_from_fov(_num(get("camera_angle_x"), f"{where}: camera_angle_x"), w)
+    if fy is None:
+        fy = focal_from_fov(_num(get("camera_angle_y"), f"{where}: camera_angle_y"), h) \
+            if get("camera_angle_y") is not None else fx
+    fx, fy = _num(fx, f"{where}: fl_x"), _num(fy, f"{where}: fl_y")
+    cx, cy = _num(get("cx", w / 2), f"{where}: cx"), _num(get("cy", h / 2), f"{where}: cy")
+    dist = tuple(_num(get(k, 0.0), f"{where}: {k}") for k in DIST_NAMES)
+    model = get("camera_model")
+    if model is None:
+        model = "OPENCV_FISHEYE" if get("is_fisheye", False) else ("OPENCV" if any(dist) else "PINHOLE")
+    if str(model).upper() not in _MODEL_ALIASES:
+        raise UserError(f"{where}: unsupported camera_model {model!r} (supported: {', '.join(_MODEL_ALIASES)})")
+    model = _MODEL_ALIASES[str(model).upper()]
+    mask = get("mask_path")
+    depth = get("depth_file_path")
+    near_far = None
+    if frame.get("near") is not None and frame.get("far") is not None:
+        near_far = (_num(frame["near"], f"{where}: near"), _num(frame["far"], f"{where}: far"))
+    return FrameInfo(image, c2w, fx, fy, cx, cy, w, h, model, dist,
+                     mask=None if mask is None else base / mask, depth=None if depth is None else base / depth,
+                     near_far=near_far)
+
+
+def scene_box(meta: dict) -> torch.Tensor:
+    """(2, 3) float64 scene box of a dataset's top-level metadata (rule in the module docstring)."""
+    if "aabb" in meta:
+        box = np.asarray(meta["aabb"], dtype=np.float64)
+        if box.shape != (2, 3) or not (box[1] > box[0]).all():
+            raise UserError(f"aabb must be [[x0, y0, z0], [x1, y1, z1]] with x1 > x0 etc., got {meta['aabb']}")
+        return torch.from_numpy(box)
+    scale = _num(meta.get("scale", 0.33), "scale")
+    offset = np.broadcast_to(np.asarray(meta.get("offset", 0.5), dtype=np.float64), (3,))
+    aabb_scale = _num(meta.get("aabb_scale", 1), "aabb_scale")
+    if scale <= 0 or aabb_scale <= 0:
+        raise UserError("scale and aabb_scale must be positive")
+    center, half = (0.5 - offset) / scale, 0.5 * aabb_scale / scale
+    return torch.from_numpy(np.stack([center - half, center + half]))
+
+
+def dataset_files(path: str | Path) -> dict[str, Path]:
+    """The JSON file of each split: {"train": ..., "val": ..., "test": ...} (Blender) or {"all": transforms.json}."""
+    path = Path(path)
+    if path.is_file():
+        stem = path.stem
+        return {stem[len("transforms_"):] if stem.startswith("transforms_") else "all": path}
+    if not path.is_dir():
+        raise UserError(f"{path}: no such dataset folder or file")
+    if (path / "transforms.json").is_file():
+        return {"all": path / "transforms.json"}
+    found = {s: path / f"transforms_{s}.json" for s in SPLITS if (path / f"transforms_{s}.json").is_file()}
+    if not found:
+        raise UserError(f"{path}: no transforms.json or transforms_{{train,val,test}}.json")
+    return found
+
+
+def _select(frames: list, top: dict, split: str) -> list:
+    if split == "all":
+        return frames
+    key = f"{split}_filenames"
+    if key in top:
+        wanted = set(map(str, top[key]))
+        return [f for f in frames if isinstance(f, dict) and str(f.get("file_path")) in wanted]
+    held = split in ("val", "test")
+    return [f for i, f in enumerate(frames) if (i % HOLDOUT_EVERY == 0) == held]
+
+
+def load_transforms(path: str | Path, split: str = "train") -> Transforms:
+    """Read one split of a dataset.
+
+    Args:
+        path: a dataset folder or one transforms JSON file.
+        split: "train", "val", "test" or "all" (Blender: all three files concatenated).
+    Returns:
+        :class:`Transforms` with N >= 1 frames whose images exist.
+    Raises:
+        UserError: malformed JSON, missing keys, singular poses, unknown split, or no usable frame.
+    """
+    if split not in (*SPLITS, "all"):
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join((*SPLITS, 'all'))}")
+    files = dataset_files(path)
+    if "all" in files:
+        parts = [(files["all"], split)]
+    elif Path(path).is_file():
+        parts = [(next(iter(files.values())), "all")]
+    elif split == "all":
+        parts = [(f, "all") for f in files.values()]
+    elif split in files:
+        parts = [(files[split], "all")]
+    else:
+        raise UserError(f"{path}: no transforms_{split}.json (has {', '.join(files)})")
+    infos, skipped, meta = [], [], {}
+    for json_path, sel in parts:
+        top = read_json(json_path)
+        if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
+            raise UserError(f"{json_path}: expected an object with a list of 'frames'")
+        meta = meta or {k: v for k, v in top.items() if k != "frames"}
+        for i, frame in enumerate(_select(top["frames"], top, sel)):
+            info = parse_frame(frame, top, json_path.parent, where=f"{json_path.name}: frame {i}")
+            if info.image.is_file():
+                infos.append(info)
+            else:
+                skipped.append(str(frame["file_path"]))
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} frame(s) whose image is missing "
+                      f"(first: {skipped[0]})", stacklevel=2)
+    if not infos:
+        raise UserError(f"{path}: split {split!r} has no frame with an existing image")
+    c2w = torch.from_numpy(np.stack([f.c2w for f in infos]))
+    cams = Cameras.create(c2w, fx=[f.fx for f in infos], fy=[f.fy for f in infos], cx=[f.cx for f in infos],
+                          cy=[f.cy for f in infos], width=[f.width for f in infos],
+                          height=[f.height for f in infos], model=[f.model for f in infos],
+                          dist=np.array([f.dist for f in infos]))
+    assert all(m in MODELS for m in cams.model_names())
+    near_far = None
+    if all(f.near_far is not None for f in infos):
+        near_far = torch.tensor([f.near_far for f in infos], dtype=torch.float64)
+    return Transforms(path=parts[0][0], split=split, image_paths=[f.image for f in infos], cameras=cams,
+                      mask_paths=[f.mask for f in infos], depth_paths=[f.depth for f in infos],
+                      near_far=near_far, aabb=scene_box(meta), meta=meta, skipped=skipped)

@@ -1,0 +1,175 @@
+"""COLMAP model -> transforms.json: reprojection on real data, every camera model, binary == text, failures."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from data_tools.cli import main
+from data_tools.colmap import convert_model
+from data_tools.colmap_io import Camera, Image, Model, qvec_to_rotation, read_model, rotation_to_qvec, write_model
+from rwf_render.cameras import look_at, opencv_to_opengl, project
+from rwf_render.datasets import load_transforms
+
+
+def _bartoszek(data_dir):
+    root = data_dir / "colmap" / "bartoszek"
+    if not (root / "sparse" / "0").is_dir():
+        pytest.skip("bartoszek capture not in the shared data")
+    return root
+
+
+def _colmap_pixels(cam: Camera, p_cv: np.ndarray) -> np.ndarray:
+    """COLMAP's own camera models written out (src/colmap/sensor/models.h), (P, 3) OpenCV camera points."""
+    x, y = p_cv[:, 0] / p_cv[:, 2], p_cv[:, 1] / p_cv[:, 2]
+    p, r2 = cam.params, x * x + y * y
+    if cam.model == "SIMPLE_PINHOLE":
+        return np.stack([p[0] * x + p[1], p[0] * y + p[2]], -1)
+    if cam.model in ("PINHOLE", "FULL_OPENCV"):  # (FULL_OPENCV only with zero distortion here)
+        return np.stack([p[0] * x + p[2], p[1] * y + p[3]], -1)
+    if cam.model in ("SIMPLE_RADIAL", "RADIAL"):
+        d = p[3] * r2 + (p[4] * r2 * r2 if cam.model == "RADIAL" else 0)
+        return np.stack([p[0] * (x + x * d) + p[1], p[0] * (y + y * d) + p[2]], -1)
+    if cam.model == "OPENCV":
+        k1, k2, p1, p2 = p[4:8]
+        rad = k1 * r2 + k2 * r2 * r2
+        dx = x * rad + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        dy = y * rad + 2 * p2 * x * y + p1 * (r2 + 2 * y * y)
+        return np.stack([p[0] * (x + dx) + p[2], p[1] * (y + dy) + p[3]], -1)
+    if cam.model == "OPENCV_FISHEYE":
+        r = np.sqrt(r2)
+        th = np.arctan(r)
+        thd = th * (1 + p[4] * th ** 2 + p[5] * th ** 4 + p[6] * th ** 6 + p[7] * th ** 8)
+        return np.stack([p[0] * x * thd / r + p[2], p[1] * y * thd / r + p[3]], -1)
+    raise AssertionError(cam.model)
+
+
+def _moved_points(model, meta) -> torch.Tensor:
+    S = np.array(meta["input_to_world"])
+    return torch.from_numpy(model.xyz @ S[:3, :3].T + S[:3, 3])
+
+
+def test_bartoszek_reprojection_matches_colmap(data_dir, tmp_path):
+    root = _bartoszek(data_dir)
+    model = read_model(root / "sparse" / "0")
+    report = convert_model(root / "sparse" / "0", root / "images", tmp_path / "out", log=lambda *a: None)
+    t = load_transforms(tmp_path / "out", "all")  # the NeRF loader reads the output
+    assert len(t) == report["n_images"] == len(model.images) == 23
+    meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
+    xyz = _moved_points(model, meta)
+    index = {int(pid): k for k, pid in enumerate(model.point_ids)}
+    by_name = {im.name: im for im in model.images.values()}
+    ours, theirs = [], []
+    for k, path in enumerate(t.image_paths):
+        im = by_name[path.name]
+        ok = im.point3D_ids >= 0
+        pts = model.xyz[[index[int(p)] for p in im.point3D_ids[ok]]]
+        pix, depth = project(xyz[[index[int(p)] for p in im.point3D_ids[ok]]], t.cameras[k])
+        assert (depth > 0).all()
+        # the same points through COLMAP's own pose and camera: the conversion must not move a pixel
+        p_cv = pts @ qvec_to_rotation(im.qvec).T + im.tvec
+        np.testing.assert_allclose(pix[0].numpy(), _colmap_pixels(model.cameras[im.camera_id], p_cv), atol=1e-6)
+        ours.append(np.linalg.norm(pix[0].numpy() - im.xys[ok], axis=1))
+        theirs.append(model.errors[[index[int(p)] for p in im.point3D_ids[ok]]])
+    ours, theirs = np.concatenate(ours).mean(), np.concatenate(theirs).mean()
+    assert abs(ours - theirs) < 1.0 and ours < 1.0
+    distorted = root / "sparse_distorted_simple_radial" / "0"
+    if distorted.is_dir():  # the stored errors are in the pixels of the original 3031 px photos
+        scale = 1000 / next(iter(read_model(distorted).cameras.values())).width
+        assert ours == pytest.approx(theirs * scale, abs=0.02)
+    assert report["reproj_error"] == pytest.approx(ours)
+    # the PLY holds the moved points; the box holds most of them
+    ply = (tmp_path / "out" / "sparse_pc.ply").read_bytes()
+    body = ply[ply.index(b"end_header\n") + 11:]
+    pts = np.frombuffer(body, dtype=[("p", "<f4", 3), ("c", "u1", 3)])["p"]
+    np.testing.assert_allclose(pts, xyz.numpy(), atol=1e-5)
+    assert ((xyz >= t.aabb[0]) & (xyz <= t.aabb[1])).all(-1).double().mean() > 0.95
+
+
+def test_binary_and_text_models_convert_identically(data_dir, tmp_path):
+    root = _bartoszek(data_dir)
+    model = read_model(root / "sparse" / "0")
+    write_model(model, tmp_path / "bin", "bin")  # our writer reproduces COLMAP's files byte for byte
+    for name in ("cameras.bin", "images.bin", "points3D.bin"):
+        assert (tmp_path / "bin" / name).read_bytes() == (root / "sparse" / "0" / name).read_bytes()
+    write_model(model, tmp_path / "txt", "txt")
+    outs = []
+    for kind in ("bin", "txt"):
+        src = root / "sparse" / "0" if kind == "bin" else tmp_path / "txt"
+        assert main(["data", "colmap", str(src), str(root / "images"), str(tmp_path / kind / "out"),
+                     "--no-copy"]) == 0
+        meta = json.loads((tmp_path / kind / "out" / "transforms.json").read_text())
+        meta.pop("source")
+        outs.append(meta)
+    assert outs[0] == outs[1]
+    assert (tmp_path / "bin/out/sparse_pc.ply").read_bytes() == (tmp_path / "txt/out/sparse_pc.ply").read_bytes()
+
+
+MODELS = {"SIMPLE_PINHOLE": [70.0, 33.0, 23.5], "PINHOLE": [70.0, 72.0, 31.0, 25.0],
+          "SIMPLE_RADIAL": [70.0, 32.0, 24.0, -0.08], "RADIAL": [68.0, 32.5, 24.0, -0.1, 0.02],
+          "OPENCV": [70.0, 71.0, 32.0, 23.0, -0.1, 0.02, 0.003, -0.002],
+          "OPENCV_FISHEYE": [60.0, 61.0, 32.0, 24.0, 0.03, -0.01, 0.002, -0.001]}
+
+
+def _synthetic_model(tmp_path, models=MODELS):
+    """A model with one image per camera model, exact observations, and blank 64x48 images."""
+    from data_tools.common import save_image  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(40, 3)) * 0.5
+    eyes = [[4 * math.cos(a), 4 * math.sin(a), 1.5] for a in np.linspace(0, 5, len(models))]
+    c2w_cv = opencv_to_opengl(look_at(torch.tensor(eyes, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)).numpy())
+    cams, images, tracks = {}, {}, [[] for _ in xyz]
+    (tmp_path / "images").mkdir()
+    for k, (name, params) in enumerate(models.items()):
+        cams[k + 1] = Camera(k + 1, name, 64, 48, np.array(params))
+        R, c = c2w_cv[k, :, :3], c2w_cv[k, :, 3]
+        qvec, tvec = rotation_to_qvec(R.T), -R.T @ c
+        xys = _colmap_pixels(cams[k + 1], xyz @ R + tvec)  # (R^T p - R^T c) as rows
+        images[k + 1] = Image(k + 1, qvec, tvec, k + 1, f"im{k}.png", xys, np.arange(40))
+        for j in range(40):
+            tracks[j].append([k + 1, j])
+        save_image(tmp_path / "images" / f"im{k}.png", np.zeros((48, 64, 3), np.uint8))
+    model = Model(cams, images, np.arange(40), xyz, np.full((40, 3), 128, np.uint8), np.zeros(40),
+                  [np.array(t) for t in tracks])
+    write_model(model, tmp_path / "sparse", "txt")
+    return model
+
+
+def test_every_supported_camera_model_reprojects_exactly(tmp_path):
+    model = _synthetic_model(tmp_path)
+    report = convert_model(tmp_path / "sparse", tmp_path / "images", tmp_path / "out", orient=True,
+                           log=lambda *a: None)
+    t = load_transforms(tmp_path / "out", "all")
+    assert t.cameras.model_names() == ["PINHOLE", "PINHOLE", "OPENCV", "OPENCV", "OPENCV", "OPENCV_FISHEYE"]
+    xyz = _moved_points(model, json.loads((tmp_path / "out" / "transforms.json").read_text()))
+    for k in range(len(t)):
+        pix, _ = project(xyz, t.cameras[k])
+        np.testing.assert_allclose(pix[0].numpy(), model.images[k + 1].xys, atol=1e-6)
+    assert report["reproj_error"] < 1e-6
+    # orientation: the mean camera up is +Z; the rotation blocks stay orthonormal after the similarity
+    up = t.cameras.c2w[:, :, 1].mean(0)
+    assert torch.allclose(up / up.norm(), torch.tensor([0.0, 0, 1], dtype=torch.float64), atol=1e-9)
+    R = t.cameras.c2w[:, :, :3]
+    assert torch.allclose(R.transpose(1, 2) @ R, torch.eye(3, dtype=torch.float64).expand(len(t), 3, 3), atol=1e-9)
+
+
+def test_failures_leave_nothing_behind(tmp_path, capsys):
+    _synthetic_model(tmp_path, {"FULL_OPENCV": [70.0, 71.0, 32, 23] + [0.0] * 8})
+    assert main(["data", "colmap", str(tmp_path / "sparse"), str(tmp_path / "images"), str(tmp_path / "o")]) == 2
+    assert "FULL_OPENCV is not supported" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    shutil.rmtree(tmp_path / "sparse")
+    shutil.rmtree(tmp_path / "images")
+    _synthetic_model(tmp_path, {"PINHOLE": MODELS["PINHOLE"], "OPENCV": MODELS["OPENCV"]})
+    (tmp_path / "images" / "im1.png").unlink()
+    assert main(["data", "colmap", str(tmp_path / "sparse"), str(tmp_path / "images"), str(tmp_path / "o")]) == 2
+    assert "1 of 2 images of the model are missing" in capsys.readouterr().err
+    assert main(["data", "colmap", str(tmp_path), str(tmp_path / "images"), str(tmp_path / "o")]) == 2
+    assert "not a COLMAP model" in capsys.readouterr().err
+    (tmp_path / "sparse" / "images.txt").write_text("1 2 3\n")
+    assert main(["data", "colmap", str(tmp_path / "sparse"), str(tmp_path / "images"), str(tmp_path / "o")]) == 2
+    assert "bad image line" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))

@@ -1,0 +1,140 @@
+"""llff round trip, check (each planted defect flagged), downscale (exact intrinsics), the python -m entry."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from data_tools.check import check_dataset
+from data_tools.cli import main
+from data_tools.common import load_image, save_image
+from data_tools.llff import read_poses_bounds, write_poses_bounds
+from rwf_render.cameras import look_at, project
+from rwf_render.datasets import load_transforms
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_llff_round_trip(tmp_path):
+    n = 6
+    eyes = torch.tensor([[0.4 * math.cos(a), 0.3 * math.sin(a), 4.0] for a in np.linspace(0, 5, n)],
+                        dtype=torch.float64)
+    c2w = look_at(eyes, torch.tensor([0.1, 0.2, 0.0], dtype=torch.float64), up=(0.0, 1.0, 0.0)).numpy()
+    bounds = np.stack([np.linspace(2.0, 2.5, n), np.linspace(7.0, 9.0, n)], 1)
+    write_poses_bounds(tmp_path / "poses_bounds.npy", c2w, [60.0, 80.0, 70.0], bounds)
+    back, hwf, b = read_poses_bounds(tmp_path / "poses_bounds.npy")
+    np.testing.assert_allclose(back[:, :3], c2w, atol=1e-12)
+    np.testing.assert_array_equal(b, bounds)
+    (tmp_path / "images_2").mkdir()
+    for i in range(n):  # half-size images, as in LLFF's images_2 folders
+        save_image(tmp_path / "images_2" / f"{i:03d}.png", np.zeros((30, 40, 3), np.uint8))
+    assert main(["data", "llff", str(tmp_path), str(tmp_path / "out"), "--images", "images_2"]) == 0
+    t = load_transforms(tmp_path / "out", "all")
+    meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
+    S = np.array(meta["input_to_world"])
+    s = np.cbrt(np.linalg.det(S[:3, :3]))
+    expect = S @ np.concatenate([c2w, np.tile([[[0, 0, 0, 1]]], (n, 1, 1))], 1)
+    expect[:, :3, :3] /= s
+    np.testing.assert_allclose(t.cameras.c2w.numpy(), expect[:, :3], atol=1e-9)
+    assert torch.allclose(t.cameras.fx, torch.full((n,), 35.0, dtype=torch.float64))  # focal scaled with the image
+    assert (t.cameras.width == 40).all() and torch.allclose(t.near_far, torch.from_numpy(bounds * s))
+    # the point every camera looks at projects to every image center, before and after
+    target = torch.from_numpy(S[:3, :3] @ [0.1, 0.2, 0.0] + S[:3, 3])
+    pix, _ = project(target[None], t.cameras)
+    assert torch.allclose(pix[:, 0], torch.tensor([20.0, 15.0], dtype=torch.float64), atol=1e-6)
+    np.save(tmp_path / "poses_bounds.npy", np.zeros((3, 12)))
+    assert main(["data", "llff", str(tmp_path), str(tmp_path / "o2")]) == 2 and not (tmp_path / "o2").exists()
+
+
+@pytest.fixture(scope="module")
+def small_synth(tmp_path_factory):
+    pytest.importorskip("open3d")
+    root = tmp_path_factory.mktemp("synth") / "d"
+    assert main(["data", "synth", "demo", str(root), "--res", "24", "--views", "4", "--val", "0", "--test", "0",
+                 "--depth", "--supersample", "1"]) == 0
+    return root
+
+
+def _plant(src, dst, edit):
+    shutil.copytree(src, dst)
+    path = dst / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    edit(dst, meta)
+    path.write_text(json.dumps(meta))
+    return dst
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("missing", lambda d, m: (d / "train" / "r_1.png").unlink(), r"frame 1 .*image .*r_1.png is missing"),
+    ("zero_pose", lambda d, m: m["frames"][2].update(transform_matrix=np.zeros((4, 4)).tolist()),
+     r"frame 2 .*singular"),
+    ("wrong_size", lambda d, m: save_image(d / "train" / "r_0.png", np.zeros((20, 24, 4), np.uint8)),
+     r"frame 0 .*image is 24x20 but its camera is 24x24"),
+    ("skewed", lambda d, m: m["frames"][3]["transform_matrix"][0].__setitem__(0, 3.0), r"frame 3 .*not orthonormal"),
+    ("looks_away", lambda d, m: m["frames"][1].update(transform_matrix=(np.array(m["frames"][1]["transform_matrix"])
+                                                                          @ np.diag([1, -1, -1, 1])).tolist()),
+     r"r_1.png\): the camera sees none of the scene box"),  # an OpenCV pose where OpenGL is expected
+    ("corrupt", lambda d, m: (d / "train" / "r_2.png").write_bytes(b"\x89PNG garbage"), r"frame 2 .*cannot decode"),
+    ("bad_focal", lambda d, m: m["frames"][0].update(fl_x=-5.0), r"frame 0 .*must be positive"),
+])
+def test_check_flags_each_planted_defect(small_synth, tmp_path, name, edit, message, capsys):
+    assert check_dataset(small_synth, log=lambda *a: None) == ([], [])
+    bad = _plant(small_synth, tmp_path / name, edit)
+    errors, _ = check_dataset(bad, log=lambda *a: None)
+    assert len(errors) == 1, errors
+    assert __import__("re").search(message, errors[0]), errors[0]
+    assert main(["data", "check", str(bad)]) == 1
+    assert "FAILED: 1 error(s)" in capsys.readouterr().out
+
+
+def test_downscale_keeps_projections_exact(small_synth, tmp_path):
+    assert main(["data", "downscale", str(small_synth), str(tmp_path / "half"), "--factor", "2"]) == 0
+    a, b = load_transforms(small_synth, "train"), load_transforms(tmp_path / "half", "train")
+    assert (b.cameras.width == 12).all() and load_image(b.image_paths[0]).shape == (12, 12, 4)
+    pts = torch.randn(20, 3, dtype=torch.float64) * 0.5
+    pa, _ = project(pts, a.cameras)
+    pb, _ = project(pts, b.cameras)
+    assert torch.allclose(pb, pa / 2, atol=1e-9)  # pixel (u, v) -> (u / 2, v / 2): same continuous convention
+    big, small = load_image(a.image_paths[0]).astype(float), load_image(b.image_paths[0]).astype(float)
+    assert abs(big[..., 3].mean() - small[..., 3].mean()) < 2  # coverage kept by the box filter
+    depth = load_image(tmp_path / "half" / "train" / "r_0_depth.png")
+    assert depth.dtype == np.uint16 and depth.shape == (12, 12)
+    assert main(["data", "check", str(tmp_path / "half")]) == 0
+    n_files = len(list(small_synth.rglob("*")))
+    assert main(["data", "downscale", str(small_synth), str(small_synth), "-k", "2", "--force"]) == 2
+    assert len(list(small_synth.rglob("*"))) == n_files  # the input is never replaced
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "data_tools", "data", "check", str(tmp_path / "none")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("rwf: error:") and r.stderr.count("\n") == 1
+    r = subprocess.run([sys.executable, "-m", "data_tools", "data", "synth", "--res", "0", "m", "o"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "--res" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plugs_into_rwf_command(monkeypatch, tmp_path, capsys, data_dir):
+    """``rwf data ...`` through rwf_render.cli with the entry point the setup.py registers."""
+    from rwf_render import cli  # noqa: PLC0415
+
+    from data_tools.cli import register  # noqa: PLC0415
+
+    class Entry:
+        name = "data"
+
+        def load(self):
+            return register
+
+    real = cli.metadata.entry_points
+    monkeypatch.setattr(cli.metadata, "entry_points",
+                        lambda group=None, **kw: [Entry()] if group == "rwf_render.commands" else real(group=group))
+    assert cli.main(["data", "check", str(data_dir / "nerf" / "lego_tiny")]) == 0
+    assert "OK: 0 error(s)" in capsys.readouterr().out
+    assert cli.main(["data", "downscale", str(tmp_path), str(tmp_path / "o")]) == 2  # --factor is required
+    assert "--factor" in capsys.readouterr().err
