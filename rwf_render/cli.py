@@ -93,6 +93,21 @@ def _run_command(action: str):
     return handler
 
 
+def _with_live_viewer(fit):
+    """``--view``: attach the viewer package's live callback (entry point ``rwf_render.live``) to the trainer."""
+
+    def run(args) -> int:
+        if getattr(args, "view", False):
+            entries = list(metadata.entry_points(group="rwf_render.live"))
+            if not entries:
+                raise UserError("--view: the viewer is not installed (pip install -e .)")
+            from .trainer import add_process_callback  # noqa: PLC0415
+
+            add_process_callback(entries[0].load()(args))
+        return fit(args)
+    return run
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="rwf", description="Neural fields with randomly factorized layers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -105,7 +120,11 @@ def build_parser() -> Parser:
         module = importlib.import_module(PIPELINES[kind])
         p = fit_sub.add_parser(kind, help=module.__doc__.strip().splitlines()[0])
         module.add_fit_arguments(p)
-        p.set_defaults(func=module.fit)
+        live = p.add_argument_group("live viewer")
+        live.add_argument("--view", action="store_true", help="serve the live viewer while training")
+        live.add_argument("--host", default="127.0.0.1", help="viewer address (default: this machine only)")
+        live.add_argument("--port", type=positive_int, default=8080, help="viewer port")
+        p.set_defaults(func=_with_live_viewer(module.fit))
 
     ev = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
     ev.add_argument("run", metavar="RUN", help="run directory")

@@ -6,9 +6,12 @@ What is trained is described by a *task* (duck-typed):
     task.loss(model, batch) -> (terms, stats)       terms: dict of scalar tensors (summed with the config's
                                                     weights); stats: dict of floats to log (e.g. psnr_train)
     task.evaluate(model) -> dict of floats          held-out metrics (psnr, ...)
+    task.state_dict() / task.load_state_dict(d)     optional: task state saved in checkpoints (e.g. an adaptive
+                                                    batch size), so a resumed fit continues exactly
 
-Callbacks are objects with any of ``on_step(trainer, stats)``, ``on_eval(trainer, metrics)``,
-``on_end(trainer)``; they read trainer state and may set ``trainer.stop_requested``; they never edit internals.
+Callbacks are objects with any of ``on_start(trainer)``, ``on_step(trainer, stats)``, ``on_eval(trainer, metrics)``,
+``on_end(trainer)``; they read trainer state (``model``, ``task``, ``run_dir``, ``history``, ``step_idx``) and may
+set ``trainer.stop_requested`` or block in ``on_step`` (pause); they never edit internals.
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ from .layers import param_groups
 from .rundir import CHECKPOINT, HISTORY, load_checkpoint, save_checkpoint, write_history
 
 SCHEDULES = ("const", "exp", "cos")
+
+# Callbacks attached to every Trainer built in this process, after its own: how ``rwf fit ... --view`` adds the
+# live viewer without the pipelines knowing about it.
+_PROCESS_CALLBACKS: list = []
+
+
+def add_process_callback(callback) -> None:
+    """Attach ``callback`` to every Trainer created from now on in this process."""
+    _PROCESS_CALLBACKS.append(callback)
 
 
 @dataclass
@@ -112,7 +124,7 @@ class Trainer:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.callbacks = list(callbacks or [])
+        self.callbacks = list(callbacks or []) + _PROCESS_CALLBACKS
         self.progress = progress
         self.step_idx = 0  # steps done
         self.seconds = 0.0  # wall time spent in step(), excluding evaluation and checkpoints
@@ -160,6 +172,9 @@ class Trainer:
         """Train until ``cfg.steps`` (continuing from a loaded checkpoint); returns the last evaluation."""
         from tqdm import tqdm  # noqa: PLC0415
 
+        for cb in self.callbacks:
+            if hasattr(cb, "on_start"):
+                cb.on_start(self)
         bar = tqdm(total=self.cfg.steps, initial=self.step_idx, disable=not self.progress, dynamic_ncols=True,
                    leave=False, desc="fit")
         try:
@@ -198,13 +213,16 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"step": self.step_idx, "seconds": self.seconds, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": rng, "history": self.history,
-                "last_eval": self.last_eval}
+                "last_eval": self.last_eval,
+                "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {}}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step_idx, self.seconds = int(state["step"]), float(state["seconds"])
         self.history, self.last_eval = list(state["history"]), dict(state["last_eval"])
+        if hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(state.get("task", {}))
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["generator"])
         if "cuda" in state["rng"] and self.device.type == "cuda":

@@ -1,0 +1,166 @@
+"""Ray marcher throughput: every available backend on the same rays through a voxelized real mesh.
+
+    python benchmarks/raymarch.py [--quick] [--mesh PATH] [--rays 65536] [--resolution 128]
+
+The grid is a solid voxelization of a mesh (default: ``$RWF_DATA/meshes/armadillo.obj``, else
+``../shared/data/meshes`` beside the repository) in its own padded bounding box, about 10% occupied at 128^3.
+Rays start on a sphere around the box and aim at uniform points inside it; the step is sqrt(3) * box / 1024
+(instant-ngp's). All backends must return the same samples (checked). Then compositing (torch) forward and
+backward on the packed samples. The last output line is one JSON object: backend -> samples/s and rays/s.
+
+``--quick`` takes one timed run per backend (under a minute on 2 cores); the default takes the median of several.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rwf_render.raymarch import OccupancyGrid, available_backends, composite  # noqa: E402  (after sys.path)
+
+
+def default_mesh() -> Path:
+    data = Path(os.environ.get("RWF_DATA", ROOT.parent / "shared" / "data"))
+    return data / "meshes" / "armadillo.obj"
+
+
+def make_grid(mesh_path: Path, resolution: int) -> OccupancyGrid:
+    import trimesh  # noqa: PLC0415
+
+    mesh = trimesh.load(mesh_path, force="mesh")
+    v = torch.tensor(mesh.vertices, dtype=torch.float32)
+    f = torch.tensor(mesh.faces, dtype=torch.long)
+    lo, hi = v.min(0).values, v.max(0).values
+    pad = 0.02 * (hi - lo)
+    grid = OccupancyGrid(torch.cat([lo - pad, hi + pad]), resolution=resolution)
+    grid.mark_mesh(v, f, solid=mesh.is_watertight)
+    return grid
+
+
+def make_rays(grid: OccupancyGrid, n: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = grid.aabb[:3], grid.aabb[3:]
+    center, radius = (lo + hi) / 2, float((hi - lo).norm()) * 1.5
+    origins = torch.randn(n, 3, generator=gen)
+    origins = center + radius * origins / origins.norm(dim=1, keepdim=True)
+    targets = lo + torch.rand(n, 3, generator=gen) * (hi - lo)
+    dirs = targets - origins
+    return origins, dirs / dirs.norm(dim=1, keepdim=True)
+
+
+def timed(fn, reps: int, sync, warm_up: bool = True) -> tuple[float, object]:
+    """Median seconds of ``reps`` calls (after one untimed call unless ``warm_up`` is False), and a result."""
+    out = None
+    if warm_up:
+        out = fn()
+        sync()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one timed run per backend")
+    parser.add_argument("--mesh", type=Path, default=None, help="a mesh file (default: armadillo from RWF_DATA)")
+    parser.add_argument("--rays", type=int, default=1 << 16)
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--max-samples", type=int, default=1024)
+    parser.add_argument("--backends", default=None, help="comma-separated subset of torch,cpu,cuda")
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    mesh = args.mesh or default_mesh()
+    if not mesh.is_file():
+        sys.exit(f"benchmarks/raymarch.py: mesh not found: {mesh} (pass --mesh or set RWF_DATA)")
+
+    start = time.perf_counter()
+    grid = make_grid(mesh, args.resolution)
+    rays_o, rays_d = make_rays(grid, args.rays)
+    step = math.sqrt(3) * float((grid.aabb[3:] - grid.aabb[:3]).max()) / 1024
+    print(f"grid: {mesh.name} at {args.resolution}^3, {100 * grid.occupied_fraction:.1f}% occupied "
+          f"({time.perf_counter() - start:.1f} s to voxelize); {args.rays} rays, step {step:.5f}, "
+          f"max {args.max_samples} samples/ray; torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    available = available_backends()
+    wanted = args.backends.split(",") if args.backends else ["torch", "cpu", "cuda"]
+    gpu = "cuda" in available
+    reps = {"torch": 1 if args.quick else 3, "cpu": 3 if args.quick else 10, "cuda": 10 if args.quick else 50}
+    kw = dict(step_size=step, max_samples=args.max_samples)
+    results, reference, rows, speeds = {}, None, [], {}
+    # the twin runs on the GPU when there is one (the CUDA kernel's comparison), and on the CPU (the C++ kernel's)
+    runs = [("torch", "cuda"), ("torch", "cpu")] if gpu else [("torch", "cpu")]
+    runs += [("cpu", "cpu"), ("cuda", "cuda")]
+    for name, device in runs:
+        if name not in wanted:
+            continue
+        if name not in available:
+            rows.append((name, "-", "-", "-", "unavailable"))
+            continue
+        g = grid.to(device)
+        o, d = rays_o.to(device), rays_d.to(device)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        warm_up = not (args.quick and name == "torch" and device == "cpu")  # the slow one: a single timed run
+        seconds, samples = timed(lambda g=g, o=o, d=d, name=name: g.sampling(o, d, backend=name, **kw), reps[name],
+                                 sync, warm_up)
+        n = samples.ray_indices.numel()
+        if reference is None:
+            reference = samples
+        else:
+            same = n == reference.ray_indices.numel() and bool(
+                (samples.ray_indices.cpu() == reference.ray_indices.cpu()).all()
+                and (samples.t_starts.cpu() - reference.t_starts.cpu()).abs().max() <= 1e-6)
+            if not same:
+                sys.exit(f"benchmarks/raymarch.py: backend {name} returned different samples than the first backend")
+        speeds[name, device] = n / seconds
+        if name not in results:  # the JSON line: the twin on the GPU when there is one
+            results[name] = {"samples_per_s": n / seconds, "rays_per_s": args.rays / seconds}
+        rows.append((name, device, f"{n / seconds / 1e6:.2f}", f"{args.rays / seconds / 1e6:.3f}",
+                     f"{seconds * 1e3:.1f} ms, {n / args.rays:.1f} samples/ray"))
+
+    print(f"\n{'backend':8} {'device':6} {'Msamples/s':>11} {'Mrays/s':>8}  notes")
+    for row in rows:
+        print(f"{row[0]:8} {row[1]:6} {row[2]:>11} {row[3]:>8}  {row[4]}")
+    for fast in ("cpu", "cuda"):  # each kernel against the twin on the same device
+        if (fast, fast) in speeds and ("torch", fast) in speeds:
+            print(f"{fast} kernel / torch twin on the {fast}: {speeds[fast, fast] / speeds['torch', fast]:.1f}x")
+
+    if reference is not None:  # compositing throughput on the packed samples, torch autograd
+        for device in (["cpu"] + (["cuda"] if gpu else [])):
+            ri = reference.ray_indices.to(device)
+            ts, te = reference.t_starts.to(device), reference.t_ends.to(device)
+            gen = torch.Generator(device=device).manual_seed(0)
+            sigmas = (torch.rand(ri.shape, generator=gen, device=device) * 50).requires_grad_()
+            rgbs = torch.rand(ri.shape[0], 3, generator=gen, device=device).requires_grad_()
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+            def forward(rgbs=rgbs, sigmas=sigmas, ts=ts, te=te, ri=ri):
+                return composite(rgbs, sigmas, ts, te, ri, args.rays, background=1.0)[0]
+
+            def both(forward=forward):
+                forward().sum().backward()
+
+            fwd, _ = timed(forward, reps["cpu"], sync)
+            fb, _ = timed(both, reps["cpu"], sync)
+            n = ri.numel()
+            print(f"composite ({device}): forward {n / fwd / 1e6:.1f} Msamples/s, forward+backward "
+                  f"{n / fb / 1e6:.1f} Msamples/s ({n} samples)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
