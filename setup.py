@@ -40,5 +40,6 @@ setup(
     entry_points={
         "console_scripts": ["rwf = rwf_render.cli:main"],
         "rwf_render.commands": ["data = data_tools.cli:register"],
+        "rwf_render.scenes": ["presets = scenes:presets"],
     },
 )

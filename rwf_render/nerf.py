@@ -1,0 +1,442 @@
+"""fit a radiance field to posed photos (NeRF) and render novel views
+
+Data flow: transforms.json -> images in memory (nerf_data) -> random rays across all training images -> occupancy
+grid marching + field + compositing (nerf_render) -> MSE to the pixels -> Trainer. ``rwf render`` and
+``rwf export mesh`` for NeRF runs live in nerf_outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .fields import config_dict, from_dict
+from .metrics import mse_to_psnr, psnr, ssim
+from .nerf_data import BACKGROUNDS, PosedImages, background_color, composite_background, load_split, summary
+from .nerf_field import NeRFFieldConfig
+from .nerf_render import NeRFModel, RenderConfig
+from .rundir import CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json, write_json
+from .trainer import TrainConfig, Trainer, resolve_device
+
+
+@dataclass
+class NeRFConfig:
+    data: str = ""
+    """dataset folder or transforms file"""
+    scene: str | None = None
+    """preset name, when the fit started from one"""
+    downscale: int = 1
+    """integer image downscale factor"""
+    background: str = "white"
+    """white | black | random (random colour per ray in training, white in evaluation) | learned"""
+    field: NeRFFieldConfig = dc_field(default_factory=NeRFFieldConfig)
+    render: RenderConfig = dc_field(default_factory=RenderConfig)
+    train: TrainConfig = dc_field(default_factory=lambda: TrainConfig(steps=3000, lr=3e-3, schedule="exp",
+                                                                   lr_final=0.1, eval_every=250, ckpt_every=500))
+    target_samples: int = 1 << 15
+    """samples per training step: the number of rays adapts to keep near it"""
+    init_rays: int = 1024
+    """rays in the first step"""
+    min_rays: int = 64
+    """floor on rays per step"""
+    max_rays: int = 1 << 16
+    """cap on rays per step"""
+    val_images: int = 1
+    """validation images rendered at each evaluation"""
+    eval_images: int = 8
+    """test images (evenly spaced) for the metrics written at the end of a fit; ``rwf eval`` uses every one"""
+    amp: bool = True
+    """bfloat16 autocast for the field on CUDA"""
+    model_seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["field"], d["render"] = self.field.to_dict(), self.render.to_dict()
+        return {"kind": "nerf", **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NeRFConfig":
+        simple = {k: v for k, v in d.items() if k not in ("kind", "field", "render", "train", "aabb", "source")}
+        return cls(field=NeRFFieldConfig.from_dict(d["field"]), render=from_dict(RenderConfig, d["render"]),
+                   train=from_dict(TrainConfig, d["train"]), **simple)
+
+
+def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
+    cfg.field.n_images = n_images
+    return NeRFModel(aabb, cfg.field, cfg.render, cfg.background, seed=cfg.model_seed)
+
+
+def eval_background(name: str) -> str:
+    return "black" if name == "black" else "white"
+
+
+class NeRFTask:
+    """Random rays across every training image; see the trainer's task protocol."""
+
+    def __init__(self, model: NeRFModel, train: PosedImages, val: PosedImages | None, cfg: NeRFConfig,
+                 device: torch.device, run_dir: Path | None = None):
+        self.model, self.train, self.val, self.cfg, self.device = model, train, val, cfg, device
+        self.run_dir = run_dir
+        self.n_rays = cfg.init_rays
+        self.total_samples = 0
+        self.timings: dict[str, float] | None = None  # set to {} to accumulate march/field/composite seconds
+        self.last_step = 0
+
+    def state_dict(self) -> dict:
+        return {"n_rays": self.n_rays, "total_samples": self.total_samples}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n_rays = int(state.get("n_rays", self.n_rays))
+        self.total_samples = int(state.get("total_samples", 0))
+
+    def batch(self, step: int, generator: torch.Generator) -> dict:
+        self.last_step = step
+        self.model.update_grid(step, generator)
+        n = self.n_rays
+        flat = torch.randint(self.train.n_pixels, (n,), generator=generator)
+        img, uv = self.train.locate(flat)
+        rays_o, rays_d = self.train.rays(img, uv, self.device)
+        rgba = self.train.pixels[flat].float().to(self.device) / 255.0
+        bg = background_color(self.cfg.background, n, generator, self.device)
+        weight = None if self.train.masks is None else self.train.masks[flat].float().to(self.device) / 255.0
+        near = far = None
+        if self.train.near_far is not None:
+            near, far = (self.train.near_far[img, 0].to(self.device), self.train.near_far[img, 1].to(self.device))
+        return {"rays_o": rays_o, "rays_d": rays_d, "target": composite_background(rgba, bg), "bg": bg,
+                "weight": weight, "image_idx": img.to(self.device), "near": near, "far": far,
+                "jitter": torch.rand(n, generator=generator).to(self.device)}
+
+    def loss(self, model: NeRFModel, b: dict):
+        use_amp = self.cfg.amp and self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out = model.render_rays(b["rays_o"], b["rays_d"], near=b["near"], far=b["far"], background=b["bg"],
+                                    image_idx=b["image_idx"], jitter=b["jitter"], train=True,
+                                    timings=self.timings)
+        err = (out["rgb"] - b["target"]) ** 2
+        mse = err.mean() if b["weight"] is None else (err.mean(1) * b["weight"]).sum() / b["weight"].sum().clamp(min=1)
+        if not mse.requires_grad:  # no sample hit an occupied cell: keep the step well defined
+            mse = mse + 0.0 * sum(p.sum() for p in model.parameters())
+        n, samples = b["rays_o"].shape[0], out["n_samples"]
+        self.total_samples += samples
+        # adapt the ray count toward target_samples per step (geometric step, bounded)
+        want = n * (self.cfg.target_samples / max(samples, 1)) ** 0.5
+        self.n_rays = int(min(max(want, self.cfg.min_rays), self.cfg.max_rays))
+        return {"mse": mse}, {"psnr_train": mse_to_psnr(float(mse.detach())), "rays": n,
+                              "samples_per_ray": samples / n}
+
+    def evaluate(self, model: NeRFModel) -> dict:
+        split = self.val if self.val is not None else self.train
+        scores = []
+        for i in range(min(self.cfg.val_images, len(split))):
+            pred, target = render_and_target(model, split, i, self.cfg.background)
+            scores.append(psnr(pred, target))
+            if self.run_dir is not None and i == 0:  # periodic validation render: truth | prediction
+                from .imgio import write_image  # noqa: PLC0415
+
+                (self.run_dir / "val").mkdir(exist_ok=True)
+                write_image(self.run_dir / "val" / f"step_{self.last_step + 1:06d}.png",
+                            np.concatenate([target.numpy(), pred.numpy()], axis=1))
+        return {"psnr": float(np.mean(scores)), "occupied": self.model.grid.occupied_fraction}
+
+
+def render_and_target(model: NeRFModel, split: PosedImages, i: int, background: str):
+    """Render image i of a split and its ground truth on the evaluation background: (H, W, 3) each."""
+    bg = torch.ones(3) if eval_background(background) == "white" else torch.zeros(3)
+    rgba = split.image(i)
+    target = composite_background(rgba.reshape(-1, 4), bg).reshape(*rgba.shape[:2], 3)
+    near = far = None
+    if split.near_far is not None:
+        near, far = float(split.near_far[i, 0]), float(split.near_far[i, 1])
+    out = model.render_camera(split.cameras[i], near=near, far=far)
+    return out["rgb"].cpu(), target
+
+
+def spaced_indices(data: str, split: str, n: int) -> list[int]:
+    """``n`` evenly spaced frame indices of a split (all when it has fewer); [] when the split is absent."""
+    from .datasets import load_transforms  # noqa: PLC0415
+
+    try:
+        total = len(load_transforms(data, split))
+    except UserError:
+        return []
+    return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int)).tolist()
+
+
+def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images: int | None) -> dict:
+    """Mean per-image PSNR and SSIM over ``n_images`` evenly spaced test images (None: all)."""
+    count = len(test) if not n_images else min(n_images, len(test))
+    picks = np.unique(np.linspace(0, len(test) - 1, count).round().astype(int))
+    p, s = [], []
+    for i in picks:
+        pred, target = render_and_target(model, test, int(i), background)
+        p.append(psnr(pred, target))
+        s.append(ssim(pred.numpy(), target.numpy()))
+    return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),
+            "lpips": None, "lpips_note": lpips_note()}
+
+
+def lpips_note() -> str:
+    try:
+        import lpips  # noqa: F401, PLC0415
+    except ImportError:
+        return "absent: the lpips package and its network weights are not available offline"
+    return "absent: LPIPS needs pretrained network weights that this toolkit does not download"
+
+
+# -- fitting ------------------------------------------------------------------------------------------------------
+def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
+    """(dataset path, preset name or None, preset settings) for the SCENE argument (None: the built-in default)."""
+    if scene is not None and Path(scene).exists():
+        return str(Path(scene).resolve()), None, {}
+    from importlib import metadata  # noqa: PLC0415
+
+    presets = {}
+    for entry in metadata.entry_points(group="rwf_render.scenes"):
+        presets.update(entry.load()())
+    name = scene or "default"
+    if name not in presets:
+        known = ", ".join(sorted(presets)) or "none installed"
+        raise UserError(f"{scene}: no such dataset folder, and not a scene preset (presets: {known})")
+    preset = presets[name]
+    return str(preset.prepare(quiet=args.quiet)), name, {k: v for k, (v, _why) in preset.settings.items()}
+
+
+def _config_from_args(args) -> NeRFConfig:
+    data, scene, preset = resolve_scene(args.scene, args)
+
+    def pick(name, default):
+        value = getattr(args, name, None)
+        return value if value is not None else preset.get(name, default)
+
+    cfg = NeRFConfig(data=data, scene=scene)
+    cfg.downscale = pick("downscale", 1)
+    cfg.background = pick("background", "white")
+    cfg.field.set_param(pick("param", "rwf"))
+    cfg.field.trunk.depth, cfg.field.trunk.width = pick("depth", 4), pick("width", 128)
+    cfg.field.pos.kind = pick("encoding", "fourier")
+    cfg.field.pos.m, cfg.field.pos.sigma = pick("features", 128), pick("sigma", 8.0)
+    cfg.field.view_dependent = not pick("no_view_dependence", False)
+    cfg.field.appearance_dim = pick("appearance_dim", 0)
+    cfg.field.density_act = pick("density_act", "trunc_exp")
+    cfg.render.grid_levels = pick("grid_levels", 1)
+    cfg.render.grid_resolution = pick("grid_resolution", 128)
+    cfg.render.steps_per_diagonal = pick("steps_per_diagonal", 1024)
+    cfg.render.cone_angle = pick("cone_angle", 0.0)
+    cfg.render.near, cfg.render.far = pick("near", None), pick("far", None)
+    cfg.render.sampler = pick("sampler", "grid")
+    cfg.target_samples = pick("target_samples", 1 << 15)
+    rays = pick("rays", None)  # a fixed ray count (the Tancik protocol) instead of the adaptive one
+    if rays:
+        cfg.init_rays = cfg.min_rays = cfg.max_rays = rays
+    t = cfg.train
+    t.steps, t.lr, t.schedule = pick("steps", 3000), pick("lr", 3e-3), pick("schedule", "exp")
+    t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
+    cfg.eval_images = pick("eval_images", 8)
+    t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
+    cfg.model_seed = args.seed
+    return cfg
+
+
+def fit(args) -> int:
+    if args.resume:
+        if not args.out:
+            raise UserError("--resume needs --out RUN")
+        cfg = NeRFConfig.from_dict(read_json(Path(args.out) / CONFIG)) if (Path(args.out) / CONFIG).is_file() \
+            else None
+        if cfg is None:
+            raise UserError(f"{args.out}: nothing to resume (no {CONFIG})")
+        if args.steps:
+            cfg.train.steps = args.steps
+    else:
+        cfg = _config_from_args(args)
+    device = resolve_device(cfg.train.device)
+    # read and check every input before anything is written
+    train = load_split(cfg.data, "train", cfg.downscale)
+    val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
+    name = cfg.scene or Path(cfg.data).name
+    out = Path(args.out or Path("runs") / f"nerf-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    model = build_model(cfg, train.aabb, len(train))
+    print(summary(train, model.default_near(), cfg.render.far, cfg.data), file=sys.stderr)
+    run = prepare_run_dir(out, force=args.force, resume=args.resume)
+    write_json(run / CONFIG, {**cfg.to_dict(), "aabb": train.aabb.tolist()})
+    task = NeRFTask(model.to(device), train, val, cfg, device, run_dir=run)
+    trainer = Trainer(model, task, cfg.train, run_dir=run, progress=not args.quiet)
+    if args.resume and trainer.resume():
+        print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
+    trainer.fit()
+    metrics = finish(run, model, task, trainer, cfg)
+    print(f"{run}: test psnr {metrics['psnr']:.2f} dB, ssim {metrics['ssim']:.4f} ({metrics['test_images']} images), "
+          f"{metrics['steps']} steps in {metrics['seconds']:.1f} s, {metrics['samples_per_s']:.3g} samples/s")
+    return 0
+
+
+def _optional_split(data: str, split: str, downscale: int, indices=None) -> PosedImages | None:
+    """A split, or None when the dataset has none (a Blender file missing, or no frame of it on disk)."""
+    if indices is not None and len(indices) == 0:
+        return None
+    try:
+        return load_split(data, split, downscale, indices)
+    except UserError as e:
+        if "no transforms_" in str(e) or "no frame with an existing image" in str(e):
+            return None
+        raise
+
+
+def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: NeRFConfig) -> dict:
+    """Final metrics on a few test images, a test render, curve.png and metrics.json."""
+    from .imgio import write_image  # noqa: PLC0415
+    from .plots import curve_png  # noqa: PLC0415
+
+    test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
+    test = test or task.val or task.train
+    metrics = test_metrics(model, test, cfg.background, None)
+    metrics.update(psnr_train=psnr(*render_and_target(model, task.train, 0, cfg.background)), steps=trainer.step_idx,
+                   seconds=round(trainer.seconds, 3), param=cfg.field.trunk.param,
+                   samples_per_s=task.total_samples / max(trainer.seconds, 1e-9),
+                   occupied=model.grid.occupied_fraction)
+    pred, target = render_and_target(model, test, 0, cfg.background)
+    write_image(run / "test_view.png", np.concatenate([target.numpy(), pred.numpy()], axis=1))
+    curve_png(run / "curve.png", {cfg.field.trunk.param: trainer.history}, title="validation PSNR")
+    write_json(run / METRICS, metrics)
+    return metrics
+
+
+# -- commands on a run --------------------------------------------------------------------------------------------
+def load_scene_model(run: Path, device="cpu") -> NeRFModel:
+    """Rebuild a NeRF run's model from config.json and checkpoint.pt; also attaches ``train_cameras``,
+    ``train_image_paths``, ``background`` (3,) and ``cfg`` for the viewer."""
+    from .datasets import load_transforms  # noqa: PLC0415
+
+    cfg_dict = read_json(Path(run) / CONFIG)
+    cfg = NeRFConfig.from_dict(cfg_dict)
+    device = resolve_device(device) if isinstance(device, str) else device
+    state = load_checkpoint(Path(run) / CHECKPOINT)
+    model = build_model(cfg, cfg_dict["aabb"], cfg.field.n_images)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    try:
+        tf = load_transforms(cfg.data, "train")
+        cams = tf.cameras.to(dtype=torch.float32)
+        if cfg.downscale > 1:
+            from dataclasses import replace  # noqa: PLC0415
+
+            k = float(cfg.downscale)
+            cams = replace(cams, fx=cams.fx / k, fy=cams.fy / k, cx=cams.cx / k, cy=cams.cy / k,
+                           width=cams.width // cfg.downscale, height=cams.height // cfg.downscale)
+        model.train_cameras, model.train_image_paths = cams, list(tf.image_paths)
+    except UserError:
+        model.train_cameras, model.train_image_paths = None, []
+    model.cfg = cfg
+    model.background_color = torch.ones(3) if eval_background(cfg.background) == "white" else torch.zeros(3)
+    return model
+
+
+def render_camera(model: NeRFModel, cam, max_samples: int | None = None, chunk: int | None = None) -> dict:
+    """Render one camera: rgb (H, W, 3), depth (H, W), opacity (H, W); memory bounded by ``chunk`` rays."""
+    old = (model.render_cfg.max_samples, model.render_cfg.chunk)
+    model.render_cfg.max_samples = max_samples or old[0]
+    model.render_cfg.chunk = chunk or old[1]
+    try:
+        return model.render_camera(cam)
+    finally:
+        model.render_cfg.max_samples, model.render_cfg.chunk = old
+
+
+def eval_run(run: Path, cfg_dict: dict, args) -> int:
+    """PSNR and SSIM over the whole test split, written into metrics.json."""
+    import json  # noqa: PLC0415
+
+    model = load_scene_model(run, args.device)
+    cfg = model.cfg
+    test = _optional_split(cfg.data, "test", cfg.downscale)
+    if test is None:
+        raise UserError(f"{cfg.data}: no test split to evaluate")
+    metrics = test_metrics(model, test, cfg.background, None)
+    saved = read_json(run / METRICS) if (run / METRICS).is_file() else {}
+    saved.update(metrics)
+    write_json(run / METRICS, saved)
+    print(json.dumps(metrics))
+    return 0
+
+
+def render_run(run: Path, cfg_dict: dict, args) -> int:
+    from .nerf_outputs import render_run as _render  # noqa: PLC0415
+
+    return _render(run, cfg_dict, args)
+
+
+def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
+    from .nerf_outputs import export_mesh_run as _export  # noqa: PLC0415
+
+    return _export(run, cfg_dict, args)
+
+
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import positive_float, positive_int  # noqa: PLC0415
+
+    p.add_argument("scene", nargs="?", metavar="SCENE",
+                   help="dataset folder (transforms.json) or a preset name (default: a built-in synthetic scene)")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", metavar="RUN", help="run directory (default: runs/nerf-<scene>-<time>)")
+    g.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    g.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
+    d = p.add_argument_group("data (defaults: the preset's, else these)")
+    d.add_argument("--downscale", type=positive_int, help="integer image downscale (default 1)")
+    d.add_argument("--background", choices=BACKGROUNDS, help="white (default) | black | random | learned")
+    d.add_argument("--near", type=positive_float, help="ray start (default: 2%% of the box diagonal)")
+    d.add_argument("--far", type=positive_float, help="ray end (default: where rays leave the grid)")
+    m = p.add_argument_group("field")
+    m.add_argument("--param", choices=["plain", "wn", "rwf"], help="linear layers (default rwf)")
+    m.add_argument("--encoding", choices=["fourier", "pe"], help="position encoding (default fourier)")
+    m.add_argument("--features", type=positive_int, help="Fourier features (default 128)")
+    m.add_argument("--sigma", type=positive_float, help="Fourier sigma, cycles per box side (default 8)")
+    m.add_argument("--depth", type=positive_int, help="trunk linear layers (default 4)")
+    m.add_argument("--width", type=positive_int, help="trunk width (default 128)")
+    m.add_argument("--no-view-dependence", action="store_true", default=None, help="colour from position only")
+    m.add_argument("--appearance-dim", type=int, help="per-image appearance embedding (default 0: off)")
+    r = p.add_argument_group("marching")
+    r.add_argument("--sampler", choices=["grid", "dense"], help="occupancy grid (default) or every lattice point")
+    r.add_argument("--grid-resolution", type=positive_int, help="occupancy cells per axis (default 128)")
+    r.add_argument("--grid-levels", type=positive_int, help="cascades (default 1)")
+    r.add_argument("--steps-per-diagonal", type=positive_int, help="marching steps across the box (default 1024)")
+    r.add_argument("--cone-angle", type=float, help="step growth with distance (default 0)")
+    r.add_argument("--target-samples", type=positive_int, help="samples per training step (default 32768)")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")
+    t.add_argument("--lr", type=positive_float, help="Adam learning rate (default 3e-3)")
+    t.add_argument("--schedule", choices=["const", "exp", "cos"], help="lr schedule (default exp to 0.1x)")
+    t.add_argument("--eval-every", type=positive_int, help="validation every N steps (default 250)")
+    t.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N steps (default 500)")
+    t.add_argument("--eval-images", type=positive_int, help="test images scored at the end of a fit (default 8)")
+
+
+def add_render_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import positive_int  # noqa: PLC0415
+
+    g = p.add_argument_group("nerf runs")
+    g.add_argument("--split", choices=["train", "val", "test"], help="render every camera of a split")
+    g.add_argument("--orbit", type=positive_int, metavar="N", help="render N views on a circle around the scene")
+    g.add_argument("--camera-path", metavar="FILE", help="render a camera_path.json recorded in the viewer")
+    g.add_argument("--video", action="store_true", help="also write MP4 videos (rgb and depth)")
+    g.add_argument("--fps", type=positive_int, default=24, help="video frame rate")
+    g.add_argument("--downscale", type=positive_int, default=None, help="render at 1/K of the camera resolution")
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("nerf runs")
+    g.add_argument("--threshold", type=float, default=None, help="density level of the surface (default 10)")
+    g.add_argument("--crop", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), default=None,
+                   help="box to extract (default: the scene box)")
+    g.add_argument("--pointcloud", action="store_true", help="a coloured point cloud from depth instead of a mesh")

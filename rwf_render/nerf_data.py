@@ -1,0 +1,158 @@
+"""Posed images in memory for NeRF training and evaluation.
+
+Images of one split are decoded once, downscaled by an integer factor (block averages; intrinsics divided by the
+factor), and held as uint8 in one flat pixel buffer, so images of different sizes (real captures) live side by
+side and a uniformly random pixel of the whole split is one ``randint``. Camera conventions are those of
+:mod:`rwf_render.cameras` (OpenGL camera-to-world, pixel centres at +0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cameras import Cameras, pixel_rays
+from .datasets import Transforms, load_transforms
+from .errors import UserError
+from .imgio import read_image
+
+BACKGROUNDS = ("white", "black", "random", "learned")
+
+
+def downscale_image(pixels: np.ndarray, k: int) -> np.ndarray:
+    """Average k x k blocks of (H, W, C); the last partial row/column of blocks is cropped."""
+    if k == 1:
+        return pixels
+    h, w = pixels.shape[0] // k, pixels.shape[1] // k
+    if h == 0 or w == 0:
+        raise UserError(f"--downscale {k} leaves no pixels of a {pixels.shape[1]}x{pixels.shape[0]} image")
+    return pixels[: h * k, : w * k].reshape(h, k, w, k, -1).mean(axis=(1, 3))
+
+
+@dataclass
+class PosedImages:
+    """One split: cameras and every pixel.
+
+    Attributes:
+        cameras: N cameras (float32), intrinsics already divided by the downscale factor.
+        pixels: (P, 4) uint8 RGBA of all images, row-major per image, images one after another.
+        masks: (P,) uint8 (255 = use the pixel) or None.
+        offsets: (N + 1,) int64 first pixel of each image in ``pixels``.
+        names: image file names, for reports and renders.
+        near_far: (N, 2) or None, per-image bounds from the dataset.
+        aabb: (6,) scene box (xmin, ymin, zmin, xmax, ymax, zmax).
+    """
+
+    cameras: Cameras
+    pixels: torch.Tensor
+    masks: torch.Tensor | None
+    offsets: torch.Tensor
+    names: list[str]
+    near_far: torch.Tensor | None
+    aabb: torch.Tensor
+    has_alpha: bool
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def size(self, i: int) -> tuple[int, int]:
+        return int(self.cameras.width[i]), int(self.cameras.height[i])
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image i as float (H, W, 4) RGBA in [0, 1]."""
+        w, h = self.size(i)
+        return self.pixels[self.offsets[i]:self.offsets[i + 1]].reshape(h, w, 4).float() / 255.0
+
+    def locate(self, flat: torch.Tensor):
+        """Image index, pixel centre (u, v) of flat pixel indices (R,)."""
+        img = torch.searchsorted(self.offsets, flat, right=True) - 1
+        local = flat - self.offsets[img]
+        w = self.cameras.width[img]
+        uv = torch.stack([(local % w).float() + 0.5, (local // w).float() + 0.5], dim=-1)
+        return img, uv
+
+    def rays(self, img: torch.Tensor, uv: torch.Tensor, device: torch.device):
+        """World rays (unit directions) through pixel positions ``uv`` (R, 2) of images ``img`` (R,)."""
+        return tuple(t.to(device) for t in pixel_rays(self.cameras, uv, img))
+
+
+def load_split(path: str | Path, split: str, downscale: int = 1, indices=None) -> PosedImages:
+    """Read one split into memory (see :class:`PosedImages`); ``indices`` picks some of its frames (default all).
+
+    Raises:
+        UserError: the loader's errors (malformed JSON, missing keys, singular poses, empty split), an image that
+            does not decode, or an image whose size differs from its camera's.
+    """
+    tf: Transforms = load_transforms(path, split)
+    if indices is not None:
+        keep = [i for i in indices if 0 <= i < len(tf)]
+        tf = replace(tf, image_paths=[tf.image_paths[i] for i in keep], cameras=tf.cameras[torch.tensor(keep)],
+                     mask_paths=[tf.mask_paths[i] for i in keep], depth_paths=[tf.depth_paths[i] for i in keep],
+                     near_far=None if tf.near_far is None else tf.near_far[keep])
+    chunks, masks, names = [], [], []
+    any_mask = any(m is not None for m in tf.mask_paths)
+    has_alpha = False
+    for i, img_path in enumerate(tf.image_paths):
+        pixels, info = read_image(img_path)
+        w, h = int(tf.cameras.width[i]), int(tf.cameras.height[i])
+        if (info["width"], info["height"]) != (w, h):
+            raise UserError(f"{img_path}: image is {info['width']}x{info['height']} but its camera says {w}x{h}")
+        if pixels.shape[2] == 1:
+            pixels = np.repeat(pixels, 3, axis=2)
+        if pixels.shape[2] == 3:
+            pixels = np.concatenate([pixels, np.ones_like(pixels[..., :1])], axis=2)
+        else:
+            has_alpha = has_alpha or bool((pixels[..., 3] < 1).any())
+        pixels = downscale_image(np.clip(pixels, 0, 1), downscale)
+        chunks.append(torch.from_numpy(np.round(pixels * 255).astype(np.uint8)).reshape(-1, 4))
+        if any_mask:
+            if tf.mask_paths[i] is None:
+                mask = np.ones(pixels.shape[:2], np.float32)
+            else:
+                mask = read_image(tf.mask_paths[i])[0][..., 0]
+                if mask.shape != (h, w):
+                    raise UserError(f"{tf.mask_paths[i]}: mask is {mask.shape[1]}x{mask.shape[0]}, image {w}x{h}")
+                mask = downscale_image(mask[..., None], downscale)[..., 0]
+            masks.append(torch.from_numpy(np.round(mask * 255).astype(np.uint8)).reshape(-1))
+        names.append(img_path.name)
+    cams = tf.cameras.to(dtype=torch.float32)
+    if downscale > 1:
+        k = float(downscale)
+        cams = replace(cams, fx=cams.fx / k, fy=cams.fy / k, cx=cams.cx / k, cy=cams.cy / k,
+                       width=cams.width // downscale, height=cams.height // downscale)
+    counts = torch.tensor([c.shape[0] for c in chunks], dtype=torch.long)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    aabb = tf.aabb.to(torch.float32).reshape(-1)
+    near_far = None if tf.near_far is None else tf.near_far.to(torch.float32)
+    return PosedImages(cams, torch.cat(chunks), torch.cat(masks) if any_mask else None, offsets, names, near_far,
+                       aabb, has_alpha)
+
+
+def composite_background(rgba: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """RGB target of (R, 4) float RGBA over a (3,) or (R, 3) background."""
+    return rgba[:, :3] * rgba[:, 3:] + background * (1.0 - rgba[:, 3:])
+
+
+def background_color(name: str, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """(n, 3) background colors: fixed white/black, or uniformly random per ray ("random", "learned" training)."""
+    if name == "white":
+        return torch.ones(n, 3, device=device)
+    if name == "black":
+        return torch.zeros(n, 3, device=device)
+    return torch.rand(n, 3, generator=generator).to(device)
+
+
+def summary(train: PosedImages, near: float, far: float | None, path: str) -> str:
+    """The one-line summary printed at start."""
+    sizes = sorted({train.size(i) for i in range(len(train))})
+    res = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}..)"
+    box = train.aabb.tolist()
+    return (f"{path}: {len(train)} train images, {res}, box [{box[0]:.2f} {box[1]:.2f} {box[2]:.2f}] - "
+            f"[{box[3]:.2f} {box[4]:.2f} {box[5]:.2f}], near {near:.3g}, far {'box' if far is None else f'{far:.3g}'}")

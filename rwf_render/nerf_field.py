@@ -1,0 +1,144 @@
+"""The radiance field of the NeRF pipeline.
+
+    x (world) -> box-normalized [0, 1]^3 -> position encoding -> trunk MLP -> density, features
+    d (unit)  -> direction encoding ---------------------------------------+-> color head MLP -> rgb
+    image index -> appearance embedding (optional) ------------------------+
+
+Every linear layer (trunk and head) follows ``param = plain | wn | rwf``. With ``view_dependent=False`` the color
+comes straight from the trunk (the simplified NeRF of Tancik et al. 2020: one MLP, RGB + density).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .encodings import make_encoding
+from .fields import MLP, EncodingConfig, MLPConfig, config_dict, from_dict
+
+DENSITY_ACTIVATIONS = ("trunc_exp", "softplus", "relu")
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp(x) with its gradient computed from exp(min(x, 15)): no overflow in the backward pass (instant-ngp)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.exp(x.clamp(max=15.0))
+
+
+def density_activation(name: str, raw: torch.Tensor) -> torch.Tensor:
+    if name == "trunc_exp":
+        return _TruncExp.apply(raw)
+    if name == "softplus":
+        return torch.nn.functional.softplus(raw - 1.0)
+    if name == "relu":
+        return torch.relu(raw)
+    raise ValueError(f"unknown density activation {name!r}; expected one of {', '.join(DENSITY_ACTIVATIONS)}")
+
+
+@dataclass
+class NeRFFieldConfig:
+    pos: EncodingConfig = field(default_factory=lambda: EncodingConfig(kind="fourier", m=128, sigma=8.0,
+                                                                        include_input=True))
+    """encoding of box-normalized positions in [0, 1]^3 (sigma in cycles per box side)"""
+    dirs: EncodingConfig = field(default_factory=lambda: EncodingConfig(kind="sh", degree=3))
+    """encoding of view directions (sh or pe)"""
+    trunk: MLPConfig = field(default_factory=lambda: MLPConfig(depth=4, width=128, param="rwf"))
+    """position MLP; its output is 1 density + ``features``"""
+    head: MLPConfig = field(default_factory=lambda: MLPConfig(depth=2, width=64, param="rwf"))
+    """color MLP on features + encoded direction (+ appearance)"""
+    features: int = 15
+    """trunk features passed to the color head"""
+    view_dependent: bool = True
+    """False: rgb comes from the trunk (no direction input), as in the simplified NeRF protocol"""
+    density_act: str = "trunc_exp"
+    """trunc_exp | softplus | relu"""
+    appearance_dim: int = 0
+    """per-image appearance embedding size (0: off); for real captures with changing exposure"""
+    n_images: int = 0
+    """number of training images (size of the appearance table)"""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["trunk"], d["head"] = config_dict(self.trunk), config_dict(self.head)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NeRFFieldConfig":
+        simple = {k: v for k, v in d.items() if k not in ("pos", "dirs", "trunk", "head")}
+        return cls(pos=from_dict(EncodingConfig, d.get("pos")), dirs=from_dict(EncodingConfig, d.get("dirs")),
+                   trunk=from_dict(MLPConfig, d.get("trunk")), head=from_dict(MLPConfig, d.get("head")), **simple)
+
+    def set_param(self, param: str) -> None:
+        self.trunk.param = self.head.param = param
+
+
+class NeRFField(nn.Module):
+    """Density and color at world points.
+
+    Args:
+        aabb: (6,) scene box (xmin, ymin, zmin, xmax, ymax, zmax); positions are normalized by it.
+        cfg: NeRFFieldConfig; seed: model seed (Fourier matrix, W0, RWF scales).
+    Shapes: x (N, 3), d (N, 3), image_idx (N,) or None -> rgb (N, 3) in [0, 1], sigma (N,) >= 0.
+    """
+
+    def __init__(self, aabb, cfg: NeRFFieldConfig = NeRFFieldConfig(), seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        aabb = torch.as_tensor(aabb, dtype=torch.float32).flatten()
+        self.register_buffer("aabb", aabb)
+        gen = torch.Generator().manual_seed(seed + 104729)
+        p = cfg.pos
+        self.pos_enc = make_encoding(p.kind, 3, m=p.m, sigma=p.sigma, trainable=p.trainable, n_freqs=p.n_freqs,
+                                     include_input=p.include_input, degree=p.degree, backend=p.backend,
+                                     generator=gen)
+        out = 1 + (cfg.features if cfg.view_dependent else 3)
+        self.trunk = MLP(self.pos_enc.out_dim, out, cfg.trunk, seed=seed)
+        self.dir_enc = None
+        self.appearance = None
+        if cfg.view_dependent:
+            d = cfg.dirs
+            self.dir_enc = make_encoding(d.kind, 3, n_freqs=d.n_freqs, include_input=d.include_input,
+                                         degree=d.degree, backend=d.backend)
+            if cfg.appearance_dim > 0:
+                self.appearance = nn.Embedding(max(cfg.n_images, 1), cfg.appearance_dim)
+                nn.init.zeros_(self.appearance.weight)
+            head_in = cfg.features + self.dir_enc.out_dim + max(cfg.appearance_dim, 0)
+            head_cfg = MLPConfig(**{**config_dict(cfg.head), "out_activation": "sigmoid"})
+            self.head = MLP(head_in, 3, head_cfg, seed=seed + 1)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        return (x - lo) / (hi - lo)
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.pos_enc(self.normalize(x)))
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """sigma (N,) at world points x (N, 3): what the occupancy grid and mesh export query."""
+        return density_activation(self.cfg.density_act, self._trunk(x)[..., 0])
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor | None = None, image_idx: torch.Tensor | None = None):
+        h = self._trunk(x)
+        sigma = density_activation(self.cfg.density_act, h[..., 0])
+        if not self.cfg.view_dependent:
+            return torch.sigmoid(h[..., 1:4]), sigma
+        if d is None:  # colour without a view (mesh vertex colours): look along -normal is unknown, use +z
+            d = torch.zeros_like(x)
+            d[..., 2] = 1.0
+        parts = [h[..., 1:], self.dir_enc(d)]
+        if self.appearance is not None:
+            if image_idx is None:  # novel views: the mean appearance
+                parts.append(self.appearance.weight.mean(0).expand(x.shape[0], -1))
+            else:
+                parts.append(self.appearance(image_idx))
+        return self.head(torch.cat(parts, dim=-1)), sigma

@@ -1,0 +1,208 @@
+"""Volume rendering of a radiance field through the occupancy-grid ray marcher.
+
+    rays -> OccupancyGrid.sampling (packed samples, occupied cells only) -> field(x, d) -> composite
+
+:class:`NeRFModel` owns everything a checkpoint must restore: the field, the occupancy grid (its buffers) and the
+optional background model. Rendering a whole camera works in chunks of rays with early ray termination, so memory
+is bounded at any resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .cameras import Cameras, pixel_rays
+from .encodings import SphericalHarmonics
+from .nerf_field import NeRFField, NeRFFieldConfig
+from .raymarch import OccupancyGrid, volume_render
+
+
+@dataclass
+class RenderConfig:
+    grid_resolution: int = 128
+    """occupancy cells per axis"""
+    grid_levels: int = 1
+    """cascades, each doubling the box (real captures: scenes reaching beyond the box)"""
+    steps_per_diagonal: int = 1024
+    """marching step = box diagonal / this (instant-ngp: 1024 over the unit cube's diagonal)"""
+    cone_angle: float = 0.0
+    """> 0: steps grow with distance (1/256 for unbounded real captures)"""
+    max_samples: int = 1024
+    """cap on samples per ray"""
+    near: float | None = None
+    """ray start (None: 2% of the box diagonal, or the dataset's per-image near)"""
+    far: float | None = None
+    """ray end (None: where the ray leaves the grid)"""
+    early_stop_eps: float = 1e-4
+    """rendering: stop a ray once its transmittance falls below this"""
+    alpha_thre: float = 0.0
+    """rendering: skip samples whose alpha is below this"""
+    sampler: str = "grid"
+    """grid: occupancy-grid marching; dense: every lattice point (grid kept full, never updated): the stratified
+    sampling of the simplified NeRF protocol"""
+    chunk: int = 8192
+    """rays per chunk when rendering whole images"""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Clock:
+    """Accumulates wall time between laps into a dict (a no-op without one)."""
+
+    def __init__(self, sink: dict | None, device: torch.device):
+        self.sink, self.cuda = sink, device.type == "cuda"
+        if sink is not None:
+            self.t = self._now()
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.sink is not None:
+            now = self._now()
+            self.sink[name] = self.sink.get(name, 0.0) + now - self.t
+            self.t = now
+
+
+class NeRFModel(nn.Module):
+    """Field + occupancy grid + background.
+
+    Args:
+        aabb: (6,) scene box. field_cfg, render_cfg: configs. background: white | black | random | learned.
+        seed: model seed.
+    """
+
+    def __init__(self, aabb, field_cfg: NeRFFieldConfig, render_cfg: RenderConfig, background: str = "white",
+                 seed: int = 0):
+        super().__init__()
+        aabb = torch.as_tensor(aabb, dtype=torch.float32).reshape(-1)
+        self.render_cfg, self.background = render_cfg, background
+        self.field = NeRFField(aabb, field_cfg, seed=seed)
+        self.grid = OccupancyGrid(aabb, render_cfg.grid_resolution, render_cfg.grid_levels)
+        if render_cfg.sampler == "dense":
+            self.grid.fill_(True)
+        self.bg_model = None
+        if background == "learned":  # colour of what lies beyond the box, by direction
+            self.bg_enc = SphericalHarmonics(degree=3)
+            self.bg_model = nn.Linear(self.bg_enc.out_dim, 3)
+            nn.init.zeros_(self.bg_model.weight)
+            nn.init.zeros_(self.bg_model.bias)
+        extent = aabb[3:] - aabb[:3]
+        self.diagonal = float(extent.norm())
+        self.step_size = self.diagonal / render_cfg.steps_per_diagonal
+
+    @property
+    def aabb(self) -> torch.Tensor:
+        return self.field.aabb
+
+    def default_near(self) -> float:
+        return 0.02 * self.diagonal if self.render_cfg.near is None else self.render_cfg.near
+
+    def background_rgb(self, rays_d: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
+        """(R, 3) background for rays: the learned model, else ``given`` (training colours), else the fixed one."""
+        if self.bg_model is not None:
+            return torch.sigmoid(self.bg_model(self.bg_enc(rays_d)))
+        if given is not None:
+            return given
+        return torch.ones(3, device=rays_d.device) if self.background == "white" else None
+
+    @torch.no_grad()
+    def update_grid(self, step: int, generator: torch.Generator | None = None) -> bool:
+        """Refresh the occupancy grid from the field's density (no-op with the dense sampler)."""
+        if self.render_cfg.sampler == "dense":
+            return False
+        return self.grid.update(step, self.field.density, step_size=self.step_size, generator=generator)
+
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near=None, far=None,
+                    background: torch.Tensor | None = None, image_idx: torch.Tensor | None = None,
+                    jitter: torch.Tensor | None = None, train: bool = False,
+                    timings: dict | None = None) -> dict:
+        """Render rays (R, 3) (unit directions): rgb (R, 3), depth (R,) along the ray, opacity (R,), n_samples.
+
+        ``train`` marches every occupied lattice point (gradients flow to all of them); otherwise samples with
+        alpha below ``alpha_thre`` or behind an opaque surface (transmittance < ``early_stop_eps``) are dropped
+        before colours are computed. ``timings``: a dict that accumulates the seconds spent marching
+        ("march"), in the field's forward pass ("field") and compositing ("composite").
+        """
+        clock = _Clock(timings, rays_o.device)
+        cfg = self.render_cfg
+        near = self.default_near() if near is None else near
+        far = cfg.far if far is None else far
+
+        def sigma_fn(t_starts, t_ends, ray_indices):
+            x = rays_o[ray_indices] + rays_d[ray_indices] * ((t_starts + t_ends) * 0.5)[:, None]
+            return self.field.density(x)
+
+        def rgb_sigma_fn(t_starts, t_ends, ray_indices):
+            x = rays_o[ray_indices] + rays_d[ray_indices] * ((t_starts + t_ends) * 0.5)[:, None]
+            idx = None if image_idx is None else image_idx[ray_indices]
+            clock.lap("march")
+            rgb, sigma = self.field(x, rays_d[ray_indices], idx)
+            clock.lap("field")
+            return rgb.float(), sigma.float()
+
+        prune = not train and (cfg.early_stop_eps > 0 or cfg.alpha_thre > 0)
+        samples = self.grid.sampling(rays_o, rays_d, near=near, far=far, step_size=self.step_size,
+                                     cone_angle=cfg.cone_angle, max_samples=cfg.max_samples, jitter=jitter,
+                                     sigma_fn=sigma_fn if prune else None, alpha_thre=cfg.alpha_thre,
+                                     early_stop_eps=cfg.early_stop_eps if prune else 0.0)
+        bg = self.background_rgb(rays_d, background)
+        rgb, opacity, depth, _ = volume_render(samples.t_starts, samples.t_ends, samples.ray_indices,
+                                               rays_o.shape[0], rgb_sigma_fn, background=bg)
+        clock.lap("composite")
+        return {"rgb": rgb, "depth": depth[:, 0], "opacity": opacity[:, 0],
+                "n_samples": int(samples.t_starts.numel())}
+
+    @torch.no_grad()
+    def render_camera(self, cam: Cameras, image_idx: int | None = None, near=None, far=None) -> dict:
+        """Render one camera in chunks: rgb (H, W, 3), depth (H, W), opacity (H, W) on the model's device."""
+        device = self.aabb.device
+        cam = cam.to(device=device, dtype=torch.float32)
+        rays_o, rays_d = pixel_rays(cam)  # (H, W, 3) each
+        h, w = rays_o.shape[:2]
+        rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
+        out = {"rgb": [], "depth": [], "opacity": []}
+        for i in range(0, rays_o.shape[0], self.render_cfg.chunk):
+            sl = slice(i, i + self.render_cfg.chunk)
+            idx = None if image_idx is None else torch.full((rays_o[sl].shape[0],), image_idx, device=device)
+            res = self.render_rays(rays_o[sl], rays_d[sl], near=near, far=far, image_idx=idx)
+            for k in out:
+                out[k].append(res[k])
+        return {"rgb": torch.cat(out["rgb"]).reshape(h, w, 3).clamp(0, 1),
+                "depth": torch.cat(out["depth"]).reshape(h, w),
+                "opacity": torch.cat(out["opacity"]).reshape(h, w)}
+
+
+def orbit_cameras(train: Cameras, center, n: int) -> Cameras:
+    """``n`` cameras on a circle around ``center``, looking at it: up is the training cameras' mean up vector,
+    radius and elevation their median distance and elevation; intrinsics those of training camera 0."""
+    from .cameras import look_at  # noqa: PLC0415
+
+    train = train.to(dtype=torch.float64)
+    center = torch.as_tensor(center, dtype=torch.float64)
+    up = torch.nn.functional.normalize(train.c2w[:, :3, 1].mean(0), dim=0)
+    offsets = train.c2w[:, :3, 3] - center  # (N, 3)
+    radius = float(offsets.norm(dim=1).median())
+    elevation = float(torch.asin((offsets @ up / offsets.norm(dim=1)).clamp(-1, 1)).median())
+    a = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    if a.norm() < 1e-6:
+        a = torch.linalg.cross(up, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    a = a / a.norm()
+    b = torch.linalg.cross(up, a)
+    phi = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    ring = torch.cos(phi)[:, None] * a + torch.sin(phi)[:, None] * b  # (n, 3)
+    eyes = center + radius * (math.cos(elevation) * ring + math.sin(elevation) * up)
+    c2w = look_at(eyes, center, up)  # (n, 3, 4)
+    base = train[0]
+    return Cameras(c2w=c2w, fx=base.fx.expand(n).clone(), fy=base.fy.expand(n).clone(),
+                   cx=base.cx.expand(n).clone(), cy=base.cy.expand(n).clone(), width=base.width.expand(n).clone(),
+                   height=base.height.expand(n).clone(), model=base.model.expand(n).clone(),
+                   dist=base.dist.expand(n, -1).clone())
