@@ -23,6 +23,7 @@ setup(
         "pypng",  # 16-bit RGB(A) PNG: imageio's Pillow plugin silently reduces it to 8 bits
         "tifffile",
         "OpenEXR>=3.3",
+        "scipy",
         "scikit-image>=0.21",  # marching cubes, SSIM, the built-in photos
         "trimesh>=4",
         f"open3d-cpu>=0.18; {LINUX_X86}",  # same API as open3d, 105 MB instead of 400 MB

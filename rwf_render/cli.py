@@ -7,7 +7,7 @@
     rwf <plugin> ...                               commands installed by other packages (``rwf data``, ``rwf view``)
 
 Pipelines are modules of this package exposing ``add_fit_arguments(parser)``, ``fit(args)``, and optionally
-``eval_run(run, cfg, args)``, ``render_run(run, cfg, args)``, ``export_mesh(run, cfg, args)``. Plugins are
+``eval_run(run, cfg, args)``, ``render_run(run, cfg, args)``, ``export_mesh_run(run, cfg, args)``. Plugins are
 ``register(subparsers)`` functions found under the entry-point group ``rwf_render.commands``, so the library never
 imports the packages built on top of it.
 
@@ -63,6 +63,20 @@ def positive_float(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
+
+
+def add_run_arguments(p: argparse.ArgumentParser, kind: str, compare: bool = True) -> None:
+    """The options every ``rwf fit <kind>`` shares: run directory, resume, device, seeding, progress."""
+    g = p.add_argument_group("run")
+    g.add_argument("--out", metavar="RUN", help=f"run directory (default: runs/{kind}-<name>-<time>)")
+    g.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    g.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    if compare:
+        g.add_argument("--compare", action="store_true", help="train plain, wn and rwf at equal budget into RUN/*")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--seed", type=int, default=0, help="seeds the model and the sampling")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
 
 
 def _pipeline(kind: str):

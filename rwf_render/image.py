@@ -199,8 +199,9 @@ def _config_from_args(args) -> ImageConfig:
     mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, out_activation="sigmoid",
                     param=args.param, rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
     train = TrainConfig(steps=args.steps or 500, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
-                        lr_final=args.lr_final, seed=args.seed, deterministic=args.deterministic,
-                        device=args.device, eval_every=args.eval_every, ckpt_every=args.ckpt_every)
+                        lr_final=args.lr_final, decay_every=args.decay_every, seed=args.seed,
+                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
+                        ckpt_every=args.ckpt_every)
     return ImageConfig(path=str(Path(args.path).resolve()) if args.path else None, size=args.size,
                        split=args.split, batch=args.batch, encoding=enc, mlp=mlp, train=train,
                        model_seed=args.seed)
@@ -302,18 +303,10 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
 
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import nonneg_int, positive_float, positive_int  # noqa: PLC0415
+    from .cli import add_run_arguments, nonneg_int, positive_float, positive_int  # noqa: PLC0415
 
     p.add_argument("path", nargs="?", metavar="PATH", help=f"PNG, JPEG, TIFF or EXR (default: skimage's {BUILTIN})")
-    g = p.add_argument_group("run")
-    g.add_argument("--out", metavar="RUN", help="run directory (default: runs/image-<name>-<time>)")
-    g.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    g.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    g.add_argument("--compare", action="store_true", help="train plain, wn and rwf at equal budget into RUN/*")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    g.add_argument("--seed", type=int, default=0, help="seeds the model and the sampling")
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
+    add_run_arguments(p, "image")
     d = p.add_argument_group("data")
     d.add_argument("--size", type=positive_int, default=256, help="resize the long side to at most N (default 256)")
     d.add_argument("--split", choices=SPLITS, default="tancik", help="tancik (default) or all")
@@ -335,7 +328,10 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 500)")
     t.add_argument("--lr", type=positive_float, default=1e-3)
     t.add_argument("--scale-lr", type=positive_float, default=None, help="learning rate of the RWF scales")
-    t.add_argument("--schedule", choices=["const", "exp", "cos"], default="const", help="learning-rate schedule")
-    t.add_argument("--lr-final", type=positive_float, default=0.1, help="exp/cos: final lr as a fraction of --lr")
+    t.add_argument("--schedule", choices=["const", "exp", "cos", "step"], default="const",
+                   help="learning-rate schedule")
+    t.add_argument("--lr-final", type=positive_float, default=0.1,
+                   help="exp/cos: final lr as a fraction of --lr; step: the factor every --decay-every steps")
+    t.add_argument("--decay-every", type=positive_int, default=1000, help="step schedule: steps between decays")
     t.add_argument("--eval-every", type=positive_int, default=25, help="steps between held-out evaluations")
     t.add_argument("--ckpt-every", type=positive_int, default=250, help="steps between checkpoints")

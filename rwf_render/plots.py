@@ -25,8 +25,9 @@ def _save(fig, path) -> None:
 
 
 def curve_png(path: str | os.PathLike, runs: dict[str, list[dict]], keys=("psnr", "psnr_train"),
-              title: str = "") -> None:
-    """PSNR against step (left) and against training seconds (right), one line per run and key."""
+              title: str = "", ylabel: str = "PSNR (dB)") -> None:
+    """A metric (PSNR by default) against step (left) and against training seconds (right), one line per run and
+    key."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, rows in runs.items():
@@ -42,7 +43,7 @@ def curve_png(path: str | os.PathLike, runs: dict[str, list[dict]], keys=("psnr"
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("seconds (training only)")
     for ax in axes:
-        ax.set_ylabel("PSNR (dB)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:

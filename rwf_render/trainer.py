@@ -30,7 +30,7 @@ from torch import nn
 from .layers import param_groups
 from .rundir import CHECKPOINT, HISTORY, load_checkpoint, save_checkpoint, write_history
 
-SCHEDULES = ("const", "exp", "cos")
+SCHEDULES = ("const", "exp", "cos", "step")
 
 # Callbacks attached to every Trainer built in this process, after its own: how ``rwf fit ... --view`` adds the
 # live viewer without the pipelines knowing about it.
@@ -51,9 +51,12 @@ class TrainConfig:
     scale_lr: float | None = None
     """learning rate of the RWF scales (default: lr)"""
     schedule: str = "const"
-    """learning-rate schedule: const | exp | cos (exp and cos decay to lr * lr_final at the last step)"""
+    """learning-rate schedule: const | exp | cos (exp and cos decay to lr * lr_final at the last step) | step
+    (lr * lr_final ** (step // decay_every): Tancik's "x0.1 every 5000 steps")"""
     lr_final: float = 0.1
-    """exp/cos: final learning rate as a fraction of lr"""
+    """exp/cos: final learning rate as a fraction of lr; step: the factor applied every decay_every steps"""
+    decay_every: int = 0
+    """step schedule: steps between decays"""
     seed: int = 0
     """seeds the data sampling (the model has its own seed in its config)"""
     deterministic: bool = False
@@ -90,11 +93,15 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def lr_factor(schedule: str, step: int, steps: int, final: float) -> float:
+def lr_factor(schedule: str, step: int, steps: int, final: float, decay_every: int = 0) -> float:
     """Learning-rate multiplier at ``step`` (0-based) of ``steps``."""
     frac = min(step / max(steps - 1, 1), 1.0)
     if schedule == "const":
         return 1.0
+    if schedule == "step":
+        if decay_every <= 0:
+            raise ValueError("the step schedule needs decay_every > 0")
+        return final ** (step // decay_every)
     if schedule == "exp":
         return final ** frac
     if schedule == "cos":
@@ -137,7 +144,7 @@ class Trainer:
         """One optimizer step; returns the logged floats (loss, each term, the task's stats, lr)."""
         t0 = time.perf_counter()
         self.model.train()
-        factor = lr_factor(self.cfg.schedule, self.step_idx, self.cfg.steps, self.cfg.lr_final)
+        factor = lr_factor(self.cfg.schedule, self.step_idx, self.cfg.steps, self.cfg.lr_final, self.cfg.decay_every)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
         batch = self.task.batch(self.step_idx, self.generator)
@@ -194,8 +201,9 @@ class Trainer:
                 post = {"loss": f"{stats['loss']:.4g}"}
                 if "psnr_train" in stats:
                     post["psnr_train"] = f"{stats['psnr_train']:.2f}"
-                if "psnr" in self.last_eval:
-                    post["psnr"] = f"{self.last_eval['psnr']:.2f}"
+                for key in ("psnr", "iou"):
+                    if key in self.last_eval:
+                        post[key] = f"{self.last_eval[key]:.4g}"
                 bar.set_postfix(post, refresh=False)
         finally:
             bar.close()

@@ -39,8 +39,12 @@ def test_lr_schedules_closed_forms():
     assert lr_factor("exp", 33, 100, 0.1) == pytest.approx(0.1 ** (33 / 99))
     assert lr_factor("cos", 99, 100, 0.1) == pytest.approx(0.1)
     assert lr_factor("cos", 0, 100, 0.1) == pytest.approx(1.0)
+    assert [lr_factor("step", s, 100, 0.1, 30) for s in (0, 29, 30, 60, 99)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.01, 0.001])
     with pytest.raises(ValueError):
-        lr_factor("step", 0, 10, 0.1)
+        lr_factor("step", 0, 10, 0.1)  # needs decay_every
+    with pytest.raises(ValueError):
+        lr_factor("linear", 0, 10, 0.1)
 
 
 def test_fit_learns_and_uses_a_separate_scale_group(tmp_path):

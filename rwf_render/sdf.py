@@ -1,0 +1,354 @@
+"""fit a mesh: a coordinate MLP maps 3D points to signed distance or occupancy (Tancik et al. 2020, sec. 6)
+
+The mesh (OBJ, PLY, STL, OFF, GLB; with no MESH a built-in trefoil knot) is moved into the unit cube
+[-0.5, 0.5]^3 (bounding-box centre to the origin, longest side to ``--fill``); the transform is stored in
+config.json, so every exported mesh comes back in the mesh's own units. Targets come from the mesh: exact distances
+(open3d) signed by ray-parity voting (``mesh.py``), which also decides inside/outside for open meshes.
+
+    rwf fit sdf [MESH]                    signed distance, L1 or clamped L1, optional eikonal and normal terms
+    rwf fit sdf MESH --target occupancy   the paper's occupancy task: logits, BCE on inside/outside
+    rwf export mesh RUN --res 512         marching cubes of the learned field, in the mesh's units
+
+A run holds config.json, metrics.json, history.csv, checkpoint.pt, mesh.ply, preview.png (top: the learned field
+sphere-traced from 4 views; bottom: the source mesh from the same views) and curve.png. Metrics are computed in
+the unit cube: IoU on uniform and near-surface points from the field itself, Chamfer, F-score and normal
+consistency of the extracted mesh (``mesh.surface_metrics``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .fields import EncodingConfig, MLPConfig
+from .imgio import write_image
+from .mesh import EXPORT_FORMATS, MeshQuery, Normalization, extract_mesh, remove_small_components, save_mesh
+from .plots import curve_png
+from .rundir import (CHECKPOINT, CONFIG, METRICS, atomic_path, atomic_write_text, load_checkpoint, prepare_run_dir,
+                     read_json, write_json)
+from .shape_task import (BUILTIN, LOSSES, TARGETS, SDFConfig, ShapeTask, build_model, field_fn, load_source)
+from .spheretrace import preview_image, render_field, render_mesh
+from .trainer import TrainConfig, Trainer, resolve_device
+
+PARAMS = ("plain", "wn", "rwf")
+METRIC_KEYS = ("iou", "iou_surface", "chamfer_l1", "chamfer_l2", "fscore", "normal_consistency")
+
+
+# -- one run ------------------------------------------------------------------------------------------------------
+def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bool, progress: bool,
+            label: str = "") -> tuple[dict, list[dict], dict]:
+    """Train one shape run into ``out`` and write every contract file.
+
+    Returns: metrics.json's content, the history rows and the preview views {"field": [...], "source": [...]}.
+    """
+    run = prepare_run_dir(out, force=force, resume=resume)
+    device = resolve_device(cfg.train.device)
+    # mesh -> unit cube (the transform goes into config.json) -> exact targets, test points and their labels
+    norm = Normalization.fit(mesh, cfg.fill)
+    task = ShapeTask(norm.apply(mesh), cfg, device)
+    write_json(run / CONFIG, {**cfg.to_dict(), "normalization": norm.to_dict(),
+                              "source": {**info, "inside_method": task.query.method,
+                                         "normals_outward_agreement": round(task.orientation, 4)}})
+    # Fourier features + MLP (plain | wn | rwf), trained on batches from the refreshed pool
+    trainer = Trainer(build_model(cfg), task, cfg.train, run_dir=run, progress=progress)
+    if resume and trainer.resume():
+        print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
+    trainer.fit()
+    model = trainer.model
+    # metrics: IoU from the field, surface metrics from its marching-cubes mesh, which goes back to source units
+    metrics, extracted = task.final_metrics(model)
+    metrics.update(steps=trainer.step_idx, seconds=round(trainer.seconds, 3), param=cfg.mlp.param,
+                   target=cfg.target, mesh_res=cfg.mesh_res, units="unit cube")
+    save_mesh(norm.apply(extracted, inverse=True), run / "mesh.ply")  # back in the source's units
+    # preview (field above, source below), training curve; metrics.json last: it marks a finished run
+    views = {"field": field_views(model, cfg, cfg.preview_res, device, extracted),
+             "source": render_mesh(task.query, cfg.preview_res)}
+    write_image(run / "preview.png", preview_image(views))
+    curve_png(run / "curve.png", {cfg.mlp.param: trainer.history}, keys=("iou", "iou_surface"), ylabel="IoU",
+              title=(label or cfg.mlp.param) + ": IoU (uniform, near-surface) during training")
+    write_json(run / METRICS, metrics)
+    return metrics, trainer.history, views
+
+
+def field_views(model, cfg: SDFConfig, res: int, device, extracted=None) -> list:
+    """The 4 preview views of the learned field. Occupancy logits are not distances, so their first crossing is
+    searched near the field's own marching-cubes mesh (``extracted``, else one at ``cfg.mesh_res``)."""
+    proxy = None
+    if cfg.target == "occupancy":
+        if extracted is None:
+            extracted = extract_mesh(field_fn(model), res=cfg.mesh_res, inside=cfg.inside, device=device)
+        proxy = MeshQuery(extracted) if len(extracted.faces) else None
+    return render_field(field_fn(model), res, cfg.target, device=device, proxy=proxy)
+
+
+def _config_from_args(args) -> SDFConfig:
+    enc = EncodingConfig(kind=args.encoding, m=args.features, sigma=args.sigma, n_freqs=args.n_freqs,
+                         include_input=args.encoding == "pe")
+    mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, param=args.param,
+                    rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
+    weights = {k: w for k, w in (("eikonal", args.eikonal), ("normal", args.normal)) if w > 0}
+    train = TrainConfig(steps=args.steps or 1000, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
+                        decay_every=args.decay_every, lr_final=args.lr_final, seed=args.seed,
+                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
+                        ckpt_every=args.ckpt_every, loss_weights=weights)
+    return SDFConfig(path=str(Path(args.path).resolve()) if args.path else None, target=args.target, fill=args.fill,
+                     vote_dirs=args.vote_dirs, pool=args.pool, refresh_every=args.refresh_every, batch=args.batch,
+                     mix=tuple(args.mix), near_sigmas=tuple(args.near_sigmas), loss=args.loss, clamp=args.clamp,
+                     eval_points=args.eval_points, mesh_res=args.mesh_res, metric_points=args.metric_points,
+                     preview_res=args.preview_res, encoding=enc, mlp=mlp, train=train, model_seed=args.seed)
+
+
+def _check_options(cfg: SDFConfig) -> None:
+    if not 0 < cfg.fill <= 1:
+        raise UserError(f"--fill must be in (0, 1], got {cfg.fill}")
+    if len(cfg.mix) != 4 or min(cfg.mix) < 0 or sum(cfg.mix) <= 0:
+        raise UserError("--mix takes 4 non-negative shares (surface near far uniform) with a positive sum")
+    if cfg.target == "occupancy" and cfg.train.loss_weights:
+        raise UserError("--eikonal and --normal apply to --target sdf only")
+    if cfg.mesh_res < 2:
+        raise UserError("--mesh-res must be at least 2")
+
+
+def fit(args) -> int:
+    compare = args.compare
+    out = Path(args.out or Path("runs") / f"sdf-{Path(args.path).stem if args.path else BUILTIN}-"
+                                          f"{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume:
+        saved = out / (Path("plain") / CONFIG if compare else CONFIG)
+        if not saved.is_file():
+            raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
+        cfg = SDFConfig.from_dict(read_json(saved))
+        if args.steps:
+            cfg.train.steps = args.steps
+    else:
+        cfg = _config_from_args(args)
+    cfg.train.device = args.device if args.device != "auto" else cfg.train.device
+    _check_options(cfg)
+    mesh, info = load_source(cfg)  # validate the input before anything is written
+    resolve_device(cfg.train.device)
+    if not info["watertight"]:
+        print(f"rwf: warning: {cfg.path}: the mesh is not watertight (open or non-manifold); inside/outside is "
+              f"decided by a ray-parity vote over {cfg.vote_dirs or 15} directions", file=sys.stderr)
+    if not compare:
+        m = fit_one(cfg, out, mesh, info, args.resume, args.force, not args.quiet)[0]
+        print(f"{out}: iou {m['iou']:.4f} (near-surface {m['iou_surface']:.4f}), {_surface_text(m)}, "
+              f"{m['steps']} steps in {m['seconds']:.1f} s; watertight source: {info['watertight']}")
+        return 0
+    # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
+    root = out if args.resume else prepare_run_dir(out, force=args.force)
+    results, histories, views = {}, {}, {}
+    for param in PARAMS:
+        sub = SDFConfig.from_dict(cfg.to_dict())
+        sub.mlp.param = param
+        sub_dir = root / param
+        results[param], histories[param], v = fit_one(sub, sub_dir, mesh, info,
+                                                      args.resume and (sub_dir / CONFIG).is_file(), False,
+                                                      not args.quiet, param)
+        views[param], views["source"] = v["field"][0], v["source"][0]
+        print(f"{param:>5}: iou {results[param]['iou']:.4f} (near-surface {results[param]['iou_surface']:.4f}), "
+              f"{_surface_text(results[param])}, {results[param]['seconds']:.1f} s")
+    write_compare(root, results, histories, views)
+    return 0
+
+
+def _surface_text(m: dict) -> str:
+    if m["chamfer_l1"] is None:
+        return "no surface extracted"
+    return f"chamfer_l1 {m['chamfer_l1']:.5f}, fscore {m['fscore']:.4f}"
+
+
+def _fmt(v, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def write_compare(root: Path, results: dict, histories: dict, views: dict) -> None:
+    """compare.json, compare.md (one table) and compare.png (IoU curves above, one view of each field below)."""
+    write_json(root / "compare.json", results)
+    lines = ["| param | IoU | IoU near-surface | Chamfer-L1 | Chamfer-L2 | F-score@1% | normal consistency | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for param, m in results.items():
+        lines.append(f"| {param} | {m['iou']:.4f} | {m['iou_surface']:.4f} | {_fmt(m['chamfer_l1'], 5)} | "
+                     f"{_fmt(m['chamfer_l2'], 6)} | {m['fscore']:.4f} | {_fmt(m['normal_consistency'], 4)} | "
+                     f"{m['seconds']:.1f} |")
+    atomic_write_text(root / "compare.md", "\n".join(lines) + "\n")
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig = plt.figure(figsize=(12, 6.5))
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.3])
+    for col, key in enumerate(("iou", "iou_surface")):
+        ax = fig.add_subplot(grid[0, 2 * col: 2 * col + 2])
+        for param, rows in histories.items():
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=param)
+        ax.set_xlabel("step")
+        ax.set_ylabel("IoU" if key == "iou" else "IoU near-surface")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for col, name in enumerate(["source", *histories]):
+        ax = fig.add_subplot(grid[1, col])
+        ax.imshow(np.clip(views[name], 0, 1))
+        ax.set_title(name if name == "source" else f"{name}: IoU {results[name]['iou']:.4f}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("plain vs WN vs RWF (equal seed, samples, steps)")
+    fig.tight_layout()
+    with atomic_path(root / "compare.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+# -- commands on an existing run ----------------------------------------------------------------------------------
+def load_run(run: Path, cfg_dict: dict, device_name: str):
+    """The config, the trained model (on the device), the normalization, the checkpoint state and the device."""
+    cfg = SDFConfig.from_dict(cfg_dict)
+    device = resolve_device(device_name)
+    model = build_model(cfg)
+    state = load_checkpoint(run / CHECKPOINT)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"{run / CHECKPOINT}: does not match {run / CONFIG} ({str(e).splitlines()[0]})") from None
+    model.eval()
+    return cfg, model.to(device), Normalization.from_dict(cfg_dict["normalization"]), state, device
+
+
+def eval_run(run: Path, cfg_dict: dict, args) -> int:
+    cfg, model, norm, state, device = load_run(run, cfg_dict, args.device)
+    mesh, info = load_source(cfg)
+    saved_sha = cfg_dict.get("source", {}).get("sha256")
+    if saved_sha and info.get("sha256") != saved_sha:
+        print(f"rwf: warning: {cfg.path} changed since the fit; metrics refer to the new file", file=sys.stderr)
+    task = ShapeTask(norm.apply(mesh), cfg, device)
+    metrics = task.final_metrics(model)[0]
+    metrics.update(steps=int(state["step"]), seconds=round(state["seconds"], 3), param=cfg.mlp.param,
+                   target=cfg.target, mesh_res=cfg.mesh_res, units="unit cube")
+    print(json.dumps(metrics))
+    if (run / METRICS).is_file():
+        saved = read_json(run / METRICS)
+        diff = [k for k in METRIC_KEYS if (saved.get(k) is None) != (metrics[k] is None)
+                or (metrics[k] is not None and abs(saved[k] - metrics[k]) > 1e-4 * max(1.0, abs(saved[k])))]
+        if diff:
+            print(f"rwf: warning: {', '.join(diff)} differ from {run / METRICS}", file=sys.stderr)
+    return 0
+
+
+def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
+    fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() if args.out else "ply")
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"{args.out}: cannot tell the mesh format from the suffix; pass --format ply|obj|glb")
+    out = Path(args.out) if args.out else run / f"mesh.{fmt}"
+    if out.suffix.lower().lstrip(".") != fmt:
+        raise UserError(f"{out}: the suffix does not match --format {fmt}")
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: folder {out.parent} does not exist")
+    cfg, model, norm, _, device = load_run(run, cfg_dict, args.device)
+    level = getattr(args, "level", None) or 0.0
+    t0 = time.perf_counter()
+    mesh = extract_mesh(field_fn(model), res=args.res, level=level, inside=cfg.inside, device=device)
+    seconds = time.perf_counter() - t0
+    if len(mesh.faces) == 0:
+        raise UserError(f"{run}: the field has no surface at level {level} on a {args.res}^3 grid")
+    mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)
+    save_mesh(norm.apply(mesh, inverse=True), out, fmt)
+    print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces; {args.res}^3 grid in {seconds:.1f} s")
+    return 0
+
+
+def render_run(run: Path, cfg_dict: dict, args) -> int:
+    cfg, model, _, _, device = load_run(run, cfg_dict, args.device)
+    res = max(8, round(cfg.preview_res * args.scale))
+    out = Path(args.out) if args.out else run / f"render_x{args.scale:g}.png"
+    views = field_views(model, cfg, res, device)
+    try:
+        write_image(out, preview_image({"field": views}))
+    except (ValueError, OSError) as e:
+        raise UserError(f"{out}: cannot write ({e})") from None
+    print(f"{out}: 4 views of {res}x{res}")
+    return 0
+
+
+# -- options ------------------------------------------------------------------------------------------------------
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import positive_float  # noqa: PLC0415
+
+    def fraction(text: str) -> float:
+        value = positive_float(text) if text not in ("0", "0.0") else 0.0
+        if value >= 1:
+            raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+        return value
+
+    p.add_argument("--level", type=float, default=None,
+                   help="sdf runs: iso-value (default 0: the surface; occupancy runs: the logit, 0 = p 0.5)")
+    p.add_argument("--min-component", type=fraction, default=0.0, metavar="FRACTION",
+                   help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import add_run_arguments, nonneg_int, positive_float, positive_int  # noqa: PLC0415
+
+    p.add_argument("path", nargs="?", metavar="MESH", help=f"OBJ, PLY, STL, OFF or GLB (default: a built-in {BUILTIN})")
+    add_run_arguments(p, "sdf")
+    d = p.add_argument_group("data")
+    d.add_argument("--target", choices=TARGETS, default="sdf", help="sdf (default) or occupancy (BCE, logits)")
+    d.add_argument("--fill", type=positive_float, default=0.9, help="longest side of the mesh in the unit cube")
+    d.add_argument("--batch", type=positive_int, default=4096, help="points per step (default 4096)")
+    d.add_argument("--pool", type=positive_int, default=2**17, help="pool of points with exact targets")
+    d.add_argument("--refresh-every", type=positive_int, default=100, help="steps between pool redraws")
+    d.add_argument("--mix", type=nonneg_float, nargs=4, default=[0.25, 0.25, 0.2, 0.3],
+                   metavar=("SURF", "NEAR", "FAR", "UNI"),
+                   help="pool shares: on the surface, thin shell, wide band, uniform in the box")
+    d.add_argument("--near-sigmas", type=positive_float, nargs=2, default=[0.005, 0.05], metavar=("THIN", "WIDE"),
+                   help="std of the two shells around the surface (unit-cube units)")
+    d.add_argument("--vote-dirs", type=nonneg_int, default=0,
+                   help="rays voting inside/outside (default: 3 if watertight, else 15)")
+    m = p.add_argument_group("model")
+    m.add_argument("--param", choices=list(PARAMS), default="rwf", help="linear layer type")
+    m.add_argument("--rwf-mu", type=float, default=1.0, help="RWF log-scale mean")
+    m.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF log-scale std")
+    m.add_argument("--rwf-log-scale", action="store_true", help="train log s instead of s")
+    m.add_argument("--encoding", choices=["fourier", "pe", "identity"], default="fourier")
+    m.add_argument("--features", type=positive_int, default=128, help="Fourier features m (default 128)")
+    m.add_argument("--sigma", type=positive_float, default=3.0, help="Fourier sigma (2-pi convention, default 3)")
+    m.add_argument("--n-freqs", type=positive_int, default=8, help="positional-encoding octaves")
+    m.add_argument("--depth", type=positive_int, default=4, help="linear layers, output included")
+    m.add_argument("--width", type=positive_int, default=128)
+    m.add_argument("--activation", choices=["relu", "softplus", "tanh", "gelu", "silu"], default="relu")
+    lo = p.add_argument_group("loss")
+    lo.add_argument("--loss", choices=LOSSES, default="l1", help="sdf target: l1 or clamped (DeepSDF)")
+    lo.add_argument("--clamp", type=positive_float, default=0.1, help="clamped loss: clamp distance")
+    lo.add_argument("--eikonal", type=nonneg_float, default=0.0, help="weight of the eikonal term (default 0: off)")
+    lo.add_argument("--normal", type=nonneg_float, default=0.0,
+                    help="weight of the surface-normal term (default 0: off)")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 1000)")
+    t.add_argument("--lr", type=positive_float, default=1e-3)
+    t.add_argument("--scale-lr", type=positive_float, default=None, help="learning rate of the RWF scales")
+    t.add_argument("--schedule", choices=["const", "exp", "cos", "step"], default="exp", help="learning-rate schedule")
+    t.add_argument("--lr-final", type=positive_float, default=0.1,
+                   help="exp/cos: final lr as a fraction of --lr; step: the factor every --decay-every steps")
+    t.add_argument("--decay-every", type=positive_int, default=5000, help="step schedule: steps between decays")
+    t.add_argument("--eval-every", type=positive_int, default=100, help="steps between IoU evaluations")
+    t.add_argument("--ckpt-every", type=positive_int, default=250, help="steps between checkpoints")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--mesh-res", type=positive_int, default=128, help="grid of mesh.ply and the metrics (128)")
+    o.add_argument("--preview-res", type=positive_int, default=128, help="pixels per preview view (128)")
+    o.add_argument("--eval-points", type=positive_int, default=2**18, help="IoU test points per set (2^18)")
+    o.add_argument("--metric-points", type=positive_int, default=100_000,
+                   help="surface samples per mesh for Chamfer, F-score, normal consistency (100000)")

@@ -1,0 +1,252 @@
+"""mesh.py: extraction against closed-form surfaces, chunking invariance, signed distance against references
+(open3d's own occupancy, the generalized winding number), the unit-cube transform, loading, export, metrics."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from rwf_render.errors import UserError
+from rwf_render.fields import EncodingConfig, MLPConfig, NeuralField
+from rwf_render.mesh import (UNIT_BOX, MeshQuery, Normalization, evaluate_grid, extract_mesh, iou, load_mesh,
+                             remove_small_components, save_mesh, surface_metrics, winding_number)
+
+R = 0.3
+HALF = torch.tensor([0.3, 0.2, 0.25], dtype=torch.float64)
+
+
+def sphere_sdf(x):
+    return x.double().norm(dim=-1) - R
+
+
+def box_sdf(x):
+    """Exact signed distance of the axis-aligned box with half sizes HALF (Quilez)."""
+    q = x.double().abs() - HALF
+    return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0)
+
+
+@pytest.mark.parametrize("res", [32, 64])
+def test_sphere_extraction_lies_on_the_sphere(res):
+    """Marching cubes of the exact sphere SDF: linear interpolation of |x| along a grid edge of length h is off by
+    at most h^2 / (2 r), so every vertex is within that of the true surface; the mesh is closed and outward."""
+    h = 1.0 / (res - 1)
+    mesh = extract_mesh(sphere_sdf, res=res)
+    radius = np.linalg.norm(mesh.vertices, axis=1)
+    assert np.abs(radius - R).max() <= h * h / (2 * R)
+    assert mesh.is_watertight and mesh.volume > 0
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * R**3, rel=0.02)
+
+
+def test_box_extraction_lies_on_the_box():
+    """For the box the SDF is linear along grid edges except within a voxel of its edges and corners: vertices lie
+    within one voxel h of the surface everywhere and on it (to rounding) on the flat faces; the bounds match."""
+    res = 64
+    h = 1.0 / (res - 1)
+    mesh = extract_mesh(box_sdf, res=res)
+    d = box_sdf(torch.from_numpy(mesh.vertices)).abs().numpy()
+    assert d.max() <= h
+    q = np.abs(mesh.vertices) - HALF.numpy()
+    flat = (q < -h).sum(1) == 2  # well inside one face: two coordinates strictly inside
+    assert flat.sum() > 0.5 * len(d) and d[flat].max() < 1e-6
+    assert np.allclose(mesh.bounds, [-HALF.numpy(), HALF.numpy()], atol=h)
+    assert mesh.is_watertight and mesh.volume > 0
+    true_volume = float(8 * HALF.prod())
+    assert abs(mesh.volume - true_volume) <= h * float(8 * (HALF[0] * HALF[1] + HALF[1] * HALF[2] + HALF[0] * HALF[2]))
+
+
+def test_inside_above_and_levels():
+    """An occupancy-style field (inside above) gives the same surface as the distance it is built from, and a level
+    set at +delta of the sphere SDF is the sphere of radius r + delta."""
+    a = extract_mesh(sphere_sdf, res=40)
+    b = extract_mesh(lambda x: -sphere_sdf(x), res=40, inside="above")
+    assert len(a.faces) == len(b.faces) and np.allclose(a.vertices, b.vertices, atol=1e-9)
+    assert b.volume > 0
+    c = extract_mesh(sphere_sdf, res=40, level=0.05)
+    assert np.allclose(np.linalg.norm(c.vertices, axis=1), R + 0.05, atol=2e-3)
+
+
+def test_surface_cut_by_the_box_is_capped_and_clipped():
+    mesh = extract_mesh(lambda x: x.double().norm(dim=-1) - 0.7, res=32)
+    assert mesh.is_watertight
+    assert (mesh.vertices >= -0.5).all() and (mesh.vertices <= 0.5).all()
+
+
+def test_chunked_extraction_equals_unchunked():
+    """Slabs of a few planes and small field chunks give the same mesh as one slab and one call (up to float32
+    rounding in scikit-image), with the copies on the slab boundaries joined: a closed surface."""
+    torch.manual_seed(0)
+    net = NeuralField(3, 1, EncodingConfig(m=16, sigma=2.0), MLPConfig(depth=3, width=32, param="rwf"), seed=3)
+    net.eval()
+
+    def fn(x):
+        return x.norm(dim=-1) - 0.3 + 0.05 * net(x)[:, 0]
+
+    res = 48
+    whole = extract_mesh(fn, res=res, chunk=res**3, slab_points=res**3 * 2)
+    parts = extract_mesh(fn, res=res, chunk=5000, slab_points=res * res * 5)
+    assert len(whole.vertices) == len(parts.vertices) and len(whole.faces) == len(parts.faces)
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(whole.vertices).query(parts.vertices)
+    assert dist.max() < 1e-6
+    assert len(np.unique(idx)) == len(idx)
+    mapped = np.sort(idx[parts.faces], axis=1)
+    assert {tuple(f) for f in mapped} == {tuple(f) for f in np.sort(whole.faces, axis=1)}
+    assert parts.is_watertight
+    vol = evaluate_grid(fn, res=res, chunk=7777)
+    assert vol.shape == (res, res, res)
+    assert np.allclose(vol, evaluate_grid(fn, res=res, chunk=res**3), atol=1e-6)
+
+
+def test_signed_distance_of_spot_has_the_right_sign(data_dir):
+    mesh = load_mesh(data_dir / "meshes" / "spot.obj")
+    assert mesh.is_watertight
+    q = MeshQuery(mesh)
+    pts, faces = trimesh.sample.sample_surface(mesh, 3000, seed=0)
+    n = mesh.face_normals[faces]
+    eps = 2e-3
+    inner, outer = q.signed_distance(pts - eps * n), q.signed_distance(pts + eps * n)
+    # a step of eps along the normal lands at distance <= eps on the right side (curvature can only shorten it)
+    assert (inner < 0).mean() > 0.99 and (outer > 0).mean() > 0.99
+    assert np.abs(inner).max() <= eps * 1.001 and np.abs(outer).max() <= eps * 1.001
+    corners = np.array([[x, y, z] for x in (-2, 2) for y in (-2, 2) for z in (-2, 2)], np.float32)
+    assert (q.signed_distance(corners) > 0).all()
+    # agreement with open3d's own occupancy and with the winding number on uniform points
+    import open3d as o3d
+
+    rng = np.random.default_rng(1)
+    box = rng.uniform(mesh.bounds[0], mesh.bounds[1], (4000, 3)).astype(np.float32)
+    occ = q.scene.compute_occupancy(o3d.core.Tensor(box)).numpy() > 0.5
+    assert (q.inside(box) == occ).mean() > 0.999
+    w = winding_number(mesh, box[:800])
+    assert (q.inside(box[:800]) == (w > 0.5)).mean() > 0.995
+    assert np.allclose(np.abs(q.signed_distance(box)), q.distance(box))
+
+
+def test_inside_of_the_open_bunny_is_sane(data_dir):
+    """bunny.obj has holes at its base: the 15-ray vote agrees with the generalized winding number (the reference
+    for open surfaces) nearly everywhere, and points far away are outside."""
+    mesh = load_mesh(data_dir / "meshes" / "bunny.obj")
+    assert not mesh.is_watertight
+    q = MeshQuery(mesh)
+    assert "15" in q.method
+    rng = np.random.default_rng(0)
+    lo, hi = mesh.bounds
+    uniform = rng.uniform(lo, hi, (1500, 3))
+    surf, _ = trimesh.sample.sample_surface(mesh, 1500, seed=2)
+    near = surf + 0.01 * np.linalg.norm(hi - lo) * rng.standard_normal(surf.shape)
+    for pts in (uniform, near):
+        w = winding_number(mesh, pts)
+        assert (q.inside(pts) == (w > 0.5)).mean() > 0.97
+    assert q.inside(uniform).any()
+    far = (lo + hi) / 2 + 3 * np.linalg.norm(hi - lo) * np.eye(3)
+    assert (q.signed_distance(far) > 0).all()
+    # distances stay exact (unsigned part) where the sign is uncertain
+    assert np.allclose(np.abs(q.signed_distance(near)), q.distance(near))
+
+
+def test_normalization_round_trip_puts_exports_in_source_units(data_dir):
+    """Extracting the exact SDF of the normalized spot and mapping back gives vertices in spot's own coordinate
+    range (to one voxel) and on its surface."""
+    mesh = load_mesh(data_dir / "meshes" / "spot.obj")
+    norm = Normalization.fit(mesh, fill=0.9)
+    unit = norm.apply(mesh)
+    assert np.abs(unit.vertices).max() <= 0.45 + 1e-9
+    assert np.allclose(norm.from_unit(norm.to_unit(mesh.vertices)), mesh.vertices)
+    q = MeshQuery(unit)
+    res = 64
+    out = norm.apply(extract_mesh(lambda x: torch.from_numpy(q.signed_distance(x.numpy())), res=res), inverse=True)
+    voxel = 1.0 / (res - 1) / norm.scale
+    assert np.allclose(out.bounds, mesh.bounds, atol=voxel)
+    back = Normalization.from_dict(norm.to_dict())
+    assert np.allclose(back.from_unit([[0.1, 0.2, 0.3]]), norm.from_unit([[0.1, 0.2, 0.3]]))
+
+
+@pytest.mark.parametrize("fmt", ["obj", "ply", "stl", "off", "glb"])
+def test_loads_every_format(tmp_path, fmt):
+    src = trimesh.creation.icosphere(2, 0.5)
+    path = tmp_path / f"m.{fmt}"
+    src.export(path)
+    mesh = load_mesh(path)
+    assert mesh.is_watertight and len(mesh.faces) == len(src.faces)
+    assert np.allclose(mesh.bounds, src.bounds, atol=1e-5)
+
+
+def test_glb_scene_parts_are_merged_with_their_transforms(tmp_path):
+    scene = trimesh.Scene()
+    scene.add_geometry(trimesh.creation.box((1, 1, 1)))
+    shift = trimesh.transformations.translation_matrix([3, 0, 0])
+    scene.add_geometry(trimesh.creation.icosphere(1, 0.5), transform=shift)
+    path = tmp_path / "scene.glb"
+    scene.export(path)
+    mesh = load_mesh(path)
+    assert np.allclose(mesh.bounds, [[-0.5, -0.5, -0.5], [3.5, 0.5, 0.5]], atol=1e-5)
+    assert len(mesh.faces) == 12 + 80
+
+
+def test_inside_out_watertight_mesh_is_reoriented(tmp_path):
+    src = trimesh.creation.icosphere(2, 0.5)
+    src.invert()
+    path = tmp_path / "inv.ply"
+    src.export(path)
+    assert load_mesh(path).volume > 0
+
+
+@pytest.mark.parametrize("text,match", [("hello\n", "no triangles"), ("v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no triangles"),
+                                        ("v nan 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\n", "NaN"),
+                                        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\nf 2 4 3\n", "degenerate")])
+def test_bad_meshes_raise_user_errors(tmp_path, text, match):
+    path = tmp_path / "bad.obj"
+    path.write_text(text)
+    with pytest.raises(UserError, match=match):
+        load_mesh(path)
+
+
+def test_export_formats_round_trip_and_are_atomic(tmp_path):
+    mesh = trimesh.creation.icosphere(2, 0.3)
+    for fmt in ("ply", "obj", "glb"):
+        path = save_mesh(mesh, tmp_path / f"out.{fmt}")
+        back = load_mesh(path)
+        assert len(back.faces) == len(mesh.faces) and np.allclose(back.bounds, mesh.bounds, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.glb", "out.obj", "out.ply"]  # no temporaries left
+    with pytest.raises(UserError):
+        save_mesh(mesh, tmp_path / "out.xyz")
+    with pytest.raises(UserError):
+        save_mesh(mesh, tmp_path / "missing" / "out.ply")
+
+
+def test_small_components_are_removed():
+    big = trimesh.creation.icosphere(3, 0.3)
+    small = trimesh.creation.icosphere(0, 0.02)
+    small.apply_translation([0.4, 0, 0])
+    both = trimesh.util.concatenate([big, small])
+    kept = remove_small_components(both, 0.05)
+    assert len(kept.faces) == len(big.faces) and np.allclose(kept.bounds, big.bounds)
+    assert len(remove_small_components(both, 0.0).faces) == len(both.faces)
+
+
+def test_surface_metrics_closed_forms():
+    """Concentric spheres r and r + d: every nearest distance is d (up to facets and sampling), so Chamfer-L1 ~ d,
+    Chamfer-L2 ~ d^2, normals parallel; the F-score is 1 when d < tau and 0 when d > tau."""
+    ref = trimesh.creation.icosphere(5, R)
+    tau = 0.01 * np.linalg.norm(ref.extents)
+    for d, n in ((0.002, 100_000), (0.03, 20_000)):
+        pred = trimesh.creation.icosphere(5, R + d)
+        m = surface_metrics(pred, ref, n_points=n)
+        spacing = np.sqrt(4 * np.pi * R**2 / n)  # typical gap between samples
+        assert d * 0.95 <= m["chamfer_l1"] <= d + spacing
+        assert m["chamfer_l2"] == pytest.approx(d * d, rel=0.5, abs=spacing**2)
+        assert m["normal_consistency"] > 0.99
+        if d < tau:
+            assert m["fscore"] > 0.999
+        else:
+            assert m["fscore"] == 0.0
+    same = surface_metrics(ref, ref, n_points=5000)
+    assert same == surface_metrics(ref, ref, n_points=5000)  # fixed seeds
+    empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), int))
+    assert surface_metrics(empty, ref)["fscore"] == 0.0
+    assert iou([1, 1, 0, 0], [1, 0, 1, 0]) == pytest.approx(1 / 3) and iou([0, 0], [0, 0]) == 1.0
+
+
+def test_unit_box_constant():
+    assert UNIT_BOX == ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
