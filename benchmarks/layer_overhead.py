@@ -63,7 +63,8 @@ def main() -> int:
     for k, v in ms.items():
         print(f"{k:>5}: median {v:8.2f} ms per step (min {1000 * min(times[k]):.2f})")
     print(json.dumps({"rwf_over_plain": round(ms["rwf"] / ms["plain"], 4),
-                      "wn_over_plain": round(ms["wn"] / ms["plain"], 4), "ms": {k: round(v, 2) for k, v in ms.items()}}))
+                      "wn_over_plain": round(ms["wn"] / ms["plain"], 4),
+                      "ms": {k: round(v, 2) for k, v in ms.items()}}))
     return 0
 
 

@@ -380,18 +380,11 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
 
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import positive_float, positive_int  # noqa: PLC0415
+    from .cli import add_run_arguments, positive_float, positive_int  # noqa: PLC0415
 
     p.add_argument("scene", nargs="?", metavar="SCENE",
                    help="dataset folder (transforms.json) or a preset name (default: a built-in synthetic scene)")
-    g = p.add_argument_group("run")
-    g.add_argument("--out", metavar="RUN", help="run directory (default: runs/nerf-<scene>-<time>)")
-    g.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    g.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
+    add_run_arguments(p, "nerf", compare=False)
     d = p.add_argument_group("data (defaults: the preset's, else these)")
     d.add_argument("--downscale", type=positive_int, help="integer image downscale (default 1)")
     d.add_argument("--background", choices=BACKGROUNDS, help="white (default) | black | random | learned")

@@ -1,0 +1,125 @@
+"""NeRF on lego: test PSNR against wall time for plain and RWF layers, throughput and where the time goes.
+
+    python benchmarks/nerf.py --cpu                 # lego at 100x100 on a CPU (the 'lego' preset), plain and rwf
+    python benchmarks/nerf.py --gpu                 # lego at 400x400 (the 'lego-gpu' preset)
+    python benchmarks/nerf.py --tancik              # the simplified-NeRF protocol of Tancik et al. (RWF.md), GPU
+    python benchmarks/nerf.py --tancik --cpu        # the same protocol scaled down (100x100, fewer steps)
+
+Each param trains from the same seed with the preset's settings; validation PSNR (one val view) is logged
+against training seconds, and the final test PSNR/SSIM is measured on ``--test-images`` evenly spaced test views.
+Time shares: the forward pass split into marching, field and compositing; the rest of a step is the backward
+pass, the optimizer and the occupancy-grid updates.
+
+Last output line: {param: {"psnr", "ssim", "seconds", "steps", "samples_per_s", "psnr_at_equal_time", "shares"}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from _common import data_root, machine
+
+from rwf_render.nerf import NeRFTask, _config_from_args, _optional_split, build_model, spaced_indices, test_metrics
+from rwf_render.nerf_data import load_split
+from rwf_render.trainer import Trainer
+
+
+def preset_args(preset: str, param: str, args) -> SimpleNamespace:
+    """The namespace ``rwf fit nerf PRESET --param P`` would produce (preset settings fill the rest)."""
+    ns = {name: None for name in ("downscale", "background", "near", "far", "encoding", "features", "sigma", "depth",
+                                  "width", "no_view_dependence", "appearance_dim", "sampler", "grid_resolution",
+                                  "grid_levels", "steps_per_diagonal", "cone_angle", "target_samples", "lr",
+                                  "schedule", "eval_every", "ckpt_every", "eval_images")}
+    ns.update(scene=preset, param=param, steps=args.steps, seed=0, deterministic=False, device=args.device,
+              quiet=True)
+    if args.downscale:
+        ns["downscale"] = args.downscale
+    return SimpleNamespace(**ns)
+
+
+def run(preset: str, param: str, args) -> dict:
+    cfg = _config_from_args(preset_args(preset, param, args))
+    cfg.train.ckpt_every = 10**9
+    device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+    train = load_split(cfg.data, "train", cfg.downscale)
+    val = _optional_split(cfg.data, "val", cfg.downscale, range(1))
+    model = build_model(cfg, train.aabb, len(train)).to(device)
+    task = NeRFTask(model, train, val, cfg, device)
+    task.timings = {}
+    trainer = Trainer(model, task, cfg.train, progress=not args.quiet)
+    t0 = time.time()
+    trainer.fit()
+    wall = time.time() - t0
+    test = load_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", args.test_images))
+    metrics = test_metrics(model, test, cfg.background, None)
+    forward = sum(task.timings.values())
+    shares = {k: round(v / trainer.seconds, 3) for k, v in task.timings.items()}
+    shares["backward_optimizer_grid"] = round(1 - forward / trainer.seconds, 3)
+    return {"psnr": round(metrics["psnr"], 3), "ssim": round(metrics["ssim"], 4), "seconds": round(trainer.seconds, 1),
+            "wall_seconds": round(wall, 1), "steps": trainer.step_idx, "test_images": metrics["test_images"],
+            "samples_per_s": round(task.total_samples / trainer.seconds), "shares": shares,
+            "curve": [(r["step"], r["seconds"], r["psnr"]) for r in trainer.history],
+            "resolution": f"{train.size(0)[0]}x{train.size(0)[1]}"}
+
+
+def psnr_at(curve, seconds: float) -> float | None:
+    """Validation PSNR at ``seconds`` of training, linearly interpolated on the logged curve."""
+    s = np.array([c[1] for c in curve])
+    v = np.array([c[2] for c in curve])
+    if len(s) == 0 or seconds < s[0]:
+        return None
+    return float(np.interp(seconds, s, v))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cpu", action="store_true", help="CPU-sized protocol (100x100)")
+    p.add_argument("--gpu", action="store_true", help="400x400 protocol")
+    p.add_argument("--tancik", action="store_true", help="the simplified-NeRF protocol")
+    p.add_argument("--params", nargs="*", default=["plain", "rwf"])
+    p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    p.add_argument("--downscale", type=int, default=None)
+    p.add_argument("--test-images", type=int, default=25)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data", default=None)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args()
+    os.environ["RWF_DATA"] = str(data_root(args.data))
+    if not (data_root(args.data) / "nerf" / "lego_400").is_dir():
+        print(f"lego_400 not found under {data_root(args.data)} (use --data or RWF_DATA)", file=sys.stderr)
+        return 2
+    preset = "lego-tancik" if args.tancik else ("lego-gpu" if args.gpu else "lego")
+    if args.tancik and args.cpu:
+        args.downscale = args.downscale or 4
+        args.steps = args.steps or 3000
+    print(json.dumps({"machine": machine(), "preset": preset, "steps": args.steps, "downscale": args.downscale}))
+    results = {}
+    for param in args.params:
+        results[param] = run(preset, param, args)
+        r = results[param]
+        print(f"{param:>5}: test PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} ({r['test_images']} views at "
+              f"{r['resolution']}), {r['steps']} steps in {r['seconds']:.0f} s, {r['samples_per_s']:.3g} samples/s, "
+              f"shares {r['shares']}", flush=True)
+    equal = min(r["seconds"] for r in results.values())
+    for r in results.values():
+        r["psnr_at_equal_time"] = psnr_at(r["curve"], equal)
+        r["equal_time_seconds"] = round(equal, 1)
+    print("\n| param | test PSNR | SSIM | val PSNR at equal time | steps | seconds | samples/s |")
+    print("|---|---|---|---|---|---|---|")
+    for param, r in results.items():
+        eq = r["psnr_at_equal_time"]
+        print(f"| {param} | {r['psnr']:.2f} | {r['ssim']:.4f} | {'-' if eq is None else f'{eq:.2f}'} | {r['steps']} | "
+              f"{r['seconds']:.0f} | {r['samples_per_s']:.3g} |")
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
