@@ -52,6 +52,16 @@ class RenderConfig:
         return asdict(self)
 
 
+SAMPLE_CHUNK = 1 << 18  # field evaluations per call when rendering without gradients
+
+
+def _slices(n: int, step: int | None) -> list[slice]:
+    """[0, n) in pieces of ``step`` (one piece when None); at least one (possibly empty) piece."""
+    if step is None or n <= step:
+        return [slice(0, n)]
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
 class _Clock:
     """Accumulates wall time between laps into a dict (a no-op without one)."""
 
@@ -137,17 +147,29 @@ class NeRFModel(nn.Module):
         near = self.default_near() if near is None else near
         far = cfg.far if far is None else far
 
+        # without gradients, the field runs on at most SAMPLE_CHUNK samples at a time: memory stays bounded even
+        # when a chunk of rays holds up to max_samples samples each
+        step = None if train else SAMPLE_CHUNK
+
         def sigma_fn(t_starts, t_ends, ray_indices):
-            x = rays_o[ray_indices] + rays_d[ray_indices] * ((t_starts + t_ends) * 0.5)[:, None]
-            return self.field.density(x)
+            out = []
+            for sl in _slices(t_starts.shape[0], step):
+                ri = ray_indices[sl]
+                x = rays_o[ri] + rays_d[ri] * ((t_starts[sl] + t_ends[sl]) * 0.5)[:, None]
+                out.append(self.field.density(x))
+            return torch.cat(out) if out else t_starts.new_zeros(0)
 
         def rgb_sigma_fn(t_starts, t_ends, ray_indices):
-            x = rays_o[ray_indices] + rays_d[ray_indices] * ((t_starts + t_ends) * 0.5)[:, None]
-            idx = None if image_idx is None else image_idx[ray_indices]
             clock.lap("march")
-            rgb, sigma = self.field(x, rays_d[ray_indices], idx)
+            rgbs, sigmas = [], []
+            for sl in _slices(t_starts.shape[0], step):
+                ri = ray_indices[sl]
+                x = rays_o[ri] + rays_d[ri] * ((t_starts[sl] + t_ends[sl]) * 0.5)[:, None]
+                rgb, sigma = self.field(x, rays_d[ri], None if image_idx is None else image_idx[ri])
+                rgbs.append(rgb.float())
+                sigmas.append(sigma.float())
             clock.lap("field")
-            return rgb.float(), sigma.float()
+            return torch.cat(rgbs), torch.cat(sigmas)
 
         prune = not train and (cfg.early_stop_eps > 0 or cfg.alpha_thre > 0)
         samples = self.grid.sampling(rays_o, rays_d, near=near, far=far, step_size=self.step_size,
