@@ -222,3 +222,32 @@ def test_trained_scene_renders_and_exports_a_mesh_inside_the_box(tiny_scene, tmp
     assert cli.main(["eval", str(run)]) == 0
     assert json.loads((run / "metrics.json").read_text())["test_images"] == 2
     assert cli.main(["render", str(run)]) == 2  # none of --split, --orbit, --camera-path
+
+
+def test_nerf_loader_reads_a_converted_colmap_capture(data_dir, tmp_path):
+    """The training loader reads `rwf data colmap` output, and its rays through COLMAP's observed keypoints pass
+    through the triangulated points (to within COLMAP's own reprojection error, in pixels)."""
+    from data_tools.colmap import convert_model
+    from data_tools.colmap_io import read_model
+
+    src = data_dir / "colmap" / "bartoszek"
+    convert_model(src / "sparse" / "0", src / "images", tmp_path / "out", log=lambda *a, **k: None)
+    data = load_split(tmp_path / "out", "all")
+    model = read_model(src / "sparse" / "0")
+    meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
+    S = np.array(meta["input_to_world"])
+    xyz = model.xyz @ S[:3, :3].T + S[:3, 3]  # COLMAP's points in the dataset's world frame
+    index = {int(pid): k for k, pid in enumerate(model.point_ids)}
+    by_name = {im.name: im for im in model.images.values()}
+    assert len(data) == len(model.images) == 23
+    errors = []
+    for i in range(0, len(data), 5):
+        im = by_name[data.names[i]]
+        ok = im.point3D_ids >= 0
+        uv = torch.from_numpy(im.xys[ok]).float()
+        o, d = data.rays(torch.full((len(uv),), i), uv, torch.device("cpu"))
+        p = torch.from_numpy(xyz[[index[int(q)] for q in im.point3D_ids[ok]]]).float()
+        t = ((p - o) * d).sum(1, keepdim=True)
+        miss = (p - (o + t * d)).norm(dim=1)  # distance of each point from its keypoint's ray
+        errors.append((miss / t[:, 0] * data.cameras.fx[i]).numpy())  # as pixels at the point's depth
+    assert float(np.median(np.concatenate(errors))) < 1.0
