@@ -31,6 +31,7 @@ setup(
         "tqdm",
         "matplotlib",
         "ninja",  # builds the ray marcher's C++/CUDA extension
+        "viser>=1.0",  # rwf view, rwf fit --view (its web client is bundled: works offline)
     ],
     extras_require={
         "dev": ["pytest"],
@@ -40,7 +41,8 @@ setup(
     },
     entry_points={
         "console_scripts": ["rwf = rwf_render.cli:main"],
-        "rwf_render.commands": ["data = data_tools.cli:register"],
+        "rwf_render.commands": ["data = data_tools.cli:register", "view = viewer.cli:register"],
+        "rwf_render.live": ["viewer = viewer.live:make_callback"],
         "rwf_render.scenes": ["presets = scenes:presets"],
     },
 )

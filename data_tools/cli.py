@@ -16,10 +16,9 @@ same commands stand-alone. Every command validates its inputs before writing, ne
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from rwf_render.cli import Parser, nonneg_int, positive_float, positive_int
+from rwf_render.cli import Parser, nonneg_int, positive_float, positive_int, standalone
 from rwf_render.errors import UserError
 
 
@@ -163,16 +162,5 @@ def register(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone ``rwf`` with only the data commands (same parsing and error handling as ``rwf``)."""
-    parser = Parser(prog="rwf", description="rwf data commands")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-    register(sub)
-    try:
-        args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
-    except UserError as e:
-        print(f"rwf: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rwf: interrupted (nothing was written)", file=sys.stderr)
-        return 130
+    return standalone(register, "rwf", "rwf data commands", argv, "rwf: interrupted (nothing was written)")
+

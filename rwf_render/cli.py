@@ -55,6 +55,23 @@ def nonneg_int(text: str) -> int:
     return value
 
 
+def int_in(lo: int, hi: int, what: str):
+    """An argparse type: an integer in [lo, hi], else a one-line message naming ``what`` it is."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
+        return value
+    return parse
+
+
+port_number = int_in(0, 65535, "a port number (0: any free port)")
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -137,7 +154,7 @@ def build_parser() -> Parser:
         live = p.add_argument_group("live viewer")
         live.add_argument("--view", action="store_true", help="serve the live viewer while training")
         live.add_argument("--host", default="127.0.0.1", help="viewer address (default: this machine only)")
-        live.add_argument("--port", type=positive_int, default=8080, help="viewer port")
+        live.add_argument("--port", type=port_number, default=8080, help="viewer port (default 8080; 0: any free port)")
         p.set_defaults(func=_with_live_viewer(module.fit))
 
     ev = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
@@ -179,17 +196,31 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
+             interrupted: str = "rwf: interrupted (a fit continues from its last checkpoint with --resume)") -> int:
+    """Parse, run ``args.func``; a UserError is one line on stderr and exit 2, Ctrl+C exit 130."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"rwf: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("rwf: interrupted (a fit continues from its last checkpoint with --resume)", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
 
+
+def standalone(register, prog: str, description: str, argv: list[str] | None, interrupted: str) -> int:
+    """Run one entry-point command group (``register(subparsers)``) without the ``rwf`` entry points installed."""
+    parser = Parser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    register(sub)
+    return dispatch(parser, argv, interrupted)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch(build_parser(), argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,9 +49,9 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, int]:
             raise UserError(f"{model.cfg.data}: training cameras unavailable; --orbit needs them")
         center = ((model.aabb[:3] + model.aabb[3:]) / 2).cpu()
         return orbit_cameras(model.train_cameras, center, args.orbit).to(dtype=torch.float32), "orbit", args.fps
-    from .camera_path import load_camera_path  # noqa: PLC0415
+    from .camera_path import path_cameras  # noqa: PLC0415
 
-    cams, fps = load_camera_path(args.camera_path)
+    cams, fps = path_cameras(args.camera_path)
     return cams.to(dtype=torch.float32), Path(args.camera_path).stem, fps
 
 
@@ -112,7 +112,7 @@ def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16) -> np.ndarray:
     """Colour of the radiance field at each vertex, seen from outside along the vertex normal: (V, 4) uint8."""
     device = model.aabb.device
     v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
-    n = torch.as_tensor(np.asarray(mesh.vertex_normals), dtype=torch.float32, device=device)
+    n = torch.as_tensor(np.array(mesh.vertex_normals, dtype=np.float32), device=device)
     cols = [model.field(v[i:i + chunk], -n[i:i + chunk])[0] for i in range(0, v.shape[0], chunk)]
     rgb = torch.cat(cols).clamp(0, 1).cpu().numpy() if cols else np.zeros((0, 3))
     return np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)

@@ -35,6 +35,17 @@ if ! $PY -c "import open3d" 2>/dev/null; then
   $PY -c "import open3d" || { echo "install: open3d does not import" >&2; exit 1; }
 fi
 
+# The viewer's browser test drives headless Chromium; install it when we can (root with apt), else the test skips.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    { apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+      { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }; } || \
+      echo "install: chromium could not be installed; the viewer's browser test will be skipped" >&2
+  else
+    echo "install: optional: headless Chromium runs the viewer's browser test (sudo apt-get install chromium)" >&2
+  fi
+fi
+
 # Build the ray marcher's CPU kernel now (once, about a minute) instead of at first use.
 if $PY -c "import rwf_render.raymarch.build" 2>/dev/null; then
   $PY -m rwf_render.raymarch.build || echo "install: the compiled ray marcher is unavailable; the torch path will be used" >&2

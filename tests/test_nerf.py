@@ -219,6 +219,22 @@ def test_trained_scene_renders_and_exports_a_mesh_inside_the_box(tiny_scene, tmp
     assert read_image(tmp_path / "frames" / "depth_0000.exr")[0].shape == (32, 32, 1)
     assert cli.main(["render", str(run), "--orbit", "3", "--video", "--out", str(tmp_path / "orbit")]) == 0
     assert (tmp_path / "orbit" / "rgb.mp4").stat().st_size > 0
+    # a camera path (the viewer's format) whose keyframes are the two test cameras renders those very views
+    from rwf_render.camera_path import save_camera_path
+    from rwf_render.datasets import load_transforms
+
+    cams = load_transforms(tiny_scene, "test").cameras
+    assert float(cams.cx[0]) == 16 and float(cams.cy[0]) == 16 and float(cams.fx[0]) == float(cams.fy[0])
+    fov = [math.degrees(2 * math.atan(16 / float(f))) for f in cams.fy[:2]]
+    keys = np.tile(np.eye(4), (2, 1, 1))
+    keys[:, :3] = cams.c2w[:2].numpy()
+    save_camera_path(tmp_path / "path.json", keys, fov, 32, 32, fps=2, seconds=1)
+    assert cli.main(["render", str(run), "--camera-path", str(tmp_path / "path.json"), "--video",
+                     "--out", str(tmp_path / "path")]) == 0
+    assert (tmp_path / "path" / "rgb.mp4").stat().st_size > 0
+    for i in range(2):
+        along_path = read_image(tmp_path / "path" / f"rgb_{i:04d}.png")[0]
+        np.testing.assert_allclose(along_path, read_image(tmp_path / "frames" / f"rgb_{i:04d}.png")[0], atol=2 / 255)
     assert cli.main(["eval", str(run)]) == 0
     assert json.loads((run / "metrics.json").read_text())["test_images"] == 2
     assert cli.main(["render", str(run)]) == 2  # none of --split, --orbit, --camera-path

@@ -1,0 +1,235 @@
+"""Camera paths: the ``camera_path.json`` format, its reader and keyframe interpolation.
+
+Written by the viewer (``viewer/panels.py``), read by ``rwf render RUN --camera-path FILE`` (``nerf_outputs.py``);
+needs neither viser nor the viewer package.
+
+Format (close to nerfstudio's ``camera_path.json``, whose readers only need ``camera_path`` and the render size)::
+
+    {
+      "format": "rwf-camera-path", "version": 1,
+      "convention": "OpenGL camera-to-world, row-major 4x4, world units of the run",
+      "render_width": 640, "render_height": 480,   # pixels
+      "fps": 24, "seconds": 4.0,                    # len(camera_path) == round(fps * seconds)
+      "interpolation": "catmull-rom", "is_cycle": false,
+      "keyframes":   [{"camera_to_world": [16 floats], "fov": 50.0}, ...],
+      "camera_path": [{"camera_to_world": [16 floats], "fov": 50.0, "aspect": 1.3333}, ...]
+    }
+
+* ``camera_to_world``: OpenGL convention (looks down -z, +y up), as ``transforms.json`` and
+  :mod:`rwf_render.cameras`; 16 numbers, row-major (a 4x4 nested list is read too).
+* ``fov``: *vertical* field of view in degrees. Focal lengths follow from it and ``render_height``:
+  fx = fy = 0.5 * render_height / tan(fov / 2), principal point at the image centre (``aspect`` is informative;
+  the image is render_width x render_height).
+* ``camera_path`` holds every frame to render. When it is absent, the frames are interpolated from
+  ``keyframes``: positions along a uniform Catmull-Rom spline through the keyframes, rotations by slerp between
+  consecutive keyframes, fov linearly; frame i of N sits at s = i / (N - 1) * (K - 1) keyframe intervals (a cycle:
+  s = i / N * K, returning to the first keyframe).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rwf_render.cameras import Cameras
+from rwf_render.errors import UserError
+
+FORMAT, VERSION = "rwf-camera-path", 1
+CONVENTION = "OpenGL camera-to-world, row-major 4x4, world units of the run"
+
+
+# -- rotations (w, x, y, z quaternions, Hamilton convention as viser's; kept here so this module stands alone) --------
+def quat_from_matrix(R) -> np.ndarray:
+    """Quaternion (4,) (w, x, y, z) with w >= 0 of a rotation matrix (3, 3) (Shepperd's method)."""
+    R = np.asarray(R, dtype=np.float64)
+    trace = R[0, 0] + R[1, 1] + R[2, 2]
+    if trace > 0:
+        s = 2.0 * math.sqrt(1.0 + trace)
+        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
+    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
+        q = [(R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
+    elif R[1, 1] > R[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
+        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s]
+    else:
+        s = 2.0 * math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
+        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s]
+    q = np.asarray(q) / np.linalg.norm(q)
+    return -q if q[0] < 0 else q
+
+
+def matrix_from_quat(wxyz) -> np.ndarray:
+    """Rotation matrix (3, 3) float64 of a quaternion (w, x, y, z) (normalized first)."""
+    w, x, y, z = np.asarray(wxyz, dtype=np.float64) / np.linalg.norm(wxyz)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def slerp(q0, q1, u: float) -> np.ndarray:
+    """Spherical interpolation between unit quaternions (4,) at u in [0, 1], along the shorter arc."""
+    q0, q1 = np.asarray(q0, np.float64), np.asarray(q1, np.float64)
+    dot = float(q0 @ q1)
+    if dot < 0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:  # nearly equal: linear interpolation, no division by sin(~0)
+        q = q0 + u * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = math.acos(min(dot, 1.0))
+    return (math.sin((1 - u) * theta) * q0 + math.sin(u * theta) * q1) / math.sin(theta)
+
+
+# -- interpolation --------------------------------------------------------------------------------------------------
+def interpolate(c2w, fov, n_frames: int, is_cycle: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Frames along keyframes.
+
+    Args:
+        c2w: (K, 4, 4) or (K, 3, 4) OpenGL camera-to-world keyframes, K >= 1.
+        fov: (K,) vertical fov (any unit; interpolated linearly).
+        n_frames: N >= 1.
+        is_cycle: close the loop (the last frame comes back towards the first keyframe).
+    Returns:
+        c2w (N, 4, 4) float64 and fov (N,) float64. With ``is_cycle=False`` frame 0 is keyframe 0 and frame N - 1 is
+        keyframe K - 1; a frame at an integer s equals keyframe s exactly.
+    """
+    c2w = np.asarray(c2w, np.float64)[:, :3, :4]
+    fov = np.asarray(fov, np.float64).reshape(-1)
+    k = len(c2w)
+    if k == 0 or len(fov) != k:
+        raise ValueError(f"need K >= 1 keyframes with one fov each, got {k} poses and {len(fov)} fovs")
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    pos = c2w[:, :, 3]
+    quats = [quat_from_matrix(R) for R in c2w[:, :, :3]]
+    out, out_fov = np.tile(np.eye(4), (n_frames, 1, 1)), np.empty(n_frames)
+    segments = k if is_cycle else k - 1
+
+    def idx(j: int) -> int:
+        return j % k if is_cycle else min(max(j, 0), k - 1)
+
+    for i in range(n_frames):
+        if segments == 0:
+            s = 0.0
+        elif is_cycle:
+            s = i / n_frames * segments
+        else:
+            s = i / max(n_frames - 1, 1) * segments
+        j = min(int(math.floor(s)), max(segments - 1, 0))
+        u = s - j
+        p0, p1, p2, p3 = pos[idx(j - 1)], pos[idx(j)], pos[idx(j + 1)], pos[idx(j + 2)]
+        out[i, :3, 3] = 0.5 * (2 * p1 + (p2 - p0) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u ** 2
+                               + (3 * p1 - p0 - 3 * p2 + p3) * u ** 3)
+        out[i, :3, :3] = matrix_from_quat(slerp(quats[idx(j)], quats[idx(j + 1)], u))
+        out_fov[i] = (1 - u) * fov[idx(j)] + u * fov[idx(j + 1)]
+    return out, out_fov
+
+
+# -- files ----------------------------------------------------------------------------------------------------------
+def _flat(c2w) -> list[float]:
+    m = np.eye(4)
+    m[:3, :4] = np.asarray(c2w, np.float64)[:3, :4]
+    return [round(float(v), 9) for v in m.reshape(-1)]
+
+
+def camera_path_dict(keyframes_c2w, keyframes_fov, width: int, height: int, fps: float, seconds: float,
+                     is_cycle: bool = False) -> dict:
+    """The JSON object for keyframes (K, 4, 4) OpenGL c2w with vertical fov (K,) in degrees; frames included."""
+    if width < 1 or height < 1 or fps <= 0 or seconds <= 0:
+        raise ValueError("render size, fps and seconds must be positive")
+    n = max(1, round(fps * seconds))
+    frames, fovs = interpolate(keyframes_c2w, keyframes_fov, n, is_cycle)
+    return {"format": FORMAT, "version": VERSION, "convention": CONVENTION,
+            "render_width": int(width), "render_height": int(height), "fps": fps, "seconds": seconds,
+            "interpolation": "catmull-rom", "is_cycle": bool(is_cycle),
+            "keyframes": [{"camera_to_world": _flat(c), "fov": float(f)}
+                          for c, f in zip(np.asarray(keyframes_c2w), np.asarray(keyframes_fov).reshape(-1))],
+            "camera_path": [{"camera_to_world": _flat(c), "fov": float(f), "aspect": width / height}
+                            for c, f in zip(frames, fovs)]}
+
+
+def save_camera_path(path: str | os.PathLike, keyframes_c2w, keyframes_fov, width: int, height: int, fps: float,
+                     seconds: float, is_cycle: bool = False) -> dict:
+    """Write ``camera_path.json`` atomically (see the module docstring); returns the written object."""
+    from rwf_render.rundir import write_json  # noqa: PLC0415
+
+    obj = camera_path_dict(keyframes_c2w, keyframes_fov, width, height, fps, seconds, is_cycle)
+    write_json(path, obj)
+    return obj
+
+
+def _matrix_of(entry, where: str) -> np.ndarray:
+    try:
+        m = np.asarray(entry["camera_to_world"], np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{where}: needs 'camera_to_world' (16 numbers)") from None
+    if m.size not in (12, 16) or not np.isfinite(m).all():
+        raise UserError(f"{where}: 'camera_to_world' must hold 16 (or 12) finite numbers, got {m.size}")
+    m = m.reshape(-1, 4)
+    out = np.eye(4)
+    out[:3] = m[:3]
+    return out
+
+
+def _fov_of(entry, where: str) -> float:
+    fov = entry.get("fov") if isinstance(entry, dict) else None
+    if not isinstance(fov, (int, float)) or not 0 < fov < 180:
+        raise UserError(f"{where}: 'fov' must be a vertical field of view in degrees in (0, 180), got {fov!r}")
+    return float(fov)
+
+
+def load_camera_path(path: str | os.PathLike):
+    """Read a camera path file.
+
+    Returns:
+        c2w (N, 4, 4) float32 OpenGL camera-to-world; fx, fy, cx, cy (N,) float32 in pixels; width, height (int);
+        fps (float). Frames come from ``camera_path``, else are interpolated from ``keyframes`` (module docstring).
+    Raises:
+        UserError with one readable line for a missing, malformed or inconsistent file.
+    Example:
+        >>> c2w, fx, fy, cx, cy, w, h, fps = load_camera_path("runs/lego/camera_path.json")  # doctest: +SKIP
+    """
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: camera path not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable JSON camera path ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: a camera path is a JSON object")
+    try:
+        width, height, fps = int(obj["render_width"]), int(obj["render_height"]), float(obj.get("fps", 24))
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: needs integer 'render_width' and 'render_height'") from None
+    if width < 1 or height < 1 or not fps > 0:
+        raise UserError(f"{path}: render size and fps must be positive")
+    frames = obj.get("camera_path")
+    if isinstance(frames, list) and frames:
+        c2w = np.stack([_matrix_of(f, f"{path}: camera_path[{i}]") for i, f in enumerate(frames)])
+        fov = np.array([_fov_of(f, f"{path}: camera_path[{i}]") for i, f in enumerate(frames)])
+    else:
+        keys = obj.get("keyframes")
+        if not isinstance(keys, list) or not keys:
+            raise UserError(f"{path}: holds neither 'camera_path' frames nor 'keyframes'")
+        c2w = np.stack([_matrix_of(k, f"{path}: keyframes[{i}]") for i, k in enumerate(keys)])
+        fov = np.array([_fov_of(k, f"{path}: keyframes[{i}]") for i, k in enumerate(keys)])
+        seconds = float(obj.get("seconds", len(keys)))
+        c2w, fov = interpolate(c2w, fov, max(1, round(fps * seconds)), bool(obj.get("is_cycle", False)))
+    focal = 0.5 * height / np.tan(np.radians(fov) / 2)
+    n = len(c2w)
+    f32 = lambda a: torch.as_tensor(np.asarray(a, np.float64), dtype=torch.float32)  # noqa: E731
+    return (f32(c2w), f32(focal), f32(focal), f32(np.full(n, width / 2)), f32(np.full(n, height / 2)),
+            width, height, fps)
+
+
+def path_cameras(path: str | os.PathLike) -> tuple[Cameras, float]:
+    """The frames of a camera path file as N PINHOLE :class:`Cameras`, and the fps."""
+    c2w, fx, fy, cx, cy, width, height, fps = load_camera_path(path)
+    return Cameras.create(c2w, fx=fx, fy=fy, cx=cx, cy=cy, width=width, height=height), fps
+

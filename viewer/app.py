@@ -1,0 +1,208 @@
+"""The viewer application: a viser server showing one source, its panels, and one renderer per browser.
+
+    app = ViewerApp(source, host="127.0.0.1", port=8080)
+    url = app.start()          # serves in background threads; prints nothing
+    ...                        # app.clients_seen, app.frames_sent; app.set_training(metrics, history)
+    app.stop()
+
+viser serves its bundled web client (no network needed). A background "panel" thread recomputes the panels that
+depend on the model (image panels, SDF slice) after a new live snapshot, under the same duty cycle as the frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import socket
+import threading
+import time
+
+import numpy as np
+
+from . import panels
+from .render_loop import ClientRenderer, DutyCycle, RenderSettings, limit_threads
+from .sources import Source, run_history, run_metrics
+
+UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
+
+
+class ViewerApp:
+    """See the module docstring.
+
+    Args:
+        source: what to show.
+        host, port: where to listen (port 0: any free port; a busy port moves to the next free one).
+        max_res: initial maximum resolution (longer side, pixels).
+        duty: share of wall time the renderers may use (1.0 for ``rwf view``; less when training runs beside).
+        up: "auto" (the source's) or one of "+x", "-x", "+y", ... .
+        live: the :class:`~viewer.live.LiveViewer` when training runs in this process (adds the training panel).
+        verbose: print one line per frame sent.
+        threads: intra-op threads of the viewer's rendering threads (None: torch's default; 1 beside a trainer).
+        panel_every_s: least time between two refreshes of the model-dependent panels (live snapshots).
+        max_frame_s: no refinement beyond the size predicted to take this long (None: up to max_res).
+    """
+
+    def __init__(self, source: Source, host: str = "127.0.0.1", port: int = 8080, max_res: int = 512,
+                 duty: float = 1.0, up: str = "auto", live=None, verbose: bool = False, label: str | None = None,
+                 threads: int | None = None, panel_every_s: float = 0.0, max_frame_s: float | None = None):
+        self.source, self.host, self.port, self.live, self.verbose = source, host, port, live, verbose
+        self.threads, self.panel_every_s = threads, panel_every_s
+        self.settings = RenderSettings(mode=source.default_mode, max_res=max_res, max_frame_s=max_frame_s)
+        self.duty = DutyCycle(duty)
+        self.up = up
+        self.label = label or (f"rwf {source.kind}: {source.run.name}" if source.run else f"rwf {source.kind}")
+        self.metrics = run_metrics(source.run) if live is None else {}
+        self.history = run_history(source.run) if live is None else []
+        self.renderers: dict[int, ClientRenderer] = {}
+        self.clients_seen = 0
+        self.frames_sent = 0
+        self.server = None
+        self._panel_thread: threading.Thread | None = None
+        self._server_stopped = False
+        self._panel_wake, self._stop = threading.Event(), threading.Event()
+        self._panels_dirty = False
+        self._lock = threading.Lock()
+
+    # -- life cycle ---------------------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Start serving; returns the URL to open."""
+        import viser  # noqa: PLC0415
+
+        with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner; the caller prints the URL
+            self.server = viser.ViserServer(host=self.host, port=self.port, label=self.label, verbose=False)
+        self.port = self.server.get_port()
+        self._setup_scene()
+        panels.add_render_controls(self)
+        if self.live is not None:
+            panels.add_training_panel(self, self.live)
+        self.source.setup_gui(self.server)
+        panels.add_run_panel(self)
+        self.recorder = panels.CameraPathRecorder(self)
+        self.server.on_client_connect(self._connect)
+        self.server.on_client_disconnect(self._disconnect)
+        self._panel_thread = threading.Thread(target=self._panel_loop, daemon=True, name="viewer-panels")
+        self._panel_thread.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
+    def stop(self) -> None:
+        """Stop rendering (waiting for frames in progress, so no thread is inside torch when Python exits), then
+        the server. Safe to call twice."""
+        self._stop.set()
+        self._panel_wake.set()
+        for r in list(self.renderers.values()):
+            r.stop(join=30.0)
+        if self._panel_thread is not None and self._panel_thread is not threading.current_thread():
+            self._panel_thread.join(30.0)
+        if self.server is not None and not self._server_stopped:
+            self._server_stopped = True
+            self.server.stop()
+
+    def serve_forever(self) -> None:
+        """Block until Ctrl+C."""
+        try:
+            while not self._stop.is_set():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    # -- scene --------------------------------------------------------------------------------------------------
+    def up_vector(self) -> np.ndarray:
+        if self.up == "auto":
+            return np.asarray(self.source.up, np.float64)
+        v = np.zeros(3)
+        v["xyz".index(self.up[1])] = 1.0 if self.up[0] == "+" else -1.0
+        return v
+
+    def _setup_scene(self) -> None:
+        up = self.up_vector()
+        self.server.scene.set_up_direction(up)
+        position, look_at = self.source.initial_view()
+        cam = self.server.initial_camera
+        cam.position, cam.look_at, cam.up = position, look_at, up
+        cam.fov = np.radians(50.0)
+        self.source.setup_scene(self.server)
+
+    # -- clients ------------------------------------------------------------------------------------------------
+    # The three client callbacks are coroutines: viser runs them in its event loop (they only set events and start
+    # a thread), not in its thread pool, which Python shuts down before viser's own exit handler runs.
+    async def _connect(self, client) -> None:
+        with self._lock:
+            self.clients_seen += 1
+        print(f"viewer: client {client.client_id} connected", flush=True)
+        renderer = ClientRenderer(client, self.source, self.settings, self.duty, on_frame=self._on_frame,
+                                  threads=self.threads)
+        self.renderers[client.client_id] = renderer
+
+        async def moved(_):
+            renderer.notify_camera()
+
+        client.camera.on_update(moved)
+        renderer.start()
+        if self._panels_dirty:
+            self._panel_wake.set()
+
+    async def _disconnect(self, client) -> None:
+        renderer = self.renderers.pop(client.client_id, None)
+        if renderer is not None:
+            renderer.stop()
+        print(f"viewer: client {client.client_id} disconnected", flush=True)
+
+    def _on_frame(self, client_id: int, frame, side: int) -> None:
+        with self._lock:
+            self.frames_sent += 1
+        h, w = frame.rgb.shape[:2]
+        text = f"{w}x{h} {self.settings.mode}: {1000 * frame.seconds:.0f} ms"
+        self.frame_status.content = f"last frame {text}"
+        if self.verbose:
+            print(f"viewer: frame for client {client_id}: {text}", flush=True)
+
+    def notify_renderers(self) -> None:
+        for r in list(self.renderers.values()):
+            r.notify_change()
+
+    # -- live updates (called from the training thread; cheap) --------------------------------------------------
+    def notify_model(self) -> None:
+        """A new snapshot was offered to the source: re-render every browser and refresh the panels."""
+        self._panels_dirty = True
+        self._panel_wake.set()
+        self.notify_renderers()
+
+    def set_training(self, metrics: dict, history: list[dict], status: str | None = None) -> None:
+        self.metrics, self.history = dict(metrics), list(history)
+        if status is not None and hasattr(self, "train_status"):
+            self.train_status.content = status
+        self._panel_wake.set()
+
+    def set_status(self, status: str) -> None:
+        if hasattr(self, "train_status"):
+            self.train_status.content = status
+
+    def _panel_loop(self) -> None:
+        limit_threads(self.threads)
+        shown_history, last_refresh = None, -math.inf
+        while not self._stop.is_set():
+            wait = last_refresh + self.panel_every_s - time.perf_counter() if self._panels_dirty else None
+            self._panel_wake.wait(None if wait is None else max(wait, 0.0))
+            self._panel_wake.clear()
+            if self._stop.is_set():
+                return
+            t0 = time.perf_counter()
+            due = t0 - last_refresh >= self.panel_every_s
+            if self._panels_dirty and self.renderers and due:  # nobody watching: skip the model-dependent panels
+                self._panels_dirty, last_refresh = False, t0
+                self.source.sync()
+                self.source.refresh_gui()
+            if shown_history is not self.history:
+                shown_history = self.history
+                panels.update_run_panel(self)
+            self.duty.rest(time.perf_counter() - t0, self._stop)

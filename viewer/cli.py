@@ -1,0 +1,74 @@
+"""``rwf view RUN``: open a run directory in the browser (also ``python -m viewer view RUN``).
+
+    rwf view RUN [--port 8080] [--host 127.0.0.1] [--max-res 512] [--up auto] [--device auto] [--verbose]
+
+``register(subparsers)`` is the ``rwf_render.commands`` entry point; :func:`main` runs the same command without
+the entry point being installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rwf_render.cli import int_in, port_number
+from rwf_render.errors import UserError
+
+from .app import UP_CHOICES
+
+
+side = int_in(32, 4096, "a number of pixels")
+
+
+def add_view_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="run directory (image, sdf or nerf)")
+    p.add_argument("--port", type=port_number, default=8080, help="port (default 8080; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    p.add_argument("--max-res", type=side, default=None,
+                   help="initial maximum resolution, longer side (default 512; NeRF runs on a CPU 256)")
+    p.add_argument("--up", choices=UP_CHOICES, default="auto",
+                   help="scene up axis (auto: image +y, sdf +y, nerf the training cameras' mean up)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--verbose", action="store_true", help="print one line per frame sent")
+
+
+def register(subparsers) -> None:
+    """Add ``view`` to the ``rwf`` command (entry point group ``rwf_render.commands``)."""
+    p = subparsers.add_parser("view", help="open a run in the browser (web viewer)",
+                              description=__doc__.strip().splitlines()[0])
+    add_view_arguments(p)
+    p.set_defaults(func=view)
+
+
+def view(args) -> int:
+    from rwf_render.trainer import resolve_device  # noqa: PLC0415
+
+    from .app import ViewerApp  # noqa: PLC0415
+    from .sources import open_run  # noqa: PLC0415
+
+    try:
+        import viser  # noqa: F401, PLC0415
+    except ImportError:
+        raise UserError("the viewer needs viser (pip install viser)") from None
+    device = resolve_device(args.device)
+    source = open_run(args.run, device)
+    max_res = args.max_res or (256 if source.kind == "nerf" and device.type == "cpu" else 512)
+    app = ViewerApp(source, host=args.host, port=args.port, max_res=max_res, up=args.up, verbose=args.verbose)
+    url = app.start()
+    moved = args.port not in (0, app.port)
+    print(f"viewer: {source.kind} run {args.run} at {url}" + (f" (port {args.port} was busy)" if moved else ""),
+          flush=True)
+    if args.host in ("127.0.0.1", "localhost", "::1"):
+        print(f"viewer: on a remote machine, forward the port first: ssh -L {app.port}:localhost:{app.port} HOST",
+              flush=True)
+    else:
+        print(f"viewer: listening on {args.host}: whoever reaches this port sees the run", flush=True)
+    print("viewer: Ctrl+C to stop", flush=True)
+    app.serve_forever()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rwf_render.cli import standalone  # noqa: PLC0415
+
+    return standalone(register, "python -m viewer", "The rwf web viewer.", argv, "viewer: stopped")

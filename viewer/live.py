@@ -1,0 +1,128 @@
+"""``rwf fit KIND ... --view``: the viewer beside a running trainer.
+
+``make_callback(args)`` is the entry point (group ``rwf_render.live``); ``rwf fit`` attaches what it returns to
+every Trainer of the process. The callback only *reads* the trainer (``model.state_dict()``, ``step_idx``,
+``cfg.steps``, ``history``, ``run_dir``, ``device``, ``task``); the one thing it does to training is wait in
+``on_step`` while the page's pause button is down.
+
+    on_start   first trainer: a source on a private copy of the model, the viewer started, its URL printed;
+               later trainers (``--compare``): the source switches to a copy of the new model
+    on_step    every ``refresh_s`` while a browser is connected: a copy of ``model.state_dict()`` taken here, on
+               the training thread between two steps, so a frame never mixes two optimizer steps (no tearing); a
+               status line at most once a second; blocks while paused
+    on_eval    the evaluation joins the run panel's metrics and curve
+    on_end     a last snapshot; "finished" (the viewer stops with the process)
+
+Training speed: renderers and panels run in viewer threads with one intra-op thread each (``RENDER_THREADS``: the
+trainer's thread keeps its own count, OpenMP and MKL counts being per thread; threads that start using torch later
+in the process default to one too) and sleep so that together they are busy at most ``duty`` (0.1, a slider on the
+page) of the wall time; live
+frames are at most ``max_res`` (256) pixels and at most ``MAX_FRAME_S`` of work each (on a CPU, NeRF frames stay
+small), full-resolution panels refresh at most every ``PANEL_EVERY_S``, and nothing is rendered while the camera is
+still and the frame is current. BENCHMARKS.md has the measured cost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import sys
+import threading
+import time
+
+from .app import ViewerApp
+from .sources import Source, live_source, state_copy
+
+LIVE_DUTY = 0.1
+REFRESH_S = 2.0
+LIVE_MAX_RES = 256
+RENDER_THREADS = 1  # the viewer's threads compute on one core; the trainer's thread keeps its intra-op threads
+PANEL_EVERY_S = 6.0  # full-resolution panels (image panels, SDF slice) at most this often
+MAX_FRAME_S = 1.0  # no live frame is refined beyond the size predicted to take this long
+
+
+def make_callback(args) -> "LiveViewer":
+    """Entry point of ``rwf fit ... --view``: the parsed args carry ``kind``, ``host`` and ``port``."""
+    return LiveViewer(args.kind, host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8080))
+
+
+class LiveViewer:
+    """Trainer callback serving the viewer; see the module docstring."""
+
+    def __init__(self, kind: str, host: str = "127.0.0.1", port: int = 8080, duty: float = LIVE_DUTY,
+                 refresh_s: float = REFRESH_S, max_res: int = LIVE_MAX_RES, verbose: bool = False):
+        self.kind, self.host, self.port = kind, host, port
+        self.duty, self.refresh_s, self.max_res, self.verbose = duty, refresh_s, max_res, verbose
+        self.app: ViewerApp | None = None
+        self.waiting = threading.Event()  # set while on_step is blocked by the pause button
+        self._running = threading.Event()
+        self._running.set()
+        self._history: list[dict] = []
+        self._last_snapshot = self._last_status = -math.inf
+        self._t0, self._step0, self._trainers = 0.0, 0, 0
+
+    # -- pause (from the page) ----------------------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    # -- trainer callbacks --------------------------------------------------------------------------------------
+    def on_start(self, trainer) -> None:
+        self._trainers += 1
+        if self.app is None:
+            source = live_source(self.kind, trainer)
+            self.app = ViewerApp(source, self.host, self.port, max_res=self.max_res, duty=self.duty, live=self,
+                                 verbose=self.verbose, threads=RENDER_THREADS, panel_every_s=PANEL_EVERY_S,
+                                 max_frame_s=MAX_FRAME_S)
+            url = self.app.start()
+            atexit.register(self.app.stop)  # before viser's own exit handler (LIFO): frames end, then the server
+            print(f"rwf: live viewer at {url} (training continues; pause it from the page)", file=sys.stderr,
+                  flush=True)
+        else:  # another trainer of the same command (--compare): show its model from now on
+            self.app.source.replace_model(Source.snapshot(trainer.model))
+            self.app.notify_model()
+        self._history = list(trainer.history)
+        self._t0, self._step0 = time.perf_counter(), trainer.step_idx
+        self._last_snapshot = -math.inf
+        self.app.set_training(trainer.last_eval, self._history, self._status(trainer))
+
+    def on_step(self, trainer, stats: dict) -> None:
+        now = time.perf_counter()
+        if self.app.renderers and now - self._last_snapshot >= self.refresh_s:
+            self._last_snapshot = now
+            self.app.source.offer_state(state_copy(trainer.model))
+            self.app.notify_model()
+        if now - self._last_status >= 1.0:
+            self._last_status = now
+            self.app.set_status(self._status(trainer))
+        if self.paused:
+            self.app.set_status(f"**paused** at step {trainer.step_idx} / {trainer.cfg.steps}")
+            self.waiting.set()
+            self._running.wait()
+            self.waiting.clear()
+            self._t0, self._step0 = time.perf_counter(), trainer.step_idx  # speed excludes the pause
+            self.app.set_status(self._status(trainer))
+
+    def on_eval(self, trainer, metrics: dict) -> None:
+        self._history.append({"step": trainer.step_idx, **metrics})
+        self.app.set_training(metrics, self._history)
+
+    def on_end(self, trainer) -> None:
+        self.app.source.offer_state(state_copy(trainer.model))
+        self.app.notify_model()
+        self.app.set_status(f"finished: {trainer.step_idx} steps"
+                            + (f" (run {self._trainers})" if self._trainers > 1 else ""))
+        where = f"rwf view {trainer.run_dir}" if trainer.run_dir else "rwf view RUN"
+        print(f"rwf: training finished; the live viewer closes with this command ({where} to keep looking)",
+              file=sys.stderr, flush=True)
+
+    def _status(self, trainer) -> str:
+        steps = trainer.step_idx - self._step0
+        rate = steps / max(time.perf_counter() - self._t0, 1e-9)
+        return f"step {trainer.step_idx} / {trainer.cfg.steps}, {rate:.1f} steps/s"

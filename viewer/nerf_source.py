@@ -1,0 +1,177 @@
+"""NeRF runs in the viewer: the radiance field from the browser camera, training cameras, scene box, mesh.
+
+Everything that touches the NeRF pipeline goes through two functions of ``rwf_render.nerf`` (the contract):
+
+    load_scene_model(run, device) -> model   with .aabb (6,), .train_cameras (Cameras or None),
+                                             .train_image_paths (list[Path])
+    render_camera(model, cam, max_samples=None, chunk=None) -> {"rgb": (H, W, 3), "depth": (H, W),
+                                                                  "opacity": (H, W)}
+
+``depth`` is the distance along unit-length rays (``RAY_DISTANCE_DEPTH``; NeRFModel.render_rays) and is turned
+into the z-depth viser composites with. Live (``rwf fit nerf --view``), the trainer's model is the same NeRFModel
+without the attached cameras; they and the thumbnails come from the task's training split (``task.train``, a
+``PosedImages``) when it has one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rwf_render.cameras import Cameras, pixel_rays
+from rwf_render.errors import UserError
+
+from .camera import frustum_params
+from .sdf_source import _extracted_mesh
+from .sources import FAR, Source, colormap, to_uint8
+
+RAY_DISTANCE_DEPTH = True  # render_camera's depth: distance along unit rays (True) or z-depth (False)
+MAX_FRUSTUMS = 300  # more training cameras are subsampled evenly
+THUMB_HEIGHT = 64
+
+
+def nerf_api(module: str = "rwf_render.nerf"):
+    """The NeRF pipeline module, or one readable error when it is missing or lacks the viewer's two functions."""
+    try:
+        api = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            raise UserError("NeRF runs need the NeRF pipeline (rwf_render.nerf), which this install lacks") from None
+        raise
+    missing = [n for n in ("load_scene_model", "render_camera") if not hasattr(api, n)]
+    if missing:
+        raise UserError(f"{module} lacks {', '.join(missing)}: this viewer needs a newer NeRF pipeline")
+    return api
+
+
+class NeRFSource(Source):
+    kind = "nerf"
+    modes = ("rgb", "depth", "opacity")
+    # render_camera is about 2x faster per pixel with 64k-ray chunks than with 8k on a 2-core CPU (BENCHMARKS.md):
+    # strips of 64k pixels (a 256x256 frame is one), each rendered as a single chunk
+    strip_pixels = 65536
+
+    def __init__(self, model, device: torch.device, api, run: Path | None = None, mesh=None,
+                 cameras: Cameras | None = None, thumbnail=None):
+        """cameras: training cameras (default ``model.train_cameras``); thumbnail(i) -> (H, W, C) image i in
+        [0, 1] (default: read ``model.train_image_paths[i]``)."""
+        super().__init__(model, device, run)
+        self.api, self.mesh = api, mesh
+        self.aabb = np.asarray(torch.as_tensor(model.aabb).detach().cpu(), np.float64).reshape(6)
+        self.center = (self.aabb[:3] + self.aabb[3:]) / 2
+        self.cameras: Cameras | None = cameras if cameras is not None else getattr(model, "train_cameras", None)
+        self.image_paths = list(getattr(model, "train_image_paths", None) or [])
+        self.thumbnail = thumbnail or self._read_thumbnail
+        self.up = self._mean_up()
+        self._frustums = []
+
+    @classmethod
+    def from_run(cls, run: Path, cfg: dict, device: torch.device, api=None) -> "NeRFSource":
+        api = api or nerf_api()
+        model = api.load_scene_model(run, device)
+        model.eval()
+        return cls(model, device, api, run, _extracted_mesh(run))
+
+    @classmethod
+    def from_trainer(cls, trainer, cfg: dict, api=None) -> "NeRFSource":
+        split = getattr(trainer.task, "train", None)  # PosedImages: cameras and the images in memory
+        cameras = getattr(split, "cameras", None)
+        thumb = (lambda i: split.image(i).numpy()) if hasattr(split, "image") else None
+        return cls(cls.snapshot(trainer.model), trainer.device, api or nerf_api(), trainer.run_dir,
+                   cameras=cameras, thumbnail=thumb)
+
+    # -- geometry -----------------------------------------------------------------------------------------------
+    def _mean_up(self) -> tuple:
+        """Scene up: the mean of the training cameras' up axes (+z without cameras or when they cancel)."""
+        if self.cameras is None or len(self.cameras) == 0:
+            return (0.0, 0.0, 1.0)
+        up = self.cameras.c2w[:, :3, 1].double().mean(0).cpu().numpy()
+        n = np.linalg.norm(up)
+        return tuple((up / n).tolist()) if n > 1e-3 else (0.0, 0.0, 1.0)
+
+    def scene_radius(self) -> float:
+        return 0.5 * float(np.linalg.norm(self.aabb[3:] - self.aabb[:3]))
+
+    def initial_view(self):
+        if self.cameras is not None and len(self.cameras):
+            c2w = self.cameras.c2w[0].double().cpu().numpy()
+            eye = c2w[:, 3]
+            return eye, eye - c2w[:, 2] * np.linalg.norm(eye - self.center)  # along the camera's -z
+        return self.center + np.array([1.0, -1.0, 0.6]) * self.scene_radius() * 1.5, self.center.copy()
+
+    # -- rendering ----------------------------------------------------------------------------------------------
+    def render(self, cams: Cameras, mode: str):
+        cams = cams.to(self.device)
+        out = self.api.render_camera(self.model, cams, chunk=int(cams.width[0] * cams.height[0]))
+        rgb, depth, opacity = out["rgb"].float(), out["depth"].float(), out["opacity"].float().reshape(out["depth"].shape)
+        if RAY_DISTANCE_DEPTH:
+            _, d = pixel_rays(cams, normalize=False)  # z-depth-1 directions: |d| = ray length per unit z-depth
+            depth = depth / d.norm(dim=-1).to(depth)
+        solid = opacity > 0.5
+        zdepth = torch.where(solid, depth, torch.full_like(depth, FAR))
+        if mode == "depth":
+            dist = float(np.linalg.norm(cams.c2w[0, :, 3].cpu().numpy() - self.center))
+            lo, hi = max(dist - self.scene_radius(), 0.0), dist + self.scene_radius()
+            vals = torch.from_numpy(colormap(depth.cpu().numpy(), "turbo", lo, hi)).to(rgb)
+            rgb = torch.where(solid[..., None], vals, torch.ones_like(vals))
+        elif mode == "opacity":
+            rgb = opacity[..., None].expand(*opacity.shape, 3)
+        return rgb, zdepth
+
+    # -- scene --------------------------------------------------------------------------------------------------
+    def setup_scene(self, server) -> None:
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        self._box = server.scene.add_box("/nerf/scene_box", color=(90, 90, 90), dimensions=tuple(hi - lo),
+                                         wireframe=True, position=self.center)
+        if self.mesh is not None:
+            self._mesh = server.scene.add_mesh_simple("/nerf/mesh", np.asarray(self.mesh.vertices, np.float32),
+                                                      np.asarray(self.mesh.faces, np.uint32), color=(200, 200, 200),
+                                                      visible=False)
+        if self.cameras is not None and len(self.cameras):
+            idx = np.unique(np.linspace(0, len(self.cameras) - 1, min(len(self.cameras), MAX_FRUSTUMS)).round()
+                            .astype(int))
+            scale = 0.06 * self.scene_radius()
+            for k, i in enumerate(idx):
+                self._frustums.append(server.scene.add_camera_frustum(
+                    f"/nerf/cameras/{i:04d}", scale=scale, thickness=0.08 * scale, color=(40, 90, 200),
+                    **frustum_params(self.cameras, int(i))))
+            # thumbnails load in the background: a few hundred image files should not delay the first frame
+            threading.Thread(target=self._load_thumbnails, args=(idx,), daemon=True, name="thumbnails").start()
+
+    def _read_thumbnail(self, i: int) -> np.ndarray | None:
+        from rwf_render.imgio import read_image  # noqa: PLC0415
+
+        if i >= len(self.image_paths):
+            return None
+        try:
+            return read_image(self.image_paths[i])[0]
+        except UserError:
+            return None
+
+    def _load_thumbnails(self, idx) -> None:
+        for handle, i in zip(self._frustums, idx):
+            img = self.thumbnail(int(i))
+            if img is None:
+                continue
+            step = max(1, img.shape[0] // THUMB_HEIGHT)
+            img = img[::step, ::step]
+            if img.shape[2] == 4:  # straight alpha over white, as the default training background
+                img = img[..., :3] * img[..., 3:] + (1 - img[..., 3:])
+            img = np.repeat(img[..., :1], 3, -1) if img.shape[2] < 3 else img[..., :3]
+            handle.image = to_uint8(img)
+
+    def setup_gui(self, server) -> None:
+        with server.gui.add_folder("Scene"):
+            cams = server.gui.add_checkbox("training cameras", initial_value=True)
+            box = server.gui.add_checkbox("scene box", initial_value=True)
+            cams.on_update(lambda ev: [setattr(f, "visible", ev.target.value) for f in self._frustums])
+            box.on_update(lambda ev: setattr(self._box, "visible", ev.target.value))
+            if self.mesh is not None:
+                mesh = server.gui.add_checkbox("exported mesh", initial_value=False)
+                mesh.on_update(lambda ev: setattr(self._mesh, "visible", ev.target.value))
+            n = 0 if self.cameras is None else len(self.cameras)
+            server.gui.add_markdown(f"{n} training cameras; box {np.round(self.aabb, 3).tolist()}")

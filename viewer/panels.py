@@ -1,0 +1,227 @@
+"""GUI panels shared by every run kind: render controls, metrics and training curve, camera path, training.
+
+Each ``add_*`` function takes the :class:`~viewer.app.ViewerApp` and adds one folder to its viser GUI.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from rwf_render.errors import UserError
+
+from .camera import ViewCamera, viser_pose
+from rwf_render.camera_path import interpolate, save_camera_path
+
+SKIP_CURVE = ("step", "seconds", "lr")
+OFF_TEXT = "field render off: the 3D scene only"
+
+
+# -- render controls -----------------------------------------------------------------------------------------------
+def add_render_controls(app) -> None:
+    gui, settings = app.server.gui, app.settings
+    with gui.add_folder("Render"):
+        modes = tuple(app.source.modes)
+        mode = gui.add_dropdown("mode", modes, initial_value=settings.mode)
+        res = gui.add_slider("max resolution", 64, 2048, 32, settings.max_res,
+                             hint="longer side of the sharpest frame; smaller frames while the camera moves")
+        app.frame_status = gui.add_markdown(OFF_TEXT if settings.mode == "off" else "waiting for a browser camera")
+
+    def set_mode(ev):
+        settings.mode = ev.target.value
+        if settings.mode == "off":
+            app.frame_status.content = OFF_TEXT
+        app.notify_renderers()
+
+    def set_res(ev):
+        settings.max_res = int(ev.target.value)
+        app.notify_renderers()
+
+    mode.on_update(set_mode)
+    res.on_update(set_res)
+
+
+# -- metrics and training curve ------------------------------------------------------------------------------------
+def metrics_markdown(metrics: dict) -> str:
+    if not metrics:
+        return "no metrics yet"
+    lines = ["| metric | value |", "|---|---|"]
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            v = "-" if math.isnan(v) else f"{v:.4g}" if abs(v) < 1e5 else f"{v:.4e}"
+        elif isinstance(v, (dict, list)):
+            continue
+        lines.append(f"| {k} | {v} |")
+    return "\n".join(lines)
+
+
+def curve_columns(history: list[dict]) -> list[str]:
+    cols = []
+    for row in history:
+        cols += [k for k, v in row.items() if k not in cols and k not in SKIP_CURVE and isinstance(v, (int, float))]
+    preferred = [c for c in ("psnr", "iou", "psnr_train", "iou_surface", "loss") if c in cols]
+    return preferred + [c for c in cols if c not in preferred]
+
+
+def curve_data(history: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = [(r["step"], r[column]) for r in history if "step" in r and isinstance(r.get(column), (int, float))
+            and math.isfinite(r[column])]
+    if not rows:
+        return np.zeros(0), np.zeros(0)
+    x, y = zip(*rows)
+    return np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+
+def add_run_panel(app) -> None:
+    """Metrics (metrics.json, or the last evaluation while training) and one history column against step."""
+    gui = app.server.gui
+    with gui.add_folder("Run"):
+        app.metrics_md = gui.add_markdown(metrics_markdown(app.metrics))
+        cols = curve_columns(app.history) or ["psnr"]
+        app.curve_column = gui.add_dropdown("curve", tuple(cols), initial_value=cols[0])
+        x, y = curve_data(app.history, cols[0])
+        app.curve = gui.add_uplot((x, y), ({"label": "step"}, {"label": cols[0], "stroke": "#1f77b4", "width": 2}),
+                                  title="training curve", aspect=1.6)
+        if app.live is None and app.source.run is not None:
+            reload = gui.add_button("reload checkpoint", hint="a fit still running elsewhere rewrites it")
+            reload.on_click(lambda _: reload_run(app))
+    app.curve_column.on_update(lambda _: update_run_panel(app))
+
+
+def reload_run(app) -> None:
+    """Show the run's newest checkpoint, metrics and history."""
+    from .sources import run_history, run_metrics  # noqa: PLC0415
+
+    if app.source.reload():
+        app.metrics, app.history = run_metrics(app.source.run), run_history(app.source.run)
+        app.notify_model()
+
+
+def update_run_panel(app) -> None:
+    app.metrics_md.content = metrics_markdown(app.metrics)
+    cols = curve_columns(app.history)
+    if cols and tuple(cols) != tuple(app.curve_column.options):
+        app.curve_column.options = tuple(cols)
+    column = app.curve_column.value
+    app.curve.data = curve_data(app.history, column)
+    app.curve.series = ({"label": "step"}, {"label": column, "stroke": "#1f77b4", "width": 2})
+
+
+# -- camera path ---------------------------------------------------------------------------------------------------
+class CameraPathRecorder:
+    """Keyframes recorded from a browser camera, shown as frustums and a spline, saved as camera_path.json."""
+
+    def __init__(self, app):
+        self.app, self.server = app, app.server
+        self.keys: list[tuple[np.ndarray, float, float]] = []  # (c2w (4, 4) OpenGL, vertical fov degrees, aspect)
+        self._nodes = []
+        gui = self.server.gui
+        with gui.add_folder("Camera path", expand_by_default=False):
+            self.count = gui.add_markdown("0 keyframes")
+            add = gui.add_button("add keyframe (this view)")
+            undo = gui.add_button("remove last keyframe")
+            clear = gui.add_button("clear")
+            self.loop = gui.add_checkbox("loop", initial_value=False)
+            self.fps = gui.add_number("fps", 24, min=1, max=120, step=1)
+            self.seconds = gui.add_number("seconds", 4.0, min=0.1, max=600.0, step=0.1)
+            self.width = gui.add_number("render width", 640, min=16, max=8192, step=1)
+            self.height = gui.add_number("render height", 480, min=16, max=8192, step=1)
+            self.preview = gui.add_slider("preview (moves your camera)", 0.0, 1.0, 0.001, 0.0)
+            default = (app.source.run / "camera_path.json") if app.source.run else Path("camera_path.json")
+            self.file = gui.add_text("file", str(default))
+            self.overwrite = gui.add_checkbox("overwrite an existing file", initial_value=False)
+            save = gui.add_button("save camera_path.json")
+            self.status = gui.add_markdown("")
+        add.on_click(lambda ev: self.add(ViewCamera.from_client(ev.client.camera)))
+        undo.on_click(lambda _: self._set(self.keys[:-1]))
+        clear.on_click(lambda _: self._set([]))
+        self.loop.on_update(lambda _: self._draw())
+        self.preview.on_update(lambda ev: self.preview_at(ev.target.value, ev.client))
+        save.on_click(lambda _: self._save_clicked())
+
+    def add(self, view: ViewCamera) -> None:
+        self._set(self.keys + [(view.c2w(), math.degrees(view.fov), view.aspect)])
+
+    def _set(self, keys) -> None:
+        self.keys = list(keys)
+        self.count.content = f"{len(self.keys)} keyframe{'s' if len(self.keys) != 1 else ''}"
+        self._draw()
+
+    def _draw(self) -> None:
+        scene = self.server.scene
+        for handle in self._nodes:
+            handle.remove()
+        self._nodes = []
+        scale = 0.05 * self.app.source.scene_radius()
+        for i, (c2w, fov, aspect) in enumerate(self.keys):
+            wxyz, pos = viser_pose(c2w)
+            self._nodes.append(scene.add_camera_frustum(
+                f"/camera_path/key_{i:03d}", fov=math.radians(fov), aspect=aspect, scale=scale,
+                thickness=0.1 * scale, color=(230, 120, 30), wxyz=wxyz, position=pos))
+        if len(self.keys) >= 2:
+            frames, _ = self.frames(max(2, 16 * len(self.keys)))
+            self._nodes.append(scene.add_line_segments(
+                "/camera_path/spline", np.stack([frames[:-1, :3, 3], frames[1:, :3, 3]], 1), colors=(230, 120, 30),
+                thickness=2.0, thickness_units="screen"))
+
+    def frames(self, n: int):
+        c2w = np.stack([k[0] for k in self.keys])
+        return interpolate(c2w, np.array([k[1] for k in self.keys]), n, bool(self.loop.value))
+
+    def preview_at(self, u: float, client) -> None:
+        """Move one browser's camera to the path at u in [0, 1]."""
+        if len(self.keys) < 1 or client is None:
+            return
+        frames, fovs = self.frames(201)
+        i = int(round(u * 200))
+        wxyz, pos = viser_pose(frames[i])
+        with client.atomic():
+            client.camera.wxyz = wxyz
+            client.camera.position = pos
+            client.camera.fov = math.radians(fovs[i])
+
+    def save(self, path: Path, overwrite: bool = False) -> dict:
+        if not self.keys:
+            raise UserError("record at least one keyframe first")
+        if path.exists() and not overwrite:
+            raise UserError(f"{path} exists; tick 'overwrite' or choose another name")
+        if not path.parent.is_dir():
+            raise UserError(f"folder {path.parent} does not exist")
+        return save_camera_path(path, np.stack([k[0] for k in self.keys]), np.array([k[1] for k in self.keys]),
+                                int(self.width.value), int(self.height.value), float(self.fps.value),
+                                float(self.seconds.value), bool(self.loop.value))
+
+    def _save_clicked(self) -> None:
+        path = Path(self.file.value).expanduser()
+        try:
+            obj = self.save(path, bool(self.overwrite.value))
+        except (UserError, ValueError, OSError) as e:
+            self.status.content = f"**not saved:** {e}"
+            return
+        self.status.content = f"saved {len(obj['camera_path'])} frames to `{path}`"
+        print(f"viewer: camera path saved to {path} ({len(self.keys)} keyframes, {len(obj['camera_path'])} frames)",
+              flush=True)
+
+
+# -- live training -------------------------------------------------------------------------------------------------
+def add_training_panel(app, live) -> None:
+    """Pause / resume and a status line; ``live`` is the :class:`~viewer.live.LiveViewer`."""
+    gui = app.server.gui
+    with gui.add_folder("Training"):
+        app.train_status = gui.add_markdown("starting")
+        button = gui.add_button("pause training")
+        share = gui.add_slider("viewer CPU share", 0.05, 1.0, 0.05, app.duty.duty,
+                               hint="fraction of the time the viewer may compute; training gets the rest")
+    share.on_update(lambda ev: setattr(app.duty, "duty", float(ev.target.value)))
+
+    def toggle(_):
+        if live.paused:
+            live.resume()
+            button.label = "pause training"
+        else:
+            live.pause()
+            button.label = "resume training"
+
+    button.on_click(toggle)

@@ -1,0 +1,247 @@
+"""What the viewer shows of a run: one *source* per run kind, with a common render callback.
+
+    open_run(RUN)              -> ImageSource | SDFSource | NeRFSource     (rwf view RUN)
+    live_source(kind, trainer) -> the same, on a snapshot of the trainer's model  (rwf fit ... --view)
+    render_view(source, view, long_side, mode) -> Frame                    (the browser camera -> an image)
+
+A source renders any :class:`~rwf_render.cameras.Cameras` (one camera) in one of its ``modes``, and adds its own
+scene nodes (meshes, frustums, slices) and GUI panels. Its model is never the trainer's: live sources render a
+private copy that the trainer's thread refreshes between steps (:meth:`Source.offer_state`), so a frame never mixes
+two optimizer steps and the trainer's tensors are only read.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rwf_render.cameras import Cameras
+from rwf_render.errors import UserError
+from rwf_render.rundir import CONFIG, HISTORY, METRICS, load_run_config, read_history, read_json
+
+from .camera import ViewCamera, image_size
+
+FAR = 1e4  # z-depth sent for "nothing here" pixels (viser clips depth at about 167 units)
+
+
+@dataclass
+class Frame:
+    """A rendered view: rgb (H, W, 3) float32 in [0, 1]; depth (H, W) float32 z-depth along the camera axis (or
+    None: not composited with the 3D scene); seconds spent rendering."""
+
+    rgb: np.ndarray
+    depth: np.ndarray | None
+    seconds: float = 0.0
+
+
+class Source:
+    """Base class; see the module docstring. Subclasses set ``kind``, ``modes`` and implement :meth:`render`."""
+
+    kind = ""
+    modes: tuple[str, ...] = ("rgb",)
+    up: tuple = (0.0, 0.0, 1.0)
+    strip_pixels = 16384  # a frame renders in strips of about this many pixels (memory, and where it can stop)
+
+    def __init__(self, model: torch.nn.Module | None, device: torch.device, run: Path | None = None):
+        self.model, self.device, self.run = model, device, run
+        self.lock = threading.RLock()  # held while rendering and while swapping in a new snapshot
+        self._pending: dict | None = None
+        self.default_mode = self.modes[0]
+        self.version = 0  # bumped whenever the model changes (a new snapshot)
+
+    # -- what the scene looks like ----------------------------------------------------------------------------------
+    def initial_view(self) -> tuple[np.ndarray, np.ndarray]:
+        """(camera position (3,), look-at point (3,)) for a new browser."""
+        return np.array([2.0, -2.0, 1.5]), np.zeros(3)
+
+    def scene_radius(self) -> float:
+        """Rough size of the content, for frustum sizes and camera speeds."""
+        return 1.0
+
+    def render(self, cams: Cameras, mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Render one camera: rgb (H, W, 3) in [0, 1] and z-depth (H, W) (or None). Called under ``self.lock``
+        and ``torch.no_grad()``."""
+        raise NotImplementedError
+
+    def setup_scene(self, server) -> None:
+        """Add the static scene nodes (meshes, frustums, boxes) to a viser server."""
+
+    def setup_gui(self, server) -> None:
+        """Add run-specific GUI panels."""
+
+    def refresh_gui(self) -> None:
+        """Recompute the panels that depend on the model (after a new snapshot); runs on a viewer thread."""
+
+    # -- live snapshots ------------------------------------------------------------------------------------------
+    def offer_state(self, state: dict) -> None:
+        """Hand over a copy of the trainer's ``model.state_dict()`` (called on the training thread)."""
+        self._pending = state
+
+    def sync(self) -> bool:
+        """Load the newest offered snapshot into the private model; returns whether there was one."""
+        state, self._pending = self._pending, None
+        if state is None:
+            return False
+        with self.lock:
+            self.model.load_state_dict(state)
+            self.version += 1
+        return True
+
+    def reload(self) -> bool:
+        """Offer the run's current ``checkpoint.pt`` (a fit running elsewhere rewrites it); False without one."""
+        from rwf_render.rundir import CHECKPOINT, load_checkpoint  # noqa: PLC0415
+
+        if self.run is None or not (self.run / CHECKPOINT).is_file():
+            return False
+        self.offer_state(load_checkpoint(self.run / CHECKPOINT)["model"])
+        return True
+
+    def replace_model(self, model: torch.nn.Module) -> None:
+        """Show another model from now on (``--compare`` trains several in one process)."""
+        with self.lock:
+            self.model, self._pending = model, None
+            self.version += 1
+
+    @staticmethod
+    def snapshot(model: torch.nn.Module) -> torch.nn.Module:
+        """A private, evaluation-mode copy of a model (the trainer's stays untouched)."""
+        with torch.no_grad():
+            copied = copy.deepcopy(model)
+        copied.eval()
+        for p in copied.parameters():
+            p.requires_grad_(False)
+        return copied
+
+
+def state_copy(model: torch.nn.Module) -> dict:
+    """Detached copies of every tensor in ``model.state_dict()``: what :meth:`Source.offer_state` takes."""
+    with torch.no_grad():
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# -- the render callback -------------------------------------------------------------------------------------------
+def render_cameras(source: Source, cams: Cameras, mode: str, should_stop=None, strip_pixels: int | None = None
+                   ) -> Frame | None:
+    """Render one camera in horizontal strips of about ``strip_pixels`` pixels (default: the source's).
+
+    Strips bound memory, and between strips ``should_stop(pixels_done)`` may abandon a frame that is no longer
+    wanted or would take too long (returns None). Each strip is the same camera with the principal point moved up
+    by the strip's first row.
+    """
+    t0 = time.perf_counter()
+    width, height = int(cams.width[0]), int(cams.height[0])
+    rows = max(1, (strip_pixels or source.strip_pixels) // width)
+    rgbs, depths = [], []
+    with source.lock, torch.no_grad():
+        for r0 in range(0, height, rows):
+            if should_stop is not None and should_stop(r0 * width):
+                return None
+            n = min(rows, height - r0)
+            strip = replace(cams, cy=cams.cy - r0, height=torch.full_like(cams.height, n))
+            rgb, depth = source.render(strip, mode)
+            rgbs.append(rgb.float().cpu())
+            depths.append(None if depth is None else depth.float().cpu())
+    rgb = torch.cat(rgbs).clamp(0, 1).numpy()
+    depth = None if depths[0] is None else torch.cat(depths).nan_to_num(FAR, FAR, FAR).clamp(0, FAR).numpy()
+    return Frame(rgb, depth, time.perf_counter() - t0)
+
+
+def render_view(source: Source, view: ViewCamera, long_side: int, mode: str | None = None, should_stop=None,
+                strip_pixels: int | None = None) -> Frame | None:
+    """The browser's render callback: ``view`` at ``long_side`` pixels on its longer side, in ``mode``.
+
+    Returns a :class:`Frame` whose rgb is (H, W, 3) with (W, H) = image_size(long_side, view.aspect), or None when
+    ``should_stop`` abandoned it (see :func:`render_cameras`).
+    """
+    source.sync()
+    width, height = image_size(long_side, view.aspect)
+    cams = view.cameras(width, height, device=source.device)
+    return render_cameras(source, cams, mode or source.default_mode, should_stop, strip_pixels)
+
+
+# -- colours -----------------------------------------------------------------------------------------------------
+def colormap(values: np.ndarray, name: str, vmin: float, vmax: float) -> np.ndarray:
+    """Matplotlib colormap of values (...) on [vmin, vmax]: (..., 3) float32."""
+    import matplotlib  # noqa: PLC0415
+
+    t = np.clip((np.asarray(values, np.float64) - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    return matplotlib.colormaps[name](t)[..., :3].astype(np.float32)
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """(H, W, C) with C in 1..4 -> (H, W, 3): grey repeated, alpha dropped."""
+    img = np.asarray(img)
+    return np.repeat(img[..., :1], 3, -1) if img.shape[-1] < 3 else img[..., :3]
+
+
+# -- runs ----------------------------------------------------------------------------------------------------------
+def run_metrics(run: Path | None) -> dict:
+    return read_json(run / METRICS) if run is not None and (run / METRICS).is_file() else {}
+
+
+def run_history(run: Path | None) -> list[dict]:
+    if run is None or not (run / HISTORY).is_file():
+        return []
+    try:
+        return read_history(run / HISTORY)
+    except (OSError, ValueError):
+        return []
+
+
+def check_run_dir(run: str | Path) -> dict:
+    """``load_run_config`` with a hint for ``--compare`` folders (runs one level down)."""
+    run = Path(run)
+    if run.is_dir() and not (run / CONFIG).is_file():
+        subs = sorted(p.name for p in run.iterdir() if (p / CONFIG).is_file())
+        if subs:
+            raise UserError(f"{run}: holds several runs ({', '.join(subs)}); view one, e.g. {run / subs[0]}")
+    return load_run_config(run)
+
+
+def open_run(run: str | Path, device: torch.device) -> Source:
+    """The source for a finished (or checkpointed) run directory."""
+    run = Path(run)
+    cfg = check_run_dir(run)
+    kind = cfg["kind"]
+    if kind == "image":
+        from .image_source import ImageSource  # noqa: PLC0415
+
+        return ImageSource.from_run(run, cfg, device)
+    if kind == "sdf":
+        from .sdf_source import SDFSource  # noqa: PLC0415
+
+        return SDFSource.from_run(run, cfg, device)
+    if kind == "nerf":
+        from .nerf_source import NeRFSource  # noqa: PLC0415
+
+        return NeRFSource.from_run(run, cfg, device)
+    raise UserError(f"{run}: the viewer does not know runs of kind {kind!r}")
+
+
+def live_source(kind: str, trainer) -> Source:
+    """The source for a trainer being trained (reads ``trainer.model``, ``trainer.task``, ``trainer.run_dir``)."""
+    cfg = load_run_config(trainer.run_dir) if trainer.run_dir and (Path(trainer.run_dir) / CONFIG).is_file() \
+        else {"kind": kind}
+    if kind == "image":
+        from .image_source import ImageSource  # noqa: PLC0415
+
+        return ImageSource.from_trainer(trainer, cfg)
+    if kind == "sdf":
+        from .sdf_source import SDFSource  # noqa: PLC0415
+
+        return SDFSource.from_trainer(trainer, cfg)
+    if kind == "nerf":
+        from .nerf_source import NeRFSource  # noqa: PLC0415
+
+        return NeRFSource.from_trainer(trainer, cfg)
+    raise UserError(f"--view: the viewer does not know runs of kind {kind!r}")
