@@ -22,7 +22,7 @@ PRESETS = [
             "steps_per_diagonal": (512, "100 px images: twice coarser steps than at 400 px lose nothing"),
             "grid_resolution": (64, "a 64^3 grid resolves 100 px views; its full-grid warm-up updates cost 8x less"),
             "target_samples": (1 << 15, "CPU-sized batches"),
-            "steps": (6000, "about 15 minutes on a 2-core CPU"),
+            "steps": (6000, "about 19 minutes on a 2-core CPU; past 30 dB by 15 minutes (BENCHMARKS.md)"),
             "eval_every": (500, "a 100x100 validation render costs a few steps' time"),
         },
     ),

@@ -93,3 +93,18 @@ def test_image_size_keeps_long_side_and_aspect():
     assert image_size(256, 4 / 3) == (256, 192)
     assert image_size(256, 0.5) == (128, 256)
     assert image_size(64, 1000.0) == (64, 1)
+
+
+def test_clicking_a_training_frustum_moves_the_browser_camera_there():
+    import contextlib
+    from types import SimpleNamespace
+
+    from viewer.nerf_source import jump_to
+
+    c2w = look_at(torch.tensor([0.5, 3.0, -1.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    cams = ViewCamera.from_c2w(c2w, fov=0.6, aspect=1.25).cameras(250, 200, dtype=torch.float64)
+    camera = SimpleNamespace(position=(0.0, 0.0, 5.0), wxyz=(1.0, 0.0, 0.0, 0.0), fov=1.0, aspect=1.25)
+    client = SimpleNamespace(camera=camera, atomic=contextlib.nullcontext)
+    jump_to(frustum_params(cams, 0))(SimpleNamespace(client=client))
+    np.testing.assert_allclose(ViewCamera.from_client(camera).c2w()[:3], c2w.numpy(), atol=1e-12)
+    assert camera.fov == pytest.approx(0.6)

@@ -48,6 +48,18 @@ def nerf_api(module: str = "rwf_render.nerf"):
     return api
 
 
+def jump_to(params: dict):
+    """Click callback of a training camera's frustum: the clicking browser's camera takes that camera's pose and fov."""
+
+    def jump(event) -> None:
+        camera = event.client.camera
+        with event.client.atomic():
+            camera.position = params["position"]  # first: moving the position shifts the orbit target along
+            camera.wxyz = params["wxyz"]
+            camera.fov = params["fov"]
+    return jump
+
+
 class NeRFSource(Source):
     kind = "nerf"
     modes = ("rgb", "depth", "opacity")
@@ -136,9 +148,11 @@ class NeRFSource(Source):
                             .astype(int))
             scale = 0.06 * self.scene_radius()
             for k, i in enumerate(idx):
-                self._frustums.append(server.scene.add_camera_frustum(
-                    f"/nerf/cameras/{i:04d}", scale=scale, thickness=0.08 * scale, color=(40, 90, 200),
-                    **frustum_params(self.cameras, int(i))))
+                params = frustum_params(self.cameras, int(i))
+                handle = server.scene.add_camera_frustum(f"/nerf/cameras/{i:04d}", scale=scale,
+                                                         thickness=0.08 * scale, color=(40, 90, 200), **params)
+                handle.on_click(jump_to(params))
+                self._frustums.append(handle)
             # thumbnails load in the background: a few hundred image files should not delay the first frame
             threading.Thread(target=self._load_thumbnails, args=(idx,), daemon=True, name="thumbnails").start()
 
