@@ -145,3 +145,21 @@ def test_view_command_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["view", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_probe_connection_leaves_no_traceback(caplog):
+    """A connection closed before its handshake (port scanners, browser preconnects) is not reported as an error."""
+    import logging
+    import socket
+    import time
+
+    from viewer.app import ViewerApp
+
+    app = ViewerApp(tiny_image_source(), port=0)
+    app.start()
+    try:
+        socket.create_connection(("127.0.0.1", app.port), timeout=5).close()
+        time.sleep(1.0)
+    finally:
+        app.stop()
+    assert not [r for r in caplog.records if r.name.startswith("websockets") and r.levelno >= logging.ERROR]

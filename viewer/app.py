@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import socket
 import threading
@@ -69,6 +70,9 @@ class ViewerApp:
         """Start serving; returns the URL to open."""
         import viser  # noqa: PLC0415
 
+        # a connection that closes before its handshake (a port probe, a browser's speculative preconnect) is
+        # harmless, but the websockets library logs it with a traceback; keep the user's terminal clean
+        logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
         with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner; the caller prints the URL
             self.server = viser.ViserServer(host=self.host, port=self.port, label=self.label, verbose=False)
         self.port = self.server.get_port()
