@@ -302,3 +302,33 @@ def test_twin_is_callable_directly():
     s = march_torch(grid.spec(), o, d, torch.zeros(1), torch.full((1,), float("inf")), None, 0.25, 0.0,
                     float("inf"), 1024)
     assert s.t_starts.tolist() == [1.0, 1.25, 1.5, 1.75]
+
+
+@pytest.mark.parametrize("alpha_thre, eps", [(0.0, 1e-3), (0.05, 1e-4), (0.02, 0.0)])
+def test_pruning_in_rounds_keeps_exactly_what_one_pass_keeps(alpha_thre, eps):
+    """Rounds stop evaluating terminated rays; the kept set equals the one-pass definition on every sample."""
+    from rwf_render.raymarch.composite import render_weight_from_density
+    from rwf_render.raymarch.march import _prune
+
+    grid = OccupancyGrid(AABB, resolution=16).fill_(True)
+    o, d = random_rays(5, 400, grid)
+    samples = grid.sampling(o, d, step_size=0.01, backend="torch")
+    field = torch.Generator().manual_seed(1)
+    blobs = torch.rand(6, 3, generator=field) * 2 - 1
+
+    def sigma_fn(t_starts, t_ends, ray_indices):
+        x = o[ray_indices] + d[ray_indices] * ((t_starts + t_ends) / 2)[:, None]
+        return 40 * torch.exp(-((x[:, None] - blobs) ** 2).sum(-1) / 0.05).sum(-1)
+
+    ri, ts, te = samples
+    _, trans, alphas = render_weight_from_density(ts, te, sigma_fn(ts, te, ri), ri, 400)
+    expected = (alphas >= alpha_thre) & (trans >= eps)
+    assert 0 < int(expected.sum()) < ri.numel()
+    calls = []
+    counted = lambda *a: calls.append(a[0].numel()) or sigma_fn(*a)  # noqa: E731
+    for round_size in (1, 7, 16, 10**6):
+        calls.clear()
+        got = _prune(samples, 400, counted, alpha_thre, eps, round_size=round_size)
+        assert torch.equal(got.ray_indices, ri[expected]) and torch.equal(got.t_starts, ts[expected])
+        if eps > 0 and round_size == 7:
+            assert sum(calls) < ri.numel()  # terminated rays were not evaluated to their end

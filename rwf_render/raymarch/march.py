@@ -16,6 +16,7 @@ rays and steps); the kernels skip empty cells and find the same points.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -343,14 +344,46 @@ def march(grid: GridSpec, rays_o: torch.Tensor, rays_d: torch.Tensor, near=0.0, 
     return samples
 
 
-@torch.no_grad()
-def _prune(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_stop_eps: float) -> RaySamples:
-    from .composite import render_weight_from_density  # noqa: PLC0415  (composite imports nothing from here)
+PRUNE_ROUND = 16  # samples per ray evaluated per round of _prune
 
+
+@torch.no_grad()
+def _prune(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_stop_eps: float,
+           round_size: int = PRUNE_ROUND) -> RaySamples:
+    """Keep the samples with alpha >= ``alpha_thre`` and transmittance >= ``early_stop_eps``.
+
+    Densities are evaluated in rounds of ``round_size`` samples per ray, front to back, and a ray whose
+    transmittance has fallen below ``early_stop_eps`` is not evaluated further: its later samples would be dropped
+    anyway (transmittance only decreases), so the result equals one pass over every sample, at the cost of the
+    samples in front of each ray's termination only.
+    """
     ri, ts, te = samples
-    if ri.numel() == 0:
+    n = ri.numel()
+    if n == 0:
         return samples
-    sigmas = sigma_fn(ts, te, ri).reshape(-1)
-    _, trans, alphas = render_weight_from_density(ts, te, sigmas, ri, n_rays)
-    keep = (alphas >= alpha_thre) & (trans >= early_stop_eps)
+    counts = torch.bincount(ri, minlength=n_rays)
+    longest = int(counts.max())
+    if early_stop_eps <= 0:
+        round_size = longest  # nothing terminates: one pass
+    rank = torch.arange(n, device=ri.device) - (counts.cumsum(0) - counts)[ri]  # position of a sample in its ray
+    by_rank = torch.argsort(rank, stable=True)  # samples of rank 0 first, then rank 1, ...
+    rank_end = torch.bincount(rank, minlength=longest).cumsum(0).tolist()  # end of each rank's block in by_rank
+    optical = torch.zeros(n_rays, dtype=torch.float64, device=ri.device)  # thickness in front of the next round
+    keep = torch.zeros(n, dtype=torch.bool, device=ri.device)
+    limit = -math.log(early_stop_eps) if early_stop_eps > 0 else math.inf
+    for r0 in range(0, longest, round_size):
+        block = by_rank[(rank_end[r0 - 1] if r0 else 0):rank_end[min(r0 + round_size, longest) - 1]]
+        idx = block[optical[ri[block]] <= limit].sort().values  # live rays only, back in packed (ray, t) order
+        if idx.numel() == 0:
+            break  # every ray has terminated
+        r, dt = ri[idx], (te[idx] - ts[idx])
+        tau = (sigma_fn(ts[idx], te[idx], r).reshape(-1) * dt).double()  # optical thickness of each sample
+        first = torch.ones_like(r, dtype=torch.bool)
+        first[1:] = r[1:] != r[:-1]
+        total = tau.cumsum(0)
+        before = (total - tau)[first][first.long().cumsum(0) - 1]  # cumulative sum up to each run's first sample
+        trans = torch.exp(-(optical[r] + total - tau - before))
+        alphas = 1.0 - torch.exp(-tau)
+        keep[idx] = (alphas >= alpha_thre) & (trans >= early_stop_eps)
+        optical.index_add_(0, r, tau)
     return RaySamples(ri[keep], ts[keep], te[keep])
