@@ -24,7 +24,7 @@ from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_di
 from .imgio import read_image, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
-from .rundir import (CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json,
+from .rundir import (CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json, resume_config,
                      write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
@@ -212,12 +212,7 @@ def fit(args) -> int:
     default_name = Path(args.path).stem if args.path else BUILTIN
     out = Path(args.out or Path("runs") / f"image-{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
-        saved = out / (Path("plain") / CONFIG if compare else CONFIG)
-        if not saved.is_file():
-            raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
-        cfg = ImageConfig.from_dict(read_json(saved))
-        if args.steps:
-            cfg.train.steps = args.steps
+        cfg = resume_config(out, ImageConfig.from_dict, args.steps, compare)
     else:
         cfg = _config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device

@@ -23,7 +23,8 @@ from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_data import BACKGROUNDS, PosedImages, background_color, composite_background, load_split, summary
 from .nerf_field import NeRFFieldConfig
 from .nerf_render import NeRFModel, RenderConfig
-from .rundir import CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json, write_json
+from .rundir import (CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json, resume_config,
+                     write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
 
@@ -249,12 +250,7 @@ def fit(args) -> int:
     if args.resume:
         if not args.out:
             raise UserError("--resume needs --out RUN")
-        cfg = NeRFConfig.from_dict(read_json(Path(args.out) / CONFIG)) if (Path(args.out) / CONFIG).is_file() \
-            else None
-        if cfg is None:
-            raise UserError(f"{args.out}: nothing to resume (no {CONFIG})")
-        if args.steps:
-            cfg.train.steps = args.steps
+        cfg = resume_config(Path(args.out), NeRFConfig.from_dict, args.steps)
     else:
         cfg = _config_from_args(args)
     device = resolve_device(cfg.train.device)

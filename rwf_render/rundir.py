@@ -150,3 +150,17 @@ def read_history(path: str | os.PathLike) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
                 for row in csv.DictReader(f)]
+
+
+def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False):
+    """The saved config of the run in ``out``, to resume it (``compare``: of its first run), with ``steps`` if given.
+
+    Raises UserError when there is nothing to resume.
+    """
+    saved = out / (Path("plain") / CONFIG if compare else CONFIG)
+    if not saved.is_file():
+        raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
+    cfg = from_dict(read_json(saved))
+    if steps:
+        cfg.train.steps = steps
+    return cfg

@@ -31,7 +31,7 @@ from .imgio import write_image
 from .mesh import EXPORT_FORMATS, MeshQuery, Normalization, extract_mesh, remove_small_components, save_mesh
 from .plots import curve_png
 from .rundir import (CHECKPOINT, CONFIG, METRICS, atomic_path, atomic_write_text, load_checkpoint, prepare_run_dir,
-                     read_json, write_json)
+                     read_json, resume_config, write_json)
 from .shape_task import (BUILTIN, LOSSES, TARGETS, SDFConfig, ShapeTask, build_model, field_fn, load_source)
 from .spheretrace import preview_image, render_field, render_mesh
 from .trainer import TrainConfig, Trainer, resolve_device
@@ -120,12 +120,7 @@ def fit(args) -> int:
     out = Path(args.out or Path("runs") / f"sdf-{Path(args.path).stem if args.path else BUILTIN}-"
                                           f"{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
-        saved = out / (Path("plain") / CONFIG if compare else CONFIG)
-        if not saved.is_file():
-            raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
-        cfg = SDFConfig.from_dict(read_json(saved))
-        if args.steps:
-            cfg.train.steps = args.steps
+        cfg = resume_config(out, SDFConfig.from_dict, args.steps, compare)
     else:
         cfg = _config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
