@@ -116,7 +116,7 @@ def _truncated_png(path):
 
 
 @pytest.mark.parametrize("case", ["missing", "not_image", "truncated", "zero_size", "exists", "steps0", "steps_neg",
-                                  "size0", "bad_param"])
+                                  "size0", "bad_param", "resume_nothing"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, case):
     good = tmp_path / "good.png"
     write_image(good, np.full((8, 8, 3), 0.5, np.float32))
@@ -144,6 +144,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, case):
         args += ["--size", "0"]
     elif case == "bad_param":
         args += ["--param", "sine"]
+    elif case == "resume_nothing":
+        args += ["--resume"]
     r = rwf(*args)
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -152,6 +154,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, case):
     if case == "exists":
         assert sorted(p.name for p in run.iterdir()) == ["precious.txt"]
         assert "--force" in lines[0]
+    elif case == "resume_nothing":
+        assert "nothing to resume" in lines[0] and not run.exists()
     else:
         assert not run.exists()
 
