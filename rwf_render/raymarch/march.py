@@ -357,6 +357,8 @@ def _prune(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_
     anyway (transmittance only decreases), so the result equals one pass over every sample, at the cost of the
     samples in front of each ray's termination only.
     """
+    from .composite import exclusive_sum  # noqa: PLC0415  (composite imports nothing from here)
+
     ri, ts, te = samples
     n = ri.numel()
     if n == 0:
@@ -378,11 +380,7 @@ def _prune(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_
             break  # every ray has terminated
         r, dt = ri[idx], (te[idx] - ts[idx])
         tau = (sigma_fn(ts[idx], te[idx], r).reshape(-1) * dt).double()  # optical thickness of each sample
-        first = torch.ones_like(r, dtype=torch.bool)
-        first[1:] = r[1:] != r[:-1]
-        total = tau.cumsum(0)
-        before = (total - tau)[first][first.long().cumsum(0) - 1]  # cumulative sum up to each run's first sample
-        trans = torch.exp(-(optical[r] + total - tau - before))
+        trans = torch.exp(-(optical[r] + exclusive_sum(tau, r, n_rays)))
         alphas = 1.0 - torch.exp(-tau)
         keep[idx] = (alphas >= alpha_thre) & (trans >= early_stop_eps)
         optical.index_add_(0, r, tau)
