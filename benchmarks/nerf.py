@@ -4,13 +4,21 @@
     python benchmarks/nerf.py --gpu                 # lego at 400x400 (the 'lego-gpu' preset)
     python benchmarks/nerf.py --tancik              # the simplified-NeRF protocol of Tancik et al. (RWF.md), GPU
     python benchmarks/nerf.py --tancik --cpu        # the same protocol scaled down (100x100, fewer steps)
+    python benchmarks/nerf.py --cpu --budget 600 --seeds 0 1 2   # equal-time comparison on the test views
+
+``--budget S`` stops every run after S seconds of training (the preset's schedule is left as it is, so each run is
+a snapshot of the same fit at the same wall time) and measures test PSNR at ``--marks`` (default S/4, S/2, S) on
+the same test views; with several ``--seeds`` (each seed draws its own Fourier matrix, initial weights and rays, the
+same for every param) it prints the mean, the seed-to-seed spread and the per-seed difference to plain.
 
 Each param trains from the same seed with the preset's settings; validation PSNR (one val view) is logged
 against training seconds, and the final test PSNR/SSIM is measured on ``--test-images`` evenly spaced test views.
 Time shares: the forward pass split into marching, field and compositing; the rest of a step is the backward
 pass, the optimizer and the occupancy-grid updates.
 
-Last output line: {param: {"psnr", "ssim", "seconds", "steps", "samples_per_s", "psnr_at_equal_time", "shares"}}.
+Last output line: {param: {"psnr", "ssim", "seconds", "steps", "samples_per_s", "psnr_at_equal_time", "shares"}}
+(one seed), or {"seeds", "marks", "runs": {param: [per seed]}, "at_marks": {param: {mark: mean}}} (several seeds or a
+budget).
 """
 
 from __future__ import annotations
@@ -31,33 +39,66 @@ from rwf_render.nerf_data import load_split
 from rwf_render.trainer import Trainer
 
 
-def preset_args(preset: str, param: str, args) -> SimpleNamespace:
+def preset_args(preset: str, param: str, args, seed: int = 0) -> SimpleNamespace:
     """The namespace ``rwf fit nerf PRESET --param P`` would produce (preset settings fill the rest)."""
     ns = {name: None for name in ("downscale", "background", "near", "far", "encoding", "features", "sigma", "depth",
                                   "width", "no_view_dependence", "appearance_dim", "sampler", "grid_resolution",
                                   "grid_levels", "steps_per_diagonal", "cone_angle", "target_samples", "lr",
                                   "schedule", "eval_every", "ckpt_every", "eval_images")}
-    ns.update(scene=preset, param=param, steps=args.steps, seed=0, deterministic=False, device=args.device,
+    ns.update(scene=preset, param=param, steps=args.steps, seed=seed, deterministic=False, device=args.device,
               quiet=True)
     if args.downscale:
         ns["downscale"] = args.downscale
     return SimpleNamespace(**ns)
 
 
-def run(preset: str, param: str, args) -> dict:
-    cfg = _config_from_args(preset_args(preset, param, args))
+_SPLITS: dict = {}
+
+
+def splits(cfg, test_images: int):
+    """(train, val, test) of the preset's data, decoded once per process and shared by every run."""
+    key = (cfg.data, cfg.downscale, test_images)
+    if key not in _SPLITS:
+        _SPLITS[key] = (load_split(cfg.data, "train", cfg.downscale),
+                        _optional_split(cfg.data, "val", cfg.downscale, range(1)),
+                        load_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", test_images)))
+    return _SPLITS[key]
+
+
+class TestMarks:
+    """Trainer callback: test PSNR when training time first reaches each mark; stops the fit at ``budget`` s."""
+
+    def __init__(self, test, background: str, marks: list[float], budget: float | None):
+        self.test, self.background, self.budget = test, background, budget
+        self.pending = sorted(marks)
+        self.at: dict[float, dict] = {}
+
+    def on_step(self, trainer, stats) -> None:
+        while self.pending and trainer.seconds >= self.pending[0]:
+            mark = self.pending.pop(0)
+            trainer.model.eval()
+            with torch.no_grad():
+                m = test_metrics(trainer.model, self.test, self.background, None)
+            trainer.model.train()
+            self.at[mark] = {"psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4), "step": trainer.step_idx,
+                             "seconds": round(trainer.seconds, 1)}
+        if self.budget is not None and trainer.seconds >= self.budget:
+            trainer.stop_requested = True
+
+
+def run(preset: str, param: str, args, seed: int = 0, marks: list[float] = ()) -> dict:
+    cfg = _config_from_args(preset_args(preset, param, args, seed))
     cfg.train.ckpt_every = 10**9
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
-    train = load_split(cfg.data, "train", cfg.downscale)
-    val = _optional_split(cfg.data, "val", cfg.downscale, range(1))
+    train, val, test = splits(cfg, args.test_images)
     model = build_model(cfg, train.aabb, len(train)).to(device)
     task = NeRFTask(model, train, val, cfg, device)
     task.timings = {}
-    trainer = Trainer(model, task, cfg.train, progress=not args.quiet)
+    marker = TestMarks(test, cfg.background, list(marks), args.budget)
+    trainer = Trainer(model, task, cfg.train, callbacks=[marker], progress=not args.quiet)
     t0 = time.time()
     trainer.fit()
     wall = time.time() - t0
-    test = load_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", args.test_images))
     metrics = test_metrics(model, test, cfg.background, None)
     forward = sum(task.timings.values())
     shares = {k: round(v / trainer.seconds, 3) for k, v in task.timings.items()}
@@ -66,7 +107,8 @@ def run(preset: str, param: str, args) -> dict:
             "wall_seconds": round(wall, 1), "steps": trainer.step_idx, "test_images": metrics["test_images"],
             "samples_per_s": round(task.total_samples / trainer.seconds), "shares": shares,
             "curve": [(r["step"], r["seconds"], r["psnr"]) for r in trainer.history],
-            "resolution": f"{train.size(0)[0]}x{train.size(0)[1]}"}
+            "resolution": f"{train.size(0)[0]}x{train.size(0)[1]}", "seed": seed,
+            "at_marks": {str(k): v for k, v in marker.at.items()}}
 
 
 def psnr_at(curve, seconds: float) -> float | None:
@@ -90,7 +132,14 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--data", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run each param with (default: 0)")
+    p.add_argument("--budget", type=float, default=None, help="stop every run after this many training seconds")
+    p.add_argument("--marks", type=float, nargs="+", default=None,
+                   help="training seconds at which to measure test PSNR (default with --budget: S/4, S/2, S)")
     args = p.parse_args()
+    if args.budget is not None and args.budget <= 0:
+        print("--budget must be positive", file=sys.stderr)
+        return 2
     os.environ["RWF_DATA"] = str(data_root(args.data))
     if not (data_root(args.data) / "nerf" / "lego_400").is_dir():
         print(f"lego_400 not found under {data_root(args.data)} (use --data or RWF_DATA)", file=sys.stderr)
@@ -99,7 +148,10 @@ def main() -> int:
     if args.tancik and args.cpu:
         args.downscale = args.downscale or 4
         args.steps = args.steps or 3000
-    print(json.dumps({"machine": machine(), "preset": preset, "steps": args.steps, "downscale": args.downscale}))
+    print(json.dumps({"machine": machine(), "preset": preset, "steps": args.steps, "downscale": args.downscale,
+                      "seeds": args.seeds, "budget": args.budget}))
+    if len(args.seeds) > 1 or args.budget is not None or args.marks:
+        return compare_seeds(preset, args)
     results = {}
     for param in args.params:
         results[param] = run(preset, param, args)
@@ -118,6 +170,42 @@ def main() -> int:
         print(f"| {param} | {r['psnr']:.2f} | {r['ssim']:.4f} | {'-' if eq is None else f'{eq:.2f}'} | {r['steps']} | "
               f"{r['seconds']:.0f} | {r['samples_per_s']:.3g} |")
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in results.items()}))
+    return 0
+
+
+def compare_seeds(preset: str, args) -> int:
+    """Every param with every seed (params alternate within a seed, so a drift in machine load hits all alike);
+    test PSNR at each mark: per-param mean and spread, and each seed's difference to plain."""
+    marks = sorted(args.marks or ([args.budget / 4, args.budget / 2, args.budget] if args.budget else []))
+    runs: dict[str, list[dict]] = {param: [] for param in args.params}
+    for seed in args.seeds:
+        for param in args.params:
+            r = run(preset, param, args, seed, marks)
+            runs[param].append(r)
+            at = ", ".join(f"{k} s: {v['psnr']:.2f} dB (step {v['step']})" for k, v in r["at_marks"].items())
+            print(f"{param:>5} seed {seed}: final test PSNR {r['psnr']:.2f} dB after {r['steps']} steps in "
+                  f"{r['seconds']:.0f} s; {at}", flush=True)
+    table: dict[str, dict[str, dict]] = {}
+    print("\n| mark (training s) | param | test PSNR mean | seed std | per seed | minus plain, per seed |")
+    print("|---|---|---|---|---|---|")
+    for mark in [str(m) for m in marks] + ["final"]:
+        for param in args.params:
+            vals = [r["at_marks"][mark]["psnr"] if mark != "final" else r["psnr"] for r in runs[param]
+                    if mark == "final" or mark in r["at_marks"]]
+            if len(vals) != len(args.seeds):
+                continue  # a run ended (its steps done) before this mark
+            base = [r["at_marks"][mark]["psnr"] if mark != "final" else r["psnr"] for r in runs.get("plain", [])
+                    if mark == "final" or mark in r["at_marks"]]
+            diff = [round(a - b, 3) for a, b in zip(vals, base)] if param != "plain" and len(base) == len(vals) else []
+            entry = {"mean": round(float(np.mean(vals)), 3),
+                     "std": round(float(np.std(vals, ddof=1)), 3) if len(vals) > 1 else 0.0,
+                     "per_seed": vals, "minus_plain": diff}
+            table.setdefault(param, {})[mark] = entry
+            print(f"| {mark} | {param} | {entry['mean']:.2f} | {entry['std']:.2f} | "
+                  f"{' '.join(f'{v:.2f}' for v in vals)} | {' '.join(f'{d:+.2f}' for d in diff) or '-'} |")
+    print(json.dumps({"seeds": args.seeds, "marks": marks, "budget": args.budget, "at_marks": table,
+                      "runs": {p: [{k: v for k, v in r.items() if k != "curve"} for r in rs]
+                               for p, rs in runs.items()}}))
     return 0
 
 

@@ -17,6 +17,10 @@ at ``--mesh-res`` (unit-cube units), and time the extraction of a 256^3 grid for
 
     python benchmarks/shape.py --cpu        # < 30 min on a quiet 2-core CPU
     python benchmarks/shape.py              # full protocol, for a GPU
+    python benchmarks/shape.py --cpu --seeds 0 1 2 --params plain rwf --extract-res 0   # seed-to-seed spread
+
+With several ``--seeds`` every figure is the mean over the seeds (each seed draws its own Fourier matrix, initial
+weights and training points, the same for every param) and the seed-to-seed standard deviation is printed beside it.
 
 The last output line is one JSON object: {"runs": {mesh: {param: metrics}}, "mean": {param: metrics},
 "extract_256": {...}}.
@@ -54,7 +58,7 @@ def protocol(args) -> dict:
                 steps=args.steps or 10000, mesh_res=args.mesh_res or 256)
 
 
-def config(path: str, param: str, p: dict, args) -> SDFConfig:
+def config(path: str, param: str, p: dict, args, seed: int) -> SDFConfig:
     return SDFConfig(path=path, target=p["target"], fill=p["fill"], pool=p["pool"], refresh_every=p["refresh_every"],
                      batch=p["batch"], mix=p["mix"], mesh_res=p["mesh_res"], eval_points=2**18,
                      encoding=EncodingConfig(kind="fourier", m=p["m"], sigma=p["sigma"]),
@@ -62,9 +66,9 @@ def config(path: str, param: str, p: dict, args) -> SDFConfig:
                                    rwf_sigma=args.rwf_sigma),
                      train=TrainConfig(steps=p["steps"], lr=p["lr"], schedule=p["schedule"], lr_final=p["lr_final"],
                                        decay_every=p["decay_every"],
-                                       seed=args.seed, device=args.device, eval_every=max(p["steps"] // 10, 1),
+                                       seed=seed, device=args.device, eval_every=max(p["steps"] // 10, 1),
                                        ckpt_every=10**9),
-                     model_seed=args.seed)
+                     model_seed=seed)
 
 
 def run_one(cfg: SDFConfig):
@@ -81,6 +85,24 @@ def run_one(cfg: SDFConfig):
     return metrics, trainer.model, device
 
 
+def seed_mean(ms: list[dict]) -> dict:
+    """Each metric of ``KEYS`` averaged over the seeds' runs (None stays None)."""
+    out = {}
+    for k in KEYS:
+        vals = [m[k] for m in ms if m[k] is not None]
+        out[k] = statistics.mean(vals) if vals else None
+    return out
+
+
+def seed_std(ms: list[dict]) -> dict:
+    """Sample standard deviation of each metric over the seeds (0 for a single seed)."""
+    out = {}
+    for k in KEYS:
+        vals = [m[k] for m in ms if m[k] is not None]
+        out[k] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu", action="store_true", help="scaled-down protocol for a 2-core CPU")
@@ -91,7 +113,8 @@ def main() -> int:
     p.add_argument("--extract-res", type=int, default=256, help="grid of the timed extraction (0: skip)")
     p.add_argument("--mu", type=float, default=1.0, help="RWF log-scale mean")
     p.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF log-scale std")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to average over (default: 0)")
+    p.add_argument("--params", nargs="+", default=list(PARAMS), choices=PARAMS)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write every run's numbers (with IoU curves) to this file")
     args = p.parse_args()
@@ -103,15 +126,23 @@ def main() -> int:
     print(json.dumps({"machine": machine(), "protocol": {**proto, "cpu": args.cpu, "mu": args.mu,
                                                          "rwf_sigma": args.rwf_sigma}}))
     t_start = time.time()
-    runs, model, device = {}, None, None
+    params = [pa for pa in PARAMS if pa in args.params]
+    if "plain" not in params:
+        print("--params must include plain (every figure is compared with it)", file=sys.stderr)
+        return 2
+    runs, per_seed, spread, model, device = {}, {}, {}, None, None
     for name in args.meshes:
-        runs[name] = {}
-        for param in PARAMS:
-            m, model, device = run_one(config(str(root / f"{name}.obj"), param, proto, args))
-            runs[name][param] = m
-            print(f"{name:>10} {param:>5}: iou {m['iou']:.4f}  near {m['iou_surface']:.4f}  "
-                  f"chamfer_l1 {m['chamfer_l1']:.5f}  fscore {m['fscore']:.4f}  nc {m['normal_consistency']:.4f}  "
-                  f"{m['seconds']:.0f} s", flush=True)
+        runs[name], per_seed[name], spread[name] = {}, {}, {}
+        for param in params:
+            per_seed[name][param] = []
+            for seed in args.seeds:
+                m, model, device = run_one(config(str(root / f"{name}.obj"), param, proto, args, seed))
+                per_seed[name][param].append(m)
+                print(f"{name:>10} {param:>5} seed {seed}: iou {m['iou']:.4f}  near {m['iou_surface']:.4f}  "
+                      f"chamfer_l1 {m['chamfer_l1']:.5f}  fscore {m['fscore']:.4f}  "
+                      f"nc {m['normal_consistency']:.4f}  {m['seconds']:.0f} s", flush=True)
+            runs[name][param] = seed_mean(per_seed[name][param])
+            spread[name][param] = seed_std(per_seed[name][param])
     extract = {}
     if args.extract_res and model is not None:
         t0 = time.perf_counter()
@@ -125,10 +156,17 @@ def main() -> int:
         vals = [runs[n][param][key] for n in runs if runs[n][param][key] is not None]
         return round(statistics.mean(vals), 6) if vals else None
 
+    if len(args.seeds) > 1:
+        print(f"\nmean over seeds {args.seeds}; seed-to-seed standard deviation:")
+        print("| mesh | param | " + " | ".join(KEYS[:-1]) + " |\n|---|---|" + "---|" * (len(KEYS) - 1))
+        for name in runs:
+            for param in params:
+                print(f"| {name} | {param} | " + " | ".join(f"{spread[name][param][k]:.2g}" for k in KEYS[:-1])
+                      + " |")
     print(f"\n| mesh | param | IoU | IoU near-surface | Chamfer-L1 | Chamfer-L2 | F-score@1% | normal consistency | "
           f"seconds |\n|---|---|---|---|---|---|---|---|---|")
     for name in list(runs) + ["mean"]:
-        for param in PARAMS:
+        for param in params:
             m = runs[name][param] if name != "mean" else {k: mean(param, k) for k in KEYS}
             print(f"| {name} | {param} | {m['iou']:.4f} | {m['iou_surface']:.4f} | {m['chamfer_l1']:.5f} | "
                   f"{m['chamfer_l2']:.2e} | {m['fscore']:.4f} | {m['normal_consistency']:.4f} | {m['seconds']:.0f} |")
@@ -143,14 +181,16 @@ def main() -> int:
     better = {param: {"every_mesh": {k: at_least_plain(param, k, list(runs)) for k in KEYS[:-1]},
                       "mean": {k: (mean(param, k) <= mean("plain", k) if k.startswith("chamfer")
                                    else mean(param, k) >= mean("plain", k)) for k in KEYS[:-1]}}
-              for param in ("wn", "rwf")}
+              for param in params if param != "plain"}
     print(f"\ntotal {time.time() - t_start:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": runs, "extract": extract}, f)
-    summary = {"runs": {n: {pa: {k: runs[n][pa][k] for k in KEYS} for pa in PARAMS} for n in runs},
-               "mean": {pa: {k: mean(pa, k) for k in KEYS} for pa in PARAMS},
-               "at_least_plain": better, "extract": extract, "cpu": args.cpu}
+            json.dump({"runs": runs, "per_seed": per_seed, "extract": extract}, f)
+    summary = {"runs": {n: {pa: {k: runs[n][pa][k] for k in KEYS} for pa in params} for n in runs},
+               "mean": {pa: {k: mean(pa, k) for k in KEYS} for pa in params},
+               "at_least_plain": better, "extract": extract, "cpu": args.cpu, "seeds": args.seeds}
+    if len(args.seeds) > 1:
+        summary["std"] = spread
     print(json.dumps(summary))
     return 0
 

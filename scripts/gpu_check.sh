@@ -78,4 +78,5 @@ if [ -s "$LOG/bench.log" ]; then
 fi
 note ""
 note "gpu_check: $([ $FAILED = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - T0 )) s; logs in $LOG"
+note "next, the GPU-sized protocols of the other benchmarks: scripts/gpu_bench.sh (one stage per call)"
 exit $FAILED
