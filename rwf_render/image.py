@@ -24,8 +24,8 @@ from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_di
 from .imgio import read_image, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
-from .rundir import (CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json, resume_config,
-                     write_json)
+from .rundir import (CHECKPOINT, CONFIG, METRICS, compare_runs, load_checkpoint, prepare_run_dir, read_json,
+                     resume_config, write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
@@ -224,14 +224,11 @@ def fit(args) -> int:
               f"{m['steps']} steps in {m['seconds']:.1f} s")
         return 0
     # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
-    root = out if args.resume else prepare_run_dir(out, force=args.force)
+    root, runs = compare_runs(cfg, ImageConfig.from_dict, out, args.resume, args.force)
     results, histories, images = {}, {}, {"target": image}
-    for param in ("plain", "wn", "rwf"):
-        sub = ImageConfig.from_dict(cfg.to_dict())
-        sub.mlp.param = param
-        sub_dir = root / param
-        results[param], images[param], histories[param] = fit_one(
-            sub, sub_dir, image, info, args.resume and (sub_dir / CONFIG).is_file(), False, not args.quiet, param)
+    for param, sub, sub_dir, resume in runs:
+        results[param], images[param], histories[param] = fit_one(sub, sub_dir, image, info, resume, False,
+                                                                  not args.quiet, param)
         print(f"{param:>5}: psnr {results[param]['psnr']:.2f} dB, {results[param]['seconds']:.1f} s")
     write_compare(root, results, histories, images)
     return 0

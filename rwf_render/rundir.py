@@ -152,12 +152,29 @@ def read_history(path: str | os.PathLike) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+COMPARE_PARAMS = ("plain", "wn", "rwf")
+"""the parameterizations ``--compare`` trains, in this order, each a run of its own under the output folder"""
+
+
+def compare_runs(cfg, from_dict, out: Path, resume: bool, force: bool) -> tuple[Path, list]:
+    """For ``--compare``: the output folder (created unless resuming) and, for each of COMPARE_PARAMS, a tuple
+    (param, a copy of ``cfg`` with that param, its run folder, whether that run is to be resumed). The copies
+    differ in the parameterization only: same seed, data and budget."""
+    root = out if resume else prepare_run_dir(out, force=force)
+    runs = []
+    for param in COMPARE_PARAMS:
+        sub = from_dict(cfg.to_dict())
+        sub.mlp.param = param
+        runs.append((param, sub, root / param, resume and (root / param / CONFIG).is_file()))
+    return root, runs
+
+
 def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False):
     """The saved config of the run in ``out``, to resume it (``compare``: of its first run), with ``steps`` if given.
 
     Raises UserError when there is nothing to resume.
     """
-    saved = out / (Path("plain") / CONFIG if compare else CONFIG)
+    saved = out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG)
     if not saved.is_file():
         raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
     cfg = from_dict(read_json(saved))

@@ -30,13 +30,13 @@ from .fields import EncodingConfig, MLPConfig
 from .imgio import write_image
 from .mesh import EXPORT_FORMATS, MeshQuery, Normalization, extract_mesh, remove_small_components, save_mesh
 from .plots import curve_png
-from .rundir import (CHECKPOINT, CONFIG, METRICS, atomic_path, atomic_write_text, load_checkpoint, prepare_run_dir,
-                     read_json, resume_config, write_json)
+from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text, compare_runs,
+                     load_checkpoint, prepare_run_dir, read_json, resume_config, write_json)
 from .shape_task import (BUILTIN, LOSSES, TARGETS, SDFConfig, ShapeTask, build_model, field_fn, load_source)
 from .spheretrace import preview_image, render_field, render_mesh
 from .trainer import TrainConfig, Trainer, resolve_device
 
-PARAMS = ("plain", "wn", "rwf")
+PARAMS = COMPARE_PARAMS
 METRIC_KEYS = ("iou", "iou_surface", "chamfer_l1", "chamfer_l2", "fscore", "normal_consistency")
 
 
@@ -136,15 +136,10 @@ def fit(args) -> int:
               f"{m['steps']} steps in {m['seconds']:.1f} s; watertight source: {info['watertight']}")
         return 0
     # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
-    root = out if args.resume else prepare_run_dir(out, force=args.force)
+    root, runs = compare_runs(cfg, SDFConfig.from_dict, out, args.resume, args.force)
     results, histories, views = {}, {}, {}
-    for param in PARAMS:
-        sub = SDFConfig.from_dict(cfg.to_dict())
-        sub.mlp.param = param
-        sub_dir = root / param
-        results[param], histories[param], v = fit_one(sub, sub_dir, mesh, info,
-                                                      args.resume and (sub_dir / CONFIG).is_file(), False,
-                                                      not args.quiet, param)
+    for param, sub, sub_dir, resume in runs:
+        results[param], histories[param], v = fit_one(sub, sub_dir, mesh, info, resume, False, not args.quiet, param)
         views[param], views["source"] = v["field"][0], v["source"][0]
         print(f"{param:>5}: iou {results[param]['iou']:.4f} (near-surface {results[param]['iou_surface']:.4f}), "
               f"{_surface_text(results[param])}, {results[param]['seconds']:.1f} s")
