@@ -1,9 +1,10 @@
 """Validate a posed-image dataset (transforms.json or Blender layout) and report in numbers.
 
 Errors (make ``rwf data check`` exit 1): unreadable JSON, frames that do not parse, missing or undecodable
-images, masks or depth maps, image sizes that differ from their camera's (or, for shared intrinsics, from each
-other), impossible intrinsics (focal <= 0, principal point outside the image), singular, non-orthonormal or
-mirrored rotations, cameras that see none of the scene box (:func:`rwf_render.datasets.scene_box`).
+images, masks or depth maps, image, mask and depth-map sizes that differ from their camera's (or, for shared
+intrinsics, images of different sizes), impossible intrinsics (focal <= 0, principal point outside the image),
+singular, non-orthonormal or mirrored rotations, cameras that see none of the scene box
+(:func:`rwf_render.datasets.scene_box`).
 Warnings: unusual field of view, off-center principal point, non-square pixels.
 """
 
@@ -56,20 +57,38 @@ def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -
         warnings.append(f"{where}: unusual horizontal field of view {fov:.1f} deg")
     if not 0.9 <= info.fx / info.fy <= 1.1:
         warnings.append(f"{where}: fl_x / fl_y = {info.fx / info.fy:.3f} (non-square pixels?)")
-    for kind, p in (("mask", info.mask), ("depth map", info.depth)):
-        if p is not None and not p.is_file():
+    aux = [(kind, p) for kind, p in (("mask", info.mask), ("depth map", info.depth)) if p is not None]
+    for kind, p in aux:
+        if not p.is_file():
             errors.append(f"{where}: {kind} {p} is missing")
     if not info.image.is_file():
         errors.append(f"{where}: image {info.image} is missing")
         return None
     try:
-        size = load_image(info.image).shape[1::-1] if decode else image_size(info.image)
+        size = _size(info.image, decode)
     except UserError as e:
         errors.append(f"{where}: {e}")
         return None
-    if tuple(size) != (info.width, info.height):
+    if size != (info.width, info.height):
         errors.append(f"{where}: image is {size[0]}x{size[1]} but its camera is {info.width}x{info.height}")
-    return tuple(size)
+    for kind, p in aux:  # a mask or depth map covers its image pixel for pixel, so it has its camera's size
+        if not p.is_file():
+            continue
+        try:
+            aux_size = _size(p, decode)
+        except UserError as e:
+            errors.append(f"{where}: {kind}: {e}")
+            continue
+        if aux_size != (info.width, info.height):
+            errors.append(f"{where}: {kind} {p.name} is {aux_size[0]}x{aux_size[1]} but its camera is "
+                          f"{info.width}x{info.height}")
+    return size
+
+
+def _size(path: Path, decode: bool) -> tuple[int, int]:
+    """(width, height) of an image file: decoded in full when ``decode`` (so a corrupt file is caught), else read
+    from its header. UserError when it cannot be read."""
+    return tuple(int(v) for v in (load_image(path).shape[1::-1] if decode else image_size(path)))
 
 
 def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[list[str], list[str]]:

@@ -81,6 +81,14 @@ def _plant(src, dst, edit):
      r"r_1.png\): the camera sees none of the scene box"),  # an OpenCV pose where OpenGL is expected
     ("corrupt", lambda d, m: (d / "train" / "r_2.png").write_bytes(b"\x89PNG garbage"), r"frame 2 .*cannot decode"),
     ("bad_focal", lambda d, m: m["frames"][0].update(fl_x=-5.0), r"frame 0 .*must be positive"),
+    ("mask_size", lambda d, m: (save_image(d / "train" / "m_1.png", np.full((12, 12), 255, np.uint8)),
+                                m["frames"][1].update(mask_path="train/m_1.png")),
+     r"frame 1 .*mask m_1.png is 12x12 but its camera is 24x24"),
+    ("depth_size", lambda d, m: save_image(d / "train" / "r_0_depth.png", np.zeros((24, 20), np.uint16)),
+     r"frame 0 .*depth map r_0_depth.png is 20x24 but its camera is 24x24"),
+    ("corrupt_mask", lambda d, m: ((d / "train" / "m_3.png").write_bytes(b"\x89PNG garbage"),
+                                   m["frames"][3].update(mask_path="train/m_3.png")),
+     r"frame 3 .*mask: .*cannot decode"),
 ])
 def test_check_flags_each_planted_defect(small_synth, tmp_path, name, edit, message, capsys):
     assert check_dataset(small_synth, log=lambda *a: None) == ([], [])
