@@ -2,6 +2,7 @@
 training between steps until resumed."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -57,13 +58,31 @@ def test_live_viewer_does_not_change_training():
 
     live_started = threading.Event()
     original_on_start = live.on_start
+    offered, loaded_mid_training = [], []
 
     def on_start(tr):
         original_on_start(tr)
         live.app.renderers[99] = Watching()
+        source = live.app.source
+        hand_over = source.offer_state
+        source.offer_state = lambda state: (offered.append(1), hand_over(state))  # count the snapshots
         live_started.set()
 
+    class Rendezvous:
+        """At steps 10 and 20, wait (on the training thread) until the painter has loaded a newer snapshot, so
+        loads provably happen while training runs, however the threads are scheduled."""
+
+        def on_step(self, tr, stats):
+            if tr.step_idx in (10, 20):
+                seen = live.app.source.version
+                for _ in range(3000):
+                    if live.app.source.version > seen:
+                        loaded_mid_training.append(tr.step_idx)
+                        break
+                    time.sleep(0.01)
+
     live.on_start = on_start
+    trainer.callbacks.append(Rendezvous())  # after the live viewer, whose snapshot of this step comes first
     painter = threading.Thread(target=draw, daemon=True)
     painter.start()
     try:
@@ -73,7 +92,8 @@ def test_live_viewer_does_not_change_training():
         painter.join(30)
         if live.app is not None:
             live.app.stop()
-    assert live.app.source.version >= 10  # snapshots were taken and loaded while training ran
+    assert len(offered) == 31  # refresh_s 0 while someone watches: a snapshot at every step and one at the end
+    assert loaded_mid_training == [10, 20]  # and the renderer loaded snapshots while training ran
     assert frames and frames[-1].rgb.shape == (24, 24, 3)
     for (name, a), b in zip(headless.model.state_dict().items(), trainer.model.state_dict().values()):
         assert torch.equal(a, b), name
