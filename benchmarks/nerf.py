@@ -188,14 +188,17 @@ def compare_seeds(preset: str, args) -> int:
     table: dict[str, dict[str, dict]] = {}
     print("\n| mark (training s) | param | test PSNR mean | seed std | per seed | minus plain, per seed |")
     print("|---|---|---|---|---|---|")
+
+    def psnrs(param: str, mark: str) -> list[float]:
+        """Each seed's test PSNR at ``mark`` ("final": at the end); runs that ended before the mark are left out."""
+        return [r["psnr"] if mark == "final" else r["at_marks"][mark]["psnr"] for r in runs.get(param, [])
+                if mark == "final" or mark in r["at_marks"]]
+
     for mark in [str(m) for m in marks] + ["final"]:
         for param in args.params:
-            vals = [r["at_marks"][mark]["psnr"] if mark != "final" else r["psnr"] for r in runs[param]
-                    if mark == "final" or mark in r["at_marks"]]
+            vals, base = psnrs(param, mark), psnrs("plain", mark)
             if len(vals) != len(args.seeds):
                 continue  # a run ended (its steps done) before this mark
-            base = [r["at_marks"][mark]["psnr"] if mark != "final" else r["psnr"] for r in runs.get("plain", [])
-                    if mark == "final" or mark in r["at_marks"]]
             diff = [round(a - b, 3) for a, b in zip(vals, base)] if param != "plain" and len(base) == len(vals) else []
             entry = {"mean": round(float(np.mean(vals)), 3),
                      "std": round(float(np.std(vals, ddof=1)), 3) if len(vals) > 1 else 0.0,

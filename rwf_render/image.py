@@ -224,7 +224,7 @@ def fit(args) -> int:
               f"{m['steps']} steps in {m['seconds']:.1f} s")
         return 0
     # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
-    root, runs = compare_runs(cfg, ImageConfig.from_dict, out, args.resume, args.force)
+    root, runs = compare_runs(cfg, out, args.resume, args.force)
     results, histories, images = {}, {}, {"target": image}
     for param, sub, sub_dir, resume in runs:
         results[param], images[param], histories[param] = fit_one(sub, sub_dir, image, info, resume, False,

@@ -156,14 +156,14 @@ COMPARE_PARAMS = ("plain", "wn", "rwf")
 """the parameterizations ``--compare`` trains, in this order, each a run of its own under the output folder"""
 
 
-def compare_runs(cfg, from_dict, out: Path, resume: bool, force: bool) -> tuple[Path, list]:
+def compare_runs(cfg, out: Path, resume: bool, force: bool) -> tuple[Path, list]:
     """For ``--compare``: the output folder (created unless resuming) and, for each of COMPARE_PARAMS, a tuple
     (param, a copy of ``cfg`` with that param, its run folder, whether that run is to be resumed). The copies
     differ in the parameterization only: same seed, data and budget."""
     root = out if resume else prepare_run_dir(out, force=force)
     runs = []
     for param in COMPARE_PARAMS:
-        sub = from_dict(cfg.to_dict())
+        sub = type(cfg).from_dict(cfg.to_dict())
         sub.mlp.param = param
         runs.append((param, sub, root / param, resume and (root / param / CONFIG).is_file()))
     return root, runs

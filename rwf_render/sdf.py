@@ -136,7 +136,7 @@ def fit(args) -> int:
               f"{m['steps']} steps in {m['seconds']:.1f} s; watertight source: {info['watertight']}")
         return 0
     # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
-    root, runs = compare_runs(cfg, SDFConfig.from_dict, out, args.resume, args.force)
+    root, runs = compare_runs(cfg, out, args.resume, args.force)
     results, histories, views = {}, {}, {}
     for param, sub, sub_dir, resume in runs:
         results[param], histories[param], v = fit_one(sub, sub_dir, mesh, info, resume, False, not args.quiet, param)
