@@ -85,22 +85,15 @@ def run_one(cfg: SDFConfig):
     return metrics, trainer.model, device
 
 
-def seed_mean(ms: list[dict]) -> dict:
-    """Each metric of ``KEYS`` averaged over the seeds' runs (None stays None)."""
-    out = {}
+def over_seeds(ms: list[dict]) -> tuple[dict, dict]:
+    """Each metric of ``KEYS`` over the seeds' runs: (mean, sample standard deviation); None values are left out
+    (a mean of none is None), and one seed has a spread of 0."""
+    mean, std = {}, {}
     for k in KEYS:
         vals = [m[k] for m in ms if m[k] is not None]
-        out[k] = statistics.mean(vals) if vals else None
-    return out
-
-
-def seed_std(ms: list[dict]) -> dict:
-    """Sample standard deviation of each metric over the seeds (0 for a single seed)."""
-    out = {}
-    for k in KEYS:
-        vals = [m[k] for m in ms if m[k] is not None]
-        out[k] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return out
+        mean[k] = statistics.mean(vals) if vals else None
+        std[k] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return mean, std
 
 
 def main() -> int:
@@ -141,8 +134,7 @@ def main() -> int:
                 print(f"{name:>10} {param:>5} seed {seed}: iou {m['iou']:.4f}  near {m['iou_surface']:.4f}  "
                       f"chamfer_l1 {m['chamfer_l1']:.5f}  fscore {m['fscore']:.4f}  "
                       f"nc {m['normal_consistency']:.4f}  {m['seconds']:.0f} s", flush=True)
-            runs[name][param] = seed_mean(per_seed[name][param])
-            spread[name][param] = seed_std(per_seed[name][param])
+            runs[name][param], spread[name][param] = over_seeds(per_seed[name][param])
     extract = {}
     if args.extract_res and model is not None:
         t0 = time.perf_counter()
