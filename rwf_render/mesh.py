@@ -29,6 +29,7 @@ import torch
 import trimesh
 
 from .errors import UserError
+from .parity import inside_points
 from .rundir import atomic_path
 
 SUFFIXES = {".obj": "obj", ".ply": "ply", ".stl": "stl", ".off": "off", ".glb": "glb", ".gltf": "gltf"}
@@ -139,32 +140,58 @@ def fibonacci_directions(n: int) -> np.ndarray:
     return (d @ tilt.T).astype(np.float32)
 
 
+def require_open3d(what: str) -> None:
+    """One clear error when open3d (a declared dependency, but one that a bare GPU machine may lack) is absent."""
+    try:
+        import open3d  # noqa: F401, PLC0415
+    except ImportError as e:
+        raise UserError(f"{what} needs open3d, which cannot be imported ({e}); pip install open3d-cpu") from None
+
+
 class MeshQuery:
     """Unsigned distance (exact, open3d's closest-point query) and inside/outside (ray-parity vote) of a mesh.
+
+    Without open3d (a bare GPU machine, say) the vote runs in torch (``parity.inside_points``, the same rays and
+    the same answers, on ``device``), and the queries that need open3d (``distance``, ``cast``) say so.
 
     Args:
         mesh: the surface; watertight or not.
         n_dirs: voting rays per point (default 3 for watertight meshes, 15 otherwise).
+        device: where the torch vote runs when open3d is absent.
     Shapes: points (N, 3) -> (N,).
     """
 
-    def __init__(self, mesh: trimesh.Trimesh, n_dirs: int | None = None):
-        import open3d as o3d  # noqa: PLC0415
-
+    def __init__(self, mesh: trimesh.Trimesh, n_dirs: int | None = None, device: str | torch.device = "cpu"):
+        self.watertight = bool(mesh.is_watertight)
+        self.dirs = fibonacci_directions(n_dirs or (3 if self.watertight else 15))
+        try:
+            import open3d as o3d  # noqa: PLC0415
+        except ImportError:
+            self.scene, self.device = None, torch.device(device)
+            self._v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64, device=self.device)
+            self._f = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long, device=self.device)
+            self.method = f"ray-parity vote over {len(self.dirs)} directions (torch; open3d is not installed)"
+            return
         self._o3c = o3d.core
         self.scene = o3d.t.geometry.RaycastingScene()
         self.scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
                                  o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
-        self.watertight = bool(mesh.is_watertight)
-        self.dirs = fibonacci_directions(n_dirs or (3 if self.watertight else 15))
         self.method = f"ray-parity vote over {len(self.dirs)} directions"
 
+    def _need_open3d(self, what: str) -> None:
+        if self.scene is None:
+            require_open3d(what)
+
     def distance(self, points: np.ndarray) -> np.ndarray:
+        self._need_open3d("the distance to a mesh")
         p = self._o3c.Tensor(np.ascontiguousarray(points, np.float32))
         return self.scene.compute_distance(p).numpy()
 
     def inside(self, points: np.ndarray) -> np.ndarray:
         p = np.ascontiguousarray(points, np.float32)
+        if self.scene is None:
+            return inside_points(torch.from_numpy(p).to(self.device), self._v, self._f,
+                                 torch.from_numpy(self.dirs)).cpu().numpy()
         votes = np.zeros(len(p), np.int32)
         for d in self.dirs:
             rays = np.concatenate([p, np.broadcast_to(d, p.shape)], 1)
@@ -176,6 +203,7 @@ class MeshQuery:
 
     def cast(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """First hits of rays (N, 6) = [o, d]: distance t (inf on a miss) and the hit triangle's normal (N, 3)."""
+        self._need_open3d("ray casting against a mesh")
         out = self.scene.cast_rays(self._o3c.Tensor(np.ascontiguousarray(rays, np.float32)))
         return out["t_hit"].numpy(), out["primitive_normals"].numpy()
 

@@ -193,15 +193,26 @@ def lpips_note() -> str:
 
 
 # -- fitting ------------------------------------------------------------------------------------------------------
-def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
-    """(dataset path, preset name or None, preset settings) for the SCENE argument (None: the built-in default)."""
-    if scene is not None and Path(scene).exists():
-        return str(Path(scene).resolve()), None, {}
-    from importlib import metadata  # noqa: PLC0415
+def scene_presets() -> dict:
+    """Every installed scene preset by name (the ``rwf_render.scenes`` entry points). Run from a source checkout
+    that is not installed (no entry points, as on a bare GPU machine with ``PYTHONPATH`` set), the ``scenes``
+    package beside ``rwf_render`` provides them."""
+    from importlib import import_module, metadata  # noqa: PLC0415
 
     presets = {}
     for entry in metadata.entry_points(group="rwf_render.scenes"):
         presets.update(entry.load()())
+    beside = Path(__file__).resolve().parents[1] / "scenes" / "__init__.py"
+    if not presets and beside.is_file() and str(beside.parents[1]) in [str(Path(p).resolve()) for p in sys.path]:
+        presets.update(import_module("scenes").presets())
+    return presets
+
+
+def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
+    """(dataset path, preset name or None, preset settings) for the SCENE argument (None: the built-in default)."""
+    if scene is not None and Path(scene).exists():
+        return str(Path(scene).resolve()), None, {}
+    presets = scene_presets()
     name = scene or "default"
     if name not in presets:
         known = ", ".join(sorted(presets)) or "none installed"

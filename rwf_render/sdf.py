@@ -28,7 +28,8 @@ import numpy as np
 from .errors import UserError
 from .fields import EncodingConfig, MLPConfig
 from .imgio import write_image
-from .mesh import EXPORT_FORMATS, MeshQuery, Normalization, extract_mesh, remove_small_components, save_mesh
+from .mesh import (EXPORT_FORMATS, MeshQuery, Normalization, extract_mesh, remove_small_components, require_open3d,
+                   save_mesh)
 from .plots import curve_png
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text, compare_runs,
                      load_checkpoint, prepare_run_dir, read_json, resume_config, write_json)
@@ -47,6 +48,7 @@ def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bo
 
     Returns: metrics.json's content, the history rows and the preview views {"field": [...], "source": [...]}.
     """
+    require_open3d("rwf fit sdf")  # distances, and the preview's ray casting (before anything is written)
     run = prepare_run_dir(out, force=force, resume=resume)
     device = resolve_device(cfg.train.device)
     # mesh -> unit cube (the transform goes into config.json) -> exact targets, test points and their labels

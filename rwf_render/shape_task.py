@@ -106,7 +106,7 @@ class ShapeTask:
 
     def __init__(self, mesh, cfg: SDFConfig, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.query = MeshQuery(mesh, cfg.vote_dirs or None)
+        self.query = MeshQuery(mesh, cfg.vote_dirs or None, device=device)  # (the device: only without open3d)
         self.mesh, self.orientation = orient_outward(mesh, self.query)
         self.uniform, self.near = iou_points(self.mesh, cfg.eval_points, seed=EVAL_SEED)
         self.in_uniform, self.in_near = self.query.inside(self.uniform), self.query.inside(self.near)

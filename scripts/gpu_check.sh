@@ -5,13 +5,14 @@
 #   2. runs the CUDA tests (the CUDA kernel against the torch twin, on the GPU and against the CPU),
 #   3. runs the marcher benchmark on every backend (torch twin on the GPU, C++ CPU kernel, CUDA kernel),
 #   4. prints a short table. Exit status 0 only when every step passed.
-# Usage: scripts/gpu_check.sh        (from any folder; honours RWF_CACHE and RWF_DATA)
+# Usage: scripts/gpu_check.sh        (from any folder; honours RWF_CACHE, RWF_DATA, and GPU_CHECK_LOGS: a folder for
+#                                     the step logs, else a new temporary one)
 #        GPU_CHECK_DRY_RUN=1 scripts/gpu_check.sh   runs the same steps without a GPU (to check the script itself)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}
-LOG=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+LOG=${GPU_CHECK_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
 T0=$(date +%s)
 FAILED=0
 SUMMARY=""

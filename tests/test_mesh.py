@@ -145,6 +145,36 @@ def test_inside_of_the_open_bunny_is_sane(data_dir):
     assert np.allclose(np.abs(q.signed_distance(near)), q.distance(near))
 
 
+@pytest.mark.parametrize("name", ["spot", "bunny"])
+def test_inside_without_open3d_gives_open3d_answers(data_dir, monkeypatch, name):
+    """Without open3d, MeshQuery votes with the same rays in torch (parity.inside_points): the same answers on
+    uniform and near-surface points of a watertight and an open mesh; what needs open3d says so."""
+    pytest.importorskip("open3d")
+    mesh = load_mesh(data_dir / "meshes" / f"{name}.obj")
+    rng = np.random.default_rng(3)
+    lo, hi = mesh.bounds
+    surf, _ = trimesh.sample.sample_surface(mesh, 3000, seed=4)
+    pts = np.concatenate([rng.uniform(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), (3000, 3)),
+                          surf + 0.005 * np.linalg.norm(hi - lo) * rng.standard_normal(surf.shape)])
+    expected = MeshQuery(mesh).inside(pts)
+    monkeypatch.setitem(__import__("sys").modules, "open3d", None)  # import open3d now fails
+    q = MeshQuery(mesh)
+    assert q.scene is None and "torch" in q.method
+    assert 0.05 < expected.mean() < 0.95
+    assert (q.inside(pts) == expected).mean() >= 0.999
+    with pytest.raises(UserError, match="open3d"):
+        q.distance(pts[:3])
+
+
+def test_fit_sdf_without_open3d_is_one_message_before_writing(tmp_path, monkeypatch, capsys):
+    from rwf_render import cli
+
+    monkeypatch.setitem(__import__("sys").modules, "open3d", None)
+    out = tmp_path / "run"
+    assert cli.main(["fit", "sdf", "--out", str(out), "--steps", "2", "--quiet"]) == 2
+    assert "open3d" in capsys.readouterr().err and not out.exists()
+
+
 def test_normalization_round_trip_puts_exports_in_source_units(data_dir):
     """Extracting the exact SDF of the normalized spot and mapping back gives vertices in spot's own coordinate
     range (to one voxel) and on its surface."""

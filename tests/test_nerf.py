@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,21 @@ def test_presets_fit_two_steps(data_dir, tmp_path, monkeypatch):
         assert metrics["steps"] == 2 and np.isfinite(metrics["psnr"]), name
         cfg = json.loads((run / "config.json").read_text())
         assert cfg["kind"] == "nerf" and cfg["scene"] == name
+
+
+def test_presets_found_from_an_uninstalled_checkout(monkeypatch):
+    """Without entry points (a checkout on PYTHONPATH, not installed), the scenes package beside rwf_render gives
+    the presets, but only when that checkout is on sys.path."""
+    from importlib import metadata
+
+    from rwf_render import nerf
+
+    root = str(Path(nerf.__file__).resolve().parents[1])
+    monkeypatch.setattr(metadata, "entry_points", lambda **kw: [])
+    monkeypatch.setattr(sys, "path", [root] + [p for p in sys.path if p and Path(p).resolve() != Path(root)])
+    assert {"default", "lego", "lego-gpu", "lego-tancik", "bartoszek"} <= set(nerf.scene_presets())
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p and Path(p).resolve() != Path(root)])
+    assert nerf.scene_presets() == {}
 
 
 def test_killed_fit_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_scene, tmp_path):

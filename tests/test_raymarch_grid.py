@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rwf_render.raymarch import OccupancyGrid
+from rwf_render.parity import inside_lattice
 
 CENTER, RADIUS = torch.tensor([0.1, -0.05, 0.03]), 0.5
 
@@ -153,18 +154,55 @@ def test_mark_mesh_covers_the_surface(data_dir):
     assert grid.occupied_fraction < 0.1, "only the surface shell, not the volume"
 
 
-def test_mark_mesh_solid_fills_a_watertight_mesh():
+@pytest.mark.parametrize("method", ["open3d", "parity"])
+def test_mark_mesh_solid_fills_a_watertight_mesh(method):
     trimesh = pytest.importorskip("trimesh")
-    pytest.importorskip("open3d")
+    if method == "open3d":
+        pytest.importorskip("open3d")
     sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.6)
     grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=32)
-    grid.mark_mesh(torch.tensor(sphere.vertices), torch.tensor(sphere.faces), solid=True)
+    grid.mark_mesh(torch.tensor(sphere.vertices), torch.tensor(sphere.faces), solid=True, inside_method=method)
     centers = grid.cell_points(torch.arange(grid.n_cells))
     r = centers.norm(dim=1)
     occupied = grid.occupancy.view(-1)
     half_diag = math.sqrt(3) * (2 / 32) / 2
     assert bool(occupied[r < 0.6 - 0.01].all()), "cells whose centers are inside are marked"
     assert not bool(occupied[r > 0.6 + half_diag + 0.01].any()), "nothing beyond the surface's cells"
+
+
+def test_parity_inside_counts_a_shared_edge_once():
+    """A box whose corners sit exactly on lattice columns: the diagonal edge shared by the two triangles of its top
+    and bottom faces runs through columns, and each such column must still cross each face once. Columns are nudged
+    by +1e-5 of a cell, so a center exactly on a side at x0 counts as inside and one at x1 as outside."""
+    trimesh = pytest.importorskip("trimesh")
+    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=32, levels=2)
+    x0, x1 = -1 + 8.5 / 16, -1 + 24.5 / 16  # column centers 8 and 24 of level 0 (cell 1/16)
+    box = trimesh.creation.box(bounds=[[x0, x0, -0.3], [x1, x1, 0.3]])
+    found = torch.zeros(grid.n_cells, dtype=torch.bool)
+    found[grid._inside_mesh(torch.tensor(box.vertices), torch.tensor(box.faces), "parity")] = True
+    c = grid.cell_points(torch.arange(grid.n_cells))
+    expected = ((c[:, :2] >= x0) & (c[:, :2] < x1)).all(1) & (c[:, 2].abs() < 0.3)
+    assert int(expected.sum()) == 16 * 16 * 10 + 8 * 8 * 4  # level 0, and level 1's cells of 1/8
+    assert torch.equal(found, expected)
+    v, f = torch.tensor(box.vertices), torch.tensor(box.faces)
+    in_chunks = inside_lattice(v, f, grid.level_aabbs()[0], grid.resolution, chunk=7)  # a few pairs at a time
+    assert torch.equal(in_chunks, inside_lattice(v, f, grid.level_aabbs()[0], grid.resolution))
+
+
+def test_parity_inside_agrees_with_open3d_on_a_real_mesh(data_dir):
+    trimesh = pytest.importorskip("trimesh")
+    pytest.importorskip("open3d")
+    mesh = trimesh.load(data_dir / "meshes" / "armadillo.obj", force="mesh")
+    v, f = torch.tensor(mesh.vertices, dtype=torch.float32), torch.tensor(mesh.faces)
+    lo, hi = v.min(0).values, v.max(0).values
+    grid = OccupancyGrid(torch.cat([lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo)]), resolution=64)
+    found = {}
+    for method in ("open3d", "parity"):
+        occ = torch.zeros(grid.n_cells, dtype=torch.bool)
+        occ[grid._inside_mesh(v, f, method)] = True
+        found[method] = occ
+    assert int(found["open3d"].sum()) > 0.05 * grid.n_cells
+    assert int((found["open3d"] != found["parity"]).sum()) <= 1e-4 * grid.n_cells
 
 
 def look_at_origin(eye):

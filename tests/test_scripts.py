@@ -1,4 +1,5 @@
-"""The GPU benchmark script refuses clearly where it cannot run (its GPU stages themselves need a CUDA machine)."""
+"""The GPU scripts refuse clearly where they cannot run (their GPU stages themselves need a CUDA machine), and the
+device pack holds what a bare GPU machine lacks."""
 
 import subprocess
 import sys
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_bench.sh"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_bench.sh"
 
 
 def bench(*args):
@@ -29,3 +31,58 @@ def test_gpu_bench_without_cuda_refuses_with_one_line_and_exit_2():
     assert r.returncode == 2
     assert "no CUDA device" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def device_run(*args, tmp_path, **env):
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(Path.home()), "TMPDIR": str(tmp_path),
+           "OUT": str(tmp_path / "out"), **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "device_run.sh"), *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_device_run_checks_every_stage_name_before_running_any(tmp_path):
+    r = device_run(tmp_path=tmp_path)
+    assert r.returncode == 2 and "nerf-PARAM" in r.stdout and "set -uo" not in r.stdout
+    r = device_run("check", "nerf-best", tmp_path=tmp_path)
+    assert r.returncode == 2 and "unknown stage 'nerf-best'" in r.stdout
+    assert "== device_run: check" not in r.stdout
+
+
+def test_device_run_skips_a_stage_that_cannot_finish_in_the_call_and_fails(tmp_path):
+    r = device_run("nerf-rwf", tmp_path=tmp_path, DEVICE_RUN_LIMIT="30")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "nerf-rwf" in r.stdout and "SKIPPED: needs about 400s, " in r.stdout
+    assert "== device_run: nerf-rwf" not in r.stdout  # nothing started
+    assert (tmp_path / "out" / "device_run.log").read_text().count("SKIPPED") == 1
+
+
+def fake_data(root: Path) -> Path:
+    for rel in ("images/astronaut.png", "meshes/armadillo.obj", "meshes/spot.obj", "meshes/bunny.obj",
+                "nerf/lego_400/transforms_train.json", "nerf/lego_400/train/r_0.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    return root
+
+
+def pack(*args, data: Path):
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(Path.home()), "RWF_DATA": str(data)}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "device_pack.sh"), *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_device_pack_copies_the_data_the_gpu_stages_read(tmp_path):
+    data = fake_data(tmp_path / "data")
+    r = pack("--dest", str(tmp_path / "carry"), "--no-wheels", data=data)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for rel in ("images/astronaut.png", "meshes/spot.obj", "nerf/lego_400/train/r_0.png"):
+        assert (tmp_path / "carry" / "data" / rel).read_text() == rel
+    assert not list((tmp_path / "carry" / "wheels").iterdir())
+    assert not list(tmp_path.glob("carry.tmp.*"))
+
+
+def test_device_pack_without_the_data_says_so_and_writes_nothing(tmp_path):
+    data = fake_data(tmp_path / "data")
+    (data / "meshes" / "spot.obj").unlink()
+    r = pack("--dest", str(tmp_path / "carry"), "--no-wheels", data=data)
+    assert r.returncode == 2 and "meshes/spot.obj not found" in r.stdout
+    assert not (tmp_path / "carry").exists() and not list(tmp_path.glob("carry.tmp.*"))

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..parity import inside_lattice
 from . import _backend
 from .march import GridSpec, RaySamples, _cells_of_points, march, mip_pyramid
 
@@ -132,26 +133,38 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def mark_mesh(self, vertices: torch.Tensor, faces: torch.Tensor, solid: bool = False,
-                  density: float | None = None) -> int:
+                  density: float | None = None, inside_method: str = "auto") -> int:
         """Mark the cells a triangle mesh passes through, and with ``solid`` also the cells whose centers lie inside
-        it (needs a watertight mesh and open3d). Returns how many cells are newly occupied.
+        it (the mesh should be watertight). Returns how many cells are newly occupied.
 
         The surface is sampled on a barycentric lattice at most a quarter of a finest cell apart, so a cell that
-        the surface only grazes (less than about that much) may stay empty.
+        the surface only grazes (less than about that much) may stay empty. Inside is decided by open3d's
+        occupancy query (a vote of 3 rays) when open3d is installed, else by ``parity.inside_lattice`` (one ray
+        per cell center along +z, in torch on the grid's device); ``inside_method`` = "open3d" | "parity" picks one.
         """
         v = torch.as_tensor(vertices, dtype=torch.float32, device=self.aabb.device)
         f = torch.as_tensor(faces, dtype=torch.long, device=self.aabb.device)
         spacing = float(((self.aabb[3:] - self.aabb[:3]) / torch.tensor(self.resolution, device=v.device)).min()) / 4
         added = self.mark_points(_surface_points(v, f, spacing), density)
         if solid:
-            added += self._mark(self._inside_mesh(v, f), density)
+            added += self._mark(self._inside_mesh(v, f, inside_method), density)
         return added
 
-    def _inside_mesh(self, v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def _inside_mesh(self, v: torch.Tensor, f: torch.Tensor, method: str = "auto") -> torch.Tensor:
+        """Flat indices of the cells whose centers lie inside the mesh (v, f)."""
+        if method not in ("auto", "open3d", "parity"):
+            raise ValueError(f"inside_method must be 'auto', 'open3d' or 'parity', got {method!r}")
         try:
-            import open3d as o3d  # noqa: PLC0415  (optional: only solid marking needs it)
+            import open3d as o3d  # noqa: PLC0415  (optional: the parity test below needs nothing)
         except ImportError as e:
-            raise ImportError(f"mark_mesh(solid=True) needs open3d ({e}); pip install open3d-cpu") from None
+            if method == "open3d":
+                raise ImportError(f"inside_method='open3d' needs open3d ({e}); pip install open3d-cpu") from None
+            method = "parity"
+        if method == "parity":
+            boxes = self.level_aabbs()
+            per_level = self.occupancy[0].numel()
+            return torch.cat([level * per_level + inside_lattice(v, f, boxes[level], self.resolution)
+                              for level in range(self.levels)])
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.core.Tensor(v.cpu().numpy()), o3d.core.Tensor(f.cpu().numpy().astype("uint32")))
         inside = []
@@ -276,3 +289,4 @@ def _surface_points(v: torch.Tensor, f: torch.Tensor, spacing: float) -> torch.T
             pa, e1, e2 = a[part, None], (b - a)[part, None], (c - a)[part, None]  # (T, 1, 3)
             out.append((pa + ij[None, :, :1] * e1 + ij[None, :, 1:] * e2).reshape(-1, 3))
     return torch.cat(out) if out else v.new_zeros(0, 3)
+

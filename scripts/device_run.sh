@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The one command for a lent GPU machine (the `device` tool), over a copy of this checkout with .carry/ beside it
+# (made here by scripts/device_pack.sh). It installs the carried wheels, points RWF_DATA at the carried data,
+# keeps the compiled kernels in .rwf_cache/ (git-ignored, so a warm machine keeps them between calls), runs the
+# stages in order, skips a stage that would not finish inside one 600 s device command, and prints a table.
+#
+#   check           scripts/gpu_check.sh: build the CUDA and CPU kernels, the CUDA tests, the marcher benchmark
+#                   (issue 3; about 3-5 min)
+#   nerf-PARAM      lego 400x400 for 300 s of training, test PSNR at 60/150/300 s (issue 5; about 6 min)
+#   tancik-PARAM    the simplified-NeRF protocol cut at 480 s (issue 5's comparability check; about 9 min)
+#   image           the image-regression protocol (issue 2)
+#   shape-MESH      the occupancy protocol on armadillo, spot or bunny (issue 4)
+#   (PARAM: plain, wn or rwf)
+#
+# With 15 minutes of device time a session, one call each, for example:
+#   run(command="bash scripts/device_run.sh check", carry=[".carry"], timeout_s=420)
+#   run(command="bash scripts/device_run.sh nerf-rwf", carry=[".carry"], timeout_s=480)
+# Logs come back in $OUT: device_run.log, check-logs.txt and one STAGE.log per benchmark stage.
+# Exit status 0 only when every stage ran and passed. DEVICE_RUN_DRY=1 runs CPU-sized stand-ins of the stages in
+# minutes, to check this script and its environment without a GPU; DEVICE_RUN_LIMIT sets the call's seconds.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
+[ $# -ge 1 ] || usage
+OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/device_run.XXXXXX")}
+mkdir -p "$OUT"
+LIMIT=${DEVICE_RUN_LIMIT:-570}  # seconds this call may take in all
+DRY=${DEVICE_RUN_DRY:-0}
+T0=$(date +%s)
+exec > >(tee -a "$OUT/device_run.log") 2>&1
+
+for stage in "$@"; do  # every stage is known before anything runs
+    case $stage in
+        check|image|nerf-plain|nerf-wn|nerf-rwf|tancik-plain|tancik-wn|tancik-rwf|shape-armadillo|shape-spot|shape-bunny) ;;
+        *) echo "device_run: unknown stage '$stage' (stages: check image nerf-PARAM tancik-PARAM shape-MESH)"; exit 2 ;;
+    esac
+done
+
+export PYTHON=${PYTHON:-python3}
+if [ -d .carry/wheels ] && compgen -G ".carry/wheels/*.whl" >/dev/null; then
+    if [ "$DRY" = 1 ] && "$PYTHON" -c "import trimesh" 2>/dev/null; then
+        echo "device_run: dry run, trimesh already importable: wheels not installed"
+    else
+        site=${TMPDIR:-/tmp}/rwf_site
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+            .carry/wheels/*.whl || { echo "device_run: installing the carried wheels failed"; exit 1; }
+        export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+else
+    echo "device_run: no .carry/wheels (make them with scripts/device_pack.sh; pass carry=[\".carry\"])"
+fi
+if [ -d .carry/data ]; then
+    export RWF_DATA=$PWD/.carry/data
+elif [ -z "${RWF_DATA:-}" ]; then
+    echo "device_run: no .carry/data and RWF_DATA unset: the stages that read shared data will fail"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export RWF_CACHE=${RWF_CACHE:-$PWD/.rwf_cache} MAX_JOBS=${MAX_JOBS:-$(nproc)} PYTHONUNBUFFERED=1
+echo "device_run: $(date -u '+%F %T') UTC; $("$PYTHON" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())'); RWF_DATA=${RWF_DATA:-unset}"
+
+estimate() {  # seconds a stage needs, to decide whether it can still finish inside this call
+    if [ "$DRY" = 1 ]; then echo 60; return; fi
+    case $1 in check) echo 300 ;; nerf-*) echo 400 ;; tancik-*) echo 540 ;; image) echo 400 ;; shape-*) echo 500 ;; esac
+}
+bench_cmd() {  # the benchmark command of a stage; a dry run shrinks it to a CPU-sized smoke run
+    local kind=${1%%-*} arg=${1#*-}
+    if [ "$DRY" != 1 ]; then
+        case $kind in
+            nerf|tancik|shape) echo "bash scripts/gpu_bench.sh $kind $arg" ;;
+            image) echo "bash scripts/gpu_bench.sh image" ;;
+        esac
+        return
+    fi
+    case $kind in
+        nerf) echo "$PYTHON benchmarks/nerf.py --params $arg --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
+        tancik) echo "$PYTHON benchmarks/nerf.py --tancik --device cpu --downscale 8 --params $arg --budget 8 --marks 8 --steps 4 --test-images 1 --quiet" ;;
+        shape) echo "$PYTHON benchmarks/shape.py --cpu --device cpu --meshes $arg --params plain rwf --steps 20 --mesh-res 32 --extract-res 0" ;;
+        image) echo "$PYTHON benchmarks/image_regression.py --cpu --device cpu --size 32 --steps 20" ;;
+    esac
+}
+
+SUMMARY=""
+FAILED=0
+for stage in "$@"; do
+    left=$(( LIMIT - ($(date +%s) - T0) ))
+    need=$(estimate "$stage")
+    if [ "$need" -gt "$left" ]; then
+        SUMMARY+=$(printf '%-16s %5s  %s' "$stage" - "SKIPPED: needs about ${need}s, ${left}s left in this call")$'\n'
+        FAILED=1  # a stage asked for and not run is not a pass
+        continue
+    fi
+    start=$(date +%s)
+    echo "== device_run: $stage"
+    if [ "$stage" = check ]; then
+        logs=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_logs.XXXXXX")
+        GPU_CHECK_LOGS=$logs GPU_CHECK_DRY_RUN=$DRY bash scripts/gpu_check.sh
+        rc=$?
+        for f in "$logs"/*; do printf '\n===== %s\n' "$(basename "$f")"; cat "$f"; done >"$OUT/check-logs.txt"
+    else
+        # build (or find) the kernels first, so that no timed run waits for a compiler
+        "$PYTHON" -m rwf_render.raymarch.build >/dev/null 2>&1 || echo "device_run: kernel build failed (the torch marcher will run)"
+        read -r -a cmd <<<"$(bench_cmd "$stage")"
+        timeout --kill-after=10 $(( left - 5 )) "${cmd[@]}"  # (gpu_bench.sh also writes $OUT/STAGE.log)
+        rc=$?
+    fi
+    [ "$rc" = 0 ] || FAILED=1
+    SUMMARY+=$(printf '%-16s %5ss  %s' "$stage" "$(( $(date +%s) - start ))" "$([ "$rc" = 0 ] && echo ok || echo "FAILED (exit $rc)")")$'\n'
+done
+echo ""
+echo "stage             time  status"
+printf '%s' "$SUMMARY"
+echo "device_run: $([ $FAILED = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - T0 )) s; logs in $OUT"
+exit $FAILED
