@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import rwf_render.raymarch as rm
+from rwf_render.raymarch.march import mip_pyramid
 from rwf_render.raymarch import OccupancyGrid, _backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,3 +164,24 @@ def test_cuda_kernel_returns_the_twins_samples(levels, cone, stratified):
 def test_auto_picks_the_cuda_kernel_for_cuda_tensors():
     assert rm.resolve_backend("auto", torch.device("cuda")) == "cuda"
     assert "cuda" in rm.available_backends()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA kernel cannot run here")
+def test_the_cuda_kernel_refuses_inputs_on_another_device():
+    """A host pointer handed to the kernel would be an illegal access: the bindings check every input's device."""
+    ext = _backend.load("cuda")
+    if ext is None:
+        pytest.fail(f"a GPU is present but the CUDA kernel did not build: {_backend.reason('cuda')}")
+    grid, o, d, kw = _cuda_case(0, 1, 0.0, False)
+    occ = grid.occupancy.to(torch.uint8).cuda()
+    mip, n_mip = mip_pyramid(occ)
+    n = len(o)
+    args = [o.cuda(), d.cuda(), torch.zeros(n, device="cuda"), torch.full((n,), 3.0, device="cuda"), None, occ, mip,
+            n_mip, grid.aabb[:3].tolist(), (32 / (grid.aabb[3:] - grid.aabb[:3])).tolist(), 1, 0.01, 0.0,
+            float("inf"), 100, True, 1]
+    args[4] = torch.rand(n, device="cuda")
+    assert ext.march(*args)[0].numel() > 0
+    args[4] = torch.rand(n)  # jitter on the host
+    with pytest.raises(RuntimeError, match="jitter is on cpu"):
+        ext.march(*args)

@@ -53,6 +53,7 @@ std::vector<torch::Tensor> march(torch::Tensor rays_o, torch::Tensor rays_d, tor
     for (const auto& t : {rays_d, nears, fars, occ, mip}) {
         TORCH_CHECK(t.device() == device, "inputs on different devices");
     }
+    TORCH_CHECK(!has_jitter || jitter.device() == device, "jitter is on ", jitter.device(), ", the rays on ", device);
     TORCH_CHECK(occ.size(0) == levels && levels >= 1 && levels <= kMaxLevels, "bad number of levels");
 
     GridView G;
