@@ -27,7 +27,8 @@ mkdir -p "$OUT"
 LIMIT=${DEVICE_RUN_LIMIT:-570}  # seconds this call may take in all
 DRY=${DEVICE_RUN_DRY:-0}
 T0=$(date +%s)
-exec > >(tee -a "$OUT/device_run.log") 2>&1
+exec 3>&1 4>&2 > >(tee -a "$OUT/device_run.log") 2>&1
+TEE=$!
 
 for stage in "$@"; do  # every stage is known before anything runs
     case $stage in
@@ -110,4 +111,6 @@ echo ""
 echo "stage             time  status"
 printf '%s' "$SUMMARY"
 echo "device_run: $([ $FAILED = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - T0 )) s; logs in $OUT"
+exec 1>&3 2>&4  # let tee see the end of its input and finish the log before the call returns
+wait "$TEE" 2>/dev/null
 exit $FAILED
