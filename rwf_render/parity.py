@@ -36,20 +36,25 @@ def crossings(tri: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return hit, z
 
 
+def _expand(count: torch.Tensor, chunk: int):
+    """Yield (owner (P,), k (P,)): every k < count[owner] of every owner 0 .. len(count) - 1, in groups of whole
+    owners holding about ``chunk`` pairs (at least one owner per group)."""
+    ends = torch.cumsum(count, 0)
+    start = 0
+    while start < len(count):
+        stop = max(int(torch.searchsorted(ends, ends[start] - count[start] + chunk)), start + 1)
+        ids = torch.arange(start, min(stop, len(count)), device=count.device)
+        start = int(ids[-1]) + 1
+        n = count[ids]
+        owner = torch.repeat_interleave(ids, n)
+        yield owner, torch.arange(len(owner), device=count.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+
+
 def _pairs(first: torch.Tensor, last: torch.Tensor, chunk: int):
     """Yield (triangle index (P,), i (P,), j (P,)) for every column (i, j) in each triangle's index range
     ``first[t] .. last[t]`` (F, 2) (empty where last < first), in groups of about ``chunk`` pairs."""
     span = (last - first + 1).clamp(min=0)  # (F, 2)
-    count = span[:, 0] * span[:, 1]
-    ends = torch.cumsum(count, 0)
-    start = 0
-    while start < len(first):
-        stop = max(int(torch.searchsorted(ends, ends[start] - count[start] + chunk)), start + 1)
-        ids = torch.arange(start, min(stop, len(first)), device=first.device)
-        start = int(ids[-1]) + 1
-        n = count[ids]
-        t = torch.repeat_interleave(ids, n)
-        k = torch.arange(len(t), device=first.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+    for t, k in _expand(span[:, 0] * span[:, 1], chunk):
         yield t, first[t, 0] + k // span[t, 1], first[t, 1] + k % span[t, 1]
 
 
@@ -100,15 +105,7 @@ def _upward(points: torch.Tensor, tri: torch.Tensor, chunk: int) -> torch.Tensor
     b = cell[:, 0].clamp(0, nb - 1) * nb + cell[:, 1].clamp(0, nb - 1)
     n = torch.where(held, count[b], 0)  # candidate triangles per point
     out = torch.zeros(len(points), dtype=torch.int64, device=dev)
-    ends = torch.cumsum(n, 0)
-    done = 0
-    while done < len(points):  # points in groups of about ``chunk`` (point, triangle) pairs
-        stop = max(int(torch.searchsorted(ends, ends[done] - n[done] + chunk)), done + 1)
-        ids = torch.arange(done, min(stop, len(points)), device=dev)
-        done = int(ids[-1]) + 1
-        m = n[ids]
-        pt = torch.repeat_interleave(ids, m)
-        k = torch.arange(len(pt), device=dev) - torch.repeat_interleave(torch.cumsum(m, 0) - m, m)
+    for pt, k in _expand(n, chunk):  # (point, candidate) pairs, about ``chunk`` at a time
         hit, z = crossings(tri[tri_of_bin[start[b[pt]] + k]], points[pt, :2])
         out += torch.bincount(pt[hit & (z > points[pt, 2])], minlength=len(points))
     return out

@@ -145,6 +145,21 @@ def test_inside_of_the_open_bunny_is_sane(data_dir):
     assert np.allclose(np.abs(q.signed_distance(near)), q.distance(near))
 
 
+def test_parity_inside_points_of_a_sphere_in_any_chunking_and_direction():
+    """Closed form: points of a tessellated unit sphere farther than its chord error from the surface are inside
+    exactly when |p| < 1, for one ray, for a 3-direction vote, and in chunks of a few pairs."""
+    from rwf_render.parity import inside_points
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=1.0)  # chord error < 0.02
+    p = torch.rand(2000, 3, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2
+    clear = ((p.norm(dim=1) - 1).abs() > 0.02)
+    v, f = torch.tensor(sphere.vertices), torch.tensor(sphere.faces)
+    dirs = torch.tensor([[0.3, -0.2, 0.9], [-0.8, 0.5, 0.1], [0.1, 0.9, -0.4]])
+    for kw in ({}, {"chunk": 50}, {"directions": dirs}, {"directions": dirs, "chunk": 300}):
+        got = inside_points(p, v, f, **kw)
+        assert torch.equal(got[clear], (p.norm(dim=1) < 1)[clear]), kw
+
+
 @pytest.mark.parametrize("name", ["spot", "bunny"])
 def test_inside_without_open3d_gives_open3d_answers(data_dir, monkeypatch, name):
     """Without open3d, MeshQuery votes with the same rays in torch (parity.inside_points): the same answers on
