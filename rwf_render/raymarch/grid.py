@@ -289,4 +289,3 @@ def _surface_points(v: torch.Tensor, f: torch.Tensor, spacing: float) -> torch.T
             pa, e1, e2 = a[part, None], (b - a)[part, None], (c - a)[part, None]  # (T, 1, 3)
             out.append((pa + ij[None, :, :1] * e1 + ij[None, :, 1:] * e2).reshape(-1, 3))
     return torch.cat(out) if out else v.new_zeros(0, 3)
-
