@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -198,7 +199,11 @@ def build_parser() -> Parser:
 
 def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
              interrupted: str = "rwf: interrupted (a fit continues from its last checkpoint with --resume)") -> int:
-    """Parse, run ``args.func``; a UserError is one line on stderr and exit 2, Ctrl+C exit 130."""
+    """Parse, run ``args.func``; a UserError is one line on stderr and exit 2, Ctrl+C exit 130.
+
+    Failures of the machine rather than of the input (a folder that cannot be written, a full disk, memory run
+    out) are one line and exit 1; ``RWF_DEBUG=1`` keeps their traceback.
+    """
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
@@ -208,6 +213,32 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as e:
+        if os.environ.get("RWF_DEBUG"):
+            raise
+        print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        if os.environ.get("RWF_DEBUG") or not _out_of_memory(e):
+            raise
+        print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(e, torch.OutOfMemoryError)
+
+
+def system_failure(e: BaseException) -> str:
+    """One line for an error of the machine: the file and the reason, or the memory that ran out and what helps."""
+    if isinstance(e, MemoryError) or _out_of_memory(e):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
+        return f"out of memory ({first}); try a smaller batch, resolution or --target-samples"
+    if isinstance(e, OSError) and e.filename is not None:
+        target = f"{e.filename} -> {e.filename2}" if e.filename2 else f"{e.filename}"
+        return f"{target}: {e.strerror or e}"
+    return f"{type(e).__name__}: {e}"
 
 
 def standalone(register, prog: str, description: str, argv: list[str] | None, interrupted: str) -> int:

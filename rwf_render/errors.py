@@ -1,7 +1,8 @@
 """Errors a user can cause.
 
 Anything raised as :class:`UserError` ends the ``rwf`` command with one line on stderr and exit code 2 (see
-``cli.main``); everything else is a bug and keeps its traceback.
+``cli.main``). A failure of the machine (a folder that cannot be written, a full disk, memory run out) is one
+line and exit code 1. Everything else is a bug and keeps its traceback.
 """
 
 

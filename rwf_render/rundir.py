@@ -101,7 +101,10 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         if not force:
             raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
     return path
 
 

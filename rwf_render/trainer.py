@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UserError
 from .layers import param_groups
 from .rundir import CHECKPOINT, HISTORY, load_checkpoint, save_checkpoint, write_history
 
@@ -75,8 +76,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError  # noqa: PLC0415
-
         raise UserError("--device cuda: no CUDA device is available")
     if name == "cpu":
         torch.set_flush_denormal(True)  # tiny densities/gradients otherwise slow CPU math by up to 2.5x
@@ -244,6 +243,10 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         if not path.is_file():
             return False
-        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+        try:
+            self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:  # another run's file, or a foreign one
+            why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200]
+            raise UserError(f"{path}: does not match this run's config.json ({type(e).__name__}: {why})") from None
         write_history(self.run_dir / HISTORY, self.history)  # drop rows written after the checkpoint
         return True

@@ -1,0 +1,64 @@
+"""The ``rwf`` command's error contract: input errors exit 2, failures of the machine exit 1, both in one line."""
+
+import argparse
+
+import pytest
+import torch
+
+from rwf_render import cli
+from rwf_render.errors import UserError
+
+
+def _parser_raising(exc: BaseException) -> argparse.ArgumentParser:
+    parser = cli.Parser(prog="rwf")
+
+    def func(args):
+        raise exc
+    parser.set_defaults(func=func)
+    return parser
+
+
+@pytest.mark.parametrize("exc, code, words", [
+    (UserError("bad.json: not valid JSON"), 2, "bad.json: not valid JSON"),
+    (PermissionError(13, "Permission denied", "/data/run/metrics.json"), 1, "/data/run/metrics.json: Permission denied"),
+    (OSError(28, "No space left on device", "/data/run/checkpoint.pt"), 1, "No space left on device"),
+    (MemoryError(), 1, "out of memory"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1, "Tried to allocate 2.00 GiB"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+])
+def test_each_failure_is_one_line_with_its_exit_code(exc, code, words, capsys, monkeypatch):
+    monkeypatch.delenv("RWF_DEBUG", raising=False)
+    assert cli.dispatch(_parser_raising(exc), []) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+def test_a_bug_keeps_its_traceback_and_debug_keeps_every_traceback(monkeypatch):
+    monkeypatch.delenv("RWF_DEBUG", raising=False)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli.dispatch(_parser_raising(RuntimeError("shape mismatch")), [])
+    monkeypatch.setenv("RWF_DEBUG", "1")
+    with pytest.raises(PermissionError):
+        cli.dispatch(_parser_raising(PermissionError(13, "Permission denied", "/x")), [])
+
+
+def test_an_out_folder_that_cannot_be_made_is_a_user_error(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code = cli.main(["fit", "image", "--steps", "1", "--quiet", "--out", str(blocker / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot create the run directory" in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_resuming_from_another_runs_checkpoint_is_a_user_error(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli.main(["fit", "image", "--steps", "2", "--quiet", "--out", str(a)]) == 0
+    assert cli.main(["fit", "image", "--steps", "2", "--features", "16", "--quiet", "--out", str(b)]) == 0
+    (b / "checkpoint.pt").write_bytes((a / "checkpoint.pt").read_bytes())
+    before = (b / "history.csv").read_text()
+    capsys.readouterr()
+    assert cli.main(["fit", "image", "--resume", "--steps", "4", "--quiet", "--out", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not match this run's config.json" in err and "size mismatch" in err
+    assert (b / "history.csv").read_text() == before
