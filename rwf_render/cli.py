@@ -226,14 +226,18 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
 
 
 def _out_of_memory(e: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA), or the plain RuntimeError its CPU allocator raises."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(e, torch.OutOfMemoryError)
+    if torch is not None and isinstance(e, torch.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
 
 
 def system_failure(e: BaseException) -> str:
     """One line for an error of the machine: the file and the reason, or the memory that ran out and what helps."""
     if isinstance(e, MemoryError) or _out_of_memory(e):
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
+        text = str(e).strip()
+        first = text.split("DefaultCPUAllocator: ")[-1].splitlines()[0] if text else "out of memory"
         return f"out of memory ({first}); try a smaller batch, resolution or --target-samples"
     if isinstance(e, OSError) and e.filename is not None:
         target = f"{e.filename} -> {e.filename2}" if e.filename2 else f"{e.filename}"

@@ -31,6 +31,21 @@ HISTORY = "history.csv"
 CHECKPOINT = "checkpoint.pt"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the permissions a plain ``open()`` would have (mkstemp makes it 0600), then move it to ``path``."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then move it over ``path`` in one step."""
     path = Path(path)
@@ -40,7 +55,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -55,7 +70,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield tmp
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -83,11 +98,18 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run (its config.json) or a ``--compare`` of runs (a folder of them)."""
+    if (path / CONFIG).is_file():
+        return True
+    return any(child.is_dir() and (child / CONFIG).is_file() for child in path.iterdir())
+
+
 def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool = False) -> Path:
     """Create (or reopen, with ``resume``) a run directory.
 
-    An existing non-empty folder is never overwritten unless ``force`` is given; ``resume`` requires that it holds
-    a ``config.json``. Call this only after all inputs were validated, so bad input never leaves a folder behind.
+    An existing non-empty folder is never overwritten unless ``force`` is given, and then only when it holds a run
+    (a folder with files but no ``config.json`` may be the user's data); ``resume`` requires a ``config.json``. Call this only after all inputs were validated, so bad input never leaves a folder behind.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -100,6 +122,9 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     if nonempty:
         if not force:
             raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
+        if not is_run_dir(path):
+            raise UserError(f"{path}: holds files but no {CONFIG}, so it is not a run; --force replaces only runs "
+                            f"(choose another --out)")
         shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The ``rwf`` command's error contract: input errors exit 2, failures of the machine exit 1, both in one line."""
 
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,9 @@ def _parser_raising(exc: BaseException) -> argparse.ArgumentParser:
     (OSError(28, "No space left on device", "/data/run/checkpoint.pt"), 1, "No space left on device"),
     (MemoryError(), 1, "out of memory"),
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1, "Tried to allocate 2.00 GiB"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 40000000000000 bytes. Error code 12 (Cannot allocate memory)"), 1,
+     "out of memory (can't allocate memory: you tried to allocate 40000000000000 bytes"),
     (KeyboardInterrupt(), 130, "interrupted"),
 ])
 def test_each_failure_is_one_line_with_its_exit_code(exc, code, words, capsys, monkeypatch):
@@ -62,3 +66,27 @@ def test_resuming_from_another_runs_checkpoint_is_a_user_error(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not match this run's config.json" in err and "size mismatch" in err
     assert (b / "history.csv").read_text() == before
+
+
+def test_force_replaces_a_run_but_never_a_folder_of_other_files(tmp_path, capsys):
+    data = tmp_path / "photos"
+    data.mkdir()
+    (data / "a.png").write_bytes(b"precious")
+    code = cli.main(["fit", "image", "--steps", "1", "--quiet", "--force", "--out", str(data)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a run" in err and (data / "a.png").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_permissions_of_a_plain_open(tmp_path, monkeypatch, umask, mode):
+    """mkstemp makes 0600 files; a file written atomically gets what a plain open() gives under the umask."""
+    import stat
+
+    from rwf_render import rundir
+
+    monkeypatch.setattr(rundir, "_UMASK", umask)
+    rundir.write_json(tmp_path / "m.json", {"a": 1})
+    with rundir.atomic_path(tmp_path / "x.bin") as tmp:
+        Path(tmp).write_bytes(b"1")
+    for name in ("m.json", "x.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

@@ -116,6 +116,26 @@ def test_an_empty_grid_yields_no_samples(backend, levels):
     assert s.ray_indices.numel() == 0 and s.t_starts.numel() == 0
 
 
+def test_rays_with_nan_or_inf_have_no_samples_and_leave_the_others_alone(backend):
+    """A NaN pose or a zero focal length makes NaN rays; they get no samples (the kernel once crawled through
+    them for 0.1 s each), and every finite ray keeps exactly its samples."""
+    grid = random_grid(7, levels=2)
+    o, d = random_rays(8, 400, grid)
+    near, far = torch.full((400,), 0.1), torch.full((400,), 9.0)
+    clean = grid.sampling(o, d, near=near, far=far, step_size=0.01, backend=backend)
+    bad_o, bad_d, bad_near, bad_far = o.clone(), d.clone(), near.clone(), far.clone()
+    nan, inf = float("nan"), float("inf")
+    bad_o[0, 0], bad_o[1, 2], bad_d[2, 1], bad_d[3] = nan, inf, -inf, nan
+    bad_near[4], bad_near[5], bad_far[6] = nan, inf, nan
+    bad_far[7] = inf  # no far limit: a valid ray
+    s = grid.sampling(bad_o, bad_d, near=bad_near, far=bad_far, step_size=0.01, backend=backend)
+    assert not bool((s.ray_indices < 7).any())
+    keep = clean.ray_indices >= 7
+    assert (clean.ray_indices < 7).sum() > 0  # the spoiled rays had samples before
+    assert torch.equal(s.ray_indices, clean.ray_indices[keep])
+    assert torch.equal(s.t_starts, clean.t_starts[keep]) and torch.equal(s.t_ends, clean.t_ends[keep])
+
+
 def test_a_full_grid_yields_exactly_the_uniform_lattice(backend):
     """Expected (float64): k >= 0 with near + (k + 1/2) dt inside the box's [t_enter, t_exit]."""
     grid = OccupancyGrid(AABB, resolution=16).fill_(True)

@@ -7,7 +7,8 @@ The sample set (identical for every backend; ``csrc/march.h`` holds the compiled
               (powers by repeated squaring), and once the step reaches max_step, T(k+1) = T(k) + max_step
     interval  t_start(k) = T(k) + u * (T(k+1) - T(k)),  t_end(k) = t_start(k+1),  u in [0, 1) the ray's jitter
     kept      iff the interval's midpoint o + (t_start + t_end) / 2 * d lies in an occupied cell of the finest
-              cascade holding it, and t_end <= far; the first ``max_samples`` such k of each ray.
+              cascade holding it, and t_end <= far; the first ``max_samples`` such k of each ray. A ray whose
+              origin or direction holds a NaN or an infinity, or whose near is not finite or far is NaN, has none.
 
 All arithmetic is float32 in one fixed order, so the compiled kernels and this twin agree bit for bit. The twin
 tests every lattice point between the ray's entry into and exit from the grid (brute force, vectorized over
@@ -171,7 +172,8 @@ def _outer_interval(grid: GridSpec, o, d, near, far):
     t1 = torch.minimum(far, hi_t.amin(dim=1))
     outside = (parallel & ((q0 < qlo) | (q0 > qhi))).any(dim=1)
     moving = (d != 0).any(dim=1)
-    return t0, t1, (t0 <= t1) & ~outside & moving
+    finite = torch.isfinite(o).all(dim=1) & torch.isfinite(d).all(dim=1) & torch.isfinite(near) & ~far.isnan()
+    return t0, t1, (t0 <= t1) & ~outside & moving & finite
 
 
 def mip_pyramid(occ: torch.Tensor) -> tuple[torch.Tensor, int]:

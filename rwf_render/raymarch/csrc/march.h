@@ -62,6 +62,7 @@ struct Lattice {
 
 // min/max as plain comparisons (libm's fminf/fmaxf are calls on x86-64; NaN never reaches them here)
 RWF_HD float min_f(float a, float b) { return b < a ? b : a; }
+RWF_HD bool finite_f(float x) { return fabsf(x) <= 3.402823466e38f; }  // false for NaN and +-inf
 RWF_HD float max_f(float a, float b) { return b > a ? b : a; }
 
 RWF_HD float powi(float r, int64_t j) {
@@ -301,6 +302,10 @@ template <class Sink>
 RWF_HD int64_t march_ray(const GridView& G, const MarchOptions& opt, const float* o, const float* d, float near,
                          float far, float u, const Sink& sink) {
     if (d[0] == 0.0f && d[1] == 0.0f && d[2] == 0.0f) return 0;
+    // A ray with a NaN or infinite origin or direction, a non-finite near or a NaN far has no samples.
+    for (int a = 0; a < 3; ++a)
+        if (!finite_f(o[a]) || !finite_f(d[a])) return 0;
+    if (!finite_f(near) || far != far) return 0;
     RayState R = make_ray(G, opt, o, d, near, far, u);
     float t0, t1;
     if (!outer_interval(G, R, &t0, &t1)) return 0;
