@@ -22,6 +22,7 @@ half-width 0.5 * aabb_scale / scale (about +-1.5 for the Blender scenes, which f
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,37 @@ def _num(value, what: str) -> float:
     return out
 
 
+def _positive(value, what: str) -> float:
+    out = _num(value, what)
+    if out <= 0:
+        raise UserError(f"{what}: must be positive, got {value!r}")
+    return out
+
+
+def _size(value, what: str) -> int:
+    """An image width or height: a positive whole number (16 or 16.0, not 16.5)."""
+    out = _positive(value, what)
+    if out != int(out):
+        raise UserError(f"{what}: must be a whole number of pixels, got {value!r}")
+    return int(out)
+
+
+def _flag(value, what: str) -> bool:
+    """A JSON boolean (also 0/1 and the strings "true"/"false", as some exporters write them)."""
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise UserError(f"{what}: expected true or false, got {value!r}")
+
+
+def _rel_path(base: Path, value, what: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{what}: expected a file path (a non-empty string), got {value!r}")
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
 def resolve_image(base: Path, file_path: str) -> Path:
     """The image a ``file_path`` names: relative to ``base``; Blender's extension-less paths get ``.png``."""
     p = Path(file_path)
@@ -117,7 +149,8 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
     for key in ("file_path", "transform_matrix"):
         if key not in frame:
             raise UserError(f"{where}: missing '{key}'")
-    image = resolve_image(base, str(frame["file_path"]))
+    _rel_path(base, frame["file_path"], f"{where}: file_path")
+    image = resolve_image(base, frame["file_path"])
     try:
         m = np.asarray(frame["transform_matrix"], dtype=np.float64)
     except (TypeError, ValueError):
@@ -139,43 +172,60 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
         if not image.exists():
             raise UserError(f"{where}: no w/h given and image {image} not found")
         w, h = image_size(image)
-    w, h = int(_num(w, f"{where}: w")), int(_num(h, f"{where}: h"))
+    w, h = _size(w, f"{where}: w"), _size(h, f"{where}: h")
+
+    def fov(key):  # a field of view strictly between 0 and 180 degrees, in radians
+        angle = _num(get(key), f"{where}: {key}")
+        if not 0 < angle < math.pi:
+            raise UserError(f"{where}: {key} must be in (0, pi) radians, got {get(key)!r}")
+        return angle
+
     fx, fy = get("fl_x"), get("fl_y")
     if fx is None:
         if get("camera_angle_x") is None:
             raise UserError(f"{where}: no focal length (fl_x or camera_angle_x)")
-        fx = focal_from_fov(_num(get("camera_angle_x"), f"{where}: camera_angle_x"), w)
+        fx = focal_from_fov(fov("camera_angle_x"), w)
     if fy is None:
-        fy = focal_from_fov(_num(get("camera_angle_y"), f"{where}: camera_angle_y"), h) \
-            if get("camera_angle_y") is not None else fx
-    fx, fy = _num(fx, f"{where}: fl_x"), _num(fy, f"{where}: fl_y")
+        fy = focal_from_fov(fov("camera_angle_y"), h) if get("camera_angle_y") is not None else fx
+    fx, fy = _positive(fx, f"{where}: fl_x"), _positive(fy, f"{where}: fl_y")
     cx, cy = _num(get("cx", w / 2), f"{where}: cx"), _num(get("cy", h / 2), f"{where}: cy")
     dist = tuple(_num(get(k, 0.0), f"{where}: {k}") for k in DIST_NAMES)
     model = get("camera_model")
     if model is None:
-        model = "OPENCV_FISHEYE" if get("is_fisheye", False) else ("OPENCV" if any(dist) else "PINHOLE")
+        fisheye = _flag(get("is_fisheye", False), f"{where}: is_fisheye")
+        model = "OPENCV_FISHEYE" if fisheye else ("OPENCV" if any(dist) else "PINHOLE")
     if str(model).upper() not in _MODEL_ALIASES:
         raise UserError(f"{where}: unsupported camera_model {model!r} (supported: {', '.join(_MODEL_ALIASES)})")
     model = _MODEL_ALIASES[str(model).upper()]
-    mask = get("mask_path")
-    depth = get("depth_file_path")
+    mask, depth = get("mask_path"), get("depth_file_path")
+    mask = None if mask is None else _rel_path(base, mask, f"{where}: mask_path")
+    depth = None if depth is None else _rel_path(base, depth, f"{where}: depth_file_path")
     near_far = None
     if frame.get("near") is not None and frame.get("far") is not None:
         near_far = (_num(frame["near"], f"{where}: near"), _num(frame["far"], f"{where}: far"))
-    return FrameInfo(image, c2w, fx, fy, cx, cy, w, h, model, dist,
-                     mask=None if mask is None else base / mask, depth=None if depth is None else base / depth,
-                     near_far=near_far)
+        if not 0 <= near_far[0] < near_far[1]:
+            raise UserError(f"{where}: near and far must satisfy 0 <= near < far, got {near_far[0]:g}, "
+                            f"{near_far[1]:g}")
+    return FrameInfo(image, c2w, fx, fy, cx, cy, w, h, model, dist, mask=mask, depth=depth, near_far=near_far)
 
 
 def scene_box(meta: dict) -> torch.Tensor:
     """(2, 3) float64 scene box of a dataset's top-level metadata (rule in the module docstring)."""
     if "aabb" in meta:
-        box = np.asarray(meta["aabb"], dtype=np.float64)
-        if box.shape != (2, 3) or not (box[1] > box[0]).all():
+        try:
+            box = np.asarray(meta["aabb"], dtype=np.float64)
+        except (TypeError, ValueError):
+            box = np.zeros(0)
+        if box.shape != (2, 3) or not np.isfinite(box).all() or not (box[1] > box[0]).all():
             raise UserError(f"aabb must be [[x0, y0, z0], [x1, y1, z1]] with x1 > x0 etc., got {meta['aabb']}")
         return torch.from_numpy(box)
     scale = _num(meta.get("scale", 0.33), "scale")
-    offset = np.broadcast_to(np.asarray(meta.get("offset", 0.5), dtype=np.float64), (3,))
+    try:
+        offset = np.broadcast_to(np.asarray(meta.get("offset", 0.5), dtype=np.float64), (3,))
+    except (TypeError, ValueError):
+        offset = np.full(3, np.nan)
+    if not np.isfinite(offset).all():
+        raise UserError(f"offset must be a number or [x, y, z], got {meta.get('offset')!r}")
     aabb_scale = _num(meta.get("aabb_scale", 1), "aabb_scale")
     if scale <= 0 or aabb_scale <= 0:
         raise UserError("scale and aabb_scale must be positive")
@@ -199,15 +249,36 @@ def dataset_files(path: str | Path) -> dict[str, Path]:
     return found
 
 
-def _select(frames: list, top: dict, split: str) -> list:
+def _select(frames: list, top: dict, split: str, base: Path) -> list[tuple[int, object]]:
+    """(index in ``frames``, frame) of a split. Split lists name frames by ``file_path`` and are compared as paths
+    (``./a.png`` is ``a.png``). As in nerfstudio, once any ``{split}_filenames`` list is given the lists decide: a
+    missing val list falls back to the test list and vice versa, a missing train list means every frame not held
+    out; frames are never held out by the every-``HOLDOUT_EVERY`` rule then."""
+    indexed = list(enumerate(frames))
     if split == "all":
-        return frames
-    key = f"{split}_filenames"
-    if key in top:
-        wanted = set(map(str, top[key]))
-        return [f for f in frames if isinstance(f, dict) and str(f.get("file_path")) in wanted]
+        return indexed
+    lists = {s: top[f"{s}_filenames"] for s in SPLITS if f"{s}_filenames" in top}
+    if lists:
+        def key(p) -> str:
+            return os.path.normpath(resolve_image(base, str(p)))
+
+        for s, names in lists.items():
+            if not isinstance(names, list):
+                raise UserError(f"{s}_filenames: expected a list of file paths, got {type(names).__name__}")
+
+        def named(f) -> bool:
+            return isinstance(f, dict) and isinstance(f.get("file_path"), str) and key(f["file_path"]) in wanted
+
+        other = {"val": "test", "test": "val"}.get(split)
+        if split in lists or other in lists:
+            wanted = {key(p) for p in lists[split if split in lists else other]}
+            return [(i, f) for i, f in indexed if named(f)]
+        if split == "train":
+            wanted = {key(p) for s in ("val", "test") for p in lists.get(s, [])}
+            return [(i, f) for i, f in indexed if not named(f)]
+        return []
     held = split in ("val", "test")
-    return [f for i, f in enumerate(frames) if (i % HOLDOUT_EVERY == 0) == held]
+    return [(i, f) for i, f in indexed if (i % HOLDOUT_EVERY == 0) == held]
 
 
 def load_transforms(path: str | Path, split: str = "train") -> Transforms:
@@ -240,7 +311,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
         if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
             raise UserError(f"{json_path}: expected an object with a list of 'frames'")
         meta = meta or {k: v for k, v in top.items() if k != "frames"}
-        for i, frame in enumerate(_select(top["frames"], top, sel)):
+        for i, frame in _select(top["frames"], top, sel, json_path.parent):
             info = parse_frame(frame, top, json_path.parent, where=f"{json_path.name}: frame {i}")
             if info.image.is_file():
                 infos.append(info)

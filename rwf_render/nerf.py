@@ -8,9 +8,10 @@ grid marching + field + compositing (nerf_render) -> MSE to the pixels -> Traine
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from dataclasses import field as dc_field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .errors import UserError
 from .fields import config_dict, from_dict
 from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_data import BACKGROUNDS, PosedImages, background_color, composite_background, load_split, summary
-from .nerf_field import NeRFFieldConfig
+from .nerf_field import DENSITY_ACTIVATIONS, NeRFFieldConfig
 from .nerf_render import NeRFModel, RenderConfig
 from .rundir import (CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json, resume_config,
                      write_json)
@@ -65,9 +66,75 @@ class NeRFConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NeRFConfig":
-        simple = {k: v for k, v in d.items() if k not in ("kind", "field", "render", "train", "aabb", "source")}
-        return cls(field=NeRFFieldConfig.from_dict(d["field"]), render=from_dict(RenderConfig, d["render"]),
-                   train=from_dict(TrainConfig, d["train"]), **simple)
+        """The config saved in a run's config.json; unknown keys (a newer version's) are ignored.
+
+        Raises:
+            UserError: ``d`` is not a NeRF config (another kind of run, or a damaged file).
+        """
+        if not isinstance(d, dict) or d.get("kind", "nerf") != "nerf":
+            kind = d.get("kind") if isinstance(d, dict) else type(d).__name__
+            raise UserError(f"describes a {kind} run, not a nerf run")
+        names = {f.name for f in fields(cls)} - {"field", "render", "train"}
+        try:
+            simple = {k: v for k, v in d.items() if k in names}
+            cfg = cls(field=NeRFFieldConfig.from_dict(d["field"]), render=from_dict(RenderConfig, d["render"]),
+                      train=from_dict(TrainConfig, d["train"]), **simple)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"not a valid nerf run config ({type(e).__name__}: {e})") from None
+        check_config(cfg)
+        return cfg
+
+
+GRID_MAX_CELLS = 1 << 30  # occupancy cells over all cascades (6 bytes each): beyond this the grid alone needs > 6 GB
+
+
+def check_config(cfg: NeRFConfig) -> None:
+    """Refuse impossible settings (from options, a preset or a saved config) before anything is built or written.
+
+    Raises:
+        UserError: naming the setting and the allowed range.
+    """
+    r, f, t = cfg.render, cfg.field, cfg.train
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise UserError(what)
+
+    def finite(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    need(isinstance(cfg.downscale, int) and cfg.downscale >= 1,
+         f"--downscale must be an integer >= 1, got {cfg.downscale!r}")
+    need(cfg.background in BACKGROUNDS, f"background must be one of {', '.join(BACKGROUNDS)}, got {cfg.background!r}")
+    need(r.sampler in ("grid", "dense"), f"sampler must be grid or dense, got {r.sampler!r}")
+    res, levels = r.grid_resolution, r.grid_levels
+    need(isinstance(res, int) and res >= 2 and res % 2 == 0,
+         f"--grid-resolution must be an even number >= 2, got {res!r}")
+    need(isinstance(levels, int) and 1 <= levels <= 16, f"--grid-levels must be in 1..16, got {levels!r}")
+    need(levels == 1 or res % 4 == 0, f"--grid-levels {levels} needs --grid-resolution divisible by 4, got {res}")
+    need(levels * res**3 <= GRID_MAX_CELLS,
+         f"--grid-resolution {res} with {levels} level(s) is {levels * res**3:.3g} cells, more than "
+         f"{GRID_MAX_CELLS:.3g}; use a smaller resolution")
+    need(isinstance(r.steps_per_diagonal, int) and r.steps_per_diagonal >= 1,
+         f"--steps-per-diagonal must be >= 1, got {r.steps_per_diagonal!r}")
+    need(finite(r.cone_angle) and r.cone_angle >= 0, f"--cone-angle must be a finite number >= 0, got {r.cone_angle!r}")
+    for name in ("near", "far"):
+        value = getattr(r, name)
+        need(value is None or (finite(value) and value > 0), f"--{name} must be a positive number, got {value!r}")
+    need(r.near is None or r.far is None or r.near < r.far, f"--near {r.near} must be less than --far {r.far}")
+    need(isinstance(r.max_samples, int) and r.max_samples >= 1 and isinstance(r.chunk, int) and r.chunk >= 1,
+         "max_samples and chunk must be integers >= 1")
+    need(isinstance(f.appearance_dim, int) and f.appearance_dim >= 0,
+         f"--appearance-dim must be an integer >= 0, got {f.appearance_dim!r}")
+    need(f.density_act in DENSITY_ACTIVATIONS,
+         f"density_act must be one of {', '.join(DENSITY_ACTIVATIONS)}, got {f.density_act!r}")
+    need(isinstance(t.steps, int) and t.steps >= 1, f"--steps must be an integer >= 1, got {t.steps!r}")
+    need(finite(t.lr) and t.lr > 0, f"--lr must be a positive number, got {t.lr!r}")
+    need(all(isinstance(v, int) and v >= 1 for v in (t.eval_every, t.ckpt_every)),
+         "--eval-every and --ckpt-every must be integers >= 1")
+    need(all(isinstance(v, int) and v >= 1 for v in (cfg.target_samples, cfg.init_rays, cfg.min_rays, cfg.max_rays,
+                                                     cfg.eval_images)) and cfg.val_images >= 0,
+         "--target-samples, --eval-images and the ray counts must be integers >= 1")
 
 
 def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
@@ -166,8 +233,10 @@ def spaced_indices(data: str, split: str, n: int) -> list[int]:
 
     try:
         total = len(load_transforms(data, split))
-    except UserError:
-        return []
+    except UserError as e:  # a malformed split is an error, not an absent one
+        if _absent(e):
+            return []
+        raise
     return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int)).tolist()
 
 
@@ -257,20 +326,67 @@ def _config_from_args(args) -> NeRFConfig:
     return cfg
 
 
+# fit options that a resumed run takes from its config.json (only --steps may change)
+_RESUME_FIXED = ("downscale", "background", "near", "far", "param", "encoding", "features", "sigma", "depth", "width",
+                 "no_view_dependence", "appearance_dim", "sampler", "grid_resolution", "grid_levels",
+                 "steps_per_diagonal", "cone_angle", "target_samples", "lr", "schedule", "eval_every", "ckpt_every",
+                 "eval_images")
+
+
+def _resume_config(args) -> NeRFConfig:
+    """The saved config of the run to resume, with ``--steps`` and ``--device`` applied; every other fit option
+    would be silently ignored, so giving one is an error."""
+    if not args.out:
+        raise UserError("--resume needs --out RUN")
+    given = [f"--{k.replace('_', '-')}" for k in _RESUME_FIXED if getattr(args, k, None) is not None]
+    given += ["SCENE"] if args.scene is not None else []
+    given += ["--seed"] if args.seed != 0 else []
+    if given:
+        raise UserError(f"--resume continues {args.out} with its saved settings; drop {', '.join(given)} "
+                        "(only --steps may change)")
+    run = Path(args.out)
+    saved = read_json(run / CONFIG) if (run / CONFIG).is_file() else {"kind": "nerf"}
+    kind = saved.get("kind") if isinstance(saved, dict) else None
+    if kind != "nerf":
+        raise UserError(f"{run}: not a nerf run (its config.json says kind {kind!r})")
+    cfg = resume_config(run, NeRFConfig.from_dict, args.steps)
+    cfg.train.device = args.device  # where to continue is this machine's business, not the saved run's
+    cfg.train.deterministic = cfg.train.deterministic or args.deterministic
+    if (run / CHECKPOINT).is_file():
+        done = int(load_checkpoint(run / CHECKPOINT).get("step", 0))
+        if done > cfg.train.steps:
+            raise UserError(f"{run}: the checkpoint is at step {done}, past --steps {cfg.train.steps}")
+    return cfg
+
+
+def _check_out(out: Path, data: str) -> None:
+    """Refuse a run folder that is the dataset's folder or holds it: --force would delete the photos."""
+    data_path = Path(data).resolve()
+    data_dir = data_path if data_path.is_dir() else data_path.parent
+    target = out.resolve()
+    if target == data_dir or target in data_dir.parents:
+        raise UserError(f"{out}: holds the dataset {data}; choose another --out")
+
+
 def fit(args) -> int:
-    if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out RUN")
-        cfg = resume_config(Path(args.out), NeRFConfig.from_dict, args.steps)
-    else:
-        cfg = _config_from_args(args)
+    cfg = _resume_config(args) if args.resume else _config_from_args(args)
+    check_config(cfg)
     device = resolve_device(cfg.train.device)
-    # read and check every input before anything is written
+    # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale)
     val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
+    test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
     name = cfg.scene or Path(cfg.data).name
     out = Path(args.out or Path("runs") / f"nerf-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    model = build_model(cfg, train.aabb, len(train))
+    if not args.resume:
+        _check_out(out, cfg.data)
+    try:
+        model = build_model(cfg, train.aabb, len(train))
+    except RuntimeError as e:  # CPU allocation failure of an absurd --width / --features
+        if "alloc" not in str(e):
+            raise
+        raise UserError(f"the field does not fit in memory ({str(e).splitlines()[0][:120]}); use a smaller "
+                        "--width, --depth or --features") from None
     print(summary(train, model.default_near(), cfg.render.far, cfg.data), file=sys.stderr)
     run = prepare_run_dir(out, force=args.force, resume=args.resume)
     write_json(run / CONFIG, {**cfg.to_dict(), "aabb": train.aabb.tolist()})
@@ -279,10 +395,15 @@ def fit(args) -> int:
     if args.resume and trainer.resume():
         print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
     trainer.fit()
-    metrics = finish(run, model, task, trainer, cfg)
+    metrics = finish(run, model, task, trainer, cfg, test)
     print(f"{run}: test psnr {metrics['psnr']:.2f} dB, ssim {metrics['ssim']:.4f} ({metrics['test_images']} images), "
           f"{metrics['steps']} steps in {metrics['seconds']:.1f} s, {metrics['samples_per_s']:.3g} samples/s")
     return 0
+
+
+def _absent(e: UserError) -> bool:
+    """Whether a loader error only says that a split is absent (no file for it, or no frame of it on disk)."""
+    return "no transforms_" in str(e) or "no frame with an existing image" in str(e)
 
 
 def _optional_split(data: str, split: str, downscale: int, indices=None) -> PosedImages | None:
@@ -292,17 +413,18 @@ def _optional_split(data: str, split: str, downscale: int, indices=None) -> Pose
     try:
         return load_split(data, split, downscale, indices)
     except UserError as e:
-        if "no transforms_" in str(e) or "no frame with an existing image" in str(e):
+        if _absent(e):
             return None
         raise
 
 
-def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: NeRFConfig) -> dict:
-    """Final metrics on a few test images, a test render, curve.png and metrics.json."""
+def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: NeRFConfig,
+           test: PosedImages | None = None) -> dict:
+    """Final metrics on the test images (``test``, loaded before training; else the val, else the train split), a
+    test render, curve.png and metrics.json."""
     from .imgio import write_image  # noqa: PLC0415
     from .plots import curve_png  # noqa: PLC0415
 
-    test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
     test = test or task.val or task.train
     metrics = test_metrics(model, test, cfg.background, None)
     metrics.update(psnr_train=psnr(*render_and_target(model, task.train, 0, cfg.background)), steps=trainer.step_idx,
@@ -319,15 +441,26 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
 # -- commands on a run --------------------------------------------------------------------------------------------
 def load_scene_model(run: Path, device="cpu") -> NeRFModel:
     """Rebuild a NeRF run's model from config.json and checkpoint.pt; also attaches ``train_cameras``,
-    ``train_image_paths``, ``background`` (3,) and ``cfg`` for the viewer."""
+    ``train_image_paths``, ``train_near_far``, ``background`` (3,) and ``cfg`` for the viewer."""
     from .datasets import load_transforms  # noqa: PLC0415
 
     cfg_dict = read_json(Path(run) / CONFIG)
-    cfg = NeRFConfig.from_dict(cfg_dict)
+    try:
+        cfg = NeRFConfig.from_dict(cfg_dict)
+        aabb = np.asarray(cfg_dict["aabb"], dtype=np.float64).reshape(6)
+    except (UserError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{Path(run) / CONFIG}: {e if isinstance(e, UserError) else 'no valid scene box (aabb)'}") \
+            from None
+    if not (np.isfinite(aabb).all() and (aabb[3:] > aabb[:3]).all()):
+        raise UserError(f"{Path(run) / CONFIG}: the scene box (aabb) is not a box: {aabb.tolist()}")
     device = resolve_device(device) if isinstance(device, str) else device
     state = load_checkpoint(Path(run) / CHECKPOINT)
-    model = build_model(cfg, cfg_dict["aabb"], cfg.field.n_images)
-    model.load_state_dict(state["model"])
+    model = build_model(cfg, aabb.tolist(), cfg.field.n_images)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as e:  # another run's checkpoint, or config.json edited since
+        why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200]
+        raise UserError(f"{Path(run) / CHECKPOINT}: does not match {CONFIG} ({type(e).__name__}: {why})") from None
     model.to(device).eval()
     try:
         tf = load_transforms(cfg.data, "train")
@@ -339,8 +472,9 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
             cams = replace(cams, fx=cams.fx / k, fy=cams.fy / k, cx=cams.cx / k, cy=cams.cy / k,
                            width=cams.width // cfg.downscale, height=cams.height // cfg.downscale)
         model.train_cameras, model.train_image_paths = cams, list(tf.image_paths)
+        model.train_near_far = tf.near_far  # (N, 2) per-image bounds of the dataset, or None
     except UserError:
-        model.train_cameras, model.train_image_paths = None, []
+        model.train_cameras, model.train_image_paths, model.train_near_far = None, [], None
     model.cfg = cfg
     model.background_color = torch.ones(3) if eval_background(cfg.background) == "white" else torch.zeros(3)
     return model

@@ -127,6 +127,8 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None) -
         k = float(downscale)
         cams = replace(cams, fx=cams.fx / k, fy=cams.fy / k, cx=cams.cx / k, cy=cams.cy / k,
                        width=cams.width // downscale, height=cams.height // downscale)
+    if any_mask and not any(bool(m.any()) for m in masks):
+        raise UserError(f"{tf.path}: every pixel of split {split!r} is masked out (mask_path images are all black)")
     counts = torch.tensor([c.shape[0] for c in chunks], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
     aabb = tf.aabb.to(torch.float32).reshape(-1)

@@ -33,26 +33,32 @@ def _scaled(cams: Cameras, k: int) -> Cameras:
                    width=cams.width // k, height=cams.height // k)
 
 
-def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, int]:
-    """The cameras a render asks for, a name for the output folder, and the video frame rate."""
+def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, int, torch.Tensor | None]:
+    """The cameras a render asks for, a name for the output folder, the video frame rate, and per-camera
+    (near, far) (N, 2) where the dataset gives them (``--split``: the bounds ``rwf eval`` renders with)."""
     chosen = [x for x in (args.split, args.orbit, args.camera_path) if x]
     if len(chosen) != 1:
         raise UserError("rwf render of a NeRF run needs exactly one of --split, --orbit N, --camera-path FILE")
     if args.split:
         from .datasets import load_transforms  # noqa: PLC0415
 
-        cams = _scaled(load_transforms(model.cfg.data, args.split).cameras.to(dtype=torch.float32),
-                       model.cfg.downscale)
-        return cams, args.split, args.fps
+        tf = load_transforms(model.cfg.data, args.split)
+        cams = _scaled(tf.cameras.to(dtype=torch.float32), model.cfg.downscale)
+        return cams, args.split, args.fps, tf.near_far
     if args.orbit:
         if model.train_cameras is None:
             raise UserError(f"{model.cfg.data}: training cameras unavailable; --orbit needs them")
         center = ((model.aabb[:3] + model.aabb[3:]) / 2).cpu()
-        return orbit_cameras(model.train_cameras, center, args.orbit).to(dtype=torch.float32), "orbit", args.fps
+        return (orbit_cameras(model.train_cameras, center, args.orbit).to(dtype=torch.float32), "orbit", args.fps,
+                None)
     from .camera_path import path_cameras  # noqa: PLC0415
 
     cams, fps = path_cameras(args.camera_path)
-    return cams.to(dtype=torch.float32), Path(args.camera_path).stem, fps
+    return cams.to(dtype=torch.float32), Path(args.camera_path).stem, fps, None
+
+
+def _bounds(near_far: torch.Tensor | None, i: int) -> dict:
+    return {} if near_far is None else {"near": float(near_far[i, 0]), "far": float(near_far[i, 1])}
 
 
 def depth_colors(depth: np.ndarray, opacity: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -63,42 +69,92 @@ def depth_colors(depth: np.ndarray, opacity: np.ndarray, lo: float, hi: float) -
     return np.where(opacity[..., None] >= 0.5, rgb, 0.0).astype(np.float32)
 
 
+def _check_cameras(cams: Cameras, what: str) -> None:
+    """Refuse cameras that cannot be rendered: no pixels, non-finite poses, zero or negative focal lengths."""
+    if len(cams) == 0:
+        raise UserError(f"{what}: no camera to render")
+    if bool((cams.width < 1).any() or (cams.height < 1).any()):
+        i = int(torch.nonzero((cams.width < 1) | (cams.height < 1))[0])
+        raise UserError(f"{what}: camera {i} has no pixels left ({int(cams.width[i])}x{int(cams.height[i])}); "
+                        "use a smaller --downscale")
+    finite = torch.isfinite(cams.c2w).flatten(1).all(1) & torch.isfinite(torch.stack([cams.cx, cams.cy], 1)).all(1)
+    if not bool((finite & (cams.fx > 0) & (cams.fy > 0) & torch.isfinite(cams.fx * cams.fy)).all()):
+        raise UserError(f"{what}: a camera has a non-finite pose or a focal length that is not positive")
+
+
+FRAME_PATTERNS = ("rgb_[0-9][0-9][0-9][0-9].png", "depth_[0-9][0-9][0-9][0-9].exr", "depth_[0-9][0-9][0-9][0-9].png",
+                  "rgb.mp4", "depth.mp4")
+
+
 def render_run(run: Path, cfg_dict: dict, args) -> int:
+    """Render the asked cameras into a folder beside ``out``, then move the frames in: a render that fails half-way
+    leaves ``out`` as it was, and frames of an earlier, longer render there do not linger beside the new ones."""
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    if getattr(args, "scale", 1.0) != 1.0:
+        raise UserError("--scale is for image runs; a NeRF render takes --downscale K")
     model = load_scene_model(run, args.device)
-    cams, name, fps = _cameras(model, args)
+    cams, name, fps, near_far = _cameras(model, args)
     cams = _scaled(cams, args.downscale or 1)
+    _check_cameras(cams, args.camera_path or f"--{'split ' + args.split if args.split else 'orbit'}")
     out = Path(args.out) if args.out else run / "renders" / name
-    out.mkdir(parents=True, exist_ok=True)
-    rgb_frames, depth_frames, depth_range = [], [], None
-    for i in range(len(cams)):
-        res = model.render_camera(cams[i])
-        rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
-        if depth_range is None:  # one range for the whole sequence, so videos do not flicker
-            hit = depth[opacity >= 0.5]
-            depth_range = (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
-        write_image(out / f"rgb_{i:04d}.png", rgb)
-        write_image(out / f"depth_{i:04d}.exr", depth[..., None])
-        depth_rgb = depth_colors(depth, opacity, *depth_range)
-        write_image(out / f"depth_{i:04d}.png", depth_rgb)
-        if args.video:
-            rgb_frames.append(rgb)
-            depth_frames.append(depth_rgb)
-        print(f"\r{out}: frame {i + 1}/{len(cams)}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder (--out names the folder of the frames)")
     if args.video:
-        write_video(out / "rgb.mp4", rgb_frames, fps)
-        write_video(out / "depth.mp4", depth_frames, fps)
+        _need_ffmpeg()
+        sizes = sorted({(int(w), int(h)) for w, h in zip(cams.width, cams.height)})
+        if len(sizes) > 1:
+            raise UserError(f"--video needs frames of one size; these cameras have {len(sizes)} sizes "
+                            f"({sizes[0][0]}x{sizes[0][1]}, {sizes[1][0]}x{sizes[1][1]}, ...)")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        rgb_frames, depth_frames, depth_range = [], [], None
+        for i in range(len(cams)):
+            res = model.render_camera(cams[i], **_bounds(near_far, i))
+            rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
+            if depth_range is None:  # one range for the whole sequence, so videos do not flicker
+                hit = depth[opacity >= 0.5]
+                depth_range = (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
+            write_image(staging / f"rgb_{i:04d}.png", rgb)
+            write_image(staging / f"depth_{i:04d}.exr", depth[..., None])
+            depth_rgb = depth_colors(depth, opacity, *depth_range)
+            write_image(staging / f"depth_{i:04d}.png", depth_rgb)
+            if args.video:
+                rgb_frames.append(rgb)
+                depth_frames.append(depth_rgb)
+            print(f"\r{out}: frame {i + 1}/{len(cams)}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        if args.video:
+            write_video(staging / "rgb.mp4", rgb_frames, fps)
+            write_video(staging / "depth.mp4", depth_frames, fps)
+        new = {p.name for p in staging.iterdir()}
+        for pattern in FRAME_PATTERNS:  # an earlier render's frames and videos that this one does not replace
+            for old in out.glob(pattern):
+                if old.name not in new:
+                    old.unlink()
+        for name_ in sorted(new):
+            (staging / name_).replace(out / name_)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"{out}: {len(cams)} frames{' and rgb.mp4, depth.mp4' if args.video else ''}")
     return 0
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """H.264 MP4 through imageio-ffmpeg, written atomically; sizes are padded to even numbers for yuv420p."""
+def _need_ffmpeg() -> None:
     try:
-        import imageio.v3 as iio  # noqa: PLC0415
+        import imageio.v3  # noqa: F401, PLC0415
         import imageio_ffmpeg  # noqa: F401, PLC0415
     except ImportError:
         raise UserError("--video needs imageio-ffmpeg (pip install imageio-ffmpeg)") from None
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """H.264 MP4 through imageio-ffmpeg, written atomically; sizes are padded to even numbers for yuv420p."""
+    _need_ffmpeg()
+    import imageio.v3 as iio  # noqa: PLC0415
+
     arr = np.stack([np.round(np.clip(f, 0, 1) * 255).astype(np.uint8) for f in frames])
     pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
     arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
@@ -131,8 +187,9 @@ def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200):
     k = max(1, int(cams.width.max()) // size)
     cams = _scaled(cams, k)
     pts, cols = [], []
+    near_far = getattr(model, "train_near_far", None)
     for i in range(len(cams)):
-        res = model.render_camera(cams[i])
+        res = model.render_camera(cams[i], **_bounds(near_far, i))
         o, d = pixel_rays(cams[i].to(device=model.aabb.device))
         keep = res["opacity"] >= 0.5
         pts.append((o + d * res["depth"][..., None])[keep].cpu())
@@ -145,25 +202,53 @@ def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200):
     return trimesh.PointCloud(pts, colors=colors)
 
 
+def _crop_box(model: NeRFModel, args) -> np.ndarray:
+    """(2, 3) box to export: ``--crop`` (finite, max > min per axis) or the scene box."""
+    if not args.crop:
+        return model.aabb.cpu().numpy().astype(np.float64).reshape(2, 3)
+    box = np.asarray(args.crop, np.float64).reshape(2, 3)
+    if not np.isfinite(box).all() or not (box[1] > box[0]).all():
+        raise UserError(f"--crop: six finite numbers X0 Y0 Z0 X1 Y1 Z1 with each max above its min, "
+                        f"got {box.reshape(-1).tolist()}")
+    return box
+
+
+def _out_file(out: Path) -> Path:
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --out names the file to write")
+    return out
+
+
 def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     from .mesh import extract_mesh, remove_small_components, save_mesh  # noqa: PLC0415
 
+    suffix = Path(args.out).suffix.lstrip(".").lower() if args.out else ""
+    fmt = args.format or suffix or "ply"
+    if args.format and suffix in ("ply", "obj", "glb") and suffix != args.format:
+        raise UserError(f"--format {args.format} but --out {args.out} names a .{suffix} file")
+    if args.threshold is not None and not (np.isfinite(args.threshold) and args.threshold > 0):
+        raise UserError(f"--threshold must be a positive density, got {args.threshold}")
+    if args.pointcloud and args.threshold is not None:
+        raise UserError("--pointcloud keeps points where rays become opaque; --threshold applies to meshes only")
+    if args.pointcloud and fmt != "ply":
+        raise UserError("--pointcloud writes PLY only")
+    out = _out_file(Path(args.out) if args.out else run / ("pointcloud.ply" if args.pointcloud else f"mesh.{fmt}"))
     model = load_scene_model(run, args.device)
-    fmt = args.format or (Path(args.out).suffix.lstrip(".") if args.out else "ply")
+    box = _crop_box(model, args)
     if args.pointcloud:
-        if fmt != "ply":
-            raise UserError("--pointcloud writes PLY only")
-        out = Path(args.out) if args.out else run / "pointcloud.ply"
         cloud = point_cloud(model)
+        if args.crop:
+            import trimesh  # noqa: PLC0415
+
+            inside = ((cloud.vertices >= box[0]) & (cloud.vertices <= box[1])).all(1)
+            cloud = trimesh.PointCloud(cloud.vertices[inside], colors=np.asarray(cloud.colors)[inside])
         if len(cloud.vertices) == 0:
-            raise UserError("no training ray reaches an opaque surface: nothing to export")
+            raise UserError("no training ray reaches an opaque surface" + (" inside --crop" if args.crop else "")
+                            + ": nothing to export")
         with atomic_path(out) as tmp:
             cloud.export(tmp, file_type="ply")
         print(f"{out}: {len(cloud.vertices)} points")
         return 0
-    box = np.asarray(args.crop, np.float64).reshape(2, 3) if args.crop else model.aabb.cpu().numpy().reshape(2, 3)
-    if not (box[1] > box[0]).all():
-        raise UserError(f"--crop: each max must exceed its min, got {box.reshape(-1).tolist()}")
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
     mesh = extract_mesh(model.field.density, box, res=args.res, level=level, inside="above",
                         device=model.aabb.device)
@@ -171,7 +256,6 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         raise UserError(f"no surface at density {level} inside the box; try a lower --threshold")
     mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)
     mesh.visual.vertex_colors = vertex_colors(model, mesh)
-    out = Path(args.out) if args.out else run / f"mesh.{fmt}"
     save_mesh(mesh, out, fmt)
     print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces (density {level:g})")
     return 0

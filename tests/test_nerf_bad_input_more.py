@@ -1,0 +1,240 @@
+"""NeRF pipeline against an adversarial user: impossible cameras and options, damaged runs, half-written outputs.
+
+Each case states the rule it checks: bad input is one line on stderr and exit 2 with nothing written; outputs are
+replaced whole; what a render shows agrees with what ``rwf eval`` scored.
+"""
+
+import json
+import math
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rwf_render import cli
+from rwf_render.datasets import load_transforms
+from rwf_render.errors import UserError
+from rwf_render.imgio import read_image, write_image
+
+TINY = ["--steps", "2", "--eval-images", "1", "--quiet", "--grid-resolution", "16", "--steps-per-diagonal", "32",
+        "--width", "16", "--features", "8", "--target-samples", "512", "--device", "cpu"]
+
+
+def _dataset(root: Path, n: int = 9, sizes=((16, 12),), **top) -> Path:
+    """A single-file (instant-ngp) dataset of ``n`` random images on a circle around the origin."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(n):
+        w, h = sizes[i % len(sizes)]
+        write_image(root / f"img{i}.png", rng.random((h, w, 3)).astype(np.float32))
+        a = 2 * math.pi * i / n
+        eye = np.array([3 * math.cos(a), 3 * math.sin(a), 1.0])
+        fwd = -eye / np.linalg.norm(eye)
+        right = np.cross(fwd, [0, 0, 1.0])
+        right /= np.linalg.norm(right)
+        c2w = np.eye(4)
+        c2w[:3, :3] = np.stack([right, np.cross(right, fwd), -fwd], 1)
+        c2w[:3, 3] = eye
+        frames.append({"file_path": f"img{i}.png", "transform_matrix": c2w.tolist(), "w": w, "h": h,
+                       "cx": w / 2, "cy": h / 2})
+    meta = {"fl_x": 14.0, "fl_y": 14.0, "aabb_scale": 1, **top, "frames": frames}
+    (root / "transforms.json").write_text(json.dumps(meta))
+    return root
+
+
+def _edit(root: Path, edit) -> None:
+    meta = json.loads((root / "transforms.json").read_text())
+    edit(meta)
+    (root / "transforms.json").write_text(json.dumps(meta))
+
+
+def _fails_cleanly(capsys, argv: list[str]) -> str:
+    """Run ``rwf argv``: it must exit 2 with exactly one 'rwf: error:' line; returns that line."""
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) >= 1 and err[-1].startswith("rwf: error:") and "Traceback" not in "\n".join(err), err
+    return err[-1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-step fit on a tiny dataset whose frames carry per-image near/far bounds (as `rwf data llff` writes)."""
+    root = tmp_path_factory.mktemp("nerf_more")
+    data = _dataset(root / "data")
+    _edit(data, lambda m: [f.update(near=2.0, far=4.0) for f in m["frames"]])
+    run = root / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(data), "--out", str(run), *TINY]) == 0
+    return run
+
+
+# -- the loader ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(fl_x=0), "fl_x: must be positive"),  # rays of inf/nan: the C++ marcher crawled for hours
+    (lambda m: m["frames"][5].update(fl_y=-14), "frame 5: fl_y: must be positive"),  # mirrored image
+    (lambda m: (m.pop("fl_x"), m.pop("fl_y"), m.update(camera_angle_x=0)), "camera_angle_x must be in"),
+    (lambda m: m["frames"][3].update(w=16.5), "frame 3: w: must be a whole number"),
+    (lambda m: m["frames"][2].update(h=0), "frame 2: h: must be positive"),
+    (lambda m: m.update(aabb="big"), "aabb must be"),
+    (lambda m: m.update(offset=[1, 2]), "offset must be"),
+    (lambda m: m["frames"][4].update(near=5.0, far=1.0), "frame 4: near and far"),
+    (lambda m: m["frames"][6].update(file_path=None), "frame 6: file_path"),
+    (lambda m: m["frames"][1].update(mask_path=5), "frame 1: mask_path"),
+    (lambda m: m.update(is_fisheye="maybe"), "is_fisheye"),
+])
+def test_impossible_metadata_is_one_clear_error_naming_the_json_frame(tmp_path, edit, message):
+    """Errors name the frame by its index in the file (not within the split), and nothing invalid loads."""
+    root = _dataset(tmp_path / "d")
+    _edit(root, edit)
+    with pytest.raises(UserError, match=message):
+        load_transforms(root, "train")  # frame 0 and 8 are held out: indices 1..7 are the train split
+
+
+def test_split_lists_compare_paths_and_never_leak_training_frames_into_test(tmp_path):
+    root = _dataset(tmp_path / "d")
+    _edit(root, lambda m: m.update(train_filenames=["./img0.png", "img1.png", "img2.png"]))
+    assert [p.name for p in load_transforms(root, "train").image_paths] == ["img0.png", "img1.png", "img2.png"]
+    with pytest.raises(UserError, match="no frame"):  # no test list: no test split (not every 8th training frame)
+        load_transforms(root, "test")
+    _edit(root, lambda m: (m.pop("train_filenames"), m.update(test_filenames=["img5.png"])))
+    assert [p.name for p in load_transforms(root, "val").image_paths] == ["img5.png"]  # val falls back to test
+    assert "img5.png" not in [p.name for p in load_transforms(root, "train").image_paths]
+    assert len(load_transforms(root, "train")) == 8
+
+
+# -- rwf fit nerf --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("defect", ["zero_focal", "corrupt_test_image", "black_masks", "cone_angle", "appearance_dim",
+                                    "near_far", "grid_resolution", "grid_cells"])
+def test_fit_refuses_bad_input_before_writing_anything(tmp_path, capsys, defect):
+    root = _dataset(tmp_path / "d")
+    extra = []
+    if defect == "zero_focal":
+        _edit(root, lambda m: m.update(fl_x=0))
+    elif defect == "corrupt_test_image":  # frame 8 is a test view scored only after training
+        (root / "img8.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+        extra = ["--eval-images", "2"]
+    elif defect == "black_masks":
+        write_image(root / "mask.png", np.zeros((12, 16, 1), np.float32))
+        _edit(root, lambda m: m.update(mask_path="mask.png"))
+    else:
+        extra = {"cone_angle": ["--cone-angle", "-1"], "appearance_dim": ["--appearance-dim", "-3"],
+                 "near_far": ["--near", "5", "--far", "1"], "grid_resolution": ["--grid-resolution", "15"],
+                 "grid_cells": ["--grid-resolution", "100000"]}[defect]
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _fails_cleanly(capsys, ["fit", "nerf", str(root), "--out", str(run), *TINY, *extra])
+    assert not run.exists()
+
+
+def test_force_never_deletes_the_dataset_it_trains_on(tmp_path, capsys):
+    root = _dataset(tmp_path / "d")
+    before = sorted(p.name for p in root.iterdir())
+    for out in (root, tmp_path):
+        assert "holds the dataset" in _fails_cleanly(capsys, ["fit", "nerf", str(root), "--out", str(out),
+                                                               "--force", *TINY])
+    assert sorted(p.name for p in root.iterdir()) == before
+
+
+def test_resume_refuses_what_it_would_silently_ignore(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    config = (run / "config.json").read_text()
+    assert "--width" in _fails_cleanly(capsys, ["fit", "nerf", "--out", str(run), "--resume", "--width", "8"])
+    assert "past --steps 1" in _fails_cleanly(capsys, ["fit", "nerf", "--out", str(run), "--resume", "--steps", "1"])
+    assert (run / "config.json").read_text() == config  # the refused resumes left the run as it was
+    image_run = tmp_path / "image_run"
+    image_run.mkdir()
+    (image_run / "config.json").write_text(json.dumps({"kind": "image", "mlp": {}}))
+    assert "not a nerf run" in _fails_cleanly(capsys, ["fit", "nerf", "--out", str(image_run), "--resume"])
+
+
+# -- commands on a run ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["width", "aabb", "checkpoint"])
+def test_damaged_run_is_one_line(trained, tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    cfg = json.loads((run / "config.json").read_text())
+    if damage == "width":  # config.json edited after the fit: the checkpoint no longer fits the model
+        cfg["field"]["trunk"]["width"] = 32
+    elif damage == "aabb":
+        del cfg["aabb"]
+    else:  # a checkpoint from another run (different width)
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        state["model"] = {k: torch.cat([v, v]) if v.ndim else v for k, v in state["model"].items()}
+        torch.save(state, run / "checkpoint.pt")
+    cfg["a_newer_version_key"] = 1  # unknown keys are ignored, as for the other pipelines
+    (run / "config.json").write_text(json.dumps(cfg))
+    _fails_cleanly(capsys, ["eval", str(run)])
+    _fails_cleanly(capsys, ["render", str(run), "--orbit", "2", "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
+def test_render_refuses_impossible_requests_and_writes_nothing(trained, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    _fails_cleanly(capsys, ["render", str(trained), "--split", "test", "--out", str(afile)])
+    assert afile.read_text() == "keep"
+    assert "--downscale" in _fails_cleanly(capsys, ["render", str(trained), "--split", "test", "--scale", "3",
+                                                    "--out", str(tmp_path / "a")])
+    assert "no pixels" in _fails_cleanly(capsys, ["render", str(trained), "--orbit", "2", "--downscale", "100",
+                                                  "--out", str(tmp_path / "b")])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_video_of_cameras_of_several_sizes_is_refused_before_rendering(tmp_path, capsys):
+    data = _dataset(tmp_path / "d", sizes=((16, 12), (20, 12)))
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(data), "--out", str(run), *TINY]) == 0
+    assert "one size" in _fails_cleanly(capsys, ["render", str(run), "--split", "train", "--video",
+                                                 "--out", str(tmp_path / "v")])
+    assert not (tmp_path / "v").exists()
+
+
+def test_a_render_replaces_an_earlier_one_whole(trained, tmp_path):
+    out = tmp_path / "frames"
+    assert cli.main(["render", str(trained), "--orbit", "3", "--out", str(out)]) == 0
+    assert len(list(out.glob("rgb_*.png"))) == 3
+    assert cli.main(["render", str(trained), "--orbit", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("rgb_*.png")) == ["rgb_0000.png", "rgb_0001.png"]  # no stale frame 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # no staging folder left behind
+
+
+def test_split_render_shows_what_eval_scores(trained, tmp_path):
+    """With per-frame near/far in the dataset, `rwf render --split test` uses the bounds `rwf eval` renders with."""
+    from rwf_render.nerf import load_scene_model, render_and_target
+    from rwf_render.nerf_data import load_split
+
+    assert cli.main(["render", str(trained), "--split", "test", "--out", str(tmp_path / "f")]) == 0
+    model = load_scene_model(trained)
+    test = load_split(model.cfg.data, "test", model.cfg.downscale)
+    pred, _ = render_and_target(model, test, 0, model.cfg.background)
+    rendered = read_image(tmp_path / "f" / "rgb_0000.png")[0]
+    np.testing.assert_allclose(rendered, pred.numpy(), atol=1.5 / 255)
+    unbounded = model.render_camera(test.cameras[0])["rgb"].numpy()
+    assert np.abs(unbounded - pred.numpy()).max() > 2 / 255  # the bounds matter, so the check above can fail
+
+
+def test_export_refuses_nonsense_and_crops_point_clouds(trained, tmp_path, capsys):
+    import trimesh
+
+    (tmp_path / "somedir").mkdir()
+    for extra in (["--threshold", "nan"], ["--threshold", "-1"], ["--pointcloud", "--threshold", "3"],
+                  ["--out", str(tmp_path / "somedir")], ["--format", "ply", "--out", str(tmp_path / "m.obj")],
+                  ["--crop", "0", "0", "0", "inf", "1", "1"]):
+        _fails_cleanly(capsys, ["export", "mesh", str(trained), "--res", "8", *extra])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["somedir"]
+    full, crop = tmp_path / "full.ply", tmp_path / "crop.ply"
+    assert cli.main(["export", "mesh", str(trained), "--pointcloud", "--out", str(full)]) == 0
+    assert cli.main(["export", "mesh", str(trained), "--pointcloud", "--crop", "0", "-9", "-9", "9", "9", "9",
+                     "--out", str(crop)]) == 0  # the half x >= 0 of the scene
+    pts, all_pts = trimesh.load(crop).vertices, trimesh.load(full).vertices
+    assert (pts[:, 0] >= 0).all() and len(pts) == (all_pts[:, 0] >= 0).sum() < len(all_pts)
