@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from _common import data_root, machine
 
-from rwf_render.nerf import NeRFTask, _config_from_args, _optional_split, build_model, spaced_indices, test_metrics
+from rwf_render.nerf import NeRFTask, _optional_split, build_model, config_from_args, spaced_indices, test_metrics
 from rwf_render.nerf_data import load_split
 from rwf_render.trainer import Trainer
 
@@ -87,7 +87,7 @@ class TestMarks:
 
 
 def run(preset: str, param: str, args, seed: int = 0, marks: list[float] = ()) -> dict:
-    cfg = _config_from_args(preset_args(preset, param, args, seed))
+    cfg = config_from_args(preset_args(preset, param, args, seed))
     cfg.train.ckpt_every = 10**9
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     train, val, test = splits(cfg, args.test_images)

@@ -1,0 +1,264 @@
+"""A NeRF fit's configuration: the saved settings, their checks, the fit options and the scene presets.
+
+``NeRFConfig`` is what config.json holds; ``check_config`` refuses impossible settings wherever they come from (the
+command line, a preset, a saved run); ``config_from_args`` merges options over a preset; ``resume_config_from_args``
+reopens a run for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import asdict, dataclass, fields
+from dataclasses import field as dc_field
+from pathlib import Path
+
+from .errors import UserError
+from .fields import from_dict
+from .nerf_data import BACKGROUNDS
+from .nerf_field import DENSITY_ACTIVATIONS, NeRFFieldConfig
+from .nerf_render import RenderConfig
+from .rundir import CHECKPOINT, CONFIG, load_checkpoint, read_json, resume_config
+from .trainer import TrainConfig
+
+@dataclass
+class NeRFConfig:
+    data: str = ""
+    """dataset folder or transforms file"""
+    scene: str | None = None
+    """preset name, when the fit started from one"""
+    downscale: int = 1
+    """integer image downscale factor"""
+    background: str = "white"
+    """white | black | random (random colour per ray in training, white in evaluation) | learned"""
+    field: NeRFFieldConfig = dc_field(default_factory=NeRFFieldConfig)
+    render: RenderConfig = dc_field(default_factory=RenderConfig)
+    train: TrainConfig = dc_field(default_factory=lambda: TrainConfig(steps=3000, lr=3e-3, schedule="exp",
+                                                                   lr_final=0.1, eval_every=250, ckpt_every=500))
+    target_samples: int = 1 << 15
+    """samples per training step: the number of rays adapts to keep near it"""
+    init_rays: int = 1024
+    """rays in the first step"""
+    min_rays: int = 64
+    """floor on rays per step"""
+    max_rays: int = 1 << 16
+    """cap on rays per step"""
+    val_images: int = 1
+    """validation images rendered at each evaluation"""
+    eval_images: int = 8
+    """test images (evenly spaced) for the metrics written at the end of a fit; ``rwf eval`` uses every one"""
+    amp: bool = True
+    """bfloat16 autocast for the field on CUDA"""
+    model_seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["field"], d["render"] = self.field.to_dict(), self.render.to_dict()
+        return {"kind": "nerf", **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NeRFConfig":
+        """The config saved in a run's config.json; unknown keys (a newer version's) are ignored.
+
+        Raises:
+            UserError: ``d`` is not a NeRF config (another kind of run, or a damaged file).
+        """
+        if not isinstance(d, dict) or d.get("kind", "nerf") != "nerf":
+            kind = d.get("kind") if isinstance(d, dict) else type(d).__name__
+            raise UserError(f"describes a {kind} run, not a nerf run")
+        names = {f.name for f in fields(cls)} - {"field", "render", "train"}
+        try:
+            simple = {k: v for k, v in d.items() if k in names}
+            cfg = cls(field=NeRFFieldConfig.from_dict(d["field"]), render=from_dict(RenderConfig, d["render"]),
+                      train=from_dict(TrainConfig, d["train"]), **simple)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"not a valid nerf run config ({type(e).__name__}: {e})") from None
+        check_config(cfg)
+        return cfg
+
+
+GRID_MAX_CELLS = 1 << 30  # occupancy cells over all cascades (6 bytes each): beyond this the grid alone needs > 6 GB
+
+
+def check_config(cfg: NeRFConfig) -> None:
+    """Refuse impossible settings (from options, a preset or a saved config) before anything is built or written.
+
+    Raises:
+        UserError: naming the setting and the allowed range.
+    """
+    r, f, t = cfg.render, cfg.field, cfg.train
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise UserError(what)
+
+    def finite(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    need(isinstance(cfg.downscale, int) and cfg.downscale >= 1,
+         f"--downscale must be an integer >= 1, got {cfg.downscale!r}")
+    need(cfg.background in BACKGROUNDS, f"background must be one of {', '.join(BACKGROUNDS)}, got {cfg.background!r}")
+    need(r.sampler in ("grid", "dense"), f"sampler must be grid or dense, got {r.sampler!r}")
+    res, levels = r.grid_resolution, r.grid_levels
+    need(isinstance(res, int) and res >= 2 and res % 2 == 0,
+         f"--grid-resolution must be an even number >= 2, got {res!r}")
+    need(isinstance(levels, int) and 1 <= levels <= 16, f"--grid-levels must be in 1..16, got {levels!r}")
+    need(levels == 1 or res % 4 == 0, f"--grid-levels {levels} needs --grid-resolution divisible by 4, got {res}")
+    need(levels * res**3 <= GRID_MAX_CELLS,
+         f"--grid-resolution {res} with {levels} level(s) is {levels * res**3:.3g} cells, more than "
+         f"{GRID_MAX_CELLS:.3g}; use a smaller resolution")
+    need(isinstance(r.steps_per_diagonal, int) and r.steps_per_diagonal >= 1,
+         f"--steps-per-diagonal must be >= 1, got {r.steps_per_diagonal!r}")
+    need(finite(r.cone_angle) and r.cone_angle >= 0, f"--cone-angle must be a finite number >= 0, got {r.cone_angle!r}")
+    for name in ("near", "far"):
+        value = getattr(r, name)
+        need(value is None or (finite(value) and value > 0), f"--{name} must be a positive number, got {value!r}")
+    need(r.near is None or r.far is None or r.near < r.far, f"--near {r.near} must be less than --far {r.far}")
+    need(isinstance(r.max_samples, int) and r.max_samples >= 1 and isinstance(r.chunk, int) and r.chunk >= 1,
+         "max_samples and chunk must be integers >= 1")
+    need(isinstance(f.appearance_dim, int) and f.appearance_dim >= 0,
+         f"--appearance-dim must be an integer >= 0, got {f.appearance_dim!r}")
+    need(f.density_act in DENSITY_ACTIVATIONS,
+         f"density_act must be one of {', '.join(DENSITY_ACTIVATIONS)}, got {f.density_act!r}")
+    need(isinstance(t.steps, int) and t.steps >= 1, f"--steps must be an integer >= 1, got {t.steps!r}")
+    need(finite(t.lr) and t.lr > 0, f"--lr must be a positive number, got {t.lr!r}")
+    need(all(isinstance(v, int) and v >= 1 for v in (t.eval_every, t.ckpt_every)),
+         "--eval-every and --ckpt-every must be integers >= 1")
+    need(all(isinstance(v, int) and v >= 1 for v in (cfg.target_samples, cfg.init_rays, cfg.min_rays, cfg.max_rays,
+                                                     cfg.eval_images)) and cfg.val_images >= 0,
+         "--target-samples, --eval-images and the ray counts must be integers >= 1")
+
+
+# -- options and presets ------------------------------------------------------------------------------------------
+def scene_presets() -> dict:
+    """Every installed scene preset by name (the ``rwf_render.scenes`` entry points). Run from a source checkout
+    that is not installed (no entry points, as on a bare GPU machine with ``PYTHONPATH`` set), the ``scenes``
+    package beside ``rwf_render`` provides them."""
+    from importlib import import_module, metadata  # noqa: PLC0415
+
+    presets = {}
+    for entry in metadata.entry_points(group="rwf_render.scenes"):
+        presets.update(entry.load()())
+    beside = Path(__file__).resolve().parents[1] / "scenes" / "__init__.py"
+    if not presets and beside.is_file() and str(beside.parents[1]) in [str(Path(p).resolve()) for p in sys.path]:
+        presets.update(import_module("scenes").presets())
+    return presets
+
+
+def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
+    """(dataset path, preset name or None, preset settings) for the SCENE argument (None: the built-in default)."""
+    if scene is not None and Path(scene).exists():
+        return str(Path(scene).resolve()), None, {}
+    presets = scene_presets()
+    name = scene or "default"
+    if name not in presets:
+        known = ", ".join(sorted(presets)) or "none installed"
+        raise UserError(f"{scene}: no such dataset folder, and not a scene preset (presets: {known})")
+    preset = presets[name]
+    return str(preset.prepare(quiet=args.quiet)), name, {k: v for k, (v, _why) in preset.settings.items()}
+
+
+def config_from_args(args) -> NeRFConfig:
+    data, scene, preset = resolve_scene(args.scene, args)
+
+    def pick(name, default):
+        value = getattr(args, name, None)
+        return value if value is not None else preset.get(name, default)
+
+    cfg = NeRFConfig(data=data, scene=scene)
+    cfg.downscale = pick("downscale", 1)
+    cfg.background = pick("background", "white")
+    cfg.field.set_param(pick("param", "rwf"))
+    cfg.field.trunk.depth, cfg.field.trunk.width = pick("depth", 4), pick("width", 128)
+    cfg.field.pos.kind = pick("encoding", "fourier")
+    cfg.field.pos.m, cfg.field.pos.sigma = pick("features", 128), pick("sigma", 8.0)
+    cfg.field.view_dependent = not pick("no_view_dependence", False)
+    cfg.field.appearance_dim = pick("appearance_dim", 0)
+    cfg.field.density_act = pick("density_act", "trunc_exp")
+    cfg.render.grid_levels = pick("grid_levels", 1)
+    cfg.render.grid_resolution = pick("grid_resolution", 128)
+    cfg.render.steps_per_diagonal = pick("steps_per_diagonal", 1024)
+    cfg.render.cone_angle = pick("cone_angle", 0.0)
+    cfg.render.near, cfg.render.far = pick("near", None), pick("far", None)
+    cfg.render.sampler = pick("sampler", "grid")
+    cfg.target_samples = pick("target_samples", 1 << 15)
+    rays = pick("rays", None)  # a fixed ray count (the Tancik protocol) instead of the adaptive one
+    if rays:
+        cfg.init_rays = cfg.min_rays = cfg.max_rays = rays
+    t = cfg.train
+    t.steps, t.lr, t.schedule = pick("steps", 3000), pick("lr", 3e-3), pick("schedule", "exp")
+    t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
+    cfg.eval_images = pick("eval_images", 8)
+    t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
+    cfg.model_seed = args.seed
+    return cfg
+
+
+# fit options that a resumed run takes from its config.json (only --steps may change)
+RESUME_FIXED = ("downscale", "background", "near", "far", "param", "encoding", "features", "sigma", "depth", "width",
+                 "no_view_dependence", "appearance_dim", "sampler", "grid_resolution", "grid_levels",
+                 "steps_per_diagonal", "cone_angle", "target_samples", "lr", "schedule", "eval_every", "ckpt_every",
+                 "eval_images")
+
+
+def resume_config_from_args(args) -> NeRFConfig:
+    """The saved config of the run to resume, with ``--steps`` and ``--device`` applied; every other fit option
+    would be silently ignored, so giving one is an error."""
+    if not args.out:
+        raise UserError("--resume needs --out RUN")
+    given = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
+    given += ["SCENE"] if args.scene is not None else []
+    given += ["--seed"] if args.seed != 0 else []
+    if given:
+        raise UserError(f"--resume continues {args.out} with its saved settings; drop {', '.join(given)} "
+                        "(only --steps may change)")
+    run = Path(args.out)
+    saved = read_json(run / CONFIG) if (run / CONFIG).is_file() else {"kind": "nerf"}
+    kind = saved.get("kind") if isinstance(saved, dict) else None
+    if kind != "nerf":
+        raise UserError(f"{run}: not a nerf run (its config.json says kind {kind!r})")
+    cfg = resume_config(run, NeRFConfig.from_dict, args.steps)
+    cfg.train.device = args.device  # where to continue is this machine's business, not the saved run's
+    cfg.train.deterministic = cfg.train.deterministic or args.deterministic
+    if (run / CHECKPOINT).is_file():
+        done = int(load_checkpoint(run / CHECKPOINT).get("step", 0))
+        if done > cfg.train.steps:
+            raise UserError(f"{run}: the checkpoint is at step {done}, past --steps {cfg.train.steps}")
+    return cfg
+
+
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import add_run_arguments, positive_float, positive_int  # noqa: PLC0415
+
+    p.add_argument("scene", nargs="?", metavar="SCENE",
+                   help="dataset folder (transforms.json) or a preset name (default: a built-in synthetic scene)")
+    add_run_arguments(p, "nerf", compare=False)
+    d = p.add_argument_group("data (defaults: the preset's, else these)")
+    d.add_argument("--downscale", type=positive_int, help="integer image downscale (default 1)")
+    d.add_argument("--background", choices=BACKGROUNDS, help="white (default) | black | random | learned")
+    d.add_argument("--near", type=positive_float, help="ray start (default: 2%% of the box diagonal)")
+    d.add_argument("--far", type=positive_float, help="ray end (default: where rays leave the grid)")
+    m = p.add_argument_group("field")
+    m.add_argument("--param", choices=["plain", "wn", "rwf"], help="linear layers (default rwf)")
+    m.add_argument("--encoding", choices=["fourier", "pe"], help="position encoding (default fourier)")
+    m.add_argument("--features", type=positive_int, help="Fourier features (default 128)")
+    m.add_argument("--sigma", type=positive_float, help="Fourier sigma, cycles per box side (default 8)")
+    m.add_argument("--depth", type=positive_int, help="trunk linear layers (default 4)")
+    m.add_argument("--width", type=positive_int, help="trunk width (default 128)")
+    m.add_argument("--no-view-dependence", action="store_true", default=None, help="colour from position only")
+    m.add_argument("--appearance-dim", type=int, help="per-image appearance embedding (default 0: off)")
+    r = p.add_argument_group("marching")
+    r.add_argument("--sampler", choices=["grid", "dense"], help="occupancy grid (default) or every lattice point")
+    r.add_argument("--grid-resolution", type=positive_int, help="occupancy cells per axis (default 128)")
+    r.add_argument("--grid-levels", type=positive_int, help="cascades (default 1)")
+    r.add_argument("--steps-per-diagonal", type=positive_int, help="marching steps across the box (default 1024)")
+    r.add_argument("--cone-angle", type=float, help="step growth with distance (default 0)")
+    r.add_argument("--target-samples", type=positive_int, help="samples per training step (default 32768)")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")
+    t.add_argument("--lr", type=positive_float, help="Adam learning rate (default 3e-3)")
+    t.add_argument("--schedule", choices=["const", "exp", "cos"], help="lr schedule (default exp to 0.1x)")
+    t.add_argument("--eval-every", type=positive_int, help="validation every N steps (default 250)")
+    t.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N steps (default 500)")
+    t.add_argument("--eval-images", type=positive_int, help="test images scored at the end of a fit (default 8)")
