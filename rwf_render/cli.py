@@ -112,17 +112,38 @@ def _available_pipelines() -> list[str]:
     return [k for k, mod in PIPELINES.items() if importlib.util.find_spec(mod) is not None]
 
 
-def _run_command(action: str):
+def _run_command(action: str, owned: dict | None = None):
+    """The handler of ``rwf ACTION RUN``; ``owned`` maps the dest of each option a pipeline added to
+    (pipeline, action), so an option of another pipeline's runs is refused instead of silently ignored."""
+
     def handler(args) -> int:
         from .rundir import load_run_config  # noqa: PLC0415
 
         cfg = load_run_config(args.run)
-        module = _pipeline(cfg["kind"])
+        kind = cfg["kind"]
+        module = _pipeline(kind)
         fn = getattr(module, f"{action}_run", None)
         if fn is None:
-            raise UserError(f"'rwf {action.replace('_', ' ')}' does not apply to {cfg['kind']} runs")
+            raise UserError(f"'rwf {action.replace('_', ' ')}' does not apply to {kind} runs")
+        for dest, (owner, option) in (owned or {}).items():
+            if owner != kind and getattr(args, dest, option.default) != option.default:
+                raise UserError(f"{option.option_strings[0]} applies to {owner} runs, and {args.run} holds "
+                                f"a{'n' if kind[:1] in 'aeiou' else ''} {kind} run")
         return fn(Path(args.run), cfg, args) or 0
     return handler
+
+
+def _add_pipeline_arguments(parser: argparse.ArgumentParser, hook: str) -> dict:
+    """Let each pipeline add its options for one command (``hook``: add_render_arguments, ...); returns
+    {dest: (pipeline, action)} for the options each added."""
+    owned = {}
+    for kind in _available_pipelines():
+        module = importlib.import_module(PIPELINES[kind])
+        if hasattr(module, hook):
+            before = set(map(id, parser._actions))
+            getattr(module, hook)(parser)
+            owned.update({a.dest: (kind, a) for a in parser._actions if id(a) not in before})
+    return owned
 
 
 def _with_live_viewer(fit):
@@ -168,11 +189,7 @@ def build_parser() -> Parser:
     rd.add_argument("--scale", type=positive_float, default=1.0, help="image runs: resolution factor")
     rd.add_argument("--out", default=None, help="output file or folder (default: inside RUN)")
     rd.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    for kind in _available_pipelines():
-        module = importlib.import_module(PIPELINES[kind])
-        if hasattr(module, "add_render_arguments"):
-            module.add_render_arguments(rd)
-    rd.set_defaults(func=_run_command("render"))
+    rd.set_defaults(func=_run_command("render", _add_pipeline_arguments(rd, "add_render_arguments")))
 
     ex = sub.add_parser("export", help="export a run's geometry")
     ex_sub = ex.add_subparsers(dest="what", metavar="WHAT", parser_class=Parser)
@@ -183,11 +200,7 @@ def build_parser() -> Parser:
     mesh.add_argument("--format", choices=["ply", "obj", "glb"], default=None, help="default: from --out, else ply")
     mesh.add_argument("--out", default=None, help="output file (default: RUN/mesh.<format>)")
     mesh.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    for kind in _available_pipelines():
-        module = importlib.import_module(PIPELINES[kind])
-        if hasattr(module, "add_export_arguments"):
-            module.add_export_arguments(mesh)
-    mesh.set_defaults(func=_run_command("export_mesh"))
+    mesh.set_defaults(func=_run_command("export_mesh", _add_pipeline_arguments(mesh, "add_export_arguments")))
 
     for entry in metadata.entry_points(group="rwf_render.commands"):
         try:

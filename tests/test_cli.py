@@ -90,3 +90,21 @@ def test_outputs_get_the_permissions_of_a_plain_open(tmp_path, monkeypatch, umas
         Path(tmp).write_bytes(b"1")
     for name in ("m.json", "x.bin"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+@pytest.mark.parametrize("kind, argv, option", [
+    ("image", ["render", "{run}", "--split", "test"], "--split"),
+    ("image", ["render", "{run}", "--orbit", "3", "--video"], "--orbit"),
+    ("sdf", ["export", "mesh", "{run}", "--threshold", "3"], "--threshold"),
+    ("sdf", ["export", "mesh", "{run}", "--pointcloud"], "--pointcloud"),
+    ("nerf", ["export", "mesh", "{run}", "--level", "0.1"], "--level"),
+    ("nerf", ["export", "mesh", "{run}", "--min-component", "0.1"], "--min-component"),
+])
+def test_an_option_of_another_kind_of_run_is_refused_not_ignored(tmp_path, capsys, kind, argv, option):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(f'{{"kind": "{kind}"}}')
+    assert cli.main([a.format(run=run) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option} applies to" in err and f"{kind} run" in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
