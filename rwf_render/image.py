@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,15 +22,16 @@ import torch
 
 from .errors import UserError
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
-from .imgio import read_image, write_image
+from .imgio import output_image_path, read_image, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
-from .rundir import (CHECKPOINT, CONFIG, METRICS, compare_runs, load_checkpoint, prepare_run_dir, read_json,
-                     resume_config, write_json)
+from .rundir import (CHECKPOINT, CONFIG, METRICS, check_source_unchanged, compare_runs, json_safe, load_checkpoint,
+                     prepare_run_dir, read_json, resume_run_config, resume_trainer, write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
 SPLITS = ("tancik", "all")
+MAX_RENDER_PIXELS = 2**26  # rwf render --scale: at most about 8192 x 8192 pixels (float32 RGB: 0.8 GB)
 
 
 @dataclass
@@ -60,6 +62,25 @@ class ImageConfig:
                    encoding=from_dict(EncodingConfig, d["encoding"]), mlp=from_dict(MLPConfig, d["mlp"]),
                    train=from_dict(TrainConfig, d["train"]), model_seed=d.get("model_seed", 0))
 
+    @classmethod
+    def from_run(cls, path: Path, d: dict) -> "ImageConfig":
+        """``from_dict`` of a saved config.json, with UserError (naming the file) when it is not a valid one."""
+        try:
+            if not isinstance(d, dict) or d.get("kind") != "image":
+                raise ValueError(f"kind {d.get('kind') if isinstance(d, dict) else None!r}, not 'image'")
+            cfg = cls.from_dict(d)
+            if cfg.path is not None and not isinstance(cfg.path, str):
+                raise TypeError(f"path {cfg.path!r}")
+            for name in ("size", "batch"):
+                if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < (name == "size"):
+                    raise ValueError(f"{name} {getattr(cfg, name)!r}")
+            if cfg.split not in SPLITS:
+                raise ValueError(f"split {cfg.split!r}")
+            build_model(cfg, 1)  # the encoding and the MLP can be built
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"{path}: not a valid image run config ({type(e).__name__}: {e})") from None
+        return cfg
+
 
 # -- data ---------------------------------------------------------------------------------------------------------
 def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
@@ -85,7 +106,10 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
         shape = (max(1, round(h * k)), max(1, round(w * k)), pixels.shape[2])
         pixels = resize(pixels, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
     if cfg.split == "tancik" and min(pixels.shape[:2]) < 2:
-        raise UserError("the tancik split needs an image at least 2 pixels on each side")
+        resized = (h, w) != pixels.shape[:2]
+        raise UserError(f"{cfg.path or BUILTIN}: the tancik split needs at least 2x2 pixels, the image is "
+                        f"{pixels.shape[1]}x{pixels.shape[0]}{f' after --size {cfg.size}' if resized else ''} "
+                        f"(use --split all{', or a larger --size' if resized else ''})")
     return pixels, info
 
 
@@ -170,14 +194,14 @@ def fit_one(cfg: ImageConfig, out: Path, image: np.ndarray, info: dict, resume: 
     Returns: metrics.json's content, the reconstruction (H, W, C) and the history rows.
     """
     run = prepare_run_dir(out, force=force, resume=resume)
-    write_json(run / CONFIG, {**cfg.to_dict(), "height": image.shape[0], "width": image.shape[1],
-                              "channels": image.shape[2], "source": info})
     device = resolve_device(cfg.train.device)
     task = ImageTask(image, cfg, device)
     model = build_model(cfg, image.shape[2])
     trainer = Trainer(model, task, cfg.train, run_dir=run, progress=progress)
-    if resume and trainer.resume():
-        print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
+    if resume:
+        resume_trainer(trainer, run)  # before config.json is rewritten: a refused resume changes nothing
+    write_json(run / CONFIG, {**cfg.to_dict(), "height": image.shape[0], "width": image.shape[1],
+                              "channels": image.shape[2], "source": info})
     trainer.fit()
     metrics = {**task.final_metrics(trainer.model), "steps": trainer.step_idx,
                "seconds": round(trainer.seconds, 3), "param": cfg.mlp.param}
@@ -191,6 +215,10 @@ def fit_one(cfg: ImageConfig, out: Path, image: np.ndarray, info: dict, resume: 
     curve_png(run / "curve.png", {cfg.mlp.param: trainer.history}, title=label or cfg.mlp.param)
     write_json(run / METRICS, metrics)
     return metrics, recon, trainer.history
+
+
+def _num(v, digits: int) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
 def _config_from_args(args) -> ImageConfig:
@@ -211,16 +239,23 @@ def fit(args) -> int:
     compare = args.compare
     default_name = Path(args.path).stem if args.path else BUILTIN
     out = Path(args.out or Path("runs") / f"image-{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if compare and args.param != "rwf":
+        raise UserError(f"--param {args.param}: --compare trains every parameterization ({', '.join(COMPARE_PARAMS)})")
+    saved = None
     if args.resume:
-        cfg = resume_config(out, ImageConfig.from_dict, args.steps, compare)
+        cfg, saved = resume_run_config(out, "image", args, ImageConfig.from_dict, _config_from_args,
+                                       add_fit_arguments)
+        cfg = ImageConfig.from_run(out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG), cfg.to_dict())
     else:
         cfg = _config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
     image, info = load_target(cfg)  # validate the input before anything is written
+    if args.resume:
+        check_source_unchanged(saved, info, cfg.path)
     resolve_device(cfg.train.device)
     if not compare:
         m = fit_one(cfg, out, image, info, args.resume, args.force, not args.quiet)[0]
-        print(f"{out}: psnr {m['psnr']:.2f} dB (train {m['psnr_train']:.2f}), ssim {m['ssim']:.4f}, "
+        print(f"{out}: psnr {_num(m['psnr'], 2)} dB (train {_num(m['psnr_train'], 2)}), ssim {_num(m['ssim'], 4)}, "
               f"{m['steps']} steps in {m['seconds']:.1f} s")
         return 0
     # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
@@ -229,7 +264,7 @@ def fit(args) -> int:
     for param, sub, sub_dir, resume in runs:
         results[param], images[param], histories[param] = fit_one(sub, sub_dir, image, info, resume, False,
                                                                   not args.quiet, param)
-        print(f"{param:>5}: psnr {results[param]['psnr']:.2f} dB, {results[param]['seconds']:.1f} s")
+        print(f"{param:>5}: psnr {_num(results[param]['psnr'], 2)} dB, {results[param]['seconds']:.1f} s")
     write_compare(root, results, histories, images)
     return 0
 
@@ -244,8 +279,8 @@ def write_compare(root: Path, results: dict, histories: dict, images: dict) -> N
              "|---|---|---|---|---|---|---|"]
     for param, m in results.items():
         reach = m["steps_to_plain_final"]
-        lines.append(f"| {param} | {m['psnr']:.2f} | {m.get('best_psnr', float('nan')):.2f} | "
-                     f"{m['psnr_train']:.2f} | {m['ssim']:.4f} | {'-' if reach is None else int(reach)} | "
+        lines.append(f"| {param} | {_num(m['psnr'], 2)} | {_num(m.get('best_psnr', float('nan')), 2)} | "
+                     f"{_num(m['psnr_train'], 2)} | {_num(m['ssim'], 4)} | {'-' if reach is None else int(reach)} | "
                      f"{m['seconds']:.1f} |")
     from .rundir import atomic_write_text  # noqa: PLC0415
 
@@ -254,38 +289,70 @@ def write_compare(root: Path, results: dict, histories: dict, images: dict) -> N
 
 
 # -- commands on an existing run ----------------------------------------------------------------------------------
-def load_run(run: Path, cfg_dict: dict, device_name: str):
-    cfg = ImageConfig.from_dict(cfg_dict)
+def load_model(run: Path, cfg_dict: dict, device_name: str):
+    """The run's config (validated), its trained model on the device, the checkpoint state and the device."""
+    cfg = ImageConfig.from_run(run / CONFIG, cfg_dict)
+    size = {k: cfg_dict.get(k) for k in ("height", "width", "channels")}
+    if not all(isinstance(v, int) and v > 0 for v in size.values()) or size["channels"] not in (1, 3, 4):
+        raise UserError(f"{run / CONFIG}: not a valid image run config (height, width, channels: {size})")
     device = resolve_device(device_name)
+    model = build_model(cfg, size["channels"])
+    state = load_checkpoint(run / CHECKPOINT)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"{run / CHECKPOINT}: does not match {run / CONFIG} ({str(e).splitlines()[0]})") from None
+    return cfg, model.to(device), state, device
+
+
+def load_run(run: Path, cfg_dict: dict, device_name: str):
+    """The config, the target image (as fitted), the model on the device, the checkpoint state and the device."""
+    cfg, model, state, device = load_model(run, cfg_dict, device_name)
     image, info = load_target(cfg)
-    saved_sha = cfg_dict.get("source", {}).get("sha256")
+    saved_sha = cfg_dict.get("source", {}).get("sha256") if isinstance(cfg_dict.get("source"), dict) else None
     if saved_sha and info.get("sha256") != saved_sha:
         print(f"rwf: warning: {cfg.path} changed since the fit; metrics refer to the new file", file=sys.stderr)
-    model = build_model(cfg, cfg_dict["channels"])
-    state = load_checkpoint(run / CHECKPOINT)
-    model.load_state_dict(state["model"])
-    return cfg, image, model.to(device), state, device
+    if image.shape != (cfg_dict["height"], cfg_dict["width"], cfg_dict["channels"]):
+        raise UserError(f"{cfg.path}: is now {image.shape[1]}x{image.shape[0]} with {image.shape[2]} channels "
+                        f"(after --size), the run was fitted to {cfg_dict['width']}x{cfg_dict['height']} with "
+                        f"{cfg_dict['channels']}")
+    return cfg, image, model, state, device
 
 
 def eval_run(run: Path, cfg_dict: dict, args) -> int:
     cfg, image, model, state, device = load_run(run, cfg_dict, args.device)
     task = ImageTask(image, cfg, device)
-    metrics = {**task.final_metrics(model), "steps": int(state["step"]), "seconds": round(state["seconds"], 3),
-               "param": cfg.mlp.param}
+    metrics = json_safe({**task.final_metrics(model), "steps": int(state["step"]),
+                         "seconds": round(float(state["seconds"]), 3), "param": cfg.mlp.param})
     print(json.dumps(metrics))
     if (run / METRICS).is_file():
         saved = read_json(run / METRICS)
-        diff = [k for k in ("psnr", "psnr_train", "ssim") if abs(saved.get(k, 0) - metrics[k]) > 1e-4]
+        saved = saved if isinstance(saved, dict) else {}
+
+        def differs(a, b) -> bool:
+            if a is None or b is None or not isinstance(a, (int, float)):
+                return (a is None) != (b is None)
+            return abs(a - b) > 1e-4
+        diff = [k for k in ("psnr", "psnr_train", "ssim") if differs(saved.get(k), metrics[k])]
         if diff:
             print(f"rwf: warning: {', '.join(diff)} differ from {run / METRICS}", file=sys.stderr)
     return 0
 
 
 def render_run(run: Path, cfg_dict: dict, args) -> int:
-    cfg, image, model, _, device = load_run(run, cfg_dict, args.device)
-    out = Path(args.out) if args.out else run / f"render_x{args.scale:g}.png"
-    pixels = render(model, image.shape[0], image.shape[1], args.scale, device)
-    bits = 16 if cfg_dict.get("source", {}).get("bit_depth", 8) > 8 and out.suffix.lower() == ".png" else 8
+    """The field on a lattice ``--scale`` times the fitted image's; needs the checkpoint, not the source image."""
+    h, w = cfg_dict.get("height"), cfg_dict.get("width")
+    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+        raise UserError(f"{run / CONFIG}: not a valid image run config (height {h!r}, width {w!r})")
+    hs, ws = max(1, round(h * args.scale)), max(1, round(w * args.scale))
+    if hs * ws > MAX_RENDER_PIXELS:
+        raise UserError(f"--scale {args.scale:g}: {ws}x{hs} pixels is more than {MAX_RENDER_PIXELS} "
+                        f"(the run is {w}x{h}); use a smaller --scale")
+    out = output_image_path(args.out, run / f"render_x{args.scale:g}.png")
+    _, model, _, device = load_model(run, cfg_dict, args.device)
+    pixels = render(model, h, w, args.scale, device)
+    source = cfg_dict.get("source") if isinstance(cfg_dict.get("source"), dict) else {}
+    bits = 16 if (source.get("bit_depth") or 8) > 8 and out.suffix.lower() == ".png" else 8
     try:
         write_image(out, pixels, bits)
     except (ValueError, OSError) as e:

@@ -1,13 +1,18 @@
 """Reading and writing images: PNG, JPEG, TIFF and EXR; grey, RGB and RGBA; 8-bit, 16-bit and float.
 
 Every reader returns float32 (H, W, C) with C in {1, 3, 4}, integer formats scaled to [0, 1] by their full range.
-PNG goes through pypng because imageio's Pillow plugin silently reduces 16-bit RGB PNGs to 8 bits.
+PNG goes through pypng because imageio's Pillow plugin silently reduces 16-bit RGB PNGs to 8 bits. CMYK (JPEG,
+TIFF) becomes RGB, palette and min-is-white TIFFs their colours; animations, multi-page TIFFs and volumes are
+refused rather than read as channels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +60,10 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
         # 8-bit grey/RGB/RGBA: Pillow's C decoder (pypng is pure Python and ~50x slower); it rejects truncated data
         import imageio.v3 as iio  # noqa: PLC0415
 
-        return _to_float(np.asarray(iio.imread(path, plugin="pillow"))), 8
+        raw = np.asarray(iio.imread(path, plugin="pillow"))
+        if raw.ndim == 4 or (raw.ndim == 3 and header[25] == 0):  # every frame of an animated PNG (APNG)
+            raise UserError(f"{path}: an animated PNG ({raw.shape[0]} frames); save the frame to fit as a still PNG")
+        return _to_float(raw), 8
     import png  # noqa: PLC0415
 
     reader = png.Reader(filename=str(path))
@@ -68,17 +76,87 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
     return _to_float(data), depth
 
 
+def _read_jpeg(path: Path) -> tuple[np.ndarray, int]:
+    from PIL import Image  # noqa: PLC0415
+
+    with Image.open(path) as im:
+        im.load()  # raises on truncated data
+        if im.mode not in ("L", "RGB"):  # CMYK (Adobe's inverted flavour included), YCCK, 12-bit: to RGB
+            im = im.convert("RGB")
+        return _to_float(np.asarray(im)), 8
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, int]:
+    import tifffile  # noqa: PLC0415
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        page = series.pages[0] if series.pages else tif.pages[0]
+        raw, axes = np.asarray(series.asarray()), series.axes
+        photometric, colormap = int(page.photometric), page.colormap
+    if set(axes) - {"Y", "X", "S"}:
+        raise UserError(f"{path}: a multi-page TIFF or volume (axes {axes}, shape {raw.shape}); only single images "
+                        "are supported")
+    if axes == "SYX":  # planar configuration "separate": one plane per sample
+        raw = np.moveaxis(raw, 0, -1)
+    depth = raw.dtype.itemsize * 8
+    if photometric == 3 and colormap is not None and raw.ndim == 2:  # palette: indices into 16-bit colours
+        return (np.asarray(colormap).T[raw].astype(np.float32) / 65535.0), 16
+    pixels = _to_float(raw)
+    if photometric == 0:  # min-is-white grey
+        pixels = (pixels.max() if raw.dtype.kind == "f" else 1.0) - pixels
+    if photometric == 5:  # separated: CMYK ink (naive conversion), alpha kept
+        if pixels.ndim != 3 or pixels.shape[2] not in (4, 5):
+            raise UserError(f"{path}: a separated (ink) TIFF with {pixels.shape[-1]} inks; only CMYK is supported")
+        rgb = (1 - pixels[..., :3]) * (1 - pixels[..., 3:4])
+        pixels = np.concatenate([rgb, pixels[..., 4:]], -1)
+    return pixels, depth
+
+
+@contextlib.contextmanager
+def _quiet_output(messages: list):
+    """Collect in ``messages`` what is printed on stdout and stderr (the Python streams, and file descriptors 1
+    and 2 for C libraries) instead of showing it: OpenEXR prints its own lines about a corrupt file before
+    raising, and the rule is one line per error."""
+    streams = io.StringIO()
+    with tempfile.TemporaryFile() as tmp:
+        saved = []
+        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+            stream.flush()
+            saved.append(os.dup(fd))
+            os.dup2(tmp.fileno(), fd)
+        try:
+            with contextlib.redirect_stdout(streams), contextlib.redirect_stderr(streams):
+                yield
+        finally:
+            for stream, fd, old in ((sys.stdout, 1, saved[0]), (sys.stderr, 2, saved[1])):
+                stream.flush()
+                os.dup2(old, fd)
+                os.close(old)
+            tmp.seek(0)
+            text = streams.getvalue() + tmp.read().decode("utf-8", "replace")
+            messages += [line for line in text.splitlines() if line.strip()]
+
+
 def _read_exr(path: Path) -> tuple[np.ndarray, int]:
     import OpenEXR  # noqa: PLC0415
 
-    with OpenEXR.File(str(path)) as f:
-        channels = {name: np.asarray(c.pixels) for name, c in f.channels().items()}
+    printed: list[str] = []
+    try:
+        with _quiet_output(printed), OpenEXR.File(str(path)) as f:
+            channels = {name: np.asarray(c.pixels) for name, c in f.channels().items()}
+    except Exception as e:
+        found = [line for line in printed if "EXR_ERR" in line] or printed
+        why = found[0].split(": ", 1)[-1] if found else f"{type(e).__name__}: {e}"
+        raise UserError(f"{path}: cannot decode EXR image ({why})") from None
     for key in ("RGBA", "RGB"):
         if key in channels:
             return channels[key].astype(np.float32), 32
-    for key in ("Y", "L", "R"):
+    for key in ("Y", "L"):
         if key in channels:
             return channels[key].astype(np.float32)[..., None], 32
+    if "R" in channels and not {"G", "B"} & channels.keys():
+        return channels["R"].astype(np.float32)[..., None], 32
     raise ValueError(f"no RGB, RGBA or Y channels (has {', '.join(channels)})")
 
 
@@ -102,20 +180,15 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     if fmt is None:
         raise UserError(f"{path}: not a PNG, JPEG, TIFF or EXR image")
     try:
-        if fmt == "png":
-            pixels, depth = _read_png(path)
-        elif fmt == "exr":
-            pixels, depth = _read_exr(path)
-        else:
-            import imageio.v3 as iio  # noqa: PLC0415
-
-            raw = np.asarray(iio.imread(path, plugin="tifffile" if fmt == "tiff" else "pillow"))
-            depth = raw.dtype.itemsize * 8
-            pixels = _to_float(raw)
+        reader = {"png": _read_png, "exr": _read_exr, "jpeg": _read_jpeg, "tiff": _read_tiff}[fmt]
+        pixels, depth = reader(path)
     except UserError:
         raise
-    except Exception as e:  # decoders raise many types for corrupt data
-        raise UserError(f"{path}: cannot decode {fmt.upper()} image ({type(e).__name__}: {e})") from None
+    except Exception as e:  # decoders raise many types for corrupt data; imageio wraps the decoder's in its own
+        while (e.__cause__ or e.__context__) is not None and "unknown error" in str(e):
+            e = e.__cause__ or e.__context__
+        why = " ".join(str(e).split())[:300]
+        raise UserError(f"{path}: cannot decode {fmt.upper()} image ({type(e).__name__}: {why})") from None
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.ndim == 4 and pixels.shape[0] == 1:  # single-page stack
@@ -131,6 +204,23 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     info = {"format": fmt, "bit_depth": depth, "channels": int(pixels.shape[2]),
             "height": int(pixels.shape[0]), "width": int(pixels.shape[1])}
     return np.ascontiguousarray(pixels, dtype=np.float32), info
+
+
+WRITE_SUFFIXES = (".png", ".exr", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+def output_image_path(out: str | os.PathLike | None, default: Path) -> Path:
+    """Where a render goes: ``out`` (a file, or an existing folder that receives ``default``'s name), else
+    ``default``; UserError, before any rendering, for a suffix ``write_image`` cannot write or a missing folder."""
+    path = Path(out) if out else Path(default)
+    if path.is_dir():
+        path = path / Path(default).name
+    if path.suffix.lower() not in WRITE_SUFFIXES:
+        raise UserError(f"{path}: cannot tell the image format from the suffix; use one of "
+                        f"{', '.join(WRITE_SUFFIXES)}")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: folder {path.parent} does not exist")
+    return path
 
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> None:

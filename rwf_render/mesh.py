@@ -74,13 +74,20 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
 
 def checked_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> trimesh.Trimesh:
     """A processed Trimesh from arrays, or UserError when there is nothing to fit (see ``load_mesh``)."""
+    vertices, faces = np.asarray(vertices, np.float64).reshape(-1, 3), np.asarray(faces, np.int64).reshape(-1, 3)
     if len(faces) == 0 or len(vertices) == 0:
         raise UserError(f"{name}: no triangles (not a mesh, or an empty one)")
     if not np.isfinite(vertices).all():
         raise UserError(f"{name}: vertex coordinates contain NaN or infinity")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise UserError(f"{name}: faces refer to vertices that do not exist")
-    mesh = trimesh.Trimesh(vertices, faces, process=True)
+    # Merge coincident vertices in a frame of unit size: trimesh merges on coordinates rounded to a fixed number
+    # of decimals, which merges distinct vertices of a tiny mesh and overflows int64 for a huge one (1e11 units).
+    lo, hi = vertices.min(0), vertices.max(0)
+    center, size = (lo + hi) / 2, float((hi - lo).max())
+    size = size if size > 0 else 1.0
+    mesh = trimesh.Trimesh((vertices - center) / size, faces, process=True)
+    mesh.vertices = np.asarray(mesh.vertices) * size + center
     extent = mesh.extents if len(mesh.faces) else np.zeros(3)
     if len(mesh.faces) == 0 or extent.min() <= 1e-9 * max(extent.max(), 1e-300) or mesh.area <= 0:
         raise UserError(f"{name}: degenerate mesh (zero volume: flat, a line, a point or zero-area triangles)")
@@ -226,6 +233,15 @@ def winding_number(mesh: trimesh.Trimesh, points: np.ndarray, chunk: int = 256) 
 
 # -- extraction ---------------------------------------------------------------------------------------------------
 FieldFn = Callable[[torch.Tensor], torch.Tensor]
+MAX_GRID_RES = 2048
+"""largest marching-cubes grid per axis: the mesh of a surface grows as res^2 (some 20 million triangles and
+several GB at 2048), the field evaluations as res^3"""
+
+
+def check_grid_res(res: int, option: str = "--res") -> None:
+    """UserError unless 2 <= res <= MAX_GRID_RES (before any work, so a typo never runs out of memory)."""
+    if not 2 <= res <= MAX_GRID_RES:
+        raise UserError(f"{option} must be in 2..{MAX_GRID_RES} (samples per axis of the grid), got {res}")
 
 
 def grid_axes(box, res: int) -> list[np.ndarray]:
@@ -263,14 +279,14 @@ def extract_mesh(field_fn: FieldFn, box=UNIT_BOX, res: int = 256, level: float =
     Args:
         field_fn: points (N, 3) float32 on ``device`` -> values (N,) (or (N, 1)).
         inside: "below" (signed distance: inside where value < level) or "above" (occupancy logits, density).
+        res: 2..MAX_GRID_RES, else UserError.
     Returns: the mesh in the coordinates of ``box``, faces oriented outward (empty when no crossing).
     """
     from skimage.measure import marching_cubes  # noqa: PLC0415
 
     if inside not in ("below", "above"):
         raise ValueError(f"inside must be 'below' or 'above', got {inside!r}")
-    if res < 2:
-        raise ValueError("res must be at least 2")
+    check_grid_res(res, "res")
     axes = grid_axes(box, res)
     lo = np.asarray(box[0], np.float64)
     spacing = (np.asarray(box[1], np.float64) - lo) / (res - 1)

@@ -11,12 +11,15 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import io
 import json
+import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -84,8 +87,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj):
+    """``obj`` with NaN and infinite floats as None (null): JSON has no such numbers, and strict readers reject
+    the ``NaN`` Python writes (SSIM is NaN on lattices under 3 pixels, PSNR infinite on an exact fit)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as JSON atomically; NaN and infinite floats become null (see :func:`json_safe`)."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -209,3 +225,73 @@ def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False
     if steps:
         cfg.train.steps = steps
     return cfg
+
+
+def resume_trainer(trainer: "Trainer", run: Path) -> None:
+    """Load ``run``'s checkpoint into ``trainer`` for --resume; UserError when --steps is below the steps done.
+
+    Shared by the image and sdf pipelines."""
+    if not (run / CHECKPOINT).is_file():
+        print(f"rwf: {run}: no checkpoint yet; training starts at step 0", file=sys.stderr)
+        return
+    done = load_checkpoint(run / CHECKPOINT).get("step", 0)
+    if isinstance(done, (int, torch.Tensor)) and int(done) > trainer.cfg.steps:
+        raise UserError(f"{run}: --steps {trainer.cfg.steps} is below the {int(done)} steps already done")
+    if trainer.resume():
+        print(f"rwf: resuming {run} at step {trainer.step_idx}/{trainer.cfg.steps}", file=sys.stderr)
+
+
+def resume_run_config(out: Path, kind: str, args, from_dict, config_from_args, add_fit_arguments) -> tuple:
+    """--resume: the saved config of ``out`` (``--compare``: of its first run) with --steps and --device applied,
+    and the saved dict; UserError for a run of another kind, an invalid config.json, or options given on the
+    command line that contradict the saved ones (they would be ignored: the run's config.json decides).
+
+    Shared by the image and sdf pipelines (``from_dict``, ``config_from_args`` and ``add_fit_arguments`` are the
+    pipeline's)."""
+    compare = bool(getattr(args, "compare", False))
+    first = out / COMPARE_PARAMS[0] / CONFIG
+    if not compare and not (out / CONFIG).is_file() and first.is_file():
+        raise UserError(f"{out}: holds a --compare run; resume it with --compare")
+    if compare and (out / CONFIG).is_file() and not first.is_file():
+        raise UserError(f"{out}: a single run, not a --compare one; resume it without --compare")
+    saved_path = first if compare else out / CONFIG
+    saved = read_json(saved_path) if saved_path.is_file() else None
+    if saved is not None and (not isinstance(saved, dict) or saved.get("kind") != kind):
+        other = saved.get("kind") if isinstance(saved, dict) else None
+        raise UserError(f"{saved_path}: a run of kind {other!r}, not {kind!r}; resume it with 'rwf fit {other}'"
+                        if isinstance(other, str) else f"{saved_path}: not a valid {kind} run config")
+    try:
+        cfg = resume_config(out, from_dict, args.steps, compare)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{saved_path}: not a valid {kind} run config ({type(e).__name__}: {e})") from None
+    # options given on the command line (they differ from the parser's defaults) must agree with the saved run
+    parser = argparse.ArgumentParser(add_help=False)
+    add_fit_arguments(parser)
+    defaults = parser.parse_args([])
+    given, base = _leaves(config_from_args(args).to_dict()), _leaves(config_from_args(defaults).to_dict())
+    have = _leaves(cfg.to_dict())
+    skip = {"train.steps", "train.device"} | ({"mlp.param"} if compare else set())
+    clash = [f"{k} (run: {have.get(k)!r}, given: {v!r})" for k, v in given.items()
+             if k not in skip and v != base.get(k) and v != have.get(k)]
+    if clash:
+        raise UserError(f"{out}: --resume continues the run as configured in {saved_path.name}; these options "
+                        f"differ from it: {'; '.join(clash)} (start a new run instead)")
+    return cfg, saved
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def check_source_unchanged(saved: dict | None, info: dict, path) -> None:
+    """--resume must fit the same data: UserError when the source file changed since the run was trained."""
+    old = (saved or {}).get("source", {}).get("sha256") if isinstance((saved or {}).get("source"), dict) else None
+    if old and info.get("sha256") != old:
+        raise UserError(f"{path}: changed since the run was trained (sha256 differs); --resume would fit different "
+                        f"data (start a new run instead)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,18 +28,22 @@ import numpy as np
 
 from .errors import UserError
 from .fields import EncodingConfig, MLPConfig
-from .imgio import write_image
-from .mesh import (EXPORT_FORMATS, MeshQuery, Normalization, extract_mesh, remove_small_components, require_open3d,
-                   save_mesh)
+from .imgio import output_image_path, write_image
+from .mesh import (EXPORT_FORMATS, MeshQuery, Normalization, check_grid_res, extract_mesh,
+                   remove_small_components, require_open3d, save_mesh)
 from .plots import curve_png
-from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text, compare_runs,
-                     load_checkpoint, prepare_run_dir, read_json, resume_config, write_json)
+from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
+                     check_source_unchanged, compare_runs, load_checkpoint, prepare_run_dir, read_json,
+                     resume_run_config, resume_trainer, write_json)
 from .shape_task import (BUILTIN, LOSSES, TARGETS, SDFConfig, ShapeTask, build_model, field_fn, load_source)
 from .spheretrace import preview_image, render_field, render_mesh
 from .trainer import TrainConfig, Trainer, resolve_device
 
 PARAMS = COMPARE_PARAMS
 METRIC_KEYS = ("iou", "iou_surface", "chamfer_l1", "chamfer_l2", "fscore", "normal_consistency")
+MAX_VIEW_RES = 2048  # pixels per side of a preview or render view
+MAX_POINTS = 2**24  # training pool, IoU test points per set, surface samples per mesh (a few hundred MB each)
+MAX_VOTE_DIRS = 255
 
 
 # -- one run ------------------------------------------------------------------------------------------------------
@@ -54,13 +59,13 @@ def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bo
     # mesh -> unit cube (the transform goes into config.json) -> exact targets, test points and their labels
     norm = Normalization.fit(mesh, cfg.fill)
     task = ShapeTask(norm.apply(mesh), cfg, device)
+    # Fourier features + MLP (plain | wn | rwf), trained on batches from the refreshed pool
+    trainer = Trainer(build_model(cfg), task, cfg.train, run_dir=run, progress=progress)
+    if resume:
+        resume_trainer(trainer, run)  # before config.json is rewritten: a refused resume changes nothing
     write_json(run / CONFIG, {**cfg.to_dict(), "normalization": norm.to_dict(),
                               "source": {**info, "inside_method": task.query.method,
                                          "normals_outward_agreement": round(task.orientation, 4)}})
-    # Fourier features + MLP (plain | wn | rwf), trained on batches from the refreshed pool
-    trainer = Trainer(build_model(cfg), task, cfg.train, run_dir=run, progress=progress)
-    if resume and trainer.resume():
-        print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
     trainer.fit()
     model = trainer.model
     # metrics: IoU from the field, surface metrics from its marching-cubes mesh, which goes back to source units
@@ -95,39 +100,60 @@ def _config_from_args(args) -> SDFConfig:
     mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, param=args.param,
                     rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
     weights = {k: w for k, w in (("eikonal", args.eikonal), ("normal", args.normal)) if w > 0}
+    if args.target == "occupancy" and args.loss is not None:
+        raise UserError("--loss applies to --target sdf only (occupancy is fitted with BCE)")
+    if args.clamp is not None and args.loss != "clamped":
+        raise UserError("--clamp applies to --loss clamped only")
     train = TrainConfig(steps=args.steps or 1000, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
                         decay_every=args.decay_every, lr_final=args.lr_final, seed=args.seed,
                         deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
                         ckpt_every=args.ckpt_every, loss_weights=weights)
     return SDFConfig(path=str(Path(args.path).resolve()) if args.path else None, target=args.target, fill=args.fill,
                      vote_dirs=args.vote_dirs, pool=args.pool, refresh_every=args.refresh_every, batch=args.batch,
-                     mix=tuple(args.mix), near_sigmas=tuple(args.near_sigmas), loss=args.loss, clamp=args.clamp,
+                     mix=tuple(args.mix), near_sigmas=tuple(args.near_sigmas), loss=args.loss or "l1",
+                     clamp=0.1 if args.clamp is None else args.clamp,
                      eval_points=args.eval_points, mesh_res=args.mesh_res, metric_points=args.metric_points,
                      preview_res=args.preview_res, encoding=enc, mlp=mlp, train=train, model_seed=args.seed)
 
 
 def _check_options(cfg: SDFConfig) -> None:
+    """UserError for options that cannot work together or would exhaust memory (before anything is written)."""
+    if cfg.target not in TARGETS or cfg.loss not in LOSSES:
+        raise UserError(f"--target {cfg.target!r} / --loss {cfg.loss!r}: expected one of {TARGETS} / {LOSSES}")
     if not 0 < cfg.fill <= 1:
         raise UserError(f"--fill must be in (0, 1], got {cfg.fill}")
     if len(cfg.mix) != 4 or min(cfg.mix) < 0 or sum(cfg.mix) <= 0:
         raise UserError("--mix takes 4 non-negative shares (surface near far uniform) with a positive sum")
     if cfg.target == "occupancy" and cfg.train.loss_weights:
         raise UserError("--eikonal and --normal apply to --target sdf only")
-    if cfg.mesh_res < 2:
-        raise UserError("--mesh-res must be at least 2")
+    if cfg.train.loss_weights.get("normal", 0) > 0 and cfg.mix[0] <= 0:
+        raise UserError("--normal needs surface points: the first --mix share (surface) is 0")
+    check_grid_res(cfg.mesh_res, "--mesh-res")
+    for option, value, hi in (("--preview-res", cfg.preview_res, MAX_VIEW_RES), ("--pool", cfg.pool, MAX_POINTS),
+                              ("--eval-points", cfg.eval_points, MAX_POINTS),
+                              ("--metric-points", cfg.metric_points, MAX_POINTS),
+                              ("--vote-dirs", cfg.vote_dirs, MAX_VOTE_DIRS)):
+        if not 0 <= value <= hi:
+            raise UserError(f"{option} must be at most {hi}, got {value}")
 
 
 def fit(args) -> int:
     compare = args.compare
     out = Path(args.out or Path("runs") / f"sdf-{Path(args.path).stem if args.path else BUILTIN}-"
                                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+    if compare and args.param != "rwf":
+        raise UserError(f"--param {args.param}: --compare trains every parameterization ({', '.join(COMPARE_PARAMS)})")
+    saved = None
     if args.resume:
-        cfg = resume_config(out, SDFConfig.from_dict, args.steps, compare)
+        cfg, saved = resume_run_config(out, "sdf", args, SDFConfig.from_dict, _config_from_args, add_fit_arguments)
+        _check_saved(cfg, out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG))
     else:
         cfg = _config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
     _check_options(cfg)
     mesh, info = load_source(cfg)  # validate the input before anything is written
+    if args.resume:
+        check_source_unchanged(saved, info, cfg.path)
     resolve_device(cfg.train.device)
     if not info["watertight"]:
         print(f"rwf: warning: {cfg.path}: the mesh is not watertight (open or non-manifold); inside/outside is "
@@ -197,41 +223,77 @@ def write_compare(root: Path, results: dict, histories: dict, views: dict) -> No
 
 
 # -- commands on an existing run ----------------------------------------------------------------------------------
+def run_config(run: Path, cfg_dict: dict) -> tuple[SDFConfig, Normalization]:
+    """The saved config and normalization of ``run``, or UserError naming config.json when it is not valid."""
+    where = run / CONFIG
+    try:
+        if cfg_dict.get("kind") != "sdf":
+            raise ValueError(f"kind {cfg_dict.get('kind')!r}, not 'sdf'")
+        cfg = SDFConfig.from_dict(cfg_dict)
+        norm = Normalization.from_dict(cfg_dict["normalization"])
+        if len(norm.center) != 3 or not all(math.isfinite(c) for c in norm.center) \
+                or not (math.isfinite(norm.scale) and norm.scale > 0):
+            raise ValueError(f"normalization {cfg_dict['normalization']!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{where}: not a valid sdf run config ({type(e).__name__}: {e})") from None
+    _check_saved(cfg, where)
+    return cfg, norm
+
+
+def _check_saved(cfg: SDFConfig, where: Path) -> None:
+    """``_check_options`` for a config read from ``where``: every failure is a UserError naming the file."""
+    try:
+        if cfg.path is not None and not isinstance(cfg.path, str):
+            raise TypeError(f"path {cfg.path!r}")
+        _check_options(cfg)
+        build_model(cfg)  # the encoding and the MLP can be built
+    except UserError as e:
+        raise UserError(f"{where}: not a valid sdf run config ({e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{where}: not a valid sdf run config ({type(e).__name__}: {e})") from None
+
+
 def load_run(run: Path, cfg_dict: dict, device_name: str):
     """The config, the trained model (on the device), the normalization, the checkpoint state and the device."""
-    cfg = SDFConfig.from_dict(cfg_dict)
+    cfg, norm = run_config(run, cfg_dict)
     device = resolve_device(device_name)
     model = build_model(cfg)
     state = load_checkpoint(run / CHECKPOINT)
     try:
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError) as e:
         raise UserError(f"{run / CHECKPOINT}: does not match {run / CONFIG} ({str(e).splitlines()[0]})") from None
     model.eval()
-    return cfg, model.to(device), Normalization.from_dict(cfg_dict["normalization"]), state, device
+    return cfg, model.to(device), norm, state, device
 
 
 def eval_run(run: Path, cfg_dict: dict, args) -> int:
     cfg, model, norm, state, device = load_run(run, cfg_dict, args.device)
     mesh, info = load_source(cfg)
-    saved_sha = cfg_dict.get("source", {}).get("sha256")
+    source = cfg_dict.get("source")
+    saved_sha = source.get("sha256") if isinstance(source, dict) else None
     if saved_sha and info.get("sha256") != saved_sha:
         print(f"rwf: warning: {cfg.path} changed since the fit; metrics refer to the new file", file=sys.stderr)
     task = ShapeTask(norm.apply(mesh), cfg, device)
     metrics = task.final_metrics(model)[0]
-    metrics.update(steps=int(state["step"]), seconds=round(state["seconds"], 3), param=cfg.mlp.param,
+    metrics.update(steps=int(state["step"]), seconds=round(float(state["seconds"]), 3), param=cfg.mlp.param,
                    target=cfg.target, mesh_res=cfg.mesh_res, units="unit cube")
     print(json.dumps(metrics))
     if (run / METRICS).is_file():
         saved = read_json(run / METRICS)
+        saved = saved if isinstance(saved, dict) else {}
         diff = [k for k in METRIC_KEYS if (saved.get(k) is None) != (metrics[k] is None)
-                or (metrics[k] is not None and abs(saved[k] - metrics[k]) > 1e-4 * max(1.0, abs(saved[k])))]
+                or (metrics[k] is not None and (not isinstance(saved[k], (int, float))
+                                                or abs(saved[k] - metrics[k]) > 1e-4 * max(1.0, abs(saved[k]))))]
         if diff:
             print(f"rwf: warning: {', '.join(diff)} differ from {run / METRICS}", file=sys.stderr)
     return 0
 
 
 def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
+    check_grid_res(args.res)  # before any work: a typo such as --res 100000 must not run out of memory
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"{args.out}: is a folder; --out takes the mesh file to write")
     fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() if args.out else "ply")
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"{args.out}: cannot tell the mesh format from the suffix; pass --format ply|obj|glb")
@@ -242,6 +304,8 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         raise UserError(f"{out}: folder {out.parent} does not exist")
     cfg, model, norm, _, device = load_run(run, cfg_dict, args.device)
     level = getattr(args, "level", None) or 0.0
+    if not math.isfinite(level):
+        raise UserError(f"--level must be a finite number, got {level}")
     t0 = time.perf_counter()
     mesh = extract_mesh(field_fn(model), res=args.res, level=level, inside=cfg.inside, device=device)
     seconds = time.perf_counter() - t0
@@ -254,9 +318,13 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
 
 
 def render_run(run: Path, cfg_dict: dict, args) -> int:
-    cfg, model, _, _, device = load_run(run, cfg_dict, args.device)
+    cfg, _ = run_config(run, cfg_dict)
     res = max(8, round(cfg.preview_res * args.scale))
-    out = Path(args.out) if args.out else run / f"render_x{args.scale:g}.png"
+    if res > MAX_VIEW_RES:
+        raise UserError(f"--scale {args.scale:g}: views of {res}x{res} pixels exceed {MAX_VIEW_RES} per side "
+                        f"(the run's preview is {cfg.preview_res}); use a smaller --scale")
+    out = output_image_path(args.out, run / f"render_x{args.scale:g}.png")
+    cfg, model, _, _, device = load_run(run, cfg_dict, args.device)
     views = field_views(model, cfg, res, device)
     try:
         write_image(out, preview_image({"field": views}))
@@ -323,8 +391,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--width", type=positive_int, default=128)
     m.add_argument("--activation", choices=["relu", "softplus", "tanh", "gelu", "silu"], default="relu")
     lo = p.add_argument_group("loss")
-    lo.add_argument("--loss", choices=LOSSES, default="l1", help="sdf target: l1 or clamped (DeepSDF)")
-    lo.add_argument("--clamp", type=positive_float, default=0.1, help="clamped loss: clamp distance")
+    lo.add_argument("--loss", choices=LOSSES, default=None, help="sdf target: l1 (default) or clamped (DeepSDF)")
+    lo.add_argument("--clamp", type=positive_float, default=None, help="clamped loss: clamp distance (default 0.1)")
     lo.add_argument("--eikonal", type=nonneg_float, default=0.0, help="weight of the eikonal term (default 0: off)")
     lo.add_argument("--normal", type=nonneg_float, default=0.0,
                     help="weight of the surface-normal term (default 0: off)")
