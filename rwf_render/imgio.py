@@ -195,8 +195,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         pixels = pixels[0]
     if pixels.ndim != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise UserError(f"{path}: zero-size or unsupported image shape {pixels.shape}")
-    if pixels.shape[2] == 2:  # grey + alpha: keep grey
-        pixels = pixels[..., :1]
+    if pixels.shape[2] == 2:  # grey + alpha: RGBA, so the transparency reaches the NeRF loader and the image fit
+        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
     if pixels.shape[2] not in (1, 3, 4):
         raise UserError(f"{path}: unsupported number of channels {pixels.shape[2]}")
     if not np.isfinite(pixels).all():

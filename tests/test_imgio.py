@@ -77,3 +77,19 @@ def test_bad_files_are_user_errors(tmp_path, case):
     with pytest.raises(UserError) as err:
         read_image(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_grey_with_alpha_keeps_its_alpha(tmp_path):
+    """A grey + alpha PNG reads as RGBA: grey in each colour channel, alpha kept (it was dropped, so transparent
+    pixels trained as their hidden grey)."""
+    import imageio.v3 as iio
+
+    la = np.zeros((4, 5, 2), np.uint8)
+    la[..., 0] = np.arange(20).reshape(4, 5) * 10
+    la[..., 1] = np.arange(20).reshape(4, 5)[:, ::-1] * 12
+    iio.imwrite(tmp_path / "la.png", la)
+    pixels, info = read_image(tmp_path / "la.png")
+    assert pixels.shape == (4, 5, 4) and info["channels"] == 4
+    for c in range(3):
+        assert np.array_equal(np.round(pixels[..., c] * 255), la[..., 0])
+    assert np.array_equal(np.round(pixels[..., 3] * 255), la[..., 1])
