@@ -43,8 +43,8 @@ def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -
         errors.append(f"{where}: rotation is not orthonormal (max |R^T R - I| = {err:.3g})")
     elif np.linalg.det(R) < 0:
         errors.append(f"{where}: rotation is a reflection (determinant -1)")
-    if info.fx <= 0 or info.fy <= 0 or info.width <= 0 or info.height <= 0:
-        errors.append(f"{where}: focal length and image size must be positive "
+    if not (0 < info.width < 2 ** 31 and 0 < info.height < 2 ** 31) or info.fx <= 0 or info.fy <= 0:
+        errors.append(f"{where}: focal length and image size must be positive (and the size below 2^31) "
                       f"(fl_x {info.fx:g}, fl_y {info.fy:g}, {info.width}x{info.height})")
         return None
     if not (0 <= info.cx <= info.width and 0 <= info.cy <= info.height):

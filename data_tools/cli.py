@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rwf_render.cli import Parser, nonneg_int, positive_float, positive_int, standalone
+from rwf_render.cli import Parser, int_in, nonneg_int, positive_float, positive_int, standalone
 from rwf_render.errors import UserError
 
 
@@ -80,6 +80,13 @@ def _downscale(args) -> int:
     return 0
 
 
+def _fov(text: str) -> float:
+    value = positive_float(text)
+    if not value < 180:
+        raise argparse.ArgumentTypeError(f"a field of view must be between 0 and 180 degrees, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
@@ -98,7 +105,8 @@ def register(subparsers) -> None:
     p = sub.add_parser("synth", help="render a Blender-format dataset of a mesh (CPU ray casting)")
     p.add_argument("mesh", metavar="MESH", help='mesh file (obj, ply, glb, ...) or "demo"')
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--res", type=positive_int, default=200, help="image width and height (default 200)")
+    p.add_argument("--res", type=int_in(1, 8192, "a number of pixels"), default=200,
+                   help="image width and height, 1..8192 (default 200)")
     p.add_argument("--views", type=nonneg_int, default=100, help="training views (default 100)")
     p.add_argument("--val", type=nonneg_int, default=10, help="validation views (default 10)")
     p.add_argument("--test", type=nonneg_int, default=20, help="test views, an orbit (default 20)")
@@ -106,10 +114,11 @@ def register(subparsers) -> None:
                    help="where train/val cameras are (default hemisphere, +Z up)")
     p.add_argument("--radius", type=positive_float, default=3.2, help="camera distance; the mesh fits the unit "
                    "sphere (default 3.2)")
-    p.add_argument("--fov", type=positive_float, default=40.0, help="horizontal field of view, degrees")
+    p.add_argument("--fov", type=_fov, default=40.0, help="horizontal field of view, degrees (0..180)")
     p.add_argument("--depth", action="store_true", help="also write 16-bit z-depth PNGs")
     p.add_argument("--background", choices=["transparent", "white", "black"], default="transparent")
-    p.add_argument("--supersample", type=positive_int, default=2, help="rays per pixel and axis (default 2)")
+    p.add_argument("--supersample", type=int_in(1, 16, "a number of rays"), default=2,
+                   help="rays per pixel and axis, 1..16 (default 2)")
     p.add_argument("--seed", type=int, default=0, help="procedural texture and random val views")
     p.add_argument("--force", **force)
     p.set_defaults(func=_synth)

@@ -86,7 +86,8 @@ def reprojection_errors(model: Model, cams: Cameras, image_ids: list[int], S: np
     errs = []
     for c, iid in enumerate(image_ids):
         im = model.images[iid]
-        ok = im.point3D_ids >= 0
+        # observations of points absent from points3D (a pruned model) count as untriangulated
+        ok = np.isin(im.point3D_ids, model.point_ids)
         if not ok.any():
             continue
         rows = [index[int(p)] for p in im.point3D_ids[ok]]
@@ -125,10 +126,24 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     if not model.images:
         raise UserError(f"{sparse_dir}: the model has no registered images")
     ids = sorted(model.images, key=lambda i: model.images[i].name)
+    names = [model.images[i].name for i in ids]
+    twice = sorted({a for a, b in zip(names, names[1:]) if a == b})
+    if twice:
+        raise UserError(f"{sparse_dir}: {len(twice)} image name(s) appear more than once in the model (first: "
+                        f"{twice[0]})")
+    if copy_images:  # a name must stay inside OUT/images once copied
+        outside = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
+        if outside:
+            raise UserError(f"{sparse_dir}: image name {outside[0]!r} points outside the images folder; "
+                            "convert with --no-copy to refer to the images where they are")
     missing = [model.images[i].name for i in ids if not (images_dir / model.images[i].name).is_file()]
     if missing:
         raise UserError(f"{images_dir}: {len(missing)} of {len(ids)} images of the model are missing "
                         f"(first: {missing[0]})")
+    dangling = sum(int((np.asarray(model.images[i].point3D_ids) >= 0).sum()
+                       - np.isin(model.images[i].point3D_ids, model.point_ids).sum()) for i in ids)
+    if dangling:
+        log(f"warning: {dangling} observation(s) refer to 3D points absent from points3D; counted as untriangulated")
     # 1. intrinsics, checked against the actual image sizes
     intrinsics, rescaled = [], 0
     for i in ids:

@@ -22,6 +22,9 @@ CAMERA_MODELS = {
     "RADIAL_FISHEYE": (9, 5), "THIN_PRISM_FISHEYE": (10, 12), "RAD_TAN_THIN_PRISM_FISHEYE": (11, 16),
 }
 _BY_ID = {mid: (name, n) for name, (mid, n) in CAMERA_MODELS.items()}
+# models whose parameters start with fx, fy (the others with a single f)
+TWO_FOCALS = ("PINHOLE", "OPENCV", "OPENCV_FISHEYE", "FULL_OPENCV", "FOV", "THIN_PRISM_FISHEYE",
+              "RAD_TAN_THIN_PRISM_FISHEYE")
 
 
 @dataclass
@@ -101,6 +104,14 @@ class _Reader:
         self.pos += dtype.itemsize * count
         return out
 
+    def count(self, min_bytes_each: int) -> int:
+        """A uint64 element count, checked against the bytes left (each element takes at least ``min_bytes_each``),
+        so a corrupt count is reported as such instead of allocating for it."""
+        n = self.take("<Q")[0]
+        if n * min_bytes_each > len(self.buf) - self.pos:
+            raise UserError(f"{self.path}: truncated or not a COLMAP binary file (it claims {n} entries)")
+        return n
+
     def cstring(self) -> str:
         end = self.buf.find(b"\0", self.pos)
         if end < 0:
@@ -112,7 +123,7 @@ class _Reader:
 
 def _read_cameras_bin(path: Path) -> dict[int, Camera]:
     r, cams = _Reader(path), {}
-    for _ in range(r.take("<Q")[0]):
+    for _ in range(r.count(24)):
         cid, mid, w, h = r.take("<iiQQ")
         if mid not in _BY_ID:
             raise UserError(f"{path}: unknown camera model id {mid}")
@@ -124,10 +135,10 @@ def _read_cameras_bin(path: Path) -> dict[int, Camera]:
 def _read_images_bin(path: Path) -> dict[int, Image]:
     r, images = _Reader(path), {}
     point_dtype = np.dtype([("x", "<f8"), ("y", "<f8"), ("id", "<i8")])
-    for _ in range(r.take("<Q")[0]):
+    for _ in range(r.count(73)):
         iid, *qt, cid = r.take("<I7dI")
         name = r.cstring()
-        pts = r.array(point_dtype, r.take("<Q")[0])
+        pts = r.array(point_dtype, r.count(24))
         images[iid] = Image(iid, np.array(qt[:4]), np.array(qt[4:]), cid, name,
                             np.stack([pts["x"], pts["y"]], -1), pts["id"].astype(np.int64))
     return images
@@ -135,13 +146,13 @@ def _read_images_bin(path: Path) -> dict[int, Image]:
 
 def _read_points_bin(path: Path) -> tuple:
     r = _Reader(path)
-    n = r.take("<Q")[0]
+    n = r.count(51)
     ids, xyz, rgb, err, tracks = np.zeros(n, np.int64), np.zeros((n, 3)), np.zeros((n, 3), np.uint8), \
         np.zeros(n), []
     for k in range(n):
         pid, x, y, z, cr, cg, cb, e = r.take("<Q3d3Bd")
         ids[k], xyz[k], rgb[k], err[k] = pid, (x, y, z), (cr, cg, cb), e
-        tracks.append(r.array("<u4", 2 * r.take("<Q")[0]).reshape(-1, 2).astype(np.int64))
+        tracks.append(r.array("<u4", 2 * r.count(8)).reshape(-1, 2).astype(np.int64))
     return ids, xyz, rgb, err, tracks
 
 
@@ -215,12 +226,34 @@ def read_model(sparse_dir: str | Path) -> Model:
         else:
             cams, images = _read_cameras_txt(d / "cameras.txt"), _read_images_txt(d / "images.txt")
             pts = _read_points_txt(d / "points3D.txt")
-    except (ValueError, IndexError, UnicodeDecodeError) as e:
+    except (ValueError, IndexError, OverflowError, UnicodeDecodeError) as e:
         raise UserError(f"{d}: malformed COLMAP {ext} model ({e})") from None
     for im in images.values():
         if im.camera_id not in cams:
             raise UserError(f"{d}: image {im.name} refers to missing camera {im.camera_id}")
-    return Model(cams, images, *pts)
+    model = Model(cams, images, *pts)
+    _check_values(model, d)
+    return model
+
+
+def _check_values(model: Model, d: Path) -> None:
+    """UserError naming the first camera, image or point whose numbers cannot be a COLMAP model's (a non-positive
+    size or focal length, a non-finite or zero quaternion, non-finite positions): they would poison every pose."""
+    for c in model.cameras.values():
+        if c.width <= 0 or c.height <= 0 or not np.isfinite(c.params).all() or c.params[0] <= 0 \
+                or (c.model in TWO_FOCALS and c.params[1] <= 0):
+            raise UserError(f"{d}: camera {c.id} ({c.model} {c.width}x{c.height}, params "
+                            f"{np.round(c.params, 4).tolist()}) needs a positive size and focal length and finite "
+                            "parameters")
+    for im in model.images.values():
+        q = np.asarray(im.qvec, np.float64)
+        if not (np.isfinite(q).all() and np.isfinite(im.tvec).all() and np.linalg.norm(q) > 1e-8):
+            raise UserError(f"{d}: image {im.name} has a non-finite or zero pose (qvec {q.tolist()}, "
+                            f"tvec {np.asarray(im.tvec).tolist()})")
+    bad = ~np.isfinite(model.xyz).all(axis=1)
+    if bad.any():
+        raise UserError(f"{d}: {int(bad.sum())} 3D point(s) have non-finite coordinates (first: id "
+                        f"{int(model.point_ids[bad][0])})")
 
 
 # ------------------------------------------------------------------------------------------------- writing

@@ -38,11 +38,13 @@ def check_output(out: str | Path, force: bool, inputs: tuple = ()) -> Path:
 def staged_output(out: str | Path, force: bool, inputs: tuple = ()):
     """Yield a fresh staging folder; on success it becomes OUT (replacing an old OUT only with ``force``).
 
-    On any exception the staging folder is removed and OUT is left as it was.
+    On any exception the staging folder (and any parent folder made for OUT) is removed and OUT is left as it was.
     """
     out = check_output(out, force, inputs)
+    created = [d for d in (out.parent, *out.parent.parents) if not d.exists()]  # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    moved = False
     try:
         yield stage
         _umask_permissions(stage)
@@ -54,9 +56,14 @@ def staged_output(out: str | Path, force: bool, inputs: tuple = ()):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(stage, out)
+        moved = True
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+        if not moved:  # the folders made to hold OUT go too: a failure leaves nothing behind
+            for d in created:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
 
 def _umask_permissions(root: Path) -> None:

@@ -8,6 +8,7 @@ premultiplied alpha; masks are box-filtered; depth maps take the nearest sample 
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -46,11 +47,43 @@ def nearest_downscale(img: np.ndarray, k: int) -> np.ndarray:
     return img[k // 2:h:k, k // 2:w:k]
 
 
-def _out_rel(base: Path, path: Path) -> str:
+def _scaled(d: dict, factor: int, where: str) -> dict:
+    """Copy of a JSON object with fl_x, fl_y, cx, cy divided by ``factor`` and w, h integer-divided (absent or null
+    keys stay as they are); UserError naming ``where`` when one is not a number."""
+    out = dict(d)
+    for key in (*INTRINSIC_KEYS, "w", "h"):
+        v = d.get(key)
+        if v is None:
+            continue
+        number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        if key in ("w", "h"):
+            if not (number and v > 0 and v == int(v)):
+                raise UserError(f"{where}: {key} must be a whole number of pixels, got {v!r}")
+            out[key] = int(v) // factor
+        else:
+            if not number:
+                raise UserError(f"{where}: {key} must be a finite number, got {v!r}")
+            out[key] = float(v) / factor
+    return out
+
+
+def _inside(base: Path, path: Path) -> str | None:
+    """``path`` relative to the dataset folder ``base`` (posix), or None when it lies outside."""
     try:
         return path.resolve().relative_to(base.resolve()).as_posix()
-    except ValueError:  # the file lives outside the dataset folder: bring it in
-        return f"images/{path.name}"
+    except ValueError:
+        return None
+
+
+def _aux_paths(base: Path, frame: dict, where: str) -> dict[str, Path]:
+    """The mask and depth map files a frame names: {key: path}; UserError when a path is not a string."""
+    out = {}
+    for key in ("mask_path", "depth_file_path"):
+        if key in frame:
+            if not isinstance(frame[key], str) or not frame[key].strip():
+                raise UserError(f"{where}: {key} must be a file path (a non-empty string), got {frame[key]!r}")
+            out[key] = base / frame[key]
+    return out
 
 
 def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool = False, log=print) -> dict:
@@ -63,10 +96,37 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
         if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
             raise UserError(f"{files[split]}: expected an object with a list of 'frames'")
     base = next(iter(files.values())).parent
-    done, sizes = {}, set()
-    with staged_output(out, force, inputs=(base,)) as stage:
+    # every frame's files, checked before anything is written
+    jobs, heads = {}, {}  # split -> [(frame, image, {key: aux path})]; split -> top-level keys, scaled
+    for split, top in tops.items():
+        heads[split] = _scaled({k: v for k, v in top.items() if k != "frames"}, factor, files[split].name)
+        jobs[split] = []
+        for i, frame in enumerate(top["frames"]):
+            where = f"{files[split].name} frame {i}"
+            if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
+                raise UserError(f"{where}: no file_path (a string)")
+            image = resolve_image(base, frame["file_path"])
+            if not image.is_file():
+                log(f"warning: {image} is missing; frame left out")
+                continue
+            jobs[split].append((_scaled(frame, factor, where), image, _aux_paths(base, frame, where)))
+    # output names: files inside the dataset keep their relative path; files outside it go to images/, renamed
+    # when the name is taken (two folders may both hold a 0001.png)
+    paths = [p for js in jobs.values() for _, img, aux in js for p in (img, *aux.values())]
+    placed = {p.resolve(): _inside(base, p) for p in paths if _inside(base, p) is not None}  # source -> output
+    taken = set(placed.values())
+    for p in paths:
+        if p.resolve() not in placed:
+            rel, k = f"images/{p.name}", 1
+            while rel in taken:
+                rel, k = f"images/{p.stem}_{k}{p.suffix}", k + 1
+            placed[p.resolve()] = rel
+            taken.add(rel)
+    done, sizes = {}, set()  # done: output path -> (width, height)
+    sources = {p.parent for p in placed}  # frames may name files outside the dataset folder: those stay too
+    with staged_output(out, force, inputs=(base, *sources)) as stage:
         def convert(path: Path, how) -> str:
-            rel = _out_rel(base, path)
+            rel = placed[path.resolve()]
             if rel not in done:
                 img = how(load_image(path), factor)
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -75,38 +135,18 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             return rel
 
         for split, top in tops.items():
-            new = {k: v for k, v in top.items() if k != "frames"}
-            for key in INTRINSIC_KEYS:
-                if key in new:
-                    new[key] = float(new[key]) / factor
-            for key in ("w", "h"):
-                if key in new:
-                    new[key] = int(new[key]) // factor
             for key in ("ply_file_path", "mesh_file_path"):
-                if key in top and (base / top[key]).is_file() and not (stage / top[key]).exists():
-                    (stage / top[key]).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(base / top[key], stage / top[key])
+                rel = top.get(key)
+                if isinstance(rel, str) and (base / rel).is_file() and not (stage / rel).exists():
+                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(base / rel, stage / rel)
             frames = []
-            for i, frame in enumerate(top["frames"]):
-                if not isinstance(frame, dict) or "file_path" not in frame:
-                    raise UserError(f"{files[split].name}: frame {i} has no file_path")
-                image = resolve_image(base, str(frame["file_path"]))
-                if not image.is_file():
-                    log(f"warning: {image} is missing; frame left out")
-                    continue
-                f = dict(frame, file_path=convert(image, box_downscale))
+            for f, image, aux in jobs[split]:
+                f["file_path"] = convert(image, box_downscale)
                 sizes.add(done[f["file_path"]])
-                for key in INTRINSIC_KEYS:
-                    if key in f:
-                        f[key] = float(f[key]) / factor
-                for key in ("w", "h"):
-                    if key in f:
-                        f[key] = int(f[key]) // factor
-                if "mask_path" in f:
-                    f["mask_path"] = convert(base / f["mask_path"], box_downscale)
-                if "depth_file_path" in f:
-                    f["depth_file_path"] = convert(base / f["depth_file_path"], nearest_downscale)
+                for key, path in aux.items():
+                    f[key] = convert(path, box_downscale if key == "mask_path" else nearest_downscale)
                 frames.append(f)
-            write_json(stage / files[split].name, {**new, "frames": frames})
+            write_json(stage / files[split].name, {**heads[split], "frames": frames})
     log(f"downscaled {len(done)} images by {factor} to {', '.join(f'{w}x{h}' for w, h in sorted(sizes))} -> {out}")
     return {"n_files": len(done), "sizes": sorted(sizes)}

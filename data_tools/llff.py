@@ -29,6 +29,11 @@ def read_poses_bounds(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
         raise UserError(f"{path}: not found") from None
     except (ValueError, OSError) as e:
         raise UserError(f"{path}: not a .npy array ({e})") from None
+    if not isinstance(arr, np.ndarray):  # np.load opens a zip (.npz) whatever the file is called
+        arr.close()
+        raise UserError(f"{path}: an .npz archive, not a .npy array")
+    if arr.dtype.kind not in "fiu":
+        raise UserError(f"{path}: expected a real-valued (N, 17) array, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[1] != 17 or len(arr) == 0 or not np.isfinite(arr).all():
         raise UserError(f"{path}: expected a finite (N, 17) array, got shape {arr.shape}")
     m = arr[:, :15].reshape(-1, 3, 5).astype(np.float64)
@@ -36,7 +41,22 @@ def read_poses_bounds(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = m[:, :, 1], -m[:, :, 0], m[:, :, 2], m[:, :, 3]
     if (np.abs(np.linalg.det(c2w[:, :3, :3])) < 1e-6).any():
         raise UserError(f"{path}: some poses have a singular rotation")
-    return c2w, m[:, :, 4], arr[:, 15:17].astype(np.float64)
+    R = c2w[:, :3, :3]
+    ortho = np.abs(R.transpose(0, 2, 1) @ R - np.eye(3)).max(axis=(1, 2))
+    if (ortho > 1e-3).any() or (np.linalg.det(R) < 0).any():
+        k = int(np.argmax((ortho > 1e-3) | (np.linalg.det(R) < 0)))
+        raise UserError(f"{path}: row {k} is not a rotation (max |R^T R - I| = {ortho[k]:.3g}, det "
+                        f"{np.linalg.det(R[k]):.3g})")
+    hwf, bounds = m[:, :, 4], arr[:, 15:17].astype(np.float64)
+    bad = (hwf <= 0).any(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise UserError(f"{path}: row {k} has height, width, focal {hwf[k].tolist()}; all must be positive")
+    bad = ~((bounds[:, 0] > 0) & (bounds[:, 1] > bounds[:, 0]))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise UserError(f"{path}: row {k} has near, far {bounds[k].tolist()}; expected 0 < near < far")
+    return c2w, hwf, bounds
 
 
 def write_poses_bounds(path: str | Path, c2w: np.ndarray, hwf: np.ndarray, bounds: np.ndarray) -> None:
@@ -79,7 +99,7 @@ def convert_llff(src: str | Path, out: str | Path, images: str = "images", force
         frames.append({"file_path": f"images/{f.name}", "transform_matrix": c2w[k].tolist(), "fl_x": fl,
                        "fl_y": fl, "cx": w / 2, "cy": h / 2, "w": w, "h": h,
                        "near": float(bounds[k, 0] * s), "far": float(bounds[k, 1] * s)})
-    with staged_output(out, force, inputs=(src,)) as stage:
+    with staged_output(out, force, inputs=(src, src / images)) as stage:  # --images may lie outside DIR
         if copy_images:
             (stage / "images").mkdir()
             for f in files:

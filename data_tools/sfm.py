@@ -44,7 +44,7 @@ def extract_frames(video: str | Path, out_dir: str | Path, fps: float, max_size:
     except ImportError:
         raise UserError("reading videos needs imageio-ffmpeg: pip install imageio-ffmpeg") from None
     except Exception as e:  # noqa: BLE001  (ffmpeg's errors for bad files vary)
-        raise UserError(f"{video}: cannot read the video ({type(e).__name__}: {e})") from None
+        raise UserError(f"{video}: cannot read the video ({type(e).__name__}: {_first_line(e)})") from None
     src_fps = float(meta.get("fps") or 0) or fps
     step = max(src_fps / fps, 1.0)
     paths, next_t = [], 0.0
@@ -64,10 +64,15 @@ def extract_frames(video: str | Path, out_dir: str | Path, fps: float, max_size:
             paths.append(out_dir / f"frame_{len(paths):05d}.png")
             save_image(paths[-1], img)
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"{video}: failed while decoding frames ({type(e).__name__}: {e})") from None
+        raise UserError(f"{video}: failed while decoding frames ({type(e).__name__}: {_first_line(e)})") from None
     if not paths:
         raise UserError(f"{video}: no frames could be read")
     return paths
+
+
+def _first_line(e: Exception) -> str:
+    """The first non-empty line of an error message (ffmpeg appends its whole log to some)."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), "")
 
 
 def run_sfm(images_dir: Path, work: Path, matching: str = "exhaustive", camera_model: str = "SIMPLE_RADIAL",
@@ -143,6 +148,9 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
         images_dir = Path(images_dir)
         files = list_images(images_dir)
         total = len(files)
+        if total < 3:  # registering needs at least 3 (min_registered below): no point running SfM
+            raise UserError(f"{images_dir if video is None else video}: {total} image(s); structure from motion "
+                            "needs at least 3 overlapping views")
         sizes = {image_size(f) for f in files}
         if single_camera and len(sizes) > 1:  # COLMAP would skip every image of another size
             log(f"the images have {len(sizes)} different sizes: estimating one camera per image")

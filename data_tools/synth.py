@@ -85,6 +85,14 @@ def load_mesh(mesh):
         raise UserError(f"{path}: cannot read mesh ({type(e).__name__}: {e})") from None
     if not isinstance(out, trimesh.Trimesh) or len(out.faces) == 0:
         raise UserError(f"{path}: no triangles in the mesh")
+    faces = np.asarray(out.faces)
+    if faces.min() < 0 or faces.max() >= len(out.vertices):
+        raise UserError(f"{path}: faces refer to vertices that do not exist (indices {faces.min()}..{faces.max()}, "
+                        f"{len(out.vertices)} vertices)")
+    if not np.isfinite(np.asarray(out.vertices)).all():
+        raise UserError(f"{path}: the mesh has vertices with non-finite coordinates")
+    if np.ptp(np.asarray(out.vertices)[np.unique(faces)], axis=0).max() <= 0:
+        raise UserError(f"{path}: the mesh's triangles have no extent (all their vertices coincide)")
     return out
 
 
@@ -234,6 +242,11 @@ def render_dataset(mesh, out: str | Path, res: int = 200, n_views: int = 100, n_
         raise UserError(f"background must be transparent, white or black, got {background!r}")
     if not radius > 1.0:
         raise UserError(f"radius {radius} puts the camera inside the unit sphere holding the mesh")
+    if not 0 < fov_deg < 180:
+        raise UserError(f"field of view {fov_deg} deg: expected a value between 0 and 180")
+    if n_views + n_val + n_test == 0:
+        raise UserError("no views to render: --views, --val and --test are all 0")
+    mesh_path = Path(mesh) if isinstance(mesh, (str, Path)) else None
     mesh, S = normalize_mesh(load_mesh(mesh))
     renderer = Renderer(mesh, ambient=ambient, supersample=supersample, seed=seed)
     rng = np.random.default_rng(seed)
@@ -244,7 +257,8 @@ def render_dataset(mesh, out: str | Path, res: int = 200, n_views: int = 100, n_
     unit = (radius + 1.0) * 1.05 / 65535  # meters per depth unit: the farthest surface point still fits
     report = {"material": renderer.material, "vertices": len(mesh.vertices), "faces": len(mesh.faces),
               "watertight": bool(mesh.is_watertight), "coverage": []}
-    with staged_output(out, force) as stage:
+    inputs = (mesh_path,) if mesh_path is not None else ()  # --force must not replace the folder holding MESH
+    with staged_output(out, force, inputs=inputs) as stage:
         mesh.export(stage / "mesh.ply")
         for split in SPLITS:
             if len(dirs[split]) == 0:

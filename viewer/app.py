@@ -12,6 +12,7 @@ depend on the model (image panels, SDF slice) after a new live snapshot, under t
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import math
@@ -21,11 +22,44 @@ import time
 
 import numpy as np
 
+from rwf_render.errors import UserError
+
 from . import panels
 from .render_loop import ClientRenderer, DutyCycle, RenderSettings, limit_threads
 from .sources import Source, run_history, run_metrics
 
 UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
+
+
+def listen_port(host: str, port: int) -> int:
+    """The port to serve on: ``port`` if it is free on ``host``, else the next free one (0 stays 0: the system
+    picks). UserError when ``host`` is not an address of this machine or no port up to 65535 is free.
+
+    viser itself tries ports upwards and, when none binds (a host that is not this machine's, or 65535 busy),
+    blocks forever without a word; this probe makes that one readable error instead.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"--host {host}: not an address or host name this machine can resolve ({e})") from None
+    addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in infos))
+    for candidate in ([0] if port == 0 else range(port, 65536)):
+        bound, busy, why = 0, False, None
+        for family, address in addresses:  # the server listens on every address the host resolves to
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket does
+                try:
+                    probe.bind((address[0], candidate, *address[2:]))
+                    bound += 1
+                except OSError as e:
+                    busy, why = busy or e.errno == errno.EADDRINUSE, why or e
+        if busy:
+            continue
+        if not bound:
+            raise UserError(f"--host {host}: cannot listen there ({why.strerror or why}); use an address of this "
+                            "machine (127.0.0.1, or 0.0.0.0 for every interface)")
+        return candidate
+    raise UserError(f"--port {port}: no free port from {port} to 65535 on {host}")
 
 
 class ViewerApp:
@@ -73,8 +107,9 @@ class ViewerApp:
         # a connection that closes before its handshake (a port probe, a browser's speculative preconnect) is
         # harmless, but the websockets library logs it with a traceback; keep the user's terminal clean
         logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
+        port = listen_port(self.host, self.port)  # viser would wait forever for a host or port it cannot bind
         with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner; the caller prints the URL
-            self.server = viser.ViserServer(host=self.host, port=self.port, label=self.label, verbose=False)
+            self.server = viser.ViserServer(host=self.host, port=port, label=self.label, verbose=False)
         self.port = self.server.get_port()
         self._setup_scene()
         panels.add_render_controls(self)

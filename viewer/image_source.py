@@ -47,7 +47,7 @@ class ImageSource(Source):
 
         _, target, model, _, device = image.load_run(run, cfg, str(device))
         model.eval()
-        return cls(model, target, device, run, run_metrics(run))
+        return cls(model, target, device, run, run_metrics(run, warn=False))  # the app warns
 
     @classmethod
     def from_trainer(cls, trainer, cfg: dict) -> "ImageSource":
@@ -136,7 +136,7 @@ class ImageSource(Source):
     def _psnr_text(self, psnr_all: float) -> str:
         h, w = self.target.shape[:2]
         lines = [f"**PSNR** {psnr_all:.2f} dB on all {h}x{w} pixels"]
-        if "psnr" in self.saved_metrics:
+        if isinstance(self.saved_metrics.get("psnr"), (int, float)):
             lines.append(f"(held-out lattice, metrics.json: {self.saved_metrics['psnr']:.2f} dB)")
         lines.append(f"error map: mean |error| over channels, inferno on [0, {ERROR_VMAX}]")
         return "  \n".join(lines)

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from .app import ViewerApp
+from .app import ViewerApp, listen_port
 from .sources import Source, live_source, state_copy
 
 LIVE_DUTY = 0.1
@@ -42,8 +42,11 @@ MAX_FRAME_S = 1.0  # no live frame is refined beyond the size predicted to take 
 
 
 def make_callback(args) -> "LiveViewer":
-    """Entry point of ``rwf fit ... --view``: the parsed args carry ``kind``, ``host`` and ``port``."""
-    return LiveViewer(args.kind, host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8080))
+    """Entry point of ``rwf fit ... --view``: the parsed args carry ``kind``, ``host`` and ``port``. A host or port
+    the viewer cannot listen on fails here, before the fit writes anything."""
+    host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8080)
+    listen_port(host, port)
+    return LiveViewer(args.kind, host=host, port=port)
 
 
 class LiveViewer:

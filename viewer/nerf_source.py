@@ -84,7 +84,10 @@ class NeRFSource(Source):
     @classmethod
     def from_run(cls, run: Path, cfg: dict, device: torch.device, api=None) -> "NeRFSource":
         api = api or nerf_api()
-        model = api.load_scene_model(run, device)
+        try:
+            model = api.load_scene_model(run, device)
+        except (KeyError, TypeError) as e:  # a config.json without the fields the pipeline reads
+            raise UserError(f"{run / 'config.json'}: not a valid nerf run config ({type(e).__name__}: {e})") from None
         model.eval()
         return cls(model, device, api, run, _extracted_mesh(run))
 

@@ -92,9 +92,17 @@ def add_run_panel(app) -> None:
 
 def reload_run(app) -> None:
     """Show the run's newest checkpoint, metrics and history."""
+    import sys  # noqa: PLC0415
+
     from .sources import run_history, run_metrics  # noqa: PLC0415
 
-    if app.source.reload():
+    try:
+        reloaded = app.source.reload()
+    except UserError as e:  # the page keeps showing what it showed
+        print(f"rwf: warning: checkpoint not reloaded ({e})", file=sys.stderr, flush=True)
+        app.frame_status.content = f"**checkpoint not reloaded:** {e}"
+        return
+    if reloaded:
         app.metrics, app.history = run_metrics(app.source.run), run_history(app.source.run)
         app.notify_model()
 

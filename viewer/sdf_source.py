@@ -11,6 +11,7 @@ Render modes from the browser camera (sphere tracing for distances, first crossi
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def _source_mesh(scfg):
     try:
         return load_source(scfg)[0]
     except UserError as e:  # moved or deleted since the fit: show the rest
-        print(f"rwf view: warning: source mesh unavailable ({e})")
+        print(f"rwf: warning: source mesh unavailable ({e})", file=sys.stderr)
         return None
 
 

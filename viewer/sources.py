@@ -13,6 +13,7 @@ two optimizer steps and the trainer's tensors are only read.
 from __future__ import annotations
 
 import copy
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -94,12 +95,20 @@ class Source:
         return True
 
     def reload(self) -> bool:
-        """Offer the run's current ``checkpoint.pt`` (a fit running elsewhere rewrites it); False without one."""
+        """Offer the run's current ``checkpoint.pt`` (a fit running elsewhere rewrites it); False without one.
+        UserError when it cannot be read or holds another model's weights (nothing is offered then)."""
         from rwf_render.rundir import CHECKPOINT, load_checkpoint  # noqa: PLC0415
 
         if self.run is None or not (self.run / CHECKPOINT).is_file():
             return False
-        self.offer_state(load_checkpoint(self.run / CHECKPOINT)["model"])
+        path = self.run / CHECKPOINT
+        state = load_checkpoint(path).get("model")
+        current = self.model.state_dict()
+        if not isinstance(state, dict) or set(state) != set(current) or any(
+                not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape for k, v in current.items()):
+            # checked here: a mismatch found by load_state_dict in a render thread would end that thread
+            raise UserError(f"{path}: does not fit the model shown (was the run replaced by another fit?)")
+        self.offer_state(state)
         return True
 
     def replace_model(self, model: torch.nn.Module) -> None:
@@ -185,8 +194,21 @@ def as_rgb(img: np.ndarray) -> np.ndarray:
 
 
 # -- runs ----------------------------------------------------------------------------------------------------------
-def run_metrics(run: Path | None) -> dict:
-    return read_json(run / METRICS) if run is not None and (run / METRICS).is_file() else {}
+def run_metrics(run: Path | None, warn: bool = True) -> dict:
+    """The run's metrics.json, or {} when it has none; an unreadable one is left out (the model can still be
+    viewed), with a warning when ``warn``."""
+    if run is None or not (run / METRICS).is_file():
+        return {}
+    try:
+        metrics = read_json(run / METRICS)
+    except (UserError, OSError) as e:
+        metrics = e
+    if not isinstance(metrics, dict):
+        if warn:
+            why = metrics if isinstance(metrics, Exception) else f"{run / METRICS}: expected a JSON object"
+            print(f"rwf: warning: metrics left out ({why})", file=sys.stderr, flush=True)
+        return {}
+    return metrics
 
 
 def run_history(run: Path | None) -> list[dict]:
