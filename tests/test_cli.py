@@ -108,3 +108,37 @@ def test_an_option_of_another_kind_of_run_is_refused_not_ignored(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{option} applies to" in err and f"{kind} run" in err
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+def test_sigterm_unwinds_like_ctrl_c_so_cleanup_runs(tmp_path):
+    """``kill`` (SIGTERM) must run the same cleanup as Ctrl+C: a staging file made in a ``finally`` is removed and
+    the exit code is 130, where Python's default would die on the spot and leave it behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    staging = tmp_path / ".staging"
+    script = f"""
+import sys, time
+from pathlib import Path
+from rwf_render import cli
+p = cli.Parser(prog="rwf")
+def func(args):
+    Path({str(staging)!r}).write_text("partial")
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    finally:
+        Path({str(staging)!r}).unlink()
+p.set_defaults(func=func)
+sys.exit(cli.dispatch(p, []))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    start = time.time()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.time() - start < 30
+    assert "interrupted" in err and "Traceback" not in err
+    assert not staging.exists()
