@@ -61,8 +61,12 @@ class MLPConfig:
 
 def from_dict(cls, d: dict | None):
     """Build a config dataclass from a plain dict, ignoring unknown keys (configs saved by newer versions)."""
+    if d is None:
+        return cls()
+    if not isinstance(d, dict):
+        raise TypeError(f"{cls.__name__}: expected an object of settings, got {type(d).__name__}")
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (d or {}).items() if k in names})
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class MLP(nn.Module):
