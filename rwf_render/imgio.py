@@ -13,6 +13,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,9 @@ def _quiet_output(messages: list):
     """Collect in ``messages`` what is printed on stdout and stderr (the Python streams, and file descriptors 1
     and 2 for C libraries) instead of showing it: OpenEXR prints its own lines about a corrupt file before
     raising, and the rule is one line per error."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # file descriptors belong to the whole process: a reader thread (the viewer's) leaves them alone
+        return
     streams = io.StringIO()
     with tempfile.TemporaryFile() as tmp:
         saved = []
