@@ -237,8 +237,12 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data (defaults: the preset's, else these)")
     d.add_argument("--downscale", type=positive_int, help="integer image downscale (default 1)")
     d.add_argument("--background", choices=BACKGROUNDS, help="white (default) | black | random | learned")
-    d.add_argument("--near", type=positive_float, help="ray start (default: 2%% of the box diagonal)")
-    d.add_argument("--far", type=positive_float, help="ray end (default: where rays leave the grid)")
+    d.add_argument("--near", type=positive_float,
+                   help="ray start, over any per-image bounds of the dataset (default: those, else 2%% of the box "
+                        "diagonal)")
+    d.add_argument("--far", type=positive_float,
+                   help="ray end, over any per-image bounds of the dataset (default: those, else where rays leave "
+                        "the grid)")
     m = p.add_argument_group("field")
     m.add_argument("--param", choices=["plain", "wn", "rwf"], help="linear layers (default rwf)")
     m.add_argument("--encoding", choices=["fourier", "pe"], help="position encoding (default fourier)")

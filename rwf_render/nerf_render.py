@@ -35,9 +35,9 @@ class RenderConfig:
     max_samples: int = 1024
     """cap on samples per ray"""
     near: float | None = None
-    """ray start (None: 2% of the box diagonal, or the dataset's per-image near)"""
+    """ray start, over the per-image near passed to render_rays (None: that, else 2% of the box diagonal)"""
     far: float | None = None
-    """ray end (None: where the ray leaves the grid)"""
+    """ray end, over the per-image far passed to render_rays (None: that, else where the ray leaves the grid)"""
     early_stop_eps: float = 1e-4
     """rendering: stop a ray once its transmittance falls below this"""
     alpha_thre: float = 0.0
@@ -144,8 +144,9 @@ class NeRFModel(nn.Module):
         """
         clock = _Clock(timings, rays_o.device)
         cfg = self.render_cfg
-        near = self.default_near() if near is None else near
-        far = cfg.far if far is None else far
+        # --near / --far, when set, win over the bounds passed in (a dataset's per-image bounds)
+        near = cfg.near if cfg.near is not None else self.default_near() if near is None else near
+        far = cfg.far if cfg.far is not None else far
 
         # without gradients, the field runs on at most SAMPLE_CHUNK samples at a time: memory stays bounded even
         # when a chunk of rays holds up to max_samples samples each
