@@ -142,3 +142,32 @@ sys.exit(cli.dispatch(p, []))
     assert proc.returncode == 130 and time.time() - start < 30
     assert "interrupted" in err and "Traceback" not in err
     assert not staging.exists()
+
+
+def test_an_interrupted_fit_saves_at_a_step_boundary_and_resumes_there(tmp_path):
+    """Ctrl+C or SIGTERM during a fit: the step in flight finishes, a checkpoint is written at once (not only
+    every --ckpt-every steps), exit 130; --resume continues from exactly that step."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    fit = [sys.executable, "-m", "rwf_render", "fit", "image", "--size", "32", "--features", "16", "--width", "32",
+           "--quiet", "--out", str(run), "--eval-every", "1", "--ckpt-every", "100000"]
+    proc = subprocess.Popen(fit + ["--steps", "100000"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "history.csv").is_file() or len((run / "history.csv").read_text().splitlines()) < 4:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    step = int(torch.load(run / "checkpoint.pt", weights_only=True)["step"])
+    rows = (run / "history.csv").read_text().splitlines()[1:]
+    assert step >= 3 and int(float(rows[-1].split(",")[0])) == step
+    done = subprocess.run(fit + ["--resume", "--steps", str(step + 2)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {run} at step {step}/{step + 2}" in done.stderr
+    import json
+    assert json.loads((run / "metrics.json").read_text())["steps"] == step + 2
