@@ -20,13 +20,12 @@ import argparse
 import importlib
 import importlib.util
 import os
-import signal
 import sys
-import threading
 from importlib import metadata
 from pathlib import Path
 
 from .errors import UserError
+from .signals import terminate_like_interrupt
 
 PIPELINES = {"image": "rwf_render.image", "sdf": "rwf_render.sdf", "nerf": "rwf_render.nerf"}
 
@@ -219,7 +218,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
     Failures of the machine rather than of the input (a folder that cannot be written, a full disk, memory run
     out) are one line and exit 1; ``RWF_DEBUG=1`` keeps their traceback.
     """
-    _terminate_like_interrupt()
+    terminate_like_interrupt()
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
@@ -239,18 +238,6 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
             raise
         print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-
-
-def _terminate_like_interrupt() -> None:
-    """SIGTERM (``kill``, a job scheduler's stop) unwinds like Ctrl+C, so staging folders and temporary files are
-    cleaned up; without this, Python dies on the spot and leaves them behind."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
 
 
 def _out_of_memory(e: BaseException) -> bool:

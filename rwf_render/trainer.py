@@ -19,9 +19,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +30,7 @@ from torch import nn
 from .errors import UserError
 from .layers import param_groups
 from .rundir import CHECKPOINT, HISTORY, load_checkpoint, save_checkpoint, write_history
+from .signals import StopAtStepBoundary
 
 SCHEDULES = ("const", "exp", "cos", "step")
 
@@ -111,30 +109,6 @@ def lr_factor(schedule: str, step: int, steps: int, final: float, decay_every: i
     raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
 
 
-class _StopAtStepBoundary:
-    """While a fit runs, the first Ctrl+C or SIGTERM asks the loop to stop after the current step, which then saves
-    a checkpoint and raises KeyboardInterrupt; a second one interrupts at once. Main thread only (signals)."""
-
-    def __init__(self, trainer: "Trainer"):
-        self.trainer, self.received, self.previous = trainer, False, {}
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum, frame):
-        if self.received:
-            raise KeyboardInterrupt
-        self.received, self.trainer.stop_requested = True, True
-        where = " and saving a checkpoint" if self.trainer.run_dir is not None else ""
-        print(f"\nrwf: stopping after this step{where} (again to stop at once)", file=sys.stderr)
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
-
-
 class Trainer:
     """Adam on ``model`` for ``task``; the RWF scales form their own parameter group ("rwf_scales").
 
@@ -210,7 +184,7 @@ class Trainer:
                 cb.on_start(self)
         bar = tqdm(total=self.cfg.steps, initial=self.step_idx, disable=not self.progress, dynamic_ncols=True,
                    leave=False, desc="fit")
-        signals = _StopAtStepBoundary(self)
+        signals = StopAtStepBoundary(self)
         try:
             while self.step_idx < self.cfg.steps and not self.stop_requested:
                 stats = self.step()
