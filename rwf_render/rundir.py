@@ -125,7 +125,8 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     """Create (or reopen, with ``resume``) a run directory.
 
     An existing non-empty folder is never overwritten unless ``force`` is given, and then only when it holds a run
-    (a folder with files but no ``config.json`` may be the user's data); ``resume`` requires a ``config.json``. Call this only after all inputs were validated, so bad input never leaves a folder behind.
+    (a folder with files but no ``config.json`` may be the user's data); ``resume`` requires a ``config.json``.
+    Call this only after all inputs were validated, so bad input never leaves a folder behind.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():

@@ -135,6 +135,8 @@ def _check_options(cfg: SDFConfig) -> None:
                               ("--vote-dirs", cfg.vote_dirs, MAX_VOTE_DIRS)):
         if not 0 <= value <= hi:
             raise UserError(f"{option} must be at most {hi}, got {value}")
+    if cfg.vote_dirs % 2 == 0 and cfg.vote_dirs:
+        raise UserError(f"--vote-dirs must be odd so the majority vote has no ties, got {cfg.vote_dirs}")
 
 
 def fit(args) -> int:
@@ -377,7 +379,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--near-sigmas", type=positive_float, nargs=2, default=[0.005, 0.05], metavar=("THIN", "WIDE"),
                    help="std of the two shells around the surface (unit-cube units)")
     d.add_argument("--vote-dirs", type=nonneg_int, default=0,
-                   help="rays voting inside/outside (default: 3 if watertight, else 15)")
+                   help="rays voting inside/outside, an odd number (default: 3 if watertight, else 15)")
     m = p.add_argument_group("model")
     m.add_argument("--param", choices=list(PARAMS), default="rwf", help="linear layer type")
     m.add_argument("--rwf-mu", type=float, default=1.0, help="RWF log-scale mean")

@@ -21,7 +21,8 @@ def _parser_raising(exc: BaseException) -> argparse.ArgumentParser:
 
 @pytest.mark.parametrize("exc, code, words", [
     (UserError("bad.json: not valid JSON"), 2, "bad.json: not valid JSON"),
-    (PermissionError(13, "Permission denied", "/data/run/metrics.json"), 1, "/data/run/metrics.json: Permission denied"),
+    (PermissionError(13, "Permission denied", "/data/run/metrics.json"), 1,
+     "/data/run/metrics.json: Permission denied"),
     (OSError(28, "No space left on device", "/data/run/checkpoint.pt"), 1, "No space left on device"),
     (MemoryError(), 1, "out of memory"),
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1, "Tried to allocate 2.00 GiB"),

@@ -171,10 +171,12 @@ def test_image_render_needs_the_checkpoint_not_the_source(runs, capsys, tmp_path
 @pytest.mark.parametrize("extra", [["--target", "occupancy", "--loss", "clamped"], ["--clamp", "0.2"],
                                    ["--normal", "0.1", "--mix", "0", "1", "1", "1"], ["--mesh-res", "100000"],
                                    ["--preview-res", "100000"], ["--pool", "10000000000"],
-                                   ["--eval-points", "10000000000"], ["--compare", "--param", "wn"]])
+                                   ["--eval-points", "10000000000"], ["--compare", "--param", "wn"],
+                                   ["--vote-dirs", "4"]])
 def test_sdf_options_that_would_be_ignored_or_exhaust_memory(runs, capsys, tmp_path, extra):
     """--loss/--clamp (and --param under --compare) were silently ignored, --normal without surface points never
-    applied, --mesh-res 100000 trained first and then died in a traceback, leaving a half-written run."""
+    applied, --mesh-res 100000 trained first and then died in a traceback, leaving a half-written run; an even
+    --vote-dirs let ties fall to "outside"."""
     out = tmp_path / "run"
     assert_one_error(*run_cli(capsys, "fit", "sdf", runs["mesh"], "--out", out, *SDF_TINY, *extra))
     assert not out.exists()
