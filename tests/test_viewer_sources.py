@@ -109,6 +109,30 @@ def test_image_plane_seen_straight_on_is_the_image(image_run):
     assert panels["error"].shape == (h, w, 3) and np.isfinite(panels["psnr_all"])
 
 
+def test_an_image_run_whose_source_is_gone_opens_with_the_reconstruction_only(tmp_path, capsys):
+    """The source image moved after the fit: the run still opens (a warning), with the reconstruction mode and
+    panel only, rendering what it rendered while the image was there."""
+    from rwf_render.imgio import write_image
+
+    src = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    write_image(src, rng.random((12, 16, 3)).astype(np.float32))
+    run = tmp_path / "run"
+    assert cli.main(["fit", "image", str(src), "--out", str(run), *SMALL]) == 0
+    with_source = open_run(run, CPU)
+    view = next(iter(views(with_source, (4 / 3,))))
+    before = render_view(with_source, view, 40, "reconstruction").rgb
+    src.unlink()
+    capsys.readouterr()
+    alone = open_run(run, CPU)
+    assert "source image unavailable" in capsys.readouterr().err
+    assert alone.modes == ("reconstruction",) and alone.target.shape[:2] == (12, 16)
+    np.testing.assert_array_equal(render_view(alone, view, 40, "reconstruction").rgb, before)
+    panels = alone.images()
+    assert set(panels) == {"reconstruction", "psnr_all"} and panels["reconstruction"].shape == (12, 16, 3)
+    assert "unavailable" in alone._psnr_text(panels["psnr_all"])
+
+
 def test_reload_shows_the_newest_checkpoint(image_run):
     source = open_run(image_run, CPU)
     saved = {k: v.clone() for k, v in source.model.state_dict().items()}

@@ -3,17 +3,20 @@
 The image lies in the world plane z = 0: field coordinates (x, y) (pixel centres / long side, y down, see
 :mod:`rwf_render.image`) sit at world (x, -y, 0), so the picture is upright seen from +z with +y up. The browser
 camera renders the field where its rays meet that plane, so zooming in samples the continuous field at any
-resolution; ``target`` and ``error`` look up the training image (nearest pixel) instead.
+resolution; ``target`` and ``error`` look up the training image (nearest pixel) instead. When the source image
+is gone, the run still opens (a warning), with the reconstruction only.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rwf_render.cameras import Cameras, pixel_rays
+from rwf_render.errors import UserError
 from rwf_render.metrics import psnr as psnr_of
 from rwf_render.plots import error_map
 
@@ -27,12 +30,18 @@ PANEL_SIDE = 256  # side-panel images smaller than this are enlarged by an integ
 class ImageSource(Source):
     kind = "image"
     modes = ("reconstruction", "target", "error")
+    panels = ("ground truth", "reconstruction", "error")
     up = (0.0, 1.0, 0.0)
 
-    def __init__(self, model, target: np.ndarray, device: torch.device, run: Path | None = None,
-                 metrics: dict | None = None):
-        """model: the image field ((N, 2) -> (N, C)); target: (H, W, C) float32 in [0, 1]."""
+    def __init__(self, model, target: np.ndarray | None, device: torch.device, run: Path | None = None,
+                 metrics: dict | None = None, size: tuple[int, int] | None = None):
+        """model: the image field ((N, 2) -> (N, C)); target: (H, W, C) float32 in [0, 1], or None when the source
+        image is unavailable (then ``size`` (H, W) gives the lattice and only the reconstruction is shown)."""
         super().__init__(model, device, run)
+        if target is None:
+            self.modes = ("reconstruction",)
+            self.panels = ("reconstruction",)
+            target = np.full((*size, 1), np.nan, np.float32)
         self.target = np.asarray(target, np.float32)
         h, w = self.target.shape[:2]
         self.long = max(h, w)
@@ -45,9 +54,15 @@ class ImageSource(Source):
     def from_run(cls, run: Path, cfg: dict, device: torch.device) -> "ImageSource":
         from rwf_render import image  # noqa: PLC0415
 
-        _, target, model, _, device = image.load_run(run, cfg, str(device))
+        try:
+            _, target, model, _, device = image.load_run(run, cfg, str(device))
+        except UserError as e:  # the source image moved or changed shape: the model alone is still worth a look
+            _, model, _, device = image.load_model(run, cfg, str(device))  # raises again if the run itself is bad
+            print(f"rwf: warning: source image unavailable ({e}); showing the reconstruction only", file=sys.stderr)
+            target = None
         model.eval()
-        return cls(model, target, device, run, run_metrics(run, warn=False))  # the app warns
+        return cls(model, target, device, run, run_metrics(run, warn=False),  # the app warns
+                   size=(cfg["height"], cfg["width"]))
 
     @classmethod
     def from_trainer(cls, trainer, cfg: dict) -> "ImageSource":
@@ -109,6 +124,8 @@ class ImageSource(Source):
             coords = pixel_coords(h, w).reshape(-1, 2).to(self.device)
             recon = torch.cat([self.model(c) for c in coords.split(65536)]).clamp(0, 1)
         recon = recon.reshape(h, w, -1).cpu().numpy()
+        if "ground truth" not in self.panels:
+            return {"reconstruction": as_rgb(recon), "psnr_all": float("nan")}
         return {"ground truth": as_rgb(self.target), "reconstruction": as_rgb(recon),
                 "error": error_map(recon, self.target, ERROR_VMAX),
                 "psnr_all": psnr_of(torch.from_numpy(recon), torch.from_numpy(self.target))}
@@ -117,14 +134,14 @@ class ImageSource(Source):
         imgs = self.images()
         with server.gui.add_folder("Image"):
             self._gui["psnr"] = server.gui.add_markdown(self._psnr_text(imgs["psnr_all"]))
-            for name in ("ground truth", "reconstruction", "error"):
+            for name in self.panels:
                 self._gui[name] = server.gui.add_image(self._panel(imgs[name]), label=name, format="png")
 
     def refresh_gui(self) -> None:
         if not self._gui:
             return
         imgs = self.images()
-        for name in ("ground truth", "reconstruction", "error"):
+        for name in self.panels:
             self._gui[name].image = self._panel(imgs[name])
         self._gui["psnr"].content = self._psnr_text(imgs["psnr_all"])
 
@@ -135,6 +152,8 @@ class ImageSource(Source):
 
     def _psnr_text(self, psnr_all: float) -> str:
         h, w = self.target.shape[:2]
+        if "ground truth" not in self.panels:
+            return f"source image unavailable: the reconstruction ({w}x{h}) only, no PSNR"
         lines = [f"**PSNR** {psnr_all:.2f} dB on all {h}x{w} pixels"]
         if isinstance(self.saved_metrics.get("psnr"), (int, float)):
             lines.append(f"(held-out lattice, metrics.json: {self.saved_metrics['psnr']:.2f} dB)")
