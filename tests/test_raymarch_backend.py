@@ -137,6 +137,9 @@ def _cuda_case(seed, levels, cone, stratified):
     d = d / d.norm(dim=1, keepdim=True)
     kw = dict(step_size=0.009, cone_angle=cone, max_samples=300, stratified=stratified, seed=seed,
               near=torch.rand(n, generator=gen) * 0.3, far=2 + torch.rand(n, generator=gen) * 4)
+    nan, inf = float("nan"), float("inf")  # spoiled rays (a NaN pose, a zero focal): no samples on any backend
+    o[0, 0], d[1, 2], d[2] = nan, inf, nan
+    kw["near"][3], kw["far"][4] = nan, nan
     return grid, o, d, kw
 
 
