@@ -172,3 +172,16 @@ def test_an_interrupted_fit_saves_at_a_step_boundary_and_resumes_there(tmp_path)
     assert f"resuming {run} at step {step}/{step + 2}" in done.stderr
     import json
     assert json.loads((run / "metrics.json").read_text())["steps"] == step + 2
+
+
+def test_image_compare_resumes_and_refuses_a_single_param(tmp_path, capsys):
+    """--compare with --param is refused in one line, and a --compare run resumes all three of its runs."""
+    out = tmp_path / "cmp"
+    tiny = ["fit", "image", "--size", "16", "--features", "8", "--width", "16", "--quiet", "--out", str(out)]
+    assert cli.main(tiny + ["--compare", "--param", "wn", "--steps", "2"]) == 2
+    assert "--compare trains every parameterization" in capsys.readouterr().err and not out.exists()
+    assert cli.main(tiny + ["--compare", "--steps", "2"]) == 0
+    assert cli.main(tiny + ["--compare", "--resume", "--steps", "3"]) == 0
+    import json
+    for param in ("plain", "wn", "rwf"):
+        assert json.loads((out / param / "metrics.json").read_text())["steps"] == 3
