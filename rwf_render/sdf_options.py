@@ -1,0 +1,143 @@
+"""An SDF fit's options: the command line, turned into an ``SDFConfig`` and checked before anything is written."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import UserError
+from .fields import EncodingConfig, MLPConfig
+from .mesh import check_grid_res
+from .rundir import COMPARE_PARAMS
+from .shape_task import BUILTIN, LOSSES, TARGETS, SDFConfig
+from .trainer import TrainConfig
+
+PARAMS = COMPARE_PARAMS
+MAX_POINTS = 2**24  # training pool, IoU test points per set, surface samples per mesh (a few hundred MB each)
+MAX_VOTE_DIRS = 255
+MAX_VIEW_RES = 2048  # pixels per side of a preview or render view
+
+
+def config_from_args(args) -> SDFConfig:
+    enc = EncodingConfig(kind=args.encoding, m=args.features, sigma=args.sigma, n_freqs=args.n_freqs,
+                         include_input=args.encoding == "pe")
+    mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, param=args.param,
+                    rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
+    weights = {k: w for k, w in (("eikonal", args.eikonal), ("normal", args.normal)) if w > 0}
+    if args.target == "occupancy" and args.loss is not None:
+        raise UserError("--loss applies to --target sdf only (occupancy is fitted with BCE)")
+    if args.clamp is not None and args.loss != "clamped":
+        raise UserError("--clamp applies to --loss clamped only")
+    train = TrainConfig(steps=args.steps or 1000, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
+                        decay_every=args.decay_every, lr_final=args.lr_final, seed=args.seed,
+                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
+                        ckpt_every=args.ckpt_every, loss_weights=weights)
+    return SDFConfig(path=str(Path(args.path).resolve()) if args.path else None, target=args.target, fill=args.fill,
+                     vote_dirs=args.vote_dirs, pool=args.pool, refresh_every=args.refresh_every, batch=args.batch,
+                     mix=tuple(args.mix), near_sigmas=tuple(args.near_sigmas), loss=args.loss or "l1",
+                     clamp=0.1 if args.clamp is None else args.clamp,
+                     eval_points=args.eval_points, mesh_res=args.mesh_res, metric_points=args.metric_points,
+                     preview_res=args.preview_res, encoding=enc, mlp=mlp, train=train, model_seed=args.seed)
+
+
+def check_options(cfg: SDFConfig) -> None:
+    """UserError for options that cannot work together or would exhaust memory (before anything is written)."""
+    if cfg.target not in TARGETS or cfg.loss not in LOSSES:
+        raise UserError(f"--target {cfg.target!r} / --loss {cfg.loss!r}: expected one of {TARGETS} / {LOSSES}")
+    if not 0 < cfg.fill <= 1:
+        raise UserError(f"--fill must be in (0, 1], got {cfg.fill}")
+    if len(cfg.mix) != 4 or min(cfg.mix) < 0 or sum(cfg.mix) <= 0:
+        raise UserError("--mix takes 4 non-negative shares (surface near far uniform) with a positive sum")
+    if cfg.target == "occupancy" and cfg.train.loss_weights:
+        raise UserError("--eikonal and --normal apply to --target sdf only")
+    if cfg.train.loss_weights.get("normal", 0) > 0 and cfg.mix[0] <= 0:
+        raise UserError("--normal needs surface points: the first --mix share (surface) is 0")
+    check_grid_res(cfg.mesh_res, "--mesh-res")
+    for option, value, hi in (("--preview-res", cfg.preview_res, MAX_VIEW_RES), ("--pool", cfg.pool, MAX_POINTS),
+                              ("--eval-points", cfg.eval_points, MAX_POINTS),
+                              ("--metric-points", cfg.metric_points, MAX_POINTS),
+                              ("--vote-dirs", cfg.vote_dirs, MAX_VOTE_DIRS)):
+        if not 0 <= value <= hi:
+            raise UserError(f"{option} must be at most {hi}, got {value}")
+    if cfg.vote_dirs % 2 == 0 and cfg.vote_dirs:
+        raise UserError(f"--vote-dirs must be odd so the majority vote has no ties, got {cfg.vote_dirs}")
+
+
+# -- options ------------------------------------------------------------------------------------------------------
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import positive_float  # noqa: PLC0415
+
+    def fraction(text: str) -> float:
+        value = positive_float(text) if text not in ("0", "0.0") else 0.0
+        if value >= 1:
+            raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+        return value
+
+    p.add_argument("--level", type=float, default=None,
+                   help="sdf runs: iso-value (default 0: the surface; occupancy runs: the logit, 0 = p 0.5)")
+    p.add_argument("--min-component", type=fraction, default=0.0, metavar="FRACTION",
+                   help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import add_run_arguments, nonneg_int, positive_float, positive_int  # noqa: PLC0415
+
+    p.add_argument("path", nargs="?", metavar="MESH", help=f"OBJ, PLY, STL, OFF or GLB (default: a built-in {BUILTIN})")
+    add_run_arguments(p, "sdf")
+    d = p.add_argument_group("data")
+    d.add_argument("--target", choices=TARGETS, default="sdf", help="sdf (default) or occupancy (BCE, logits)")
+    d.add_argument("--fill", type=positive_float, default=0.9, help="longest side of the mesh in the unit cube")
+    d.add_argument("--batch", type=positive_int, default=4096, help="points per step (default 4096)")
+    d.add_argument("--pool", type=positive_int, default=2**17, help="pool of points with exact targets")
+    d.add_argument("--refresh-every", type=positive_int, default=100, help="steps between pool redraws")
+    d.add_argument("--mix", type=nonneg_float, nargs=4, default=[0.25, 0.25, 0.2, 0.3],
+                   metavar=("SURF", "NEAR", "FAR", "UNI"),
+                   help="pool shares: on the surface, thin shell, wide band, uniform in the box")
+    d.add_argument("--near-sigmas", type=positive_float, nargs=2, default=[0.005, 0.05], metavar=("THIN", "WIDE"),
+                   help="std of the two shells around the surface (unit-cube units)")
+    d.add_argument("--vote-dirs", type=nonneg_int, default=0,
+                   help="rays voting inside/outside, an odd number (default: 3 if watertight, else 15)")
+    m = p.add_argument_group("model")
+    m.add_argument("--param", choices=list(PARAMS), default="rwf", help="linear layer type")
+    m.add_argument("--rwf-mu", type=float, default=1.0, help="RWF log-scale mean")
+    m.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF log-scale std")
+    m.add_argument("--rwf-log-scale", action="store_true", help="train log s instead of s")
+    m.add_argument("--encoding", choices=["fourier", "pe", "identity"], default="fourier")
+    m.add_argument("--features", type=positive_int, default=128, help="Fourier features m (default 128)")
+    m.add_argument("--sigma", type=positive_float, default=3.0, help="Fourier sigma (2-pi convention, default 3)")
+    m.add_argument("--n-freqs", type=positive_int, default=8, help="positional-encoding octaves")
+    m.add_argument("--depth", type=positive_int, default=4, help="linear layers, output included")
+    m.add_argument("--width", type=positive_int, default=128)
+    m.add_argument("--activation", choices=["relu", "softplus", "tanh", "gelu", "silu"], default="relu")
+    lo = p.add_argument_group("loss")
+    lo.add_argument("--loss", choices=LOSSES, default=None, help="sdf target: l1 (default) or clamped (DeepSDF)")
+    lo.add_argument("--clamp", type=positive_float, default=None, help="clamped loss: clamp distance (default 0.1)")
+    lo.add_argument("--eikonal", type=nonneg_float, default=0.0, help="weight of the eikonal term (default 0: off)")
+    lo.add_argument("--normal", type=nonneg_float, default=0.0,
+                    help="weight of the surface-normal term (default 0: off)")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 1000)")
+    t.add_argument("--lr", type=positive_float, default=1e-3)
+    t.add_argument("--scale-lr", type=positive_float, default=None, help="learning rate of the RWF scales")
+    t.add_argument("--schedule", choices=["const", "exp", "cos", "step"], default="exp", help="learning-rate schedule")
+    t.add_argument("--lr-final", type=positive_float, default=0.1,
+                   help="exp/cos: final lr as a fraction of --lr; step: the factor every --decay-every steps")
+    t.add_argument("--decay-every", type=positive_int, default=5000, help="step schedule: steps between decays")
+    t.add_argument("--eval-every", type=positive_int, default=100, help="steps between IoU evaluations")
+    t.add_argument("--ckpt-every", type=positive_int, default=250, help="steps between checkpoints")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--mesh-res", type=positive_int, default=128, help="grid of mesh.ply and the metrics (128)")
+    o.add_argument("--preview-res", type=positive_int, default=128, help="pixels per preview view (128)")
+    o.add_argument("--eval-points", type=positive_int, default=2**18, help="IoU test points per set (2^18)")
+    o.add_argument("--metric-points", type=positive_int, default=100_000,
+                   help="surface samples per mesh for Chamfer, F-score, normal consistency (100000)")
