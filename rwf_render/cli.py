@@ -84,6 +84,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def add_run_arguments(p: argparse.ArgumentParser, kind: str, compare: bool = True) -> None:
     """The options every ``rwf fit <kind>`` shares: run directory, resume, device, seeding, progress."""
     g = p.add_argument_group("run")
@@ -128,8 +139,8 @@ def _run_command(action: str, owned: dict | None = None):
             raise UserError(f"'rwf {action.replace('_', ' ')}' does not apply to {kind} runs")
         for dest, (owner, option) in (owned or {}).items():
             if owner != kind and getattr(args, dest, option.default) != option.default:
-                raise UserError(f"{option.option_strings[0]} applies to {owner} runs, and {args.run} holds "
-                                f"a{'n' if kind[:1] in 'aeiou' else ''} {kind} run")
+                raise UserError(f"{option.option_strings[0]} applies to {owner} runs, not to {kind} runs "
+                                f"like {args.run}")
         return fn(Path(args.run), cfg, args) or 0
     return handler
 
@@ -200,6 +211,8 @@ def build_parser() -> Parser:
     mesh.add_argument("--res", type=positive_int, default=256, help="grid resolution per axis")
     mesh.add_argument("--format", choices=["ply", "obj", "glb"], default=None, help="default: from --out, else ply")
     mesh.add_argument("--out", default=None, help="output file (default: RUN/mesh.<format>)")
+    mesh.add_argument("--min-component", type=unit_fraction, default=0.0, metavar="FRACTION",
+                      help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
     mesh.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     mesh.set_defaults(func=_run_command("export_mesh", _add_pipeline_arguments(mesh, "add_export_arguments")))
 
@@ -243,7 +256,8 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
 def _out_of_memory(e: BaseException) -> bool:
     """torch's OutOfMemoryError (CUDA), or the plain RuntimeError its CPU allocator raises."""
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(e, torch.OutOfMemoryError):
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom is not None and isinstance(e, oom):
         return True
     return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
 

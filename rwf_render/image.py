@@ -25,8 +25,9 @@ from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_di
 from .imgio import output_image_path, read_image, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
-from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_source_unchanged, compare_runs, json_safe,
-                     load_checkpoint, prepare_run_dir, read_json, resume_run_config, resume_trainer, write_json)
+from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, check_source_unchanged,
+                     compare_runs, json_safe, load_checkpoint, prepare_run_dir, read_json, resume_run_config,
+                     resume_trainer, write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
@@ -250,6 +251,8 @@ def fit(args) -> int:
         cfg = _config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
     image, info = load_target(cfg)  # validate the input before anything is written
+    if not args.resume:
+        check_out_holds_no_input(out, [cfg.path])
     if args.resume:
         check_source_unchanged(saved, info, cfg.path)
     resolve_device(cfg.train.device)

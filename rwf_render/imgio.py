@@ -95,6 +95,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int]:
         page = series.pages[0] if series.pages else tif.pages[0]
         raw, axes = np.asarray(series.asarray()), series.axes
         photometric, colormap = int(page.photometric), page.colormap
+    single = [i for i, a in enumerate(axes) if a not in "YXS" and raw.shape[i] == 1]  # a stack of one image
+    raw, axes = raw.squeeze(axis=tuple(single)), "".join(a for i, a in enumerate(axes) if i not in single)
     if set(axes) - {"Y", "X", "S"}:
         raise UserError(f"{path}: a multi-page TIFF or volume (axes {axes}, shape {raw.shape}); only single images "
                         "are supported")

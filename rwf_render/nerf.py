@@ -21,7 +21,8 @@ from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_fr
                           resume_config_from_args, scene_presets)
 from .nerf_data import PosedImages, background_color, composite_background, load_split, summary
 from .nerf_render import NeRFModel
-from .rundir import CHECKPOINT, CONFIG, METRICS, load_checkpoint, prepare_run_dir, read_json, write_json
+from .rundir import (CHECKPOINT, CONFIG, METRICS, check_out_holds_no_input, load_checkpoint, prepare_run_dir,
+                     read_json, write_json)
 from .trainer import Trainer, resolve_device
 
 def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
@@ -149,15 +150,6 @@ def lpips_note() -> str:
 
 
 # -- fitting ------------------------------------------------------------------------------------------------------
-def _check_out(out: Path, data: str) -> None:
-    """Refuse a run folder that is the dataset's folder or holds it: --force would delete the photos."""
-    data_path = Path(data).resolve()
-    data_dir = data_path if data_path.is_dir() else data_path.parent
-    target = out.resolve()
-    if target == data_dir or target in data_dir.parents:
-        raise UserError(f"{out}: holds the dataset {data}; choose another --out")
-
-
 def fit(args) -> int:
     cfg = resume_config_from_args(args) if args.resume else config_from_args(args)
     check_config(cfg)
@@ -169,7 +161,7 @@ def fit(args) -> int:
     name = cfg.scene or Path(cfg.data).name
     out = Path(args.out or Path("runs") / f"nerf-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume:
-        _check_out(out, cfg.data)
+        check_out_holds_no_input(out, [cfg.data])
     try:
         model = build_model(cfg, train.aabb, len(train))
     except RuntimeError as e:  # CPU allocation failure of an absurd --width / --features
@@ -179,11 +171,11 @@ def fit(args) -> int:
                         "--width, --depth or --features") from None
     print(summary(train, model.default_near(), cfg.render.far, cfg.data), file=sys.stderr)
     run = prepare_run_dir(out, force=args.force, resume=args.resume)
-    write_json(run / CONFIG, {**cfg.to_dict(), "aabb": train.aabb.tolist()})
     task = NeRFTask(model.to(device), train, val, cfg, device, run_dir=run)
     trainer = Trainer(model, task, cfg.train, run_dir=run, progress=not args.quiet)
-    if args.resume and trainer.resume():
+    if args.resume and trainer.resume():  # before config.json is rewritten: a refused resume changes nothing
         print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
+    write_json(run / CONFIG, {**cfg.to_dict(), "aabb": train.aabb.tolist()})
     trainer.fit()
     metrics = finish(run, model, task, trainer, cfg, test)
     print(f"{run}: test psnr {metrics['psnr']:.2f} dB, ssim {metrics['ssim']:.4f} ({metrics['test_images']} images), "

@@ -115,10 +115,26 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a run (its config.json) or a ``--compare`` of runs (a folder of them)."""
+    """Whether ``path`` holds a run (its config.json) or a ``--compare`` of runs: a folder of them, or of nothing
+    but their (possibly empty) folders, as a --compare interrupted before its first config.json leaves it."""
     if (path / CONFIG).is_file():
         return True
-    return any(child.is_dir() and (child / CONFIG).is_file() for child in path.iterdir())
+    children = list(path.iterdir())
+    if any(child.is_dir() and (child / CONFIG).is_file() for child in children):
+        return True
+    return all(child.is_dir() and child.name in COMPARE_PARAMS for child in children)
+
+
+def check_out_holds_no_input(out: Path, inputs) -> None:
+    """Refuse a run folder that is, or holds, the folder of an input (``--force`` would delete it)."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        path = Path(given).resolve()
+        folder = path if path.is_dir() else path.parent
+        if target == folder or target in folder.parents:
+            raise UserError(f"{out}: holds the input {given}; choose another --out")
 
 
 def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool = False) -> Path:

@@ -31,8 +31,8 @@ from .mesh import (EXPORT_FORMATS, MeshQuery, Normalization, check_grid_res, ext
                    remove_small_components, require_open3d, save_mesh)
 from .plots import curve_png
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
-                     check_source_unchanged, compare_runs, load_checkpoint, prepare_run_dir, read_json,
-                     resume_run_config, resume_trainer, write_json)
+                     check_out_holds_no_input, check_source_unchanged, compare_runs, load_checkpoint, prepare_run_dir,
+                     read_json, resume_run_config, resume_trainer, write_json)
 from .sdf_options import (MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
 from .shape_task import BUILTIN, SDFConfig, ShapeTask, build_model, field_fn, load_source
@@ -105,6 +105,8 @@ def fit(args) -> int:
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
     check_options(cfg)
     mesh, info = load_source(cfg)  # validate the input before anything is written
+    if not args.resume:
+        check_out_holds_no_input(out, [cfg.path])
     if args.resume:
         check_source_unchanged(saved, info, cfg.path)
     resolve_device(cfg.train.device)

@@ -28,6 +28,8 @@ def config_from_args(args) -> SDFConfig:
         raise UserError("--loss applies to --target sdf only (occupancy is fitted with BCE)")
     if args.clamp is not None and args.loss != "clamped":
         raise UserError("--clamp applies to --loss clamped only")
+    if args.vote_dirs % 2 == 0 and args.vote_dirs:  # a new fit only: runs saved with an even count still load
+        raise UserError(f"--vote-dirs must be odd so the majority vote has no ties, got {args.vote_dirs}")
     train = TrainConfig(steps=args.steps or 1000, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
                         decay_every=args.decay_every, lr_final=args.lr_final, seed=args.seed,
                         deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
@@ -59,24 +61,12 @@ def check_options(cfg: SDFConfig) -> None:
                               ("--vote-dirs", cfg.vote_dirs, MAX_VOTE_DIRS)):
         if not 0 <= value <= hi:
             raise UserError(f"{option} must be at most {hi}, got {value}")
-    if cfg.vote_dirs % 2 == 0 and cfg.vote_dirs:
-        raise UserError(f"--vote-dirs must be odd so the majority vote has no ties, got {cfg.vote_dirs}")
 
 
 # -- options ------------------------------------------------------------------------------------------------------
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import positive_float  # noqa: PLC0415
-
-    def fraction(text: str) -> float:
-        value = positive_float(text) if text not in ("0", "0.0") else 0.0
-        if value >= 1:
-            raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-        return value
-
     p.add_argument("--level", type=float, default=None,
                    help="sdf runs: iso-value (default 0: the surface; occupancy runs: the logit, 0 = p 0.5)")
-    p.add_argument("--min-component", type=fraction, default=0.0, metavar="FRACTION",
-                   help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
 
 
 def nonneg_float(text: str) -> float:

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,7 +100,6 @@ def test_outputs_get_the_permissions_of_a_plain_open(tmp_path, monkeypatch, umas
     ("sdf", ["export", "mesh", "{run}", "--threshold", "3"], "--threshold"),
     ("sdf", ["export", "mesh", "{run}", "--pointcloud"], "--pointcloud"),
     ("nerf", ["export", "mesh", "{run}", "--level", "0.1"], "--level"),
-    ("nerf", ["export", "mesh", "{run}", "--min-component", "0.1"], "--min-component"),
 ])
 def test_an_option_of_another_kind_of_run_is_refused_not_ignored(tmp_path, capsys, kind, argv, option):
     run = tmp_path / "run"
@@ -185,3 +185,42 @@ def test_image_compare_resumes_and_refuses_a_single_param(tmp_path, capsys):
     import json
     for param in ("plain", "wn", "rwf"):
         assert json.loads((out / param / "metrics.json").read_text())["steps"] == 3
+
+
+def test_force_refuses_an_out_holding_the_input_and_accepts_an_interrupted_compare(tmp_path, capsys):
+    """--force would delete the image being fitted when --out is its folder; a --compare interrupted before its
+    first config.json leaves only empty sub-run folders, which --force may replace."""
+    from rwf_render.imgio import write_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_image(folder / "a.png", np.random.default_rng(0).random((8, 8, 3)).astype(np.float32))
+    (folder / "config.json").write_text('{"kind": "image"}')  # even a folder that looks like a run
+    before = (folder / "a.png").read_bytes()
+    tiny = ["--steps", "1", "--features", "8", "--width", "16", "--quiet", "--force"]
+    assert cli.main(["fit", "image", str(folder / "a.png"), "--out", str(folder), *tiny]) == 2
+    assert "holds the input" in capsys.readouterr().err and (folder / "a.png").read_bytes() == before
+    cmp = tmp_path / "cmp"
+    (cmp / "plain").mkdir(parents=True)
+    assert cli.main(["fit", "image", str(folder / "a.png"), "--out", str(cmp), "--compare", *tiny]) == 0
+    assert all((cmp / p / "metrics.json").is_file() for p in ("plain", "wn", "rwf"))
+
+
+def test_out_of_memory_is_recognized_on_a_torch_without_torch_out_of_memory_error(monkeypatch):
+    """torch < 2.5 (allowed by setup.py) has only torch.cuda.OutOfMemoryError."""
+    monkeypatch.delattr(torch, "OutOfMemoryError")
+    assert cli._out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert not cli._out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_an_sdf_run_saved_with_an_even_vote_count_still_loads():
+    """Odd --vote-dirs is a rule for new fits; runs saved before it (vote_dirs 4) must still render and export."""
+    from rwf_render.sdf_options import check_options
+    from rwf_render.shape_task import SDFConfig
+
+    cfg = SDFConfig()
+    cfg.vote_dirs = 4
+    check_options(cfg)  # raises UserError if the fit-time rule leaked into the check of saved configs
+    cfg.vote_dirs = 10_000
+    with pytest.raises(UserError, match="--vote-dirs"):
+        check_options(cfg)

@@ -93,3 +93,16 @@ def test_grey_with_alpha_keeps_its_alpha(tmp_path):
     for c in range(3):
         assert np.array_equal(np.round(pixels[..., c] * 255), la[..., 0])
     assert np.array_equal(np.round(pixels[..., 3] * 255), la[..., 1])
+
+
+def test_a_tiff_stack_of_one_image_is_that_image(tmp_path):
+    """A single image saved with a leading axis of length 1 (axes QYXS) is not a multi-page TIFF."""
+    import tifffile
+
+    rgb = (np.random.default_rng(1).random((6, 7, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "one.tif", rgb[None])
+    pixels, info = read_image(tmp_path / "one.tif")
+    assert pixels.shape == (6, 7, 3) and np.array_equal(np.round(pixels * 255).astype(np.uint8), rgb)
+    tifffile.imwrite(tmp_path / "two.tif", np.stack([rgb, rgb]))
+    with pytest.raises(UserError, match="multi-page"):
+        read_image(tmp_path / "two.tif")

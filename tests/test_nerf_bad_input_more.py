@@ -137,7 +137,7 @@ def test_force_never_deletes_the_dataset_it_trains_on(tmp_path, capsys):
     root = _dataset(tmp_path / "d")
     before = sorted(p.name for p in root.iterdir())
     for out in (root, tmp_path):
-        assert "holds the dataset" in _fails_cleanly(capsys, ["fit", "nerf", str(root), "--out", str(out),
+        assert "holds the input" in _fails_cleanly(capsys, ["fit", "nerf", str(root), "--out", str(out),
                                                                "--force", *TINY])
     assert sorted(p.name for p in root.iterdir()) == before
 
@@ -153,6 +153,25 @@ def test_resume_refuses_what_it_would_silently_ignore(trained, tmp_path, capsys)
     image_run.mkdir()
     (image_run / "config.json").write_text(json.dumps({"kind": "image", "mlp": {}}))
     assert "not a nerf run" in _fails_cleanly(capsys, ["fit", "nerf", "--out", str(image_run), "--resume"])
+
+
+def test_resume_with_another_runs_checkpoint_leaves_config_json_alone(trained, tmp_path, capsys):
+    """The checkpoint is checked before config.json is rewritten (it used to get the new --steps first)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["model"] = {k: torch.cat([v, v]) if v.ndim else v for k, v in state["model"].items()}
+    torch.save(state, run / "checkpoint.pt")
+    config = (run / "config.json").read_text()
+    assert "does not match" in _fails_cleanly(capsys, ["fit", "nerf", "--out", str(run), "--resume", "--steps", "9"])
+    assert (run / "config.json").read_text() == config
+
+
+def test_min_component_applies_to_nerf_meshes_too(trained, tmp_path, capsys):
+    out = tmp_path / "m.ply"
+    assert cli.main(["export", "mesh", str(trained), "--res", "24", "--threshold", "0.001", "--min-component", "0.1",
+                     "--out", str(out)]) == 0
+    assert "applies to" not in capsys.readouterr().err and out.is_file()
 
 
 # -- commands on a run ---------------------------------------------------------------------------------------------
