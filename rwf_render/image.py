@@ -25,9 +25,9 @@ from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_di
 from .imgio import output_image_path, read_image, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
-from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, check_source_unchanged,
-                     compare_runs, json_safe, load_checkpoint, prepare_run_dir, read_json, resume_run_config,
-                     resume_trainer, write_json)
+from .rundir import (COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, check_source_unchanged, compare_runs,
+                     json_safe, load_run_model, prepare_run_dir, read_json, resume_run_config, resume_trainer,
+                     write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
@@ -300,11 +300,7 @@ def load_model(run: Path, cfg_dict: dict, device_name: str):
         raise UserError(f"{run / CONFIG}: not a valid image run config (height, width, channels: {size})")
     device = resolve_device(device_name)
     model = build_model(cfg, size["channels"])
-    state = load_checkpoint(run / CHECKPOINT)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"{run / CHECKPOINT}: does not match {run / CONFIG} ({str(e).splitlines()[0]})") from None
+    state = load_run_model(run, model)
     return cfg, model.to(device), state, device
 
 

@@ -21,8 +21,7 @@ from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_fr
                           resume_config_from_args, scene_presets)
 from .nerf_data import PosedImages, background_color, composite_background, load_split, summary
 from .nerf_render import NeRFModel
-from .rundir import (CHECKPOINT, CONFIG, METRICS, check_out_holds_no_input, load_checkpoint, prepare_run_dir,
-                     read_json, write_json)
+from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import Trainer, resolve_device
 
 def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
@@ -236,13 +235,8 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
     if not (np.isfinite(aabb).all() and (aabb[3:] > aabb[:3]).all()):
         raise UserError(f"{Path(run) / CONFIG}: the scene box (aabb) is not a box: {aabb.tolist()}")
     device = resolve_device(device) if isinstance(device, str) else device
-    state = load_checkpoint(Path(run) / CHECKPOINT)
     model = build_model(cfg, aabb.tolist(), cfg.field.n_images)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, TypeError, RuntimeError) as e:  # another run's checkpoint, or config.json edited since
-        why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200]
-        raise UserError(f"{Path(run) / CHECKPOINT}: does not match {CONFIG} ({type(e).__name__}: {why})") from None
+    load_run_model(run, model)
     model.to(device).eval()
     try:
         tf = load_transforms(cfg.data, "train")

@@ -195,6 +195,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise UserError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
 
 
+def checkpoint_mismatch(path: str | os.PathLike, e: Exception) -> UserError:
+    """The one-line error for a checkpoint that does not fit the model its run's config.json builds."""
+    why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200]
+    return UserError(f"{path}: does not match this run's {CONFIG} ({type(e).__name__}: {why})")
+
+
+def load_run_model(run: str | os.PathLike, model: torch.nn.Module) -> dict:
+    """Load ``RUN/checkpoint.pt``'s weights into ``model`` (built from RUN's config.json); returns the checkpoint."""
+    path = Path(run) / CHECKPOINT
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as e:  # another run's checkpoint, or config.json edited since
+        raise checkpoint_mismatch(path, e) from None
+    return state
+
+
 def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
     """Write rows (dicts) as CSV; the columns are the union of the keys, in first-seen order."""
     columns: list[str] = []

@@ -30,9 +30,9 @@ from .imgio import output_image_path, write_image
 from .mesh import (EXPORT_FORMATS, MeshQuery, Normalization, check_grid_res, extract_mesh,
                    remove_small_components, require_open3d, save_mesh)
 from .plots import curve_png
-from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
-                     check_out_holds_no_input, check_source_unchanged, compare_runs, load_checkpoint, prepare_run_dir,
-                     read_json, resume_run_config, resume_trainer, write_json)
+from .rundir import (COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text, check_out_holds_no_input,
+                     check_source_unchanged, compare_runs, load_run_model, prepare_run_dir, read_json,
+                     resume_run_config, resume_trainer, write_json)
 from .sdf_options import (MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
 from .shape_task import BUILTIN, SDFConfig, ShapeTask, build_model, field_fn, load_source
@@ -213,11 +213,7 @@ def load_run(run: Path, cfg_dict: dict, device_name: str):
     cfg, norm = run_config(run, cfg_dict)
     device = resolve_device(device_name)
     model = build_model(cfg)
-    state = load_checkpoint(run / CHECKPOINT)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"{run / CHECKPOINT}: does not match {run / CONFIG} ({str(e).splitlines()[0]})") from None
+    state = load_run_model(run, model)
     model.eval()
     return cfg, model.to(device), norm, state, device
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from .errors import UserError
 from .layers import param_groups
-from .rundir import CHECKPOINT, HISTORY, load_checkpoint, save_checkpoint, write_history
+from .rundir import CHECKPOINT, HISTORY, checkpoint_mismatch, load_checkpoint, save_checkpoint, write_history
 from .signals import StopAtStepBoundary
 
 SCHEDULES = ("const", "exp", "cos", "step")
@@ -251,7 +251,6 @@ class Trainer:
         try:
             self.load_state_dict(load_checkpoint(path, map_location="cpu"))
         except (KeyError, ValueError, TypeError, RuntimeError) as e:  # another run's file, or a foreign one
-            why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200]
-            raise UserError(f"{path}: does not match this run's config.json ({type(e).__name__}: {why})") from None
+            raise checkpoint_mismatch(path, e) from None
         write_history(self.run_dir / HISTORY, self.history)  # drop rows written after the checkpoint
         return True
