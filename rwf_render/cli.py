@@ -137,8 +137,10 @@ def _run_command(action: str, owned: dict | None = None):
         fn = getattr(module, f"{action}_run", None)
         if fn is None:
             raise UserError(f"'rwf {action.replace('_', ' ')}' does not apply to {kind} runs")
+        typed = getattr(args, "given_options", None)
         for dest, (owner, option) in (owned or {}).items():
-            if owner != kind and getattr(args, dest, option.default) != option.default:
+            given = dest in typed if typed is not None else getattr(args, dest, option.default) != option.default
+            if owner != kind and given:
                 raise UserError(f"{option.option_strings[0]} applies to {owner} runs, not to {kind} runs "
                                 f"like {args.run}")
         return fn(Path(args.run), cfg, args) or 0
@@ -234,6 +236,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
     terminate_like_interrupt()
     try:
         args = parser.parse_args(argv)
+        args.given_options = given_options(parser, argv)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"rwf: error: {e}", file=sys.stderr)
@@ -251,6 +254,29 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
             raise
         print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> frozenset[str]:
+    """The dests of the options and positionals typed in ``argv`` (already parsed once by ``parser``).
+
+    argparse fills every option left out with its default, so an option typed at its default value looks left
+    out; --resume and the other-kind checks need to know what the user typed. Parsing again with every default
+    suppressed leaves only the typed dests in the namespace."""
+    actions, stack = [], [parser]
+    while stack:
+        for action in stack.pop()._actions:
+            actions.append(action)
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(set(action.choices.values()))
+    dests = {a.dest for a in actions}
+    kept = [(a, a.default) for a in actions]
+    try:
+        for a in actions:
+            a.default = argparse.SUPPRESS
+        return frozenset(k for k in vars(parser.parse_args(argv)) if k in dests)
+    finally:
+        for a, default in kept:
+            a.default = default
 
 
 def _out_of_memory(e: BaseException) -> bool:

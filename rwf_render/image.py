@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .field_options import (ALIASES, ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
+                            model_from_args, train_from_args)
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
 from .imgio import output_image_path, read_image, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
@@ -223,16 +225,9 @@ def _num(v, digits: int) -> str:
 
 
 def _config_from_args(args) -> ImageConfig:
-    enc = EncodingConfig(kind=args.encoding, m=args.features, sigma=args.sigma, trainable=args.trainable_features,
-                         n_freqs=args.n_freqs, include_input=args.encoding == "pe")
-    mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, out_activation="sigmoid",
-                    param=args.param, rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
-    train = TrainConfig(steps=args.steps or 500, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
-                        lr_final=args.lr_final, decay_every=args.decay_every, seed=args.seed,
-                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
-                        ckpt_every=args.ckpt_every)
+    enc, mlp = model_from_args(args, out_activation="sigmoid")
     return ImageConfig(path=str(Path(args.path).resolve()) if args.path else None, size=args.size,
-                       split=args.split, batch=args.batch, encoding=enc, mlp=mlp, train=train,
+                       split=args.split, batch=args.batch, encoding=enc, mlp=mlp, train=train_from_args(args, 500),
                        model_seed=args.seed)
 
 
@@ -245,7 +240,7 @@ def fit(args) -> int:
     saved = None
     if args.resume:
         cfg, saved = resume_run_config(out, "image", args, ImageConfig.from_dict, _config_from_args,
-                                       add_fit_arguments)
+                                       add_fit_arguments, ALIASES)
         cfg = ImageConfig.from_run(out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG), cfg.to_dict())
     else:
         cfg = _config_from_args(args)
@@ -361,7 +356,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
 
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import add_run_arguments, nonneg_int, positive_float, positive_int  # noqa: PLC0415
+    from .cli import add_run_arguments, nonneg_int, positive_int  # noqa: PLC0415
 
     p.add_argument("path", nargs="?", metavar="PATH", help=f"PNG, JPEG, TIFF or EXR (default: skimage's {BUILTIN})")
     add_run_arguments(p, "image")
@@ -369,27 +364,6 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--size", type=positive_int, default=256, help="resize the long side to at most N (default 256)")
     d.add_argument("--split", choices=SPLITS, default="tancik", help="tancik (default) or all")
     d.add_argument("--batch", type=nonneg_int, default=0, help="random pixels per step; 0 = full batch")
-    m = p.add_argument_group("model")
-    m.add_argument("--param", choices=["plain", "wn", "rwf"], default="rwf", help="linear layer type")
-    m.add_argument("--rwf-mu", type=float, default=1.0, help="RWF log-scale mean")
-    m.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF log-scale std")
-    m.add_argument("--rwf-log-scale", action="store_true", help="train log s instead of s")
-    m.add_argument("--encoding", choices=["fourier", "pe", "identity"], default="fourier")
-    m.add_argument("--features", type=positive_int, default=256, help="Fourier features m")
-    m.add_argument("--sigma", type=positive_float, default=10.0, help="Fourier sigma (2-pi convention)")
-    m.add_argument("--trainable-features", action="store_true", help="learn the Fourier matrix")
-    m.add_argument("--n-freqs", type=positive_int, default=10, help="positional-encoding octaves")
-    m.add_argument("--depth", type=positive_int, default=4, help="linear layers, output included")
-    m.add_argument("--width", type=positive_int, default=256)
-    m.add_argument("--activation", choices=["relu", "tanh", "softplus", "gelu", "silu"], default="relu")
-    t = p.add_argument_group("training")
-    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 500)")
-    t.add_argument("--lr", type=positive_float, default=1e-3)
-    t.add_argument("--scale-lr", type=positive_float, default=None, help="learning rate of the RWF scales")
-    t.add_argument("--schedule", choices=["const", "exp", "cos", "step"], default="const",
-                   help="learning-rate schedule")
-    t.add_argument("--lr-final", type=positive_float, default=0.1,
-                   help="exp/cos: final lr as a fraction of --lr; step: the factor every --decay-every steps")
-    t.add_argument("--decay-every", type=positive_int, default=1000, help="step schedule: steps between decays")
-    t.add_argument("--eval-every", type=positive_int, default=25, help="steps between held-out evaluations")
-    t.add_argument("--ckpt-every", type=positive_int, default=250, help="steps between checkpoints")
+    add_model_arguments(p, ModelDefaults(features=256, sigma=10.0, n_freqs=10, width=256))
+    add_training_arguments(p, TrainingDefaults(steps=500, schedule="const", decay_every=1000, eval_every=25,
+                                               what_eval="held-out evaluations"))

@@ -19,7 +19,7 @@ from .fields import from_dict
 from .nerf_data import BACKGROUNDS
 from .nerf_field import DENSITY_ACTIVATIONS, NeRFFieldConfig
 from .nerf_render import RenderConfig
-from .rundir import CHECKPOINT, CONFIG, load_checkpoint, read_json, resume_config
+from .rundir import CHECKPOINT, CONFIG, load_checkpoint, option_clashes, read_json, resume_config, typed_options
 from .trainer import TrainConfig
 
 @dataclass
@@ -160,7 +160,11 @@ def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
 
 
 def config_from_args(args) -> NeRFConfig:
-    data, scene, preset = resolve_scene(args.scene, args)
+    return _config(args, *resolve_scene(args.scene, args))
+
+
+def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
+    """The config of the options in ``args`` over the ``preset`` settings, over the built-in defaults."""
 
     def pick(name, default):
         value = getattr(args, name, None)
@@ -195,30 +199,34 @@ def config_from_args(args) -> NeRFConfig:
     return cfg
 
 
-# fit options that a resumed run takes from its config.json (only --steps may change)
-RESUME_FIXED = ("downscale", "background", "near", "far", "param", "encoding", "features", "sigma", "depth", "width",
-                 "no_view_dependence", "appearance_dim", "sampler", "grid_resolution", "grid_levels",
-                 "steps_per_diagonal", "cone_angle", "target_samples", "lr", "schedule", "eval_every", "ckpt_every",
-                 "eval_images")
+ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"), "encoding": ("field.pos.kind",),
+           "features": ("field.pos.m",), "sigma": ("field.pos.sigma",), "depth": ("field.trunk.depth",),
+           "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",)}
+"""config entries of the fit options not named like them, for the --resume check (``rundir.option_clashes``)"""
 
 
 def resume_config_from_args(args) -> NeRFConfig:
-    """The saved config of the run to resume, with ``--steps`` and ``--device`` applied; every other fit option
-    would be silently ignored, so giving one is an error."""
+    """The saved config of the run to resume, with ``--steps`` and ``--device`` applied (``--deterministic`` can
+    only be turned on). Every other option typed must agree with the run's config.json, which decides: SCENE must
+    be the run's dataset, an option its saved value, so the fit's own command with --resume added works."""
     if not args.out:
         raise UserError("--resume needs --out RUN")
-    given = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
-    given += ["SCENE"] if args.scene is not None else []
-    given += ["--seed"] if args.seed != 0 else []
-    if given:
-        raise UserError(f"--resume continues {args.out} with its saved settings; drop {', '.join(given)} "
-                        "(only --steps may change)")
     run = Path(args.out)
     saved = read_json(run / CONFIG) if (run / CONFIG).is_file() else {"kind": "nerf"}
     kind = saved.get("kind") if isinstance(saved, dict) else None
     if kind != "nerf":
         raise UserError(f"{run}: not a nerf run (its config.json says kind {kind!r})")
     cfg = resume_config(run, NeRFConfig.from_dict, args.steps)
+    typed = typed_options(args, add_fit_arguments)
+    data = resolve_scene(args.scene, args)[0] if "scene" in typed else cfg.data
+    # the options typed, over the saved dataset (a preset's other settings are the run's already)
+    fresh = _config(args, data, cfg.scene, {}).to_dict()
+    fresh["data"], saved_dict = str(Path(data).resolve()), cfg.to_dict()
+    saved_dict["data"] = str(Path(cfg.data).resolve())
+    clash = option_clashes(args, add_fit_arguments, fresh, saved_dict, ALIASES, {"steps", "device", "deterministic"})
+    if clash:
+        raise UserError(f"{run}: --resume continues the run as configured in {CONFIG}; these options differ from "
+                        f"it: {'; '.join(clash)} (only --steps and --device may change; start a new run instead)")
     cfg.train.device = args.device  # where to continue is this machine's business, not the saved run's
     cfg.train.deterministic = cfg.train.deterministic or args.deterministic
     if (run / CHECKPOINT).is_file():

@@ -275,13 +275,15 @@ def resume_trainer(trainer: "Trainer", run: Path) -> None:
         print(f"rwf: resuming {run} at step {trainer.step_idx}/{trainer.cfg.steps}", file=sys.stderr)
 
 
-def resume_run_config(out: Path, kind: str, args, from_dict, config_from_args, add_fit_arguments) -> tuple:
-    """--resume: the saved config of ``out`` (``--compare``: of its first run) with --steps and --device applied,
-    and the saved dict; UserError for a run of another kind, an invalid config.json, or options given on the
-    command line that contradict the saved ones (they would be ignored: the run's config.json decides).
+def resume_run_config(out: Path, kind: str, args, from_dict, config_from_args, add_fit_arguments,
+                      aliases: dict | None = None) -> tuple:
+    """--resume: the saved config of ``out`` (``--compare``: of its first run) with --steps and --device applied
+    (--deterministic can only be turned on), and the saved dict; UserError for a run of another kind, an invalid
+    config.json, or options typed on the command line that contradict the saved ones (they would be ignored: the
+    run's config.json decides).
 
-    Shared by the image and sdf pipelines (``from_dict``, ``config_from_args`` and ``add_fit_arguments`` are the
-    pipeline's)."""
+    Shared by the image and sdf pipelines (``from_dict``, ``config_from_args``, ``add_fit_arguments`` and the
+    option ``aliases`` of ``option_clashes`` are the pipeline's)."""
     compare = bool(getattr(args, "compare", False))
     first = out / COMPARE_PARAMS[0] / CONFIG
     if not compare and not (out / CONFIG).is_file() and first.is_file():
@@ -298,19 +300,58 @@ def resume_run_config(out: Path, kind: str, args, from_dict, config_from_args, a
         cfg = resume_config(out, from_dict, args.steps, compare)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{saved_path}: not a valid {kind} run config ({type(e).__name__}: {e})") from None
-    # options given on the command line (they differ from the parser's defaults) must agree with the saved run
-    parser = argparse.ArgumentParser(add_help=False)
-    add_fit_arguments(parser)
-    defaults = parser.parse_args([])
-    given, base = _leaves(config_from_args(args).to_dict()), _leaves(config_from_args(defaults).to_dict())
-    have = _leaves(cfg.to_dict())
-    skip = {"train.steps", "train.device"} | ({"mlp.param"} if compare else set())
-    clash = [f"{k} (run: {have.get(k)!r}, given: {v!r})" for k, v in given.items()
-             if k not in skip and v != base.get(k) and v != have.get(k)]
+    free = {"steps", "device", "deterministic"} | ({"param"} if compare else set())
+    clash = option_clashes(args, add_fit_arguments, config_from_args(args).to_dict(), cfg.to_dict(), aliases, free)
     if clash:
         raise UserError(f"{out}: --resume continues the run as configured in {saved_path.name}; these options "
                         f"differ from it: {'; '.join(clash)} (start a new run instead)")
+    cfg.train.deterministic = cfg.train.deterministic or bool(getattr(args, "deterministic", False))
     return cfg, saved
+
+
+RUN_OPTIONS = frozenset({"out", "force", "resume", "compare", "quiet", "view", "host", "port"})
+"""options of a fit that are not part of the run's configuration"""
+
+
+def typed_options(args, add_arguments) -> set[str]:
+    """The dests of the options typed on the command line: ``cli.dispatch`` records them in
+    ``args.given_options``; for a namespace built otherwise, those whose value differs from the parser's default."""
+    typed = getattr(args, "given_options", None)
+    if typed is not None:
+        return set(typed)
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return {a.dest for a in parser._actions if getattr(args, a.dest, a.default) != a.default}
+
+
+def option_leaves(dest: str, leaves, aliases: dict | None = None) -> list[str]:
+    """The config entries (dotted keys of ``_leaves``) that fit option ``dest`` sets: ``aliases[dest]`` where
+    the entry is named otherwise, else the entries named like the option (``lr`` -> ``train.lr``)."""
+    if aliases and dest in aliases:
+        return list(aliases[dest])
+    return [k for k in leaves if k == dest or k.endswith("." + dest)]
+
+
+def option_clashes(args, add_arguments, fresh: dict, saved: dict, aliases: dict | None = None,
+                   free=()) -> list[str]:
+    """For --resume: one line per option typed on the command line (besides RUN_OPTIONS and ``free``) whose
+    value in ``fresh`` (the config built from the command line) differs from the run's ``saved`` config.
+
+    An option typed at the value the run already has is no clash, so re-running the fit's own command with
+    --resume added works."""
+    fresh_leaves, saved_leaves = _leaves(fresh), _leaves(saved)
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    names = {a.dest: (a.option_strings[0] if a.option_strings else a.metavar or a.dest.upper())
+             for a in parser._actions}
+    out = []
+    for dest in sorted(typed_options(args, add_arguments) - RUN_OPTIONS - set(free)):
+        for key in option_leaves(dest, fresh_leaves, aliases):
+            if fresh_leaves.get(key) != saved_leaves.get(key):
+                out.append(f"{names.get(dest, dest)} (run: {saved_leaves.get(key)!r}, given: "
+                           f"{fresh_leaves.get(key)!r})")
+                break
+    return out
 
 
 def _leaves(d: dict, prefix: str = "") -> dict:

@@ -33,7 +33,7 @@ from .plots import curve_png
 from .rundir import (COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text, check_out_holds_no_input,
                      check_source_unchanged, compare_runs, load_run_model, prepare_run_dir, read_json,
                      resume_run_config, resume_trainer, write_json)
-from .sdf_options import (MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
+from .sdf_options import (ALIASES, MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
 from .shape_task import BUILTIN, SDFConfig, ShapeTask, build_model, field_fn, load_source
 from .spheretrace import preview_image, render_field, render_mesh
@@ -98,7 +98,8 @@ def fit(args) -> int:
         raise UserError(f"--param {args.param}: --compare trains every parameterization ({', '.join(COMPARE_PARAMS)})")
     saved = None
     if args.resume:
-        cfg, saved = resume_run_config(out, "sdf", args, SDFConfig.from_dict, config_from_args, add_fit_arguments)
+        cfg, saved = resume_run_config(out, "sdf", args, SDFConfig.from_dict, config_from_args, add_fit_arguments,
+                                       ALIASES)
         _check_saved(cfg, out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG))
     else:
         cfg = config_from_args(args)

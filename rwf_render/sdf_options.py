@@ -6,23 +6,22 @@ import argparse
 from pathlib import Path
 
 from .errors import UserError
-from .fields import EncodingConfig, MLPConfig
+from .field_options import ALIASES as MODEL_ALIASES
+from .field_options import (ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
+                            model_from_args, train_from_args)
 from .mesh import check_grid_res
-from .rundir import COMPARE_PARAMS
 from .shape_task import BUILTIN, LOSSES, TARGETS, SDFConfig
-from .trainer import TrainConfig
 
-PARAMS = COMPARE_PARAMS
 MAX_POINTS = 2**24  # training pool, IoU test points per set, surface samples per mesh (a few hundred MB each)
 MAX_VOTE_DIRS = 255
 MAX_VIEW_RES = 2048  # pixels per side of a preview or render view
 
+ALIASES = {**MODEL_ALIASES, "eikonal": ("train.loss_weights.eikonal",), "normal": ("train.loss_weights.normal",)}
+"""config entries of the fit options not named like them, for the --resume check (``rundir.option_clashes``)"""
+
 
 def config_from_args(args) -> SDFConfig:
-    enc = EncodingConfig(kind=args.encoding, m=args.features, sigma=args.sigma, n_freqs=args.n_freqs,
-                         include_input=args.encoding == "pe")
-    mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, param=args.param,
-                    rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
+    enc, mlp = model_from_args(args)
     weights = {k: w for k, w in (("eikonal", args.eikonal), ("normal", args.normal)) if w > 0}
     if args.target == "occupancy" and args.loss is not None:
         raise UserError("--loss applies to --target sdf only (occupancy is fitted with BCE)")
@@ -30,10 +29,7 @@ def config_from_args(args) -> SDFConfig:
         raise UserError("--clamp applies to --loss clamped only")
     if args.vote_dirs % 2 == 0 and args.vote_dirs:  # a new fit only: runs saved with an even count still load
         raise UserError(f"--vote-dirs must be odd so the majority vote has no ties, got {args.vote_dirs}")
-    train = TrainConfig(steps=args.steps or 1000, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
-                        decay_every=args.decay_every, lr_final=args.lr_final, seed=args.seed,
-                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
-                        ckpt_every=args.ckpt_every, loss_weights=weights)
+    train = train_from_args(args, 1000, weights)
     return SDFConfig(path=str(Path(args.path).resolve()) if args.path else None, target=args.target, fill=args.fill,
                      vote_dirs=args.vote_dirs, pool=args.pool, refresh_every=args.refresh_every, batch=args.batch,
                      mix=tuple(args.mix), near_sigmas=tuple(args.near_sigmas), loss=args.loss or "l1",
@@ -97,34 +93,15 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="std of the two shells around the surface (unit-cube units)")
     d.add_argument("--vote-dirs", type=nonneg_int, default=0,
                    help="rays voting inside/outside, an odd number (default: 3 if watertight, else 15)")
-    m = p.add_argument_group("model")
-    m.add_argument("--param", choices=list(PARAMS), default="rwf", help="linear layer type")
-    m.add_argument("--rwf-mu", type=float, default=1.0, help="RWF log-scale mean")
-    m.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF log-scale std")
-    m.add_argument("--rwf-log-scale", action="store_true", help="train log s instead of s")
-    m.add_argument("--encoding", choices=["fourier", "pe", "identity"], default="fourier")
-    m.add_argument("--features", type=positive_int, default=128, help="Fourier features m (default 128)")
-    m.add_argument("--sigma", type=positive_float, default=3.0, help="Fourier sigma (2-pi convention, default 3)")
-    m.add_argument("--n-freqs", type=positive_int, default=8, help="positional-encoding octaves")
-    m.add_argument("--depth", type=positive_int, default=4, help="linear layers, output included")
-    m.add_argument("--width", type=positive_int, default=128)
-    m.add_argument("--activation", choices=["relu", "softplus", "tanh", "gelu", "silu"], default="relu")
+    add_model_arguments(p, ModelDefaults(features=128, sigma=3.0, n_freqs=8, width=128, trainable_features=False))
     lo = p.add_argument_group("loss")
     lo.add_argument("--loss", choices=LOSSES, default=None, help="sdf target: l1 (default) or clamped (DeepSDF)")
     lo.add_argument("--clamp", type=positive_float, default=None, help="clamped loss: clamp distance (default 0.1)")
     lo.add_argument("--eikonal", type=nonneg_float, default=0.0, help="weight of the eikonal term (default 0: off)")
     lo.add_argument("--normal", type=nonneg_float, default=0.0,
                     help="weight of the surface-normal term (default 0: off)")
-    t = p.add_argument_group("training")
-    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 1000)")
-    t.add_argument("--lr", type=positive_float, default=1e-3)
-    t.add_argument("--scale-lr", type=positive_float, default=None, help="learning rate of the RWF scales")
-    t.add_argument("--schedule", choices=["const", "exp", "cos", "step"], default="exp", help="learning-rate schedule")
-    t.add_argument("--lr-final", type=positive_float, default=0.1,
-                   help="exp/cos: final lr as a fraction of --lr; step: the factor every --decay-every steps")
-    t.add_argument("--decay-every", type=positive_int, default=5000, help="step schedule: steps between decays")
-    t.add_argument("--eval-every", type=positive_int, default=100, help="steps between IoU evaluations")
-    t.add_argument("--ckpt-every", type=positive_int, default=250, help="steps between checkpoints")
+    add_training_arguments(p, TrainingDefaults(steps=1000, schedule="exp", decay_every=5000, eval_every=100,
+                                               what_eval="IoU evaluations"))
     o = p.add_argument_group("outputs")
     o.add_argument("--mesh-res", type=positive_int, default=128, help="grid of mesh.ply and the metrics (128)")
     o.add_argument("--preview-res", type=positive_int, default=128, help="pixels per preview view (128)")

@@ -155,6 +155,26 @@ def test_resume_refuses_what_it_would_silently_ignore(trained, tmp_path, capsys)
     assert "not a nerf run" in _fails_cleanly(capsys, ["fit", "nerf", "--out", str(image_run), "--resume"])
 
 
+def test_nerf_resume_accepts_its_own_command_and_refuses_a_change(tmp_path, capsys):
+    """Options typed at the run's values pass (the fit's own command); other values, or another SCENE, do not."""
+    data, other, run = _dataset(tmp_path / "data"), _dataset(tmp_path / "other", n=8), tmp_path / "run"
+    tiny = [*TINY, "--out", str(run)]  # TINY has --steps 2; a later --steps wins
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(data), *tiny]) == 0
+        config = (run / "config.json").read_text()
+        assert "SCENE" in _fails_cleanly(capsys, ["fit", "nerf", str(other), "--out", str(run), "--resume", "--steps",
+                                                  "3"])
+        err = _fails_cleanly(capsys, ["fit", "nerf", "--out", str(run), "--resume", "--steps", "3", "--width", "128"])
+        assert "--width (run: 16, given: 128)" in err  # 128 is the built-in default
+        assert "--seed" in _fails_cleanly(capsys, ["fit", "nerf", "--out", str(run), "--resume", "--steps", "3",
+                                                   "--seed", "1"])
+        assert (run / "config.json").read_text() == config
+        # the same command with --resume (it used to be refused: "drop SCENE, --width, ...")
+        assert cli.main(["fit", "nerf", str(data), *tiny, "--steps", "3", "--resume"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3
+
+
 def test_resume_with_another_runs_checkpoint_leaves_config_json_alone(trained, tmp_path, capsys):
     """The checkpoint is checked before config.json is rewritten (it used to get the new --steps first)."""
     run = tmp_path / "run"
