@@ -19,7 +19,7 @@ from .errors import UserError
 from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_from_args,  # noqa: F401 (the CLI's)
                           resume_config_from_args, scene_presets)
-from .nerf_data import PosedImages, background_color, composite_background, load_split, summary
+from .nerf_data import PosedImages, background_color, check_bounds, composite_background, load_split, summary
 from .nerf_render import NeRFModel
 from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import Trainer, resolve_device
@@ -157,6 +157,7 @@ def fit(args) -> int:
     train = load_split(cfg.data, "train", cfg.downscale)
     val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
+    check_bounds(train, cfg.render.near, cfg.render.far)
     name = cfg.scene or Path(cfg.data).name
     out = Path(args.out or Path("runs") / f"nerf-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume:
@@ -168,7 +169,7 @@ def fit(args) -> int:
             raise
         raise UserError(f"the field does not fit in memory ({str(e).splitlines()[0][:120]}); use a smaller "
                         "--width, --depth or --features") from None
-    print(summary(train, model.default_near(), cfg.render.far, cfg.data), file=sys.stderr)
+    print(summary(train, cfg.render.near, cfg.render.far, cfg.data, model.default_near()), file=sys.stderr)
     run = prepare_run_dir(out, force=args.force, resume=args.resume)
     task = NeRFTask(model.to(device), train, val, cfg, device, run_dir=run)
     trainer = Trainer(model, task, cfg.train, run_dir=run, progress=not args.quiet)

@@ -151,10 +151,37 @@ def background_color(name: str, n: int, generator: torch.Generator | None, devic
     return torch.rand(n, 3, generator=generator).to(device)
 
 
-def summary(train: PosedImages, near: float, far: float | None, path: str) -> str:
-    """The one-line summary printed at start."""
+def summary(train: PosedImages, near: float | None, far: float | None, path: str, default_near: float = 0.0) -> str:
+    """The one-line summary printed at start: ``near``/``far`` are --near/--far (None: the dataset's per-image
+    bounds where it has them, else ``default_near`` and the box)."""
     sizes = sorted({train.size(i) for i in range(len(train))})
     res = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}..)"
     box = train.aabb.tolist()
+    bounds = train.near_far
+
+    def bound(value, column, fallback):
+        if value is not None:
+            return f"{value:.3g}"
+        if bounds is not None:
+            lo, hi = float(bounds[:, column].min()), float(bounds[:, column].max())
+            return f"{lo:.3g}..{hi:.3g} (per image)"
+        return fallback
+
     return (f"{path}: {len(train)} train images, {res}, box [{box[0]:.2f} {box[1]:.2f} {box[2]:.2f}] - "
-            f"[{box[3]:.2f} {box[4]:.2f} {box[5]:.2f}], near {near:.3g}, far {'box' if far is None else f'{far:.3g}'}")
+            f"[{box[3]:.2f} {box[4]:.2f} {box[5]:.2f}], near {bound(near, 0, f'{default_near:.3g}')}, "
+            f"far {bound(far, 1, 'box')}")
+
+
+def check_bounds(train: PosedImages, near: float | None, far: float | None) -> None:
+    """UserError when --near alone lies at or beyond the per-image far bound of some training images (or --far
+    alone before their near): their rays would get no samples and train only the background."""
+    if train.near_far is None or (near is None) == (far is None):
+        return
+    column, bad = (1, train.near_far[:, 1] <= near) if near is not None else (0, train.near_far[:, 0] >= far)
+    if bad.any():
+        option, other = ("--near", "far") if near is not None else ("--far", "near")
+        edge = train.near_far[bad, column]
+        edge = float(edge.min() if near is not None else edge.max())
+        raise UserError(f"{option} {near if near is not None else far:g} leaves no ray segment in {int(bad.sum())} of "
+                        f"{len(train)} train images (their dataset {other} bound reaches {edge:.3g}); give "
+                        f"{'--far' if near is not None else '--near'} too, or a value within the bounds")

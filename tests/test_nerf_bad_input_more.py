@@ -302,3 +302,21 @@ def test_near_and_far_options_win_over_a_datasets_per_image_bounds():
     assert torch.equal(a["rgb"], b["rgb"]) and torch.equal(a["depth"], b["depth"])
     assert not torch.equal(a["depth"], c["depth"])  # the bounds matter for these rays
     assert float(a["depth"].max()) <= 2.0 + 1e-4
+
+
+def test_near_alone_beyond_the_datasets_far_bounds_is_refused(tmp_path, capsys):
+    """--near 5 over per-image bounds [2, 4] left every ray without samples, training only the background."""
+    data = _dataset(tmp_path / "data")
+    _edit(data, lambda m: [f.update(near=2.0, far=4.0 if i % 2 else 6.0) for i, f in enumerate(m["frames"])])
+    out = tmp_path / "run"
+    err = _fails_cleanly(capsys, ["fit", "nerf", str(data), "--out", str(out), *TINY, "--near", "5"])
+    # train = frames 1-7 (every 8th is held out); the odd ones, 1 3 5 7, end at 4
+    assert "--near 5 leaves no ray segment in 4 of 7 train images" in err and "far bound reaches 4" in err
+    err = _fails_cleanly(capsys, ["fit", "nerf", str(data), "--out", str(out), *TINY, "--far", "1.5"])
+    assert "--far 1.5 leaves no ray segment in" in err and "--near" in err
+    assert not out.exists()
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(data), "--out", str(out), *TINY, "--near", "3"]) == 0
+    assert "near 3, far 4..6 (per image)" in capsys.readouterr().err  # the start summary shows the bounds used
