@@ -36,7 +36,7 @@ def _colmap(args) -> int:
     from .colmap import convert_model  # noqa: PLC0415
 
     convert_model(args.sparse, args.images, args.out, force=args.force, copy_images=not args.no_copy,
-                  orient=not args.no_orient)
+                  orient=not args.no_orient, bounds=args.bounds)
     return 0
 
 
@@ -129,6 +129,8 @@ def register(subparsers) -> None:
     p.add_argument("out", metavar="OUT")
     p.add_argument("--no-copy", action="store_true", help="refer to IMAGES_DIR instead of copying the images")
     p.add_argument("--no-orient", action="store_true", help="keep COLMAP's axes (default: mean camera up -> +Z)")
+    p.add_argument("--bounds", action="store_true",
+                   help="write each frame's near/far from the distances to the points it observes (as LLFF)")
     p.add_argument("--force", **force)
     p.set_defaults(func=_colmap)
 

@@ -10,6 +10,9 @@ What the conversion does, in order:
    centered and scaled into [-1, 1]^3, ``aabb_scale`` chosen to hold 95 % of the points (cameras may lie outside). The
    similarity is saved as ``input_to_world`` (4x4, x_out = S @ x_colmap).
 4. sparse points, moved the same way, saved as ``sparse_pc.ply`` (``ply_file_path``).
+5. optionally (``--bounds``), each frame's ``near``/``far`` from the distances to the points it observes, as LLFF
+   writes them: rays then start just before the nearest point, so a field cannot hide a training view's colours on
+   a screen close to its own camera (measured on the bartoszek capture in BENCHMARKS.md).
 
 The report includes the reprojection error of the converted cameras against COLMAP's own.
 """
@@ -106,8 +109,27 @@ def _observation_mean(model: Model) -> float:
     return float((model.errors * weights).sum() / max(weights.sum(), 1))
 
 
+MIN_BOUND_POINTS = 8  # observed points a frame needs for its near/far bounds
+
+
+def frame_bounds(model: Model, ids: list, c2w: np.ndarray, xyz: np.ndarray) -> np.ndarray | None:
+    """(N, 2) near/far per image: 0.9 x the 0.1th and 1.1 x the 99.9th percentile of the distances from the camera
+    to the 3D points that image observes (LLFF's rule, with margins; distances along unit rays, as the marcher's
+    t). ``c2w`` and ``xyz`` in the output frame. None when some image observes fewer than MIN_BOUND_POINTS points."""
+    row = {int(pid): k for k, pid in enumerate(model.point_ids)}
+    out = []
+    for k, i in enumerate(ids):
+        seen = [row[int(pid)] for pid in np.asarray(model.images[i].point3D_ids) if int(pid) in row]
+        if len(seen) < MIN_BOUND_POINTS:
+            return None
+        dist = np.linalg.norm(xyz[seen] - c2w[k, :3, 3], axis=1)
+        out.append((0.9 * np.percentile(dist, 0.1), 1.1 * np.percentile(dist, 99.9)))
+    return np.array(out)
+
+
 def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Path, force: bool = False,
-                  copy_images: bool = True, orient: bool = True, attach: dict | None = None, log=print) -> dict:
+                  copy_images: bool = True, orient: bool = True, attach: dict | None = None, log=print,
+                  bounds: bool = False) -> dict:
     """Convert a COLMAP model to OUT/transforms.json (+ OUT/images/, OUT/sparse_pc.ply).
 
     Args:
@@ -116,6 +138,7 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         copy_images: copy the images into OUT/images; otherwise frames point to ``images_dir`` by relative path.
         orient: rotate the mean camera up vector to +Z.
         attach: {relative path in OUT: file or folder} copied into OUT as well (e.g. the COLMAP model).
+        bounds: write each frame's ``near``/``far`` from the points it observes (:func:`frame_bounds`).
     Returns:
         the report numbers: n_images, n_points, aabb_scale, scale, reprojection errors (ours and COLMAP's).
     """
@@ -164,6 +187,9 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     c2w = apply_similarity_to_poses(S, c2w)
     xyz = model.xyz @ S[:3, :3].T + S[:3, 3]
 
+    near_far = frame_bounds(model, ids, c2w, xyz) if bounds else None
+    if bounds and near_far is None:
+        log(f"warning: some image observes fewer than {MIN_BOUND_POINTS} points; no per-frame near/far written")
     shared = all(d == intrinsics[0] for d in intrinsics)
     top = {**(intrinsics[0] if shared else {}), "aabb_scale": aabb_scale, "ply_file_path": "sparse_pc.ply",
            "input_to_world": S.tolist(), "source": f"colmap:{Path(sparse_dir).resolve()}"}
@@ -179,6 +205,8 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
             else:
                 file_path = Path(shutil.os.path.relpath(images_dir.resolve() / name, Path(out).resolve())).as_posix()
             frame = {"file_path": file_path, "transform_matrix": c2w[k].tolist(), "colmap_im_id": int(i)}
+            if near_far is not None:
+                frame.update(near=float(near_far[k, 0]), far=float(near_far[k, 1]))
             frames.append(frame if shared else {**frame, **intrinsics[k]})
         write_ply(stage / "sparse_pc.ply", xyz, model.rgb)
         for rel, src in (attach or {}).items():

@@ -173,3 +173,40 @@ def test_failures_leave_nothing_behind(tmp_path, capsys):
     assert main(["data", "colmap", str(tmp_path / "sparse"), str(tmp_path / "images"), str(tmp_path / "o")]) == 2
     assert "bad image line" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))
+
+
+def test_bounds_hold_the_points_each_frame_observes(data_dir, tmp_path):
+    """--bounds: each frame's [near, far] holds the distances to the points it observes (0.1th-99.9th percentile,
+    with a 10 % margin); the NeRF loader reads them as per-image bounds. Without --bounds, no frame has them."""
+    root = _bartoszek(data_dir)
+    model = read_model(root / "sparse" / "0")
+    argv = ["data", "colmap", str(root / "sparse" / "0"), str(root / "images"), str(tmp_path / "b"), "--no-copy"]
+    assert main(argv + ["--bounds"]) == 0
+    assert main(argv[:4] + [str(tmp_path / "plain"), "--no-copy"]) == 0
+    assert load_transforms(tmp_path / "plain", "all").near_far is None
+    meta = json.loads((tmp_path / "b" / "transforms.json").read_text())
+    t = load_transforms(tmp_path / "b", "all")
+    assert t.near_far is not None and len(t.near_far) == 23
+    xyz = np.asarray(_moved_points(model, meta))
+    index = {int(pid): k for k, pid in enumerate(model.point_ids)}
+    inside = []
+    for frame in meta["frames"]:
+        im = model.images[frame["colmap_im_id"]]
+        seen = xyz[[index[int(p)] for p in im.point3D_ids if int(p) in index]]
+        dist = np.linalg.norm(seen - np.array(frame["transform_matrix"])[:3, 3], axis=1)
+        assert 0 < frame["near"] < frame["far"]
+        inside.append((dist >= frame["near"]) & (dist <= frame["far"]))
+        assert inside[-1].mean() >= 0.99
+    assert np.concatenate(inside).mean() >= 0.998
+
+
+def test_bounds_are_left_out_when_an_image_observes_too_few_points(tmp_path):
+    from data_tools.colmap import MIN_BOUND_POINTS, frame_bounds  # noqa: PLC0415
+
+    model = _synthetic_model(tmp_path)
+    ids = sorted(model.images)
+    c2w = np.stack([opencv_to_opengl(np.linalg.inv(model.images[i].world_to_camera())) for i in ids])
+    near_far = frame_bounds(model, ids, c2w, model.xyz)
+    assert near_far is not None and (near_far[:, 0] < near_far[:, 1]).all()
+    model.images[ids[0]].point3D_ids[:] = -1  # untriangulated: nothing to bound that frame with
+    assert frame_bounds(model, ids, c2w, model.xyz) is None and MIN_BOUND_POINTS > 1
