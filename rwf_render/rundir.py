@@ -345,7 +345,7 @@ def option_clashes(args, add_arguments, fresh: dict, saved: dict, aliases: dict 
     names = {a.dest: (a.option_strings[0] if a.option_strings else a.metavar or a.dest.upper())
              for a in parser._actions}
     out = []
-    for dest in sorted(typed_options(args, add_arguments) & names.keys() - RUN_OPTIONS - set(free)):
+    for dest in sorted(typed_options(args, add_arguments) & (set(names) - RUN_OPTIONS - set(free))):
         for key in option_leaves(dest, fresh_leaves, aliases):
             if fresh_leaves.get(key) != saved_leaves.get(key):
                 out.append(f"{names.get(dest, dest)} (run: {saved_leaves.get(key)!r}, given: "
