@@ -36,7 +36,7 @@ def _colmap(args) -> int:
     from .colmap import convert_model  # noqa: PLC0415
 
     convert_model(args.sparse, args.images, args.out, force=args.force, copy_images=not args.no_copy,
-                  orient=not args.no_orient, bounds=args.bounds)
+                  orient=not args.no_orient, bounds=args.bounds, depth=args.depth)
     return 0
 
 
@@ -54,7 +54,7 @@ def _photos(args) -> int:
     photos_to_dataset(out, images_dir=images, video=args.video, fps=args.fps, matching=args.matching,
                       camera_model=args.camera_model, single_camera=not args.camera_per_image,
                       max_image_size=args.max_image_size, min_registered=args.min_registered, force=args.force,
-                      seed=args.seed)
+                      seed=args.seed, bounds=args.bounds, depth=args.depth)
     return 0
 
 
@@ -94,6 +94,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _add_point_options(p) -> None:
+    """--bounds and --depth: what the converter derives from the points each image observes."""
+    p.add_argument("--bounds", action="store_true",
+                   help="write each frame's near/far from the distances to the points it observes (as LLFF)")
+    p.add_argument("--depth", action="store_true",
+                   help="write sparse 16-bit z-depth maps (depth/) of the points each image observes, for "
+                        "rwf fit nerf --depth-loss")
+
+
 def register(subparsers) -> None:
     """Add ``data`` with its commands to an ``rwf`` sub-command parser group."""
     data = subparsers.add_parser("data", help="make, convert and check posed-image datasets",
@@ -129,8 +138,7 @@ def register(subparsers) -> None:
     p.add_argument("out", metavar="OUT")
     p.add_argument("--no-copy", action="store_true", help="refer to IMAGES_DIR instead of copying the images")
     p.add_argument("--no-orient", action="store_true", help="keep COLMAP's axes (default: mean camera up -> +Z)")
-    p.add_argument("--bounds", action="store_true",
-                   help="write each frame's near/far from the distances to the points it observes (as LLFF)")
+    _add_point_options(p)
     p.add_argument("--force", **force)
     p.set_defaults(func=_colmap)
 
@@ -146,6 +154,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-image-size", type=positive_int, default=1600, help="SIFT on images at most this size")
     p.add_argument("--min-registered", type=_fraction, default=0.5, help="fail below this registered fraction")
     p.add_argument("--seed", type=int, default=0)
+    _add_point_options(p)
     p.add_argument("--force", **force)
     p.set_defaults(func=_photos)
 

@@ -13,12 +13,17 @@ What the conversion does, in order:
 5. optionally (``--bounds``), each frame's ``near``/``far`` from the distances to the points it observes, as LLFF
    writes them: rays then start just before the nearest point, so a field cannot hide a training view's colours on
    a screen close to its own camera (measured on the bartoszek capture in BENCHMARKS.md).
+6. optionally (``--depth``), a sparse depth map per frame (nerfstudio's "sfm depth" layout,
+   :func:`observation_depths`): ``depth/<image name>.png``, 16-bit, 0 where there is no depth, else the z-depth
+   along the optical axis (output units) of the points the image observes, at the pixels of its keypoints;
+   ``depth_unit_scale_factor`` (top level) = output units per depth value.
 
 The report includes the reprojection error of the converted cameras against COLMAP's own.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -30,8 +35,8 @@ from rwf_render.datasets import image_size
 from rwf_render.errors import UserError
 from rwf_render.rundir import write_json
 
-from .colmap_io import Model, read_model
-from .common import apply_similarity_to_poses, normalize_scene, staged_output, write_ply
+from .colmap_io import Image, Model, read_model
+from .common import apply_similarity_to_poses, normalize_scene, save_image, staged_output, write_ply
 
 SUPPORTED = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE")
 
@@ -76,6 +81,18 @@ def cameras_from_frames(frames: list[dict], top: dict) -> Cameras:
                           dist=np.array([[g(k) for k in ("k1", "k2", "k3", "k4", "p1", "p2")] for g in get]))
 
 
+def _point_rows(model: Model) -> dict[int, int]:
+    """point3D_id -> row of ``model.xyz``."""
+    return {int(pid): k for k, pid in enumerate(model.point_ids)}
+
+
+def _observed(im: Image, rows: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) mask of an image's observations of points present in points3D (untriangulated ids are -1, a pruned
+    model's may be absent) and the (K_ok,) rows of those points in ``model.xyz``."""
+    ok = np.array([int(p) in rows for p in im.point3D_ids], dtype=bool)
+    return ok, np.array([rows[int(p)] for p in np.asarray(im.point3D_ids)[ok]], dtype=np.int64)
+
+
 def reprojection_errors(model: Model, cams: Cameras, image_ids: list[int], S: np.ndarray) -> np.ndarray:
     """Pixel distance between each observation and the projection of its (moved) 3D point by ``cams``.
 
@@ -84,17 +101,15 @@ def reprojection_errors(model: Model, cams: Cameras, image_ids: list[int], S: np
     Returns:
         (n_obs,) errors in pixels, in the units of COLMAP's keypoints scaled to the output image size.
     """
-    index = {int(pid): k for k, pid in enumerate(model.point_ids)}
+    rows = _point_rows(model)
     xyz = torch.from_numpy(model.xyz @ S[:3, :3].T + S[:3, 3])
     errs = []
     for c, iid in enumerate(image_ids):
         im = model.images[iid]
-        # observations of points absent from points3D (a pruned model) count as untriangulated
-        ok = np.isin(im.point3D_ids, model.point_ids)
+        ok, seen = _observed(im, rows)  # points absent from points3D (a pruned model) count as untriangulated
         if not ok.any():
             continue
-        rows = [index[int(p)] for p in im.point3D_ids[ok]]
-        pix, _ = project(xyz[rows], cams[c])
+        pix, _ = project(xyz[torch.from_numpy(seen)], cams[c])
         cam = model.cameras[im.camera_id]
         scale = np.array([cams.width[c].item() / cam.width, cams.height[c].item() / cam.height])
         errs.append(np.linalg.norm(pix[0].numpy() - im.xys[ok] * scale, axis=1))
@@ -116,10 +131,10 @@ def frame_bounds(model: Model, ids: list, c2w: np.ndarray, xyz: np.ndarray) -> n
     """(N, 2) near/far per image: 0.9 x the 0.1th and 1.1 x the 99.9th percentile of the distances from the camera
     to the 3D points that image observes (LLFF's rule, with margins; distances along unit rays, as the marcher's
     t). ``c2w`` and ``xyz`` in the output frame. None when some image observes fewer than MIN_BOUND_POINTS points."""
-    row = {int(pid): k for k, pid in enumerate(model.point_ids)}
+    rows = _point_rows(model)
     out = []
     for k, i in enumerate(ids):
-        seen = [row[int(pid)] for pid in np.asarray(model.images[i].point3D_ids) if int(pid) in row]
+        _, seen = _observed(model.images[i], rows)
         if len(seen) < MIN_BOUND_POINTS:
             return None
         dist = np.linalg.norm(xyz[seen] - c2w[k, :3, 3], axis=1)
@@ -127,9 +142,79 @@ def frame_bounds(model: Model, ids: list, c2w: np.ndarray, xyz: np.ndarray) -> n
     return np.array(out)
 
 
+def observation_depths(model: Model, ids: list, c2w: np.ndarray, xyz: np.ndarray,
+                       sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image, the pixels of its observations of triangulated points and those points' z-depths.
+
+    Args:
+        ids: N image ids. c2w: (N, 4, 4) OpenGL camera-to-world and xyz: (M, 3) points (rows as
+            ``model.point_ids``), both in the output frame. sizes: N (w, h), the actual image sizes.
+    Returns:
+        N pairs (pix, z): pix (K, 2) int64 (column, row) = floor of the keypoint (pixel centers at +0.5) scaled
+        from the COLMAP camera's size to (w, h); z (K,) = dot(X - camera center, forward), forward =
+        -c2w[:3, 2]. Observations outside the image or with z <= 0 are left out; several may share a pixel.
+    """
+    rows = _point_rows(model)
+    out = []
+    for k, i in enumerate(ids):
+        im, (w, h) = model.images[i], sizes[k]
+        cam = model.cameras[im.camera_id]
+        ok, seen = _observed(im, rows)
+        z = (xyz[seen] - c2w[k, :3, 3]) @ -c2w[k, :3, 2]
+        pix = np.floor(np.asarray(im.xys, dtype=np.float64).reshape(-1, 2)[ok] * [w / cam.width, h / cam.height])
+        keep = (z > 0) & (pix >= 0).all(1) & (pix < [w, h]).all(1)
+        out.append((pix[keep].astype(np.int64), z[keep]))
+    return out
+
+
+def depth_map(pix: np.ndarray, z: np.ndarray, w: int, h: int, unit: float) -> np.ndarray:
+    """(h, w) uint16 sparse depth map: round(z / unit) at ``pix`` (K, 2) (column, row), the smallest z where
+    several fall on one pixel, at least 1 (0 means "no depth"); 0 elsewhere."""
+    near = np.full((h, w), np.inf)
+    np.minimum.at(near, (pix[:, 1], pix[:, 0]), z)
+    hit = np.isfinite(near)
+    out = np.zeros((h, w), dtype=np.uint16)
+    out[hit] = np.clip(np.round(near[hit] / unit), 1, 65535)
+    return out
+
+
+def depth_path(name: str) -> str:
+    """Relative path of an image's depth map: depth/<name with its suffix replaced by .png>."""
+    return (Path("depth") / name).with_suffix(".png").as_posix()
+
+
+def _write_depth_map(stage: Path, name: str, pix: np.ndarray, z: np.ndarray, intr: dict, unit: float
+                     ) -> tuple[str, int]:
+    """Write the :func:`depth_map` of one image (size ``intr["w"]`` x ``intr["h"]``) into ``stage``; returns its
+    relative path and how many of its pixels have a depth."""
+    rel = depth_path(name)
+    dmap = depth_map(pix, z, intr["w"], intr["h"], unit)
+    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+    save_image(stage / rel, dmap)
+    return rel, int(np.count_nonzero(dmap))
+
+
+def _check_names(names: list[str], sparse_dir, copy_images: bool, depth: bool) -> None:
+    """UserError for image names that appear twice, that would be written outside OUT (copied images, depth
+    maps), or whose depth maps would share a file (``a.jpg`` and ``a.png``)."""
+    twice = sorted({a for a, b in itertools.pairwise(names) if a == b})
+    if twice:
+        raise UserError(f"{sparse_dir}: {len(twice)} image name(s) appear more than once in the model (first: "
+                        f"{twice[0]})")
+    outside = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
+    if outside and (copy_images or depth):  # a copied image or a depth map must stay inside OUT
+        raise UserError(f"{sparse_dir}: image name {outside[0]!r} points outside the images folder; convert with "
+                        f"--no-copy{' and without --depth' if depth else ''} to refer to the images where they are")
+    paths = sorted(depth_path(n) for n in names) if depth else []
+    clash = next((a for a, b in itertools.pairwise(paths) if a == b), None)
+    if clash:
+        raise UserError(f"{sparse_dir}: two images (names differing only in their suffix) would share the depth map "
+                        f"{clash}; convert without --depth")
+
+
 def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Path, force: bool = False,
                   copy_images: bool = True, orient: bool = True, attach: dict | None = None, log=print,
-                  bounds: bool = False) -> dict:
+                  bounds: bool = False, depth: bool = False) -> dict:
     """Convert a COLMAP model to OUT/transforms.json (+ OUT/images/, OUT/sparse_pc.ply).
 
     Args:
@@ -139,8 +224,11 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         orient: rotate the mean camera up vector to +Z.
         attach: {relative path in OUT: file or folder} copied into OUT as well (e.g. the COLMAP model).
         bounds: write each frame's ``near``/``far`` from the points it observes (:func:`frame_bounds`).
+        depth: write each frame's sparse depth map (``depth_file_path``, :func:`observation_depths`) and the
+            top-level ``depth_unit_scale_factor``.
     Returns:
-        the report numbers: n_images, n_points, aabb_scale, scale, reprojection errors (ours and COLMAP's).
+        the report numbers: n_images, n_points, aabb_scale, scale, reprojection errors (ours and COLMAP's);
+        with ``depth`` also depth_pixels (pixels with a depth, per image), depth_unit and depth_max_z.
     """
     model = read_model(sparse_dir)
     images_dir = Path(images_dir)
@@ -149,16 +237,7 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     if not model.images:
         raise UserError(f"{sparse_dir}: the model has no registered images")
     ids = sorted(model.images, key=lambda i: model.images[i].name)
-    names = [model.images[i].name for i in ids]
-    twice = sorted({a for a, b in zip(names, names[1:]) if a == b})
-    if twice:
-        raise UserError(f"{sparse_dir}: {len(twice)} image name(s) appear more than once in the model (first: "
-                        f"{twice[0]})")
-    if copy_images:  # a name must stay inside OUT/images once copied
-        outside = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
-        if outside:
-            raise UserError(f"{sparse_dir}: image name {outside[0]!r} points outside the images folder; "
-                            "convert with --no-copy to refer to the images where they are")
+    _check_names([model.images[i].name for i in ids], sparse_dir, copy_images, depth)
     missing = [model.images[i].name for i in ids if not (images_dir / model.images[i].name).is_file()]
     if missing:
         raise UserError(f"{images_dir}: {len(missing)} of {len(ids)} images of the model are missing "
@@ -186,13 +265,19 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     S, aabb_scale, stats = normalize_scene(c2w, model.xyz, orient=orient)
     c2w = apply_similarity_to_poses(S, c2w)
     xyz = model.xyz @ S[:3, :3].T + S[:3, 3]
-
+    # 5. per-frame near/far
     near_far = frame_bounds(model, ids, c2w, xyz) if bounds else None
     if bounds and near_far is None:
         log(f"warning: some image observes fewer than {MIN_BOUND_POINTS} points; no per-frame near/far written")
+    # 6. sparse depth: one unit for the whole dataset, the farthest observed point (+5 %) at 65535
+    obs = observation_depths(model, ids, c2w, xyz, [(d["w"], d["h"]) for d in intrinsics]) if depth else None
+    z_max = max((float(z.max()) for _, z in obs or [] if len(z)), default=0.0)
+    unit = z_max * 1.05 / 65535 if z_max > 0 else 1e-3  # no depth at all: nerfstudio's default unit
     shared = all(d == intrinsics[0] for d in intrinsics)
     top = {**(intrinsics[0] if shared else {}), "aabb_scale": aabb_scale, "ply_file_path": "sparse_pc.ply",
-           "input_to_world": S.tolist(), "source": f"colmap:{Path(sparse_dir).resolve()}"}
+           "input_to_world": S.tolist(), "source": f"colmap:{Path(sparse_dir).resolve()}",
+           **({"depth_unit_scale_factor": unit} if depth else {})}
+    depth_pixels = []
     with staged_output(out, force, inputs=(sparse_dir, images_dir)) as stage:
         frames = []
         for k, i in enumerate(ids):
@@ -207,6 +292,9 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
             frame = {"file_path": file_path, "transform_matrix": c2w[k].tolist(), "colmap_im_id": int(i)}
             if near_far is not None:
                 frame.update(near=float(near_far[k, 0]), far=float(near_far[k, 1]))
+            if obs is not None:
+                frame["depth_file_path"], n = _write_depth_map(stage, name, *obs[k], intrinsics[k], unit)
+                depth_pixels.append(n)
             frames.append(frame if shared else {**frame, **intrinsics[k]})
         write_ply(stage / "sparse_pc.ply", xyz, model.rgb)
         for rel, src in (attach or {}).items():
@@ -219,6 +307,8 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
                   "rescaled_images": rescaled, "reproj_error": float(errs.mean()) if len(errs) else float("nan"),
                   "colmap_reproj_error": _observation_mean(model),
                   **stats}
+        if depth:
+            report.update(depth_pixels=depth_pixels, depth_unit=unit, depth_max_z=z_max)
     models = sorted({model.cameras[model.images[i].camera_id].model for i in ids})
     fovs = [np.degrees(fov_from_focal(d["fl_x"], d["w"])) for d in intrinsics]
     log(f"converted {len(ids)} images, {len(model.cameras)} camera(s) ({', '.join(models)}; horizontal fov "
@@ -227,6 +317,9 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     log(f"scene: scale {stats['scale']:.4g}, aabb_scale {aabb_scale} (box holds {stats['cameras_in_box']}/{len(ids)} "
         f"cameras, {100 * stats['points_in_box']:.1f}% of points); camera distance to center "
         f"{stats['camera_distance'][0]:.2f}-{stats['camera_distance'][1]:.2f}")
+    if depth:
+        log(f"depth maps: {min(depth_pixels)}/{int(np.median(depth_pixels))}/{max(depth_pixels)} pixels per image "
+            f"(min/median/max), farthest z {z_max:.4g}, unit {unit:.4g} -> {Path(out) / 'depth'}")
     log(f"reprojection error of the converted cameras: {report['reproj_error']:.3f} px "
         f"(COLMAP's: {report['colmap_reproj_error']:.3f} px) -> {Path(out) / 'transforms.json'}")
     return report

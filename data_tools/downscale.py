@@ -3,7 +3,8 @@
 Each image is cropped to a multiple of K at its right and bottom edges (at most K - 1 pixels; the crop does not
 move the origin) and box-filtered, so every new pixel covers exactly K x K old ones: fl_x, fl_y, cx and cy are
 divided by K with no approximation, w and h become floor(w / K) and floor(h / K). RGBA is averaged with
-premultiplied alpha; masks are box-filtered; depth maps take the nearest sample (no mixing of depths).
+premultiplied alpha; masks are box-filtered; depth maps take, per block, the sample nearest its centre among those
+that have a depth (no mixing of depths, and a sparse map from ``rwf data colmap --depth`` keeps its points).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from rwf_render.datasets import dataset_files, resolve_image
 from rwf_render.errors import UserError
+from rwf_render.nerf_depth import thin_depth
 from rwf_render.rundir import read_json, write_json
 
 from .common import load_image, save_image, staged_output
@@ -41,10 +43,14 @@ def box_downscale(img: np.ndarray, k: int) -> np.ndarray:
     return x.astype(img.dtype)
 
 
-def nearest_downscale(img: np.ndarray, k: int) -> np.ndarray:
-    """The sample nearest each block's center (depth maps)."""
-    h, w = img.shape[0] // k * k, img.shape[1] // k * k
-    return img[k // 2:h:k, k // 2:w:k]
+def depth_downscale(img: np.ndarray, k: int) -> np.ndarray:
+    """(H, W) depth map -> (H // k, W // k): the sample nearest each block's centre among those with a depth
+    (non-zero; :func:`rwf_render.nerf_depth.thin_depth`), 0 where a block has none."""
+    z = img[..., 0] if img.ndim == 3 else img
+    rows, cols = thin_depth(z, k)
+    out = np.zeros((z.shape[0] // k, z.shape[1] // k), dtype=img.dtype)
+    out[rows // k, cols // k] = z[rows, cols]
+    return out
 
 
 def _scaled(d: dict, factor: int, where: str) -> dict:
@@ -145,7 +151,7 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
                 f["file_path"] = convert(image, box_downscale)
                 sizes.add(done[f["file_path"]])
                 for key, path in aux.items():
-                    f[key] = convert(path, box_downscale if key == "mask_path" else nearest_downscale)
+                    f[key] = convert(path, box_downscale if key == "mask_path" else depth_downscale)
                 frames.append(f)
             write_json(stage / files[split].name, {**heads[split], "frames": frames})
     log(f"downscaled {len(done)} images by {factor} to {', '.join(f'{w}x{h}' for w, h in sorted(sizes))} -> {out}")

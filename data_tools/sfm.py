@@ -117,13 +117,15 @@ def run_sfm(images_dir: Path, work: Path, matching: str = "exhaustive", camera_m
 def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, video: str | Path | None = None,
                       fps: float = 2.0, matching: str | None = None, camera_model: str = "SIMPLE_RADIAL",
                       single_camera: bool = True, max_image_size: int = 1600, min_registered: float = 0.5,
-                      force: bool = False, seed: int = 0, log=print) -> dict:
+                      force: bool = False, seed: int = 0, bounds: bool = False, depth: bool = False,
+                      log=print) -> dict:
     """Structure from motion on a folder of photos (or frames of a video), then convert to OUT/transforms.json.
 
     Args:
         matching: "exhaustive" or "sequential" (default: sequential for a video, exhaustive for photos).
         camera_model: COLMAP model to estimate (SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV).
         min_registered: fail unless this fraction of the images (and at least 3) is registered.
+        bounds, depth: per-frame near/far and sparse depth maps from the points (:func:`convert_model`).
     Returns:
         numbers: registered, total, reproj_error (px), points, seconds (total and per step), and the converter's.
     """
@@ -173,7 +175,7 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
         model_dir = work / "model"
         model_dir.mkdir()
         rec.write_binary(str(model_dir))
-        report = convert_model(model_dir, images_dir, out, force=force, log=log,
+        report = convert_model(model_dir, images_dir, out, force=force, log=log, bounds=bounds, depth=depth,
                                attach={"colmap/sparse/0": model_dir})
     registered_names = sorted(rec.image(i).name for i in rec.reg_image_ids())
     return {**report, "registered": registered, "total": total, "sfm_reproj_error": err,

@@ -146,3 +146,21 @@ def test_plugs_into_rwf_command(monkeypatch, tmp_path, capsys, data_dir):
     assert "OK: 0 error(s)" in capsys.readouterr().out
     assert cli.main(["data", "downscale", str(tmp_path), str(tmp_path / "o")]) == 2  # --factor is required
     assert "--factor" in capsys.readouterr().err
+
+
+def test_depth_downscale_keeps_sparse_points_and_dense_centres():
+    """A dense map at an odd factor takes each block's centre sample; a sparse map (structure-from-motion depth)
+    keeps one of its own values in every block that holds any, and nothing is averaged."""
+    from data_tools.downscale import depth_downscale  # noqa: PLC0415
+
+    dense = np.arange(1, 82, dtype=np.uint16).reshape(9, 9)
+    np.testing.assert_array_equal(depth_downscale(dense, 3), dense[1::3, 1::3])
+    rng = np.random.default_rng(0)
+    sparse = np.zeros((30, 40), np.uint16)
+    rows, cols = rng.integers(0, 30, 25), rng.integers(0, 40, 25)
+    sparse[rows, cols] = rng.integers(1, 65535, 25)
+    small = depth_downscale(sparse, 4)
+    blocks = sparse[:28].reshape(7, 4, 10, 4).transpose(0, 2, 1, 3).reshape(7, 10, 16)
+    has = (blocks > 0).any(-1)
+    np.testing.assert_array_equal(small > 0, has)
+    assert all(small[i, j] in blocks[i, j] for i, j in zip(*np.nonzero(has)))
