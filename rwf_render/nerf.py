@@ -19,6 +19,7 @@ from .errors import UserError
 from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_from_args,  # noqa: F401 (the CLI's)
                           resume_config_from_args, scene_presets)
+from .nerf_depth import depth_loss
 from .nerf_data import PosedImages, background_color, check_bounds, composite_background, load_split, summary
 from .nerf_render import NeRFModel
 from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
@@ -44,6 +45,7 @@ class NeRFTask:
         self.total_samples = 0
         self.timings: dict[str, float] | None = None  # set to {} to accumulate march/field/composite seconds
         self.last_step = 0
+        self.depth_weight = cfg.train.loss_weights.get("depth", 0.0)
 
     def state_dict(self) -> dict:
         return {"n_rays": self.n_rays, "total_samples": self.total_samples}
@@ -58,34 +60,43 @@ class NeRFTask:
         n = self.n_rays
         flat = torch.randint(self.train.n_pixels, (n,), generator=generator)
         img, uv = self.train.locate(flat)
-        rays_o, rays_d = self.train.rays(img, uv, self.device)
         rgba = self.train.pixels[flat].float().to(self.device) / 255.0
-        bg = background_color(self.cfg.background, n, generator, self.device)
         weight = None if self.train.masks is None else self.train.masks[flat].float().to(self.device) / 255.0
+        depth = None
+        if self.depth_weight > 0:  # rays through depth samples ride along after the n colour rays
+            pick = torch.randint(len(self.train.depth), (self.cfg.depth_rays,), generator=generator)
+            img, uv = torch.cat([img, self.train.depth.image[pick]]), torch.cat([uv, self.train.depth.uv[pick]])
+            depth = self.train.depth.t[pick].to(self.device)
+        rays_o, rays_d = self.train.rays(img, uv, self.device)
+        bg = background_color(self.cfg.background, len(img), generator, self.device)
         near = far = None
         if self.train.near_far is not None:
             near, far = (self.train.near_far[img, 0].to(self.device), self.train.near_far[img, 1].to(self.device))
-        return {"rays_o": rays_o, "rays_d": rays_d, "target": composite_background(rgba, bg), "bg": bg,
-                "weight": weight, "image_idx": img.to(self.device), "near": near, "far": far,
-                "jitter": torch.rand(n, generator=generator).to(self.device)}
+        return {"rays_o": rays_o, "rays_d": rays_d, "target": composite_background(rgba, bg[:n]), "bg": bg,
+                "weight": weight, "image_idx": img.to(self.device), "near": near, "far": far, "depth": depth,
+                "jitter": torch.rand(len(img), generator=generator).to(self.device)}
 
     def loss(self, model: NeRFModel, b: dict):
+        """The colour MSE of the first n rays and, with depth rays after them, the depth loss of those."""
         use_amp = self.cfg.amp and self.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             out = model.render_rays(b["rays_o"], b["rays_d"], near=b["near"], far=b["far"], background=b["bg"],
                                     image_idx=b["image_idx"], jitter=b["jitter"], train=True,
                                     timings=self.timings)
-        err = (out["rgb"] - b["target"]) ** 2
+        n, total, samples = b["target"].shape[0], b["rays_o"].shape[0], out["n_samples"]
+        err = (out["rgb"][:n] - b["target"]) ** 2
         mse = err.mean() if b["weight"] is None else (err.mean(1) * b["weight"]).sum() / b["weight"].sum().clamp(min=1)
         if not mse.requires_grad:  # no sample hit an occupied cell: keep the step well defined
             mse = mse + 0.0 * sum(p.sum() for p in model.parameters())
-        n, samples = b["rays_o"].shape[0], out["n_samples"]
+        terms, stats = {"mse": mse}, {"psnr_train": mse_to_psnr(float(mse.detach())), "rays": total,
+                                      "samples_per_ray": samples / total}
+        if b["depth"] is not None:
+            terms["depth"] = depth_loss(out["depth"][n:], b["depth"])
         self.total_samples += samples
-        # adapt the ray count toward target_samples per step (geometric step, bounded)
-        want = n * (self.cfg.target_samples / max(samples, 1)) ** 0.5
+        # adapt the colour ray count toward target_samples per step, all rays counted (geometric step, bounded)
+        want = total * (self.cfg.target_samples / max(samples, 1)) ** 0.5 - (total - n)
         self.n_rays = int(min(max(want, self.cfg.min_rays), self.cfg.max_rays))
-        return {"mse": mse}, {"psnr_train": mse_to_psnr(float(mse.detach())), "rays": n,
-                              "samples_per_ray": samples / n}
+        return terms, stats
 
     def evaluate(self, model: NeRFModel) -> dict:
         split = self.val if self.val is not None else self.train
@@ -154,7 +165,7 @@ def fit(args) -> int:
     check_config(cfg)
     device = resolve_device(cfg.train.device)
     # read and check every input before anything is written: the splits, the test views scored at the end
-    train = load_split(cfg.data, "train", cfg.downscale)
+    train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.train.loss_weights.get("depth", 0.0) > 0)
     val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
     check_bounds(train, cfg.render.near, cfg.render.far)

@@ -44,6 +44,8 @@ class NeRFConfig:
     """floor on rays per step"""
     max_rays: int = 1 << 16
     """cap on rays per step"""
+    depth_rays: int = 256
+    """rays through depth samples per step, when the depth loss is on (``train.loss_weights["depth"]`` > 0)"""
     val_images: int = 1
     """validation images rendered at each evaluation"""
     eval_images: int = 8
@@ -126,8 +128,10 @@ def check_config(cfg: NeRFConfig) -> None:
     need(all(isinstance(v, int) and v >= 1 for v in (t.eval_every, t.ckpt_every)),
          "--eval-every and --ckpt-every must be integers >= 1")
     need(all(isinstance(v, int) and v >= 1 for v in (cfg.target_samples, cfg.init_rays, cfg.min_rays, cfg.max_rays,
-                                                     cfg.eval_images)) and cfg.val_images >= 0,
+                                                     cfg.eval_images, cfg.depth_rays)) and cfg.val_images >= 0,
          "--target-samples, --eval-images and the ray counts must be integers >= 1")
+    weight = t.loss_weights.get("depth", 0.0)
+    need(finite(weight) and weight >= 0, f"--depth-loss must be a finite number >= 0, got {weight!r}")
 
 
 # -- options and presets ------------------------------------------------------------------------------------------
@@ -194,6 +198,9 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     t.steps, t.lr, t.schedule = pick("steps", 3000), pick("lr", 3e-3), pick("schedule", "exp")
     t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
     cfg.eval_images = pick("eval_images", 8)
+    cfg.depth_rays = pick("depth_rays", 256)
+    if pick("depth_loss", 0.0):
+        t.loss_weights["depth"] = pick("depth_loss", 0.0)
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
     cfg.model_seed = args.seed
     return cfg
@@ -201,7 +208,8 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
 
 ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"), "encoding": ("field.pos.kind",),
            "features": ("field.pos.m",), "sigma": ("field.pos.sigma",), "depth": ("field.trunk.depth",),
-           "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",)}
+           "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",),
+           "depth_loss": ("train.loss_weights.depth",)}
 """config entries of the fit options not named like them, for the --resume check (``rundir.option_clashes``)"""
 
 
@@ -274,3 +282,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--eval-every", type=positive_int, help="validation every N steps (default 250)")
     t.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N steps (default 500)")
     t.add_argument("--eval-images", type=positive_int, help="test images scored at the end of a fit (default 8)")
+    t.add_argument("--depth-loss", type=float, metavar="W",
+                   help="weight of the relative L1 between rendered depth and the dataset's depth maps "
+                        "(depth_file_path; default 0: off)")
+    t.add_argument("--depth-rays", type=positive_int, help="rays through depth samples per step (default 256)")

@@ -18,6 +18,7 @@ from .cameras import Cameras, pixel_rays
 from .datasets import Transforms, load_transforms
 from .errors import UserError
 from .imgio import read_image
+from .nerf_depth import DepthPixels, load_depths
 
 BACKGROUNDS = ("white", "black", "random", "learned")
 
@@ -44,6 +45,7 @@ class PosedImages:
         names: image file names, for reports and renders.
         near_far: (N, 2) or None, per-image bounds from the dataset.
         aabb: (6,) scene box (xmin, ymin, zmin, xmax, ymax, zmax).
+        depth: the depth samples of the dataset's depth maps, when loaded (:mod:`rwf_render.nerf_depth`).
     """
 
     cameras: Cameras
@@ -54,6 +56,7 @@ class PosedImages:
     near_far: torch.Tensor | None
     aabb: torch.Tensor
     has_alpha: bool
+    depth: DepthPixels | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -83,12 +86,14 @@ class PosedImages:
         return tuple(t.to(device) for t in pixel_rays(self.cameras, uv, img))
 
 
-def load_split(path: str | Path, split: str, downscale: int = 1, indices=None) -> PosedImages:
-    """Read one split into memory (see :class:`PosedImages`); ``indices`` picks some of its frames (default all).
+def load_split(path: str | Path, split: str, downscale: int = 1, indices=None, depth: bool = False) -> PosedImages:
+    """Read one split into memory (see :class:`PosedImages`); ``indices`` picks some of its frames (default all);
+    ``depth`` also reads its depth maps.
 
     Raises:
         UserError: the loader's errors (malformed JSON, missing keys, singular poses, empty split), an image that
-            does not decode, or an image whose size differs from its camera's.
+            does not decode, or an image whose size differs from its camera's; with ``depth``, those of
+            :func:`rwf_render.nerf_depth.load_depths`.
     """
     tf: Transforms = load_transforms(path, split)
     if indices is not None:
@@ -134,7 +139,7 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None) -
     aabb = tf.aabb.to(torch.float32).reshape(-1)
     near_far = None if tf.near_far is None else tf.near_far.to(torch.float32)
     return PosedImages(cams, torch.cat(chunks), torch.cat(masks) if any_mask else None, offsets, names, near_far,
-                       aabb, has_alpha)
+                       aabb, has_alpha, load_depths(tf, cams, downscale) if depth else None)
 
 
 def composite_background(rgba: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
