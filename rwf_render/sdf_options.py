@@ -25,8 +25,8 @@ def config_from_args(args) -> SDFConfig:
     weights = {k: w for k, w in (("eikonal", args.eikonal), ("normal", args.normal)) if w > 0}
     if args.target == "occupancy" and args.loss is not None:
         raise UserError("--loss applies to --target sdf only (occupancy is fitted with BCE)")
-    if args.clamp is not None and args.loss != "clamped":
-        raise UserError("--clamp applies to --loss clamped only")
+    if args.clamp is not None and args.loss != "clamped" and not getattr(args, "resume", False):
+        raise UserError("--clamp applies to --loss clamped only")  # resuming, the run's saved loss decides
     if args.vote_dirs % 2 == 0 and args.vote_dirs:  # a new fit only: runs saved with an even count still load
         raise UserError(f"--vote-dirs must be odd so the majority vote has no ties, got {args.vote_dirs}")
     train = train_from_args(args, 1000, weights)

@@ -66,6 +66,20 @@ def test_sdf_resume_compares_typed_options_with_the_run(tmp_path, capsys):
     assert cli.main(fit + ["--steps", "3", "--resume"]) == 0
 
 
+def test_sdf_resume_reads_clamp_against_the_runs_saved_loss(tmp_path, capsys):
+    """'--clamp' without '--loss clamped' is refused for a new fit, but on --resume the run's saved loss decides:
+    the run's own clamp continues it, another clamp is a clash."""
+    run = tmp_path / "run"
+    fit = ["fit", "sdf", "--features", "16", "--width", "16", "--pool", "4096", "--batch", "512", "--eval-points",
+           "2048", "--metric-points", "2000", "--mesh-res", "24", "--preview-res", "16", "--quiet", "--out", str(run)]
+    assert "applies to --loss clamped" in _fails(capsys, fit + ["--steps", "2", "--clamp", "0.05"])
+    assert cli.main(fit + ["--steps", "2", "--loss", "clamped", "--clamp", "0.05"]) == 0
+    err = _fails(capsys, ["fit", "sdf", "--out", str(run), "--resume", "--steps", "3", "--clamp", "0.2"])
+    assert "--clamp (run: 0.05, given: 0.2)" in err
+    assert cli.main(["fit", "sdf", "--out", str(run), "--resume", "--steps", "3", "--clamp", "0.05", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3
+
+
 def test_render_refuses_another_kinds_option_typed_at_its_default(tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main(["fit", "image", "--size", "16", "--features", "8", "--width", "16", "--steps", "1", "--quiet",
