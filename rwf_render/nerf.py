@@ -168,7 +168,7 @@ def fit(args) -> int:
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.train.loss_weights.get("depth", 0.0) > 0)
     val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
-    check_bounds(train, cfg.render.near, cfg.render.far)
+    check_bounds(train, cfg.render.near, cfg.render.far, cfg.render.far_bounds)
     name = cfg.scene or Path(cfg.data).name
     out = Path(args.out or Path("runs") / f"nerf-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume:
@@ -180,7 +180,8 @@ def fit(args) -> int:
             raise
         raise UserError(f"the field does not fit in memory ({str(e).splitlines()[0][:120]}); use a smaller "
                         "--width, --depth or --features") from None
-    print(summary(train, cfg.render.near, cfg.render.far, cfg.data, model.default_near()), file=sys.stderr)
+    print(summary(train, cfg.render.near, cfg.render.far, cfg.data, model.default_near(), cfg.render.far_bounds),
+          file=sys.stderr)
     run = prepare_run_dir(out, force=args.force, resume=args.resume)
     task = NeRFTask(model.to(device), train, val, cfg, device, run_dir=run)
     trainer = Trainer(model, task, cfg.train, run_dir=run, progress=not args.quiet)

@@ -189,6 +189,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     cfg.render.steps_per_diagonal = pick("steps_per_diagonal", 1024)
     cfg.render.cone_angle = pick("cone_angle", 0.0)
     cfg.render.near, cfg.render.far = pick("near", None), pick("far", None)
+    cfg.render.far_bounds = pick("far_bounds", True)
     cfg.render.sampler = pick("sampler", "grid")
     cfg.target_samples = pick("target_samples", 1 << 15)
     rays = pick("rays", None)  # a fixed ray count (the Tancik protocol) instead of the adaptive one
@@ -259,6 +260,10 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--far", type=positive_float,
                    help="ray end, over any per-image bounds of the dataset (default: those, else where rays leave "
                         "the grid)")
+    d.add_argument("--far-bounds", action=argparse.BooleanOptionalAction, default=None,
+                   help="use the dataset's per-image far bounds (default); --no-far-bounds: rays end where they "
+                        "leave the grid (captures around an object, whose background lies beyond the farthest "
+                        "point structure from motion found)")
     m = p.add_argument_group("field")
     m.add_argument("--param", choices=["plain", "wn", "rwf"], help="linear layers (default rwf)")
     m.add_argument("--encoding", choices=["fourier", "pe"], help="position encoding (default fourier)")

@@ -156,9 +156,10 @@ def background_color(name: str, n: int, generator: torch.Generator | None, devic
     return torch.rand(n, 3, generator=generator).to(device)
 
 
-def summary(train: PosedImages, near: float | None, far: float | None, path: str, default_near: float = 0.0) -> str:
+def summary(train: PosedImages, near: float | None, far: float | None, path: str, default_near: float = 0.0,
+            far_bounds: bool = True) -> str:
     """The one-line summary printed at start: ``near``/``far`` are --near/--far (None: the dataset's per-image
-    bounds where it has them, else ``default_near`` and the box)."""
+    bounds where it has them and ``far_bounds`` allows, else ``default_near`` and the box)."""
     sizes = sorted({train.size(i) for i in range(len(train))})
     res = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}..)"
     box = train.aabb.tolist()
@@ -167,7 +168,7 @@ def summary(train: PosedImages, near: float | None, far: float | None, path: str
     def bound(value, column, fallback):
         if value is not None:
             return f"{value:.3g}"
-        if bounds is not None:
+        if bounds is not None and (column == 0 or far_bounds):
             lo, hi = float(bounds[:, column].min()), float(bounds[:, column].max())
             return f"{lo:.3g}..{hi:.3g} (per image)"
         return fallback
@@ -177,10 +178,11 @@ def summary(train: PosedImages, near: float | None, far: float | None, path: str
             f"far {bound(far, 1, 'box')}")
 
 
-def check_bounds(train: PosedImages, near: float | None, far: float | None) -> None:
+def check_bounds(train: PosedImages, near: float | None, far: float | None, far_bounds: bool = True) -> None:
     """UserError when --near alone lies at or beyond the per-image far bound of some training images (or --far
-    alone before their near): their rays would get no samples and train only the background."""
-    if train.near_far is None or (near is None) == (far is None):
+    alone before their near): their rays would get no samples and train only the background. With
+    ``far_bounds`` off (--no-far-bounds) the per-image far bounds are not used, so --near cannot clash with them."""
+    if train.near_far is None or (near is None) == (far is None) or (near is not None and not far_bounds):
         return
     column, bad = (1, train.near_far[:, 1] <= near) if near is not None else (0, train.near_far[:, 0] >= far)
     if bad.any():

@@ -38,6 +38,9 @@ class RenderConfig:
     """ray start, over the per-image near passed to render_rays (None: that, else 2% of the box diagonal)"""
     far: float | None = None
     """ray end, over the per-image far passed to render_rays (None: that, else where the ray leaves the grid)"""
+    far_bounds: bool = True
+    """use the per-image far passed to render_rays; off, rays end where they leave the grid (orbit captures whose
+    background lies beyond the farthest triangulated point)"""
     early_stop_eps: float = 1e-4
     """rendering: stop a ray once its transmittance falls below this"""
     alpha_thre: float = 0.0
@@ -146,7 +149,7 @@ class NeRFModel(nn.Module):
         cfg = self.render_cfg
         # --near / --far, when set, win over the bounds passed in (a dataset's per-image bounds)
         near = cfg.near if cfg.near is not None else self.default_near() if near is None else near
-        far = cfg.far if cfg.far is not None else far
+        far = cfg.far if cfg.far is not None else far if cfg.far_bounds else None
 
         # without gradients, the field runs on at most SAMPLE_CHUNK samples at a time: memory stays bounded even
         # when a chunk of rays holds up to max_samples samples each

@@ -302,6 +302,12 @@ def test_near_and_far_options_win_over_a_datasets_per_image_bounds():
     assert torch.equal(a["rgb"], b["rgb"]) and torch.equal(a["depth"], b["depth"])
     assert not torch.equal(a["depth"], c["depth"])  # the bounds matter for these rays
     assert float(a["depth"].max()) <= 2.0 + 1e-4
+    # --no-far-bounds: the per-image far is not used (rays end where they leave the grid); the near still is
+    free.render_cfg.far_bounds = False
+    with torch.no_grad():
+        e = free.render_rays(o, d, near=1.2, far=dataset_far.clamp(max=2.0))
+        f = free.render_rays(o, d, near=1.2)
+    assert torch.equal(e["depth"], f["depth"]) and e["n_samples"] == f["n_samples"] > b["n_samples"]
 
 
 def test_near_alone_beyond_the_datasets_far_bounds_is_refused(tmp_path, capsys):
@@ -320,3 +326,9 @@ def test_near_alone_beyond_the_datasets_far_bounds_is_refused(tmp_path, capsys):
         warnings.simplefilter("ignore")
         assert cli.main(["fit", "nerf", str(data), "--out", str(out), *TINY, "--near", "3"]) == 0
     assert "near 3, far 4..6 (per image)" in capsys.readouterr().err  # the start summary shows the bounds used
+    # without the far bounds, --near 5 clashes with nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(data), "--out", str(tmp_path / "run2"), *TINY, "--near", "5",
+                         "--no-far-bounds"]) == 0
+    assert "near 5, far box" in capsys.readouterr().err

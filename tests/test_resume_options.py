@@ -91,8 +91,8 @@ def test_render_refuses_another_kinds_option_typed_at_its_default(tmp_path, caps
 def _alternatives(action: argparse.Action) -> list[list[str]]:
     """Valid values other than the default, as command-line words (every other choice; a flag; a number)."""
     name = action.option_strings[0]
-    if action.nargs == 0:
-        return [[name]]
+    if action.nargs == 0:  # a flag, or both spellings of --x / --no-x
+        return [[spelling] for spelling in action.option_strings]
     if action.choices:
         return [[name, str(c)] for c in action.choices if c != action.default and c is not None]
     value = "7" if action.default != 7 else "9"
