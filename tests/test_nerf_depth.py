@@ -144,18 +144,36 @@ def test_depth_loss_pulls_rendered_depth_to_the_depth_maps(depth_scene, tmp_path
                      "--quiet", "--depth-loss", "0.5"]) == 2
 
 
-@pytest.mark.slow
-def test_depth_loss_improves_the_held_out_views_of_the_real_capture(data_dir, tmp_path, monkeypatch):
-    """The shared 23-photo capture (the bartoszek preset, 600 steps): COLMAP's depth raises the test PSNR and SSIM
-    of the 3 held-out views over the same fit without it (measured: 16.41 against 15.92 dB, SSIM 0.364 against
-    0.327; at the preset's 2000 steps 17.08 against 15.92 dB; BENCHMARKS.md, "The real capture")."""
+def _preset_against(tmp_path, steps: int, variant: list[str]) -> tuple[dict, dict]:
+    """Test metrics of the bartoszek preset and of the preset with the ``variant`` options, ``steps`` steps each."""
+    metrics = []
+    for name, extra in (("preset", []), ("variant", variant)):
+        run = tmp_path / name
+        assert cli.main(["fit", "nerf", "bartoszek", "--out", str(run), "--steps", str(steps), "--eval-every",
+                         str(steps), "--eval-images", "3", "--quiet", *extra]) == 0
+        metrics.append(json.loads((run / "metrics.json").read_text()))
+    return metrics[0], metrics[1]
+
+
+@pytest.fixture
+def shared_capture(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("RWF_DATA", str(data_dir))
     monkeypatch.setenv("RWF_SCENE_CACHE", str(tmp_path / "scenes"))
-    metrics = {}
-    for weight in ("0", "0.1"):
-        run = tmp_path / f"w{weight}"
-        assert cli.main(["fit", "nerf", "bartoszek", "--out", str(run), "--steps", "600", "--eval-every", "600",
-                         "--eval-images", "3", "--quiet", "--depth-loss", weight]) == 0
-        metrics[weight] = json.loads((run / "metrics.json").read_text())
-    without, with_depth = metrics["0"], metrics["0.1"]
-    assert with_depth["psnr"] > without["psnr"] + 0.25 and with_depth["ssim"] > without["ssim"] + 0.02, metrics
+
+
+@pytest.mark.slow
+def test_depth_loss_improves_the_held_out_views_of_the_real_capture(shared_capture, tmp_path):
+    """The shared 23-photo capture, the preset's 2000 steps (about 16 minutes): COLMAP's depth raises the test PSNR
+    and SSIM of the 3 held-out views over the same fit without it (measured: 17.82 against 16.90 dB, SSIM 0.463
+    against 0.424; at 600 steps the two are level, 17.28 against 17.04; BENCHMARKS.md, "The real capture")."""
+    preset, without = _preset_against(tmp_path, 2000, ["--depth-loss", "0"])
+    assert preset["psnr"] > without["psnr"] + 0.4 and preset["ssim"] > without["ssim"] + 0.015, (preset, without)
+
+
+@pytest.mark.slow
+def test_far_bounds_off_improves_the_held_out_views_of_the_real_capture(shared_capture, tmp_path):
+    """The same capture at 600 steps: with the per-photo far bounds the untextured background behind the statue is
+    left to the direction-only background model, and the held-out views score lower (measured: 17.28 against
+    16.41 dB, SSIM 0.396 against 0.364)."""
+    preset, bounded = _preset_against(tmp_path, 600, ["--far-bounds"])
+    assert preset["psnr"] > bounded["psnr"] + 0.4 and preset["ssim"] > bounded["ssim"] + 0.015, (preset, bounded)
