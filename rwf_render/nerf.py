@@ -19,8 +19,8 @@ from .errors import UserError
 from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_from_args,  # noqa: F401 (the CLI's)
                           resume_config_from_args, scene_presets)
-from .nerf_depth import depth_loss
 from .nerf_data import PosedImages, background_color, check_bounds, composite_background, load_split, summary
+from .nerf_depth import depth_loss
 from .nerf_render import NeRFModel
 from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import Trainer, resolve_device
