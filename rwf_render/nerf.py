@@ -45,7 +45,6 @@ class NeRFTask:
         self.total_samples = 0
         self.timings: dict[str, float] | None = None  # set to {} to accumulate march/field/composite seconds
         self.last_step = 0
-        self.depth_weight = cfg.train.loss_weights.get("depth", 0.0)
 
     def state_dict(self) -> dict:
         return {"n_rays": self.n_rays, "total_samples": self.total_samples}
@@ -63,7 +62,7 @@ class NeRFTask:
         rgba = self.train.pixels[flat].float().to(self.device) / 255.0
         weight = None if self.train.masks is None else self.train.masks[flat].float().to(self.device) / 255.0
         depth = None
-        if self.depth_weight > 0:  # rays through depth samples ride along after the n colour rays
+        if self.cfg.depth_weight > 0:  # rays through depth samples ride along after the n colour rays
             pick = torch.randint(len(self.train.depth), (self.cfg.depth_rays,), generator=generator)
             img, uv = torch.cat([img, self.train.depth.image[pick]]), torch.cat([uv, self.train.depth.uv[pick]])
             depth = self.train.depth.t[pick].to(self.device)
@@ -165,7 +164,7 @@ def fit(args) -> int:
     check_config(cfg)
     device = resolve_device(cfg.train.device)
     # read and check every input before anything is written: the splits, the test views scored at the end
-    train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.train.loss_weights.get("depth", 0.0) > 0)
+    train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
     val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
     check_bounds(train, cfg.render.near, cfg.render.far, cfg.render.far_bounds)

@@ -54,6 +54,11 @@ class NeRFConfig:
     """bfloat16 autocast for the field on CUDA"""
     model_seed: int = 0
 
+    @property
+    def depth_weight(self) -> float:
+        """The depth loss weight (``--depth-loss``; 0: off, the dataset's depth maps are not read)."""
+        return self.train.loss_weights.get("depth", 0.0)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["field"], d["render"] = self.field.to_dict(), self.render.to_dict()
@@ -130,8 +135,8 @@ def check_config(cfg: NeRFConfig) -> None:
     need(all(isinstance(v, int) and v >= 1 for v in (cfg.target_samples, cfg.init_rays, cfg.min_rays, cfg.max_rays,
                                                      cfg.eval_images, cfg.depth_rays)) and cfg.val_images >= 0,
          "--target-samples, --eval-images and the ray counts must be integers >= 1")
-    weight = t.loss_weights.get("depth", 0.0)
-    need(finite(weight) and weight >= 0, f"--depth-loss must be a finite number >= 0, got {weight!r}")
+    need(finite(cfg.depth_weight) and cfg.depth_weight >= 0,
+         f"--depth-loss must be a finite number >= 0, got {cfg.depth_weight!r}")
 
 
 # -- options and presets ------------------------------------------------------------------------------------------
@@ -200,8 +205,9 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
     cfg.eval_images = pick("eval_images", 8)
     cfg.depth_rays = pick("depth_rays", 256)
-    if pick("depth_loss", 0.0):
-        t.loss_weights["depth"] = pick("depth_loss", 0.0)
+    depth_weight = pick("depth_loss", 0.0)
+    if depth_weight:
+        t.loss_weights["depth"] = depth_weight
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
     cfg.model_seed = args.seed
     return cfg

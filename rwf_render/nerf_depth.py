@@ -88,8 +88,9 @@ def thin_depth(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     blocks = z[: h * k, : w * k].reshape(h, k, w, k).transpose(0, 2, 1, 3).reshape(h, w, k * k)
     dy, dx = np.divmod(np.arange(k * k), k)
     order = np.argsort((dy - (k - 1) / 2) ** 2 + (dx - (k - 1) / 2) ** 2, kind="stable")  # nearest the centre first
-    first = np.argmax(blocks[..., order] > 0, axis=-1)  # (h, w) the first sample with a depth, by that order
-    by, bx = np.nonzero(np.take_along_axis(blocks[..., order], first[..., None], axis=-1)[..., 0] > 0)
+    blocks = blocks[..., order]
+    first = np.argmax(blocks > 0, axis=-1)  # (h, w) the first sample with a depth, by that order
+    by, bx = np.nonzero(np.take_along_axis(blocks, first[..., None], axis=-1)[..., 0] > 0)
     pick = order[first[by, bx]]
     return by * k + dy[pick], bx * k + dx[pick]
 
