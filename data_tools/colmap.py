@@ -81,16 +81,21 @@ def cameras_from_frames(frames: list[dict], top: dict) -> Cameras:
                           dist=np.array([[g(k) for k in ("k1", "k2", "k3", "k4", "p1", "p2")] for g in get]))
 
 
-def _point_rows(model: Model) -> dict[int, int]:
-    """point3D_id -> row of ``model.xyz``."""
-    return {int(pid): k for k, pid in enumerate(model.point_ids)}
+def _point_rows(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """The model's point3D ids sorted, and the row of ``model.xyz`` of each: the lookup of :func:`_observed`."""
+    ids = np.asarray(model.point_ids, dtype=np.int64).reshape(-1)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], order
 
 
-def _observed(im: Image, rows: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _observed(im: Image, rows: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(K,) mask of an image's observations of points present in points3D (untriangulated ids are -1, a pruned
     model's may be absent) and the (K_ok,) rows of those points in ``model.xyz``."""
-    ok = np.array([int(p) in rows for p in im.point3D_ids], dtype=bool)
-    return ok, np.array([rows[int(p)] for p in np.asarray(im.point3D_ids)[ok]], dtype=np.int64)
+    ids, order = rows
+    pids = np.asarray(im.point3D_ids, dtype=np.int64).reshape(-1)
+    pos = np.minimum(np.searchsorted(ids, pids), max(len(ids) - 1, 0))
+    ok = ids[pos] == pids if len(ids) else np.zeros(len(pids), dtype=bool)
+    return ok, order[pos[ok]].astype(np.int64)
 
 
 def reprojection_errors(model: Model, cams: Cameras, image_ids: list[int], S: np.ndarray) -> np.ndarray:

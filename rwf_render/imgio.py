@@ -87,7 +87,9 @@ def _read_jpeg(path: Path) -> tuple[np.ndarray, int]:
         return _to_float(np.asarray(im)), 8
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, int]:
+def tiff_samples(path: str | os.PathLike) -> tuple[np.ndarray, int, object]:
+    """The stored samples of a single-image TIFF, (H, W) or (H, W, S) in their own type (what depth maps need:
+    32-bit and signed integers as stored), its photometric interpretation and colormap."""
     import tifffile  # noqa: PLC0415
 
     with tifffile.TiffFile(path) as tif:
@@ -102,6 +104,11 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int]:
                         "are supported")
     if axes == "SYX":  # planar configuration "separate": one plane per sample
         raw = np.moveaxis(raw, 0, -1)
+    return raw, photometric, colormap
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, int]:
+    raw, photometric, colormap = tiff_samples(path)
     depth = raw.dtype.itemsize * 8
     if photometric == 3 and colormap is not None and raw.ndim == 2:  # palette: indices into 16-bit colours
         return (np.asarray(colormap).T[raw].astype(np.float32) / 65535.0), 16

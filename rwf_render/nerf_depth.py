@@ -23,7 +23,7 @@ import torch
 
 from .cameras import Cameras, pixel_rays
 from .errors import UserError
-from .imgio import read_image
+from .imgio import read_image, tiff_samples
 
 DEFAULT_UNIT = 1e-3
 """``depth_unit_scale_factor`` when a dataset does not give one (nerfstudio's: depth maps in millimetres)"""
@@ -68,7 +68,10 @@ def read_depth_map(path, unit: float, width: int, height: int) -> np.ndarray:
     if (info["width"], info["height"]) != (width, height):
         raise UserError(f"{path}: depth map is {info['width']}x{info['height']} but its camera says {width}x{height}")
     z = pixels[..., 0].astype(np.float64)
-    if info["bit_depth"] in (8, 16):  # read_image scaled the stored integers to [0, 1]
+    if info["format"] == "tiff":  # any integer type (32-bit, signed) by its stored value; floats as stored
+        raw = tiff_samples(path)[0]
+        z = (raw if raw.ndim == 2 else raw[..., 0]).astype(np.float64)
+    elif info["bit_depth"] in (8, 16):  # read_image scaled the stored integers to [0, 1]
         z = np.round(z * (2 ** info["bit_depth"] - 1))
     if (z < 0).any():
         raise UserError(f"{path}: depth map holds negative values")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rwf_render import cli
+from rwf_render.errors import UserError
 from rwf_render.imgio import write_image, write_png
 from rwf_render.nerf_data import load_split
 from rwf_render.nerf_depth import DEFAULT_UNIT, read_depth_map, thin_depth
@@ -72,6 +73,23 @@ def test_depth_map_values_scale_by_the_unit(tmp_path):
     np.testing.assert_allclose(z, raw * DEFAULT_UNIT, rtol=1e-6)
     write_image(tmp_path / "d.exr", np.array([[0.0, 1.5, 2.25]], np.float32)[..., None])
     np.testing.assert_allclose(read_depth_map(tmp_path / "d.exr", 2.0, 3, 1), [[0.0, 3.0, 4.5]])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int16, np.int32, np.float32])
+def test_tiff_depth_maps_read_their_stored_values(tmp_path, dtype):
+    """TIFF depth maps of any sample type read as stored x unit: 32-bit integers exactly (millimetres up to
+    2^31 and beyond), signed ones without an offset; a negative value is refused."""
+    import tifffile  # noqa: PLC0415
+
+    top = min(np.iinfo(dtype).max, 4_000_000_007) if np.issubdtype(dtype, np.integer) else 1e6
+    raw = np.array([[0, 1, 7], [250, 100, top]], dtype=dtype)
+    tifffile.imwrite(tmp_path / "d.tif", raw)
+    z = read_depth_map(tmp_path / "d.tif", 0.001, 3, 2)
+    np.testing.assert_allclose(z, raw.astype(np.float64) * 0.001, rtol=1e-7)
+    if np.issubdtype(dtype, np.signedinteger):
+        tifffile.imwrite(tmp_path / "n.tif", np.array([[0, -5, 3]], dtype=dtype))
+        with pytest.raises(UserError, match="negative"):
+            read_depth_map(tmp_path / "n.tif", 0.001, 3, 1)
 
 
 def _with_depth_edit(src, dst, edit):
