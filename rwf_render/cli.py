@@ -24,7 +24,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, out_of_memory
 from .signals import terminate_like_interrupt
 
 PIPELINES = {"image": "rwf_render.image", "sdf": "rwf_render.sdf", "nerf": "rwf_render.nerf"}
@@ -250,7 +250,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
         print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     except RuntimeError as e:
-        if os.environ.get("RWF_DEBUG") or not _out_of_memory(e):
+        if os.environ.get("RWF_DEBUG") or not out_of_memory(e):
             raise
         print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
@@ -279,18 +279,9 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> fr
             a.default = default
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    """torch's OutOfMemoryError (CUDA), or the plain RuntimeError its CPU allocator raises."""
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
-    if oom is not None and isinstance(e, oom):
-        return True
-    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
-
-
 def system_failure(e: BaseException) -> str:
     """One line for an error of the machine: the file and the reason, or the memory that ran out and what helps."""
-    if isinstance(e, MemoryError) or _out_of_memory(e):
+    if isinstance(e, MemoryError) or out_of_memory(e):
         text = str(e).strip()
         first = text.split("DefaultCPUAllocator: ")[-1].splitlines()[0] if text else "out of memory"
         return f"out of memory ({first}); try a smaller batch, resolution or --target-samples"

@@ -10,6 +10,17 @@ class UserError(Exception):
     """A problem with the user's input (path, file contents, options), reported as one line, exit code 2."""
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA), or the plain RuntimeError its CPU allocator raises."""
+    import sys  # noqa: PLC0415
+
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom is not None and isinstance(e, oom):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`UserError` with ``message`` unless ``condition`` holds."""
     if not condition:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rwf_render import cli
-from rwf_render.errors import UserError
+from rwf_render.errors import UserError, out_of_memory
 
 
 def _parser_raising(exc: BaseException) -> argparse.ArgumentParser:
@@ -209,8 +209,8 @@ def test_force_refuses_an_out_holding_the_input_and_accepts_an_interrupted_compa
 def test_out_of_memory_is_recognized_on_a_torch_without_torch_out_of_memory_error(monkeypatch):
     """torch < 2.5 (allowed by setup.py) has only torch.cuda.OutOfMemoryError."""
     monkeypatch.delattr(torch, "OutOfMemoryError")
-    assert cli._out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
-    assert not cli._out_of_memory(RuntimeError("shape mismatch"))
+    assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert not out_of_memory(RuntimeError("shape mismatch"))
 
 
 def test_an_sdf_run_saved_with_an_even_vote_count_still_loads():

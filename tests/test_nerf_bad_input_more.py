@@ -110,7 +110,7 @@ def test_split_lists_compare_paths_and_never_leak_training_frames_into_test(tmp_
 
 # -- rwf fit nerf --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("defect", ["zero_focal", "corrupt_test_image", "black_masks", "cone_angle", "appearance_dim",
-                                    "near_far", "grid_resolution", "grid_cells"])
+                                    "near_far", "grid_resolution", "grid_cells", "huge_field"])
 def test_fit_refuses_bad_input_before_writing_anything(tmp_path, capsys, defect):
     root = _dataset(tmp_path / "d")
     extra = []
@@ -125,7 +125,8 @@ def test_fit_refuses_bad_input_before_writing_anything(tmp_path, capsys, defect)
     else:
         extra = {"cone_angle": ["--cone-angle", "-1"], "appearance_dim": ["--appearance-dim", "-3"],
                  "near_far": ["--near", "5", "--far", "1"], "grid_resolution": ["--grid-resolution", "15"],
-                 "grid_cells": ["--grid-resolution", "100000"]}[defect]
+                 "grid_cells": ["--grid-resolution", "100000"],
+                 "huge_field": ["--width", "2000000"]}[defect]  # 16 TB of trunk weights
     run = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
