@@ -5,6 +5,11 @@
     sh        real spherical harmonics of a unit direction, degrees l = 0 .. degree (degree <= 4)
     identity  x itself
 
+Both sinusoidal encodings also take a covariance: ``enc(x, cov)`` is the expected encoding of a Gaussian
+x ~ N(mean, cov) (the integrated positional encoding of mip-NeRF, Barron et al. 2021), exact in closed form:
+E[sin(w.x)] = sin(w.mean) exp(-w^T cov w / 2), and the same for cos. Each sinusoid is damped by how far its
+phase spreads over the Gaussian, so a frequency finer than a sample's footprint fades instead of aliasing.
+
 Positional encoding and spherical harmonics can run through tiny-cuda-nn (``backend="tcnn"``) when it is
 importable on a CUDA machine; they fall back to torch with one warning otherwise. The torch versions use
 tiny-cuda-nn's output layout, so the two are interchangeable.
@@ -79,10 +84,17 @@ class GaussianFourierFeatures(nn.Module):
             self.register_buffer("B", b)
         self.out_dim = 2 * m + (in_dim if include_input else 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., d); cov (..., d, d) or None: the expected features of x ~ N(x, cov) (see the module doc)."""
         proj = (2 * math.pi) * (x @ self.B.T)  # (..., m)
         parts = [x] if self.include_input else []
-        return torch.cat(parts + [torch.sin(proj), torch.cos(proj)], dim=-1)
+        sin, cos = torch.sin(proj), torch.cos(proj)
+        if cov is not None:
+            outer = (self.B[:, :, None] * self.B[:, None, :]).flatten(1)  # (m, d*d): w^T cov w as one product
+            var = (2 * math.pi) ** 2 * (cov.flatten(-2) @ outer.T)  # (..., m): the variance of each phase
+            damp = torch.exp(-0.5 * var)
+            sin, cos = sin * damp, cos * damp
+        return torch.cat(parts + [sin, cos], dim=-1)
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, m={self.m}, sigma={self.sigma}, "
@@ -112,11 +124,16 @@ class PositionalEncoding(nn.Module):
         sc = torch.stack([torch.sin(arg), torch.cos(arg)], dim=-1)  # (..., d, F, 2)
         return sc.flatten(-3)  # (..., d * F * 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., d); cov (..., d, d) or None: the expected encoding of x ~ N(x, cov) (see the module doc).
+        Each sinusoid reads one axis, so only the variances (the diagonal of ``cov``) matter."""
         if self._tcnn is not None:
             enc = self._tcnn(x.reshape(-1, self.in_dim)).float().reshape(*x.shape[:-1], -1)
         else:
             enc = self.encode_torch(x)
+        if cov is not None:
+            var = torch.diagonal(cov, dim1=-2, dim2=-1)[..., :, None] * self.freqs**2  # (..., d, F)
+            enc = (enc.unflatten(-1, (self.in_dim, self.n_freqs, 2)) * torch.exp(-0.5 * var)[..., None]).flatten(-3)
         return torch.cat([x, enc], dim=-1) if self.include_input else enc
 
     def extra_repr(self) -> str:

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, out_of_memory
 from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_from_args,  # noqa: F401 (the CLI's)
                           resume_config_from_args, scene_presets)
 from .nerf_data import PosedImages, background_color, check_bounds, composite_background, load_split, summary
 from .nerf_depth import depth_loss
-from .nerf_render import NeRFModel
+from .nerf_render import NeRFModel, pixel_radius
 from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import Trainer, resolve_device
 
@@ -71,8 +71,9 @@ class NeRFTask:
         near = far = None
         if self.train.near_far is not None:
             near, far = (self.train.near_far[img, 0].to(self.device), self.train.near_far[img, 1].to(self.device))
-        return {"rays_o": rays_o, "rays_d": rays_d, "target": composite_background(rgba, bg[:n]), "bg": bg,
-                "weight": weight, "image_idx": img.to(self.device), "near": near, "far": far, "depth": depth,
+        radii = pixel_radius(self.train.cameras)[img].to(device=self.device, dtype=torch.float32)
+        return {"rays_o": rays_o, "rays_d": rays_d, "radii": radii, "target": composite_background(rgba, bg[:n]),
+                "bg": bg, "weight": weight, "image_idx": img.to(self.device), "near": near, "far": far, "depth": depth,
                 "jitter": torch.rand(len(img), generator=generator).to(self.device)}
 
     def loss(self, model: NeRFModel, b: dict):
@@ -81,7 +82,7 @@ class NeRFTask:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             out = model.render_rays(b["rays_o"], b["rays_d"], near=b["near"], far=b["far"], background=b["bg"],
                                     image_idx=b["image_idx"], jitter=b["jitter"], train=True,
-                                    timings=self.timings)
+                                    timings=self.timings, radii=b["radii"])
         n, total, samples = b["target"].shape[0], b["rays_o"].shape[0], out["n_samples"]
         err = (out["rgb"][:n] - b["target"]) ** 2
         mse = err.mean() if b["weight"] is None else (err.mean(1) * b["weight"]).sum() / b["weight"].sum().clamp(min=1)
@@ -174,8 +175,8 @@ def fit(args) -> int:
         check_out_holds_no_input(out, [cfg.data])
     try:
         model = build_model(cfg, train.aabb, len(train))
-    except RuntimeError as e:  # CPU allocation failure of an absurd --width / --features
-        if "alloc" not in str(e):
+    except RuntimeError as e:  # an allocation failure of an absurd --width / --features
+        if not out_of_memory(e):
             raise
         raise UserError(f"the field does not fit in memory ({str(e).splitlines()[0][:120]}); use a smaller "
                         "--width, --depth or --features") from None

@@ -188,6 +188,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     cfg.field.pos.m, cfg.field.pos.sigma = pick("features", 128), pick("sigma", 8.0)
     cfg.field.view_dependent = not pick("no_view_dependence", False)
     cfg.field.appearance_dim = pick("appearance_dim", 0)
+    cfg.field.mip = pick("mip", False)
     cfg.field.density_act = pick("density_act", "trunc_exp")
     cfg.render.grid_levels = pick("grid_levels", 1)
     cfg.render.grid_resolution = pick("grid_resolution", 128)
@@ -279,6 +280,10 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--width", type=positive_int, help="trunk width (default 128)")
     m.add_argument("--no-view-dependence", action="store_true", default=None, help="colour from position only")
     m.add_argument("--appearance-dim", type=int, help="per-image appearance embedding (default 0: off)")
+    m.add_argument("--mip", action=argparse.BooleanOptionalAction, default=None,
+                   help="integrate the position encoding over each sample's footprint, its length along the ray "
+                        "and its pixel's cone (mip-NeRF): features finer than a sample fade instead of aliasing "
+                        "(default off)")
     r = p.add_argument_group("marching")
     r.add_argument("--sampler", choices=["grid", "dense"], help="occupancy grid (default) or every lattice point")
     r.add_argument("--grid-resolution", type=positive_int, help="occupancy cells per axis (default 128)")

@@ -4,7 +4,9 @@
     d (unit)  -> direction encoding ---------------------------------------+-> color head MLP -> rgb
     image index -> appearance embedding (optional) ------------------------+
 
-Every linear layer (trunk and head) follows ``param = plain | wn | rwf``. With ``view_dependent=False`` the color
+With ``mip`` the position encoding is integrated over each sample's Gaussian footprint (``cov``, world units; see
+:mod:`rwf_render.encodings`), as in mip-NeRF: features finer than a sample fade instead of aliasing. Every linear
+layer (trunk and head) follows ``param = plain | wn | rwf``. With ``view_dependent=False`` the color
 comes straight from the trunk (the simplified NeRF of Tancik et al. 2020: one MLP, RGB + density).
 """
 
@@ -66,6 +68,8 @@ class NeRFFieldConfig:
     """per-image appearance embedding size (0: off); for real captures with changing exposure"""
     n_images: int = 0
     """number of training images (size of the appearance table)"""
+    mip: bool = False
+    """integrate the position encoding over each sample's footprint (mip-NeRF); off: point samples"""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,7 +92,8 @@ class NeRFField(nn.Module):
     Args:
         aabb: (6,) scene box (xmin, ymin, zmin, xmax, ymax, zmax); positions are normalized by it.
         cfg: NeRFFieldConfig; seed: model seed (Fourier matrix, W0, RWF scales).
-    Shapes: x (N, 3), d (N, 3), image_idx (N,) or None -> rgb (N, 3) in [0, 1], sigma (N,) >= 0.
+    Shapes: x (N, 3), d (N, 3), image_idx (N,) or None, cov (N, 3, 3) or None (read only with ``mip``)
+        -> rgb (N, 3) in [0, 1], sigma (N,) >= 0.
     """
 
     def __init__(self, aabb, cfg: NeRFFieldConfig = NeRFFieldConfig(), seed: int = 0):
@@ -120,15 +125,20 @@ class NeRFField(nn.Module):
         lo, hi = self.aabb[:3], self.aabb[3:]
         return (x - lo) / (hi - lo)
 
-    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(self.pos_enc(self.normalize(x)))
+    def _trunk(self, x: torch.Tensor, cov: torch.Tensor | None) -> torch.Tensor:
+        if cov is None or not self.cfg.mip:
+            return self.trunk(self.pos_enc(self.normalize(x)))
+        inv = 1.0 / (self.aabb[3:] - self.aabb[:3])  # the covariance in box-normalized units
+        return self.trunk(self.pos_enc(self.normalize(x), cov * (inv[:, None] * inv[None, :])))
 
-    def density(self, x: torch.Tensor) -> torch.Tensor:
-        """sigma (N,) at world points x (N, 3): what the occupancy grid and mesh export query."""
-        return density_activation(self.cfg.density_act, self._trunk(x)[..., 0])
+    def density(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
+        """sigma (N,) at world points x (N, 3), or (``mip``) over Gaussians N(x, cov (N, 3, 3)): what the occupancy
+        grid and mesh export query."""
+        return density_activation(self.cfg.density_act, self._trunk(x, cov)[..., 0])
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor | None = None, image_idx: torch.Tensor | None = None):
-        h = self._trunk(x)
+    def forward(self, x: torch.Tensor, d: torch.Tensor | None = None, image_idx: torch.Tensor | None = None,
+                cov: torch.Tensor | None = None):
+        h = self._trunk(x, cov)
         sigma = density_activation(self.cfg.density_act, h[..., 0])
         if not self.cfg.view_dependent:
             return torch.sigmoid(h[..., 1:4]), sigma

@@ -163,13 +163,26 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
                     macro_block_size=1)
 
 
+def voxel_cov(model: NeRFModel, spacing) -> torch.Tensor | None:
+    """(3, 3) covariance of a uniform point in a voxel of ``spacing`` (3,) world units, the scale at which a
+    ``mip`` field is read on an export grid; None for a point-sampled field."""
+    if not model.field.cfg.mip:
+        return None
+    return torch.diag(torch.as_tensor(np.asarray(spacing, np.float64) ** 2 / 12.0, dtype=torch.float32,
+                                      device=model.aabb.device))
+
+
 @torch.no_grad()
-def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16) -> np.ndarray:
-    """Colour of the radiance field at each vertex, seen from outside along the vertex normal: (V, 4) uint8."""
+def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tensor | None = None) -> np.ndarray:
+    """Colour of the radiance field at each vertex, seen from outside along the vertex normal: (V, 4) uint8.
+    ``cov`` (3, 3): the footprint of a ``mip`` field's reading (:func:`voxel_cov`)."""
     device = model.aabb.device
     v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
     n = torch.as_tensor(np.array(mesh.vertex_normals, dtype=np.float32), device=device)
-    cols = [model.field(v[i:i + chunk], -n[i:i + chunk])[0] for i in range(0, v.shape[0], chunk)]
+    cols = []
+    for i in range(0, v.shape[0], chunk):
+        x = v[i:i + chunk]
+        cols.append(model.field(x, -n[i:i + chunk], None, None if cov is None else cov.expand(len(x), 3, 3))[0])
     rgb = torch.cat(cols).clamp(0, 1).cpu().numpy() if cols else np.zeros((0, 3))
     return np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
 
@@ -250,12 +263,13 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         print(f"{out}: {len(cloud.vertices)} points")
         return 0
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
-    mesh = extract_mesh(model.field.density, box, res=args.res, level=level, inside="above",
-                        device=model.aabb.device)
+    cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))
+    mesh = extract_mesh(lambda x: model.field.density(x, None if cov is None else cov.expand(len(x), 3, 3)), box,
+                        res=args.res, level=level, inside="above", device=model.aabb.device)
     if len(mesh.faces) == 0:
         raise UserError(f"no surface at density {level} inside the box; try a lower --threshold")
     mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)
-    mesh.visual.vertex_colors = vertex_colors(model, mesh)
+    mesh.visual.vertex_colors = vertex_colors(model, mesh, cov=cov)
     save_mesh(mesh, out, fmt)
     print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces (density {level:g})")
     return 0

@@ -58,6 +58,28 @@ class RenderConfig:
 SAMPLE_CHUNK = 1 << 18  # field evaluations per call when rendering without gradients
 
 
+def pixel_radius(cams: Cameras) -> torch.Tensor:
+    """(N,) cone radius per unit distance of each camera's pixels: a pixel's width over sqrt(3), as in mip-NeRF,
+    from the focal lengths (at the image centre; off-centre pixels are taken as the same)."""
+    return 1.0 / (math.sqrt(3.0) * (cams.fx * cams.fy).sqrt())
+
+
+def frustum_cov(rays_d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, radius: torch.Tensor | None) -> torch.Tensor:
+    """(N, 3, 3) world covariance of samples [t0, t1] along unit rays ``rays_d`` (N, 3) in cones of ``radius`` (N,)
+    per unit distance (None: lines): the first two moments of the uniform distribution over each conical frustum,
+    along the ray and across it (mip-NeRF, eq. 7), centred at the interval's midpoint."""
+    mid, half = (t0 + t1) * 0.5, (t1 - t0) * 0.5
+    mid2, half2 = mid * mid, half * half
+    denom = 3.0 * mid2 + half2
+    var_t = half2 / 3.0 - (4.0 / 15.0) * half2 * half2 * (12.0 * mid2 - half2) / denom**2
+    outer = rays_d[:, :, None] * rays_d[:, None, :]
+    cov = var_t[:, None, None] * outer
+    if radius is not None:
+        var_r = radius**2 * (mid2 / 4.0 + (5.0 / 12.0) * half2 - (4.0 / 15.0) * half2 * half2 / denom)
+        cov = cov + var_r[:, None, None] * (torch.eye(3, dtype=cov.dtype, device=cov.device) - outer)
+    return cov
+
+
 def _slices(n: int, step: int | None) -> list[slice]:
     """[0, n) in pieces of ``step`` (one piece when None); at least one (possibly empty) piece."""
     if step is None or n <= step:
@@ -127,18 +149,33 @@ class NeRFModel(nn.Module):
             return given
         return torch.ones(3, device=rays_d.device) if self.background == "white" else None
 
+    def cell_cov(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 3) covariance of a uniform point in the occupancy cell holding each world point x (N, 3): the
+        scale at which a ``mip`` field is asked for the density of a cell."""
+        level = self.grid.cells_of(x)[0].clamp(min=0)
+        res = torch.tensor(self.grid.resolution, dtype=x.dtype, device=x.device)
+        size = (self.aabb[3:] - self.aabb[:3]).to(x) / res * (2.0 ** level.to(x.dtype))[:, None]  # (N, 3)
+        return torch.diag_embed(size**2 / 12.0)
+
+    def density_at_cells(self, x: torch.Tensor) -> torch.Tensor:
+        """sigma (N,) at world points, over their occupancy cell with a ``mip`` field, else at the points."""
+        return self.field.density(x, self.cell_cov(x) if self.field.cfg.mip else None)
+
     @torch.no_grad()
     def update_grid(self, step: int, generator: torch.Generator | None = None) -> bool:
         """Refresh the occupancy grid from the field's density (no-op with the dense sampler)."""
         if self.render_cfg.sampler == "dense":
             return False
-        return self.grid.update(step, self.field.density, step_size=self.step_size, generator=generator)
+        return self.grid.update(step, self.density_at_cells, step_size=self.step_size, generator=generator)
 
     def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, near=None, far=None,
                     background: torch.Tensor | None = None, image_idx: torch.Tensor | None = None,
                     jitter: torch.Tensor | None = None, train: bool = False,
-                    timings: dict | None = None) -> dict:
+                    timings: dict | None = None, radii: torch.Tensor | None = None) -> dict:
         """Render rays (R, 3) (unit directions): rgb (R, 3), depth (R,) along the ray, opacity (R,), n_samples.
+
+        ``radii`` (R,): each ray's pixel radius per unit distance (:func:`pixel_radius`), read by a ``mip`` field
+        (None: the samples' length along the ray only).
 
         ``train`` marches every occupied lattice point (gradients flow to all of them); otherwise samples with
         alpha below ``alpha_thre`` or behind an opaque surface (transmittance < ``early_stop_eps``) are dropped
@@ -154,13 +191,17 @@ class NeRFModel(nn.Module):
         # without gradients, the field runs on at most SAMPLE_CHUNK samples at a time: memory stays bounded even
         # when a chunk of rays holds up to max_samples samples each
         step = None if train else SAMPLE_CHUNK
+        mip = self.field.cfg.mip
+
+        def cov(t0, t1, ri):
+            return frustum_cov(rays_d[ri], t0, t1, None if radii is None else radii[ri]) if mip else None
 
         def sigma_fn(t_starts, t_ends, ray_indices):
             out = []
             for sl in _slices(t_starts.shape[0], step):
                 ri = ray_indices[sl]
                 x = rays_o[ri] + rays_d[ri] * ((t_starts[sl] + t_ends[sl]) * 0.5)[:, None]
-                out.append(self.field.density(x))
+                out.append(self.field.density(x, cov(t_starts[sl], t_ends[sl], ri)))
             return torch.cat(out) if out else t_starts.new_zeros(0)
 
         def rgb_sigma_fn(t_starts, t_ends, ray_indices):
@@ -169,7 +210,8 @@ class NeRFModel(nn.Module):
             for sl in _slices(t_starts.shape[0], step):
                 ri = ray_indices[sl]
                 x = rays_o[ri] + rays_d[ri] * ((t_starts[sl] + t_ends[sl]) * 0.5)[:, None]
-                rgb, sigma = self.field(x, rays_d[ri], None if image_idx is None else image_idx[ri])
+                rgb, sigma = self.field(x, rays_d[ri], None if image_idx is None else image_idx[ri],
+                                        cov(t_starts[sl], t_ends[sl], ri))
                 rgbs.append(rgb.float())
                 sigmas.append(sigma.float())
             clock.lap("field")
@@ -195,11 +237,12 @@ class NeRFModel(nn.Module):
         rays_o, rays_d = pixel_rays(cam)  # (H, W, 3) each
         h, w = rays_o.shape[:2]
         rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
+        radius = pixel_radius(cam).reshape(-1)[:1].expand(rays_o.shape[0])
         out = {"rgb": [], "depth": [], "opacity": []}
         for i in range(0, rays_o.shape[0], self.render_cfg.chunk):
             sl = slice(i, i + self.render_cfg.chunk)
             idx = None if image_idx is None else torch.full((rays_o[sl].shape[0],), image_idx, device=device)
-            res = self.render_rays(rays_o[sl], rays_d[sl], near=near, far=far, image_idx=idx)
+            res = self.render_rays(rays_o[sl], rays_d[sl], near=near, far=far, image_idx=idx, radii=radius[sl])
             for k in out:
                 out[k].append(res[k])
         return {"rgb": torch.cat(out["rgb"]).reshape(h, w, 3).clamp(0, 1),
