@@ -85,16 +85,22 @@ class GaussianFourierFeatures(nn.Module):
         self.out_dim = 2 * m + (in_dim if include_input else 0)
 
     def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
-        """x (..., d); cov (..., d, d) or None: the expected features of x ~ N(x, cov) (see the module doc)."""
-        proj = (2 * math.pi) * (x @ self.B.T)  # (..., m)
-        parts = [x] if self.include_input else []
-        sin, cos = torch.sin(proj), torch.cos(proj)
-        if cov is not None:
-            outer = (self.B[:, :, None] * self.B[:, None, :]).flatten(1)  # (m, d*d): w^T cov w as one product
-            var = (2 * math.pi) ** 2 * (cov.flatten(-2) @ outer.T)  # (..., m): the variance of each phase
-            damp = torch.exp(-0.5 * var)
-            sin, cos = sin * damp, cos * damp
-        return torch.cat(parts + [sin, cos], dim=-1)
+        """x (..., d); cov (..., d, d) or None: the expected features of x ~ N(x, cov) (see the module doc).
+
+        Computed in float32 (or float64) also under autocast: a bfloat16 product x B^T (8 bits of mantissa) puts
+        the phase of a feature of 20 cycles off by up to half a turn."""
+        with torch.autocast(x.device.type, enabled=False):
+            dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 kept
+            x, b = x.to(dtype), self.B.to(dtype)
+            proj = (2 * math.pi) * (x @ b.T)  # (..., m)
+            parts = [x] if self.include_input else []
+            sin, cos = torch.sin(proj), torch.cos(proj)
+            if cov is not None:
+                outer = (b[:, :, None] * b[:, None, :]).flatten(1)  # (m, d*d): w^T cov w as one product
+                var = (2 * math.pi) ** 2 * (cov.to(dtype).flatten(-2) @ outer.T)  # (..., m): each phase's variance
+                damp = torch.exp(-0.5 * var)
+                sin, cos = sin * damp, cos * damp
+            return torch.cat(parts + [sin, cos], dim=-1)
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, m={self.m}, sigma={self.sigma}, "
