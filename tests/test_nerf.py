@@ -283,3 +283,25 @@ def test_nerf_loader_reads_a_converted_colmap_capture(data_dir, tmp_path):
         miss = (p - (o + t * d)).norm(dim=1)  # distance of each point from its keypoint's ray
         errors.append((miss / t[:, 0] * data.cameras.fx[i]).numpy())  # as pixels at the point's depth
     assert float(np.median(np.concatenate(errors))) < 1.0
+
+
+def test_render_under_bfloat16_autocast_matches_float32():
+    """CUDA training renders under bfloat16 autocast (``amp``), evaluation in float32; CPU autocast follows the same
+    rule for matmul, so the path is checked here. With the Fourier projection in bfloat16 (before it was kept in
+    float32) this field's densities were off by up to 26 %, its colours by 0.004 and its depths by 0.017, each
+    several times the bounds below."""
+    from rwf_render.nerf_field import NeRFFieldConfig  # noqa: PLC0415
+    from rwf_render.nerf_render import NeRFModel, RenderConfig  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    model = NeRFModel([-1, -1, -1, 1, 1, 1], NeRFFieldConfig(), RenderConfig(grid_resolution=16, sampler="dense",
+                                                                             steps_per_diagonal=256), "learned")
+    rays_o = torch.tensor([[0.0, 0.0, -3.0]]).repeat(512, 1) + torch.randn(512, 3) * 0.1
+    rays_d = torch.nn.functional.normalize(torch.tensor([[0.0, 0.0, 1.0]]) + torch.randn(512, 3) * 0.2, dim=1)
+    x = torch.rand(1000, 3) * 2 - 1
+    ref, sigma = model.render_rays(rays_o, rays_d, train=True), model.field.density(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, sigma_amp = model.render_rays(rays_o, rays_d, train=True), model.field.density(x)
+    assert ((sigma_amp.float() - sigma).abs() / sigma).max() < 0.05
+    assert (out["rgb"].float() - ref["rgb"]).abs().max() < 1.5e-3
+    assert (out["depth"].float() - ref["depth"]).abs().max() < 5e-3
