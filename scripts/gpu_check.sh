@@ -2,7 +2,8 @@
 # GPU check of the ray marcher (issue 3), for a machine with a CUDA GPU, nvcc and a CUDA build of torch.
 # In well under 5 minutes on an H100 it
 #   1. builds the CUDA and the CPU extension into the cache (in parallel),
-#   2. runs the CUDA tests (the CUDA kernel against the torch twin, on the GPU and against the CPU),
+#   2. runs the CUDA tests (the CUDA kernel against the torch twin, on the GPU and against the CPU; the field
+#      under bfloat16 autocast against float32),
 #   3. runs the marcher benchmark on every backend (torch twin on the GPU, C++ CPU kernel, CUDA kernel),
 #   4. prints a short table. Exit status 0 only when every step passed.
 # Usage: scripts/gpu_check.sh        (from any folder; honours RWF_CACHE, RWF_DATA, and GPU_CHECK_LOGS: a folder for
@@ -64,7 +65,7 @@ EOS
 run_step build 240 bash "$LOG/build.sh"
 
 # -- 2. the CUDA tests --------------------------------------------------------------------------------------------
-run_step tests 150 "$PY" -m pytest -q -rs -m cuda tests/test_raymarch_backend.py
+run_step tests 150 "$PY" -m pytest -q -rs -m cuda tests/test_raymarch_backend.py tests/test_encodings.py
 
 # -- 3. the benchmark ---------------------------------------------------------------------------------------------
 run_step bench 200 "$PY" benchmarks/raymarch.py --quick

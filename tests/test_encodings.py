@@ -124,3 +124,29 @@ def test_tcnn_backend_matches_torch():
     sh_t = SphericalHarmonics(3, backend="torch").cuda()
     sh_c = SphericalHarmonics(3, backend="tcnn").cuda()
     assert torch.allclose(sh_c(x), sh_t(x), atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: CUDA autocast cannot run here")
+def test_fourier_features_and_a_nerf_render_keep_float32_under_cuda_autocast():
+    """The NeRF fit's own setting on a GPU: bfloat16 autocast on CUDA. The features equal float32's exactly and a
+    render of a fresh field agrees with float32 (the CPU twin of this check is in test_nerf.py)."""
+    from rwf_render.nerf_field import NeRFFieldConfig  # noqa: PLC0415
+    from rwf_render.nerf_render import NeRFModel, RenderConfig  # noqa: PLC0415
+
+    enc = GaussianFourierFeatures(3, m=128, sigma=8.0, generator=torch.Generator().manual_seed(0)).cuda()
+    x = torch.rand(4096, 3, device="cuda")
+    ref = enc(x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = enc(x)
+    assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=1e-5)
+    torch.manual_seed(0)
+    model = NeRFModel([-1, -1, -1, 1, 1, 1], NeRFFieldConfig(), RenderConfig(grid_resolution=16, sampler="dense",
+                                                                             steps_per_diagonal=256), "learned").cuda()
+    rays_o = (torch.tensor([[0.0, 0.0, -3.0]]).repeat(512, 1) + torch.randn(512, 3) * 0.1).cuda()
+    rays_d = torch.nn.functional.normalize(torch.tensor([[0.0, 0.0, 1.0]]) + torch.randn(512, 3) * 0.2, dim=1).cuda()
+    want = model.render_rays(rays_o, rays_d, train=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = model.render_rays(rays_o, rays_d, train=True)
+    assert (got["rgb"].float() - want["rgb"]).abs().max() < 1.5e-3
+    assert (got["depth"].float() - want["depth"]).abs().max() < 5e-3
