@@ -85,7 +85,8 @@ class GaussianFourierFeatures(nn.Module):
         self.out_dim = 2 * m + (in_dim if include_input else 0)
 
     def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
-        """x (..., d); cov (..., d, d) or None: the expected features of x ~ N(x, cov) (see the module doc).
+        """x (..., d); cov (..., d, d) (broadcast over x) or None: the expected features of x ~ N(x, cov) (see the
+        module doc).
 
         Computed in float32 (or float64) also under autocast: a bfloat16 product x B^T (8 bits of mantissa) puts
         the phase of a feature of 20 cycles off by up to half a turn."""
@@ -131,8 +132,8 @@ class PositionalEncoding(nn.Module):
         return sc.flatten(-3)  # (..., d * F * 2)
 
     def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
-        """x (..., d); cov (..., d, d) or None: the expected encoding of x ~ N(x, cov) (see the module doc).
-        Each sinusoid reads one axis, so only the variances (the diagonal of ``cov``) matter."""
+        """x (..., d); cov (..., d, d) (broadcast over x) or None: the expected encoding of x ~ N(x, cov) (see the
+        module doc). Each sinusoid reads one axis, so only the variances (the diagonal of ``cov``) matter."""
         if self._tcnn is not None:
             enc = self._tcnn(x.reshape(-1, self.in_dim)).float().reshape(*x.shape[:-1], -1)
         else:

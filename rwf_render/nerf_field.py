@@ -92,7 +92,8 @@ class NeRFField(nn.Module):
     Args:
         aabb: (6,) scene box (xmin, ymin, zmin, xmax, ymax, zmax); positions are normalized by it.
         cfg: NeRFFieldConfig; seed: model seed (Fourier matrix, W0, RWF scales).
-    Shapes: x (N, 3), d (N, 3), image_idx (N,) or None, cov (N, 3, 3) or None (read only with ``mip``)
+    Shapes: x (N, 3), d (N, 3), image_idx (N,) or None, cov (N, 3, 3), one (3, 3) for every point, or None (read
+        only with ``mip``)
         -> rgb (N, 3) in [0, 1], sigma (N,) >= 0.
     """
 

@@ -179,10 +179,7 @@ def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tenso
     device = model.aabb.device
     v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
     n = torch.as_tensor(np.array(mesh.vertex_normals, dtype=np.float32), device=device)
-    cols = []
-    for i in range(0, v.shape[0], chunk):
-        x = v[i:i + chunk]
-        cols.append(model.field(x, -n[i:i + chunk], None, None if cov is None else cov.expand(len(x), 3, 3))[0])
+    cols = [model.field(v[i:i + chunk], -n[i:i + chunk], None, cov)[0] for i in range(0, v.shape[0], chunk)]
     rgb = torch.cat(cols).clamp(0, 1).cpu().numpy() if cols else np.zeros((0, 3))
     return np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
 
@@ -264,8 +261,8 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         return 0
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
     cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))
-    mesh = extract_mesh(lambda x: model.field.density(x, None if cov is None else cov.expand(len(x), 3, 3)), box,
-                        res=args.res, level=level, inside="above", device=model.aabb.device)
+    mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=args.res, level=level, inside="above",
+                        device=model.aabb.device)
     if len(mesh.faces) == 0:
         raise UserError(f"no surface at density {level} inside the box; try a lower --threshold")
     mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)

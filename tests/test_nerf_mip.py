@@ -35,6 +35,7 @@ def test_integrated_encoding_is_the_expected_encoding_of_a_gaussian(make):
     assert damped > 0.2  # the covariance is wide enough for the check to mean something
     # zero covariance: the point encoding exactly; a huge one: only the raw input survives
     assert torch.equal(enc(mean, torch.zeros(6, 3, 3, dtype=torch.float64)), enc(mean))
+    assert torch.allclose(enc(mean, cov[0]), enc(mean, cov[0].expand(6, 3, 3)))  # one covariance for all points
     wide = enc(mean, torch.eye(3, dtype=torch.float64).expand(6, 3, 3) * 100.0)
     assert torch.equal(wide[:, :3], mean) and wide[:, 3:].abs().max() < 1e-12
 
