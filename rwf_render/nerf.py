@@ -41,6 +41,7 @@ class NeRFTask:
                  device: torch.device, run_dir: Path | None = None):
         self.model, self.train, self.val, self.cfg, self.device = model, train, val, cfg, device
         self.run_dir = run_dir
+        self.radius = pixel_radius(train.cameras).to(device=device, dtype=torch.float32)  # per training camera
         self.n_rays = cfg.init_rays
         self.total_samples = 0
         self.timings: dict[str, float] | None = None  # set to {} to accumulate march/field/composite seconds
@@ -71,8 +72,7 @@ class NeRFTask:
         near = far = None
         if self.train.near_far is not None:
             near, far = (self.train.near_far[img, 0].to(self.device), self.train.near_far[img, 1].to(self.device))
-        radii = pixel_radius(self.train.cameras)[img].to(device=self.device, dtype=torch.float32)
-        return {"rays_o": rays_o, "rays_d": rays_d, "radii": radii, "target": composite_background(rgba, bg[:n]),
+        return {"rays_o": rays_o, "rays_d": rays_d, "radii": self.radius[img.to(self.device)], "target": composite_background(rgba, bg[:n]),
                 "bg": bg, "weight": weight, "image_idx": img.to(self.device), "near": near, "far": far, "depth": depth,
                 "jitter": torch.rand(len(img), generator=generator).to(self.device)}
 
