@@ -180,13 +180,13 @@ def _read_images_txt(path: Path) -> dict[int, Image]:
     while lines and not lines[-1].strip():
         lines.pop()
     for k in range(0, len(lines), 2):
-        f = lines[k].split()
+        f = lines[k].split(None, 9)  # the name is the rest of the line: it may hold spaces, even two in a row
         if len(f) < 10:
             raise UserError(f"{path}: bad image line {lines[k]!r}")
         pts = np.array(lines[k + 1].split() if k + 1 < len(lines) else [], dtype=np.float64).reshape(-1, 3)
         vals = [float(v) for v in f[1:8]]
         images[int(f[0])] = Image(int(f[0]), np.array(vals[:4]), np.array(vals[4:]), int(f[8]),
-                                  " ".join(f[9:]), pts[:, :2], pts[:, 2].astype(np.int64))
+                                  f[9].rstrip(), pts[:, :2], pts[:, 2].astype(np.int64))
     return images
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rwf_render.datasets import dataset_files, resolve_image
+from rwf_render.datasets import dataset_files, parse_frame, resolve_image
 from rwf_render.errors import UserError
 from rwf_render.nerf_depth import thin_depth
 from rwf_render.rundir import read_json, write_json
@@ -26,17 +26,19 @@ INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy")
 
 
 def box_downscale(img: np.ndarray, k: int) -> np.ndarray:
-    """(H, W[, C]) -> (H // k, W // k[, C]) mean over k x k blocks, same dtype (RGBA: premultiplied mean)."""
+    """(H, W[, C]) -> (H // k, W // k[, C]) mean over k x k blocks, same dtype (RGBA and grey + alpha: premultiplied
+    mean)."""
     h, w = img.shape[0] // k * k, img.shape[1] // k * k
     if h == 0 or w == 0:
         raise UserError(f"a {img.shape[1]}x{img.shape[0]} image is smaller than the factor {k}")
     x = img[:h, :w].astype(np.float64)
     x = x[..., None] if x.ndim == 2 else x
-    if x.shape[-1] == 4:  # premultiply so transparent pixels do not bleed their (meaningless) color
-        x[..., :3] *= x[..., 3:]
+    alpha = x.shape[-1] in (2, 4)  # grey + alpha or RGBA: the last channel is alpha
+    if alpha:  # premultiply so transparent pixels do not bleed their (meaningless) color
+        x[..., :-1] *= x[..., -1:]
     x = x.reshape(h // k, k, w // k, k, x.shape[-1]).mean(axis=(1, 3))
-    if x.shape[-1] == 4:
-        x[..., :3] /= np.maximum(x[..., 3:], 1e-12)
+    if alpha:
+        x[..., :-1] /= np.maximum(x[..., -1:], 1e-12)
     x = x[..., 0] if img.ndim == 2 else x
     if np.issubdtype(img.dtype, np.integer):
         return np.clip(np.round(x), 0, np.iinfo(img.dtype).max).astype(img.dtype)
@@ -71,6 +73,18 @@ def _scaled(d: dict, factor: int, where: str) -> dict:
                 raise UserError(f"{where}: {key} must be a finite number, got {v!r}")
             out[key] = float(v) / factor
     return out
+
+
+def _implicit_intrinsics(frame: dict, top: dict, base: Path, factor: int, where: str) -> dict:
+    """fl_x, fl_y, cx, cy (full size) of a frame that leaves some of them to the loader (``camera_angle_x``, the
+    image center), when its size is not a multiple of ``factor``; else {}. The loader would derive them from the
+    cropped size: cx = floor(w / K) / 2 instead of w / (2 K), and the focal off by a factor floor(w / K) K / w."""
+    if all(frame.get(k, top.get(k)) is not None for k in INTRINSIC_KEYS):
+        return {}
+    info = parse_frame(frame, top, base, where=where)
+    if info.width % factor == 0 and info.height % factor == 0:
+        return {}
+    return {"fl_x": info.fx, "fl_y": info.fy, "cx": info.cx, "cy": info.cy}
 
 
 def _inside(base: Path, path: Path) -> str | None:
@@ -115,7 +129,9 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             if not image.is_file():
                 log(f"warning: {image} is missing; frame left out")
                 continue
-            jobs[split].append((_scaled(frame, factor, where), image, _aux_paths(base, frame, where)))
+            scaled = _scaled(frame, factor, where)
+            scaled.update({k: v / factor for k, v in _implicit_intrinsics(frame, top, base, factor, where).items()})
+            jobs[split].append((scaled, image, _aux_paths(base, frame, where)))
     # output names: files inside the dataset keep their relative path; files outside it go to images/, renamed
     # when the name is taken (two folders may both hold a 0001.png)
     paths = [p for js in jobs.values() for _, img, aux in js for p in (img, *aux.values())]

@@ -9,6 +9,7 @@ Images are the files of DIR/images (or another sub-folder), sorted by name, one 
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,13 @@ from .common import apply_similarity_to_poses, list_images, normalize_scene, sta
 def read_poses_bounds(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns c2w (N, 4, 4) OpenGL, hwf (N, 3), bounds (N, 2) near/far."""
     path = Path(path)
-    try:
-        arr = np.load(path, allow_pickle=False)
+    try:  # memory-mapped first: a corrupt header claiming more rows than the file holds fails instead of allocating
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        arr = np.array(arr) if isinstance(arr, np.ndarray) else arr
     except FileNotFoundError:
         raise UserError(f"{path}: not found") from None
-    except (ValueError, OSError) as e:
-        raise UserError(f"{path}: not a .npy array ({e})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # EOFError: an empty file
+        raise UserError(f"{path}: not a .npy array ({type(e).__name__}: {e})") from None
     if not isinstance(arr, np.ndarray):  # np.load opens a zip (.npz) whatever the file is called
         arr.close()
         raise UserError(f"{path}: an .npz archive, not a .npy array")

@@ -25,7 +25,9 @@ def add_render_controls(app) -> None:
     with gui.add_folder("Render"):
         modes = tuple(app.source.modes)
         mode = gui.add_dropdown("mode", modes, initial_value=settings.mode)
-        res = gui.add_slider("max resolution", 64, 2048, 32, settings.max_res,
+        # the range holds any --max-res the command accepts (32..4096): viser refuses a start value outside it
+        res = gui.add_slider("max resolution", min(64, settings.max_res), max(2048, settings.max_res), 32,
+                             settings.max_res,
                              hint="longer side of the sharpest frame; smaller frames while the camera moves")
         app.frame_status = gui.add_markdown(OFF_TEXT if settings.mode == "off" else "waiting for a browser camera")
 
