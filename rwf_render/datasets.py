@@ -16,7 +16,9 @@ the JSON file's folder. Frames whose image is missing are skipped with one warni
 **Scene box** (:func:`scene_box`): an explicit ``"aabb": [[x0, y0, z0], [x1, y1, z1]]`` if present; otherwise
 instant-ngp's rule: ngp maps file coordinates p to p * scale + offset (defaults 0.33 and 0.5) and its scene is the
 cube of side ``aabb_scale`` centered at 0.5, so in file coordinates the box has center (0.5 - offset) / scale and
-half-width 0.5 * aabb_scale / scale (about +-1.5 for the Blender scenes, which fits them).
+half-width 0.5 * aabb_scale / scale (about +-1.5 for the Blender scenes, which fits them). A box that float32
+positions cannot resolve (a diagonal beyond 1e12, a side under 1e-6 or 1e-5 of its distance from the origin) is
+refused.
 """
 
 from __future__ import annotations
@@ -95,11 +97,16 @@ def _positive(value, what: str) -> float:
     return out
 
 
+MAX_SIZE = 2**31 - 1  # the largest width or height any supported image format can store (PNG's limit)
+
+
 def _size(value, what: str) -> int:
-    """An image width or height: a positive whole number (16 or 16.0, not 16.5)."""
+    """An image width or height: a positive whole number (16 or 16.0, not 16.5), at most MAX_SIZE."""
     out = _positive(value, what)
     if out != int(out):
         raise UserError(f"{what}: must be a whole number of pixels, got {value!r}")
+    if out > MAX_SIZE:
+        raise UserError(f"{what}: {value!r} pixels is more than any image holds (at most {MAX_SIZE})")
     return int(out)
 
 
@@ -112,17 +119,27 @@ def _flag(value, what: str) -> bool:
     raise UserError(f"{what}: expected true or false, got {value!r}")
 
 
+def _native(base: Path, value: str) -> Path:
+    """``value`` relative to ``base`` (unless absolute). A path written on Windows (``images\\0001.jpg``, as
+    colmap2nerf writes there) names the same file here: its backslashes are read as folder separators when the
+    path as written does not exist."""
+    p = Path(value)
+    p = p if p.is_absolute() else base / p
+    if "\\" in value and os.sep == "/" and not p.exists():
+        q = Path(value.replace("\\", "/"))
+        return q if q.is_absolute() else base / q
+    return p
+
+
 def _rel_path(base: Path, value, what: str) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise UserError(f"{what}: expected a file path (a non-empty string), got {value!r}")
-    p = Path(value)
-    return p if p.is_absolute() else base / p
+    return _native(base, value)
 
 
 def resolve_image(base: Path, file_path: str) -> Path:
     """The image a ``file_path`` names: relative to ``base``; Blender's extension-less paths get ``.png``."""
-    p = Path(file_path)
-    p = p if p.is_absolute() else base / p
+    p = _native(base, file_path)
     if not p.exists() and p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
         for ext in (".png", ".jpg", ".jpeg"):
             if p.with_name(p.name + ext).exists():
@@ -132,14 +149,21 @@ def resolve_image(base: Path, file_path: str) -> Path:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header (decodes nothing)."""
+    """(width, height) from the image header (decodes nothing), or from the decoded image for the formats Pillow
+    does not read (EXR, float TIFF)."""
     from PIL import Image  # noqa: PLC0415  (Pillow comes with imageio)
 
     try:
         with Image.open(path) as im:
             return im.size
     except Exception as e:  # noqa: BLE001  (any decoder error is the user's file)
-        raise UserError(f"{path}: cannot read the image size ({type(e).__name__}: {e})") from None
+        why = e
+    from .imgio import read_image, sniff_format  # noqa: PLC0415
+
+    if path.is_file() and sniff_format(path) is not None:  # EXR and float TIFF, which Pillow cannot open
+        info = read_image(path)[1]
+        return info["width"], info["height"]
+    raise UserError(f"{path}: cannot read the image size ({type(why).__name__}: {why})") from None
 
 
 def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> FrameInfo:
@@ -209,6 +233,26 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
     return FrameInfo(image, c2w, fx, fy, cx, cy, w, h, model, dist, mask=mask, depth=depth, near_far=near_far)
 
 
+MAX_BOX = 1e12  # largest scene box diagonal: the field works in float32, whose squares overflow near 1.8e19
+MIN_BOX = 1e-6  # smallest side of the scene box, and 1e-5 of its distance from the origin (float32 resolution)
+
+
+def _renderable(box: np.ndarray, source: str) -> torch.Tensor:
+    """``box`` (2, 3) as a tensor, or UserError when float32 positions cannot resolve it: a box so large that the
+    marcher's step and near plane overflow, so small or so far from the origin that its sides round to nothing
+    (training then ran on no samples, or stopped with a traceback)."""
+    side, reach = box[1] - box[0], float(np.abs(box).max())
+    diagonal = float(np.linalg.norm(side))
+    if diagonal > MAX_BOX:
+        raise UserError(f"the scene box ({source}) is {diagonal:.3g} units across, more than {MAX_BOX:g}: "
+                        "check the dataset's units")
+    if side.min() < max(MIN_BOX, 1e-5 * reach):
+        raise UserError(f"the scene box ({source}) is {side.min():.3g} units on its shortest side at {reach:.3g} "
+                        f"from the origin: too small for float32 positions (at least {MIN_BOX:g}, and 1e-5 of its "
+                        "distance from the origin); check the dataset's units, or centre the scene")
+    return torch.from_numpy(box)
+
+
 def scene_box(meta: dict) -> torch.Tensor:
     """(2, 3) float64 scene box of a dataset's top-level metadata (rule in the module docstring)."""
     if "aabb" in meta:
@@ -218,7 +262,7 @@ def scene_box(meta: dict) -> torch.Tensor:
             box = np.zeros(0)
         if box.shape != (2, 3) or not np.isfinite(box).all() or not (box[1] > box[0]).all():
             raise UserError(f"aabb must be [[x0, y0, z0], [x1, y1, z1]] with x1 > x0 etc., got {meta['aabb']}")
-        return torch.from_numpy(box)
+        return _renderable(box, "aabb")
     scale = _num(meta.get("scale", 0.33), "scale")
     try:
         offset = np.broadcast_to(np.asarray(meta.get("offset", 0.5), dtype=np.float64), (3,))
@@ -230,15 +274,17 @@ def scene_box(meta: dict) -> torch.Tensor:
     if scale <= 0 or aabb_scale <= 0:
         raise UserError("scale and aabb_scale must be positive")
     center, half = (0.5 - offset) / scale, 0.5 * aabb_scale / scale
-    return torch.from_numpy(np.stack([center - half, center + half]))
+    return _renderable(np.stack([center - half, center + half]), "from aabb_scale, scale and offset")
 
 
 def dataset_files(path: str | Path) -> dict[str, Path]:
     """The JSON file of each split: {"train": ..., "val": ..., "test": ...} (Blender) or {"all": transforms.json}."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise UserError(f"no dataset: expected the path of a dataset folder or transforms file, got {path!r}")
     path = Path(path)
-    if path.is_file():
-        stem = path.stem
-        return {stem[len("transforms_"):] if stem.startswith("transforms_") else "all": path}
+    if path.is_file():  # transforms_{train,val,test}.json: that split; any other name: one file of every frame
+        split = path.stem[len("transforms_"):] if path.stem.startswith("transforms_") else "all"
+        return {split if split in SPLITS else "all": path}
     if not path.is_dir():
         raise UserError(f"{path}: no such dataset folder or file")
     if (path / "transforms.json").is_file():
@@ -285,7 +331,8 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
     """Read one split of a dataset.
 
     Args:
-        path: a dataset folder or one transforms JSON file.
+        path: a dataset folder or one transforms JSON file (a Blender ``transforms_{split}.json`` holds only its
+            own split).
         split: "train", "val", "test" or "all" (Blender: all three files concatenated).
     Returns:
         :class:`Transforms` with N >= 1 frames whose images exist.
@@ -297,21 +344,31 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
     files = dataset_files(path)
     if "all" in files:
         parts = [(files["all"], split)]
-    elif Path(path).is_file():
-        parts = [(next(iter(files.values())), "all")]
+    elif Path(path).is_file():  # one Blender file, transforms_{own}.json: its own split only, so that the test
+        own = next(iter(files))  # split of transforms_train.json is not its training frames
+        if split not in ("all", own):
+            raise UserError(f"{path}: no transforms_{split}.json (the {own} split's file was given; give the folder "
+                            "for all splits)")
+        parts = [(files[own], "all")]
     elif split == "all":
         parts = [(f, "all") for f in files.values()]
     elif split in files:
         parts = [(files[split], "all")]
     else:
         raise UserError(f"{path}: no transforms_{split}.json (has {', '.join(files)})")
-    infos, skipped, meta = [], [], {}
+    infos, skipped, meta, held_out = [], [], {}, ""
     for json_path, sel in parts:
         top = read_json(json_path)
         if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
             raise UserError(f"{json_path}: expected an object with a list of 'frames'")
         meta = meta or {k: v for k, v in top.items() if k != "frames"}
-        for i, frame in _select(top["frames"], top, sel, json_path.parent):
+        chosen = _select(top["frames"], top, sel, json_path.parent)
+        if top["frames"] and not chosen and sel == "train":  # frames there, but the split rules hold all of them out
+            n, lists = len(top["frames"]), [f"{s}_filenames" for s in SPLITS if f"{s}_filenames" in top]
+            held_out = (f"{' and '.join(lists)} leave no training frame among its {n} frame(s)" if lists else
+                        f"its {n} frame(s) are all held out for val/test (every {HOLDOUT_EVERY}th from frame 0); "
+                        "a train_filenames list chooses the training frames")
+        for i, frame in chosen:
             info = parse_frame(frame, top, json_path.parent, where=f"{json_path.name}: frame {i}")
             if info.image.is_file():
                 infos.append(info)
@@ -320,6 +377,8 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
     if skipped:
         warnings.warn(f"{path}: skipped {len(skipped)} frame(s) whose image is missing "
                       f"(first: {skipped[0]})", stacklevel=2)
+    if held_out:
+        raise UserError(f"{path}: split {split!r} has no frame: {held_out}")
     if not infos:
         raise UserError(f"{path}: split {split!r} has no frame with an existing image")
     c2w = torch.from_numpy(np.stack([f.c2w for f in infos]))

@@ -61,7 +61,14 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
         # 8-bit grey/RGB/RGBA: Pillow's C decoder (pypng is pure Python and ~50x slower); it rejects truncated data
         import imageio.v3 as iio  # noqa: PLC0415
 
-        raw = np.asarray(iio.imread(path, plugin="pillow"))
+        try:
+            raw = np.asarray(iio.imread(path, plugin="pillow"))
+        except Exception:
+            import png  # noqa: PLC0415
+
+            for _ in png.Reader(filename=str(path)).chunks():  # Pillow says only "can not handle the given uri";
+                pass  # pypng's walk over the chunks (nothing decoded) names a bad checksum or chunk
+            raise
         if raw.ndim == 4 or (raw.ndim == 3 and header[25] == 0):  # every frame of an animated PNG (APNG)
             raise UserError(f"{path}: an animated PNG ({raw.shape[0]} frames); save the frame to fit as a still PNG")
         return _to_float(raw), 8
@@ -200,7 +207,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     except Exception as e:  # decoders raise many types for corrupt data; imageio wraps the decoder's in its own
         while (e.__cause__ or e.__context__) is not None and "unknown error" in str(e):
             e = e.__cause__ or e.__context__
-        why = " ".join(str(e).split())[:300]
+        why = " ".join(str(e).split())
+        why = why.removeprefix(f"{type(e).__name__}: ")[:300]  # pypng's messages repeat their type
         raise UserError(f"{path}: cannot decode {fmt.upper()} image ({type(e).__name__}: {why})") from None
     if pixels.ndim == 2:
         pixels = pixels[..., None]

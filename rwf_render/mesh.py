@@ -1,5 +1,6 @@
-"""Triangle meshes: loading with checks, the normalization into the unit cube, signed distance and inside/outside,
-chunked marching-cubes extraction from any field, small-component removal and atomic export.
+"""Triangle meshes: the normalization into the unit cube, signed distance and inside/outside, chunked
+marching-cubes extraction from any field, small-component removal and metrics against a reference (files are read
+and written by ``mesh_io``).
 
 Conventions
     unit cube     the box [-0.5, 0.5]^3 in which fields are trained; ``Normalization`` maps a mesh's own units
@@ -12,16 +13,13 @@ Conventions
                   from a point the vote is still right (15 directions by default). ``winding_number`` (the
                   generalized winding number of Jacobson et al. 2013) is the exact reference, O(points x faces).
 
-The extraction (``evaluate_grid``, ``extract_mesh``) and ``save_mesh`` take plain callables and arrays, so the
-NeRF pipeline uses them with a density field.
+The extraction (``evaluate_grid``, ``extract_mesh``) takes plain callables and arrays, so the NeRF pipeline uses it
+with a density field.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -30,80 +28,8 @@ import trimesh
 
 from .errors import UserError
 from .parity import inside_points
-from .rundir import atomic_path
 
-SUFFIXES = {".obj": "obj", ".ply": "ply", ".stl": "stl", ".off": "off", ".glb": "glb", ".gltf": "gltf"}
-EXPORT_FORMATS = ("ply", "obj", "glb")
 UNIT_BOX = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
-
-
-# -- loading ------------------------------------------------------------------------------------------------------
-def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
-    """Read OBJ, PLY, STL, OFF or GLB/glTF (every part of a scene, with its transform, merged into one mesh).
-
-    Vertices that coincide are merged (an OBJ split at texture seams becomes one surface again), so
-    ``is_watertight`` judges the geometry. Raises UserError for a missing, unreadable, empty, non-finite or
-    degenerate mesh.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: file not found")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, not a mesh file")
-    ext = path.suffix.lower()
-    if ext not in SUFFIXES:
-        raise UserError(f"{path}: unsupported mesh format {ext or '(no suffix)'!r}; expected OBJ, PLY, STL, OFF or GLB")
-    try:
-        if path.stat().st_size == 0:
-            raise UserError(f"{path}: empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            loaded = trimesh.load(str(path), file_type=SUFFIXES[ext], process=False)
-        parts = loaded.dump() if isinstance(loaded, trimesh.Scene) else [loaded]
-        parts = [p for p in parts if isinstance(p, trimesh.Trimesh) and len(p.faces)]
-        vertices = np.concatenate([np.asarray(p.vertices, np.float64) for p in parts]) if parts else np.zeros((0, 3))
-        offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
-        faces = (np.concatenate([np.asarray(p.faces, np.int64) + o for p, o in zip(parts, offsets)])
-                 if parts else np.zeros((0, 3), np.int64))
-    except UserError:
-        raise
-    except Exception as e:  # trimesh's readers raise many types on corrupt files
-        raise UserError(f"{path}: cannot read as {SUFFIXES[ext].upper()} ({type(e).__name__}: {e})") from None
-    return checked_mesh(vertices, faces, str(path))
-
-
-def checked_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> trimesh.Trimesh:
-    """A processed Trimesh from arrays, or UserError when there is nothing to fit (see ``load_mesh``)."""
-    vertices, faces = np.asarray(vertices, np.float64).reshape(-1, 3), np.asarray(faces, np.int64).reshape(-1, 3)
-    if len(faces) == 0 or len(vertices) == 0:
-        raise UserError(f"{name}: no triangles (not a mesh, or an empty one)")
-    if not np.isfinite(vertices).all():
-        raise UserError(f"{name}: vertex coordinates contain NaN or infinity")
-    if faces.min() < 0 or faces.max() >= len(vertices):
-        raise UserError(f"{name}: faces refer to vertices that do not exist")
-    # Merge coincident vertices in a frame of unit size: trimesh merges on coordinates rounded to a fixed number
-    # of decimals, which merges distinct vertices of a tiny mesh and overflows int64 for a huge one (1e11 units).
-    lo, hi = vertices.min(0), vertices.max(0)
-    center, size = (lo + hi) / 2, float((hi - lo).max())
-    size = size if size > 0 else 1.0
-    mesh = trimesh.Trimesh((vertices - center) / size, faces, process=True)
-    mesh.vertices = np.asarray(mesh.vertices) * size + center
-    extent = mesh.extents if len(mesh.faces) else np.zeros(3)
-    if len(mesh.faces) == 0 or extent.min() <= 1e-9 * max(extent.max(), 1e-300) or mesh.area <= 0:
-        raise UserError(f"{name}: degenerate mesh (zero volume: flat, a line, a point or zero-area triangles)")
-    if mesh.is_watertight:
-        if abs(mesh.volume) <= 1e-9 * np.prod(extent):
-            raise UserError(f"{name}: degenerate mesh (encloses zero volume)")
-        if mesh.volume < 0:
-            mesh.invert()  # inside-out: faces reoriented so normals point outward
-    return mesh
-
-
-def mesh_report(mesh: trimesh.Trimesh) -> dict:
-    """Facts worth storing with a run: sizes, watertightness, bounds."""
-    return {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-            "watertight": bool(mesh.is_watertight), "winding_consistent": bool(mesh.is_winding_consistent),
-            "bounds": np.asarray(mesh.bounds).tolist()}
 
 
 @dataclass
@@ -330,22 +256,6 @@ def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trime
         keep = labels == sizes.argmax()
     out = mesh.submesh([np.flatnonzero(keep)], append=True)
     return trimesh.Trimesh(out.vertices, out.faces, process=False)
-
-
-def save_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike, fmt: str | None = None) -> Path:
-    """Write ``mesh`` as PLY (binary), OBJ or GLB, atomically; ``fmt`` defaults to the suffix of ``path``."""
-    path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"{path}: cannot write mesh format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: folder {path.parent} does not exist")
-    try:
-        with atomic_path(path) as tmp:
-            mesh.export(tmp, file_type=fmt)
-    except OSError as e:
-        raise UserError(f"{path}: cannot write ({e})") from None
-    return path
 
 
 # -- metrics against a reference mesh -----------------------------------------------------------------------------

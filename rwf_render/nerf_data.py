@@ -8,6 +8,7 @@ side and a uniformly random pixel of the whole split is one ``randint``. Camera 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None, d
         tf = replace(tf, image_paths=[tf.image_paths[i] for i in keep], cameras=tf.cameras[torch.tensor(keep)],
                      mask_paths=[tf.mask_paths[i] for i in keep], depth_paths=[tf.depth_paths[i] for i in keep],
                      near_far=None if tf.near_far is None else tf.near_far[keep])
-    chunks, masks, names = [], [], []
+    chunks, masks, names, clipped = [], [], [], []
     any_mask = any(m is not None for m in tf.mask_paths)
     has_alpha = False
     for i, img_path in enumerate(tf.image_paths):
@@ -115,6 +116,8 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None, d
             pixels = np.concatenate([pixels, np.ones_like(pixels[..., :1])], axis=2)
         else:
             has_alpha = has_alpha or bool((pixels[..., 3] < 1).any())
+        if pixels.min() < 0 or pixels.max() > 1:  # float images (EXR, TIFF): HDR values beyond white
+            clipped.append(img_path.name)
         pixels = downscale_image(np.clip(pixels, 0, 1), downscale)
         chunks.append(torch.from_numpy(np.round(pixels * 255).astype(np.uint8)).reshape(-1, 4))
         if any_mask:
@@ -124,9 +127,13 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None, d
                 mask = read_image(tf.mask_paths[i])[0][..., 0]
                 if mask.shape != (h, w):
                     raise UserError(f"{tf.mask_paths[i]}: mask is {mask.shape[1]}x{mask.shape[0]}, image {w}x{h}")
-                mask = downscale_image(mask[..., None], downscale)[..., 0]
+                # float masks (EXR, TIFF) as stored: clipped like the images, not wrapped around by the uint8 below
+                mask = downscale_image(np.clip(mask, 0, 1)[..., None], downscale)[..., 0]
             masks.append(torch.from_numpy(np.round(mask * 255).astype(np.uint8)).reshape(-1))
         names.append(img_path.name)
+    if clipped:
+        warnings.warn(f"{tf.path}: {len(clipped)} image(s) of split {split!r} hold values outside [0, 1], clipped "
+                      f"(first: {clipped[0]})", stacklevel=2)
     cams = tf.cameras.to(dtype=torch.float32)
     if downscale > 1:
         k = float(downscale)

@@ -87,8 +87,9 @@ FRAME_PATTERNS = ("rgb_[0-9][0-9][0-9][0-9].png", "depth_[0-9][0-9][0-9][0-9].ex
 
 
 def render_run(run: Path, cfg_dict: dict, args) -> int:
-    """Render the asked cameras into a folder beside ``out``, then move the frames in: a render that fails half-way
-    leaves ``out`` as it was, and frames of an earlier, longer render there do not linger beside the new ones."""
+    """Render the asked cameras into a folder beside ``out`` (or above it, while ``out`` does not exist), then move
+    the frames in: a render that fails half-way leaves ``out`` as it was (absent, if it was), and frames of an
+    earlier, longer render there do not linger beside the new ones."""
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
@@ -107,8 +108,14 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         if len(sizes) > 1:
             raise UserError(f"--video needs frames of one size; these cameras have {len(sizes)} sizes "
                             f"({sizes[0][0]}x{sizes[0][1]}, {sizes[1][0]}x{sizes[1][1]}, ...)")
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    # staging goes in the nearest existing folder above ``out``; ``out`` and the missing folders above it are made
+    # only once every frame is rendered, so an interrupted render leaves no empty folder behind either
+    parent = out.parent
+    while not parent.is_dir() and parent != parent.parent:
+        if parent.exists():
+            raise UserError(f"{out}: {parent} exists and is not a folder")
+        parent = parent.parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
         rgb_frames, depth_frames, depth_range = [], [], None
         for i in range(len(cams)):
@@ -130,6 +137,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
             write_video(staging / "rgb.mp4", rgb_frames, fps)
             write_video(staging / "depth.mp4", depth_frames, fps)
         new = {p.name for p in staging.iterdir()}
+        out.mkdir(parents=True, exist_ok=True)
         for pattern in FRAME_PATTERNS:  # an earlier render's frames and videos that this one does not replace
             for old in out.glob(pattern):
                 if old.name not in new:
@@ -224,14 +232,21 @@ def _crop_box(model: NeRFModel, args) -> np.ndarray:
 
 
 def _out_file(out: Path) -> Path:
+    """``out``, or UserError before any work when it cannot be written: a folder, or in a folder that does not
+    exist (the point cloud's atomic write failed there as a failure of the machine, exit 1, after rendering)."""
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out names the file to write")
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: folder {out.parent} does not exist")
     return out
 
 
 def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
-    from .mesh import extract_mesh, remove_small_components, save_mesh  # noqa: PLC0415
+    from .mesh import check_grid_res, extract_mesh, remove_small_components  # noqa: PLC0415
+    from .mesh_io import save_mesh  # noqa: PLC0415
 
+    if not args.pointcloud:
+        check_grid_res(args.res)  # before the model loads, as for sdf runs (--res 1 also divided by zero)
     suffix = Path(args.out).suffix.lstrip(".").lower() if args.out else ""
     fmt = args.format or suffix or "ply"
     if args.format and suffix in ("ply", "obj", "glb") and suffix != args.format:

@@ -27,8 +27,9 @@ import numpy as np
 
 from .errors import UserError
 from .imgio import output_image_path, write_image
-from .mesh import (EXPORT_FORMATS, MeshQuery, Normalization, check_grid_res, extract_mesh,
-                   remove_small_components, require_open3d, save_mesh)
+from .mesh import (MeshQuery, Normalization, check_grid_res, extract_mesh, remove_small_components,
+                   require_open3d)
+from .mesh_io import EXPORT_FORMATS, save_mesh
 from .plots import curve_png
 from .rundir import (COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text, check_out_holds_no_input,
                      check_source_unchanged, compare_runs, load_run_model, prepare_run_dir, read_json,
@@ -44,8 +45,9 @@ METRIC_KEYS = ("iou", "iou_surface", "chamfer_l1", "chamfer_l2", "fscore", "norm
 
 # -- one run ------------------------------------------------------------------------------------------------------
 def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bool, progress: bool,
-            label: str = "") -> tuple[dict, list[dict], dict]:
-    """Train one shape run into ``out`` and write every contract file.
+            label: str = "", warning: str = "") -> tuple[dict, list[dict], dict]:
+    """Train one shape run into ``out`` and write every contract file; ``warning`` is printed once the run folder is
+    accepted (a refused fit prints its error alone).
 
     Returns: metrics.json's content, the history rows and the preview views {"field": [...], "source": [...]}.
     """
@@ -59,6 +61,8 @@ def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bo
     trainer = Trainer(build_model(cfg), task, cfg.train, run_dir=run, progress=progress)
     if resume:
         resume_trainer(trainer, run)  # before config.json is rewritten: a refused resume changes nothing
+    if warning:
+        print(warning, file=sys.stderr)
     write_json(run / CONFIG, {**cfg.to_dict(), "normalization": norm.to_dict(),
                               "source": {**info, "inside_method": task.query.method,
                                          "normals_outward_agreement": round(task.orientation, 4)}})
@@ -111,11 +115,11 @@ def fit(args) -> int:
     if args.resume:
         check_source_unchanged(saved, info, cfg.path)
     resolve_device(cfg.train.device)
-    if not info["watertight"]:
-        print(f"rwf: warning: {cfg.path}: the mesh is not watertight (open or non-manifold); inside/outside is "
-              f"decided by a ray-parity vote over {cfg.vote_dirs or 15} directions", file=sys.stderr)
+    warning = "" if info["watertight"] else (
+        f"rwf: warning: {cfg.path}: the mesh is not watertight (open or non-manifold); inside/outside is decided by a "
+        f"ray-parity vote over {cfg.vote_dirs or 15} directions")
     if not compare:
-        m = fit_one(cfg, out, mesh, info, args.resume, args.force, not args.quiet)[0]
+        m = fit_one(cfg, out, mesh, info, args.resume, args.force, not args.quiet, warning=warning)[0]
         print(f"{out}: iou {m['iou']:.4f} (near-surface {m['iou_surface']:.4f}), {_surface_text(m)}, "
               f"{m['steps']} steps in {m['seconds']:.1f} s; watertight source: {info['watertight']}")
         return 0
@@ -123,7 +127,8 @@ def fit(args) -> int:
     root, runs = compare_runs(cfg, out, args.resume, args.force)
     results, histories, views = {}, {}, {}
     for param, sub, sub_dir, resume in runs:
-        results[param], histories[param], v = fit_one(sub, sub_dir, mesh, info, resume, False, not args.quiet, param)
+        results[param], histories[param], v = fit_one(sub, sub_dir, mesh, info, resume, False, not args.quiet, param,
+                                                      warning if param == COMPARE_PARAMS[0] else "")
         views[param], views["source"] = v["field"][0], v["source"][0]
         print(f"{param:>5}: iou {results[param]['iou']:.4f} (near-surface {results[param]['iou_surface']:.4f}), "
               f"{_surface_text(results[param])}, {results[param]['seconds']:.1f} s")

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import trimesh
 
-from .mesh import UNIT_BOX, MeshQuery, checked_mesh, extract_mesh
+from .mesh import UNIT_BOX, MeshQuery, extract_mesh
+from .mesh_io import checked_mesh
 
 KINDS = ("surface", "near", "far", "uniform")
 
@@ -94,18 +95,27 @@ def draw_samples(mesh: trimesh.Trimesh, query: MeshQuery, n: int, mix=(0.25, 0.2
 
 def orient_outward(mesh: trimesh.Trimesh, query: MeshQuery, n: int = 2000, seed: int = 0) -> tuple[trimesh.Trimesh,
                                                                                                      float]:
-    """The mesh with faces flipped if most face normals point inward (judged by ``query.inside`` a small step on
-    either side of sampled surface points), and the fraction of samples that agree with the final orientation
-    (near 1 for a consistently oriented mesh)."""
+    """The mesh with the faces of each connected part flipped if most of its face normals point inward (judged by
+    ``query.inside`` a small step on either side of sampled surface points), and the fraction of samples that agree
+    with the final orientation (near 1 for a consistently oriented mesh). Part by part, so a part wound the other
+    way round (a mirrored one) is turned too, and the wall of a cavity keeps facing into the cavity."""
     pts, faces = trimesh.sample.sample_surface(mesh, n, seed=seed)
     nrm = np.asarray(mesh.face_normals)[faces]
     eps = 1e-3 * float(np.linalg.norm(mesh.extents))
     votes = query.inside(pts - eps * nrm).astype(int) - query.inside(pts + eps * nrm).astype(int)  # +1: outward
     decided = votes != 0
-    agree = float((votes[decided] > 0).mean()) if decided.any() else 1.0
-    if agree < 0.5:
-        mesh = trimesh.Trimesh(mesh.vertices, np.asarray(mesh.faces)[:, ::-1], process=False)
-        agree = 1.0 - agree
+    if not decided.any():
+        return mesh, 1.0
+    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    part = labels[faces[decided]]
+    out = np.bincount(part, votes[decided] > 0, minlength=labels.max() + 1)  # outward samples per part
+    total = np.bincount(part, minlength=labels.max() + 1)
+    flip = 2 * out < total
+    agree = float(np.where(flip, total - out, out).sum() / total.sum())
+    if flip.any():
+        f = np.asarray(mesh.faces).copy()
+        f[flip[labels]] = f[flip[labels]][:, ::-1]
+        mesh = trimesh.Trimesh(mesh.vertices, f, process=False)
     return mesh, agree
 
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
-from .mesh import MeshQuery, extract_mesh, iou, iou_points, load_mesh, mesh_report, surface_metrics
+from .mesh import MeshQuery, extract_mesh, iou, iou_points, surface_metrics
+from .mesh_io import load_mesh, mesh_report
 from .shape_samples import draw_samples, orient_outward, trefoil
 from .trainer import TrainConfig
 

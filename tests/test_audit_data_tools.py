@@ -12,7 +12,6 @@ import torch
 from data_tools.cli import main
 from data_tools.colmap_io import read_model, write_model
 from data_tools.common import save_image
-from data_tools.llff import write_poses_bounds
 from rwf_render.cameras import look_at, project
 from rwf_render.datasets import load_transforms
 

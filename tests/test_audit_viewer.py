@@ -7,7 +7,8 @@ import pytest
 import torch
 import trimesh
 
-from rwf_render.mesh import Normalization, save_mesh
+from rwf_render.mesh import Normalization
+from rwf_render.mesh_io import save_mesh
 from viewer.nerf_source import NeRFSource
 from viewer.sources import render_view
 

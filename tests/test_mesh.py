@@ -8,8 +8,9 @@ import trimesh
 
 from rwf_render.errors import UserError
 from rwf_render.fields import EncodingConfig, MLPConfig, NeuralField
-from rwf_render.mesh import (UNIT_BOX, MeshQuery, Normalization, evaluate_grid, extract_mesh, iou, load_mesh,
-                             remove_small_components, save_mesh, surface_metrics, winding_number)
+from rwf_render.mesh import (UNIT_BOX, MeshQuery, Normalization, evaluate_grid, extract_mesh, iou,
+                             remove_small_components, surface_metrics, winding_number)
+from rwf_render.mesh_io import load_mesh, save_mesh
 
 R = 0.3
 HALF = torch.tensor([0.3, 0.2, 0.25], dtype=torch.float64)

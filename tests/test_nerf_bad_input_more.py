@@ -23,6 +23,19 @@ TINY = ["--steps", "2", "--eval-images", "1", "--quiet", "--grid-resolution", "1
         "--width", "16", "--features", "8", "--target-samples", "512", "--device", "cpu"]
 
 
+def _pose(i: int, n: int) -> list:
+    """Camera ``i`` of ``n`` on a circle of radius 3 at height 1, looking at the origin (OpenGL c2w, 4x4)."""
+    a = 2 * math.pi * i / n
+    eye = np.array([3 * math.cos(a), 3 * math.sin(a), 1.0])
+    fwd = -eye / np.linalg.norm(eye)
+    right = np.cross(fwd, [0, 0, 1.0])
+    right /= np.linalg.norm(right)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.stack([right, np.cross(right, fwd), -fwd], 1)
+    c2w[:3, 3] = eye
+    return c2w.tolist()
+
+
 def _dataset(root: Path, n: int = 9, sizes=((16, 12),), **top) -> Path:
     """A single-file (instant-ngp) dataset of ``n`` random images on a circle around the origin."""
     root.mkdir(parents=True, exist_ok=True)
@@ -31,15 +44,7 @@ def _dataset(root: Path, n: int = 9, sizes=((16, 12),), **top) -> Path:
     for i in range(n):
         w, h = sizes[i % len(sizes)]
         write_image(root / f"img{i}.png", rng.random((h, w, 3)).astype(np.float32))
-        a = 2 * math.pi * i / n
-        eye = np.array([3 * math.cos(a), 3 * math.sin(a), 1.0])
-        fwd = -eye / np.linalg.norm(eye)
-        right = np.cross(fwd, [0, 0, 1.0])
-        right /= np.linalg.norm(right)
-        c2w = np.eye(4)
-        c2w[:3, :3] = np.stack([right, np.cross(right, fwd), -fwd], 1)
-        c2w[:3, 3] = eye
-        frames.append({"file_path": f"img{i}.png", "transform_matrix": c2w.tolist(), "w": w, "h": h,
+        frames.append({"file_path": f"img{i}.png", "transform_matrix": _pose(i, n), "w": w, "h": h,
                        "cx": w / 2, "cy": h / 2})
     meta = {"fl_x": 14.0, "fl_y": 14.0, "aabb_scale": 1, **top, "frames": frames}
     (root / "transforms.json").write_text(json.dumps(meta))

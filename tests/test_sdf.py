@@ -13,7 +13,7 @@ import trimesh
 from rwf_render import cli
 from rwf_render.fields import EncodingConfig, MLPConfig, NeuralField
 from rwf_render.layers import rwf_scale_parameters
-from rwf_render.mesh import load_mesh
+from rwf_render.mesh_io import load_mesh
 from rwf_render.rundir import read_history
 from rwf_render.shape_task import eikonal_loss, sdf_gradient
 

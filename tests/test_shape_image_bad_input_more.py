@@ -15,7 +15,8 @@ import trimesh
 from rwf_render import cli
 from rwf_render.errors import UserError
 from rwf_render.imgio import read_image, write_image
-from rwf_render.mesh import extract_mesh, load_mesh
+from rwf_render.mesh import extract_mesh
+from rwf_render.mesh_io import load_mesh
 
 SDF_TINY = ["--steps", "2", "--width", "16", "--features", "8", "--eval-every", "1", "--mesh-res", "12",
             "--preview-res", "8", "--eval-points", "512", "--metric-points", "500", "--pool", "512", "--batch", "64",

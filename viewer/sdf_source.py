@@ -54,7 +54,7 @@ def _extracted_mesh(run: Path | None):
     """The run's extracted mesh, or None. An empty one (a fit whose field has no surface yet writes one) or an
     unreadable one is left out with a warning: the field itself can still be viewed."""
     from rwf_render.errors import UserError  # noqa: PLC0415
-    from rwf_render.mesh import load_mesh  # noqa: PLC0415
+    from rwf_render.mesh_io import load_mesh  # noqa: PLC0415
 
     for name in ("mesh.ply", "mesh.obj", "mesh.glb"):
         if run is not None and (run / name).is_file():
