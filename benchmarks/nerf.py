@@ -9,7 +9,9 @@
 ``--budget S`` stops every run after S seconds of training (the preset's schedule is left as it is, so each run is
 a snapshot of the same fit at the same wall time) and measures test PSNR at ``--marks`` (default S/4, S/2, S) on
 the same test views; with several ``--seeds`` (each seed draws its own Fourier matrix, initial weights and rays, the
-same for every param) it prints the mean, the seed-to-seed spread and the per-seed difference to plain.
+same for every param) it prints the mean, the seed-to-seed spread and the per-seed difference to plain. Each mark
+is printed as soon as it is measured, and such runs skip the periodic validation renders (the marks replace them;
+evaluation never counts as training time, so this changes only the wall time).
 
 Each param trains from the same seed with the preset's settings; validation PSNR (one val view) is logged
 against training seconds, and the final test PSNR/SSIM is measured on ``--test-images`` evenly spaced test views.
@@ -66,22 +68,33 @@ def splits(cfg, test_images: int):
 
 
 class TestMarks:
-    """Trainer callback: test PSNR when training time first reaches each mark; stops the fit at ``budget`` s."""
+    """Trainer callback: test PSNR when training time first reaches each mark; stops the fit at ``budget`` s.
+    Each mark is printed as it is measured, so a run stopped from outside still leaves the marks it reached."""
 
-    def __init__(self, test, background: str, marks: list[float], budget: float | None):
-        self.test, self.background, self.budget = test, background, budget
+    def __init__(self, test, background: str, marks: list[float], budget: float | None, label: str = ""):
+        self.test, self.background, self.budget, self.label = test, background, budget, label
         self.pending = sorted(marks)
         self.at: dict[float, dict] = {}
+        self.last: tuple[int, dict] | None = None  # (step, test metrics) of the latest measurement
 
     def on_step(self, trainer, stats) -> None:
         while self.pending and trainer.seconds >= self.pending[0]:
             mark = self.pending.pop(0)
-            trainer.model.eval()
-            with torch.no_grad():
-                m = test_metrics(trainer.model, self.test, self.background, None)
-            trainer.model.train()
+            if self.last is not None and self.last[0] == trainer.step_idx:
+                m = self.last[1]  # two marks passed in one step: the same weights
+            else:
+                start = time.time()
+                trainer.model.eval()
+                with torch.no_grad():
+                    m = test_metrics(trainer.model, self.test, self.background, None)
+                trainer.model.train()
+                m = {**m, "eval_seconds": round(time.time() - start, 1)}
+            self.last = (trainer.step_idx, m)
             self.at[mark] = {"psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4), "step": trainer.step_idx,
                              "seconds": round(trainer.seconds, 1)}
+            print(f"{self.label} mark {mark:g} s: test PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} at step "
+                  f"{trainer.step_idx} ({trainer.seconds:.1f} s of training; {m['eval_seconds']:.0f} s to evaluate "
+                  f"{m['test_images']} views)", flush=True)
         if self.budget is not None and trainer.seconds >= self.budget:
             trainer.stop_requested = True
 
@@ -89,17 +102,22 @@ class TestMarks:
 def run(preset: str, param: str, args, seed: int = 0, marks: list[float] = ()) -> dict:
     cfg = config_from_args(preset_args(preset, param, args, seed))
     cfg.train.ckpt_every = 10**9
+    if marks:  # the test marks measure the curve: no validation render every eval_every steps (wall time only)
+        cfg.train.eval_every = 10**9
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     train, val, test = splits(cfg, args.test_images)
     model = build_model(cfg, train.aabb, len(train)).to(device)
     task = NeRFTask(model, train, val, cfg, device)
     task.timings = {}
-    marker = TestMarks(test, cfg.background, list(marks), args.budget)
+    marker = TestMarks(test, cfg.background, list(marks), args.budget, label=f"{param:>5} seed {seed}:")
     trainer = Trainer(model, task, cfg.train, callbacks=[marker], progress=not args.quiet)
     t0 = time.time()
     trainer.fit()
     wall = time.time() - t0
-    metrics = test_metrics(model, test, cfg.background, None)
+    if marker.last is not None and marker.last[0] == trainer.step_idx:
+        metrics = marker.last[1]  # the last mark was measured on the final weights (a budget stop): not again
+    else:
+        metrics = test_metrics(model, test, cfg.background, None)
     forward = sum(task.timings.values())
     shares = {k: round(v / trainer.seconds, 3) for k, v in task.timings.items()}
     shares["backward_optimizer_grid"] = round(1 - forward / trainer.seconds, 3)

@@ -5,8 +5,9 @@
 The grid is a solid voxelization of a mesh (default: ``$RWF_DATA/meshes/armadillo.obj``, else
 ``../shared/data/meshes`` beside the repository) in its own padded bounding box, about 10% occupied at 128^3.
 Rays start on a sphere around the box and aim at uniform points inside it; the step is sqrt(3) * box / 1024
-(instant-ngp's). All backends must return the same samples (checked). Then compositing (torch) forward and
-backward on the packed samples. The last output line is one JSON object: backend -> samples/s and rays/s.
+(instant-ngp's). All backends must return the same samples (checked: a backend that differs is marked in the
+table, and the run exits non-zero after every speed is printed). Then compositing (torch) forward and backward on the
+packed samples. The last output line is one JSON object: backend -> samples/s and rays/s.
 
 ``--quick`` takes one timed run per backend (under a minute on 2 cores); the default takes the median of several.
 """
@@ -101,7 +102,7 @@ def main() -> None:
     gpu = "cuda" in available
     reps = {"torch": 1 if args.quick else 3, "cpu": 3 if args.quick else 10, "cuda": 10 if args.quick else 50}
     kw = dict(step_size=step, max_samples=args.max_samples)
-    results, reference, rows, speeds = {}, None, [], {}
+    results, reference, rows, speeds, different = {}, None, [], {}, []
     # the twin runs on the GPU when there is one (the CUDA kernel's comparison), and on the CPU (the C++ kernel's)
     runs = [("torch", "cuda"), ("torch", "cpu")] if gpu else [("torch", "cpu")]
     runs += [("cpu", "cpu"), ("cuda", "cuda")]
@@ -118,19 +119,19 @@ def main() -> None:
         seconds, samples = timed(lambda g=g, o=o, d=d, name=name: g.sampling(o, d, backend=name, **kw), reps[name],
                                  sync, warm_up)
         n = samples.ray_indices.numel()
+        note = ""
         if reference is None:
-            reference = samples
-        else:
-            same = n == reference.ray_indices.numel() and bool(
-                (samples.ray_indices.cpu() == reference.ray_indices.cpu()).all()
-                and (samples.t_starts.cpu() - reference.t_starts.cpu()).abs().max() <= 1e-6)
-            if not same:
-                sys.exit(f"benchmarks/raymarch.py: backend {name} returned different samples than the first backend")
+            reference, first = samples, f"{name} on the {device}"
+        else:  # a difference fails the run at the end, after every backend's speed is measured and printed
+            why = differs(samples, reference)
+            if why:
+                different.append(f"{name} on the {device} returned different samples than {first}: {why}")
+                note = "; DIFFERENT samples"
         speeds[name, device] = n / seconds
         if name not in results:  # the JSON line: the twin on the GPU when there is one
             results[name] = {"samples_per_s": n / seconds, "rays_per_s": args.rays / seconds}
         rows.append((name, device, f"{n / seconds / 1e6:.2f}", f"{args.rays / seconds / 1e6:.3f}",
-                     f"{seconds * 1e3:.1f} ms, {n / args.rays:.1f} samples/ray"))
+                     f"{seconds * 1e3:.1f} ms, {n / args.rays:.1f} samples/ray{note}"))
 
     print(f"\n{'backend':8} {'device':6} {'Msamples/s':>11} {'Mrays/s':>8}  notes")
     for row in rows:
@@ -160,6 +161,26 @@ def main() -> None:
             print(f"composite ({device}): forward {n / fwd / 1e6:.1f} Msamples/s, forward+backward "
                   f"{n / fb / 1e6:.1f} Msamples/s ({n} samples)")
     print(json.dumps(results))
+    if different:
+        sys.exit("benchmarks/raymarch.py: " + "; ".join(different))
+
+
+def differs(samples, reference) -> str:
+    """Why two sample sets differ (counts, ray indices, t beyond 1e-6), or "" when they are the same."""
+    n, m = samples.ray_indices.numel(), reference.ray_indices.numel()
+    if n != m:
+        counts = torch.bincount(samples.ray_indices.cpu(), minlength=1)
+        ref_counts = torch.bincount(reference.ray_indices.cpu(), minlength=1)
+        size = max(counts.numel(), ref_counts.numel())
+        rays = int((torch.nn.functional.pad(counts, (0, size - counts.numel()))
+                    != torch.nn.functional.pad(ref_counts, (0, size - ref_counts.numel()))).sum())
+        return f"{n} samples against {m}, on {rays} rays"
+    if not bool((samples.ray_indices.cpu() == reference.ray_indices.cpu()).all()):
+        return "the same count, other ray indices"
+    dt = (samples.t_starts.cpu() - reference.t_starts.cpu()).abs()
+    if n and float(dt.max()) > 1e-6:
+        return f"t_starts off by up to {float(dt.max()):.3g} on {int((dt > 1e-6).sum())} samples"
+    return ""
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ fi
 cp -r "$DATA/images" "$TMP/data/images"
 cp -r "$DATA/meshes" "$TMP/data/meshes"
 cp -r "$DATA/nerf/lego_400" "$TMP/data/nerf/lego_400"
-tree=$(git ls-files -z | xargs -0 cat 2>/dev/null | wc -c)
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 cat 2>/dev/null | wc -c)  # what travels
 carried=$(du -sb "$TMP" | cut -f1)
 if [ $((tree + carried)) -gt $LIMIT ]; then
     echo "device_pack: checkout ($tree B) and .carry ($carried B) exceed the $LIMIT B the device tool carries"

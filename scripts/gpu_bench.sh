@@ -9,7 +9,8 @@
 #                                         # and rwf on the same machine for the equal-time comparison
 #   scripts/gpu_bench.sh tancik PARAM     # the simplified-NeRF protocol (RWF.md, 25.48 dB published), cut at 480 s
 #
-# Output goes to stdout and to $OUT (or a temporary folder) as STAGE.log. Honours RWF_DATA and PYTHON.
+# Output goes to stdout and to $OUT (or a temporary folder) as STAGE.log. Honours RWF_DATA, PYTHON and
+# GPU_BENCH_LIMIT (seconds the benchmark may run, 570 by default, so that a stage fits a 10-minute device command).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -52,7 +53,7 @@ case $stage in
 esac
 echo "== ${cmd[*]}"
 start=$(date +%s)
-timeout --kill-after=10 570 "${cmd[@]}" 2>&1 | tee "$DEST/$stage${arg:+-$arg}.log"
+timeout --kill-after=10 "${GPU_BENCH_LIMIT:-570}" "${cmd[@]}" 2>&1 | tee "$DEST/$stage${arg:+-$arg}.log"
 rc=${PIPESTATUS[0]}
 echo "gpu_bench: $stage $arg exit $rc in $(( $(date +%s) - start )) s; log $DEST/$stage${arg:+-$arg}.log"
 exit "$rc"

@@ -6,8 +6,9 @@
 #      under bfloat16 autocast against float32),
 #   3. runs the marcher benchmark on every backend (torch twin on the GPU, C++ CPU kernel, CUDA kernel),
 #   4. prints a short table. Exit status 0 only when every step passed.
-# Usage: scripts/gpu_check.sh        (from any folder; honours RWF_CACHE, RWF_DATA, and GPU_CHECK_LOGS: a folder for
-#                                     the step logs, else a new temporary one)
+# Usage: scripts/gpu_check.sh        (from any folder; honours RWF_CACHE, RWF_DATA, GPU_CHECK_LOGS: a folder for
+#                                     the step logs, else a new temporary one, and GPU_CHECK_DEADLINE: a time in
+#                                     seconds since the epoch by which every step must end, as date +%s prints)
 #        GPU_CHECK_DRY_RUN=1 scripts/gpu_check.sh   runs the same steps without a GPU (to check the script itself)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,15 @@ run_step() {  # run_step NAME SECONDS COMMAND...: output to $LOG/NAME.log, a lin
     local name=$1 limit=$2 start rc
     shift 2
     start=$(date +%s)
+    if [ -n "${GPU_CHECK_DEADLINE:-}" ] && [ $(( GPU_CHECK_DEADLINE - start )) -lt "$limit" ]; then
+        limit=$(( GPU_CHECK_DEADLINE - start ))
+        if [ "$limit" -lt 5 ]; then
+            note "== $name: SKIPPED (the deadline has passed)"
+            SUMMARY+=$(printf '%-10s %5s  %s' "$name" - "SKIPPED: no time left before GPU_CHECK_DEADLINE")$'\n'
+            FAILED=1
+            return
+        fi
+    fi
     note "== $name (limit ${limit}s): $*"
     timeout --kill-after=10 "$limit" "$@" >"$LOG/$name.log" 2>&1
     rc=$?
@@ -50,13 +60,19 @@ fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 command -v nvcc >/dev/null && nvcc --version | tail -n 2
+# what the build needs beside nvcc (a missing one shows here, before the build step's log)
+"$PY" -c "import sys, sysconfig, pathlib; h = pathlib.Path(sysconfig.get_paths()['include'], 'Python.h'); \
+print('python', sys.version.split()[0], 'Python.h', 'found' if h.is_file() else f'MISSING ({h})')"
+note "c++: $(command -v "${CXX:-c++}" >/dev/null && "${CXX:-c++}" --version | head -n 1 || echo MISSING); \
+ninja: $(command -v ninja >/dev/null && ninja --version || echo MISSING); TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-unset}"
 
 # -- 1. build both kernels at once (each prints what it did) -----------------------------------------------------
 cat >"$LOG/build.sh" <<EOS
 kinds="cpu"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && kinds="cpu cuda"
 pids=""
-for k in \$kinds; do "$PY" -m rwf_render.raymarch.build --only \$k >"$LOG/build-\$k.log" 2>&1 & pids="\$pids \$!"; done
+# --verbose: the compiler's own output (without it a failed build says only its first line)
+for k in \$kinds; do "$PY" -m rwf_render.raymarch.build --only \$k --verbose >"$LOG/build-\$k.log" 2>&1 & pids="\$pids \$!"; done
 rc=0
 for p in \$pids; do wait \$p || rc=1; done
 cat "$LOG"/build-*.log
