@@ -10,8 +10,11 @@ Conventions
                   number of times; ``n_dirs`` rays in fixed directions vote and the majority wins. A watertight
                   mesh needs one ray (3 vote against rays grazing an edge); for an open mesh a ray that leaves
                   through a hole reads "outside", and as long as holes cover less than half of the directions seen
-                  from a point the vote is still right (15 directions by default). ``winding_number`` (the
-                  generalized winding number of Jacobson et al. 2013) is the exact reference, O(points x faces).
+                  from a point the vote is still right (15 directions by default). A watertight mesh of several
+                  parts (a GLB scene) is the union of its parts: each ray sums its crossings with their sign (the
+                  winding number), so where two parts overlap is inside, not outside as parity would have it.
+                  ``winding_number`` (the generalized winding number of Jacobson et al. 2013) is the exact
+                  reference, O(points x faces).
 
 The extraction (``evaluate_grid``, ``extract_mesh``) takes plain callables and arrays, so the NeRF pipeline uses it
 with a density field.
@@ -81,35 +84,75 @@ def require_open3d(what: str) -> None:
         raise UserError(f"{what} needs open3d, which cannot be imported ({e}); pip install open3d-cpu") from None
 
 
+def closed_parts(mesh: trimesh.Trimesh) -> int:
+    """The number of connected parts of a watertight, consistently wound mesh; 0 for any other mesh."""
+    if not (mesh.is_watertight and mesh.is_winding_consistent):
+        return 0
+    return int(trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces)).max()) + 1
+
+
 class MeshQuery:
     """Unsigned distance (exact, open3d's closest-point query) and inside/outside (ray-parity vote) of a mesh.
 
     Without open3d (a bare GPU machine, say) the vote runs in torch (``parity.inside_points``, the same rays and
     the same answers, on ``device``), and the queries that need open3d (``distance``, ``cast``) say so.
 
+    ``union=True`` is for a watertight mesh of several closed parts wound outward (``shape_samples.orient_outward``
+    turns them): parity would read the overlap of two parts as outside (a ray leaving it crosses two surfaces), so
+    each ray counts its crossings with their sign instead (+1 leaving a part, -1 entering one: the winding number
+    of the surface around the point) and votes inside at 1 or more. A cavity's wall, wound inward, still takes
+    the cavity out. The faces that lie inside another part are left out of ``surface`` and of the distance: they
+    are not on the boundary of the solid.
+
     Args:
         mesh: the surface; watertight or not.
         n_dirs: voting rays per point (default 3 for watertight meshes, 15 otherwise).
         device: where the torch vote runs when open3d is absent.
+        union: the inside of several closed parts is their union (above).
     Shapes: points (N, 3) -> (N,).
     """
 
-    def __init__(self, mesh: trimesh.Trimesh, n_dirs: int | None = None, device: str | torch.device = "cpu"):
-        self.watertight = bool(mesh.is_watertight)
+    def __init__(self, mesh: trimesh.Trimesh, n_dirs: int | None = None, device: str | torch.device = "cpu",
+                 union: bool = False):
+        self.watertight, self.union = bool(mesh.is_watertight), union
         self.dirs = fibonacci_directions(n_dirs or (3 if self.watertight else 15))
+        self.surface = mesh
+        self._normals = np.asarray(mesh.face_normals, np.float64)
+        self._v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64, device=device)
+        self._f = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long, device=device)
+        rule = (f"winding number (signed ray crossings) over {len(self.dirs)} directions, the union of "
+                f"{closed_parts(mesh)} closed parts" if union else f"ray-parity vote over {len(self.dirs)} directions")
         try:
             import open3d as o3d  # noqa: PLC0415
         except ImportError:
-            self.scene, self.device = None, torch.device(device)
-            self._v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64, device=self.device)
-            self._f = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long, device=self.device)
-            self.method = f"ray-parity vote over {len(self.dirs)} directions (torch; open3d is not installed)"
+            self.scene = self.all_faces = None
+            self.method = f"{rule} (torch; open3d is not installed)"
+            self._trim_inner_faces(mesh)
             return
-        self._o3c = o3d.core
-        self.scene = o3d.t.geometry.RaycastingScene()
-        self.scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
-                                 o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
-        self.method = f"ray-parity vote over {len(self.dirs)} directions"
+        self._o3d = o3d
+        self.all_faces = self.scene = self._scene(mesh)
+        self.method = rule
+        if self._trim_inner_faces(mesh):
+            self.scene = self._scene(self.surface)  # distances and casts: the solid's boundary only
+        if self.surface is not mesh:
+            self.method += f"; {len(mesh.faces) - len(self.surface.faces)} faces inside other parts left out"
+
+    def _scene(self, mesh: trimesh.Trimesh):
+        scene = self._o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(self._o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
+                            self._o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
+        return scene
+
+    def _trim_inner_faces(self, mesh: trimesh.Trimesh) -> bool:
+        """With ``union``: ``surface`` without the faces whose outer side lies inside the solid; True if any."""
+        if not self.union:
+            return False
+        eps = 1e-4 * float(np.linalg.norm(mesh.extents))
+        inner = self.inside(np.asarray(mesh.triangles_center) + eps * self._normals)
+        if inner.any() and not inner.all():
+            self.surface = trimesh.Trimesh(mesh.vertices, np.asarray(mesh.faces)[~inner], process=False)
+            self.surface.remove_unreferenced_vertices()
+        return self.surface is not mesh
 
     def _need_open3d(self, what: str) -> None:
         if self.scene is None:
@@ -117,18 +160,23 @@ class MeshQuery:
 
     def distance(self, points: np.ndarray) -> np.ndarray:
         self._need_open3d("the distance to a mesh")
-        p = self._o3c.Tensor(np.ascontiguousarray(points, np.float32))
+        p = self._o3d.core.Tensor(np.ascontiguousarray(points, np.float32))
         return self.scene.compute_distance(p).numpy()
 
     def inside(self, points: np.ndarray) -> np.ndarray:
         p = np.ascontiguousarray(points, np.float32)
-        if self.scene is None:
-            return inside_points(torch.from_numpy(p).to(self.device), self._v, self._f,
-                                 torch.from_numpy(self.dirs)).cpu().numpy()
+        if self.all_faces is None:
+            return inside_points(torch.from_numpy(p).to(self._v.device), self._v, self._f,
+                                 torch.from_numpy(self.dirs), union=self.union).cpu().numpy()
         votes = np.zeros(len(p), np.int32)
         for d in self.dirs:
-            rays = np.concatenate([p, np.broadcast_to(d, p.shape)], 1)
-            votes += self.scene.count_intersections(self._o3c.Tensor(rays)).numpy().astype(np.int32) % 2
+            rays = self._o3d.core.Tensor(np.concatenate([p, np.broadcast_to(d, p.shape)], 1))
+            if not self.union:
+                votes += self.all_faces.count_intersections(rays).numpy().astype(np.int32) % 2
+                continue
+            hits = self.all_faces.list_intersections(rays)
+            facing = np.sign(self._normals[hits["primitive_ids"].numpy()] @ d.astype(np.float64))
+            votes += np.bincount(hits["ray_ids"].numpy(), facing, minlength=len(p)) >= 1
         return 2 * votes > len(self.dirs)
 
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
@@ -137,7 +185,7 @@ class MeshQuery:
     def cast(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """First hits of rays (N, 6) = [o, d]: distance t (inf on a miss) and the hit triangle's normal (N, 3)."""
         self._need_open3d("ray casting against a mesh")
-        out = self.scene.cast_rays(self._o3c.Tensor(np.ascontiguousarray(rays, np.float32)))
+        out = self.scene.cast_rays(self._o3d.core.Tensor(np.ascontiguousarray(rays, np.float32)))
         return out["t_hit"].numpy(), out["primitive_normals"].numpy()
 
 

@@ -7,7 +7,8 @@ pair: the triangles are binned by the xy bounding box they cover, and only the p
 
     inside_lattice   the cell centers of a regular lattice (the occupancy grid's solid marking)
     inside_points    any points, with a majority vote over several ray directions (``mesh.MeshQuery`` without
-                     open3d)
+                     open3d); ``union=True`` counts crossings with their sign instead (the winding number along the
+                     ray), so that overlapping closed parts make their union rather than cancel
 
 Exact for a watertight mesh, up to points within float rounding of a triangle (coordinates are float64 here).
 A ray through an edge or a vertex would count the triangles that share it twice or not at all; lattice columns
@@ -85,11 +86,15 @@ def inside_lattice(vertices: torch.Tensor, faces: torch.Tensor, box: torch.Tenso
     return torch.nonzero((above_counts % 2 == 1).reshape(-1)).reshape(-1)
 
 
-def _upward(points: torch.Tensor, tri: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Crossings of the +z ray from each point (N, 3) with the triangles (F, 3, 3), all float64: (N,) int64."""
+def _upward(points: torch.Tensor, tri: torch.Tensor, chunk: int, signed: bool = False) -> torch.Tensor:
+    """Crossings of the +z ray from each point (N, 3) with the triangles (F, 3, 3), all float64: (N,) int64.
+    ``signed``: each crossing counts +1 where the triangle faces up (leaving a surface whose normals point out)
+    and -1 where it faces down, so the sum is the winding number of the surface around the point."""
     dev = points.device
     if len(tri) == 0:
         return torch.zeros(len(points), dtype=torch.int64, device=dev)
+    e1, e2 = tri[:, 1, :2] - tri[:, 0, :2], tri[:, 2, :2] - tri[:, 0, :2]
+    facing = torch.sign(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).long()  # sign of the normal's z component
     lo, hi = tri.reshape(-1, 3).amin(0)[:2], tri.reshape(-1, 3).amax(0)[:2]
     nb = int(min(max(len(tri) ** 0.5, 1), 512))  # bins per axis: a few triangles per bin on a closed surface
     size = (hi - lo).clamp(min=1e-12) / nb
@@ -106,8 +111,13 @@ def _upward(points: torch.Tensor, tri: torch.Tensor, chunk: int) -> torch.Tensor
     n = torch.where(held, count[b], 0)  # candidate triangles per point
     out = torch.zeros(len(points), dtype=torch.int64, device=dev)
     for pt, k in _expand(n, chunk):  # (point, candidate) pairs, about ``chunk`` at a time
-        hit, z = crossings(tri[tri_of_bin[start[b[pt]] + k]], points[pt, :2])
-        out += torch.bincount(pt[hit & (z > points[pt, 2])], minlength=len(points))
+        t = tri_of_bin[start[b[pt]] + k]
+        hit, z = crossings(tri[t], points[pt, :2])
+        up = hit & (z > points[pt, 2])
+        if signed:
+            out.index_add_(0, pt[up], facing[t[up]])
+        else:
+            out += torch.bincount(pt[up], minlength=len(points))
     return out
 
 
@@ -122,10 +132,11 @@ def rotation_to_z(direction: torch.Tensor) -> torch.Tensor:
 
 
 def inside_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                  directions: torch.Tensor | None = None, chunk: int = 1 << 22) -> torch.Tensor:
+                  directions: torch.Tensor | None = None, chunk: int = 1 << 22, union: bool = False) -> torch.Tensor:
     """Whether each point (N, 3) lies inside the mesh (vertices (V, 3), faces (F, 3)): (N,) bool, on the points'
     device. Rays along each of ``directions`` (D, 3) (default: +z only) vote by parity; a strict majority of odd
-    counts means inside."""
+    counts means inside. ``union``: a ray votes inside when its signed crossings sum to 1 or more (closed parts
+    wound outward: inside their union; a cavity's wall wound inward takes its part out)."""
     dev = points.device
     p = points.to(torch.float64)
     tri = vertices.to(dev, torch.float64)[faces.to(dev)]  # (F, 3, 3)
@@ -133,5 +144,6 @@ def inside_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Ten
     votes = torch.zeros(len(p), dtype=torch.int64, device=dev)
     for d in directions.to(dev, torch.float64):
         r = rotation_to_z(d)
-        votes += _upward(p @ r.T, tri @ r.T, chunk) % 2
+        count = _upward(p @ r.T, tri @ r.T, chunk, signed=union)
+        votes += (count >= 1) if union else count % 2
     return 2 * votes > len(directions)

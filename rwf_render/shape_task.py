@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
-from .mesh import MeshQuery, extract_mesh, iou, iou_points, surface_metrics
+from .mesh import MeshQuery, closed_parts, extract_mesh, iou, iou_points, surface_metrics
 from .mesh_io import load_mesh, mesh_report
 from .shape_samples import draw_samples, orient_outward, trefoil
 from .trainer import TrainConfig
@@ -109,6 +109,9 @@ class ShapeTask:
         self.cfg, self.device = cfg, device
         self.query = MeshQuery(mesh, cfg.vote_dirs or None, device=device)  # (the device: only without open3d)
         self.mesh, self.orientation = orient_outward(mesh, self.query)
+        if closed_parts(self.mesh) > 1:  # overlapping closed parts (a GLB scene): their union, not parity's
+            self.query = MeshQuery(self.mesh, cfg.vote_dirs or None, device=device, union=True)
+            self.mesh = self.query.surface  # the solid's boundary: faces inside other parts are not targets
         self.uniform, self.near = iou_points(self.mesh, cfg.eval_points, seed=EVAL_SEED)
         self.in_uniform, self.in_near = self.query.inside(self.uniform), self.query.inside(self.near)
         self.pool, self.pool_id = None, -1

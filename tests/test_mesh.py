@@ -8,7 +8,7 @@ import trimesh
 
 from rwf_render.errors import UserError
 from rwf_render.fields import EncodingConfig, MLPConfig, NeuralField
-from rwf_render.mesh import (UNIT_BOX, MeshQuery, Normalization, evaluate_grid, extract_mesh, iou,
+from rwf_render.mesh import (UNIT_BOX, MeshQuery, Normalization, closed_parts, evaluate_grid, extract_mesh, iou,
                              remove_small_components, surface_metrics, winding_number)
 from rwf_render.mesh_io import load_mesh, save_mesh
 
@@ -180,6 +180,51 @@ def test_inside_without_open3d_gives_open3d_answers(data_dir, monkeypatch, name)
     assert (q.inside(pts) == expected).mean() >= 0.999
     with pytest.raises(UserError, match="open3d"):
         q.distance(pts[:3])
+
+
+def _two_balls():
+    """Two unit icospheres whose centres are 1 apart (they overlap), one mesh of two closed parts."""
+    a, b = trimesh.creation.icosphere(3), trimesh.creation.icosphere(3)
+    b.apply_translation([1.0, 0.0, 0.0])
+    return trimesh.util.concatenate([a, b])
+
+
+@pytest.mark.parametrize("torch_vote", [False, True])
+def test_overlapping_closed_parts_are_their_union(monkeypatch, torch_vote):
+    """Parity reads the lens where two closed parts overlap as outside; the union query (signed crossings) agrees
+    with the generalized winding number > 0.5 everywhere, with open3d and in torch; its distance is to the
+    union's boundary (the faces inside the other ball are left out), sqrt(3)/2 from the lens centre."""
+    if torch_vote:
+        monkeypatch.setitem(__import__("sys").modules, "open3d", None)
+    else:
+        pytest.importorskip("open3d")
+    mesh = _two_balls()
+    assert closed_parts(mesh) == 2 and closed_parts(trimesh.creation.icosphere(2)) == 1
+    pts = np.random.default_rng(0).uniform([-1.3, -1.2, -1.2], [2.3, 1.2, 1.2], (4000, 3))
+    truth = winding_number(mesh, pts) > 0.5
+    lens = (np.linalg.norm(pts, axis=1) < 0.95) & (np.linalg.norm(pts - [1, 0, 0], axis=1) < 0.95)
+    assert lens.sum() > 100
+    parity, union = MeshQuery(mesh), MeshQuery(mesh, union=True)
+    assert not parity.inside(pts[lens]).any()  # the failure this mode exists for
+    assert (union.inside(pts) == truth).all() and "union of 2 closed parts" in union.method
+    assert 0 < len(union.surface.faces) < len(mesh.faces)
+    inner = np.linalg.norm(union.surface.triangles_center - [[0.5, 0, 0]], axis=1).min()
+    assert inner > 0.8  # no face of the boundary runs through the lens
+    if not torch_vote:
+        centre = np.array([[0.5, 0.0, 0.0]])  # parity's distance is to the faces inside: 0.5
+        assert parity.distance(centre)[0] == pytest.approx(0.5, abs=0.01)
+        assert union.distance(centre)[0] == pytest.approx(3**0.5 / 2, abs=0.06)  # within one edge of the cut
+
+
+def test_union_keeps_a_cavity_hollow():
+    """A ball with a ball-shaped cavity (its wall wound inward, as orient_outward leaves it): the cavity and the
+    space outside are outside, the shell between them inside."""
+    outer, wall = trimesh.creation.icosphere(3), trimesh.creation.icosphere(3)
+    wall.apply_scale(0.5)
+    wall.invert()
+    q = MeshQuery(trimesh.util.concatenate([outer, wall]), union=True)
+    assert q.inside(np.array([[0, 0, 0], [0.1, 0.2, 0], [0.75, 0, 0], [0, -0.7, 0.1], [1.5, 0, 0]])).tolist() == [
+        False, False, True, True, False]
 
 
 def test_fit_sdf_without_open3d_is_one_message_before_writing(tmp_path, monkeypatch, capsys):
