@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import UserError, out_of_memory
-from .signals import terminate_like_interrupt
+from .signals import deferred_interrupts, terminate_like_interrupt
 
 PIPELINES = {"image": "rwf_render.image", "sdf": "rwf_render.sdf", "nerf": "rwf_render.nerf"}
 
@@ -72,6 +72,9 @@ def int_in(lo: int, hi: int, what: str):
 
 
 port_number = int_in(0, 65535, "a port number (0: any free port)")
+seed_number = int_in(0, 2**32 - 1, "a seed (an integer >= 0)")
+MAX_RENDER_SCALE = 1e6
+"""--scale at most: every pipeline's own size limit is far below, and a larger factor overflows the pixel count"""
 
 
 def positive_float(text: str) -> float:
@@ -82,6 +85,20 @@ def positive_float(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
+
+
+def positive_at_most(hi: float, what: str = ""):
+    """An argparse type: a number in (0, hi]; ``what`` says why the bound (in the message)."""
+
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be in (0, {hi:g}]{what}, got {text}")
+        return value
+    return parse
+
+
+render_scale = positive_at_most(MAX_RENDER_SCALE)
 
 
 def unit_fraction(text: str) -> float:
@@ -105,7 +122,7 @@ def add_run_arguments(p: argparse.ArgumentParser, kind: str, compare: bool = Tru
         g.add_argument("--compare", action="store_true", help="train plain, wn and rwf at equal budget into RUN/*")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    g.add_argument("--seed", type=int, default=0, help="seeds the model and the sampling")
+    g.add_argument("--seed", type=seed_number, default=0, help="seeds the model and the sampling (0..2^32-1)")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
 
 
@@ -200,7 +217,7 @@ def build_parser() -> Parser:
 
     rd = sub.add_parser("render", help="render a run from its checkpoint")
     rd.add_argument("run", metavar="RUN", help="run directory")
-    rd.add_argument("--scale", type=positive_float, default=1.0, help="image runs: resolution factor")
+    rd.add_argument("--scale", type=render_scale, default=1.0, help="image runs: resolution factor")
     rd.add_argument("--out", default=None, help="output file or folder (default: inside RUN)")
     rd.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     rd.set_defaults(func=_run_command("render", _add_pipeline_arguments(rd, "add_render_arguments")))
@@ -254,6 +271,10 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
             raise
         print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        rundir = sys.modules.get(f"{__package__}.rundir")  # not imported: no run folder was locked
+        if rundir is not None:
+            rundir.release_run_dirs()  # the command's run folders are free for the next one (in-process callers)
 
 
 def given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> frozenset[str]:
@@ -301,7 +322,12 @@ def standalone(register, prog: str, description: str, argv: list[str] | None, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    return dispatch(build_parser(), argv)
+    with deferred_interrupts() as received:
+        parser = build_parser()  # imports every pipeline: seconds in which Ctrl+C may arrive
+    if received:
+        print("rwf: interrupted", file=sys.stderr)
+        return 130
+    return dispatch(parser, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

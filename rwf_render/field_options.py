@@ -8,15 +8,24 @@ of the options whose entry is named otherwise, for the --resume check (``rundir.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 
+from .errors import UserError, out_of_memory
 from .fields import EncodingConfig, MLPConfig
 from .rundir import COMPARE_PARAMS
-from .trainer import TrainConfig
+from .train_config import MAX_LR, SCHEDULES, TrainConfig
 
 ENCODINGS = ("fourier", "pe", "identity")
 ACTIVATIONS = ("relu", "tanh", "softplus", "gelu", "silu")
-SCHEDULES = ("const", "exp", "cos", "step")
+
+MAX_DEPTH = 1024
+"""linear layers at most: beyond, building the MLP alone would take minutes (one Python object per layer)"""
+MAX_PARAMETERS = 1 << 31
+"""weights at most (8.6 GB in float32, three times that with Adam's moments): beyond, an absurd --width or
+--features would exhaust memory (or overflow torch's size computation) after the run folder was made"""
+MAX_LOG_SCALE = 40.0
+"""|--rwf-mu| + 8 --rwf-sigma at most: the RWF scales exp(N(mu, sigma)) and V = W0 / s then stay float32 numbers"""
 
 ALIASES = {"encoding": ("encoding.kind",), "features": ("encoding.m",), "trainable_features": ("encoding.trainable",)}
 """config entries of the options not named like them (the others: ``--width`` sets ``mlp.width``, ...)"""
@@ -42,13 +51,52 @@ class TrainingDefaults:
     """what a held-out evaluation measures, for the help text"""
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def model_size_problem(enc: EncodingConfig, mlp: MLPConfig, in_dim: int = 3, out_dim: int = 4) -> str | None:
+    """Why a field of these configs cannot be built (too deep, too many weights, RWF scales beyond float32), or
+    None. Checked before anything is built or written: an allocation of an absurd size fails only after minutes,
+    or the run folder was made, or an old run replaced with --force."""
+    if mlp.depth > MAX_DEPTH:
+        return f"--depth {mlp.depth} is more than {MAX_DEPTH} layers"
+    if mlp.param == "rwf" and abs(mlp.rwf_mu) + 8 * abs(mlp.rwf_sigma) > MAX_LOG_SCALE:
+        return (f"--rwf-mu {mlp.rwf_mu:g} with --rwf-sigma {mlp.rwf_sigma:g}: the RWF scales exp(N(mu, sigma)) "
+                f"would overflow float32 (|mu| + 8 sigma must be at most {MAX_LOG_SCALE:g})")
+    extra = in_dim if enc.include_input else 0
+    enc_out = {"fourier": 2 * enc.m + extra, "pe": 2 * in_dim * enc.n_freqs + extra}.get(enc.kind, in_dim)
+    weights = (enc.m * in_dim if enc.kind == "fourier" else 0) + (
+        enc_out * out_dim if mlp.depth == 1
+        else enc_out * mlp.width + (mlp.depth - 2) * mlp.width ** 2 + mlp.width * out_dim)
+    if weights > MAX_PARAMETERS:
+        return (f"--depth {mlp.depth}, --width {mlp.width} and --features {enc.m}: {weights:.3g} weights, more than "
+                f"{MAX_PARAMETERS:.3g}; use a smaller --width, --depth or --features")
+    return None
+
+
 def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
     from .cli import positive_float, positive_int  # noqa: PLC0415
 
     m = p.add_argument_group("model")
     m.add_argument("--param", choices=list(COMPARE_PARAMS), default="rwf", help="linear layer type (default rwf)")
-    m.add_argument("--rwf-mu", type=float, default=1.0, help="RWF log-scale mean")
-    m.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF log-scale std")
+    m.add_argument("--rwf-mu", type=finite_float, default=1.0, help="RWF log-scale mean")
+    m.add_argument("--rwf-sigma", type=nonneg_float, default=0.1, help="RWF log-scale std")
     m.add_argument("--rwf-log-scale", action="store_true", help="train log s instead of s")
     m.add_argument("--encoding", choices=ENCODINGS, default="fourier")
     m.add_argument("--features", type=positive_int, default=d.features,
@@ -64,16 +112,24 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
     m.add_argument("--activation", choices=ACTIVATIONS, default="relu")
 
 
-def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> None:
-    from .cli import positive_float, positive_int  # noqa: PLC0415
+def learning_rate(text: str) -> float:
+    """An argparse type: a learning rate in (0, MAX_LR] (a larger one overflows Adam's float32 update)."""
+    from .cli import positive_at_most  # noqa: PLC0415
 
+    return positive_at_most(MAX_LR, " (a larger rate overflows Adam's float32 update)")(text)
+
+
+def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> None:
+    from .cli import positive_at_most, positive_int  # noqa: PLC0415
+
+    decay_factor = positive_at_most(1.0, " (a decay: above 1 the rate grows until it overflows)")
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {d.steps})")
-    t.add_argument("--lr", type=positive_float, default=1e-3)
-    t.add_argument("--scale-lr", type=positive_float, default=None, help="learning rate of the RWF scales")
+    t.add_argument("--lr", type=learning_rate, default=1e-3)
+    t.add_argument("--scale-lr", type=learning_rate, default=None, help="learning rate of the RWF scales")
     t.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help=f"learning-rate schedule (default {d.schedule})")
-    t.add_argument("--lr-final", type=positive_float, default=0.1,
+    t.add_argument("--lr-final", type=decay_factor, default=0.1,
                    help="exp/cos: final lr as a fraction of --lr; step: the factor every --decay-every steps")
     t.add_argument("--decay-every", type=positive_int, default=d.decay_every,
                    help=f"step schedule: steps between decays (default {d.decay_every})")
@@ -82,13 +138,42 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
     t.add_argument("--ckpt-every", type=positive_int, default=250, help="steps between checkpoints (default 250)")
 
 
-def model_from_args(args, out_activation: str = "none") -> tuple[EncodingConfig, MLPConfig]:
+def model_from_args(args, out_activation: str = "none", in_dim: int = 3) -> tuple[EncodingConfig, MLPConfig]:
+    """The encoding and MLP configs of the options; UserError when such a field cannot be built
+    (``model_size_problem``)."""
     enc = EncodingConfig(kind=args.encoding, m=args.features, sigma=args.sigma,
                          trainable=getattr(args, "trainable_features", False), n_freqs=args.n_freqs,
                          include_input=args.encoding == "pe")
     mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, out_activation=out_activation,
                     param=args.param, rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
+    problem = model_size_problem(enc, mlp, in_dim)
+    if problem:
+        raise UserError(problem)
     return enc, mlp
+
+
+def checked_field(build, options: str = "--sigma, --n-freqs, --rwf-mu or --rwf-sigma"):
+    """``build()`` (a field), with an allocation failure or initial weights that are not finite numbers (a Fourier
+    sigma or an octave count beyond float32) as a UserError: call it before the run folder is made, so such
+    options write nothing and replace no run."""
+    import torch  # noqa: PLC0415
+
+    try:
+        model = build()
+    except RuntimeError as e:
+        if not out_of_memory(e):
+            raise
+        raise UserError(f"the field does not fit in memory ({str(e).splitlines()[0][:120]}); use a smaller "
+                        "--width, --depth or --features") from None
+    finite = all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+    if finite and isinstance(getattr(model, "in_dim", None), int):
+        with torch.no_grad():  # the encoding of coordinates in the unit box (a huge sigma overflows only there)
+            finite = bool(torch.isfinite(model(torch.rand(16, model.in_dim, generator=torch.Generator()
+                                                          .manual_seed(0)))).all())
+    if not finite:
+        raise UserError(f"the field's initial weights or outputs are not finite numbers (float32 overflows); check "
+                        f"{options}")
+    return model
 
 
 def train_from_args(args, steps: int, loss_weights: dict | None = None) -> TrainConfig:

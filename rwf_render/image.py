@@ -22,14 +22,14 @@ import torch
 
 from .errors import UserError
 from .field_options import (ALIASES, ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
-                            model_from_args, train_from_args)
+                            checked_field, model_from_args, model_size_problem, train_from_args)
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
 from .imgio import output_image_path, read_image, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
-from .rundir import (COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, check_source_unchanged, compare_runs,
-                     json_safe, load_run_model, prepare_run_dir, read_json, resume_run_config, resume_trainer,
-                     write_json)
+from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, check_source_unchanged,
+                     checkpoint_mismatch, compare_runs, json_safe, load_run_model, prepare_run_dir, read_json,
+                     resume_run_config, resume_trainer, write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
@@ -79,6 +79,9 @@ class ImageConfig:
                     raise ValueError(f"{name} {getattr(cfg, name)!r}")
             if cfg.split not in SPLITS:
                 raise ValueError(f"split {cfg.split!r}")
+            problem = model_size_problem(cfg.encoding, cfg.mlp, 2)
+            if problem:  # a hand-edited depth or width: building it would take minutes or exhaust memory
+                raise ValueError(problem)
             build_model(cfg, 1)  # the encoding and the MLP can be built
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UserError(f"{path}: not a valid image run config ({type(e).__name__}: {e})") from None
@@ -246,6 +249,7 @@ def fit(args) -> int:
         cfg = _config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
     image, info = load_target(cfg)  # validate the input before anything is written
+    checked_field(lambda: build_model(cfg, image.shape[2]))  # and the field: no run folder for an impossible one
     if not args.resume:
         check_out_holds_no_input(out, [cfg.path])
     if args.resume:
@@ -315,9 +319,12 @@ def load_run(run: Path, cfg_dict: dict, device_name: str):
 
 def eval_run(run: Path, cfg_dict: dict, args) -> int:
     cfg, image, model, state, device = load_run(run, cfg_dict, args.device)
+    try:
+        steps, seconds = int(state["step"]), round(float(state["seconds"]), 3)
+    except (KeyError, TypeError, ValueError) as e:  # a checkpoint with weights but no training state
+        raise checkpoint_mismatch(run / CHECKPOINT, e) from None
     task = ImageTask(image, cfg, device)
-    metrics = json_safe({**task.final_metrics(model), "steps": int(state["step"]),
-                         "seconds": round(float(state["seconds"]), 3), "param": cfg.mlp.param})
+    metrics = json_safe({**task.final_metrics(model), "steps": steps, "seconds": seconds, "param": cfg.mlp.param})
     print(json.dumps(metrics))
     if (run / METRICS).is_file():
         saved = read_json(run / METRICS)

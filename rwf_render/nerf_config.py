@@ -15,12 +15,13 @@ from dataclasses import field as dc_field
 from pathlib import Path
 
 from .errors import UserError
+from .field_options import model_size_problem
 from .fields import from_dict
 from .nerf_data import BACKGROUNDS
 from .nerf_field import DENSITY_ACTIVATIONS, NeRFFieldConfig
 from .nerf_render import RenderConfig
 from .rundir import CHECKPOINT, CONFIG, load_checkpoint, option_clashes, read_json, resume_config, typed_options
-from .trainer import TrainConfig
+from .train_config import TrainConfig, check_train_config
 
 @dataclass
 class NeRFConfig:
@@ -85,6 +86,7 @@ class NeRFConfig:
         return cfg
 
 
+MAX_APPEARANCE_DIM = 1 << 16  # per-image appearance codes (NeRF-W uses 48): beyond, the table alone exhausts memory
 GRID_MAX_CELLS = 1 << 30  # occupancy cells over all cascades (6 bytes each): beyond this the grid alone needs > 6 GB
 
 
@@ -137,6 +139,14 @@ def check_config(cfg: NeRFConfig) -> None:
          "--target-samples, --eval-images and the ray counts must be integers >= 1")
     need(finite(cfg.depth_weight) and cfg.depth_weight >= 0,
          f"--depth-loss must be a finite number >= 0, got {cfg.depth_weight!r}")
+    need(isinstance(f.appearance_dim, int) and f.appearance_dim <= MAX_APPEARANCE_DIM,
+         f"--appearance-dim must be at most {MAX_APPEARANCE_DIM}, got {f.appearance_dim!r}")
+    try:
+        check_train_config(t)  # schedule, seed, device, ...: a hand-edited config.json fails here, not mid-fit
+        problem = model_size_problem(f.pos, f.trunk, 3, 1 + f.features)  # an absurd --width: before any work
+    except (TypeError, ValueError) as e:
+        raise UserError(f"not a valid nerf run config ({e})") from None
+    need(problem is None, str(problem))
 
 
 # -- options and presets ------------------------------------------------------------------------------------------
@@ -246,7 +256,8 @@ def resume_config_from_args(args) -> NeRFConfig:
     cfg.train.device = args.device  # where to continue is this machine's business, not the saved run's
     cfg.train.deterministic = cfg.train.deterministic or args.deterministic
     if (run / CHECKPOINT).is_file():
-        done = int(load_checkpoint(run / CHECKPOINT).get("step", 0))
+        done = load_checkpoint(run / CHECKPOINT).get("step", 0)
+        done = int(done) if isinstance(done, (int, float)) else 0  # a damaged one is refused by Trainer.resume
         if done > cfg.train.steps:
             raise UserError(f"{run}: the checkpoint is at step {done}, past --steps {cfg.train.steps}")
     return cfg
@@ -254,6 +265,7 @@ def resume_config_from_args(args) -> NeRFConfig:
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_run_arguments, positive_float, positive_int  # noqa: PLC0415
+    from .field_options import learning_rate  # noqa: PLC0415
 
     p.add_argument("scene", nargs="?", metavar="SCENE",
                    help="dataset folder (transforms.json) or a preset name (default: a built-in synthetic scene)")
@@ -293,7 +305,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--target-samples", type=positive_int, help="samples per training step (default 32768)")
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")
-    t.add_argument("--lr", type=positive_float, help="Adam learning rate (default 3e-3)")
+    t.add_argument("--lr", type=learning_rate, help="Adam learning rate (default 3e-3)")
     t.add_argument("--schedule", choices=["const", "exp", "cos"], help="lr schedule (default exp to 0.1x)")
     t.add_argument("--eval-every", type=positive_int, help="validation every N steps (default 250)")
     t.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N steps (default 500)")

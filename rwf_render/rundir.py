@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -59,9 +60,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # torch.save's: no file named
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -137,8 +140,54 @@ def check_out_holds_no_input(out: Path, inputs) -> None:
             raise UserError(f"{out}: holds the input {given}; choose another --out")
 
 
+_LOCKS: dict[str, int] = {}
+"""run folders this process holds (real path -> open descriptor with an exclusive flock)"""
+
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
+"""the names ``atomic_write`` and ``atomic_path`` give their temporary files"""
+
+
+def _lock_run_dir(path: Path) -> bool:
+    """Hold an exclusive lock on the folder ``path`` until :func:`release_run_dirs` (the end of the command) or the
+    process's end, a kill -9 included; UserError when another process holds it (two fits into one --out would mix
+    their files). Returns whether the lock is held (False where the system has no such locks)."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # Windows: no advisory locks, concurrent fits go undetected
+        return False
+    key = os.path.realpath(path)
+    if key in _LOCKS:
+        return True
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"{path}: another rwf process is writing this run directory (wait for it to end, or "
+                        f"choose another --out)") from None
+    except OSError:  # a file system without locks (some network mounts)
+        os.close(fd)
+        return False
+    _LOCKS[key] = fd
+    return True
+
+
+def release_run_dirs() -> None:
+    """Release the run folders this process locked (``cli.dispatch`` calls it when a command ends)."""
+    while _LOCKS:
+        os.close(_LOCKS.popitem()[1])
+
+
+def _remove_temporaries(path: Path) -> None:
+    """Remove the temporary files a killed writer left in ``path`` (kill -9 during a checkpoint leaves one each)."""
+    for child in path.iterdir():
+        if _TEMPORARY.match(child.name) and child.is_file() and not child.is_symlink():
+            with contextlib.suppress(OSError):
+                child.unlink()
+
+
 def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool = False) -> Path:
-    """Create (or reopen, with ``resume``) a run directory.
+    """Create (or reopen, with ``resume``) a run directory, locked for this process (see ``_lock_run_dir``).
 
     An existing non-empty folder is never overwritten unless ``force`` is given, and then only when it holds a run
     (a folder with files but no ``config.json`` may be the user's data); ``resume`` requires a ``config.json``.
@@ -147,22 +196,28 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a directory")
-    nonempty = path.is_dir() and any(path.iterdir())
     if resume:
         if not (path / CONFIG).is_file():
             raise UserError(f"{path}: nothing to resume (no {CONFIG})")
+        if _lock_run_dir(path):
+            _remove_temporaries(path)
         return path
-    if nonempty:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
+    _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
+    if any(path.iterdir()):
         if not force:
             raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
         if not is_run_dir(path):
             raise UserError(f"{path}: holds files but no {CONFIG}, so it is not a run; --force replaces only runs "
                             f"(choose another --out)")
-        shutil.rmtree(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
+        for child in path.iterdir():  # the folder itself stays: it carries the lock
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     return path
 
 
@@ -190,9 +245,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, or one holding objects beyond plain tensors and containers
         raise UserError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict of states)")
+    return state
 
 
 def checkpoint_mismatch(path: str | os.PathLike, e: Exception) -> UserError:
@@ -298,6 +356,9 @@ def resume_run_config(out: Path, kind: str, args, from_dict, config_from_args, a
                         if isinstance(other, str) else f"{saved_path}: not a valid {kind} run config")
     try:
         cfg = resume_config(out, from_dict, args.steps, compare)
+        from .train_config import check_train_config  # noqa: PLC0415
+
+        check_train_config(cfg.train)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{saved_path}: not a valid {kind} run config ({type(e).__name__}: {e})") from None
     free = {"steps", "device", "deterministic"} | ({"param"} if compare else set())

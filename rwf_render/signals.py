@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -17,6 +18,25 @@ def terminate_like_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Hold Ctrl+C and SIGTERM while the block runs; yields a list of the signals that arrived meanwhile.
+
+    For module imports: an interrupt in the middle of one leaves a library half-imported, and some libraries
+    (trimesh, scipy) catch it there and fail later with an unrelated error and its traceback."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StopAtStepBoundary:

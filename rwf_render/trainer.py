@@ -16,11 +16,9 @@ set ``trainer.stop_requested`` or block in ``on_step`` (pause); they never edit 
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +29,7 @@ from .errors import UserError
 from .layers import param_groups
 from .rundir import CHECKPOINT, HISTORY, checkpoint_mismatch, load_checkpoint, save_checkpoint, write_history
 from .signals import StopAtStepBoundary
-
-SCHEDULES = ("const", "exp", "cos", "step")
+from .train_config import TrainConfig, lr_factor  # noqa: F401  (TrainConfig, lr_factor: also imported from here)
 
 # Callbacks attached to every Trainer built in this process, after its own: how ``rwf fit ... --view`` adds the
 # live viewer without the pipelines knowing about it.
@@ -42,35 +39,6 @@ _PROCESS_CALLBACKS: list = []
 def add_process_callback(callback) -> None:
     """Attach ``callback`` to every Trainer created from now on in this process."""
     _PROCESS_CALLBACKS.append(callback)
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 2000
-    """optimizer steps in total"""
-    lr: float = 1e-3
-    """Adam learning rate"""
-    scale_lr: float | None = None
-    """learning rate of the RWF scales (default: lr)"""
-    schedule: str = "const"
-    """learning-rate schedule: const | exp | cos (exp and cos decay to lr * lr_final at the last step) | step
-    (lr * lr_final ** (step // decay_every): Tancik's "x0.1 every 5000 steps")"""
-    lr_final: float = 0.1
-    """exp/cos: final learning rate as a fraction of lr; step: the factor applied every decay_every steps"""
-    decay_every: int = 0
-    """step schedule: steps between decays"""
-    seed: int = 0
-    """seeds the data sampling (the model has its own seed in its config)"""
-    deterministic: bool = False
-    """deterministic algorithms (bit-identical reruns and resumes, slower on GPU)"""
-    device: str = "auto"
-    """auto | cpu | cuda"""
-    eval_every: int = 100
-    """evaluate (and append a history row) every this many steps"""
-    ckpt_every: int = 500
-    """write checkpoint.pt every this many steps (and at the end)"""
-    loss_weights: dict = field(default_factory=dict)
-    """weight of each named loss term (1.0 when absent)"""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,22 +59,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-
-
-def lr_factor(schedule: str, step: int, steps: int, final: float, decay_every: int = 0) -> float:
-    """Learning-rate multiplier at ``step`` (0-based) of ``steps``."""
-    frac = min(step / max(steps - 1, 1), 1.0)
-    if schedule == "const":
-        return 1.0
-    if schedule == "step":
-        if decay_every <= 0:
-            raise ValueError("the step schedule needs decay_every > 0")
-        return final ** (step // decay_every)
-    if schedule == "exp":
-        return final ** frac
-    if schedule == "cos":
-        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * frac))
-    raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
 
 
 class Trainer:
@@ -229,9 +181,12 @@ class Trainer:
                 "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {}}
 
     def load_state_dict(self, state: dict) -> None:
+        step = state["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step {step!r} is not a count of steps")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step_idx, self.seconds = int(state["step"]), float(state["seconds"])
+        self.step_idx, self.seconds = step, float(state["seconds"])
         self.history, self.last_eval = list(state["history"]), dict(state["last_eval"])
         if hasattr(self.task, "load_state_dict"):
             self.task.load_state_dict(state.get("task", {}))
