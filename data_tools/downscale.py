@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rwf_render.datasets import dataset_files, parse_frame, resolve_image
+from rwf_render.datasets import dataset_files, native_path, parse_frame, resolve_image
 from rwf_render.errors import UserError
 from rwf_render.nerf_depth import thin_depth
 from rwf_render.rundir import read_json, write_json
@@ -102,7 +102,7 @@ def _aux_paths(base: Path, frame: dict, where: str) -> dict[str, Path]:
         if key in frame:
             if not isinstance(frame[key], str) or not frame[key].strip():
                 raise UserError(f"{where}: {key} must be a file path (a non-empty string), got {frame[key]!r}")
-            out[key] = base / frame[key]
+            out[key] = native_path(base, frame[key])  # (a Windows path: backslashes as separators)
     return out
 
 

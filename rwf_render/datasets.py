@@ -119,7 +119,7 @@ def _flag(value, what: str) -> bool:
     raise UserError(f"{what}: expected true or false, got {value!r}")
 
 
-def _native(base: Path, value: str) -> Path:
+def native_path(base: Path, value: str) -> Path:
     """``value`` relative to ``base`` (unless absolute). A path written on Windows (``images\\0001.jpg``, as
     colmap2nerf writes there) names the same file here: its backslashes are read as folder separators when the
     path as written does not exist."""
@@ -134,12 +134,12 @@ def _native(base: Path, value: str) -> Path:
 def _rel_path(base: Path, value, what: str) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise UserError(f"{what}: expected a file path (a non-empty string), got {value!r}")
-    return _native(base, value)
+    return native_path(base, value)
 
 
 def resolve_image(base: Path, file_path: str) -> Path:
     """The image a ``file_path`` names: relative to ``base``; Blender's extension-less paths get ``.png``."""
-    p = _native(base, file_path)
+    p = native_path(base, file_path)
     if not p.exists() and p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
         for ext in (".png", ".jpg", ".jpeg"):
             if p.with_name(p.name + ext).exists():

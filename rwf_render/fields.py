@@ -59,14 +59,35 @@ class MLPConfig:
     """rwf: train log s instead of s"""
 
 
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def typed_settings(cls, d: dict) -> dict:
+    """The entries of ``d`` that are fields of the dataclass ``cls`` (unknown keys, a newer version's, are left
+    out), or TypeError naming the first whose value does not have its field's scalar type (``int``, ``float``,
+    ``bool``, ``str``, optionally ``| None``; 16.0 is not an int, true is not a number). A hand-edited config.json
+    fails here, not with a traceback deep in a render."""
+    out = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        value, kinds = d[f.name], str(f.type).replace(" ", "").split("|")
+        scalar = [k for k in kinds if k != "None"]
+        if len(scalar) == 1 and scalar[0] in _SCALARS and not (value is None and "None" in kinds):
+            allowed = _SCALARS[scalar[0]]
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise TypeError(f"{cls.__name__}.{f.name} must be {str(f.type)}, got {value!r}")
+        out[f.name] = value
+    return out
+
+
 def from_dict(cls, d: dict | None):
-    """Build a config dataclass from a plain dict, ignoring unknown keys (configs saved by newer versions)."""
+    """Build a config dataclass from a plain dict (:func:`typed_settings`: unknown keys ignored, types checked)."""
     if d is None:
         return cls()
     if not isinstance(d, dict):
         raise TypeError(f"{cls.__name__}: expected an object of settings, got {type(d).__name__}")
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    return cls(**typed_settings(cls, d))
 
 
 class MLP(nn.Module):

@@ -289,8 +289,9 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     test = _optional_split(cfg.data, "test", cfg.downscale)
     if test is None:
         raise UserError(f"{cfg.data}: no test split to evaluate")
+    saved = read_json(run / METRICS) if (run / METRICS).is_file() else {}  # unreadable: said before the renders
+    saved = saved if isinstance(saved, dict) else {}  # not an object of metrics: replaced
     metrics = test_metrics(model, test, cfg.background, None)
-    saved = read_json(run / METRICS) if (run / METRICS).is_file() else {}
     saved.update(metrics)
     write_json(run / METRICS, saved)
     print(json.dumps(metrics))

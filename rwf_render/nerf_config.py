@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .field_options import model_size_problem
-from .fields import from_dict
+from .fields import from_dict, typed_settings
 from .nerf_data import BACKGROUNDS
 from .nerf_field import DENSITY_ACTIVATIONS, NeRFFieldConfig
 from .nerf_render import RenderConfig
@@ -77,7 +77,7 @@ class NeRFConfig:
             raise UserError(f"describes a {kind} run, not a nerf run")
         names = {f.name for f in fields(cls)} - {"field", "render", "train"}
         try:
-            simple = {k: v for k, v in d.items() if k in names}
+            simple = typed_settings(cls, {k: v for k, v in d.items() if k in names})
             cfg = cls(field=NeRFFieldConfig.from_dict(d["field"]), render=from_dict(RenderConfig, d["render"]),
                       train=from_dict(TrainConfig, d["train"]), **simple)
         except (KeyError, TypeError, ValueError, AttributeError) as e:

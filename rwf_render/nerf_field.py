@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .encodings import make_encoding
-from .fields import MLP, EncodingConfig, MLPConfig, config_dict, from_dict
+from .fields import MLP, EncodingConfig, MLPConfig, config_dict, from_dict, typed_settings
 
 DENSITY_ACTIVATIONS = ("trunc_exp", "softplus", "relu")
 
@@ -78,7 +78,7 @@ class NeRFFieldConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NeRFFieldConfig":
-        simple = {k: v for k, v in d.items() if k not in ("pos", "dirs", "trunk", "head")}
+        simple = typed_settings(cls, {k: v for k, v in d.items() if k not in ("pos", "dirs", "trunk", "head")})
         return cls(pos=from_dict(EncodingConfig, d.get("pos")), dirs=from_dict(EncodingConfig, d.get("dirs")),
                    trunk=from_dict(MLPConfig, d.get("trunk")), head=from_dict(MLPConfig, d.get("head")), **simple)
 

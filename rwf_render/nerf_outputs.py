@@ -21,7 +21,7 @@ from .errors import UserError
 from .imgio import write_image
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel, orbit_cameras
-from .rundir import atomic_path
+from .rundir import atomic_path, temp_prefix
 
 DEFAULT_DENSITY_LEVEL = 10.0  # sigma * (box diagonal / 512) ~ 0.1 for a 3-unit box: a surface, not haze
 
@@ -115,7 +115,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         if parent.exists():
             raise UserError(f"{out}: {parent} exists and is not a folder")
         parent = parent.parent
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=parent))
     try:
         rgb_frames, depth_frames, depth_range = [], [], None
         for i in range(len(cams)):

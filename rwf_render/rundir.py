@@ -50,10 +50,17 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def temp_prefix(name: str) -> str:
+    """``.NAME.``, the start of a temporary file's name beside NAME: NAME cut to 200 bytes, so that with
+    mkstemp's 8 random characters and the suffixes it stays under the 255 bytes a file name may have."""
+    cut = name.encode()[:200].decode(errors="ignore")
+    return f".{cut}."
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then move it over ``path`` in one step."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -72,7 +79,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path`` for a writer that wants a file name; moved over ``path`` on success."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp" + path.suffix[:40], dir=path.parent)
     os.close(fd)
     try:
         yield tmp

@@ -26,14 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .field_options import checked_field
 from .imgio import output_image_path, write_image
 from .mesh import (MeshQuery, Normalization, check_grid_res, extract_mesh, remove_small_components,
                    require_open3d)
 from .mesh_io import EXPORT_FORMATS, save_mesh
 from .plots import curve_png
-from .rundir import (COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text, check_out_holds_no_input,
-                     check_source_unchanged, compare_runs, load_run_model, prepare_run_dir, read_json,
-                     resume_run_config, resume_trainer, write_json)
+from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
+                     check_out_holds_no_input, check_source_unchanged, checkpoint_mismatch, compare_runs,
+                     load_run_model, prepare_run_dir, read_json, resume_run_config, resume_trainer, write_json)
 from .sdf_options import (ALIASES, MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
 from .shape_task import BUILTIN, SDFConfig, ShapeTask, build_model, field_fn, load_source
@@ -110,6 +111,7 @@ def fit(args) -> int:
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
     check_options(cfg)
     mesh, info = load_source(cfg)  # validate the input before anything is written
+    checked_field(lambda: build_model(cfg))  # and the field: no run folder for one that overflows or cannot fit
     if not args.resume:
         check_out_holds_no_input(out, [cfg.path])
     if args.resume:
@@ -231,10 +233,14 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     saved_sha = source.get("sha256") if isinstance(source, dict) else None
     if saved_sha and info.get("sha256") != saved_sha:
         print(f"rwf: warning: {cfg.path} changed since the fit; metrics refer to the new file", file=sys.stderr)
+    try:
+        steps, seconds = int(state["step"]), round(float(state["seconds"]), 3)
+    except (KeyError, TypeError, ValueError) as e:  # a checkpoint with weights but no training state
+        raise checkpoint_mismatch(run / CHECKPOINT, e) from None
     task = ShapeTask(norm.apply(mesh), cfg, device)
     metrics = task.final_metrics(model)[0]
-    metrics.update(steps=int(state["step"]), seconds=round(float(state["seconds"]), 3), param=cfg.mlp.param,
-                   target=cfg.target, mesh_res=cfg.mesh_res, units="unit cube")
+    metrics.update(steps=steps, seconds=seconds, param=cfg.mlp.param, target=cfg.target, mesh_res=cfg.mesh_res,
+                   units="unit cube")
     print(json.dumps(metrics))
     if (run / METRICS).is_file():
         saved = read_json(run / METRICS)

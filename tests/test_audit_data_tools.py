@@ -11,7 +11,7 @@ import torch
 
 from data_tools.cli import main
 from data_tools.colmap_io import read_model, write_model
-from data_tools.common import save_image
+from data_tools.common import load_image, save_image
 from rwf_render.cameras import look_at, project
 from rwf_render.datasets import load_transforms
 
@@ -110,7 +110,6 @@ def test_text_model_keeps_image_names_with_runs_of_spaces(tmp_path):
 def test_downscale_of_grey_and_alpha_images_does_not_bleed_transparent_pixels(tmp_path):
     """RGBA images were averaged with premultiplied alpha, grey + alpha (LA) ones were not: the colour of
     transparent pixels bled into the edges (a white object on a transparent black background came out grey)."""
-    from data_tools.common import load_image
 
     img = np.zeros((4, 4, 2), np.uint8)
     img[:, :2] = (255, 255)  # left half: opaque white; right half: transparent (colour 0)
@@ -124,3 +123,17 @@ def test_downscale_of_grey_and_alpha_images_does_not_bleed_transparent_pixels(tm
     out = load_image(tmp_path / "q" / "a.png")
     assert out.shape == (1, 1, 2) and out[0, 0, 1] == 128  # half covered
     assert out[0, 0, 0] == 255  # the covered half is white (was 128: half the black of the transparent half)
+
+
+def test_downscale_finds_masks_named_with_windows_separators(tmp_path):
+    """A mask_path written on Windows (masks\\m_0.png) was joined literally: 'missing' here."""
+    (tmp_path / "ds" / "train").mkdir(parents=True)
+    (tmp_path / "ds" / "masks").mkdir()
+    save_image(tmp_path / "ds" / "train" / "r_0.png", np.zeros((24, 36, 3), np.uint8))
+    save_image(tmp_path / "ds" / "masks" / "m_0.png", np.full((24, 36), 255, np.uint8))
+    frame = {"file_path": "train\\r_0.png", "mask_path": "masks\\m_0.png", "transform_matrix": np.eye(4).tolist()}
+    (tmp_path / "ds" / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.9, "frames": [frame]}))
+    assert main(["data", "downscale", str(tmp_path / "ds"), str(tmp_path / "half"), "-k", "2"]) == 0
+    meta = json.loads((tmp_path / "half" / "transforms_train.json").read_text())
+    assert meta["frames"][0]["mask_path"] == "masks/m_0.png"
+    assert load_image(tmp_path / "half" / "masks" / "m_0.png").shape[:2] == (12, 18)

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 from rwf_render.errors import UserError
@@ -183,3 +184,27 @@ def test_refused_fit_of_an_open_mesh_is_one_line(tmp_path, capsys):
     assert [p.name for p in run.iterdir()] == ["precious.txt"]
     code, err = run_cli(capsys, "fit", "sdf", path, "--out", tmp_path / "new", *SDF_TINY)
     assert code == 0 and "not watertight" in err
+
+
+def test_a_field_that_overflows_is_refused_before_the_run_folder(tmp_path, capsys):
+    """--sigma 1e38 made a Fourier encoding of inf: the fit wrote a run folder and trained NaNs."""
+    run = tmp_path / "run"
+    assert "not finite" in assert_one_error(*run_cli(capsys, "fit", "sdf", "--out", run, "--sigma", "1e38",
+                                                     *SDF_TINY))
+    assert not run.exists()
+
+
+def test_eval_of_a_checkpoint_without_its_training_state_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "fit", "sdf", "--out", run, *SDF_TINY)[0] == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    del state["step"]
+    torch.save(state, run / "checkpoint.pt")
+    assert "checkpoint.pt" in assert_one_error(*run_cli(capsys, "eval", run))
+
+
+def test_an_output_name_near_the_file_name_limit_is_written(tmp_path):
+    """The temporary file beside the output took the name plus some 14 characters: over 255, 'File name too long'."""
+    path = tmp_path / ("a" * 245 + ".ply")
+    save_mesh(trimesh.creation.icosphere(1), path)
+    assert len(load_mesh(path).faces) == 80 and [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -221,6 +221,39 @@ def test_damaged_run_is_one_line(trained, tmp_path, capsys, damage):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("where, key, value", [
+    (("field", "trunk"), "width", "16"), (("field", "trunk"), "width", 16.0), (("field", "pos"), "m", 8.5),
+    (("field", "pos"), "sigma", "8"), (("render",), "early_stop_eps", "x"), (("render",), "alpha_thre", "x"),
+    (("field",), "features", True), (("train",), "lr", None)])
+def test_a_config_value_of_the_wrong_type_is_named_in_one_line(trained, tmp_path, capsys, where, key, value):
+    """A hand-edited config.json: eval, render and export each name the setting (they crashed deep in torch, and
+    export even exited 0 with a string for early_stop_eps)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    cfg = json.loads((run / "config.json").read_text())
+    node = cfg
+    for k in where:
+        node = node[k]
+    node[key] = value
+    (run / "config.json").write_text(json.dumps(cfg))
+    for argv in (["eval", str(run)], ["render", str(run), "--orbit", "2", "--out", str(tmp_path / "o")],
+                 ["export", "mesh", str(run), "--res", "8", "--out", str(tmp_path / "m.ply")]):
+        assert key in _fails_cleanly(capsys, argv)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.ply").exists()
+
+
+def test_eval_replaces_a_metrics_json_that_is_not_an_object_and_reads_it_first(trained, tmp_path, capsys,
+                                                                               monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "metrics.json").write_text("[]")
+    assert cli.main(["eval", str(run)]) == 0
+    assert {"psnr", "ssim"} <= json.loads((run / "metrics.json").read_text()).keys()
+    (run / "metrics.json").write_text("{not json")
+    monkeypatch.setattr("rwf_render.nerf.test_metrics", lambda *a, **k: pytest.fail("rendered before reading"))
+    assert "metrics.json" in _fails_cleanly(capsys, ["eval", str(run)])
+
+
 def test_render_refuses_impossible_requests_and_writes_nothing(trained, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("keep")
