@@ -21,7 +21,7 @@ from .errors import UserError
 from .imgio import write_image
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel, orbit_cameras
-from .rundir import atomic_path, temp_prefix
+from .rundir import atomic_path, read_json, temp_prefix, write_json
 
 DEFAULT_DENSITY_LEVEL = 10.0  # sigma * (box diagonal / 512) ~ 0.1 for a 3-unit box: a surface, not haze
 
@@ -84,12 +84,15 @@ def _check_cameras(cams: Cameras, what: str) -> None:
 
 FRAME_PATTERNS = ("rgb_[0-9][0-9][0-9][0-9].png", "depth_[0-9][0-9][0-9][0-9].exr", "depth_[0-9][0-9][0-9][0-9].png",
                   "rgb.mp4", "depth.mp4")
+MANIFEST = ".rwf_render.json"
+"""the names a render wrote into its folder: the next render there removes those it does not write again, and
+nothing else (a folder of the user's own files named like frames keeps them)"""
 
 
 def render_run(run: Path, cfg_dict: dict, args) -> int:
     """Render the asked cameras into a folder beside ``out`` (or above it, while ``out`` does not exist), then move
     the frames in: a render that fails half-way leaves ``out`` as it was (absent, if it was), and frames of an
-    earlier, longer render there do not linger beside the new ones."""
+    earlier, longer render there (listed in its MANIFEST) do not linger beside the new ones."""
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
@@ -138,16 +141,26 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
             write_video(staging / "depth.mp4", depth_frames, fps)
         new = {p.name for p in staging.iterdir()}
         out.mkdir(parents=True, exist_ok=True)
-        for pattern in FRAME_PATTERNS:  # an earlier render's frames and videos that this one does not replace
-            for old in out.glob(pattern):
-                if old.name not in new:
-                    old.unlink()
+        for old in _earlier_render(out) - new:  # an earlier render's frames and videos that this one does not replace
+            (out / old).unlink(missing_ok=True)
         for name_ in sorted(new):
             (staging / name_).replace(out / name_)
+        write_json(out / MANIFEST, {"files": sorted(new)})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"{out}: {len(cams)} frames{' and rgb.mp4, depth.mp4' if args.video else ''}")
     return 0
+
+
+def _earlier_render(out: Path) -> set[str]:
+    """The frame and video names an earlier render wrote into ``out`` (its MANIFEST; none if it is unreadable)."""
+    import fnmatch  # noqa: PLC0415
+
+    try:
+        names = read_json(out / MANIFEST)["files"] if (out / MANIFEST).is_file() else []
+    except (UserError, KeyError, TypeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and any(fnmatch.fnmatchcase(n, p) for p in FRAME_PATTERNS)}
 
 
 def _need_ffmpeg() -> None:

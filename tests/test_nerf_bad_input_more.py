@@ -286,6 +286,18 @@ def test_a_render_replaces_an_earlier_one_whole(trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # no staging folder left behind
 
 
+def test_a_render_into_a_folder_of_the_users_files_deletes_none(trained, tmp_path):
+    """Only what an earlier render wrote there (its manifest) is replaced; files of the user's named like frames
+    stay (a render used to delete every rgb_NNNN.png it did not write)."""
+    out = tmp_path / "photos"
+    out.mkdir()
+    for name in ("rgb_0042.png", "depth.mp4", "notes.txt"):
+        (out / name).write_text("mine")
+    assert cli.main(["render", str(trained), "--orbit", "2", "--out", str(out)]) == 0
+    assert all((out / n).read_text() == "mine" for n in ("rgb_0042.png", "depth.mp4", "notes.txt"))
+    assert (out / "rgb_0001.png").is_file()
+
+
 def test_split_render_shows_what_eval_scores(trained, tmp_path):
     """With per-frame near/far in the dataset, `rwf render --split test` uses the bounds `rwf eval` renders with."""
     from rwf_render.nerf import load_scene_model, render_and_target
