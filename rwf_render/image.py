@@ -356,8 +356,11 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     bits = 16 if (source.get("bit_depth") or 8) > 8 and out.suffix.lower() == ".png" else 8
     try:
         write_image(out, pixels, bits)
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         raise UserError(f"{out}: cannot write ({e})") from None
+    except OSError as e:  # a folder that cannot be written, a full disk: a failure of the machine (exit 1)
+        e.filename, e.filename2 = str(out), None  # the output, not the temporary beside it
+        raise
     print(f"{out}: {pixels.shape[1]}x{pixels.shape[0]}")
     return 0
 

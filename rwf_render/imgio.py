@@ -2,8 +2,9 @@
 
 Every reader returns float32 (H, W, C) with C in {1, 3, 4}, integer formats scaled to [0, 1] by their full range.
 PNG goes through pypng because imageio's Pillow plugin silently reduces 16-bit RGB PNGs to 8 bits. CMYK (JPEG,
-TIFF) becomes RGB, palette and min-is-white TIFFs their colours; animations, multi-page TIFFs and volumes are
-refused rather than read as channels.
+TIFF) becomes RGB, palette and min-is-white TIFFs their colours; transparency becomes straight alpha (a PNG's
+transparent colour, an EXR's grey + alpha, a TIFF's premultiplied alpha divided out); animations, multi-page TIFFs
+and volumes are refused rather than read as channels.
 """
 
 from __future__ import annotations
@@ -54,11 +55,32 @@ def _to_float(a: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported pixel type {a.dtype}")
 
 
+def _png_chunks(path: Path) -> dict[bytes, bytes]:
+    """The chunks before the image data: name -> the first one's payload (IHDR, PLTE, tRNS, acTL, ...)."""
+    chunks: dict[bytes, bytes] = {}
+    with open(path, "rb") as f:
+        f.seek(8)
+        while len(head := f.read(8)) == 8:
+            length, name = int.from_bytes(head[:4], "big"), head[4:]
+            if name == b"IDAT":
+                break
+            payload = f.read(min(length, 64))  # enough for every header chunk this reader looks at
+            chunks.setdefault(name, payload)
+            f.seek(length - len(payload) + 4, 1)  # the rest of the payload and the CRC
+    return chunks
+
+
 def _read_png(path: Path) -> tuple[np.ndarray, int]:
     with open(path, "rb") as f:
         header = f.read(26)
-    if len(header) == 26 and header[12:16] == b"IHDR" and header[24] == 8 and header[25] in (0, 2, 4, 6):
-        # 8-bit grey/RGB/RGBA: Pillow's C decoder (pypng is pure Python and ~50x slower); it rejects truncated data
+    chunks = _png_chunks(path)
+    frames = int.from_bytes(chunks[b"acTL"][:4], "big") if len(chunks.get(b"acTL", b"")) >= 4 else 1
+    if frames > 1:  # pypng reads only the default image of an APNG: refused at every bit depth, as below
+        raise UserError(f"{path}: an animated PNG ({frames} frames); save the frame to fit as a still PNG")
+    if (len(header) == 26 and header[12:16] == b"IHDR" and header[24] == 8 and header[25] in (0, 2, 4, 6)
+            and b"tRNS" not in chunks):
+        # 8-bit grey/RGB/RGBA: Pillow's C decoder (pypng is pure Python and ~50x slower); it rejects truncated data.
+        # A tRNS chunk (a transparent colour) goes to pypng, which turns it into alpha (imageio drops it)
         import imageio.v3 as iio  # noqa: PLC0415
 
         try:
@@ -94,9 +116,10 @@ def _read_jpeg(path: Path) -> tuple[np.ndarray, int]:
         return _to_float(np.asarray(im)), 8
 
 
-def tiff_samples(path: str | os.PathLike) -> tuple[np.ndarray, int, object]:
+def tiff_samples(path: str | os.PathLike) -> tuple[np.ndarray, int, object, tuple]:
     """The stored samples of a single-image TIFF, (H, W) or (H, W, S) in their own type (what depth maps need:
-    32-bit and signed integers as stored), its photometric interpretation and colormap."""
+    32-bit and signed integers as stored), its photometric interpretation, colormap and extra samples (1:
+    associated, premultiplied alpha; 2: unassociated alpha)."""
     import tifffile  # noqa: PLC0415
 
     with tifffile.TiffFile(path) as tif:
@@ -104,6 +127,7 @@ def tiff_samples(path: str | os.PathLike) -> tuple[np.ndarray, int, object]:
         page = series.pages[0] if series.pages else tif.pages[0]
         raw, axes = np.asarray(series.asarray()), series.axes
         photometric, colormap = int(page.photometric), page.colormap
+        extrasamples = tuple(int(e) for e in page.extrasamples)
     single = [i for i, a in enumerate(axes) if a not in "YXS" and raw.shape[i] == 1]  # a stack of one image
     raw, axes = raw.squeeze(axis=tuple(single)), "".join(a for i, a in enumerate(axes) if i not in single)
     if set(axes) - {"Y", "X", "S"}:
@@ -111,17 +135,26 @@ def tiff_samples(path: str | os.PathLike) -> tuple[np.ndarray, int, object]:
                         "are supported")
     if axes == "SYX":  # planar configuration "separate": one plane per sample
         raw = np.moveaxis(raw, 0, -1)
-    return raw, photometric, colormap
+    return raw, photometric, colormap, extrasamples
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, int]:
-    raw, photometric, colormap = tiff_samples(path)
+    raw, photometric, colormap, extrasamples = tiff_samples(path)
     depth = raw.dtype.itemsize * 8
     if photometric == 3 and colormap is not None and raw.ndim == 2:  # palette: indices into 16-bit colours
         return (np.asarray(colormap).T[raw].astype(np.float32) / 65535.0), 16
     pixels = _to_float(raw)
-    if photometric == 0:  # min-is-white grey
-        pixels = (pixels.max() if raw.dtype.kind == "f" else 1.0) - pixels
+    colours = {0: 1, 1: 1, 2: 3}.get(photometric)
+    if colours and pixels.ndim == 3 and 1 in extrasamples and colours + extrasamples.index(1) < pixels.shape[2]:
+        # associated alpha: the colours are stored multiplied by it; straight colour, as every other reader gives
+        alpha = pixels[..., colours + extrasamples.index(1)][..., None]
+        straight = pixels[..., :colours] / np.where(alpha > 0, alpha, 1)
+        pixels = np.concatenate([straight if raw.dtype.kind == "f" else np.clip(straight, 0, 1),
+                                 pixels[..., colours:]], -1)
+    if photometric == 0:  # min-is-white grey: the grey sample only, an alpha stays as it is
+        grey = pixels[..., :1] if pixels.ndim == 3 else pixels
+        grey = (grey.max() if raw.dtype.kind == "f" else 1.0) - grey
+        pixels = np.concatenate([grey, pixels[..., 1:]], -1) if pixels.ndim == 3 else grey
     if photometric == 5:  # separated: CMYK ink (naive conversion), alpha kept
         if pixels.ndim != 3 or pixels.shape[2] not in (4, 5):
             raise UserError(f"{path}: a separated (ink) TIFF with {pixels.shape[-1]} inks; only CMYK is supported")
@@ -172,11 +205,12 @@ def _read_exr(path: Path) -> tuple[np.ndarray, int]:
     for key in ("RGBA", "RGB"):
         if key in channels:
             return channels[key].astype(np.float32), 32
-    for key in ("Y", "L"):
-        if key in channels:
-            return channels[key].astype(np.float32)[..., None], 32
-    if "R" in channels and not {"G", "B"} & channels.keys():
-        return channels["R"].astype(np.float32)[..., None], 32
+    grey = next((key for key in ("Y", "L") if key in channels), None)
+    if grey is None and "R" in channels and not {"G", "B"} & channels.keys():
+        grey = "R"
+    if grey is not None:  # with its alpha, grey + alpha (read_image makes it RGBA, as for PNG)
+        planes = [channels[grey]] + ([channels["A"]] if "A" in channels else [])
+        return np.stack(planes, axis=-1).astype(np.float32), 32
     raise ValueError(f"no RGB, RGBA or Y channels (has {', '.join(channels)})")
 
 

@@ -163,8 +163,9 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike, fmt: str | None = 
                 mesh.export(tmp, file_type="obj", digits=digits)
             else:
                 mesh.export(tmp, file_type=fmt)
-    except OSError as e:
-        raise UserError(f"{path}: cannot write ({e})") from None
+    except OSError as e:  # a folder that cannot be written, a full disk: a failure of the machine (exit 1)
+        e.filename, e.filename2 = str(path), None  # the output, not the temporary beside it
+        raise
     return path
 
 

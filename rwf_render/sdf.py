@@ -291,7 +291,10 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     views = field_views(model, cfg, res, device)
     try:
         write_image(out, preview_image({"field": views}))
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         raise UserError(f"{out}: cannot write ({e})") from None
+    except OSError as e:  # a folder that cannot be written, a full disk: a failure of the machine (exit 1)
+        e.filename, e.filename2 = str(out), None  # the output, not the temporary beside it
+        raise
     print(f"{out}: 4 views of {res}x{res}")
     return 0

@@ -208,3 +208,19 @@ def test_an_output_name_near_the_file_name_limit_is_written(tmp_path):
     path = tmp_path / ("a" * 245 + ".ply")
     save_mesh(trimesh.creation.icosphere(1), path)
     assert len(load_mesh(path).faces) == 80 and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_an_export_that_cannot_be_written_is_a_machine_failure_naming_the_output(tmp_path, capsys, monkeypatch):
+    """A full disk during a mesh export exited 2 (bad input) naming the temporary file beside the output."""
+    run = tmp_path / "run"
+    assert run_cli(capsys, "fit", "sdf", "--out", run, *SDF_TINY)[0] == 0
+
+    def full(self, file_obj=None, file_type=None, **kw):
+        raise OSError(28, "No space left on device", str(file_obj))
+
+    monkeypatch.setattr(trimesh.Trimesh, "export", full)
+    out = tmp_path / "m.ply"
+    code, err = run_cli(capsys, "export", "mesh", run, "--res", "16", "--out", out)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and f"{out}: No space left on device" in lines[0] and ".tmp" not in err
+    assert not out.exists()
