@@ -96,6 +96,14 @@ def load_mesh(mesh):
     return out
 
 
+def _watertight(mesh) -> bool:
+    """Whether the surface is closed once coincident vertices are merged (an OBJ is split at its texture seams, and
+    the mesh is loaded unprocessed to keep its UVs, so its own ``is_watertight`` would call spot.obj open)."""
+    import trimesh  # noqa: PLC0415
+
+    return bool(trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=True).is_watertight)
+
+
 def _color_source(mesh):
     """(name, fn(face_ids (P,), bary (P, 3), points (P, 3)) -> (P, 3) colors in [0, 1]) or (name, None)."""
     vis = mesh.visual
@@ -256,7 +264,7 @@ def render_dataset(mesh, out: str | Path, res: int = 200, n_views: int = 100, n_
     fl = focal_from_fov(math.radians(fov_deg), res)
     unit = (radius + 1.0) * 1.05 / 65535  # meters per depth unit: the farthest surface point still fits
     report = {"material": renderer.material, "vertices": len(mesh.vertices), "faces": len(mesh.faces),
-              "watertight": bool(mesh.is_watertight), "coverage": []}
+              "watertight": _watertight(mesh), "coverage": []}
     inputs = (mesh_path,) if mesh_path is not None else ()  # --force must not replace the folder holding MESH
     with staged_output(out, force, inputs=inputs) as stage:
         mesh.export(stage / "mesh.ply")
