@@ -24,7 +24,7 @@ from .errors import UserError
 from .field_options import (ALIASES, ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
                             checked_field, model_from_args, model_size_problem, train_from_args)
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
-from .imgio import output_image_path, read_image, write_image
+from .imgio import exif_orientation, output_image_path, read_image, upright, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, check_source_unchanged,
@@ -99,6 +99,10 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
     else:
         pixels, info = read_image(cfg.path)
         info["sha256"] = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()
+        orientation = exif_orientation(cfg.path)  # a phone's portrait photo, stored sideways: fitted as it is seen
+        if orientation != 1:
+            pixels, info["exif_orientation"] = upright(pixels, orientation), orientation
+            info["height"], info["width"] = pixels.shape[:2]
     if pixels.max() > 1.0 or pixels.min() < 0.0:
         print(f"rwf: warning: {cfg.path}: values outside [0, 1] are clipped (PSNR is defined on [0, 1])",
               file=sys.stderr)

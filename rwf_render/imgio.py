@@ -116,6 +116,29 @@ def _read_jpeg(path: Path) -> tuple[np.ndarray, int]:
         return _to_float(np.asarray(im)), 8
 
 
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation of an image file (1..8; 1: upright as stored), 1 when it has none or Pillow cannot
+    open it. Phones store a portrait photo sideways and tag it 6 (rotate 90 degrees clockwise to view)."""
+    from PIL import Image  # noqa: PLC0415
+
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001  (no EXIF to read: as stored)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``pixels`` (H, W, C) as a viewer shows them under EXIF ``orientation`` (the transform Pillow's
+    ``ImageOps.exif_transpose`` applies): 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
+    7 transverse, 8 rotate 90 counter-clockwise."""
+    ops = {1: lambda p: p, 2: lambda p: p[:, ::-1], 3: lambda p: p[::-1, ::-1], 4: lambda p: p[::-1],
+           5: lambda p: p.transpose(1, 0, 2), 6: lambda p: np.rot90(p, -1), 7: lambda p: p[::-1, ::-1].transpose(1, 0, 2),
+           8: lambda p: np.rot90(p, 1)}
+    return np.ascontiguousarray(ops[orientation](pixels))
+
+
 def tiff_samples(path: str | os.PathLike) -> tuple[np.ndarray, int, object, tuple]:
     """The stored samples of a single-image TIFF, (H, W) or (H, W, S) in their own type (what depth maps need:
     32-bit and signed integers as stored), its photometric interpretation, colormap and extra samples (1:

@@ -143,3 +143,25 @@ def test_metrics_split_and_render_lattice_match_their_definitions():
     for k in (2, 3):
         fine = pixel_coords(19, 14, k).reshape(19, k, 14, k, 2).mean(dim=(1, 3))
         assert torch.allclose(fine, base, atol=1e-6)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_does(tmp_path, orientation):
+    """A phone stores a portrait photo sideways and tags it (6: rotate 90 clockwise to view); the image pipeline
+    fits the photo as viewers show it. Reference: Pillow's ImageOps.exif_transpose on the same decoded pixels."""
+    from PIL import Image, ImageOps
+
+    from rwf_render.image import ImageConfig, load_target
+
+    stored = (np.random.default_rng(orientation).random((6, 10, 3)) * 255).astype(np.uint8)
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.jpg"
+    im.save(path, exif=exif, quality=100)
+    with Image.open(path) as j:
+        expected = np.asarray(ImageOps.exif_transpose(j)).astype(np.float32) / 255
+    pixels, info = load_target(ImageConfig(path=str(path), size=64))
+    assert np.array_equal(pixels, expected)
+    assert (info["height"], info["width"]) == expected.shape[:2]
+    assert info.get("exif_orientation", 1) == orientation
