@@ -202,3 +202,17 @@ def test_ctrl_c_while_the_pipelines_import_exits_130_without_a_traceback(monkeyp
     assert cli.main(["fit", "image", "--help"]) == 130
     assert finished and "interrupted" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_command_line_starts_without_importing_torch():
+    """``rwf`` holds Ctrl+C from the moment it builds its parser; torch (two seconds of import) used to load before
+    that, through the package's own exports, so an early Ctrl+C ended in a traceback. The exports now load on
+    first use."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, rwf_render, rwf_render.cli; assert 'torch' not in sys.modules, 'torch'; "
+             "from rwf_render import NeuralField, UserError; assert 'torch' in sys.modules; "
+             "assert set(rwf_render.__all__) <= set(dir(rwf_render))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
