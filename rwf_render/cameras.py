@@ -14,11 +14,16 @@ Conventions (shared by every loader, converter, renderer and the viewer):
 * **Models** (``MODELS``), with distortion ``dist = (k1, k2, k3, k4, p1, p2)``, unused entries zero:
 
   - ``PINHOLE``: no distortion.
-  - ``OPENCV``: r2 = x^2 + y^2, radial = 1 + k1 r2 + k2 r2^2 + k3 r2^3;
-    xd = x radial + 2 p1 x y + p2 (r2 + 2 x^2), yd = y radial + p1 (r2 + 2 y^2) + 2 p2 x y. (k4 unused.)
+  - ``OPENCV``: r2 = x^2 + y^2, radial = 1 + k1 r2 + k2 r2^2 + k3 r2^3 + k4 r2^4;
+    xd = x radial + 2 p1 x y + p2 (r2 + 2 x^2), yd = y radial + p1 (r2 + 2 y^2) + 2 p2 x y. (k4, the r^8 term,
+    is nerfstudio's extension of OpenCV's k1 k2 k3 model, as its ``transforms.json`` reader and ray generator use
+    it; 0 in OpenCV and COLMAP models.)
   - ``OPENCV_FISHEYE``: r = |(x, y)|, theta = atan(r),
     theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8), (xd, yd) = theta_d / r (x, y).
 
+* **Valid lenses**: every pixel of a distorted camera must have one ray: :meth:`Cameras.create` refuses
+  (UserError) a distortion that folds back inside the image, that :func:`undistort` cannot invert at the image
+  border, or a fisheye whose border lies 90 degrees or more off axis (:func:`check_lenses`).
 * **Depth** returned by :func:`project` is the z-depth along the optical axis (positive in front of the camera).
 
 Everything is torch-first: functions accept tensors or numpy arrays and return tensors (float64 stays float64).
@@ -33,17 +38,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .errors import UserError
+from .lenses import _t, distort, lens_problems, undistort  # noqa: F401  (distort, undistort: also imported from here)
+
 PINHOLE, OPENCV, OPENCV_FISHEYE = "PINHOLE", "OPENCV", "OPENCV_FISHEYE"
 MODELS = (PINHOLE, OPENCV, OPENCV_FISHEYE)  # Cameras.model holds indices into this tuple
 DIST_NAMES = ("k1", "k2", "k3", "k4", "p1", "p2")  # order of Cameras.dist's last axis
-
-
-def _t(x, dtype=None, device=None) -> torch.Tensor:
-    """Tensor from a tensor, numpy array or number (numpy float64 stays float64)."""
-    if isinstance(x, torch.Tensor):
-        return x.to(dtype=dtype or x.dtype, device=device or x.device)
-    x = torch.as_tensor(np.asarray(x))
-    return x.to(dtype=dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype()), device=device)
 
 
 def model_index(model: str | int) -> int:
@@ -89,6 +89,8 @@ class Cameras:
             width, height: image size in pixels (required).
             model: one name for all cameras or a list of N names.
             dist: (6,) or (N, 6) distortion (k1, k2, k3, k4, p1, p2), or a dict with some of those keys.
+        Raises:
+            UserError: a distortion that has no ray for some pixel of the image (see :func:`check_lenses`).
         Example:
             >>> cams = Cameras.create(torch.eye(4), fx=100.0, width=200, height=100)
             >>> cams.cx.item(), len(cams)
@@ -118,7 +120,9 @@ class Cameras:
         elif isinstance(dist, dict):
             dist = [float(dist.get(k, 0.0)) for k in DIST_NAMES]
         dist = torch.broadcast_to(_t(dist, dtype, c2w.device), (n, 6)).clone()
-        return cls(c2w, fx, fy, cx, cy, width, height, torch.broadcast_to(model_t, (n,)).clone(), dist)
+        cams = cls(c2w, fx, fy, cx, cy, width, height, torch.broadcast_to(model_t, (n,)).clone(), dist)
+        check_lenses(cams)
+        return cams
 
     def __len__(self) -> int:
         return self.c2w.shape[0]
@@ -196,9 +200,12 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> torch.Tensor:
     target, up = _t(target, eye.dtype), _t(up, eye.dtype)
     back = torch.nn.functional.normalize(eye - target, dim=-1)
     right = torch.linalg.cross(up.expand_as(back), back, dim=-1)
-    # eye straight above/below the target: any right vector perpendicular to the view works
+    # eye straight above/below the target: any right vector perpendicular to the view works: y x back, or x x back
+    # when the view runs along y too (up = +-y)
     degenerate = right.norm(dim=-1, keepdim=True) < 1e-8
     alt = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype).expand_as(back), back, dim=-1)
+    alt_x = torch.linalg.cross(torch.tensor([1.0, 0.0, 0.0], dtype=eye.dtype).expand_as(back), back, dim=-1)
+    alt = torch.where(alt.norm(dim=-1, keepdim=True) < 1e-6, alt_x, alt)
     right = torch.nn.functional.normalize(torch.where(degenerate, alt, right), dim=-1)
     cam_up = torch.linalg.cross(back, right, dim=-1)
     return torch.stack([right, cam_up, back, eye], dim=-1)
@@ -213,88 +220,36 @@ def fov_from_focal(focal: float, size: float) -> float:
     return 2.0 * math.atan(0.5 * size / focal)
 
 
-# ----------------------------------------------------------------------------------------------- distortion
-def distort(xy: torch.Tensor, model: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    """Apply lens distortion to normalized OpenCV image coordinates.
+# ----------------------------------------------------------------------------------------------- lenses
+def check_lenses(cams: Cameras, chunk: int = 32) -> None:
+    """Refuse cameras whose distortion has no well-defined ray for some pixel of their image.
 
-    Args:
-        xy: (..., 2) undistorted (X / Z, Y / Z).
-        model: (...) int64 model indices (broadcastable to xy[..., 0]).
-        dist: (..., 6) distortion (k1, k2, k3, k4, p1, p2), broadcastable.
-    Returns:
-        (..., 2) distorted coordinates; PINHOLE entries are returned unchanged.
+    A distortion that folds back inside the image (not monotonic, e.g. a strong negative k1 at a wide image's
+    corners), one that :func:`undistort` cannot invert there (e.g. k1 = 1e20, whose inversion overflows), or a
+    fisheye whose image reaches 90 degrees off axis would otherwise give NaN or wrong rays without a word. Each
+    distinct lens (intrinsics, size, model, distortion) is checked once, at its image border (see
+    :func:`~rwf_render.lenses.lens_problems`); PINHOLE cameras need nothing.
+
+    Raises:
+        UserError: one line naming the first such camera (its index in ``cams``) and its parameters.
     """
-    xy = _t(xy)
-    dist, model = _t(dist, xy.dtype, xy.device), _t(model, torch.long, xy.device)
-    out = xy
-    if not bool((model != 0).any()):
-        return out
-    k1, k2, k3, k4, p1, p2 = dist.unbind(-1)
-    x, y = xy.unbind(-1)
-    r2 = x * x + y * y
-    model = model[..., None]
-    if bool((model == 1).any()):
-        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-        cv = torch.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
-                          y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], -1)
-        out = torch.where(model == 1, cv, out)
-    if bool((model == 2).any()):
-        r = torch.sqrt(r2)
-        theta = torch.atan(r)
-        t2 = theta * theta
-        theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
-        ratio = torch.where(r > 1e-12, theta_d / r.clamp_min(1e-12), torch.ones_like(r))  # -> 1 as r -> 0
-        out = torch.where(model == 2, xy * ratio[..., None], out)
-    return out
-
-
-def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters: int = 20) -> torch.Tensor:
-    """Invert :func:`distort` by Newton iterations.
-
-    OPENCV: 2-D Newton on ``distort(xy) = xy_d`` with the analytic Jacobian, starting at ``xy_d``.
-    OPENCV_FISHEYE: 1-D Newton on ``theta_d(theta) = |xy_d|``, then r = tan(theta).
-    Valid inside the region where the distortion is monotonic (the usable image of a calibrated lens).
-
-    Args:
-        xy_d: (..., 2) distorted normalized coordinates; model: (...); dist: (..., 6) as in :func:`distort`.
-    Returns:
-        (..., 2) undistorted coordinates.
-    """
-    xy_d = _t(xy_d)
-    dist, model = _t(dist, xy_d.dtype, xy_d.device), _t(model, torch.long, xy_d.device)
-    model = torch.broadcast_to(model, xy_d.shape[:-1])
-    out = xy_d
-    if not bool((model != 0).any()):
-        return out
-    k1, k2, k3, k4, p1, p2 = torch.broadcast_to(dist, (*xy_d.shape[:-1], 6)).unbind(-1)
-    if bool((model == 1).any()):  # OPENCV
-        xy = xy_d.clone()
-        for _ in range(iters):
-            x, y = xy.unbind(-1)
-            r2 = x * x + y * y
-            radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-            d_radial = k1 + r2 * (2 * k2 + 3 * k3 * r2)  # d radial / d r2
-            fx = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xy_d[..., 0]
-            fy = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - xy_d[..., 1]
-            j11 = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
-            j12 = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y  # = j21
-            j22 = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
-            det = j11 * j22 - j12 * j12
-            det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
-            xy = torch.stack([x - (j22 * fx - j12 * fy) / det, y - (j11 * fy - j12 * fx) / det], -1)
-        out = torch.where((model == 1)[..., None], xy, out)
-    if bool((model == 2).any()):  # OPENCV_FISHEYE
-        rd = xy_d.norm(dim=-1)
-        theta = rd.clone()
-        for _ in range(iters):
-            t2 = theta * theta
-            f = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - rd
-            df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
-            theta = theta - f / torch.where(df.abs() < 1e-12, torch.full_like(df, 1e-12), df)
-            theta = theta.clamp(0, math.pi / 2 - 1e-6)
-        ratio = torch.where(rd > 1e-12, torch.tan(theta) / rd.clamp_min(1e-12), torch.ones_like(rd))
-        out = torch.where((model == 2)[..., None], xy_d * ratio[..., None], out)
-    return out
+    if len(cams) == 0 or not bool((cams.model != 0).any()):
+        return
+    cpu = cams.to(device="cpu", dtype=torch.float64)
+    rows = torch.cat([torch.stack([cpu.fx, cpu.fy, cpu.cx, cpu.cy, cpu.width.double(), cpu.height.double(),
+                                   cpu.model.double()], -1), cpu.dist], -1)
+    first: dict[tuple, int] = {}  # each distinct lens -> the first camera with it
+    for i in torch.nonzero(cpu.model != 0).flatten().tolist():
+        first.setdefault(tuple(rows[i].tolist()), i)
+    index = sorted(first.values())
+    for start in range(0, len(index), chunk):
+        part = torch.tensor(index[start:start + chunk])
+        for i, why in zip(part.tolist(), lens_problems(cpu[part])):
+            if why is not None:
+                params = " ".join(f"{n}={v:g}" for n, v in zip(DIST_NAMES, cpu.dist[i].tolist()) if v != 0)
+                raise UserError(f"camera {i} ({MODELS[int(cpu.model[i])]} {params}, fx={float(cpu.fx[i]):g} "
+                                f"fy={float(cpu.fy[i]):g} cx={float(cpu.cx[i]):g} cy={float(cpu.cy[i]):g}, "
+                                f"{int(cpu.width[i])}x{int(cpu.height[i])}): {why}")
 
 
 # ----------------------------------------------------------------------------------------------- projection

@@ -1,0 +1,170 @@
+"""Lens distortion in normalized image coordinates: the OPENCV and OPENCV_FISHEYE models of ``cameras`` (their
+formulas are written down there), their inversion, and the test that a lens has one ray for every pixel of its
+image (``cameras.check_lenses`` calls it).
+
+Models are given as indices (0 PINHOLE, 1 OPENCV, 2 OPENCV_FISHEYE) and ``dist`` as (k1, k2, k3, k4, p1, p2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def _t(x, dtype=None, device=None) -> torch.Tensor:
+    """Tensor from a tensor, numpy array or number (numpy float64 stays float64)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype=dtype or x.dtype, device=device or x.device)
+    x = torch.as_tensor(np.asarray(x))
+    return x.to(dtype=dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype()), device=device)
+
+
+def distort(xy: torch.Tensor, model: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Apply lens distortion to normalized OpenCV image coordinates.
+
+    Args:
+        xy: (..., 2) undistorted (X / Z, Y / Z).
+        model: (...) int64 model indices (broadcastable to xy[..., 0]).
+        dist: (..., 6) distortion (k1, k2, k3, k4, p1, p2), broadcastable.
+    Returns:
+        (..., 2) distorted coordinates; PINHOLE entries are returned unchanged.
+    """
+    xy = _t(xy)
+    dist, model = _t(dist, xy.dtype, xy.device), _t(model, torch.long, xy.device)
+    out = xy
+    if not bool((model != 0).any()):
+        return out
+    k1, k2, k3, k4, p1, p2 = dist.unbind(-1)
+    x, y = xy.unbind(-1)
+    r2 = x * x + y * y
+    model = model[..., None]
+    if bool((model == 1).any()):
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+        cv = torch.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+                          y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], -1)
+        out = torch.where(model == 1, cv, out)
+    if bool((model == 2).any()):
+        r = torch.sqrt(r2)
+        theta = torch.atan(r)
+        t2 = theta * theta
+        theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+        ratio = torch.where(r > 1e-12, theta_d / r.clamp_min(1e-12), torch.ones_like(r))  # -> 1 as r -> 0
+        out = torch.where(model == 2, xy * ratio[..., None], out)
+    return out
+
+
+def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters: int = 20) -> torch.Tensor:
+    """Invert :func:`distort` by Newton iterations.
+
+    OPENCV: 2-D Newton on ``distort(xy) = xy_d`` with the analytic Jacobian, starting at ``xy_d``.
+    OPENCV_FISHEYE: 1-D Newton on ``theta_d(theta) = |xy_d|``, then r = tan(theta).
+    Valid inside the region where the distortion is monotonic (the usable image of a calibrated lens).
+
+    Args:
+        xy_d: (..., 2) distorted normalized coordinates; model: (...); dist: (..., 6) as in :func:`distort`.
+    Returns:
+        (..., 2) undistorted coordinates.
+    """
+    xy_d = _t(xy_d)
+    dist, model = _t(dist, xy_d.dtype, xy_d.device), _t(model, torch.long, xy_d.device)
+    model = torch.broadcast_to(model, xy_d.shape[:-1])
+    out = xy_d
+    if not bool((model != 0).any()):
+        return out
+    k1, k2, k3, k4, p1, p2 = torch.broadcast_to(dist, (*xy_d.shape[:-1], 6)).unbind(-1)
+    if bool((model == 1).any()):  # OPENCV
+        xy = xy_d.clone()
+        for _ in range(iters):
+            x, y = xy.unbind(-1)
+            r2 = x * x + y * y
+            radial = 1 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+            d_radial = k1 + r2 * (2 * k2 + r2 * (3 * k3 + r2 * 4 * k4))  # d radial / d r2
+            fx = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xy_d[..., 0]
+            fy = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - xy_d[..., 1]
+            j11 = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
+            j12 = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y  # = j21
+            j22 = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
+            det = j11 * j22 - j12 * j12
+            det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
+            xy = torch.stack([x - (j22 * fx - j12 * fy) / det, y - (j11 * fy - j12 * fx) / det], -1)
+        out = torch.where((model == 1)[..., None], xy, out)
+    if bool((model == 2).any()):  # OPENCV_FISHEYE
+        rd = xy_d.norm(dim=-1)
+        theta = rd.clone()
+        for _ in range(iters):
+            t2 = theta * theta
+            f = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - rd
+            df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
+            theta = theta - f / torch.where(df.abs() < 1e-12, torch.full_like(df, 1e-12), df)
+            theta = theta.clamp(0, math.pi / 2 - 1e-6)
+        ratio = torch.where(rd > 1e-12, torch.tan(theta) / rd.clamp_min(1e-12), torch.ones_like(rd))
+        out = torch.where((model == 2)[..., None], xy_d * ratio[..., None], out)
+    return out
+
+
+def _border_pixels(width: torch.Tensor, height: torch.Tensor, per_side: int = 64) -> torch.Tensor:
+    """(L, 4 * per_side, 2) float64 positions along the border of L images through their outermost pixel centres
+    (corners included), per_side evenly spaced on each side."""
+    t = torch.linspace(0, 1, per_side, dtype=torch.float64)
+    u = 0.5 + t * (width.double()[:, None] - 1)  # (L, per_side)
+    v = 0.5 + t * (height.double()[:, None] - 1)
+    w, h = width.double()[:, None].expand_as(u) - 0.5, height.double()[:, None].expand_as(v) - 0.5
+    return torch.cat([torch.stack([u, torch.full_like(u, 0.5)], -1), torch.stack([u, h], -1),
+                      torch.stack([torch.full_like(v, 0.5), v], -1), torch.stack([w, v], -1)], 1)
+
+
+def lens_problems(cams) -> list[str | None]:
+    """Why each of L distorted lenses (all OPENCV or OPENCV_FISHEYE) has no ray for some of its pixels, or None.
+
+    At the border pixels, in float64 and in float32 (the training precision), :func:`undistort` must give finite
+    coordinates that distort back to the pixel (within 0.05 pixel) and, for the fisheye, an angle short of 90 degrees
+    (undistort's clamp); the distortion must be monotonic between the optical axis and those pixels (OPENCV: positive
+    Jacobian determinant and trace along each ray; OPENCV_FISHEYE: theta_d increasing in theta), as otherwise two
+    directions share a pixel and the inversion may pick either.
+    """
+    pix = _border_pixels(cams.width, cams.height)  # (L, P, 2)
+    f = torch.stack([cams.fx, cams.fy], -1).double()[:, None]
+    xy_d = (pix - torch.stack([cams.cx, cams.cy], -1).double()[:, None]) / f
+    model, dist = cams.model[:, None], cams.dist.double()[:, None]  # (L, 1), (L, 1, 6)
+    fish = cams.model == 2
+    why: list[str | None] = [None] * len(cams)
+
+    def flag(bad: torch.Tensor, message) -> None:
+        for i in torch.nonzero(bad).flatten().tolist():
+            why[i] = why[i] or (message(i) if callable(message) else message)
+
+    xy64 = None
+    for dtype in (torch.float64, torch.float32):
+        xy = undistort(xy_d.to(dtype), model, dist.to(dtype)).double()
+        xy64 = xy if xy64 is None else xy64
+        flag(fish & (torch.atan(xy.norm(dim=-1)).amax(-1) > math.pi / 2 - 1e-4),
+             "its image border lies 90 degrees or more from the optical axis (a field of view of 180 degrees or "
+             "more), beyond what the OPENCV_FISHEYE model (theta = atan(r)) can represent")
+        err = ((distort(xy, model, dist) - xy_d) * f).norm(dim=-1)
+        bad = ~(torch.isfinite(xy).all(-1) & torch.isfinite(err) & (err < 0.05))  # (L, P)
+        name = str(dtype).replace("torch.", "")
+        flag(bad.any(-1), lambda i, bad=bad, name=name: (
+            "its distortion cannot be inverted at pixel ({:g}, {:g}) of the image border (in {}): no ray through "
+            "it").format(*pix[i, int(bad[i].nonzero()[0])].tolist(), name))
+    k1, k2, k3, k4, p1, p2 = dist[:, :, None].unbind(-1)  # (L, 1, 1) each
+    s = torch.linspace(0, 1, 129, dtype=torch.float64)[1:, None]  # (S, 1) steps from the axis to the border
+    ok = torch.ones(len(cams), dtype=torch.bool)
+    safe = torch.nan_to_num(xy64)
+    # OPENCV: the Jacobian of distort() along the segments from the optical axis to the border's rays, (L, S, P)
+    x, y = s * safe[:, None, :, 0], s * safe[:, None, :, 1]
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+    d_radial = k1 + r2 * (2 * k2 + r2 * (3 * k3 + r2 * 4 * k4))
+    j11 = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
+    j12 = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y
+    j22 = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
+    ok = torch.where(cams.model == 1, ((j11 * j22 - j12 * j12 > 0) & (j11 + j22 > 0)).flatten(1).all(-1), ok)
+    # OPENCV_FISHEYE: d theta_d / d theta > 0 up to the border's largest angle, (L, S)
+    t2 = (s[:, 0] * torch.atan(safe.norm(dim=-1).amax(-1, keepdim=True))) ** 2
+    k1, k2, k3, k4 = (k[:, :, 0] for k in (k1, k2, k3, k4))
+    ok = torch.where(fish, (1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4))) > 0).all(-1), ok)
+    flag(~ok, "its distortion is not monotonic inside the image (it folds back: some pixels see two directions), "
+              "so its rays are undefined there")
+    return why
