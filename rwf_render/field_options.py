@@ -2,7 +2,7 @@
 
 ``add_model_arguments`` / ``add_training_arguments`` add them to a parser; ``model_from_args`` /
 ``train_from_args`` turn them into the configs of ``fields`` and ``trainer``; ``ALIASES`` names the config entries
-of the options whose entry is named otherwise, for the --resume check (``rundir.option_clashes``).
+of the options whose entry is named otherwise, for the --resume check (``resume.option_clashes``).
 """
 
 from __future__ import annotations

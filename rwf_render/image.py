@@ -27,9 +27,9 @@ from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_di
 from .imgio import exif_orientation, output_image_path, read_image, upright, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
-from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, check_source_unchanged,
-                     checkpoint_mismatch, compare_runs, json_safe, load_run_model, prepare_run_dir, read_json,
-                     resume_run_config, resume_trainer, write_json)
+from .resume import check_source_unchanged, compare_runs, resume_run_config, resume_trainer
+from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, checkpoint_mismatch,
+                     json_safe, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package

@@ -20,7 +20,8 @@ from .fields import from_dict, typed_settings
 from .nerf_data import BACKGROUNDS
 from .nerf_field import DENSITY_ACTIVATIONS, NeRFFieldConfig
 from .nerf_render import RenderConfig
-from .rundir import CHECKPOINT, CONFIG, load_checkpoint, option_clashes, read_json, resume_config, typed_options
+from .resume import option_clashes, resume_config, typed_options
+from .rundir import CHECKPOINT, CONFIG, load_checkpoint, read_json
 from .train_config import TrainConfig, check_train_config
 
 @dataclass
@@ -228,7 +229,7 @@ ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"
            "features": ("field.pos.m",), "sigma": ("field.pos.sigma",), "depth": ("field.trunk.depth",),
            "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",),
            "depth_loss": ("train.loss_weights.depth",)}
-"""config entries of the fit options not named like them, for the --resume check (``rundir.option_clashes``)"""
+"""config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
 
 
 def resume_config_from_args(args) -> NeRFConfig:

@@ -11,7 +11,6 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -20,7 +19,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -297,144 +295,3 @@ def read_history(path: str | os.PathLike) -> list[dict]:
 
 COMPARE_PARAMS = ("plain", "wn", "rwf")
 """the parameterizations ``--compare`` trains, in this order, each a run of its own under the output folder"""
-
-
-def compare_runs(cfg, out: Path, resume: bool, force: bool) -> tuple[Path, list]:
-    """For ``--compare``: the output folder (created unless resuming) and, for each of COMPARE_PARAMS, a tuple
-    (param, a copy of ``cfg`` with that param, its run folder, whether that run is to be resumed). The copies
-    differ in the parameterization only: same seed, data and budget."""
-    root = out if resume else prepare_run_dir(out, force=force)
-    runs = []
-    for param in COMPARE_PARAMS:
-        sub = type(cfg).from_dict(cfg.to_dict())
-        sub.mlp.param = param
-        runs.append((param, sub, root / param, resume and (root / param / CONFIG).is_file()))
-    return root, runs
-
-
-def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False):
-    """The saved config of the run in ``out``, to resume it (``compare``: of its first run), with ``steps`` if given.
-
-    Raises UserError when there is nothing to resume.
-    """
-    saved = out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG)
-    if not saved.is_file():
-        raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
-    cfg = from_dict(read_json(saved))
-    if steps:
-        cfg.train.steps = steps
-    return cfg
-
-
-def resume_trainer(trainer: "Trainer", run: Path) -> None:
-    """Load ``run``'s checkpoint into ``trainer`` for --resume; UserError when --steps is below the steps done.
-
-    Shared by the image and sdf pipelines."""
-    if not (run / CHECKPOINT).is_file():
-        print(f"rwf: {run}: no checkpoint yet; training starts at step 0", file=sys.stderr)
-        return
-    done = load_checkpoint(run / CHECKPOINT).get("step", 0)
-    if isinstance(done, (int, torch.Tensor)) and int(done) > trainer.cfg.steps:
-        raise UserError(f"{run}: --steps {trainer.cfg.steps} is below the {int(done)} steps already done")
-    if trainer.resume():
-        print(f"rwf: resuming {run} at step {trainer.step_idx}/{trainer.cfg.steps}", file=sys.stderr)
-
-
-def resume_run_config(out: Path, kind: str, args, from_dict, config_from_args, add_fit_arguments,
-                      aliases: dict | None = None) -> tuple:
-    """--resume: the saved config of ``out`` (``--compare``: of its first run) with --steps and --device applied
-    (--deterministic can only be turned on), and the saved dict; UserError for a run of another kind, an invalid
-    config.json, or options typed on the command line that contradict the saved ones (they would be ignored: the
-    run's config.json decides).
-
-    Shared by the image and sdf pipelines (``from_dict``, ``config_from_args``, ``add_fit_arguments`` and the
-    option ``aliases`` of ``option_clashes`` are the pipeline's)."""
-    compare = bool(getattr(args, "compare", False))
-    first = out / COMPARE_PARAMS[0] / CONFIG
-    if not compare and not (out / CONFIG).is_file() and first.is_file():
-        raise UserError(f"{out}: holds a --compare run; resume it with --compare")
-    if compare and (out / CONFIG).is_file() and not first.is_file():
-        raise UserError(f"{out}: a single run, not a --compare one; resume it without --compare")
-    saved_path = first if compare else out / CONFIG
-    saved = read_json(saved_path) if saved_path.is_file() else None
-    if saved is not None and (not isinstance(saved, dict) or saved.get("kind") != kind):
-        other = saved.get("kind") if isinstance(saved, dict) else None
-        raise UserError(f"{saved_path}: a run of kind {other!r}, not {kind!r}; resume it with 'rwf fit {other}'"
-                        if isinstance(other, str) else f"{saved_path}: not a valid {kind} run config")
-    try:
-        cfg = resume_config(out, from_dict, args.steps, compare)
-        from .train_config import check_train_config  # noqa: PLC0415
-
-        check_train_config(cfg.train)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"{saved_path}: not a valid {kind} run config ({type(e).__name__}: {e})") from None
-    free = {"steps", "device", "deterministic"} | ({"param"} if compare else set())
-    clash = option_clashes(args, add_fit_arguments, config_from_args(args).to_dict(), cfg.to_dict(), aliases, free)
-    if clash:
-        raise UserError(f"{out}: --resume continues the run as configured in {saved_path.name}; these options "
-                        f"differ from it: {'; '.join(clash)} (start a new run instead)")
-    cfg.train.deterministic = cfg.train.deterministic or bool(getattr(args, "deterministic", False))
-    return cfg, saved
-
-
-RUN_OPTIONS = frozenset({"out", "force", "resume", "compare", "quiet", "view", "host", "port"})
-"""options of a fit that are not part of the run's configuration"""
-
-
-def typed_options(args, add_arguments) -> set[str]:
-    """The dests of the options typed on the command line: ``cli.dispatch`` records them in
-    ``args.given_options``; for a namespace built otherwise, those whose value differs from the parser's default."""
-    typed = getattr(args, "given_options", None)
-    if typed is not None:
-        return set(typed)
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    return {a.dest for a in parser._actions if getattr(args, a.dest, a.default) != a.default}
-
-
-def option_leaves(dest: str, leaves, aliases: dict | None = None) -> list[str]:
-    """The config entries (dotted keys of ``_leaves``) that fit option ``dest`` sets: ``aliases[dest]`` where
-    the entry is named otherwise, else the entries named like the option (``lr`` -> ``train.lr``)."""
-    if aliases and dest in aliases:
-        return list(aliases[dest])
-    return [k for k in leaves if k == dest or k.endswith("." + dest)]
-
-
-def option_clashes(args, add_arguments, fresh: dict, saved: dict, aliases: dict | None = None,
-                   free=()) -> list[str]:
-    """For --resume: one line per option typed on the command line (besides RUN_OPTIONS and ``free``) whose
-    value in ``fresh`` (the config built from the command line) differs from the run's ``saved`` config.
-
-    An option typed at the value the run already has is no clash, so re-running the fit's own command with
-    --resume added works."""
-    fresh_leaves, saved_leaves = _leaves(fresh), _leaves(saved)
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    names = {a.dest: (a.option_strings[0] if a.option_strings else a.metavar or a.dest.upper())
-             for a in parser._actions}
-    out = []
-    for dest in sorted(typed_options(args, add_arguments) & (set(names) - RUN_OPTIONS - set(free))):
-        for key in option_leaves(dest, fresh_leaves, aliases):
-            if fresh_leaves.get(key) != saved_leaves.get(key):
-                out.append(f"{names.get(dest, dest)} (run: {saved_leaves.get(key)!r}, given: "
-                           f"{fresh_leaves.get(key)!r})")
-                break
-    return out
-
-
-def _leaves(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def check_source_unchanged(saved: dict | None, info: dict, path) -> None:
-    """--resume must fit the same data: UserError when the source file changed since the run was trained."""
-    old = (saved or {}).get("source", {}).get("sha256") if isinstance((saved or {}).get("source"), dict) else None
-    if old and info.get("sha256") != old:
-        raise UserError(f"{path}: changed since the run was trained (sha256 differs); --resume would fit different "
-                        f"data (start a new run instead)")

@@ -32,9 +32,10 @@ from .mesh import (MeshQuery, Normalization, check_grid_res, extract_mesh, remov
                    require_open3d)
 from .mesh_io import EXPORT_FORMATS, save_mesh
 from .plots import curve_png
+from .resume import check_source_unchanged, compare_runs, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
-                     check_out_holds_no_input, check_source_unchanged, checkpoint_mismatch, compare_runs,
-                     load_run_model, prepare_run_dir, read_json, resume_run_config, resume_trainer, write_json)
+                     check_out_holds_no_input, checkpoint_mismatch, load_run_model, prepare_run_dir, read_json,
+                     write_json)
 from .sdf_options import (ALIASES, MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
 from .shape_task import BUILTIN, SDFConfig, ShapeTask, build_model, field_fn, load_source

@@ -17,7 +17,7 @@ MAX_VOTE_DIRS = 255
 MAX_VIEW_RES = 2048  # pixels per side of a preview or render view
 
 ALIASES = {**MODEL_ALIASES, "eikonal": ("train.loss_weights.eikonal",), "normal": ("train.loss_weights.normal",)}
-"""config entries of the fit options not named like them, for the --resume check (``rundir.option_clashes``)"""
+"""config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
 
 
 def config_from_args(args) -> SDFConfig:

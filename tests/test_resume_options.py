@@ -3,7 +3,7 @@
 argparse fills every option left out with its default, so "typed" used to mean "differs from the default": an
 option typed at its default value against a run saved with another value was silently ignored (image, SDF), and a
 NeRF resume refused every option, even the fit's own command with --resume added. ``cli.given_options`` records
-what was typed; ``rundir.option_clashes`` compares those options, through the config entries each one sets.
+what was typed; ``resume.option_clashes`` compares those options, through the config entries each one sets.
 """
 
 import argparse
@@ -13,7 +13,7 @@ import pytest
 
 from rwf_render import cli, image, nerf_config, sdf_options
 from rwf_render.field_options import ALIASES as MODEL_ALIASES
-from rwf_render.rundir import RUN_OPTIONS, _leaves, option_leaves
+from rwf_render.resume import RUN_OPTIONS, _leaves, option_leaves
 
 
 def _fails(capsys, argv: list[str]) -> str:
