@@ -19,7 +19,7 @@ from rwf_render.datasets import image_size
 from rwf_render.errors import UserError
 
 from .colmap import convert_model
-from .common import check_output, list_images, save_image
+from .common import IMAGE_EXTS, check_output, list_images, save_image
 
 
 def import_pycolmap():
@@ -77,8 +77,12 @@ def _first_line(e: Exception) -> str:
 
 def run_sfm(images_dir: Path, work: Path, matching: str = "exhaustive", camera_model: str = "SIMPLE_RADIAL",
             single_camera: bool = True, max_image_size: int = 1600, max_features: int = 8192,
-            seed: int = 0, log=print):
-    """Features, matching and incremental mapping with pycolmap. Returns (reconstruction, timings dict)."""
+            seed: int = 0, log=print, image_names: list[str] | None = None):
+    """Features, matching and incremental mapping with pycolmap. Returns (reconstruction, timings dict).
+
+    ``image_names``: the files (relative to ``images_dir``) to use; None for every image COLMAP finds, which
+    includes those in sub-folders (it lists ``images_dir`` recursively).
+    """
     pycolmap = import_pycolmap()
     pycolmap.logging.minloglevel = 2  # COLMAP's own progress lines (INFO, WARNING) off; errors stay
     pycolmap.set_random_seed(seed)
@@ -92,8 +96,8 @@ def run_sfm(images_dir: Path, work: Path, matching: str = "exhaustive", camera_m
     extraction.max_image_size, extraction.num_threads = max_image_size, threads
     extraction.sift.max_num_features = max_features
     mode = pycolmap.CameraMode.SINGLE if single_camera else pycolmap.CameraMode.PER_IMAGE
-    pycolmap.extract_features(db, images_dir, camera_mode=mode, reader_options=reader,
-                              extraction_options=extraction, device=pycolmap.Device.cpu)
+    pycolmap.extract_features(db, images_dir, image_names=list(image_names or []), camera_mode=mode,
+                              reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
     times["features"] = time.perf_counter() - t
     t = time.perf_counter()
     match_opts = pycolmap.FeatureMatchingOptions()
@@ -112,6 +116,12 @@ def run_sfm(images_dir: Path, work: Path, matching: str = "exhaustive", camera_m
     if not recs:
         return None, times
     return max(recs.values(), key=lambda r: r.num_reg_images()), times
+
+
+def _subfolders_with_images(folder: Path) -> list[str]:
+    """Names of the sub-folders of ``folder`` that hold image files at any depth."""
+    return sorted(d.name for d in folder.iterdir() if d.is_dir()
+                  and any(p.suffix.lower() in IMAGE_EXTS and p.is_file() for p in d.rglob("*")))
 
 
 def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, video: str | Path | None = None,
@@ -148,8 +158,11 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
             paths = extract_frames(video, images_dir, fps, max_image_size)
             log(f"extracted {len(paths)} frames from {video} at {fps:g} fps")
         images_dir = Path(images_dir)
-        files = list_images(images_dir)
+        files = list_images(images_dir)  # the images directly in the folder: the ones counted and given to COLMAP
         total = len(files)
+        if skipped := _subfolders_with_images(images_dir):
+            log(f"{images_dir}: ignoring the images in {len(skipped)} sub-folder(s) ({', '.join(skipped[:3])}"
+                f"{', ...' if len(skipped) > 3 else ''}); only the {total} directly in the folder are used")
         if total < 3:  # registering needs at least 3 (min_registered below): no point running SfM
             raise UserError(f"{images_dir if video is None else video}: {total} image(s); structure from motion "
                             "needs at least 3 overlapping views")
@@ -160,7 +173,7 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
         log(f"structure from motion on {total} images ({matching} matching, {camera_model}, "
             f"{'one camera' if single_camera else 'a camera per image'}) ...")
         rec, times = run_sfm(images_dir, work, matching, camera_model, single_camera, max_image_size, seed=seed,
-                             log=log)
+                             log=log, image_names=[f.name for f in files])
         registered = rec.num_reg_images() if rec is not None else 0
         need = max(3, math.ceil(min_registered * total))
         if registered < need:

@@ -3,8 +3,9 @@
 Every reader returns float32 (H, W, C) with C in {1, 3, 4}, integer formats scaled to [0, 1] by their full range.
 PNG goes through pypng because imageio's Pillow plugin silently reduces 16-bit RGB PNGs to 8 bits. CMYK (JPEG,
 TIFF) becomes RGB, palette and min-is-white TIFFs their colours; transparency becomes straight alpha (a PNG's
-transparent colour, an EXR's grey + alpha, a TIFF's premultiplied alpha divided out); animations, multi-page TIFFs
-and volumes are refused rather than read as channels.
+transparent colour, an EXR's grey + alpha, a TIFF's or an EXR's premultiplied alpha divided out); animations,
+multi-page TIFFs and volumes are refused rather than read as channels. Writers take straight alpha too; an EXR
+stores it premultiplied, as OpenEXR defines RGBA.
 """
 
 from __future__ import annotations
@@ -214,7 +215,24 @@ def _quiet_output(messages: list):
             messages += [line for line in text.splitlines() if line.strip()]
 
 
+def _unpremultiply(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Straight colour from OpenEXR's associated (premultiplied) colour: colour / alpha where alpha > 0, not
+    clipped (HDR values stay above 1). Where alpha <= 0 the straight colour is undefined and returned as 0 (black):
+    the light an EXR may store there (an emitting, uncovering pixel) has no straight-alpha form.
+
+    Args:
+        colour: (H, W, C) premultiplied colour.
+        alpha: (H, W, 1).
+    Returns:
+        float32 (H, W, C).
+    """
+    a = alpha.astype(np.float64)
+    straight = np.divide(colour.astype(np.float64), a, out=np.zeros(colour.shape), where=a > 0)
+    return straight.astype(np.float32)
+
+
 def _read_exr(path: Path) -> tuple[np.ndarray, int]:
+    """RGBA, RGB, Y (or L, or a lone R) with its A: float32 (H, W, C), straight colour (see ``_unpremultiply``)."""
     import OpenEXR  # noqa: PLC0415
 
     printed: list[str] = []
@@ -225,15 +243,19 @@ def _read_exr(path: Path) -> tuple[np.ndarray, int]:
         found = [line for line in printed if "EXR_ERR" in line] or printed
         why = found[0].split(": ", 1)[-1] if found else f"{type(e).__name__}: {e}"
         raise UserError(f"{path}: cannot decode EXR image ({why})") from None
-    for key in ("RGBA", "RGB"):
-        if key in channels:
-            return channels[key].astype(np.float32), 32
+    if "RGBA" in channels:  # OpenEXR's colour is premultiplied by its alpha: straight colour, as PNG gives
+        rgba = channels["RGBA"].astype(np.float32)
+        return np.concatenate([_unpremultiply(rgba[..., :3], rgba[..., 3:]), rgba[..., 3:]], axis=-1), 32
+    if "RGB" in channels:
+        return channels["RGB"].astype(np.float32), 32
     grey = next((key for key in ("Y", "L") if key in channels), None)
     if grey is None and "R" in channels and not {"G", "B"} & channels.keys():
         grey = "R"
-    if grey is not None:  # with its alpha, grey + alpha (read_image makes it RGBA, as for PNG)
-        planes = [channels[grey]] + ([channels["A"]] if "A" in channels else [])
-        return np.stack(planes, axis=-1).astype(np.float32), 32
+    if grey is not None and "A" in channels:  # grey + alpha (read_image makes it RGBA), premultiplied like RGBA
+        alpha = channels["A"].astype(np.float32)[..., None]
+        return np.concatenate([_unpremultiply(channels[grey][..., None], alpha), alpha], axis=-1), 32
+    if grey is not None:
+        return channels[grey].astype(np.float32)[..., None], 32
     raise ValueError(f"no RGB, RGBA or Y channels (has {', '.join(channels)})")
 
 
@@ -319,7 +341,12 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> Non
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> None:
-    """Write by extension: .png (8/16-bit), .exr (float32), .tif/.tiff (16-bit or float), .jpg (8-bit)."""
+    """Write by extension: .png (8/16-bit), .exr (float32), .tif/.tiff (16-bit or float), .jpg (8-bit).
+
+    ``pixels`` (H, W, C) with C in {1, 3, 4}; four channels are colour and straight alpha, as ``read_image`` returns
+    them. An EXR stores the colour multiplied by alpha (OpenEXR's RGBA is premultiplied), so ``read_image`` gives
+    back the straight colour (to float32 rounding) where alpha > 0, and 0 where alpha is 0.
+    """
     path = Path(path)
     ext = path.suffix.lower()
     pixels = np.asarray(pixels, dtype=np.float32)
@@ -332,6 +359,9 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> N
 
         name = {1: "Y", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
         data = pixels[..., 0] if name == "Y" else pixels
+        if name == "RGBA":  # straight colour -> premultiplied (associated) colour, the meaning OpenEXR gives RGBA
+            colour = pixels[..., :3].astype(np.float64) * pixels[..., 3:].astype(np.float64)
+            data = np.concatenate([colour.astype(np.float32), pixels[..., 3:]], axis=-1)
         header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
         with atomic_path(path) as tmp:
             OpenEXR.File(header, {name: np.ascontiguousarray(data)}).write(tmp)
