@@ -19,6 +19,7 @@ import torch
 from rwf_render.cameras import Cameras, fov_from_focal, pixel_grid, pixel_rays, rotation_error
 from rwf_render.datasets import dataset_files, image_size, parse_frame, scene_box
 from rwf_render.errors import UserError
+from rwf_render.lenses import fisheye_theta
 from rwf_render.rundir import read_json
 
 from .common import load_image
@@ -52,7 +53,7 @@ def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -
                       f"{info.width}x{info.height} image")
     elif abs(info.cx / info.width - 0.5) > 0.25 or abs(info.cy / info.height - 0.5) > 0.25:
         warnings.append(f"{where}: principal point ({info.cx:g}, {info.cy:g}) is far from the image center")
-    fov = math.degrees(fov_from_focal(info.fx, info.width))
+    fov = _horizontal_fov(info)
     if info.model != "OPENCV_FISHEYE" and not 5 <= fov <= 150:
         warnings.append(f"{where}: unusual horizontal field of view {fov:.1f} deg")
     if not 0.9 <= info.fx / info.fy <= 1.1:
@@ -111,7 +112,7 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
         except UserError as e:
             errors.append(f"{json_path.name}: {e}")
             box = scene_box({})
-        infos, shared_sizes = [], set()
+        infos, wheres, shared_sizes = [], [], set()
         # sizes taken from the images themselves (no w/h given): one shared camera needs one size
         shared = "w" not in top and not any(k in f for f in top["frames"] if isinstance(f, dict)
                                             for k in ("w", "h", "fl_x"))
@@ -127,13 +128,14 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             if size is not None:
                 shared_sizes.add(size)
                 infos.append(info)
+                wheres.append(where)
         if shared and len(shared_sizes) > 1:
             errors.append(f"{json_path.name}: frames share one camera but images have {len(shared_sizes)} sizes: "
                           + ", ".join(f"{w}x{h}" for w, h in sorted(shared_sizes)))
         if not infos:
             errors.append(f"{json_path.name}: no usable frame")
             continue
-        _check_box(infos, box, json_path.name, errors, warnings, log, split, len(top["frames"]))
+        _check_box(infos, wheres, box, json_path.name, errors, warnings, log, split, len(top["frames"]))
     log(("FAILED" if errors else "OK") + f": {len(errors)} error(s), {len(warnings)} warning(s)")
     for title, items in (("error", errors), ("warning", warnings)):
         for msg in items[:50]:
@@ -143,12 +145,25 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
     return errors, warnings
 
 
-def _check_box(infos, box, name, errors, warnings, log, split, n_frames):
-    """Whether each camera sees the scene box, and the split's summary line."""
-    cams = Cameras.create(torch.from_numpy(np.stack([f.c2w for f in infos])), fx=[f.fx for f in infos],
-                          fy=[f.fy for f in infos], cx=[f.cx for f in infos], cy=[f.cy for f in infos],
-                          width=[f.width for f in infos], height=[f.height for f in infos],
-                          model=[f.model for f in infos], dist=np.array([f.dist for f in infos]))
+def _horizontal_fov(info) -> float:
+    """Degrees between the rays through the left and right image edges on the principal row: the pinhole angle,
+    or for OPENCV_FISHEYE the fisheye's own (which may exceed 180). OPENCV distortion is not counted."""
+    if info.model != "OPENCV_FISHEYE":
+        return math.degrees(fov_from_focal(info.fx, info.width))
+    edges = torch.tensor([info.cx, info.width - info.cx], dtype=torch.float64) / info.fx
+    return math.degrees(float(fisheye_theta(edges, torch.tensor(info.dist[:4], dtype=torch.float64)).sum()))
+
+
+def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames):
+    """Whether each camera sees the scene box, and the split's summary line (``wheres``: each frame's label)."""
+    try:
+        cams = Cameras.create(torch.from_numpy(np.stack([f.c2w for f in infos])), fx=[f.fx for f in infos],
+                              fy=[f.fy for f in infos], cx=[f.cx for f in infos], cy=[f.cy for f in infos],
+                              width=[f.width for f in infos], height=[f.height for f in infos],
+                              model=[f.model for f in infos], dist=np.array([f.dist for f in infos]), names=wheres)
+    except UserError as e:  # a lens with no ray for some pixel: the rest of the check needs rays
+        errors.append(str(e))
+        return
     # a GRID x GRID lattice of pixels over each image, as fractions of width and height
     frac = (pixel_grid(GRID, GRID, torch.float64).reshape(-1, 2) / GRID)
     pix = frac[None] * torch.stack([cams.width, cams.height], -1)[:, None].double()  # (N, G*G, 2)
@@ -162,11 +177,11 @@ def _check_box(infos, box, name, errors, warnings, log, split, n_frames):
         errors.append(f"{name} frame ({infos[k].image.name}): the camera sees none of the scene box "
                       f"(wrong convention or pose?)")
     dist = (centers - center).norm(dim=-1)
-    fovs = [math.degrees(fov_from_focal(f.fx, f.width)) for f in infos]
+    fovs = [_horizontal_fov(f) for f in infos]
     sizes = sorted({(f.width, f.height) for f in infos})
     size_txt = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes"
     log(f"  {split}: {len(infos)}/{n_frames} frames usable, {size_txt}, "
         f"{'/'.join(sorted(set(f.model for f in infos)))}, fov {min(fovs):.1f}-{max(fovs):.1f} deg, "
         f"camera distance to box center {dist.min():.2f}-{dist.max():.2f}, "
-        f"{int(inside.sum())} inside the box, {int((seen > 0).sum())}/{len(infos)} cameras see the box (on average {100 * seen.mean():.0f}% of the "
-        f"image); box [{', '.join(f'{v:.2f}' for v in box[0])}] - [{', '.join(f'{v:.2f}' for v in box[1])}]")
+        f"{int(inside.sum())} inside the box, {int((seen > 0).sum())}/{len(infos)} cameras see the box "
+        f"(on average {100 * seen.mean():.0f}% of the image); box [{', '.join(f'{v:.2f}' for v in box[0])}] - [{', '.join(f'{v:.2f}' for v in box[1])}]")

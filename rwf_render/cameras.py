@@ -18,12 +18,14 @@ Conventions (shared by every loader, converter, renderer and the viewer):
     xd = x radial + 2 p1 x y + p2 (r2 + 2 x^2), yd = y radial + p1 (r2 + 2 y^2) + 2 p2 x y. (k4, the r^8 term,
     is nerfstudio's extension of OpenCV's k1 k2 k3 model, as its ``transforms.json`` reader and ray generator use
     it; 0 in OpenCV and COLMAP models.)
-  - ``OPENCV_FISHEYE``: r = |(x, y)|, theta = atan(r),
-    theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8), (xd, yd) = theta_d / r (x, y).
+  - ``OPENCV_FISHEYE``: theta = the angle between the ray and the optical axis, atan2(|(X, Y)|, Z) (atan(r) in
+    front of the camera), theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8),
+    (xd, yd) = theta_d (X, Y) / |(X, Y)|. Rays and projections go by angle, never through X / Z, so a fisheye may see
+    up to 180 degrees off axis (a field of view of 180 degrees or more, as nerfstudio allows).
 
 * **Valid lenses**: every pixel of a distorted camera must have one ray: :meth:`Cameras.create` refuses
-  (UserError) a distortion that folds back inside the image, that :func:`undistort` cannot invert at the image
-  border, or a fisheye whose border lies 90 degrees or more off axis (:func:`check_lenses`).
+  (UserError) a distortion that folds back inside the image, that cannot be inverted at the image border, or a
+  fisheye whose border lies more than 180 degrees off axis (:func:`check_lenses`).
 * **Depth** returned by :func:`project` is the z-depth along the optical axis (positive in front of the camera).
 
 Everything is torch-first: functions accept tensors or numpy arrays and return tensors (float64 stays float64).
@@ -39,7 +41,8 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .lenses import _t, distort, lens_problems, undistort  # noqa: F401  (distort, undistort: also imported from here)
+from .lenses import _t, distort, fisheye_directions, fisheye_distort_dirs, lens_problems, undistort  # noqa: F401
+# (distort, undistort: also imported from here)
 
 PINHOLE, OPENCV, OPENCV_FISHEYE = "PINHOLE", "OPENCV", "OPENCV_FISHEYE"
 MODELS = (PINHOLE, OPENCV, OPENCV_FISHEYE)  # Cameras.model holds indices into this tuple
@@ -79,7 +82,7 @@ class Cameras:
 
     @classmethod
     def create(cls, c2w, fx, fy=None, cx=None, cy=None, width=None, height=None,
-               model: str | Sequence[str] = PINHOLE, dist=None, dtype=None) -> "Cameras":
+               model: str | Sequence[str] = PINHOLE, dist=None, dtype=None, names=None) -> "Cameras":
         """Build from anything broadcastable: scalars apply to every camera.
 
         Args:
@@ -89,6 +92,8 @@ class Cameras:
             width, height: image size in pixels (required).
             model: one name for all cameras or a list of N names.
             dist: (6,) or (N, 6) distortion (k1, k2, k3, k4, p1, p2), or a dict with some of those keys.
+            names: N labels that a lens error names the camera by (e.g. its frame and image file) instead of
+                "camera i".
         Raises:
             UserError: a distortion that has no ray for some pixel of the image (see :func:`check_lenses`).
         Example:
@@ -113,15 +118,15 @@ class Cameras:
         fx = vec(fx)
         fy = vec(fy, fx)
         cx, cy = vec(cx, width.to(dtype) / 2), vec(cy, height.to(dtype) / 2)
-        names = [model] * n if isinstance(model, (str, int)) else list(model)
-        model_t = torch.tensor([model_index(m) for m in names], dtype=torch.long, device=c2w.device)
+        per_cam = [model] * n if isinstance(model, (str, int)) else list(model)
+        model_t = torch.tensor([model_index(m) for m in per_cam], dtype=torch.long, device=c2w.device)
         if dist is None:
             dist = torch.zeros(6)
         elif isinstance(dist, dict):
             dist = [float(dist.get(k, 0.0)) for k in DIST_NAMES]
         dist = torch.broadcast_to(_t(dist, dtype, c2w.device), (n, 6)).clone()
         cams = cls(c2w, fx, fy, cx, cy, width, height, torch.broadcast_to(model_t, (n,)).clone(), dist)
-        check_lenses(cams)
+        check_lenses(cams, names=names)
         return cams
 
     def __len__(self) -> int:
@@ -221,17 +226,19 @@ def fov_from_focal(focal: float, size: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- lenses
-def check_lenses(cams: Cameras, chunk: int = 32) -> None:
+def check_lenses(cams: Cameras, chunk: int = 32, names: Sequence[str] | None = None) -> None:
     """Refuse cameras whose distortion has no well-defined ray for some pixel of their image.
 
     A distortion that folds back inside the image (not monotonic, e.g. a strong negative k1 at a wide image's
-    corners), one that :func:`undistort` cannot invert there (e.g. k1 = 1e20, whose inversion overflows), or a
-    fisheye whose image reaches 90 degrees off axis would otherwise give NaN or wrong rays without a word. Each
+    corners), one that cannot be inverted there (e.g. k1 = 1e20, whose inversion overflows), or a fisheye whose
+    image reaches beyond 180 degrees off axis would otherwise give NaN or wrong rays without a word. Each
     distinct lens (intrinsics, size, model, distortion) is checked once, at its image border (see
     :func:`~rwf_render.lenses.lens_problems`); PINHOLE cameras need nothing.
 
+    Args:
+        names: how the error names each camera (default "camera i", its index in ``cams``).
     Raises:
-        UserError: one line naming the first such camera (its index in ``cams``) and its parameters.
+        UserError: one line naming the first such camera and its parameters.
     """
     if len(cams) == 0 or not bool((cams.model != 0).any()):
         return
@@ -247,7 +254,8 @@ def check_lenses(cams: Cameras, chunk: int = 32) -> None:
         for i, why in zip(part.tolist(), lens_problems(cpu[part])):
             if why is not None:
                 params = " ".join(f"{n}={v:g}" for n, v in zip(DIST_NAMES, cpu.dist[i].tolist()) if v != 0)
-                raise UserError(f"camera {i} ({MODELS[int(cpu.model[i])]} {params}, fx={float(cpu.fx[i]):g} "
+                label = f"camera {i}" if names is None else names[i]
+                raise UserError(f"{label} ({MODELS[int(cpu.model[i])]} {params}, fx={float(cpu.fx[i]):g} "
                                 f"fy={float(cpu.fy[i]):g} cx={float(cpu.cx[i]):g} cy={float(cpu.cy[i]):g}, "
                                 f"{int(cpu.width[i])}x{int(cpu.height[i])}): {why}")
 
@@ -261,7 +269,9 @@ def project(points, cams: Cameras, eps: float = 1e-9) -> tuple[torch.Tensor, tor
         cams: N cameras.
     Returns:
         pixels: (N, P, 2) continuous pixel coordinates (u right, v down; pixel centers at +0.5).
-        depth: (N, P) z-depth in front of the camera; points behind have depth <= 0 (their pixels are meaningless).
+        depth: (N, P) z-depth in front of the camera; points behind have depth <= 0. Their pixels are meaningless
+            for PINHOLE and OPENCV (X / Z of a point behind), while an OPENCV_FISHEYE projects every point by its
+            angle from the axis (up to 180 degrees), behind the camera too.
     Example:
         >>> cams = Cameras.create(torch.eye(4, dtype=torch.float64), fx=100.0, width=200, height=100)
         >>> project(torch.tensor([[0.0, 0.0, -2.0]], dtype=torch.float64), cams)[0]
@@ -276,6 +286,10 @@ def project(points, cams: Cameras, eps: float = 1e-9) -> tuple[torch.Tensor, tor
     z = torch.where(depth.abs() < eps, torch.full_like(depth, eps), depth)
     xy = torch.stack([p_cam[..., 0] / z, -p_cam[..., 1] / z], -1)  # OpenCV normalized (y down)
     xy_d = distort(xy, cams.model[:, None], cams.dist[:, None])
+    fish = cams.model == 2
+    if bool(fish.any()):  # by angle: atan2(|(X, Y)|, Z), valid behind the camera too
+        p_cv = torch.stack([p_cam[..., 0], -p_cam[..., 1], depth], -1)
+        xy_d = torch.where(fish[:, None, None], fisheye_distort_dirs(p_cv, cams.dist[:, None]), xy_d)
     u = cams.fx[:, None] * xy_d[..., 0] + cams.cx[:, None]
     v = cams.fy[:, None] * xy_d[..., 1] + cams.cy[:, None]
     return torch.stack([u, v], -1), depth
@@ -301,6 +315,8 @@ def pixel_rays(cams: Cameras, pixels=None, cam_idx=None, normalize: bool = True
             z-depth t), which is what depth maps from :func:`project` measure.
     Returns:
         rays_o, rays_d: (R, 3) each (or (H, W, 3)).
+    Raises:
+        ValueError: ``normalize=False`` with a fisheye ray 90 degrees or more off axis, which has no z-depth.
     """
     if pixels is None:
         W, H = int(cams.width[0]), int(cams.height[0])
@@ -315,8 +331,19 @@ def pixel_rays(cams: Cameras, pixels=None, cam_idx=None, normalize: bool = True
     cam_idx = _t(cam_idx, torch.long, pixels.device)
     xy_d = torch.stack([(pixels[:, 0] - cams.cx[cam_idx]) / cams.fx[cam_idx],
                         (pixels[:, 1] - cams.cy[cam_idx]) / cams.fy[cam_idx]], -1)
-    xy = undistort(xy_d, cams.model[cam_idx], cams.dist[cam_idx])
-    d_cam = torch.stack([xy[:, 0], -xy[:, 1], -torch.ones_like(xy[:, 0])], -1)  # OpenGL camera frame, z-depth 1
+    model, dist = cams.model[cam_idx], cams.dist[cam_idx]
+    xy = undistort(xy_d, model, dist)
+    d_cv = torch.cat([xy, torch.ones_like(xy[:, :1])], -1)  # OpenCV camera frame, z-depth 1
+    fish = model == 2
+    if bool(fish.any()):  # the fisheye by angle (theta up to 180 degrees): unit directions
+        d_fish = fisheye_directions(xy_d, dist)
+        if not normalize:
+            if bool((fish & (d_fish[:, 2] < 1e-9)).any()):
+                raise ValueError("a fisheye ray 90 degrees or more off axis has no z-depth-1 direction; "
+                                 "use normalize=True")
+            d_fish = d_fish / d_fish[:, 2:].clamp_min(1e-9)
+        d_cv = torch.where(fish[:, None], d_fish, d_cv)
+    d_cam = d_cv * d_cv.new_tensor([1.0, -1.0, -1.0])  # OpenGL camera frame
     c2w = cams.c2w[cam_idx] if len(cams) > 1 else cams.c2w.expand(len(cam_idx), -1, -1)
     rays_d = (c2w[:, :3, :3] @ d_cam[:, :, None])[:, :, 0]
     if normalize:

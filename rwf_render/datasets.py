@@ -6,12 +6,15 @@ Two layouts are read:
   ``camera_angle_y``); image size from the image files; ``file_path`` may omit the ``.png``.
 * **instant-ngp / nerfstudio**: one ``DIR/transforms.json`` with ``fl_x, fl_y, cx, cy, w, h``, distortion
   ``k1 k2 k3 k4 p1 p2``, ``camera_model`` (PINHOLE, SIMPLE_PINHOLE, OPENCV, OPENCV_FISHEYE; ngp's ``is_fisheye``),
-  ``aabb_scale``, ``scale``, ``offset``; any intrinsic may be overridden per frame; optional per-frame
+  ``aabb_scale``, ``scale``, ``offset``; any intrinsic may be overridden per frame (a frame's own focal length,
+  ``fl_x`` or ``camera_angle_x``, beats the top level's: :mod:`rwf_render.frames`); optional per-frame
   ``mask_path``, ``depth_file_path`` and ``near``/``far``. Splits: ``{split}_filenames`` lists when present
   (nerfstudio), otherwise every ``HOLDOUT_EVERY``-th frame is the val/test set and the rest is train.
 
 Poses (``transform_matrix``) are OpenGL camera-to-world (see :mod:`rwf_render.cameras`). Paths are relative to
-the JSON file's folder. Frames whose image is missing are skipped with one warning.
+the JSON file's folder. Frames whose image is missing are skipped with one warning. Errors about a frame name it
+by its index in the JSON file's ``frames`` list (and, for its lens, its ``file_path``), not by its position among
+the frames loaded.
 
 **Scene box** (:func:`scene_box`): an explicit ``"aabb": [[x0, y0, z0], [x1, y1, z1]]`` if present; otherwise
 instant-ngp's rule: ngp maps file coordinates p to p * scale + offset (defaults 0.33 and 0.5) and its scene is the
@@ -23,7 +26,6 @@ refused.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -32,33 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import DIST_NAMES, MODELS, Cameras, focal_from_fov
+from .cameras import MODELS, Cameras
 from .errors import UserError
-from .rundir import read_json
+from .frames import FrameInfo, _num, image_size, native_path, parse_frame, resolve_image  # noqa: F401
+from .rundir import read_json  # (FrameInfo, image_size, native_path: still imported from here by data_tools)
 
 SPLITS = ("train", "val", "test")
 HOLDOUT_EVERY = 8  # single-file datasets without split lists: frames 0, 8, 16, ... form val/test
-_MODEL_ALIASES = {"SIMPLE_PINHOLE": "PINHOLE", "PINHOLE": "PINHOLE", "OPENCV": "OPENCV",
-                  "OPENCV_FISHEYE": "OPENCV_FISHEYE"}
-
-
-@dataclass
-class FrameInfo:
-    """One parsed frame: pose, intrinsics and paths (paths absolute; images not opened unless w/h missing)."""
-
-    image: Path
-    c2w: np.ndarray  # (4, 4) float64, OpenGL camera-to-world
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-    model: str
-    dist: tuple  # (k1, k2, k3, k4, p1, p2)
-    mask: Path | None = None
-    depth: Path | None = None
-    near_far: tuple | None = None
 
 
 @dataclass
@@ -78,159 +60,6 @@ class Transforms:
 
     def __len__(self) -> int:
         return len(self.image_paths)
-
-
-def _num(value, what: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{what}: expected a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise UserError(f"{what}: not finite ({value!r})")
-    return out
-
-
-def _positive(value, what: str) -> float:
-    out = _num(value, what)
-    if out <= 0:
-        raise UserError(f"{what}: must be positive, got {value!r}")
-    return out
-
-
-MAX_SIZE = 2**31 - 1  # the largest width or height any supported image format can store (PNG's limit)
-
-
-def _size(value, what: str) -> int:
-    """An image width or height: a positive whole number (16 or 16.0, not 16.5), at most MAX_SIZE."""
-    out = _positive(value, what)
-    if out != int(out):
-        raise UserError(f"{what}: must be a whole number of pixels, got {value!r}")
-    if out > MAX_SIZE:
-        raise UserError(f"{what}: {value!r} pixels is more than any image holds (at most {MAX_SIZE})")
-    return int(out)
-
-
-def _flag(value, what: str) -> bool:
-    """A JSON boolean (also 0/1 and the strings "true"/"false", as some exporters write them)."""
-    if isinstance(value, bool) or value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise UserError(f"{what}: expected true or false, got {value!r}")
-
-
-def native_path(base: Path, value: str) -> Path:
-    """``value`` relative to ``base`` (unless absolute). A path written on Windows (``images\\0001.jpg``, as
-    colmap2nerf writes there) names the same file here: its backslashes are read as folder separators when the
-    path as written does not exist."""
-    p = Path(value)
-    p = p if p.is_absolute() else base / p
-    if "\\" in value and os.sep == "/" and not p.exists():
-        q = Path(value.replace("\\", "/"))
-        return q if q.is_absolute() else base / q
-    return p
-
-
-def _rel_path(base: Path, value, what: str) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise UserError(f"{what}: expected a file path (a non-empty string), got {value!r}")
-    return native_path(base, value)
-
-
-def resolve_image(base: Path, file_path: str) -> Path:
-    """The image a ``file_path`` names: relative to ``base``; Blender's extension-less paths get ``.png``."""
-    p = native_path(base, file_path)
-    if not p.exists() and p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
-        for ext in (".png", ".jpg", ".jpeg"):
-            if p.with_name(p.name + ext).exists():
-                return p.with_name(p.name + ext)
-        return p.with_name(p.name + ".png")
-    return p
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header (decodes nothing), or from the decoded image for the formats Pillow
-    does not read (EXR, float TIFF)."""
-    from PIL import Image  # noqa: PLC0415  (Pillow comes with imageio)
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception as e:  # noqa: BLE001  (any decoder error is the user's file)
-        why = e
-    from .imgio import read_image, sniff_format  # noqa: PLC0415
-
-    if path.is_file() and sniff_format(path) is not None:  # EXR and float TIFF, which Pillow cannot open
-        info = read_image(path)[1]
-        return info["width"], info["height"]
-    raise UserError(f"{path}: cannot read the image size ({type(why).__name__}: {why})") from None
-
-
-def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> FrameInfo:
-    """Parse one frame of a transforms JSON (frame keys override ``top``). Raises UserError naming ``where``."""
-    if not isinstance(frame, dict):
-        raise UserError(f"{where}: expected an object, got {type(frame).__name__}")
-    for key in ("file_path", "transform_matrix"):
-        if key not in frame:
-            raise UserError(f"{where}: missing '{key}'")
-    _rel_path(base, frame["file_path"], f"{where}: file_path")
-    image = resolve_image(base, frame["file_path"])
-    try:
-        m = np.asarray(frame["transform_matrix"], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: transform_matrix is not a numeric matrix") from None
-    if m.shape not in ((4, 4), (3, 4)):
-        raise UserError(f"{where}: transform_matrix has shape {m.shape}, expected 4x4 or 3x4")
-    if not np.isfinite(m).all():
-        raise UserError(f"{where}: transform_matrix has non-finite entries")
-    c2w = np.eye(4)
-    c2w[:3] = m[:3]
-    if abs(np.linalg.det(c2w[:3, :3])) < 1e-6:
-        raise UserError(f"{where}: transform_matrix is singular (rotation block has determinant ~0)")
-
-    def get(key, default=None):
-        return frame.get(key, top.get(key, default))
-
-    w, h = get("w"), get("h")
-    if w is None or h is None:
-        if not image.exists():
-            raise UserError(f"{where}: no w/h given and image {image} not found")
-        w, h = image_size(image)
-    w, h = _size(w, f"{where}: w"), _size(h, f"{where}: h")
-
-    def fov(key):  # a field of view strictly between 0 and 180 degrees, in radians
-        angle = _num(get(key), f"{where}: {key}")
-        if not 0 < angle < math.pi:
-            raise UserError(f"{where}: {key} must be in (0, pi) radians, got {get(key)!r}")
-        return angle
-
-    fx, fy = get("fl_x"), get("fl_y")
-    if fx is None:
-        if get("camera_angle_x") is None:
-            raise UserError(f"{where}: no focal length (fl_x or camera_angle_x)")
-        fx = focal_from_fov(fov("camera_angle_x"), w)
-    if fy is None:
-        fy = focal_from_fov(fov("camera_angle_y"), h) if get("camera_angle_y") is not None else fx
-    fx, fy = _positive(fx, f"{where}: fl_x"), _positive(fy, f"{where}: fl_y")
-    cx, cy = _num(get("cx", w / 2), f"{where}: cx"), _num(get("cy", h / 2), f"{where}: cy")
-    dist = tuple(_num(get(k, 0.0), f"{where}: {k}") for k in DIST_NAMES)
-    model = get("camera_model")
-    if model is None:
-        fisheye = _flag(get("is_fisheye", False), f"{where}: is_fisheye")
-        model = "OPENCV_FISHEYE" if fisheye else ("OPENCV" if any(dist) else "PINHOLE")
-    if str(model).upper() not in _MODEL_ALIASES:
-        raise UserError(f"{where}: unsupported camera_model {model!r} (supported: {', '.join(_MODEL_ALIASES)})")
-    model = _MODEL_ALIASES[str(model).upper()]
-    mask, depth = get("mask_path"), get("depth_file_path")
-    mask = None if mask is None else _rel_path(base, mask, f"{where}: mask_path")
-    depth = None if depth is None else _rel_path(base, depth, f"{where}: depth_file_path")
-    near_far = None
-    if frame.get("near") is not None and frame.get("far") is not None:
-        near_far = (_num(frame["near"], f"{where}: near"), _num(frame["far"], f"{where}: far"))
-        if not 0 <= near_far[0] < near_far[1]:
-            raise UserError(f"{where}: near and far must satisfy 0 <= near < far, got {near_far[0]:g}, "
-                            f"{near_far[1]:g}")
-    return FrameInfo(image, c2w, fx, fy, cx, cy, w, h, model, dist, mask=mask, depth=depth, near_far=near_far)
 
 
 MAX_BOX = 1e12  # largest scene box diagonal: the field works in float32, whose squares overflow near 1.8e19
@@ -356,7 +185,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
         parts = [(files[split], "all")]
     else:
         raise UserError(f"{path}: no transforms_{split}.json (has {', '.join(files)})")
-    infos, skipped, meta, held_out = [], [], {}, ""
+    infos, labels, skipped, meta, held_out = [], [], [], {}, ""
     for json_path, sel in parts:
         top = read_json(json_path)
         if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
@@ -372,6 +201,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
             info = parse_frame(frame, top, json_path.parent, where=f"{json_path.name}: frame {i}")
             if info.image.is_file():
                 infos.append(info)
+                labels.append(f"{json_path.name}: frame {i}, {frame['file_path']}")  # how a lens error names it
             else:
                 skipped.append(str(frame["file_path"]))
     if skipped:
@@ -385,7 +215,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
     cams = Cameras.create(c2w, fx=[f.fx for f in infos], fy=[f.fy for f in infos], cx=[f.cx for f in infos],
                           cy=[f.cy for f in infos], width=[f.width for f in infos],
                           height=[f.height for f in infos], model=[f.model for f in infos],
-                          dist=np.array([f.dist for f in infos]))
+                          dist=np.array([f.dist for f in infos]), names=labels)
     assert all(m in MODELS for m in cams.model_names())
     near_far = None
     if all(f.near_far is not None for f in infos):

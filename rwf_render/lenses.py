@@ -2,6 +2,10 @@
 formulas are written down there), their inversion, and the test that a lens has one ray for every pixel of its
 image (``cameras.check_lenses`` calls it).
 
+The fisheye is also handled by angle (:func:`fisheye_directions`, :func:`fisheye_distort_dirs`): its rays are built
+from theta, the angle from the optical axis, never through X / Z, so lenses seeing up to 180 degrees off axis (a
+field of view up to 360 degrees) have rays and projections.
+
 Models are given as indices (0 PINHOLE, 1 OPENCV, 2 OPENCV_FISHEYE) and ``dist`` as (k1, k2, k3, k4, p1, p2).
 """
 
@@ -59,7 +63,8 @@ def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters
     """Invert :func:`distort` by Newton iterations.
 
     OPENCV: 2-D Newton on ``distort(xy) = xy_d`` with the analytic Jacobian, starting at ``xy_d``.
-    OPENCV_FISHEYE: 1-D Newton on ``theta_d(theta) = |xy_d|``, then r = tan(theta).
+    OPENCV_FISHEYE: 1-D Newton on ``theta_d(theta) = |xy_d|`` (:func:`fisheye_theta`), then r = tan(theta), short of
+    90 degrees (X / Z ends there; rays by angle: :func:`fisheye_directions`).
     Valid inside the region where the distortion is monotonic (the usable image of a calibrated lens).
 
     Args:
@@ -90,18 +95,82 @@ def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters
             det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
             xy = torch.stack([x - (j22 * fx - j12 * fy) / det, y - (j11 * fy - j12 * fx) / det], -1)
         out = torch.where((model == 1)[..., None], xy, out)
-    if bool((model == 2).any()):  # OPENCV_FISHEYE
+    if bool((model == 2).any()):  # OPENCV_FISHEYE: X / Z exists only short of 90 degrees off axis
         rd = xy_d.norm(dim=-1)
-        theta = rd.clone()
-        for _ in range(iters):
-            t2 = theta * theta
-            f = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - rd
-            df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
-            theta = theta - f / torch.where(df.abs() < 1e-12, torch.full_like(df, 1e-12), df)
-            theta = theta.clamp(0, math.pi / 2 - 1e-6)
+        theta = fisheye_theta(rd, torch.stack([k1, k2, k3, k4], -1), iters).clamp(max=math.pi / 2 - 1e-6)
         ratio = torch.where(rd > 1e-12, torch.tan(theta) / rd.clamp_min(1e-12), torch.ones_like(rd))
         out = torch.where((model == 2)[..., None], xy_d * ratio[..., None], out)
     return out
+
+
+# ----------------------------------------------------------------------------------------------- fisheye by angle
+def fisheye_theta_d(theta: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The fisheye's distorted radius theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8).
+
+    Args:
+        theta: (...) angles from the optical axis (radians); k: (..., 4) (k1, k2, k3, k4), broadcastable.
+    """
+    k1, k2, k3, k4 = k.unbind(-1)
+    t2 = theta * theta
+    return theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+
+
+def fisheye_theta(theta_d: torch.Tensor, k: torch.Tensor, iters: int = 30) -> torch.Tensor:
+    """Invert :func:`fisheye_theta_d` for theta in [0, pi]: Newton steps kept inside a bracket [lo, hi] that
+    every evaluation narrows (a step leaving it, or a non-positive slope, bisects instead), so it converges
+    wherever theta_d increases from the axis to the root; a radius beyond theta_d(pi) gives pi.
+
+    Args:
+        theta_d: (...) distorted radii |(xd, yd)| >= 0; k: (..., 4) (k1, k2, k3, k4), broadcastable.
+    Returns:
+        (...) theta in [0, pi].
+    """
+    k1, k2, k3, k4 = k.unbind(-1)
+    lo, hi = torch.zeros_like(theta_d), torch.full_like(theta_d, math.pi)
+    theta = theta_d.clamp(0, math.pi)
+    for _ in range(iters):
+        t2 = theta * theta
+        f = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - theta_d
+        df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
+        lo, hi = torch.where(f < 0, theta, lo), torch.where(f > 0, theta, hi)
+        step = theta - f / torch.where(df > 0, df, torch.ones_like(df))
+        ok = (df > 0) & (step >= lo) & (step <= hi)  # False for NaN too
+        theta = torch.where(ok, step, 0.5 * (lo + hi))
+    return theta
+
+
+def fisheye_directions(xy_d: torch.Tensor, dist: torch.Tensor, iters: int = 30) -> torch.Tensor:
+    """Unit ray directions in the OpenCV camera frame (x right, y down, z forward) of distorted fisheye
+    coordinates: theta from :func:`fisheye_theta`, then (sin(theta) xd / rd, sin(theta) yd / rd, cos(theta)) with
+    rd = |(xd, yd)|; theta may exceed 90 degrees (z < 0).
+
+    Args:
+        xy_d: (..., 2) distorted normalized coordinates ((u - cx) / fx, (v - cy) / fy); dist: (..., 6).
+    Returns:
+        (..., 3) unit directions.
+    """
+    rd = xy_d.norm(dim=-1)
+    theta = fisheye_theta(rd, dist[..., :4], iters)
+    s = torch.where(rd > 1e-12, torch.sin(theta) / rd.clamp_min(1e-12), torch.ones_like(rd))
+    return torch.cat([xy_d * s[..., None], torch.cos(theta)[..., None]], -1)
+
+
+def fisheye_distort_dirs(p_cv: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Distorted fisheye coordinates (xd, yd) of OpenCV camera-frame points or directions (X, Y, Z) anywhere
+    around the camera: theta = atan2(|(X, Y)|, Z) in [0, pi], then theta_d(theta) (X, Y) / |(X, Y)|. A point
+    straight behind (X = Y = 0, Z < 0) is at theta = pi in every direction; (theta_d(pi), 0) is returned for it.
+
+    Args:
+        p_cv: (..., 3); dist: (..., 6), broadcastable.
+    Returns:
+        (..., 2).
+    """
+    X, Y, Z = p_cv.unbind(-1)
+    r = torch.hypot(X, Y)
+    theta_d = fisheye_theta_d(torch.atan2(r, Z), dist[..., :4])
+    axis = r <= 1e-300
+    unit = torch.stack([torch.where(axis, torch.ones_like(X), X), torch.where(axis, torch.zeros_like(Y), Y)], -1)
+    return unit / torch.where(axis, torch.ones_like(r), r)[..., None] * theta_d[..., None]
 
 
 def _border_pixels(width: torch.Tensor, height: torch.Tensor, per_side: int = 64) -> torch.Tensor:
@@ -118,11 +187,12 @@ def _border_pixels(width: torch.Tensor, height: torch.Tensor, per_side: int = 64
 def lens_problems(cams) -> list[str | None]:
     """Why each of L distorted lenses (all OPENCV or OPENCV_FISHEYE) has no ray for some of its pixels, or None.
 
-    At the border pixels, in float64 and in float32 (the training precision), :func:`undistort` must give finite
-    coordinates that distort back to the pixel (within 0.05 pixel) and, for the fisheye, an angle short of 90 degrees
-    (undistort's clamp); the distortion must be monotonic between the optical axis and those pixels (OPENCV: positive
-    Jacobian determinant and trace along each ray; OPENCV_FISHEYE: theta_d increasing in theta), as otherwise two
-    directions share a pixel and the inversion may pick either.
+    At the border pixels, in float64 and in float32 (the training precision), the inversion (:func:`undistort`;
+    :func:`fisheye_theta` for the fisheye) must give finite values that distort back to the pixel (within 0.05
+    pixel). The distortion must be monotonic between the optical axis and those pixels (OPENCV: positive Jacobian
+    determinant and trace along each ray; OPENCV_FISHEYE: theta_d increasing in theta up to the angle the border
+    needs), as otherwise two directions share a pixel and the inversion may pick either; and a fisheye's border must
+    need no angle beyond 180 degrees off axis (theta_d(pi) at least its largest radius).
     """
     pix = _border_pixels(cams.width, cams.height)  # (L, P, 2)
     f = torch.stack([cams.fx, cams.fy], -1).double()[:, None]
@@ -135,14 +205,34 @@ def lens_problems(cams) -> list[str | None]:
         for i in torch.nonzero(bad).flatten().tolist():
             why[i] = why[i] or (message(i) if callable(message) else message)
 
+    fold = "its distortion is not monotonic inside the image (it folds back: some pixels see two directions), " \
+           "so its rays are undefined there"
+    rd = xy_d.norm(dim=-1)  # (L, P)
+    if bool(fish.any()):  # theta_d on a fine grid of [0, pi]: where it stops rising, and what it reaches before
+        theta = torch.linspace(0, math.pi, 2049, dtype=torch.float64)
+        k = dist[:, :, :4]  # (L, 1, 4)
+        k1, k2, k3, k4 = k.unbind(-1)
+        t2 = theta * theta
+        rising = (1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))) > 0  # (L, S)
+        before_fold = torch.cumprod(rising.long(), -1).bool()
+        td = fisheye_theta_d(theta, k)
+        reach = torch.where(before_fold, td, torch.full_like(td, -math.inf)).amax(-1)  # (L,)
+        need = rd.amax(-1)
+        flag(fish & ~before_fold[:, -1] & (need >= reach), fold)
+        flag(fish & before_fold[:, -1] & (need > td[:, -1]),
+             "its image border lies more than 180 degrees from the optical axis (a field of view over 360 degrees), "
+             "where the OPENCV_FISHEYE model has no ray")
     xy64 = None
     for dtype in (torch.float64, torch.float32):
         xy = undistort(xy_d.to(dtype), model, dist.to(dtype)).double()
         xy64 = xy if xy64 is None else xy64
-        flag(fish & (torch.atan(xy.norm(dim=-1)).amax(-1) > math.pi / 2 - 1e-4),
-             "its image border lies 90 degrees or more from the optical axis (a field of view of 180 degrees or "
-             "more), beyond what the OPENCV_FISHEYE model (theta = atan(r)) can represent")
-        err = ((distort(xy, model, dist) - xy_d) * f).norm(dim=-1)
+        back = distort(xy, model, dist)
+        if bool(fish.any()):  # the fisheye by angle: theta for each radius, and the radius of that theta
+            theta = fisheye_theta(rd.to(dtype), dist[:, :, :4].to(dtype)).double()
+            scale = torch.where(rd > 1e-12, fisheye_theta_d(theta, dist[:, :, :4]) / rd.clamp_min(1e-12), 1.0)
+            back = torch.where(fish[:, None, None], xy_d * scale[..., None], back)
+            xy = torch.where(fish[:, None, None], theta[..., None].expand_as(xy), xy)
+        err = ((back - xy_d) * f).norm(dim=-1)
         bad = ~(torch.isfinite(xy).all(-1) & torch.isfinite(err) & (err < 0.05))  # (L, P)
         name = str(dtype).replace("torch.", "")
         flag(bad.any(-1), lambda i, bad=bad, name=name: (
@@ -150,9 +240,8 @@ def lens_problems(cams) -> list[str | None]:
             "it").format(*pix[i, int(bad[i].nonzero()[0])].tolist(), name))
     k1, k2, k3, k4, p1, p2 = dist[:, :, None].unbind(-1)  # (L, 1, 1) each
     s = torch.linspace(0, 1, 129, dtype=torch.float64)[1:, None]  # (S, 1) steps from the axis to the border
-    ok = torch.ones(len(cams), dtype=torch.bool)
-    safe = torch.nan_to_num(xy64)
     # OPENCV: the Jacobian of distort() along the segments from the optical axis to the border's rays, (L, S, P)
+    safe = torch.nan_to_num(xy64)
     x, y = s * safe[:, None, :, 0], s * safe[:, None, :, 1]
     r2 = x * x + y * y
     radial = 1 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
@@ -160,11 +249,5 @@ def lens_problems(cams) -> list[str | None]:
     j11 = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
     j12 = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y
     j22 = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
-    ok = torch.where(cams.model == 1, ((j11 * j22 - j12 * j12 > 0) & (j11 + j22 > 0)).flatten(1).all(-1), ok)
-    # OPENCV_FISHEYE: d theta_d / d theta > 0 up to the border's largest angle, (L, S)
-    t2 = (s[:, 0] * torch.atan(safe.norm(dim=-1).amax(-1, keepdim=True))) ** 2
-    k1, k2, k3, k4 = (k[:, :, 0] for k in (k1, k2, k3, k4))
-    ok = torch.where(fish, (1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4))) > 0).all(-1), ok)
-    flag(~ok, "its distortion is not monotonic inside the image (it folds back: some pixels see two directions), "
-              "so its rays are undefined there")
+    flag((cams.model == 1) & ~((j11 * j22 - j12 * j12 > 0) & (j11 + j22 > 0)).flatten(1).all(-1), fold)
     return why

@@ -25,13 +25,25 @@ BACKGROUNDS = ("white", "black", "random", "learned")
 
 
 def downscale_image(pixels: np.ndarray, k: int) -> np.ndarray:
-    """Average k x k blocks of (H, W, C); the last partial row/column of blocks is cropped."""
+    """Average k x k blocks of (H, W, C); the last partial row/column of blocks is cropped.
+
+    With C = 4 (straight RGBA) the colour is averaged premultiplied, weighted by alpha, so a block composited on
+    any background equals the mean of its pixels composited on it, and the colour of transparent pixels does not
+    bleed into edges. A fully transparent block keeps its plain mean colour.
+    """
     if k == 1:
         return pixels
     h, w = pixels.shape[0] // k, pixels.shape[1] // k
     if h == 0 or w == 0:
         raise UserError(f"--downscale {k} leaves no pixels of a {pixels.shape[1]}x{pixels.shape[0]} image")
-    return pixels[: h * k, : w * k].reshape(h, k, w, k, -1).mean(axis=(1, 3))
+    blocks = pixels[: h * k, : w * k].reshape(h, k, w, k, -1)
+    if pixels.shape[-1] != 4:
+        return blocks.mean(axis=(1, 3))
+    alpha = blocks[..., 3:].astype(np.float64)
+    weight = alpha.sum(axis=(1, 3))
+    colour = np.where(weight > 0, (blocks[..., :3] * alpha).sum(axis=(1, 3)) / np.maximum(weight, 1e-300),
+                      blocks[..., :3].mean(axis=(1, 3)))
+    return np.concatenate([colour, weight / (k * k)], axis=-1).astype(pixels.dtype)
 
 
 @dataclass

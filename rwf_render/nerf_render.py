@@ -252,8 +252,18 @@ class NeRFModel(nn.Module):
 
 def orbit_cameras(train: Cameras, center, n: int) -> Cameras:
     """``n`` cameras on a circle around ``center``, looking at it: up is the training cameras' mean up vector,
-    radius and elevation their median distance and elevation; intrinsics those of training camera 0."""
+    radius and elevation their median distance and elevation.
+
+    The orbit cameras are plain PINHOLE cameras (as nerfstudio renders camera paths with perspective cameras), so
+    the video of a distorted dataset comes out undistorted: training camera 0's fx, fy, cx, cy, width and height
+    without its distortion. An OPENCV_FISHEYE camera 0 instead gets the pinhole focal length whose horizontal field
+    of view, 2 atan(width / (2 fx)), equals the fisheye's across its width (the angles of the rays through the left
+    and right image edges at the principal row, added), capped at 120 degrees: a pinhole cannot reach 180 degrees
+    and spends most of its pixels on the edges well before that. fy is scaled by the same factor (pixel aspect kept),
+    cx and cy are kept.
+    """
     from .cameras import look_at  # noqa: PLC0415
+    from .lenses import fisheye_theta  # noqa: PLC0415
 
     train = train.to(dtype=torch.float64)
     center = torch.as_tensor(center, dtype=torch.float64)
@@ -271,7 +281,14 @@ def orbit_cameras(train: Cameras, center, n: int) -> Cameras:
     eyes = center + radius * (math.cos(elevation) * ring + math.sin(elevation) * up)
     c2w = look_at(eyes, center, up)  # (n, 3, 4)
     base = train[0]
-    return Cameras(c2w=c2w, fx=base.fx.expand(n).clone(), fy=base.fy.expand(n).clone(),
-                   cx=base.cx.expand(n).clone(), cy=base.cy.expand(n).clone(), width=base.width.expand(n).clone(),
-                   height=base.height.expand(n).clone(), model=base.model.expand(n).clone(),
-                   dist=base.dist.expand(n, -1).clone())
+    fx, fy = base.fx, base.fy
+    if int(base.model[0]) == 2:  # OPENCV_FISHEYE: the pinhole with its horizontal field of view, at most 120 deg
+        edges = (torch.cat([-base.cx, base.width - base.cx]) / base.fx).double()  # xd of the left / right edge
+        theta = torch.sign(edges) * fisheye_theta(edges.abs(), base.dist[:, :4])
+        fov = min(float(theta[1] - theta[0]), math.radians(120.0))
+        fx = base.width.double() / (2 * math.tan(fov / 2))
+        fy = base.fy * fx / base.fx
+    pinhole, no_dist = torch.zeros(n, dtype=torch.long, device=c2w.device), c2w.new_zeros(n, 6)
+    return Cameras(c2w=c2w, fx=fx.expand(n).clone(), fy=fy.expand(n).clone(), cx=base.cx.expand(n).clone(),
+                   cy=base.cy.expand(n).clone(), width=base.width.expand(n).clone(),
+                   height=base.height.expand(n).clone(), model=pinhole, dist=no_dist)

@@ -139,7 +139,8 @@ BAD_LENSES = [
     ({"camera_model": "OPENCV", "k1": -0.35, **SMALL}, "cannot be inverted"),  # corners beyond the fold: no ray
     ({"camera_model": "OPENCV", "k1": -0.7, "k2": 0.2, **SMALL, "cx": 50.0, "cy": 50.0, "w": 100, "h": 100},
      "not monotonic"),  # the corners invert (outer branch) but the image folds between them and the axis
-    ({"camera_model": "OPENCV_FISHEYE", "k1": -0.3, "k2": 0.05, **SMALL}, "90 degrees"),  # FOV over 180 degrees
+    # a fisheye whose corners lie 236 degrees off axis
+    ({"camera_model": "OPENCV_FISHEYE", **SMALL, "fl_x": 9.7, "fl_y": 9.7}, "more than 180 degrees"),
     ({"camera_model": "OPENCV_FISHEYE", "k2": -1.2, "k3": 0.7, **SMALL, "cx": 60.0, "cy": 60.0, "w": 120, "h": 120},
      "not monotonic"),
 ]
@@ -151,7 +152,7 @@ def test_a_lens_without_rays_for_its_pixels_is_refused_at_load(tmp_path, lens, m
     root = _write_dataset(tmp_path / "ds", [{}, {}], lens, size=(lens["w"], lens["h"]))
     with pytest.raises(UserError, match=message) as e:
         load_transforms(root, "all")
-    assert "\n" not in str(e.value) and str(e.value).startswith("camera 0 (")
+    assert "\n" not in str(e.value) and str(e.value).startswith("transforms.json: frame 0, im0.png (")
 
 
 def test_cli_refuses_nan_rays_with_one_line_and_exit_2(tmp_path, capsys):
