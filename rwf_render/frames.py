@@ -44,7 +44,6 @@ class FrameInfo:
     near_far: tuple | None = None
 
 
-
 def _num(value, what: str) -> float:
     try:
         out = float(value)
