@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass
 
 from .errors import UserError, out_of_memory
@@ -17,7 +18,9 @@ from .rundir import COMPARE_PARAMS
 from .train_config import MAX_LR, SCHEDULES, TrainConfig
 
 ENCODINGS = ("fourier", "pe", "identity")
-ACTIVATIONS = ("relu", "tanh", "softplus", "gelu", "silu")
+ACTIVATIONS = ("relu", "tanh", "softplus", "gelu", "silu", "sine")
+OMEGA0 = 30.0
+"""--omega0 default: SIREN's omega_0 (Sitzmann et al. 2020, sec. 3.2)"""
 
 MAX_DEPTH = 1024
 """linear layers at most: beyond, building the MLP alone would take minutes (one Python object per layer)"""
@@ -70,6 +73,14 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def positive_finite(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def model_size_problem(enc: EncodingConfig, mlp: MLPConfig, in_dim: int = 3, out_dim: int = 4) -> str | None:
     """Why a field of these configs cannot be built (too deep, too many weights, RWF scales beyond float32), or
     None. Checked before anything is built or written: an allocation of an absurd size fails only after minutes,
@@ -98,7 +109,8 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
     m.add_argument("--rwf-mu", type=finite_float, default=1.0, help="RWF log-scale mean")
     m.add_argument("--rwf-sigma", type=nonneg_float, default=0.1, help="RWF log-scale std")
     m.add_argument("--rwf-log-scale", action="store_true", help="train log s instead of s")
-    m.add_argument("--encoding", choices=ENCODINGS, default="fourier")
+    m.add_argument("--encoding", choices=ENCODINGS, default=None,
+                   help="input encoding (default fourier; identity, the raw coordinates, with --activation sine)")
     m.add_argument("--features", type=positive_int, default=d.features,
                    help=f"Fourier features m (default {d.features})")
     m.add_argument("--sigma", type=positive_float, default=d.sigma,
@@ -109,7 +121,18 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
                    help=f"positional-encoding octaves (default {d.n_freqs})")
     m.add_argument("--depth", type=positive_int, default=4, help="linear layers, output included (default 4)")
     m.add_argument("--width", type=positive_int, default=d.width, help=f"hidden width (default {d.width})")
-    m.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    m.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="hidden activation (default relu); sine: SIREN (Sitzmann et al. 2020), each hidden layer "
+                        "sin(omega0 (W x + b)) with SIREN's init, linear output layer, raw coordinates unless "
+                        "--encoding is given (a Fourier encoding is allowed); its default --lr is SIREN's 1e-4 "
+                        "(at 1e-3 a 5 x 256 SIREN diverged on a 256 px photo: benchmarks/siren.py)")
+    m.add_argument("--omega0", type=positive_finite, default=None,
+                   help=f"--activation sine: the frequency factor omega0 (default {OMEGA0:g}); coordinates here "
+                        "span 1 (images [0, 1], shapes [-0.5, 0.5]), half SIREN's [-1, 1]: --omega0 60 gives "
+                        "SIREN's first-layer frequencies")
+
+
+DEFAULT_LR, SIREN_LR = 1e-3, 1e-4  # --lr unless given: SIREN's rate for sine networks (Sitzmann et al. 2020)
 
 
 def learning_rate(text: str) -> float:
@@ -125,7 +148,8 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
     decay_factor = positive_at_most(1.0, " (a decay: above 1 the rate grows until it overflows)")
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {d.steps})")
-    t.add_argument("--lr", type=learning_rate, default=1e-3)
+    t.add_argument("--lr", type=learning_rate, default=None,
+                   help=f"Adam learning rate (default {DEFAULT_LR:g}; {SIREN_LR:g} with --activation sine, SIREN's)")
     t.add_argument("--scale-lr", type=learning_rate, default=None, help="learning rate of the RWF scales")
     t.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help=f"learning-rate schedule (default {d.schedule})")
@@ -140,19 +164,27 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
 
 def model_from_args(args, out_activation: str = "none", in_dim: int = 3) -> tuple[EncodingConfig, MLPConfig]:
     """The encoding and MLP configs of the options; UserError when such a field cannot be built
-    (``model_size_problem``)."""
-    enc = EncodingConfig(kind=args.encoding, m=args.features, sigma=args.sigma,
+    (``model_size_problem``); a warning when --omega0 is given without --activation sine (a new fit only: resuming,
+    the run's saved activation decides). --activation sine without --encoding uses the raw coordinates (identity)."""
+    sine = args.activation == "sine"
+    omega0 = getattr(args, "omega0", None)
+    if omega0 is not None and not sine and not getattr(args, "resume", False):
+        print(f"rwf: warning: --omega0 applies to --activation sine only; it has no effect with --activation "
+              f"{args.activation}", file=sys.stderr)
+    kind = args.encoding or ("identity" if sine else "fourier")
+    enc = EncodingConfig(kind=kind, m=args.features, sigma=args.sigma,
                          trainable=getattr(args, "trainable_features", False), n_freqs=args.n_freqs,
-                         include_input=args.encoding == "pe")
+                         include_input=kind == "pe")
     mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, out_activation=out_activation,
-                    param=args.param, rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale)
+                    param=args.param, rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale,
+                    omega0=OMEGA0 if omega0 is None else omega0)
     problem = model_size_problem(enc, mlp, in_dim)
     if problem:
         raise UserError(problem)
     return enc, mlp
 
 
-def checked_field(build, options: str = "--sigma, --n-freqs, --rwf-mu or --rwf-sigma"):
+def checked_field(build, options: str = "--sigma, --n-freqs, --omega0, --rwf-mu or --rwf-sigma"):
     """``build()`` (a field), with an allocation failure or initial weights that are not finite numbers (a Fourier
     sigma or an octave count beyond float32) as a UserError: call it before the run folder is made, so such
     options write nothing and replace no run."""
@@ -177,7 +209,8 @@ def checked_field(build, options: str = "--sigma, --n-freqs, --rwf-mu or --rwf-s
 
 
 def train_from_args(args, steps: int, loss_weights: dict | None = None) -> TrainConfig:
-    return TrainConfig(steps=args.steps or steps, lr=args.lr, scale_lr=args.scale_lr, schedule=args.schedule,
+    lr = args.lr if args.lr is not None else SIREN_LR if getattr(args, "activation", None) == "sine" else DEFAULT_LR
+    return TrainConfig(steps=args.steps or steps, lr=lr, scale_lr=args.scale_lr, schedule=args.schedule,
                        lr_final=args.lr_final, decay_every=args.decay_every, seed=args.seed,
                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
                        ckpt_every=args.ckpt_every, loss_weights=dict(loss_weights or {}))

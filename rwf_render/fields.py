@@ -1,7 +1,13 @@
-"""Coordinate MLPs: an encoding followed by an MLP whose linear layers follow ``param = plain | wn | rwf``."""
+"""Coordinate MLPs: an encoding followed by an MLP whose linear layers follow ``param = plain | wn | rwf``.
+
+Hidden activations are the usual ones or SIREN's sine (Sitzmann et al. 2020): with ``activation="sine"`` each
+hidden layer computes sin(omega0 (W x + b)) and every parameterization starts from SIREN's uniform draw
+(``layers.siren_uniform``) instead of the Glorot one.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
@@ -9,12 +15,29 @@ import torch
 from torch import nn
 
 from .encodings import make_encoding
-from .layers import PARAMS, make_linear
+from .layers import PARAMS, make_linear, siren_uniform
+
+
+class Sine(nn.Module):
+    """SIREN's activation: sin(omega0 z), z the layer's W x + b (Sitzmann et al. 2020, sec. 3.2)."""
+
+    def __init__(self, omega0: float = 30.0):
+        super().__init__()
+        self.omega0 = float(omega0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.omega0 * z)
+
+    def extra_repr(self) -> str:
+        return f"omega0={self.omega0:g}"
+
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU, "silu": nn.SiLU,
     "sigmoid": nn.Sigmoid, "none": nn.Identity,
 }
+HIDDEN_ACTIVATIONS = (*ACTIVATIONS, "sine")
+"""hidden activations: ACTIVATIONS and SIREN's sine (not an output activation: the output layer stays linear)"""
 
 
 @dataclass
@@ -44,7 +67,7 @@ class MLPConfig:
     width: int = 256
     """hidden features"""
     activation: str = "relu"
-    """hidden activation: relu | tanh | softplus | gelu | silu"""
+    """hidden activation: relu | tanh | softplus | gelu | silu | sine (SIREN: sin(omega0 (W x + b)), SIREN init)"""
     out_activation: str = "none"
     """output activation: none | sigmoid | relu | softplus"""
     skips: Sequence[int] = field(default_factory=tuple)
@@ -57,6 +80,8 @@ class MLPConfig:
     """rwf: std of the log-scale draw"""
     rwf_log_scale: bool = False
     """rwf: train log s instead of s"""
+    omega0: float = 30.0
+    """sine: the frequency factor omega0 of sin(omega0 (W x + b)) and of SIREN's init (runs saved before: 30)"""
 
 
 _SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
@@ -93,6 +118,10 @@ def from_dict(cls, d: dict | None):
 class MLP(nn.Module):
     """depth linear layers of ``width`` features (``param`` picks the layer type), activation between them.
 
+    Every layer starts from one W0 draw whatever ``param`` is: Glorot-normal, or for ``activation="sine"`` SIREN's
+    (``siren_uniform``: the first layer U(+-1/fan_in), the later ones, output included, U(+-sqrt(6/fan_in)/omega0)).
+    Biases start at zero in both cases. The output layer is linear (then ``out_activation``).
+
     Shapes: x (..., in_dim) -> (..., out_dim).
     """
 
@@ -102,9 +131,12 @@ class MLP(nn.Module):
             raise ValueError(f"unknown param {cfg.param!r}; expected one of {', '.join(PARAMS)}")
         if cfg.depth < 1 or cfg.width < 1:
             raise ValueError("MLP depth and width must be positive")
-        for name in (cfg.activation, cfg.out_activation):
-            if name not in ACTIVATIONS:
-                raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+        for name, known in ((cfg.activation, HIDDEN_ACTIVATIONS), (cfg.out_activation, ACTIVATIONS)):
+            if name not in known:
+                raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(known)}")
+        sine = cfg.activation == "sine"
+        if sine and not (isinstance(cfg.omega0, (int, float)) and math.isfinite(cfg.omega0) and cfg.omega0 > 0):
+            raise ValueError(f"omega0 must be a finite number > 0, got {cfg.omega0!r}")
         self.in_dim, self.out_dim, self.cfg = in_dim, out_dim, cfg
         self.skips = tuple(int(s) for s in cfg.skips)
         # Separate streams for W0 and the RWF scales: the same seed gives the same W0 for plain, wn and rwf,
@@ -115,10 +147,11 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList()
         for i in range(cfg.depth):
             d_in = dims[i] + (in_dim if i in self.skips and i > 0 else 0)
+            w0 = siren_uniform(dims[i + 1], d_in, cfg.omega0, i == 0, gen_w) if sine else None  # None: Glorot
             self.layers.append(make_linear(d_in, dims[i + 1], cfg.param, generator=gen_w, scale_generator=gen_s,
                                            rwf_mu=cfg.rwf_mu, rwf_sigma=cfg.rwf_sigma,
-                                           rwf_log_scale=cfg.rwf_log_scale))
-        self.act = ACTIVATIONS[cfg.activation]()
+                                           rwf_log_scale=cfg.rwf_log_scale, w0=w0))
+        self.act = Sine(cfg.omega0) if sine else ACTIVATIONS[cfg.activation]()
         self.out_act = ACTIVATIONS[cfg.out_activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

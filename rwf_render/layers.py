@@ -1,8 +1,8 @@
-"""Linear layers: plain, weight-normalized and randomly factorized (RWF), with one shared Glorot initialization.
+"""Linear layers: plain, weight-normalized and randomly factorized (RWF), with one shared initialization.
 
-All three start from the same Glorot-normal draw ``W0`` (given the same generator), so at step 0 they compute the
-same function and a comparison between them changes the parameterization and nothing else
-(``../shared/docs/RWF.md``).
+All three start from the same draw ``W0`` (Glorot-normal by default, given the same generator; or a ``w0`` passed
+in, such as SIREN's ``siren_uniform``), so at step 0 they compute the same function and a comparison between them
+changes the parameterization and nothing else (``../shared/docs/RWF.md``).
 
     plain:  W = W0                                   parameters: weight, bias
     wn:     W = g * v / ||v||   (Salimans & Kingma 2016), v = W0, g = ||W0 row||    parameters: g, v, bias
@@ -31,21 +31,49 @@ def glorot_normal(d_out: int, d_in: int, generator: torch.Generator | None = Non
     return torch.randn(d_out, d_in, generator=generator) * std
 
 
+def siren_uniform(d_out: int, d_in: int, omega0: float, first: bool,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """SIREN's weight init (Sitzmann et al. 2020, sec. 3.2), shape (d_out, d_in).
+
+    For layers computing sin(omega0 (W x + b)) -- omega0 multiplies the whole pre-activation, bias included, in
+    every hidden layer -- W is drawn uniform in [-c, c] with
+        first layer:  c = 1 / d_in
+        later layers: c = sqrt(6 / d_in) / omega0   (the output layer included)
+    so that omega0 W ~ U(-sqrt(6/n), sqrt(6/n)) in every layer after the first: with sine inputs (arcsine
+    distributed, variance 1/2) each hidden pre-activation omega0 W x is then close to N(0, 1), in every layer.
+    Biases are not drawn here: the MLP starts them at zero, as every layer of this project (the paper's analysis
+    leaves them out; its reference code keeps PyTorch's U(+-1/sqrt(fan_in)), which times omega0 would add a
+    variance omega0^2 / (3 fan_in), 1.2 at 256 features, to each hidden pre-activation).
+    """
+    bound = 1.0 / d_in if first else math.sqrt(6.0 / d_in) / omega0
+    return (torch.rand(d_out, d_in, generator=generator) * 2.0 - 1.0) * bound
+
+
+def _initial(d_out: int, d_in: int, generator: torch.Generator | None, w0: torch.Tensor | None) -> torch.Tensor:
+    if w0 is None:
+        return glorot_normal(d_out, d_in, generator)
+    if tuple(w0.shape) != (d_out, d_in):
+        raise ValueError(f"w0 has shape {tuple(w0.shape)}, expected {(d_out, d_in)}")
+    return w0
+
+
 class PlainLinear(nn.Module):
     """y = x W^T + b with W initialized Glorot-normal and b = 0.
 
     Args:
         d_in, d_out: feature sizes.
         generator: RNG for W0 (None: torch's global RNG).
+        w0: the initial weight (d_out, d_in) instead of a Glorot draw (nothing is drawn from ``generator``).
     Shapes: x (..., d_in) -> y (..., d_out).
     """
 
-    def __init__(self, d_in: int, d_out: int, bias: bool = True, generator: torch.Generator | None = None):
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, generator: torch.Generator | None = None,
+                 w0: torch.Tensor | None = None):
         super().__init__()
         self.d_in, self.d_out = d_in, d_out
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
-        self.reset_parameters(glorot_normal(d_out, d_in, generator))
+        self.reset_parameters(_initial(d_out, d_in, generator, w0))
 
     @torch.no_grad()
     def reset_parameters(self, w0: torch.Tensor) -> None:
@@ -70,13 +98,14 @@ class WeightNormLinear(PlainLinear):
     so the three parameterizations start from one function).
     """
 
-    def __init__(self, d_in: int, d_out: int, bias: bool = True, generator: torch.Generator | None = None):
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, generator: torch.Generator | None = None,
+                 w0: torch.Tensor | None = None):
         nn.Module.__init__(self)
         self.d_in, self.d_out = d_in, d_out
         self.g = nn.Parameter(torch.empty(d_out))
         self.v = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
-        self.reset_parameters(glorot_normal(d_out, d_in, generator))
+        self.reset_parameters(_initial(d_out, d_in, generator, w0))
 
     @torch.no_grad()
     def reset_parameters(self, w0: torch.Tensor) -> None:
@@ -95,16 +124,17 @@ class WeightNormLinear(PlainLinear):
 class FactorizedLinear(PlainLinear):
     """Random weight factorization (RWF; Wang, Wang, Seidman & Perdikaris 2022, sec. 3): W = diag(s) V.
 
-    ``reset_parameters`` draws W0 Glorot-normal, g ~ N(mu, sigma) per output neuron, sets s = exp(g) and V = W0 / s
-    row-wise, so diag(s) V == W0 and the layer starts as the plain one. As in the authors' code (jaxpi
-    ``archs.Dense``, PhysicsNeMo ``WeightFactLinear``) the scale s itself is the trained parameter; with
-    ``log_scale=True`` the parameter is g and the forward pass uses exp(g) instead.
+    ``reset_parameters`` takes W0 (Glorot-normal unless ``w0`` is given), draws g ~ N(mu, sigma) per output
+    neuron, sets s = exp(g) and V = W0 / s row-wise, so diag(s) V == W0 and the layer starts as the plain one. As
+    in the authors' code (jaxpi ``archs.Dense``, PhysicsNeMo ``WeightFactLinear``) the scale s itself is the trained
+    parameter; with ``log_scale=True`` the parameter is g and the forward pass uses exp(g) instead.
 
     Args:
         d_in, d_out: feature sizes.
         mu, sigma: mean and std of the log-scale draw (defaults 1.0 and 0.1, RWF.md).
         log_scale: train g = log s instead of s.
         generator: RNG for W0; scale_generator: RNG for g (separate, so W0 matches the plain layer's draw).
+        w0: the initial weight instead of a Glorot draw.
     Shapes: x (..., d_in) -> y (..., d_out).
 
     Example:
@@ -115,14 +145,14 @@ class FactorizedLinear(PlainLinear):
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True, mu: float = 1.0, sigma: float = 0.1,
                  log_scale: bool = False, generator: torch.Generator | None = None,
-                 scale_generator: torch.Generator | None = None):
+                 scale_generator: torch.Generator | None = None, w0: torch.Tensor | None = None):
         nn.Module.__init__(self)
         self.d_in, self.d_out = d_in, d_out
         self.mu, self.sigma, self.log_scale = mu, sigma, log_scale
         self.scale = nn.Parameter(torch.empty(d_out))  # holds s, or g = log s when log_scale
         self.v = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
-        self.reset_parameters(glorot_normal(d_out, d_in, generator), scale_generator)
+        self.reset_parameters(_initial(d_out, d_in, generator, w0), scale_generator)
 
     @torch.no_grad()
     def reset_parameters(self, w0: torch.Tensor, scale_generator: torch.Generator | None = None) -> None:
@@ -147,14 +177,17 @@ class FactorizedLinear(PlainLinear):
 
 def make_linear(d_in: int, d_out: int, param: str = "plain", bias: bool = True,
                 generator: torch.Generator | None = None, scale_generator: torch.Generator | None = None,
-                rwf_mu: float = 1.0, rwf_sigma: float = 0.1, rwf_log_scale: bool = False) -> PlainLinear:
-    """The one switch every MLP in the project goes through: ``param = "plain" | "wn" | "rwf"``."""
+                rwf_mu: float = 1.0, rwf_sigma: float = 0.1, rwf_log_scale: bool = False,
+                w0: torch.Tensor | None = None) -> PlainLinear:
+    """The one switch every MLP in the project goes through: ``param = "plain" | "wn" | "rwf"``; ``w0`` replaces
+    the Glorot draw (every parameterization starts from it)."""
     if param == "plain":
-        return PlainLinear(d_in, d_out, bias, generator)
+        return PlainLinear(d_in, d_out, bias, generator, w0)
     if param == "wn":
-        return WeightNormLinear(d_in, d_out, bias, generator)
+        return WeightNormLinear(d_in, d_out, bias, generator, w0)
     if param == "rwf":
-        return FactorizedLinear(d_in, d_out, bias, rwf_mu, rwf_sigma, rwf_log_scale, generator, scale_generator)
+        return FactorizedLinear(d_in, d_out, bias, rwf_mu, rwf_sigma, rwf_log_scale, generator, scale_generator,
+                                w0)
     raise ValueError(f"unknown param {param!r}; expected one of {', '.join(PARAMS)}")
 
 
