@@ -48,6 +48,12 @@ class NeRFConfig:
     """cap on rays per step"""
     depth_rays: int = 256
     """rays through depth samples per step, when the depth loss is on (``train.loss_weights["depth"]`` > 0)"""
+    occlusion_rays: int = 256
+    """colour rays per step whose first stretch the occlusion loss reads (``train.loss_weights["occlusion"]`` > 0)"""
+    occlusion_samples: int = 8
+    """points per ray in that stretch (stratified)"""
+    occlusion_margin: float = 0.05
+    """the stretch, [near, near (1 + margin)], as a fraction of each ray's near bound"""
     val_images: int = 1
     """validation images rendered at each evaluation"""
     eval_images: int = 8
@@ -60,6 +66,11 @@ class NeRFConfig:
     def depth_weight(self) -> float:
         """The depth loss weight (``--depth-loss``; 0: off, the dataset's depth maps are not read)."""
         return self.train.loss_weights.get("depth", 0.0)
+
+    @property
+    def occlusion_weight(self) -> float:
+        """The occlusion loss weight (``--occlusion-loss``; 0: off)."""
+        return self.train.loss_weights.get("occlusion", 0.0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -140,6 +151,13 @@ def check_config(cfg: NeRFConfig) -> None:
          "--target-samples, --eval-images and the ray counts must be integers >= 1")
     need(finite(cfg.depth_weight) and cfg.depth_weight >= 0,
          f"--depth-loss must be a finite number >= 0, got {cfg.depth_weight!r}")
+    need(finite(cfg.occlusion_weight) and cfg.occlusion_weight >= 0,
+         f"--occlusion-loss must be a finite number >= 0, got {cfg.occlusion_weight!r}")
+    need(finite(cfg.occlusion_margin) and cfg.occlusion_margin > 0,
+         f"--occlusion-margin must be a finite number > 0, got {cfg.occlusion_margin!r}")
+    need(all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+             for v in (cfg.occlusion_rays, cfg.occlusion_samples)),
+         "occlusion_rays and occlusion_samples must be integers >= 1")
     need(isinstance(f.appearance_dim, int) and f.appearance_dim <= MAX_APPEARANCE_DIM,
          f"--appearance-dim must be at most {MAX_APPEARANCE_DIM}, got {f.appearance_dim!r}")
     try:
@@ -220,6 +238,10 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     depth_weight = pick("depth_loss", 0.0)
     if depth_weight:
         t.loss_weights["depth"] = depth_weight
+    occlusion_weight = pick("occlusion_loss", 0.0)
+    if occlusion_weight:
+        t.loss_weights["occlusion"] = occlusion_weight
+    cfg.occlusion_margin = pick("occlusion_margin", 0.05)
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
     cfg.model_seed = args.seed
     return cfg
@@ -228,7 +250,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
 ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"), "encoding": ("field.pos.kind",),
            "features": ("field.pos.m",), "sigma": ("field.pos.sigma",), "depth": ("field.trunk.depth",),
            "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",),
-           "depth_loss": ("train.loss_weights.depth",)}
+           "depth_loss": ("train.loss_weights.depth",), "occlusion_loss": ("train.loss_weights.occlusion",)}
 """config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
 
 
@@ -315,3 +337,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the relative L1 between rendered depth and the dataset's depth maps "
                         "(depth_file_path; default 0: off)")
     t.add_argument("--depth-rays", type=positive_int, help="rays through depth samples per step (default 256)")
+    t.add_argument("--occlusion-loss", type=float, metavar="W",
+                   help="weight of the mean opacity just past each training ray's near bound (FreeNeRF's occlusion "
+                        "loss: no floaters in front of the cameras; default 0: off)")
+    t.add_argument("--occlusion-margin", type=float, metavar="M",
+                   help="the occlusion loss reads [near, near (1 + M)] of each ray (default 0.05)")

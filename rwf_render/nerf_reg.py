@@ -1,0 +1,43 @@
+"""Regularizers for views no training photo sees, for captures with few photos (BENCHMARKS.md, "bartoszek").
+
+Occlusion regularization (FreeNeRF, Yang et al. 2023, sec. 3.2): with few photos a field can explain each one by
+density floating just in front of its own camera, which the other cameras barely see. The loss is the mean opacity
+of points in the first stretch of each training ray, from its near bound to ``near (1 + margin)``; with per-frame
+near bounds just short of the nearest observed point, nothing true lies there.
+
+FreeNeRF penalizes the raw density of its first samples; here it is each point's opacity over its share of the
+stretch, ``1 - exp(-sigma delta)``: bounded, so one exploding density cannot swamp the colour loss, and sampled at
+stratified points of its own (density only, no colour) rather than read off the marcher's samples, which skip
+cells the occupancy grid already marks empty.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def near_opacity(density_fn: Callable[[torch.Tensor], torch.Tensor], rays_o: torch.Tensor, rays_d: torch.Tensor,
+                 near: torch.Tensor, margin: float, jitter: torch.Tensor) -> torch.Tensor:
+    """Mean opacity of the first stretch [near, near (1 + margin)] of rays, at S stratified points per ray.
+
+    Args:
+        density_fn: points (N, 3) -> sigma (N,).
+        rays_o, rays_d: (R, 3) origins and unit directions; near: (R,) ray starts.
+        margin: the stretch's length as a fraction of near.
+        jitter: (R, S) in [0, 1): each point's place in its stratum.
+    Returns:
+        () mean over the R * S points of alpha = 1 - exp(-sigma delta), delta = near margin / S.
+    Example:
+        >>> o, d = torch.zeros(1, 3), torch.tensor([[0.0, 0.0, 1.0]])
+        >>> float(near_opacity(lambda x: torch.zeros(len(x)), o, d, torch.ones(1), 0.1, torch.rand(1, 4)))
+        0.0
+    """
+    n_samples = jitter.shape[1]
+    u = (torch.arange(n_samples, dtype=near.dtype, device=near.device) + jitter) / n_samples  # (R, S)
+    t = near[:, None] * (1 + margin * u)  # (R, S)
+    x = rays_o[:, None, :] + rays_d[:, None, :] * t[..., None]  # (R, S, 3)
+    sigma = density_fn(x.reshape(-1, 3)).reshape(t.shape).float()
+    delta = (near * margin / n_samples)[:, None]  # (R, 1)
+    return (1 - torch.exp(-sigma * delta)).mean()
