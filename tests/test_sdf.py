@@ -62,10 +62,10 @@ def test_eikonal_loss_gradient_equals_finite_differences(param):
     params += [layer.weight if param == "plain" else layer.v for layer in (model.mlp.layers[0], model.mlp.layers[-1])]
     if param == "wn":
         params.append(model.mlp.layers[1].g)
-    check_grads_by_finite_differences(loss, params, h=1e-6, rel=1e-5, abs_tol=1e-9)
+    assert_grads_match_finite_differences(loss, params, h=1e-6, rel=1e-5, abs_tol=1e-9)
 
 
-def check_grads_by_finite_differences(loss, params, h: float, rel: float, abs_tol: float) -> None:
+def assert_grads_match_finite_differences(loss, params, h: float, rel: float, abs_tol: float) -> None:
     """Each parameter's .grad at its first and last entry equals the central difference of ``loss()``."""
     for p in params:
         for idx in [(0,) * p.dim(), tuple(s - 1 for s in p.shape)]:

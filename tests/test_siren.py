@@ -13,7 +13,7 @@ from rwf_render.fields import EncodingConfig, MLPConfig, NeuralField, from_dict
 from rwf_render.image import ImageConfig, build_model
 from rwf_render.layers import glorot_normal, rwf_scale_parameters, siren_uniform
 from rwf_render.shape_task import eikonal_loss, sdf_gradient
-from tests.test_sdf import check_grads_by_finite_differences
+from tests.test_sdf import assert_grads_match_finite_differences
 
 RAW = EncodingConfig(kind="identity")
 TINY_IMAGE = ["--size", "32", "--width", "32", "--depth", "3", "--eval-every", "5", "--quiet"]
@@ -126,7 +126,7 @@ def test_spatial_and_eikonal_gradients_through_a_sine_rwf_mlp_equal_finite_diffe
     loss().backward()  # second derivatives through sin, the scale s and the direction V
     params = list(rwf_scale_parameters(model)) + [model.mlp.layers[0].v, model.mlp.layers[1].v,
                                                   model.mlp.layers[1].bias]
-    check_grads_by_finite_differences(loss, params, h=h, rel=1e-4, abs_tol=1e-7)
+    assert_grads_match_finite_differences(loss, params, h=h, rel=1e-4, abs_tol=1e-7)
 
 
 def test_sine_beats_relu_on_raw_coordinates_at_equal_steps(tmp_path, one_thread):
