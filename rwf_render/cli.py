@@ -31,7 +31,13 @@ PIPELINES = {"image": "rwf_render.image", "sdf": "rwf_render.sdf", "nerf": "rwf_
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message (no usage block) and exit code 2."""
+    """argparse with a one-line error message (no usage block) and exit code 2, and no abbreviated options: with
+    them ``rwf fit sdf --res 32`` (``--res`` is an option of ``rwf export mesh``) was read as ``--resume`` of a
+    mesh named 32."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102
         raise UserError(f"{self.prog}: {message} (see --help)")

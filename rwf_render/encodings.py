@@ -3,6 +3,8 @@
     fourier   Gaussian Fourier features (Tancik et al. 2020): [sin(2 pi x B^T), cos(2 pi x B^T)], B ~ N(0, sigma^2)
     pe        NeRF positional encoding (Mildenhall et al. 2020, eq. 4): sin/cos(2^k pi x), k = 0 .. n_freqs-1
     sh        real spherical harmonics of a unit direction, degrees l = 0 .. degree (degree <= 4)
+    hashgrid  multiresolution hash encoding (Mueller et al. 2022, instant-ngp): trainable feature tables at L grid
+              resolutions, trilinearly interpolated at x in [0, 1]^d; coarse levels dense, fine ones hashed
     identity  x itself
 
 Both sinusoidal encodings also take a covariance: ``enc(x, cov)`` is the expected encoding of a Gaussian
@@ -10,7 +12,7 @@ x ~ N(mean, cov) (the integrated positional encoding of mip-NeRF, Barron et al. 
 E[sin(w.x)] = sin(w.mean) exp(-w^T cov w / 2), and the same for cos. Each sinusoid is damped by how far its
 phase spreads over the Gaussian, so a frequency finer than a sample's footprint fades instead of aliasing.
 
-Positional encoding and spherical harmonics can run through tiny-cuda-nn (``backend="tcnn"``) when it is
+Positional encoding, spherical harmonics and the hash grid can run through tiny-cuda-nn (``backend="tcnn"``) when it is
 importable on a CUDA machine; they fall back to torch with one warning otherwise. The torch versions use
 tiny-cuda-nn's output layout, so the two are interchangeable.
 """
@@ -23,7 +25,7 @@ import warnings
 import torch
 from torch import nn
 
-ENCODINGS = ("fourier", "pe", "sh", "identity")
+ENCODINGS = ("fourier", "pe", "sh", "hashgrid", "identity")
 
 
 def _tcnn_or_none(backend: str, what: str):
@@ -208,10 +210,163 @@ class SphericalHarmonics(nn.Module):
         return f"degree={self.degree}, out_dim={self.out_dim}, backend={self.backend}"
 
 
+# Hash primes of instant-ngp / tiny-cuda-nn (the first is 1, so the first axis stays coherent in memory).
+_HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
+
+
+class HashGrid(nn.Module):
+    """Multiresolution hash encoding (Mueller et al. 2022): L levels of trainable features, interpolated.
+
+    Level l has grid scale s_l = base_res * b^l - 1, with b such that the last level has max_res (tiny-cuda-nn's
+    ``per_level_scale``), and (ceil(s_l) + 1)^d vertices. A level with at most 2^log2_size vertices stores one
+    feature vector per vertex (dense, no collisions); a finer one hashes its vertices into 2^log2_size entries
+    (xor of coordinate x prime). A point x in [0, 1]^d reads the 2^d vertices around x s_l + 0.5 and interpolates
+    them (d-linear). Outputs are level-major: [level 0 features, level 1 features, ...], as tiny-cuda-nn's.
+
+    The table is one parameter, (sum of the levels' sizes, level_features), in tiny-cuda-nn's parameter order, drawn
+    from U(-1e-4, 1e-4). The tables cover [origin, origin + 1]^d; x - origin is clamped to [0, 1]^d. On a CPU the
+    lookup runs in the compiled kernel of :mod:`rwf_render.raymarch` when it is available and x needs no gradient;
+    otherwise in torch (the reference). With ``backend="tcnn"`` tiny-cuda-nn's HashGrid runs instead (CUDA only).
+
+    Shapes: x (..., d) -> (..., levels * level_features).
+    """
+
+    def __init__(self, in_dim: int, levels: int = 16, level_features: int = 2, log2_size: int = 19,
+                 base_res: int = 16, max_res: int = 2048, backend: str = "torch", origin: float = 0.0,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        if not 1 <= in_dim <= len(_HASH_PRIMES):
+            raise ValueError(f"hash grid: in_dim must be 1..{len(_HASH_PRIMES)}, got {in_dim}")
+        if not 1 <= levels <= 32:
+            raise ValueError(f"hash grid: levels must be 1..32, got {levels}")
+        if level_features not in (1, 2, 4, 8):
+            raise ValueError(f"hash grid: level_features must be 1, 2, 4 or 8, got {level_features}")
+        if not 4 <= log2_size <= 26:
+            raise ValueError(f"hash grid: log2_size must be 4..26, got {log2_size}")
+        if not 2 <= base_res <= max_res:
+            raise ValueError(f"hash grid: need 2 <= base_res <= max_res, got {base_res} and {max_res}")
+        self.in_dim, self.levels, self.level_features = in_dim, levels, level_features
+        self.log2_size, self.base_res, self.max_res, self.origin = log2_size, base_res, max_res, float(origin)
+        self.per_level_scale = math.exp(math.log(max_res / base_res) / (levels - 1)) if levels > 1 else 1.0
+        log2_b, cap = math.log2(self.per_level_scale), 1 << log2_size
+        scales, res, sizes, offsets = [], [], [], [0]
+        for lv in range(levels):  # tiny-cuda-nn's grid_scale / grid_resolution / params_in_level, in float32
+            s = float(torch.tensor(2.0 ** (lv * log2_b) * base_res - 1.0, dtype=torch.float32))
+            r = math.ceil(s) + 1
+            size = min(r**in_dim, cap)
+            size = (size + 7) // 8 * 8
+            scales.append(s), res.append(r), sizes.append(size), offsets.append(offsets[-1] + size)
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32), persistent=False)
+        self.register_buffer("resolutions", torch.tensor(res, dtype=torch.int64), persistent=False)
+        self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.int64), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
+        self.register_buffer("hashed", torch.tensor([r**in_dim > sz for r, sz in zip(res, sizes)]),
+                             persistent=False)
+        corners = torch.tensor([[(c >> i) & 1 for i in range(in_dim)] for c in range(1 << in_dim)])
+        self.register_buffer("corners", corners, persistent=False)  # (2^d, d), bit i of corner c on axis i
+        self.register_buffer("primes", torch.tensor(_HASH_PRIMES[:in_dim], dtype=torch.int64), persistent=False)
+        self.n_params = offsets[-1]
+        table = torch.rand(self.n_params, level_features, generator=generator) * 2e-4 - 1e-4
+        self.table = nn.Parameter(table)
+        self.out_dim = levels * level_features
+        tcnn = _tcnn_or_none(backend, "HashGrid")
+        self.backend = "tcnn" if tcnn else "torch"
+        self._tcnn = None
+        if tcnn:
+            self._tcnn = tcnn.Encoding(in_dim, self.tcnn_config(), dtype=torch.float32)
+            with torch.no_grad():
+                self._tcnn.params.copy_(self.table.detach().flatten())
+            del self.table
+            self.table = self._tcnn.params  # one parameter, seen under the same name
+
+    def tcnn_config(self) -> dict:
+        return {"otype": "HashGrid", "n_levels": self.levels, "n_features_per_level": self.level_features,
+                "log2_hashmap_size": self.log2_size, "base_resolution": self.base_res,
+                "per_level_scale": self.per_level_scale}
+
+    def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table rows and weights of the 2^d vertices around each point, per level: (N, L, 2^d) int64 and float."""
+        pos = x[:, None, :] * self.scales[:, None] + 0.5  # (N, L, d)
+        cell = torch.floor(pos)
+        frac = pos - cell
+        vert = cell.long()[:, :, None, :] + self.corners  # (N, L, 2^d, d)
+        stride = self.resolutions[:, None] ** torch.arange(self.in_dim, device=x.device)  # (L, d)
+        dense = (vert * stride[:, None, :]).sum(-1)  # (N, L, 2^d)
+        hashed = vert[..., 0] * self.primes[0]
+        for i in range(1, self.in_dim):
+            hashed = hashed ^ (vert[..., i] * self.primes[i])
+        hashed = hashed & 0xFFFFFFFF  # tiny-cuda-nn hashes in uint32
+        index = torch.where(self.hashed[:, None], hashed, dense) % self.sizes[:, None] + self.offsets[:, None]
+        w = torch.where(self.corners.bool(), frac[:, :, None, :], 1.0 - frac[:, :, None, :]).prod(-1)
+        return index, w
+
+    def encode_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference: (N, d) in [0, 1] -> (N, L * F), differentiable in the table and in x."""
+        index, w = self.lookup(x)
+        feats = (self.table[index] * w[..., None]).sum(2)  # (N, L, F)
+        return feats.flatten(1)
+
+    def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., d); ``cov`` is not supported (an integrated hash encoding is not defined here)."""
+        if cov is not None:
+            raise ValueError("the hash grid encoding does not integrate over a footprint (mip); use fourier or pe")
+        lead = x.shape[:-1]
+        with torch.autocast(x.device.type, enabled=False):
+            flat = (x.reshape(-1, self.in_dim).float() - self.origin).clamp(0.0, 1.0)
+            if self._tcnn is not None:
+                out = self._tcnn(flat).float()
+            else:
+                out = _hashgrid_kernel(self, flat)
+                if out is None:
+                    out = self.encode_torch(flat)
+        return out.reshape(*lead, self.out_dim)
+
+    def extra_repr(self) -> str:
+        return (f"in_dim={self.in_dim}, origin={self.origin:g}, levels={self.levels}, "
+                f"level_features={self.level_features}, "
+                f"log2_size={self.log2_size}, base_res={self.base_res}, max_res={self.max_res}, "
+                f"params={self.n_params * self.level_features}, backend={self.backend}")
+
+
+def _hashgrid_kernel(enc: HashGrid, x: torch.Tensor) -> torch.Tensor | None:
+    """The compiled CPU lookup, or None where it does not apply (GPU tensors, x needing a gradient, no kernel)."""
+    if x.device.type != "cpu" or x.requires_grad or enc.table.dtype != torch.float32:
+        return None
+    from .raymarch import _backend  # noqa: PLC0415  (loads the compiled extension on first use)
+
+    ext = _backend.load("cpu")
+    if ext is None or not hasattr(ext, "hashgrid_forward"):
+        return None
+    return _HashGridFn.apply(enc.table, x.contiguous(), enc, ext)
+
+
+class _HashGridFn(torch.autograd.Function):
+    """Table -> features through the compiled kernel; the backward scatters into the table's gradient."""
+
+    @staticmethod
+    def forward(ctx, table, x, enc, ext):
+        ctx.save_for_backward(x)
+        ctx.enc, ctx.ext = enc, ext
+        return ext.hashgrid_forward(x, table.contiguous(), enc.scales, enc.resolutions, enc.sizes, enc.offsets,
+                                    enc.hashed.to(torch.uint8), torch.get_num_threads())
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        enc = ctx.enc
+        g_table = ctx.ext.hashgrid_backward(x, grad.contiguous().float(), enc.n_params, enc.level_features,
+                                            enc.scales, enc.resolutions, enc.sizes, enc.offsets,
+                                            enc.hashed.to(torch.uint8), torch.get_num_threads())
+        return g_table, None, None, None
+
+
 def make_encoding(kind: str, in_dim: int, *, m: int = 256, sigma: float = 10.0, trainable: bool = False,
                   n_freqs: int = 10, include_input: bool = False, degree: int = 3, backend: str = "torch",
-                  generator: torch.Generator | None = None) -> nn.Module:
+                  levels: int = 16, level_features: int = 2, log2_size: int = 19, base_res: int = 16,
+                  max_res: int = 2048, origin: float = 0.0, generator: torch.Generator | None = None) -> nn.Module:
     """Build an encoding by name (see ``ENCODINGS``); options that do not apply to ``kind`` are ignored."""
+    if kind == "hashgrid":
+        return HashGrid(in_dim, levels, level_features, log2_size, base_res, max_res, backend, origin, generator)
     if kind == "fourier":
         return GaussianFourierFeatures(in_dim, m, sigma, trainable, include_input, generator)
     if kind == "pe":

@@ -17,7 +17,7 @@ from .fields import EncodingConfig, MLPConfig
 from .rundir import COMPARE_PARAMS
 from .train_config import MAX_LR, SCHEDULES, TrainConfig
 
-ENCODINGS = ("fourier", "pe", "identity")
+ENCODINGS = ("fourier", "pe", "hashgrid", "identity")
 ACTIVATIONS = ("relu", "tanh", "softplus", "gelu", "silu", "sine")
 OMEGA0 = 30.0
 """--omega0 default: SIREN's omega_0 (Sitzmann et al. 2020, sec. 3.2)"""
@@ -30,7 +30,9 @@ MAX_PARAMETERS = 1 << 31
 MAX_LOG_SCALE = 40.0
 """|--rwf-mu| + 8 --rwf-sigma at most: the RWF scales exp(N(mu, sigma)) and V = W0 / s then stay float32 numbers"""
 
-ALIASES = {"encoding": ("encoding.kind",), "features": ("encoding.m",), "trainable_features": ("encoding.trainable",)}
+ALIASES = {"encoding": ("encoding.kind",), "features": ("encoding.m",), "trainable_features": ("encoding.trainable",),
+           "hash_levels": ("encoding.levels",), "hash_log2_size": ("encoding.log2_size",),
+           "hash_max_res": ("encoding.max_res",)}
 """config entries of the options not named like them (the others: ``--width`` sets ``mlp.width``, ...)"""
 
 
@@ -40,6 +42,8 @@ class ModelDefaults:
     sigma: float
     n_freqs: int
     width: int
+    hash_max_res: int = 512
+    """--encoding hashgrid: the finest level's resolution"""
     trainable_features: bool = True
     """whether the pipeline offers --trainable-features"""
 
@@ -91,8 +95,10 @@ def model_size_problem(enc: EncodingConfig, mlp: MLPConfig, in_dim: int = 3, out
         return (f"--rwf-mu {mlp.rwf_mu:g} with --rwf-sigma {mlp.rwf_sigma:g}: the RWF scales exp(N(mu, sigma)) "
                 f"would overflow float32 (|mu| + 8 sigma must be at most {MAX_LOG_SCALE:g})")
     extra = in_dim if enc.include_input else 0
-    enc_out = {"fourier": 2 * enc.m + extra, "pe": 2 * in_dim * enc.n_freqs + extra}.get(enc.kind, in_dim)
-    weights = (enc.m * in_dim if enc.kind == "fourier" else 0) + (
+    enc_out = {"fourier": 2 * enc.m + extra, "pe": 2 * in_dim * enc.n_freqs + extra,
+               "hashgrid": enc.levels * enc.level_features}.get(enc.kind, in_dim)
+    table = enc.levels * (1 << enc.log2_size) * enc.level_features if enc.kind == "hashgrid" else 0
+    weights = table + (enc.m * in_dim if enc.kind == "fourier" else 0) + (
         enc_out * out_dim if mlp.depth == 1
         else enc_out * mlp.width + (mlp.depth - 2) * mlp.width ** 2 + mlp.width * out_dim)
     if weights > MAX_PARAMETERS:
@@ -119,6 +125,15 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
         m.add_argument("--trainable-features", action="store_true", help="learn the Fourier matrix")
     m.add_argument("--n-freqs", type=positive_int, default=d.n_freqs,
                    help=f"positional-encoding octaves (default {d.n_freqs})")
+    p.set_defaults(hash_max_res_default=d.hash_max_res)
+    m.add_argument("--hash-levels", type=positive_int, default=None,
+                   help=f"--encoding hashgrid (instant-ngp's multiresolution hash tables): levels (default "
+                        f"{HASH_LEVELS}; default --lr {HASH_LR:g})")
+    m.add_argument("--hash-log2-size", type=positive_int, default=None,
+                   help=f"--encoding hashgrid: log2 of a hashed level's entries (default {HASH_LOG2_SIZE})")
+    m.add_argument("--hash-max-res", type=positive_int, default=None,
+                   help=f"--encoding hashgrid: the finest level's resolution across the unit box (default "
+                        f"{d.hash_max_res}; the coarsest is {HASH_BASE_RES})")
     m.add_argument("--depth", type=positive_int, default=4, help="linear layers, output included (default 4)")
     m.add_argument("--width", type=positive_int, default=d.width, help=f"hidden width (default {d.width})")
     m.add_argument("--activation", choices=ACTIVATIONS, default="relu",
@@ -133,6 +148,8 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
 
 
 DEFAULT_LR, SIREN_LR = 1e-3, 1e-4  # --lr unless given: SIREN's rate for sine networks (Sitzmann et al. 2020)
+HASH_LR = 1e-2  # ... and instant-ngp's for hash grids
+HASH_LEVELS, HASH_LOG2_SIZE, HASH_BASE_RES = 16, 19, 16
 
 
 def learning_rate(text: str) -> float:
@@ -149,7 +166,8 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {d.steps})")
     t.add_argument("--lr", type=learning_rate, default=None,
-                   help=f"Adam learning rate (default {DEFAULT_LR:g}; {SIREN_LR:g} with --activation sine, SIREN's)")
+                   help=f"Adam learning rate (default {DEFAULT_LR:g}; {SIREN_LR:g} with --activation sine, SIREN's; "
+                        f"{HASH_LR:g} with --encoding hashgrid, instant-ngp's)")
     t.add_argument("--scale-lr", type=learning_rate, default=None, help="learning rate of the RWF scales")
     t.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help=f"learning-rate schedule (default {d.schedule})")
@@ -172,9 +190,21 @@ def model_from_args(args, out_activation: str = "none", in_dim: int = 3) -> tupl
         print(f"rwf: warning: --omega0 applies to --activation sine only; it has no effect with --activation "
               f"{args.activation}", file=sys.stderr)
     kind = args.encoding or ("identity" if sine else "fourier")
+    hash_options = [f"--{n.replace('_', '-')}" for n in ("hash_levels", "hash_log2_size", "hash_max_res")
+                    if getattr(args, n, None) is not None]
+    if hash_options and kind != "hashgrid":
+        raise UserError(f"{', '.join(hash_options)} apply to --encoding hashgrid only, not {kind}")
     enc = EncodingConfig(kind=kind, m=args.features, sigma=args.sigma,
                          trainable=getattr(args, "trainable_features", False), n_freqs=args.n_freqs,
                          include_input=kind == "pe")
+    if kind == "hashgrid":
+        enc.levels = HASH_LEVELS if args.hash_levels is None else args.hash_levels
+        enc.log2_size = HASH_LOG2_SIZE if args.hash_log2_size is None else args.hash_log2_size
+        enc.base_res = HASH_BASE_RES
+        enc.max_res = getattr(args, "hash_max_res_default", 512) if args.hash_max_res is None else args.hash_max_res
+        problem = hash_grid_problem(enc)
+        if problem:
+            raise UserError(problem)
     mlp = MLPConfig(depth=args.depth, width=args.width, activation=args.activation, out_activation=out_activation,
                     param=args.param, rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma, rwf_log_scale=args.rwf_log_scale,
                     omega0=OMEGA0 if omega0 is None else omega0)
@@ -208,8 +238,20 @@ def checked_field(build, options: str = "--sigma, --n-freqs, --omega0, --rwf-mu 
     return model
 
 
+def hash_grid_problem(enc: EncodingConfig) -> str | None:
+    """Why a hash grid of ``enc`` cannot be built, or None."""
+    if not 1 <= enc.levels <= 32:
+        return f"--hash-levels must be in 1..32, got {enc.levels}"
+    if not 4 <= enc.log2_size <= 26:
+        return f"--hash-log2-size must be in 4..26, got {enc.log2_size}"
+    if not 2 <= enc.base_res <= enc.max_res <= 1 << 20:
+        return f"--hash-max-res must be in {enc.base_res}..{1 << 20}, got {enc.max_res}"
+    return None
+
+
 def train_from_args(args, steps: int, loss_weights: dict | None = None) -> TrainConfig:
-    lr = args.lr if args.lr is not None else SIREN_LR if getattr(args, "activation", None) == "sine" else DEFAULT_LR
+    lr = (args.lr if args.lr is not None else SIREN_LR if getattr(args, "activation", None) == "sine"
+          else HASH_LR if getattr(args, "encoding", None) == "hashgrid" else DEFAULT_LR)
     return TrainConfig(steps=args.steps or steps, lr=lr, scale_lr=args.scale_lr, schedule=args.schedule,
                        lr_final=args.lr_final, decay_every=args.decay_every, seed=args.seed,
                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,

@@ -43,7 +43,7 @@ HIDDEN_ACTIVATIONS = (*ACTIVATIONS, "sine")
 @dataclass
 class EncodingConfig:
     kind: str = "fourier"
-    """fourier | pe | sh | identity"""
+    """fourier | pe | sh | hashgrid | identity"""
     m: int = 256
     """fourier: number of random frequencies (out_dim = 2 m)"""
     sigma: float = 10.0
@@ -57,7 +57,19 @@ class EncodingConfig:
     degree: int = 3
     """sh: highest degree l (0..4)"""
     backend: str = "torch"
-    """pe/sh: torch | tcnn"""
+    """pe/sh/hashgrid: torch | tcnn"""
+    levels: int = 16
+    """hashgrid: number of resolution levels"""
+    level_features: int = 2
+    """hashgrid: features per level (out_dim = levels x level_features)"""
+    log2_size: int = 19
+    """hashgrid: log2 of the entries of a hashed level's table"""
+    base_res: int = 16
+    """hashgrid: the coarsest level's resolution"""
+    max_res: int = 2048
+    """hashgrid: the finest level's resolution"""
+    origin: float = 0.0
+    """hashgrid: the tables cover [origin, origin + 1]^d (images: 0, shapes: -0.5)"""
 
 
 @dataclass
@@ -164,6 +176,14 @@ class MLP(nn.Module):
         return h
 
 
+def build_encoding(enc: EncodingConfig, in_dim: int, generator: torch.Generator | None = None) -> nn.Module:
+    """The encoding module of ``enc`` for ``in_dim``-dimensional inputs."""
+    return make_encoding(enc.kind, in_dim, m=enc.m, sigma=enc.sigma, trainable=enc.trainable, n_freqs=enc.n_freqs,
+                         include_input=enc.include_input, degree=enc.degree, backend=enc.backend,
+                         levels=enc.levels, level_features=enc.level_features, log2_size=enc.log2_size,
+                         base_res=enc.base_res, max_res=enc.max_res, origin=enc.origin, generator=generator)
+
+
 class NeuralField(nn.Module):
     """encoding -> MLP: the coordinate network used by the image and SDF pipelines.
 
@@ -177,9 +197,7 @@ class NeuralField(nn.Module):
                  mlp: MLPConfig = MLPConfig(), seed: int = 0):
         super().__init__()
         gen_b = torch.Generator().manual_seed(seed + 104729)
-        self.encoding = make_encoding(enc.kind, in_dim, m=enc.m, sigma=enc.sigma, trainable=enc.trainable,
-                                      n_freqs=enc.n_freqs, include_input=enc.include_input, degree=enc.degree,
-                                      backend=enc.backend, generator=gen_b)
+        self.encoding = build_encoding(enc, in_dim, gen_b)
         self.mlp = MLP(self.encoding.out_dim, out_dim, mlp, seed)
         self.in_dim, self.out_dim = in_dim, out_dim
 

@@ -15,7 +15,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 
 from .errors import UserError
-from .field_options import model_size_problem
+from .field_options import hash_grid_problem, model_size_problem
 from .fields import from_dict, typed_settings
 from .nerf_data import BACKGROUNDS
 from .nerf_field import DENSITY_ACTIVATIONS, NeRFFieldConfig
@@ -140,6 +140,17 @@ def check_config(cfg: NeRFConfig) -> None:
          "max_samples and chunk must be integers >= 1")
     need(isinstance(f.appearance_dim, int) and f.appearance_dim >= 0,
          f"--appearance-dim must be an integer >= 0, got {f.appearance_dim!r}")
+    need(f.pos.kind in ("fourier", "pe", "hashgrid"), f"encoding must be fourier, pe or hashgrid, got {f.pos.kind!r}")
+    if f.pos.kind == "hashgrid":
+        p = f.pos
+        need(all(isinstance(v, int) and not isinstance(v, bool)
+                 for v in (p.levels, p.log2_size, p.base_res, p.max_res)),
+             "the hash grid's levels, log2_size, base_res and max_res must be integers")
+        need(hash_grid_problem(p) is None, str(hash_grid_problem(p)))
+        need(p.level_features in (1, 2, 4, 8), f"level_features must be 1, 2, 4 or 8, got {p.level_features!r}")
+        need(not f.mip, "--mip integrates a Fourier or positional encoding over each sample's footprint; the hash "
+                        "grid has no such form here: use --encoding fourier or pe with --mip")
+    need(finite(f.pos_extent) and f.pos_extent >= 1, f"pos_extent must be a number >= 1, got {f.pos_extent!r}")
     need(f.density_act in DENSITY_ACTIVATIONS,
          f"density_act must be one of {', '.join(DENSITY_ACTIVATIONS)}, got {f.density_act!r}")
     need(isinstance(t.steps, int) and t.steps >= 1, f"--steps must be an integer >= 1, got {t.steps!r}")
@@ -212,14 +223,26 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     cfg.downscale = pick("downscale", 1)
     cfg.background = pick("background", "white")
     cfg.field.set_param(pick("param", "rwf"))
-    cfg.field.trunk.depth, cfg.field.trunk.width = pick("depth", 4), pick("width", 128)
-    cfg.field.pos.kind = pick("encoding", "fourier")
-    cfg.field.pos.m, cfg.field.pos.sigma = pick("features", 128), pick("sigma", 8.0)
+    pos = cfg.field.pos
+    pos.kind = pick("encoding", "fourier")
+    hashgrid = pos.kind == "hashgrid"
+    for name in ("hash_levels", "hash_log2_size", "hash_max_res") if not hashgrid else ("features", "sigma"):
+        if getattr(args, name, None) is not None:
+            other = "--encoding hashgrid" if hashgrid else f"--encoding {pos.kind}"
+            raise UserError(f"--{name.replace('_', '-')} does not apply to {other}")
+    # a hash grid carries the detail in its tables: instant-ngp's small MLP (one hidden layer of 64) and lr 1e-2
+    cfg.field.trunk.depth = pick("depth", 2 if hashgrid else 4)
+    cfg.field.trunk.width = pick("width", 64 if hashgrid else 128)
+    pos.m, pos.sigma = pick("features", 128), pick("sigma", 8.0)
+    pos.levels, pos.log2_size = pick("hash_levels", 16), pick("hash_log2_size", 19)
+    pos.max_res = pick("hash_max_res", 1024)
     cfg.field.view_dependent = not pick("no_view_dependence", False)
     cfg.field.appearance_dim = pick("appearance_dim", 0)
     cfg.field.mip = pick("mip", False)
     cfg.field.density_act = pick("density_act", "trunc_exp")
     cfg.render.grid_levels = pick("grid_levels", 1)
+    if hashgrid:  # the tables span every cascade: positions outside the box keep their own features
+        cfg.field.pos_extent = float(2 ** (cfg.render.grid_levels - 1))
     cfg.render.grid_resolution = pick("grid_resolution", 128)
     cfg.render.steps_per_diagonal = pick("steps_per_diagonal", 1024)
     cfg.render.cone_angle = pick("cone_angle", 0.0)
@@ -231,7 +254,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     if rays:
         cfg.init_rays = cfg.min_rays = cfg.max_rays = rays
     t = cfg.train
-    t.steps, t.lr, t.schedule = pick("steps", 3000), pick("lr", 3e-3), pick("schedule", "exp")
+    t.steps, t.lr, t.schedule = pick("steps", 3000), pick("lr", 1e-2 if hashgrid else 3e-3), pick("schedule", "exp")
     t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
     cfg.eval_images = pick("eval_images", 8)
     cfg.depth_rays = pick("depth_rays", 256)
@@ -249,6 +272,8 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
 
 ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"), "encoding": ("field.pos.kind",),
            "features": ("field.pos.m",), "sigma": ("field.pos.sigma",), "depth": ("field.trunk.depth",),
+           "hash_levels": ("field.pos.levels",), "hash_log2_size": ("field.pos.log2_size",),
+           "hash_max_res": ("field.pos.max_res",),
            "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",),
            "depth_loss": ("train.loss_weights.depth",), "occlusion_loss": ("train.loss_weights.occlusion",)}
 """config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
@@ -308,11 +333,18 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                         "point structure from motion found)")
     m = p.add_argument_group("field")
     m.add_argument("--param", choices=["plain", "wn", "rwf"], help="linear layers (default rwf)")
-    m.add_argument("--encoding", choices=["fourier", "pe"], help="position encoding (default fourier)")
+    m.add_argument("--encoding", choices=["fourier", "pe", "hashgrid"],
+                   help="position encoding (default fourier); hashgrid: instant-ngp's multiresolution hash tables, "
+                        "with a smaller trunk (2 x 64) and lr 1e-2 by default")
     m.add_argument("--features", type=positive_int, help="Fourier features (default 128)")
     m.add_argument("--sigma", type=positive_float, help="Fourier sigma, cycles per box side (default 8)")
-    m.add_argument("--depth", type=positive_int, help="trunk linear layers (default 4)")
-    m.add_argument("--width", type=positive_int, help="trunk width (default 128)")
+    m.add_argument("--hash-levels", type=positive_int, help="hash grid resolution levels (default 16)")
+    m.add_argument("--hash-log2-size", type=positive_int,
+                   help="log2 of a hashed level's table entries (default 19: 16 levels x 2^19 x 2 features)")
+    m.add_argument("--hash-max-res", type=positive_int,
+                   help="finest hash grid resolution across the encoded box (default 1024; the coarsest is 16)")
+    m.add_argument("--depth", type=positive_int, help="trunk linear layers (default 4; 2 with hashgrid)")
+    m.add_argument("--width", type=positive_int, help="trunk width (default 128; 64 with hashgrid)")
     m.add_argument("--no-view-dependence", action="store_true", default=None, help="colour from position only")
     m.add_argument("--appearance-dim", type=int, help="per-image appearance embedding (default 0: off)")
     m.add_argument("--mip", action=argparse.BooleanOptionalAction, default=None,

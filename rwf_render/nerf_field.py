@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .encodings import make_encoding
-from .fields import MLP, EncodingConfig, MLPConfig, config_dict, from_dict, typed_settings
+from .fields import MLP, EncodingConfig, MLPConfig, build_encoding, config_dict, from_dict, typed_settings
 
 DENSITY_ACTIVATIONS = ("trunc_exp", "softplus", "relu")
 
@@ -70,6 +70,9 @@ class NeRFFieldConfig:
     """number of training images (size of the appearance table)"""
     mip: bool = False
     """integrate the position encoding over each sample's footprint (mip-NeRF); off: point samples"""
+    pos_extent: float = 1.0
+    """the encoding sees the box scaled by this about its centre (a hash grid spans the occupancy grid's cascades:
+    2^(levels - 1)); 1: the box itself"""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -104,9 +107,7 @@ class NeRFField(nn.Module):
         self.register_buffer("aabb", aabb)
         gen = torch.Generator().manual_seed(seed + 104729)
         p = cfg.pos
-        self.pos_enc = make_encoding(p.kind, 3, m=p.m, sigma=p.sigma, trainable=p.trainable, n_freqs=p.n_freqs,
-                                     include_input=p.include_input, degree=p.degree, backend=p.backend,
-                                     generator=gen)
+        self.pos_enc = build_encoding(p, 3, gen)
         out = 1 + (cfg.features if cfg.view_dependent else 3)
         self.trunk = MLP(self.pos_enc.out_dim, out, cfg.trunk, seed=seed)
         self.dir_enc = None
@@ -124,12 +125,14 @@ class NeRFField(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.aabb[:3], self.aabb[3:]
+        if self.cfg.pos_extent != 1.0:
+            return (x - (lo + hi) / 2) / ((hi - lo) * self.cfg.pos_extent) + 0.5
         return (x - lo) / (hi - lo)
 
     def _trunk(self, x: torch.Tensor, cov: torch.Tensor | None) -> torch.Tensor:
         if cov is None or not self.cfg.mip:
             return self.trunk(self.pos_enc(self.normalize(x)))
-        inv = 1.0 / (self.aabb[3:] - self.aabb[:3])  # the covariance in box-normalized units
+        inv = 1.0 / ((self.aabb[3:] - self.aabb[:3]) * self.cfg.pos_extent)  # the covariance in encoding units
         return self.trunk(self.pos_enc(self.normalize(x), cov * (inv[:, None] * inv[None, :])))
 
     def density(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:

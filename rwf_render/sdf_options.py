@@ -22,6 +22,8 @@ ALIASES = {**MODEL_ALIASES, "eikonal": ("train.loss_weights.eikonal",), "normal"
 
 def config_from_args(args) -> SDFConfig:
     enc, mlp = model_from_args(args)
+    if enc.kind == "hashgrid":
+        enc.origin = -0.5  # shapes live in [-0.5, 0.5]^3
     weights = {k: w for k, w in (("eikonal", args.eikonal), ("normal", args.normal)) if w > 0}
     if args.target == "occupancy" and args.loss is not None:
         raise UserError("--loss applies to --target sdf only (occupancy is fitted with BCE)")

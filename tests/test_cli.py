@@ -224,3 +224,14 @@ def test_an_sdf_run_saved_with_an_even_vote_count_still_loads():
     cfg.vote_dirs = 10_000
     with pytest.raises(UserError, match="--vote-dirs"):
         check_options(cfg)
+
+
+def test_abbreviated_options_are_refused(tmp_path, capsys):
+    """argparse's prefix matching read ``rwf fit sdf --res 32`` as ``--resume`` with a mesh named 32; options are
+    now matched whole, so a prefix is an unknown option: exit 2, nothing written."""
+    run = tmp_path / "run"
+    assert cli.main(["fit", "sdf", "--res", "32", "--out", str(run)]) == 2
+    assert "unrecognized arguments: --res" in capsys.readouterr().err
+    assert cli.main(["fit", "image", "--ste", "5", "--out", str(run)]) == 2
+    assert "--ste" in capsys.readouterr().err
+    assert not run.exists()

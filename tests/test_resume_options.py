@@ -26,7 +26,7 @@ def _fails(capsys, argv: list[str]) -> str:
 
 def test_given_options_sees_an_option_typed_at_its_default_value():
     parser = cli.build_parser()
-    argv = ["fit", "image", "--width", "256", "--feat", "256", "--quiet"]  # 256: both defaults; --feat abbreviated
+    argv = ["fit", "image", "--width", "256", "--features", "256", "--quiet"]  # 256: both defaults
     args = parser.parse_args(argv)
     assert args.width == 256 and args.features == 256
     typed = cli.given_options(parser, argv)
@@ -95,6 +95,8 @@ def _alternatives(action: argparse.Action) -> list[list[str]]:
         return [[spelling] for spelling in action.option_strings]
     if action.choices:
         return [[name, str(c)] for c in action.choices if c != action.default and c is not None]
+    if action.dest == "hash_max_res":  # at least the coarsest level's 16
+        return [[name, "64"]]
     value = "7" if action.default != 7 else "9"
     try:
         action.type("0.37")
@@ -105,12 +107,13 @@ def _alternatives(action: argparse.Action) -> list[list[str]]:
     return [[name, *[value] * n]]
 
 
+HASH = {k: ["--encoding", "hashgrid"] for k in ("hash_levels", "hash_log2_size", "hash_max_res")}
 PIPELINES = {  # how each pipeline builds its config from the options, its aliases, options needing company
-    "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, {}),
+    "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, HASH),
     "sdf": (sdf_options.add_fit_arguments, sdf_options.config_from_args, sdf_options.ALIASES,
-            {"clamp": ["--loss", "clamped"]}),
+            {"clamp": ["--loss", "clamped"], **HASH}),
     "nerf": (nerf_config.add_fit_arguments, lambda a: nerf_config._config(a, "data", None, {}), nerf_config.ALIASES,
-             {}),
+             HASH),
 }
 
 

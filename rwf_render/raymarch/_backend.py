@@ -24,7 +24,8 @@ import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 KINDS = ("cpu", "cuda")
-SOURCES = {"cpu": ("bindings.cpp", "cpu.cpp"), "cuda": ("bindings.cpp", "cpu.cpp", "cuda.cu")}
+SOURCES = {"cpu": ("bindings.cpp", "cpu.cpp", "hashgrid.cpp"),
+           "cuda": ("bindings.cpp", "cpu.cpp", "hashgrid.cpp", "cuda.cu")}
 HEADERS = ("march.h", "cpu.h")
 # torch adds the C++ standard its headers need; no FMA contraction, so the kernels compute the twin's bits
 CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off")

@@ -18,6 +18,12 @@
 
 namespace rwf {
 
+// hashgrid.cpp: the hash grid encoding's CPU lookup (rwf_render.encodings.HashGrid).
+torch::Tensor hashgrid_forward(torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor,
+                               torch::Tensor, torch::Tensor, int64_t);
+torch::Tensor hashgrid_backward(torch::Tensor, torch::Tensor, int64_t, int64_t, torch::Tensor, torch::Tensor,
+                                torch::Tensor, torch::Tensor, torch::Tensor, int64_t);
+
 #ifdef RWF_WITH_CUDA
 int march_count_cuda(const GridView&, const MarchOptions&, const float*, const float*, const float*, const float*,
                      const float*, int64_t, int64_t*, void*);
@@ -129,6 +135,8 @@ std::vector<torch::Tensor> march(torch::Tensor rays_o, torch::Tensor rays_d, tor
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "rwf_render occupancy-grid ray marcher (see march.h for the sample set)";
     m.def("march", &rwf::march, "March rays through an occupancy grid: (ray_indices, t_starts, t_ends, counts)");
+    m.def("hashgrid_forward", &rwf::hashgrid_forward, "Hash grid encoding of CPU points: (N, L * F)");
+    m.def("hashgrid_backward", &rwf::hashgrid_backward, "Hash grid encoding: the table's gradient");
 #ifdef RWF_WITH_CUDA
     m.attr("with_cuda") = true;
 #else
