@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import dataclass
 
 from .errors import UserError, out_of_memory
@@ -182,13 +181,12 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
 
 def model_from_args(args, out_activation: str = "none", in_dim: int = 3) -> tuple[EncodingConfig, MLPConfig]:
     """The encoding and MLP configs of the options; UserError when such a field cannot be built
-    (``model_size_problem``); a warning when --omega0 is given without --activation sine (a new fit only: resuming,
-    the run's saved activation decides). --activation sine without --encoding uses the raw coordinates (identity)."""
+    (``model_size_problem``), or when --omega0 is given without --activation sine (a new fit only: resuming, the
+    run's saved activation decides). --activation sine without --encoding uses the raw coordinates (identity)."""
     sine = args.activation == "sine"
     omega0 = getattr(args, "omega0", None)
     if omega0 is not None and not sine and not getattr(args, "resume", False):
-        print(f"rwf: warning: --omega0 applies to --activation sine only; it has no effect with --activation "
-              f"{args.activation}", file=sys.stderr)
+        raise UserError(f"--omega0 applies to --activation sine only, not {args.activation}")
     kind = args.encoding or ("identity" if sine else "fourier")
     hash_options = [f"--{n.replace('_', '-')}" for n in ("hash_levels", "hash_log2_size", "hash_max_res")
                     if getattr(args, n, None) is not None]

@@ -107,13 +107,14 @@ def _alternatives(action: argparse.Action) -> list[list[str]]:
     return [[name, *[value] * n]]
 
 
-HASH = {k: ["--encoding", "hashgrid"] for k in ("hash_levels", "hash_log2_size", "hash_max_res")}
+COMPANY = {k: ["--encoding", "hashgrid"] for k in ("hash_levels", "hash_log2_size", "hash_max_res")}
+COMPANY["omega0"] = ["--activation", "sine"]
 PIPELINES = {  # how each pipeline builds its config from the options, its aliases, options needing company
-    "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, HASH),
+    "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, COMPANY),
     "sdf": (sdf_options.add_fit_arguments, sdf_options.config_from_args, sdf_options.ALIASES,
-            {"clamp": ["--loss", "clamped"], **HASH}),
+            {"clamp": ["--loss", "clamped"], **COMPANY}),
     "nerf": (nerf_config.add_fit_arguments, lambda a: nerf_config._config(a, "data", None, {}), nerf_config.ALIASES,
-             HASH),
+             COMPANY),
 }
 
 

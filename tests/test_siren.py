@@ -217,11 +217,13 @@ def test_bad_omega0_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, kin
     assert not run.exists()
 
 
-def test_omega0_without_sine_warns_that_it_has_no_effect(tmp_path, one_thread, capsys):
+def test_omega0_without_sine_is_refused(tmp_path, one_thread, capsys):
+    """An option that cannot act is refused, not ignored (it used to warn and fit a ReLU network anyway)."""
     run = tmp_path / "run"
     assert cli.main(["fit", "image", "--out", str(run), "--omega0", "2", "--steps", "1", "--features", "8",
-                     *TINY_IMAGE]) == 0
-    assert "rwf: warning: --omega0 applies to --activation sine only" in capsys.readouterr().err
+                     *TINY_IMAGE]) == 2
+    assert "--omega0 applies to --activation sine only, not relu" in capsys.readouterr().err
+    assert not run.exists()
 
 
 @pytest.mark.parametrize("value", [-1.0, 0.0, "30"])
