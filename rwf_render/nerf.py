@@ -21,7 +21,7 @@ from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_fr
                           resume_config_from_args, scene_presets)
 from .nerf_data import PosedImages, background_color, check_bounds, composite_background, load_split, summary
 from .nerf_depth import depth_loss
-from .nerf_reg import near_opacity
+from .nerf_reg import near_opacity, occlusion_ramp
 from .nerf_render import NeRFModel, pixel_radius
 from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import Trainer, resolve_device
@@ -81,11 +81,11 @@ class NeRFTask:
         return {"rays_o": rays_o, "rays_d": rays_d, "radii": self.radius[img.to(self.device)],
                 "target": composite_background(rgba, bg[:n]), "bg": bg, "weight": weight,
                 "image_idx": img.to(self.device), "near": near, "far": far, "depth": depth, "jitter": jitter,
-                "occlusion_jitter": occlusion}
+                "occlusion_jitter": occlusion, "occlusion_scale": occlusion_ramp(step, self.cfg.occlusion_warmup)}
 
     def loss(self, model: NeRFModel, b: dict):
         """The colour MSE of the first n rays and, with depth rays after them, the depth loss of those; with the
-        occlusion loss, the opacity just past the near bound of the first colour rays."""
+        occlusion loss, the opacity just past the near bound of the first colour rays, times its warm-up ramp."""
         use_amp = self.cfg.amp and self.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             out = model.render_rays(b["rays_o"], b["rays_d"], near=b["near"], far=b["far"], background=b["bg"],
@@ -104,8 +104,9 @@ class NeRFTask:
             r = b["occlusion_jitter"].shape[0]  # the stretch starts where the marcher does: --near, else per image
             per_image = b["near"] is not None and self.cfg.render.near is None
             near = b["near"][:r] if per_image else torch.full((r,), model.default_near(), device=self.device)
-            terms["occlusion"] = near_opacity(model.field.density, b["rays_o"][:r], b["rays_d"][:r], near,
-                                              self.cfg.occlusion_margin, b["occlusion_jitter"])
+            terms["occlusion"] = b["occlusion_scale"] * near_opacity(
+                model.field.density, b["rays_o"][:r], b["rays_d"][:r], near, self.cfg.occlusion_margin,
+                b["occlusion_jitter"])
         self.total_samples += samples
         # adapt the colour ray count toward target_samples per step, all rays counted (geometric step, bounded)
         want = total * (self.cfg.target_samples / max(samples, 1)) ** 0.5 - (total - n)

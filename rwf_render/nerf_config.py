@@ -54,6 +54,9 @@ class NeRFConfig:
     """points per ray in that stretch (stratified)"""
     occlusion_margin: float = 0.05
     """the stretch, [near, near (1 + margin)], as a fraction of each ray's near bound"""
+    occlusion_warmup: int = 0
+    """steps over which the occlusion loss's weight rises linearly from 0 (``--occlusion-warmup``; a run saved
+    before the option existed has none; new fits default to OCCLUSION_WARMUP)"""
     val_images: int = 1
     """validation images rendered at each evaluation"""
     eval_images: int = 8
@@ -98,6 +101,7 @@ class NeRFConfig:
         return cfg
 
 
+OCCLUSION_WARMUP = 300  # --occlusion-warmup of a new fit: at 0 the bartoszek fit without depth emptied (BENCHMARKS.md)
 MAX_APPEARANCE_DIM = 1 << 16  # per-image appearance codes (NeRF-W uses 48): beyond, the table alone exhausts memory
 GRID_MAX_CELLS = 1 << 30  # occupancy cells over all cascades (6 bytes each): beyond this the grid alone needs > 6 GB
 
@@ -166,6 +170,8 @@ def check_config(cfg: NeRFConfig) -> None:
          f"--occlusion-loss must be a finite number >= 0, got {cfg.occlusion_weight!r}")
     need(finite(cfg.occlusion_margin) and cfg.occlusion_margin > 0,
          f"--occlusion-margin must be a finite number > 0, got {cfg.occlusion_margin!r}")
+    need(isinstance(cfg.occlusion_warmup, int) and not isinstance(cfg.occlusion_warmup, bool)
+         and cfg.occlusion_warmup >= 0, f"--occlusion-warmup must be an integer >= 0, got {cfg.occlusion_warmup!r}")
     need(all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
              for v in (cfg.occlusion_rays, cfg.occlusion_samples)),
          "occlusion_rays and occlusion_samples must be integers >= 1")
@@ -265,6 +271,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     if occlusion_weight:
         t.loss_weights["occlusion"] = occlusion_weight
     cfg.occlusion_margin = pick("occlusion_margin", 0.05)
+    cfg.occlusion_warmup = pick("occlusion_warmup", OCCLUSION_WARMUP)
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
     cfg.model_seed = args.seed
     return cfg
@@ -374,3 +381,6 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                         "loss: no floaters in front of the cameras; default 0: off)")
     t.add_argument("--occlusion-margin", type=float, metavar="M",
                    help="the occlusion loss reads [near, near (1 + M)] of each ray (default 0.05)")
+    t.add_argument("--occlusion-warmup", type=int, metavar="STEPS",
+                   help="the occlusion loss's weight rises linearly from 0 to W over the first STEPS steps (default "
+                        f"{OCCLUSION_WARMUP})")

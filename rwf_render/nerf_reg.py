@@ -9,6 +9,11 @@ FreeNeRF penalizes the raw density of its first samples; here it is each point's
 stretch, ``1 - exp(-sigma delta)``: bounded, so one exploding density cannot swamp the colour loss, and sampled at
 stratified points of its own (density only, no colour) rather than read off the marcher's samples, which skip
 cells the occupancy grid already marks empty.
+
+Its weight rises linearly from 0 over the first ``--occlusion-warmup`` steps (:func:`occlusion_ramp`). At full weight
+from the first step and with no depth loss to hold the surfaces, the bartoszek fit emptied by step 500 and every view
+became the learned background; ramped in over 300 steps, it kept its field and beat the fit without the loss
+(BENCHMARKS.md, "Warming the occlusion loss up").
 """
 
 from __future__ import annotations
@@ -41,3 +46,14 @@ def near_opacity(density_fn: Callable[[torch.Tensor], torch.Tensor], rays_o: tor
     sigma = density_fn(x.reshape(-1, 3)).reshape(t.shape).float()
     delta = (near * margin / n_samples)[:, None]  # (R, 1)
     return (1 - torch.exp(-sigma * delta)).mean()
+
+
+def occlusion_ramp(step: int, warmup: int) -> float:
+    """The factor on the occlusion loss at training step ``step`` (0-based): ``step / warmup``, 1 from step
+    ``warmup`` on (and always, for ``warmup`` 0).
+
+    Example:
+        >>> [occlusion_ramp(s, 4) for s in (0, 1, 4, 9)], occlusion_ramp(0, 0)
+        ([0.0, 0.25, 1.0, 1.0], 1.0)
+    """
+    return 1.0 if step >= warmup else step / warmup

@@ -38,7 +38,9 @@ PRESET = Preset(
         "depth_loss": (0.1, "20 views 18 degrees apart fit as screens before each camera; COLMAP's points pull "
                             "the surfaces to where they are (BENCHMARKS.md)"),
         "occlusion_loss": (1.0, "no density just past each photo's near bound (FreeNeRF): +0.48 / +0.27 dB and "
-                                "+0.010 / +0.011 SSIM on seeds 0 / 1 at 600 steps (BENCHMARKS.md)"),
+                                "+0.010 / +0.011 SSIM on seeds 0 / 1 at 600 steps (BENCHMARKS.md); ramped in over "
+                                "the default --occlusion-warmup 300 steps, without which --depth-loss 0 empties the "
+                                "field"),
         "steps": (2000, "test PSNR keeps rising to 2000 steps: 17.1 dB against 16.4 after 1000 (BENCHMARKS.md)"),
         "eval_every": (500, "validation renders of 250 px photos cost a few steps each"),
     },
