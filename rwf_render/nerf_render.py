@@ -142,12 +142,14 @@ class NeRFModel(nn.Module):
         return 0.02 * self.diagonal if self.render_cfg.near is None else self.render_cfg.near
 
     def background_rgb(self, rays_d: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
-        """(R, 3) background for rays: the learned model, else ``given`` (training colours), else the fixed one."""
+        """(R, 3) background for rays: the learned model, else ``given`` (training colours), else the fixed one:
+        black for "black", white otherwise ("random" runs train on random colours and are shown and scored on white,
+        as their targets are)."""
         if self.bg_model is not None:
             return torch.sigmoid(self.bg_model(self.bg_enc(rays_d)))
         if given is not None:
             return given
-        return torch.ones(3, device=rays_d.device) if self.background == "white" else None
+        return None if self.background == "black" else torch.ones(3, device=rays_d.device)
 
     def cell_cov(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 3) covariance of a uniform point in the occupancy cell holding each world point x (N, 3): the
