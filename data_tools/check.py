@@ -1,11 +1,13 @@
 """Validate a posed-image dataset (transforms.json or Blender layout) and report in numbers.
 
-Errors (make ``rwf data check`` exit 1): unreadable JSON, frames that do not parse, missing or undecodable
-images, masks or depth maps, image, mask and depth-map sizes that differ from their camera's (or, for shared
-intrinsics, images of different sizes), impossible intrinsics (focal <= 0, principal point outside the image),
-singular, non-orthonormal or mirrored rotations, cameras that see none of the scene box
+Errors (make ``rwf data check`` exit 1): unreadable JSON, no training frame (no ``transforms_train.json``, or
+a ``transforms.json`` whose split lists hold out every frame), frames that do not parse, undecodable images,
+missing or undecodable masks or depth maps, image, mask and depth-map sizes that differ from their camera's (or,
+for shared intrinsics, images of different sizes), impossible intrinsics (focal <= 0, principal point outside the
+image), singular, non-orthonormal or mirrored rotations, cameras that see none of the scene box
 (:func:`rwf_render.datasets.scene_box`).
-Warnings: unusual field of view, off-center principal point, non-square pixels.
+Warnings: missing images (``rwf fit`` skips those frames, so a split is an error only when none is left), unusual
+field of view, off-center principal point, non-square pixels.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import numpy as np
 import torch
 
 from rwf_render.cameras import Cameras, fov_from_focal, pixel_grid, pixel_rays, rotation_error
-from rwf_render.datasets import dataset_files, image_size, parse_frame, scene_box
+from rwf_render.datasets import _select, dataset_files, image_size, parse_frame, scene_box
 from rwf_render.errors import UserError
+from rwf_render.frames import MissingImage
 from rwf_render.lenses import fisheye_theta
 from rwf_render.rundir import read_json
 
@@ -63,7 +66,7 @@ def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -
         if not p.is_file():
             errors.append(f"{where}: {kind} {p} is missing")
     if not info.image.is_file():
-        errors.append(f"{where}: image {info.image} is missing")
+        warnings.append(f"{where}: image {info.image} is missing; the frame is skipped")
         return None
     try:
         size = _size(info.image, decode)
@@ -98,6 +101,8 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
     files = dataset_files(path)
     errors, warnings = [], []
     log(f"dataset {path} ({'single transforms.json' if 'all' in files else 'Blender layout: ' + ', '.join(files)})")
+    if "all" not in files and "train" not in files:
+        errors.append(f"{path}: no transforms_train.json, so no training frame (rwf fit needs one)")
     for split, json_path in files.items():
         try:
             top = read_json(json_path)
@@ -121,6 +126,9 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             where = f"{json_path.name} frame {i} ({name})"
             try:
                 info = parse_frame(frame, top, json_path.parent, where=where)
+            except MissingImage as e:  # no size without the image; rwf fit skips the frame with a warning
+                warnings.append(f"{e}; the frame is skipped")
+                continue
             except UserError as e:
                 errors.append(str(e))
                 continue
@@ -132,6 +140,15 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
         if shared and len(shared_sizes) > 1:
             errors.append(f"{json_path.name}: frames share one camera but images have {len(shared_sizes)} sizes: "
                           + ", ".join(f"{w}x{h}" for w, h in sorted(shared_sizes)))
+        if split == "all" and top["frames"]:
+            try:
+                held_out = not _select(top["frames"], top, "train", json_path.parent)
+            except UserError as e:
+                errors.append(f"{json_path.name}: {e}")
+                held_out = False
+            if held_out:
+                errors.append(f"{json_path.name}: no training frame: the split lists (or, without them, the "
+                              "every-8th-frame hold-out) leave every frame to val/test")
         if not infos:
             errors.append(f"{json_path.name}: no usable frame")
             continue

@@ -116,7 +116,7 @@ def register(subparsers) -> None:
     p.add_argument("out", metavar="OUT")
     p.add_argument("--res", type=int_in(1, 8192, "a number of pixels"), default=200,
                    help="image width and height, 1..8192 (default 200)")
-    p.add_argument("--views", type=nonneg_int, default=100, help="training views (default 100)")
+    p.add_argument("--views", type=positive_int, default=100, help="training views, at least 1 (default 100)")
     p.add_argument("--val", type=nonneg_int, default=10, help="validation views (default 10)")
     p.add_argument("--test", type=nonneg_int, default=20, help="test views, an orbit (default 20)")
     p.add_argument("--layout", choices=["hemisphere", "sphere"], default="hemisphere",

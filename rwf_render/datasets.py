@@ -36,7 +36,7 @@ import torch
 
 from .cameras import MODELS, Cameras
 from .errors import UserError
-from .frames import FrameInfo, _num, image_size, native_path, parse_frame, resolve_image  # noqa: F401
+from .frames import FrameInfo, MissingImage, _num, image_size, native_path, parse_frame, resolve_image  # noqa: F401
 from .rundir import read_json  # (FrameInfo, image_size, native_path: still imported from here by data_tools)
 
 SPLITS = ("train", "val", "test")
@@ -198,7 +198,11 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                         f"its {n} frame(s) are all held out for val/test (every {HOLDOUT_EVERY}th from frame 0); "
                         "a train_filenames list chooses the training frames")
         for i, frame in chosen:
-            info = parse_frame(frame, top, json_path.parent, where=f"{json_path.name}: frame {i}")
+            try:
+                info = parse_frame(frame, top, json_path.parent, where=f"{json_path.name}: frame {i}")
+            except MissingImage:  # its size would come from the image: skipped as any frame without its image
+                skipped.append(str(frame["file_path"]))
+                continue
             if info.image.is_file():
                 infos.append(info)
                 labels.append(f"{json_path.name}: frame {i}, {frame['file_path']}")  # how a lens error names it

@@ -130,8 +130,14 @@ def image_size(path: Path) -> tuple[int, int]:
     raise UserError(f"{path}: cannot read the image size ({type(why).__name__}: {why})") from None
 
 
+class MissingImage(UserError):
+    """A frame whose image does not exist and whose size is not given either (Blender files never give w/h): the
+    loader skips such a frame with a warning, as any frame whose image is missing."""
+
+
 def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> FrameInfo:
-    """Parse one frame of a transforms JSON (frame keys override ``top``). Raises UserError naming ``where``."""
+    """Parse one frame of a transforms JSON (frame keys override ``top``). Raises UserError naming ``where``
+    (:class:`MissingImage` when the image is missing and w/h are not given, so its size is unknown)."""
     if not isinstance(frame, dict):
         raise UserError(f"{where}: expected an object, got {type(frame).__name__}")
     for key in ("file_path", "transform_matrix"):
@@ -161,7 +167,7 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
     w, h = get("w"), get("h")
     if w is None or h is None:
         if not image.exists():
-            raise UserError(f"{where}: no w/h given and image {image} not found")
+            raise MissingImage(f"{where}: no w/h given and image {image} not found")
         size = image_size(image)
         w, h = size[0] if w is None else w, size[1] if h is None else h
     w, h = _size(w, f"{where}: w"), _size(h, f"{where}: h")

@@ -153,13 +153,17 @@ def spaced_indices(data: str, split: str, n: int) -> list[int]:
     return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int)).tolist()
 
 
-def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images: int | None) -> dict:
-    """Mean per-image PSNR and SSIM over ``n_images`` evenly spaced test images (None: all)."""
+def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images: int | None,
+                 renders: dict | None = None) -> dict:
+    """Mean per-image PSNR and SSIM over ``n_images`` evenly spaced test images (None: all); ``renders``, when
+    given, receives {index: (prediction, target)} of each image scored (the fit reuses image 0's for its view)."""
     count = len(test) if not n_images else min(n_images, len(test))
     picks = np.unique(np.linspace(0, len(test) - 1, count).round().astype(int))
     p, s = [], []
     for i in picks:
         pred, target = render_and_target(model, test, int(i), background)
+        if renders is not None and i == 0:
+            renders[0] = (pred, target)
         p.append(psnr(pred, target))
         s.append(ssim(pred.numpy(), target.numpy()))
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),
@@ -183,7 +187,7 @@ def fit(args) -> int:
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
     val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
-    check_bounds(train, cfg.render.near, cfg.render.far, cfg.render.far_bounds)
+    check_bounds(train, cfg.render.near, cfg.render.far, cfg.render.far_bounds, cfg.render.grid_levels)
     name = cfg.scene or Path(cfg.data).name
     out = Path(args.out or Path("runs") / f"nerf-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume:
@@ -205,7 +209,9 @@ def fit(args) -> int:
     write_json(run / CONFIG, {**cfg.to_dict(), "aabb": train.aabb.tolist()})
     trainer.fit()
     metrics = finish(run, model, task, trainer, cfg, test)
-    print(f"{run}: test psnr {metrics['psnr']:.2f} dB, ssim {metrics['ssim']:.4f} ({metrics['test_images']} images), "
+    split = metrics["psnr_split"]
+    print(f"{run}: {split} psnr {metrics['psnr']:.2f} dB, ssim {metrics['ssim']:.4f} ({metrics['test_images']} "
+          f"{split} images{'' if split == 'test' else '; the dataset has no test split'}), "
           f"{metrics['steps']} steps in {metrics['seconds']:.1f} s, {metrics['samples_per_s']:.3g} samples/s")
     return 0
 
@@ -229,18 +235,20 @@ def _optional_split(data: str, split: str, downscale: int, indices=None) -> Pose
 
 def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: NeRFConfig,
            test: PosedImages | None = None) -> dict:
-    """Final metrics on the test images (``test``, loaded before training; else the val, else the train split), a
-    test render, curve.png and metrics.json."""
+    """Final metrics on the test images (``test``, loaded before training; else the val, else the train split,
+    named in ``psnr_split``), a test render (the first image scored), curve.png and metrics.json."""
     from .imgio import write_image  # noqa: PLC0415
     from .plots import curve_png  # noqa: PLC0415
 
-    test = test or task.val or task.train
-    metrics = test_metrics(model, test, cfg.background, None)
-    metrics.update(psnr_train=psnr(*render_and_target(model, task.train, 0, cfg.background)), steps=trainer.step_idx,
+    split, test = next((name, s) for name, s in (("test", test), ("val", task.val), ("train", task.train)) if s)
+    first = {}
+    metrics = test_metrics(model, test, cfg.background, None, renders=first)
+    metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, task.train, 0, cfg.background)),
+                   steps=trainer.step_idx,
                    seconds=round(trainer.seconds, 3), param=cfg.field.trunk.param,
                    samples_per_s=task.total_samples / max(trainer.seconds, 1e-9),
                    occupied=model.grid.occupied_fraction)
-    pred, target = render_and_target(model, test, 0, cfg.background)
+    pred, target = first[0]
     write_image(run / "test_view.png", np.concatenate([target.numpy(), pred.numpy()], axis=1))
     curve_png(run / "curve.png", {cfg.field.trunk.param: trainer.history}, title="validation PSNR")
     write_json(run / METRICS, metrics)
@@ -307,6 +315,7 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     saved = read_json(run / METRICS) if (run / METRICS).is_file() else {}  # unreadable: said before the renders
     saved = saved if isinstance(saved, dict) else {}  # not an object of metrics: replaced
     metrics = test_metrics(model, test, cfg.background, None)
+    metrics["psnr_split"] = "test"  # a fit without a test split had scored val or train
     saved.update(metrics)
     write_json(run / METRICS, saved)
     print(json.dumps(metrics))

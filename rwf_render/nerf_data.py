@@ -197,11 +197,14 @@ def summary(train: PosedImages, near: float | None, far: float | None, path: str
             f"far {bound(far, 1, 'box')}")
 
 
-def check_bounds(train: PosedImages, near: float | None, far: float | None, far_bounds: bool = True) -> None:
+def check_bounds(train: PosedImages, near: float | None, far: float | None, far_bounds: bool = True,
+                 levels: int = 1) -> None:
     """UserError when --near alone lies at or beyond the per-image far bound of some training images (or --far
-    alone before their near): their rays would get no samples and train only the background. With
-    ``far_bounds`` off (--no-far-bounds) the per-image far bounds are not used, so --near cannot clash with them."""
+    alone before their near): their rays would get no samples and train only the background; then when no
+    camera's [near, far] meets the grid's outer box (:func:`check_reach`). With ``far_bounds`` off
+    (--no-far-bounds) the per-image far bounds are not used, so --near cannot clash with them."""
     if train.near_far is None or (near is None) == (far is None) or (near is not None and not far_bounds):
+        check_reach(train, near, far, far_bounds, levels)
         return
     column, bad = (1, train.near_far[:, 1] <= near) if near is not None else (0, train.near_far[:, 0] >= far)
     if bad.any():
@@ -211,3 +214,44 @@ def check_bounds(train: PosedImages, near: float | None, far: float | None, far_
         raise UserError(f"{option} {near if near is not None else far:g} leaves no ray segment in {int(bad.sum())} of "
                         f"{len(train)} train images (their dataset {other} bound reaches {edge:.3g}); give "
                         f"{'--far' if near is not None else '--near'} too, or a value within the bounds")
+    check_reach(train, near, far, far_bounds, levels)
+
+
+def check_reach(train: PosedImages, near: float | None, far: float | None, far_bounds: bool = True,
+                levels: int = 1) -> None:
+    """UserError when a typed --near / --far leaves every training ray without a sample.
+
+    Rays start at camera centres, which may lie outside the box, and the marcher samples a ray's [near, far]
+    (distances along unit directions) where it crosses the grid's outer box (the scene box grown by 2^(levels-1)).
+    A camera whose [near, far] shell lies wholly nearer than the box (far < distance to the box) or wholly beyond
+    it (near > distance to its farthest corner) has no sample on any ray; refused only when that holds for every
+    training camera, so a value that some rays can use is never refused. ``near`` / ``far`` None: the per-image
+    bounds where the dataset has them (the far only with ``far_bounds``), else 2 % of the box diagonal and no far
+    limit, as the marcher does.
+    """
+    if near is None and far is None:
+        return
+    box = train.aabb.double().reshape(2, 3)
+    center, half = box.mean(0), (box[1] - box[0]) / 2 * 2.0 ** (levels - 1)
+    lo, hi = center - half, center + half
+    origins = train.cameras.c2w[:, :3, 3].double()  # (N, 3) camera centres
+    closest = (lo - origins).clamp_min(0) + (origins - hi).clamp_min(0)  # per-axis gap to the box, 0 inside
+    d_min = closest.norm(dim=-1)  # (N,) distance to the nearest point of the box
+    d_max = torch.maximum((origins - lo).abs(), (origins - hi).abs()).norm(dim=-1)  # to the farthest corner
+    n, bounds = len(origins), train.near_far
+    full = lambda value: torch.full((n,), float(value), dtype=torch.float64)  # noqa: E731
+    if near is not None:
+        ray_near = full(near)
+    else:
+        ray_near = bounds[:, 0].double() if bounds is not None else full(0.02 * float((box[1] - box[0]).norm()))
+    if far is not None:
+        ray_far = full(far)
+    else:
+        ray_far = bounds[:, 1].double() if bounds is not None and far_bounds else full(float("inf"))
+    reach = (ray_near <= d_max) & (ray_far >= d_min) & (ray_near < ray_far)
+    if bool(reach.any()):
+        return
+    typed = " ".join(f"{o} {v:g}" for o, v in (("--near", near), ("--far", far)) if v is not None)
+    raise UserError(f"{typed} leaves no training ray a sample: the {'grid' if levels > 1 else 'scene box'} "
+                    f"[{', '.join(f'{v:.2f}' for v in lo)}] - [{', '.join(f'{v:.2f}' for v in hi)}] lies "
+                    f"{float(d_min.min()):.3g} to {float(d_max.max()):.3g} from the {n} training camera(s)")

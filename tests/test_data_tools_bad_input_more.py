@@ -129,7 +129,8 @@ def test_llff_bad_arrays_fail_cleanly(tmp_path, capsys, edit, message):
     (["--fov", "180"], "between 0 and 180"),  # 500 used to write camera_angle_x 8.7 rad beside a 140-degree focal
     (["--supersample", "1000"], "1..16"),  # used to run for ever
     (["--res", "100000000"], "1..8192"),  # used to end in an allocator traceback
-    (["--views", "0", "--val", "0", "--test", "0"], "no views to render"),  # used to write a dataset of a mesh.ply
+    # used to write a dataset of a mesh.ply; --views 0 alone wrote one without training frames (audit #5)
+    (["--views", "0", "--val", "0", "--test", "0"], "--views: must be a positive integer"),
 ])
 def test_synth_impossible_options(tmp_path, capsys, extra, message):
     _fails_cleanly(capsys, ["data", "synth", "demo", str(tmp_path / "out"), "--views", "1", *extra], message,

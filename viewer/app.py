@@ -31,9 +31,10 @@ from .sources import Source, run_history, run_metrics
 UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
 
 
-def listen_port(host: str, port: int) -> int:
-    """The port to serve on: ``port`` if it is free on ``host``, else the next free one (0 stays 0: the system
-    picks). UserError when ``host`` is not an address of this machine or no port up to 65535 is free.
+def listen_port(host: str, port: int, move: bool = True) -> int:
+    """The port to serve on: ``port`` if it is free on ``host``, else (``move``) the next free one (0 stays 0: the
+    system picks). UserError when ``host`` is not an address of this machine, when ``port`` is busy and not
+    ``move`` (a port the user typed), or when no port up to 65535 is free.
 
     viser itself tries ports upwards and, when none binds (a host that is not this machine's, or 65535 busy),
     blocks forever without a word; this probe makes that one readable error instead.
@@ -53,6 +54,9 @@ def listen_port(host: str, port: int) -> int:
                     bound += 1
                 except OSError as e:
                     busy, why = busy or e.errno == errno.EADDRINUSE, why or e
+        if busy and not move:
+            raise UserError(f"--port {port}: busy on {host} (another program listens there); choose another "
+                            "port, or --port 0 for any free one")
         if busy:
             continue
         if not bound:
@@ -67,7 +71,8 @@ class ViewerApp:
 
     Args:
         source: what to show.
-        host, port: where to listen (port 0: any free port; a busy port moves to the next free one).
+        host, port: where to listen (port 0: any free port; a busy port moves to the next free one, unless
+            ``move_port`` is off: then it is a UserError).
         max_res: initial maximum resolution (longer side, pixels).
         duty: share of wall time the renderers may use (1.0 for ``rwf view``; less when training runs beside).
         up: "auto" (the source's) or one of "+x", "-x", "+y", ... .
@@ -80,8 +85,10 @@ class ViewerApp:
 
     def __init__(self, source: Source, host: str = "127.0.0.1", port: int = 8080, max_res: int = 512,
                  duty: float = 1.0, up: str = "auto", live=None, verbose: bool = False, label: str | None = None,
-                 threads: int | None = None, panel_every_s: float = 0.0, max_frame_s: float | None = None):
+                 threads: int | None = None, panel_every_s: float = 0.0, max_frame_s: float | None = None,
+                 move_port: bool = True):
         self.source, self.host, self.port, self.live, self.verbose = source, host, port, live, verbose
+        self.move_port = move_port
         self.threads, self.panel_every_s = threads, panel_every_s
         self.settings = RenderSettings(mode=source.default_mode, max_res=max_res, max_frame_s=max_frame_s)
         self.duty = DutyCycle(duty)
@@ -107,7 +114,8 @@ class ViewerApp:
         # a connection that closes before its handshake (a port probe, a browser's speculative preconnect) is
         # harmless, but the websockets library logs it with a traceback; keep the user's terminal clean
         logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
-        port = listen_port(self.host, self.port)  # viser would wait forever for a host or port it cannot bind
+        # viser would wait forever for a host or port it cannot bind
+        port = listen_port(self.host, self.port, self.move_port)
         with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner; the caller prints the URL
             self.server = viser.ViserServer(host=self.host, port=port, label=self.label, verbose=False)
         self.port = self.server.get_port()
@@ -145,12 +153,11 @@ class ViewerApp:
             self.server.stop()
 
     def serve_forever(self) -> None:
-        """Block until Ctrl+C."""
+        """Block until :meth:`stop` (from another thread) or Ctrl+C / SIGTERM; the KeyboardInterrupt propagates
+        after the server has stopped, so the command exits 130 as interrupted commands do."""
         try:
             while not self._stop.is_set():
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
         finally:
             self.stop()
 

@@ -9,6 +9,7 @@ the entry point being installed.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rwf_render.cli import int_in, port_number
 from rwf_render.errors import UserError
@@ -17,11 +18,13 @@ from .app import UP_CHOICES
 
 
 side = int_in(32, 4096, "a number of pixels")
+DEFAULT_PORT = 8080
 
 
 def add_view_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run directory (image, sdf or nerf)")
-    p.add_argument("--port", type=port_number, default=8080, help="port (default 8080; 0: any free port)")
+    p.add_argument("--port", type=port_number, default=None,
+                   help="port, refused when busy (default 8080, or the next free one; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
     p.add_argument("--max-res", type=side, default=None,
@@ -53,10 +56,12 @@ def view(args) -> int:
     device = resolve_device(args.device)
     source = open_run(args.run, device)
     max_res = args.max_res or (256 if source.kind == "nerf" and device.type == "cpu" else 512)
-    app = ViewerApp(source, host=args.host, port=args.port, max_res=max_res, up=args.up, verbose=args.verbose)
+    port = DEFAULT_PORT if args.port is None else args.port  # a port the user typed does not move when busy
+    app = ViewerApp(source, host=args.host, port=port, max_res=max_res, up=args.up, verbose=args.verbose,
+                    move_port=args.port is None)
     url = app.start()
-    moved = args.port not in (0, app.port)
-    print(f"viewer: {source.kind} run {args.run} at {url}" + (f" (port {args.port} was busy)" if moved else ""),
+    moved = port not in (0, app.port)
+    print(f"viewer: {source.kind} run {args.run} at {url}" + (f" (port {port} was busy)" if moved else ""),
           flush=True)
     if args.host in ("127.0.0.1", "localhost", "::1"):
         print(f"viewer: on a remote machine, forward the port first: ssh -L {app.port}:localhost:{app.port} HOST",
@@ -64,7 +69,11 @@ def view(args) -> int:
     else:
         print(f"viewer: listening on {args.host}: whoever reaches this port sees the run", flush=True)
     print("viewer: Ctrl+C to stop", flush=True)
-    app.serve_forever()
+    try:
+        app.serve_forever()
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM: the server has stopped; exit 130 as every interrupted command
+        print("viewer: stopped", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 
