@@ -23,6 +23,7 @@ from rwf_render.datasets import load_transforms
 from rwf_render.errors import UserError
 from rwf_render.imgio import write_image
 from rwf_render import nerf_data
+from rwf_render.cameras import look_at
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "2", "--quiet", "--downscale", "1", "--target-samples", "1024", "--eval-images", "1",
@@ -31,15 +32,8 @@ RADIUS = 4.0  # camera distance to the origin; the Blender scene box is +-0.5 / 
 
 
 def _look_at_origin(eye) -> list:
-    """OpenGL camera-to-world of a camera at ``eye`` looking at the origin, +Z up."""
-    eye = np.asarray(eye, np.float64)
-    fwd = -eye / np.linalg.norm(eye)
-    right = np.cross(fwd, [0, 0, 1.0])
-    right /= np.linalg.norm(right)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([right, np.cross(right, fwd), -fwd], 1)
-    c2w[:3, 3] = eye
-    return c2w.tolist()
+    """OpenGL camera-to-world (4x4 list) of a camera at ``eye`` looking at the origin, +Z up."""
+    return look_at(eye, (0.0, 0.0, 0.0)).tolist() + [[0.0, 0.0, 0.0, 1.0]]
 
 
 def blender_scene(root: Path, counts: dict, missing: dict | None = None) -> Path:
