@@ -2,7 +2,8 @@
 in each pipeline, at the pipeline's defaults and an equal number of steps, one run after the other in one script.
 
     nerf   the built-in scene of ``rwf fit nerf`` (64x64 views, 2000 steps): the preset as it is, and with
-           ``--encoding hashgrid`` (16 levels, 2^19 entries, finest 1024, trunk 2 x 64, lr 1e-2)
+           ``--encoding hashgrid`` (16 levels, 2^17 entries, finest 1024, trunk 2 x 64, lr 1e-2); then the preset
+           again with the steps that fit in the hash grid's training time (equal time)
     sdf    ``rwf fit sdf`` on the shared meshes (spot, armadillo; $RWF_DATA/meshes), 1000 steps: the default
            Fourier field (128 features, sigma 3, 4 x 128) and ``--encoding hashgrid`` (finest 512) with a 3 x 64 MLP
     image  ``rwf fit image`` on the built-in astronaut at 256 px, Tancik's split (train on even pixels, PSNR on the
@@ -47,10 +48,17 @@ def pick(metrics: dict, keys) -> dict:
 
 
 def stage_nerf(tmp: Path, quick: bool) -> dict:
-    extra = ["--steps", "60", "--eval-images", "2"] if quick else []
+    """Both encodings at the preset's steps, then the Fourier field again with as many more steps as the hash
+    grid's training time allows (its learning-rate decay stretched over them): the equal-time comparison."""
+    steps = 60 if quick else 2000
+    extra = ["--steps", str(steps)] + (["--eval-images", "2"] if quick else [])
     keys = ("psnr", "ssim", "psnr_train", "steps", "seconds", "samples_per_s")
-    return {name: pick(fit("nerf", extra + enc, tmp / f"nerf-{name}"), keys)
-            for name, enc in (("fourier", []), ("hashgrid", ["--encoding", "hashgrid"]))}
+    out = {name: pick(fit("nerf", extra + enc, tmp / f"nerf-{name}"), keys)
+           for name, enc in (("fourier", []), ("hashgrid", ["--encoding", "hashgrid"]))}
+    ratio = out["hashgrid"]["seconds"] / out["fourier"]["seconds"]
+    more = ["--steps", str(max(steps, round(steps * ratio)))] + extra[2:]
+    out["fourier_equal_time"] = pick(fit("nerf", more, tmp / "nerf-fourier-equal-time"), keys)
+    return out
 
 
 def stage_sdf(tmp: Path, quick: bool, data: Path | None) -> dict:

@@ -115,7 +115,8 @@ def test_view_serves_a_page_that_shows_the_rendered_field(tmp_path):
         # progressive rendering ends with a frame whose longer side is --max-res
         out.wait(rf"viewer: frame for client {client}: 256x\d+ ", 180)
         shot = None
-        for _ in range(20):  # the browser decodes and draws the frame shortly after it arrives
+        for _ in range(60):  # the browser decodes and draws the frame shortly after it arrives (a loaded machine:
+            # 20 s were once not enough)
             shot = browser.screenshot()
             h, w = shot.shape[:2]
             centre = shot[h // 3: 2 * h // 3, w // 6: w // 2].astype(float) / 255  # left of the GUI panel

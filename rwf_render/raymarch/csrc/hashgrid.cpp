@@ -48,7 +48,10 @@ inline void vertices(const float* x, const Levels& lv, int l, int64_t* rows, flo
                 stride *= res;
             }
         }
-        rows[c] = lv.offsets[l] + (int64_t)(index % size);
+        // a hashed level's size is a power of two; a dense level's vertex index exceeds its size only on the
+        // cube's far faces (the vertex past the last one), where it wraps as in tiny-cuda-nn
+        const uint32_t row = hashed ? (index & (size - 1)) : (index < size ? index : index % size);
+        rows[c] = lv.offsets[l] + (int64_t)row;
         weights[c] = w;
     }
 }
