@@ -147,6 +147,13 @@ def _available_pipelines() -> list[str]:
     return [k for k, mod in PIPELINES.items() if importlib.util.find_spec(mod) is not None]
 
 
+def option_typed(args, dest: str, default) -> bool:
+    """Whether option ``dest`` was typed (even at its default value): from the record ``dispatch`` keeps in
+    ``args.given_options``; for a namespace built otherwise (a call from code), whether it differs from ``default``."""
+    typed = getattr(args, "given_options", None)
+    return dest in typed if typed is not None else getattr(args, dest, default) != default
+
+
 def _run_command(action: str, owned: dict | None = None):
     """The handler of ``rwf ACTION RUN``; ``owned`` maps the dest of each option a pipeline added to
     (pipeline, action), so an option of another pipeline's runs is refused instead of silently ignored."""
@@ -160,10 +167,8 @@ def _run_command(action: str, owned: dict | None = None):
         fn = getattr(module, f"{action}_run", None)
         if fn is None:
             raise UserError(f"'rwf {action.replace('_', ' ')}' does not apply to {kind} runs")
-        typed = getattr(args, "given_options", None)
         for dest, (owner, option) in (owned or {}).items():
-            given = dest in typed if typed is not None else getattr(args, dest, option.default) != option.default
-            if owner != kind and given:
+            if owner != kind and option_typed(args, dest, option.default):
                 raise UserError(f"{option.option_strings[0]} applies to {owner} runs, not to {kind} runs "
                                 f"like {args.run}")
         return fn(Path(args.run), cfg, args) or 0

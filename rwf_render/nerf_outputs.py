@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .cameras import Cameras
+from .cli import option_typed
 from .errors import UserError
 from .imgio import write_image
 from .nerf import load_scene_model
@@ -55,13 +56,6 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, int, torch.Tensor | 
 
     cams, fps = path_cameras(args.camera_path)
     return cams.to(dtype=torch.float32), Path(args.camera_path).stem, fps, None
-
-
-def _typed(args, dest: str, default) -> bool:
-    """Whether the user typed option ``dest`` (even at its default value); without the CLI's record of the typed
-    options (a call from code), whether it differs from ``default``."""
-    typed = getattr(args, "given_options", None)
-    return dest in typed if typed is not None else getattr(args, dest, default) != default
 
 
 def _bounds(near_far: torch.Tensor | None, i: int) -> dict:
@@ -105,7 +99,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
 
     if getattr(args, "scale", 1.0) != 1.0:
         raise UserError("--scale is for image runs; a NeRF render takes --downscale K")
-    if not args.video and _typed(args, "fps", 24):
+    if not args.video and option_typed(args, "fps", 24):
         raise UserError("--fps is the frame rate of --video; without --video no video is written")
     model = load_scene_model(run, args.device)
     cams, name, fps, near_far = _cameras(model, args)
@@ -278,7 +272,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     if args.pointcloud and args.threshold is not None:
         raise UserError("--pointcloud keeps points where rays become opaque; --threshold applies to meshes only")
     for dest, default in (("res", 256), ("min_component", 0.0)):
-        if args.pointcloud and _typed(args, dest, default):
+        if args.pointcloud and option_typed(args, dest, default):
             raise UserError(f"--{dest.replace('_', '-')} applies to meshes; --pointcloud keeps points where training "
                             "rays become opaque")
     if args.pointcloud and fmt != "ply":

@@ -43,3 +43,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory):
+    """A 32 px Blender-format scene rendered by data_tools' ray caster (ground truth known)."""
+    from data_tools.synth import demo_mesh, render_dataset
+
+    out = tmp_path_factory.mktemp("scene") / "tiny"
+    render_dataset(demo_mesh(), out, res=32, n_views=24, n_val=1, n_test=2, log=lambda *a, **k: None)
+    return out

@@ -171,16 +171,6 @@ def test_tcnn_backend_matches_torch():
 
 
 # -- in the pipelines ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_scene(tmp_path_factory):
-    """A 32 px Blender-format scene rendered by data_tools' ray caster."""
-    from data_tools.synth import demo_mesh, render_dataset
-
-    out = tmp_path_factory.mktemp("scene") / "tiny"
-    render_dataset(demo_mesh(), out, res=32, n_views=24, n_val=1, n_test=2, log=lambda *a, **k: None)
-    return out
-
-
 NERF_TINY = ["--eval-images", "1", "--quiet", "--grid-resolution", "32", "--steps-per-diagonal", "128",
              "--target-samples", "2048", "--encoding", "hashgrid", "--hash-levels", "8", "--hash-log2-size", "14",
              "--hash-max-res", "128", "--eval-every", "50"]

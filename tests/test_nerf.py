@@ -19,16 +19,6 @@ from rwf_render.nerf_data import load_split
 FAST = ["--steps", "2", "--eval-images", "1", "--quiet", "--downscale", "1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_scene(tmp_path_factory):
-    """A 32 px Blender-format scene rendered by data_tools' ray caster (ground truth known)."""
-    from data_tools.synth import demo_mesh, render_dataset
-
-    out = tmp_path_factory.mktemp("scene") / "tiny"
-    render_dataset(demo_mesh(), out, res=32, n_views=24, n_val=1, n_test=2, log=lambda *a, **k: None)
-    return out
-
-
 def _ngp_dataset(root, distorted=True):
     """An instant-ngp transforms.json with per-frame intrinsics and OPENCV / OPENCV_FISHEYE distortion."""
     root.mkdir(parents=True, exist_ok=True)
