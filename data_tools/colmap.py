@@ -18,7 +18,8 @@ What the conversion does, in order:
    along the optical axis (output units) of the points the image observes, at the pixels of its keypoints;
    ``depth_unit_scale_factor`` (top level) = output units per depth value.
 
-The report includes the reprojection error of the converted cameras against COLMAP's own.
+The report includes the reprojection error of the converted cameras against COLMAP's own, both in the pixels of the
+COLMAP cameras (where the images were rescaled, ours in the rescaled images' pixels as well).
 """
 
 from __future__ import annotations
@@ -98,17 +99,31 @@ def _observed(im: Image, rows: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarra
     return ok, order[pos[ok]].astype(np.int64)
 
 
-def reprojection_errors(model: Model, cams: Cameras, image_ids: list[int], S: np.ndarray) -> np.ndarray:
+def reprojection_errors(model: Model, cams: Cameras, image_ids: list[int], S: np.ndarray,
+                        pixels: str = "output") -> np.ndarray:
     """Pixel distance between each observation and the projection of its (moved) 3D point by ``cams``.
 
     Args:
         cams: one camera per entry of ``image_ids``, in the output frame. S: (4, 4) COLMAP -> output similarity.
+        pixels: "output": pixels of the converted images (COLMAP's keypoints scaled to the output image size);
+            "colmap": pixels of the COLMAP cameras, the units of COLMAP's keypoints and of its own errors. They
+            differ where the images were rescaled (an image half the camera's size: "output" errors are halved).
     Returns:
-        (n_obs,) errors in pixels, in the units of COLMAP's keypoints scaled to the output image size.
+        (n_obs,) errors in pixels, in the units ``pixels`` names.
     """
+    if pixels not in ("output", "colmap"):
+        raise ValueError(f"pixels must be 'output' or 'colmap', got {pixels!r}")
+    residuals, scales = _reprojection_residuals(model, cams, image_ids, S)
+    return np.linalg.norm(residuals / scales if pixels == "colmap" else residuals, axis=1)
+
+
+def _reprojection_residuals(model: Model, cams: Cameras, image_ids: list[int], S: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """(n_obs, 2) projection minus scaled keypoint, in output pixels, and (n_obs, 2) the (x, y) factor from the
+    COLMAP camera's pixels to the output image's of each observation (:func:`reprojection_errors`)."""
     rows = _point_rows(model)
     xyz = torch.from_numpy(model.xyz @ S[:3, :3].T + S[:3, 3])
-    errs = []
+    residuals, scales = [np.zeros((0, 2))], [np.ones((0, 2))]
     for c, iid in enumerate(image_ids):
         im = model.images[iid]
         ok, seen = _observed(im, rows)  # points absent from points3D (a pruned model) count as untriangulated
@@ -117,8 +132,9 @@ def reprojection_errors(model: Model, cams: Cameras, image_ids: list[int], S: np
         pix, _ = project(xyz[torch.from_numpy(seen)], cams[c])
         cam = model.cameras[im.camera_id]
         scale = np.array([cams.width[c].item() / cam.width, cams.height[c].item() / cam.height])
-        errs.append(np.linalg.norm(pix[0].numpy() - im.xys[ok] * scale, axis=1))
-    return np.concatenate(errs) if errs else np.zeros(0)
+        residuals.append(pix[0].numpy() - im.xys[ok] * scale)  # (K_ok, 2)
+        scales.append(np.broadcast_to(scale, (int(ok.sum()), 2)))
+    return np.concatenate(residuals), np.concatenate(scales)
 
 
 def _observation_mean(model: Model) -> float:
@@ -232,8 +248,11 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         depth: write each frame's sparse depth map (``depth_file_path``, :func:`observation_depths`) and the
             top-level ``depth_unit_scale_factor``.
     Returns:
-        the report numbers: n_images, n_points, aabb_scale, scale, reprojection errors (ours and COLMAP's);
-        with ``depth`` also depth_pixels (pixels with a depth, per image), depth_unit and depth_max_z.
+        the report numbers: n_images, n_points, aabb_scale, scale; reprojection errors (mean over observations,
+        pixels): ``reproj_error`` (ours, in the pixels of the converted images), ``reproj_error_colmap_px`` (ours,
+        in the pixels of the COLMAP cameras: differs from the former where images were rescaled) and
+        ``colmap_reproj_error`` (COLMAP's own, in the units it stored, normally its cameras' pixels); with
+        ``depth`` also depth_pixels (pixels with a depth, per image), depth_unit and depth_max_z.
     """
     model = read_model(sparse_dir)
     images_dir = Path(images_dir)
@@ -305,11 +324,13 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         for rel, src in (attach or {}).items():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if Path(src).is_dir() else shutil.copy2)(src, stage / rel)
-        cams = cameras_from_frames(frames, top)
-        errs = reprojection_errors(model, cams, ids, S)
+        # reprojection error in the converted images' pixels, and in the COLMAP cameras' (those of its own errors)
+        residuals, scales = _reprojection_residuals(model, cameras_from_frames(frames, top), ids, S)
+        errs, errs_colmap = np.linalg.norm(residuals, axis=1), np.linalg.norm(residuals / scales, axis=1)
         write_json(stage / "transforms.json", {**top, "frames": frames})
         report = {"n_images": len(ids), "n_cameras": len(model.cameras), "n_points": len(model.xyz),
                   "rescaled_images": rescaled, "reproj_error": float(errs.mean()) if len(errs) else float("nan"),
+                  "reproj_error_colmap_px": float(errs_colmap.mean()) if len(errs) else float("nan"),
                   "colmap_reproj_error": _observation_mean(model),
                   **stats}
         if depth:
@@ -325,6 +346,9 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     if depth:
         log(f"depth maps: {min(depth_pixels)}/{int(np.median(depth_pixels))}/{max(depth_pixels)} pixels per image "
             f"(min/median/max), farthest z {z_max:.4g}, unit {unit:.4g} -> {Path(out) / 'depth'}")
-    log(f"reprojection error of the converted cameras: {report['reproj_error']:.3f} px "
+    # ours in the pixels of COLMAP's own figure; where images were rescaled, in theirs as well
+    resized = (f" in the COLMAP cameras' pixels, {report['reproj_error']:.3f} px in the rescaled images'"
+               if rescaled else "")
+    log(f"reprojection error of the converted cameras: {report['reproj_error_colmap_px']:.3f} px{resized} "
         f"(COLMAP's: {report['colmap_reproj_error']:.3f} px) -> {Path(out) / 'transforms.json'}")
     return report

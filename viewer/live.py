@@ -30,9 +30,12 @@ import sys
 import threading
 import time
 
+from rwf_render.cli import option_typed
+
 from .app import ViewerApp, listen_port
 from .sources import Source, live_source, state_copy
 
+DEFAULT_PORT = 8080  # the default of ``rwf fit --port``
 LIVE_DUTY = 0.1
 REFRESH_S = 2.0
 LIVE_MAX_RES = 256
@@ -42,19 +45,23 @@ MAX_FRAME_S = 1.0  # no live frame is refined beyond the size predicted to take 
 
 
 def make_callback(args) -> "LiveViewer":
-    """Entry point of ``rwf fit ... --view``: the parsed args carry ``kind``, ``host`` and ``port``. A host or port
-    the viewer cannot listen on fails here, before the fit writes anything."""
-    host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8080)
-    listen_port(host, port)
-    return LiveViewer(args.kind, host=host, port=port)
+    """Entry point of ``rwf fit ... --view``: the parsed args carry ``kind``, ``host`` and ``port``. A host the
+    viewer cannot listen on, or a port the user typed that is busy, fails here (UserError, exit 2), before the fit
+    writes anything; the default port, when busy, moves to the next free one (as ``rwf view``)."""
+    host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", DEFAULT_PORT)
+    move = not option_typed(args, "port", DEFAULT_PORT)  # a port the user typed does not move when busy
+    listen_port(host, port, move=move)
+    return LiveViewer(args.kind, host=host, port=port, move_port=move)
 
 
 class LiveViewer:
-    """Trainer callback serving the viewer; see the module docstring."""
+    """Trainer callback serving the viewer; see the module docstring. ``move_port``: a busy ``port`` moves to the
+    next free one (the default port); off for a port the user typed, which is then a UserError."""
 
-    def __init__(self, kind: str, host: str = "127.0.0.1", port: int = 8080, duty: float = LIVE_DUTY,
-                 refresh_s: float = REFRESH_S, max_res: int = LIVE_MAX_RES, verbose: bool = False):
-        self.kind, self.host, self.port = kind, host, port
+    def __init__(self, kind: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT, duty: float = LIVE_DUTY,
+                 refresh_s: float = REFRESH_S, max_res: int = LIVE_MAX_RES, verbose: bool = False,
+                 move_port: bool = True):
+        self.kind, self.host, self.port, self.move_port = kind, host, port, move_port
         self.duty, self.refresh_s, self.max_res, self.verbose = duty, refresh_s, max_res, verbose
         self.app: ViewerApp | None = None
         self.waiting = threading.Event()  # set while on_step is blocked by the pause button
@@ -82,10 +89,11 @@ class LiveViewer:
             source = live_source(self.kind, trainer)
             self.app = ViewerApp(source, self.host, self.port, max_res=self.max_res, duty=self.duty, live=self,
                                  verbose=self.verbose, threads=RENDER_THREADS, panel_every_s=PANEL_EVERY_S,
-                                 max_frame_s=MAX_FRAME_S)
+                                 max_frame_s=MAX_FRAME_S, move_port=self.move_port)
             url = self.app.start()
             atexit.register(self.app.stop)  # before viser's own exit handler (LIFO): frames end, then the server
-            print(f"rwf: live viewer at {url} (training continues; pause it from the page)", file=sys.stderr,
+            moved = f"; port {self.port} was busy" if self.port not in (0, self.app.port) else ""
+            print(f"rwf: live viewer at {url} (training continues; pause it from the page{moved})", file=sys.stderr,
                   flush=True)
         else:  # another trainer of the same command (--compare): show its model from now on
             self.app.source.replace_model(Source.snapshot(trainer.model))
