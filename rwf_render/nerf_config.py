@@ -33,7 +33,8 @@ class NeRFConfig:
     downscale: int = 1
     """integer image downscale factor"""
     background: str = "white"
-    """white | black | random (random colour per ray in training, white in evaluation) | learned"""
+    """white | black | random (random colour per ray in training, white in evaluation) | learned (a colour by
+    direction for what lies beyond the scene; images without transparency only, refused at fit start otherwise)"""
     field: NeRFFieldConfig = dc_field(default_factory=NeRFFieldConfig)
     render: RenderConfig = dc_field(default_factory=RenderConfig)
     train: TrainConfig = dc_field(default_factory=lambda: TrainConfig(steps=3000, lr=3e-3, schedule="exp",
@@ -328,7 +329,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p, "nerf", compare=False)
     d = p.add_argument_group("data (defaults: the preset's, else these)")
     d.add_argument("--downscale", type=positive_int, help="integer image downscale (default 1)")
-    d.add_argument("--background", choices=BACKGROUNDS, help="white (default) | black | random | learned")
+    d.add_argument("--background", choices=BACKGROUNDS,
+                   help="white (default) | black | random | learned (what lies beyond the scene, for photos "
+                        "without alpha)")
     d.add_argument("--near", type=positive_float,
                    help="ray start, over any per-image bounds of the dataset (default: those, else 2%% of the box "
                         "diagonal)")

@@ -34,9 +34,10 @@ def _scaled(cams: Cameras, k: int) -> Cameras:
                    width=cams.width // k, height=cams.height // k)
 
 
-def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, int, torch.Tensor | None]:
-    """The cameras a render asks for, a name for the output folder, the video frame rate, and per-camera
-    (near, far) (N, 2) where the dataset gives them (``--split``: the bounds ``rwf eval`` renders with)."""
+def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor | None]:
+    """The cameras a render asks for, a name for the output folder, the video frame rate (``--fps``; for a camera
+    path the file's own rate unless ``--fps`` was typed), and per-camera (near, far) (N, 2) where the dataset gives
+    them (``--split``: the bounds ``rwf eval`` renders with)."""
     chosen = [x for x in (args.split, args.orbit, args.camera_path) if x]
     if len(chosen) != 1:
         raise UserError("rwf render of a NeRF run needs exactly one of --split, --orbit N, --camera-path FILE")
@@ -55,6 +56,7 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, int, torch.Tensor | 
     from .camera_path import path_cameras  # noqa: PLC0415
 
     cams, fps = path_cameras(args.camera_path)
+    fps = args.fps if option_typed(args, "fps", 24) else fps  # a typed --fps wins over the file's rate
     return cams.to(dtype=torch.float32), Path(args.camera_path).stem, fps, None
 
 
@@ -151,7 +153,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         write_json(out / MANIFEST, {"files": sorted(new)})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"{out}: {len(cams)} frames{' and rgb.mp4, depth.mp4' if args.video else ''}")
+    print(f"{out}: {len(cams)} frames{f' and rgb.mp4, depth.mp4 at {fps:g} fps' if args.video else ''}")
     return 0
 
 
@@ -174,7 +176,7 @@ def _need_ffmpeg() -> None:
         raise UserError("--video needs imageio-ffmpeg (pip install imageio-ffmpeg)") from None
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     """H.264 MP4 through imageio-ffmpeg, written atomically; sizes are padded to even numbers for yuv420p."""
     _need_ffmpeg()
     import imageio.v3 as iio  # noqa: PLC0415
@@ -209,9 +211,11 @@ def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tenso
 
 
 @torch.no_grad()
-def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200):
-    """Points where training rays stop (expected depth, opacity >= 0.5), with their rendered colours."""
+def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
+    """Points where training rays stop (expected depth, opacity >= 0.5), with their rendered colours; ``progress``
+    shows a bar over the training cameras on stderr (each is rendered: minutes on a 100-view scene)."""
     import trimesh  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
 
     from .cameras import pixel_rays  # noqa: PLC0415
 
@@ -222,7 +226,8 @@ def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200):
     cams = _scaled(cams, k)
     pts, cols = [], []
     near_far = getattr(model, "train_near_far", None)
-    for i in range(len(cams)):
+    for i in tqdm(range(len(cams)), desc="point cloud", unit="camera", disable=not progress, dynamic_ncols=True,
+                  file=sys.stderr):
         res = model.render_camera(cams[i], **_bounds(near_far, i))
         o, d = pixel_rays(cams[i].to(device=model.aabb.device))
         keep = res["opacity"] >= 0.5
@@ -281,7 +286,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     model = load_scene_model(run, args.device)
     box = _crop_box(model, args)
     if args.pointcloud:
-        cloud = point_cloud(model)
+        cloud = point_cloud(model, progress=not getattr(args, "quiet", False))
         if args.crop:
             import trimesh  # noqa: PLC0415
 

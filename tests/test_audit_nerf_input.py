@@ -179,7 +179,11 @@ def test_a_blender_split_file_given_alone_is_only_that_split(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert cli.main(["fit", "nerf", str(alone), "--out", str(run), *TINY]) == 0
-    assert "no test split" in _fails_cleanly(capsys, ["eval", str(run)])
+    capsys.readouterr()
+    assert cli.main(["eval", str(run)]) == 0  # no test split: the training frames, named as such
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["psnr_split"] == "train" and "no test split" in err
+    assert json.loads((run / "metrics.json").read_text())["psnr_split"] == "train"
     assert "no transforms_test.json" in _fails_cleanly(capsys, ["render", str(run), "--split", "test",
                                                                 "--out", str(tmp_path / "frames")])
     assert not (tmp_path / "frames").exists()

@@ -1,0 +1,158 @@
+"""Gaps of the NeRF commands a user meets: `rwf eval` of a dataset without a test split, the frame rate of a camera
+path video, progress of a point-cloud export, and `--background learned` on transparent images.
+
+Every NeRF here is an 8x8-pixel Blender-format scene fitted for 2 steps on a 16^3 grid: seconds on a CPU.
+"""
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rwf_render import cli
+from rwf_render.cameras import look_at
+from rwf_render.imgio import write_image
+
+TINY = ["--steps", "2", "--quiet", "--target-samples", "1024", "--eval-images", "1", "--grid-resolution", "16",
+        "--steps-per-diagonal", "128", "--width", "16", "--features", "8", "--device", "cpu"]
+RADIUS = 4.0  # camera distance to the origin; the Blender scene box is +-0.5 / 0.33 = +-1.52 about it
+
+
+def _scene(root: Path, counts: dict, channels: int = 4) -> Path:
+    """A Blender-format dataset with ``counts[split]`` random 8x8 views on a circle of radius RADIUS around the
+    origin: RGBA with alpha in [0, 1) (``channels`` 4) or opaque RGB (3)."""
+    rng = np.random.default_rng(0)
+    for split, n in counts.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        frames = []
+        for i in range(n):
+            write_image(root / split / f"{split}_{i}.png", rng.random((8, 8, channels)).astype(np.float32))
+            a = 2 * math.pi * (i + 0.5 * (split != "train")) / n
+            eye = [RADIUS * math.cos(a), RADIUS * math.sin(a), 1.0]
+            frames.append({"file_path": f"./{split}/{split}_{i}",
+                           "transform_matrix": look_at(eye, (0.0, 0.0, 0.0)).tolist() + [[0.0, 0.0, 0.0, 1.0]]})
+        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
+    return root
+
+
+def _fit(data: Path, out: Path, *extra: str) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cli.main(["fit", "nerf", str(data), "--out", str(out), *TINY, *extra])
+
+
+def _one_error(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("rwf: error:"), err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A 2-step fit of a scene with train, val and test splits."""
+    root = tmp_path_factory.mktemp("cli_more")
+    data = _scene(root / "data", {"train": 4, "val": 1, "test": 2})
+    assert _fit(data, root / "run") == 0
+    return root / "run"
+
+
+# -- 1: rwf eval of a dataset without a test split scores val, else train, as the fit does ----------------------------
+@pytest.mark.parametrize("counts, split", [({"train": 3, "val": 2}, "val"), ({"train": 3}, "train")])
+def test_eval_without_a_test_split_scores_the_split_the_fit_scored(tmp_path, capsys, counts, split):
+    """`rwf eval` refused such a run ("no test split to evaluate") though the fit had scored val or train."""
+    data, run = _scene(tmp_path / "d", counts), tmp_path / "run"
+    assert _fit(data, run) == 0
+    fitted_metrics = json.loads((run / "metrics.json").read_text())
+    assert fitted_metrics["psnr_split"] == split
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    printed, saved = json.loads(captured.out), json.loads((run / "metrics.json").read_text())
+    assert printed["psnr_split"] == saved["psnr_split"] == split
+    assert saved["test_images"] == counts[split]  # the whole split
+    note = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(note) == 1 and "no test split" in note[0] and split in note[0], note
+    if split == "train":  # the fit scored every training image as well (the val split keeps only --val-images)
+        assert math.isclose(saved["psnr"], fitted_metrics["psnr"], rel_tol=1e-5)
+
+
+def test_eval_with_a_test_split_scores_it_and_says_nothing_more(fitted, capsys):
+    capsys.readouterr()
+    assert cli.main(["eval", str(fitted), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert metrics["psnr_split"] == "test" and metrics["test_images"] == 2 and math.isfinite(metrics["psnr"])
+    assert "no test split" not in captured.err
+
+
+# -- 2: a typed --fps wins over a camera path's rate; an untyped one takes the file's --------------------------------
+@pytest.mark.parametrize("fps_option, expected", [([], 3), (["--fps", "7"], 7), (["--fps", "24"], 24)])
+def test_camera_path_video_frame_rate(fitted, tmp_path, fps_option, expected):
+    """The path file's rate silently won over a typed --fps (also --fps 24, the default typed)."""
+    pytest.importorskip("imageio_ffmpeg")
+    import imageio.v3 as iio
+
+    from rwf_render.camera_path import save_camera_path
+
+    keys = np.tile(np.eye(4), (2, 1, 1))
+    for k, a in enumerate((0.0, 1.0)):
+        keys[k, :3] = look_at([RADIUS * math.cos(a), RADIUS * math.sin(a), 1.0], (0.0, 0.0, 0.0)).numpy()
+    save_camera_path(tmp_path / "path.json", keys, [40.0, 40.0], 8, 8, fps=3, seconds=1)
+    out = tmp_path / "frames"
+    assert cli.main(["render", str(fitted), "--camera-path", str(tmp_path / "path.json"), "--video", "--out",
+                     str(out), "--device", "cpu", *fps_option]) == 0
+    assert len(list(out.glob("rgb_*.png"))) == 3  # the path's frames either way: only the playback rate changes
+    for name in ("rgb.mp4", "depth.mp4"):
+        assert float(iio.immeta(out / name, plugin="FFMPEG")["fps"]) == pytest.approx(expected), name
+
+
+# -- 3: a point-cloud export shows its progress over the training cameras, unless --quiet ----------------------------
+def test_pointcloud_export_shows_progress_unless_quiet(fitted, tmp_path, capsys):
+    capsys.readouterr()
+    assert cli.main(["export", "mesh", str(fitted), "--pointcloud", "--out", str(tmp_path / "a.ply"),
+                     "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "point cloud" in err and "4/4" in err, err  # the fit's 4 training cameras
+    assert cli.main(["export", "mesh", str(fitted), "--pointcloud", "--quiet", "--out", str(tmp_path / "b.ply"),
+                     "--device", "cpu"]) == 0
+    assert capsys.readouterr().err.strip() == ""
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()  # the same cloud either way
+
+
+# -- 4: --background learned needs images without transparency --------------------------------------------------------
+def test_learned_background_on_transparent_images_is_refused_before_writing(tmp_path, capsys):
+    """Targets of transparent pixels are composited on a random colour per ray, which a background by direction
+    cannot match (lego_tiny fitted to 7.4 dB)."""
+    data = _scene(tmp_path / "d", {"train": 3, "test": 1})
+    capsys.readouterr()
+    assert _fit(data, tmp_path / "run", "--background", "learned") == 2
+    err = _one_error(capsys)
+    assert "--background learned" in err and "white, black or random" in err and "alpha" in err
+    assert not (tmp_path / "run").exists()
+    assert _fit(data, tmp_path / "run", "--background", "random") == 0  # the suggested way works
+
+
+def test_learned_background_on_rgb_images_fits(tmp_path):
+    data = _scene(tmp_path / "d", {"train": 3, "test": 1}, channels=3)
+    assert _fit(data, tmp_path / "run", "--background", "learned") == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["background"] == "learned"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 2
+
+
+def test_the_real_capture_preset_keeps_its_learned_background(data_dir, tmp_path):
+    """scenes/bartoszek.py sets --background learned: its photos (JPEG, no alpha) pass the check."""
+    from data_tools.colmap import convert_model
+    from rwf_render.nerf import check_background
+    from rwf_render.nerf_data import load_split
+    from scenes import presets
+
+    assert presets()["bartoszek"].settings["background"][0] == "learned"
+    src = data_dir / "colmap" / "bartoszek"
+    convert_model(src / "sparse" / "0", src / "images", tmp_path / "out", copy_images=False,
+                  log=lambda *a, **k: None)
+    train = load_split(tmp_path / "out", "train", downscale=8, indices=[0, 1])
+    assert not train.has_alpha
+    check_background("learned", train, str(tmp_path / "out"))
