@@ -39,6 +39,24 @@ def cache_dir() -> Path:
     return root / "scenes"
 
 
+def build_once(out: Path, marker: str, make: Callable[[], object]) -> Path:
+    """``out`` once ``out/marker`` exists, else after ``make()`` writes it there. Two fits that start together
+    both build (each into its own staging folder); the one that finishes second finds ``out`` taken, and reuses
+    it when it is complete instead of failing with "exists"."""
+    from rwf_render.errors import UserError
+
+    if (out / marker).is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        make()
+    except UserError:
+        if (out / marker).is_file():  # another process finished the same scene first
+            return out
+        raise
+    return out
+
+
 def shared_data(relative: str) -> Path:
     """A dataset under $RWF_DATA; a clear error when the variable is unset or the folder missing."""
     from rwf_render.errors import UserError

@@ -2,22 +2,21 @@
 
 from pathlib import Path
 
-from . import Preset, cache_dir, shared_data
+from . import Preset, build_once, cache_dir, shared_data
 
 
 def prepare(quiet: bool = False) -> Path:
     src = shared_data("colmap/bartoszek")
     out = cache_dir() / "bartoszek-v3"  # v2: per-frame near/far; v3: sparse depth maps
-    if (out / "transforms.json").is_file():
-        return out
-    from data_tools.colmap import convert_model
 
-    if not quiet:
-        print(f"rwf: converting {src} into {out} (once)", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    convert_model(src / "sparse" / "0", src / "images", out, log=lambda *a, **k: None, bounds=True,
-                  depth=True)
-    return out
+    def make():
+        from data_tools.colmap import convert_model
+
+        if not quiet:
+            print(f"rwf: converting {src} into {out} (once)", flush=True)
+        convert_model(src / "sparse" / "0", src / "images", out, log=lambda *a, **k: None, bounds=True, depth=True)
+
+    return build_once(out, "transforms.json", make)
 
 
 PRESET = Preset(

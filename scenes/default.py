@@ -6,7 +6,7 @@ texture) into a Blender-format dataset in the cache, once; later fits reuse it.
 
 from pathlib import Path
 
-from . import Preset, cache_dir
+from . import Preset, build_once, cache_dir
 
 VERSION = 1  # bump when the generated scene changes
 RES, VIEWS, VAL, TEST = 64, 60, 2, 8
@@ -14,15 +14,15 @@ RES, VIEWS, VAL, TEST = 64, 60, 2, 8
 
 def prepare(quiet: bool = False) -> Path:
     out = cache_dir() / f"default-v{VERSION}-{RES}px"
-    if (out / "transforms_train.json").is_file():
-        return out
-    from data_tools.synth import demo_mesh, render_dataset
 
-    if not quiet:
-        print(f"rwf: generating the built-in scene into {out} (once)", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_dataset(demo_mesh(), out, res=RES, n_views=VIEWS, n_val=VAL, n_test=TEST, log=lambda *a, **k: None)
-    return out
+    def make():
+        from data_tools.synth import demo_mesh, render_dataset
+
+        if not quiet:
+            print(f"rwf: generating the built-in scene into {out} (once)", flush=True)
+        render_dataset(demo_mesh(), out, res=RES, n_views=VIEWS, n_val=VAL, n_test=TEST, log=lambda *a, **k: None)
+
+    return build_once(out, "transforms_train.json", make)
 
 
 PRESET = Preset(
