@@ -47,8 +47,10 @@ def preset_args(preset: str, param: str, args, seed: int = 0) -> SimpleNamespace
                                   "width", "no_view_dependence", "appearance_dim", "sampler", "grid_resolution",
                                   "grid_levels", "steps_per_diagonal", "cone_angle", "target_samples", "lr",
                                   "schedule", "eval_every", "ckpt_every", "eval_images")}
-    ns.update(scene=preset, param=param, steps=args.steps, seed=seed, deterministic=False, device=args.device,
-              quiet=True)
+    param, _, encoding = param.partition(":")
+    ns.update(hash_levels=None, hash_log2_size=None, hash_max_res=None)
+    ns.update(scene=preset, param=param, encoding=encoding or None, steps=args.steps, seed=seed, deterministic=False,
+              device=args.device, quiet=True)
     if args.downscale:
         ns["downscale"] = args.downscale
     return SimpleNamespace(**ns)
@@ -143,7 +145,9 @@ def main() -> int:
     p.add_argument("--cpu", action="store_true", help="CPU-sized protocol (100x100)")
     p.add_argument("--gpu", action="store_true", help="400x400 protocol")
     p.add_argument("--tancik", action="store_true", help="the simplified-NeRF protocol")
-    p.add_argument("--params", nargs="*", default=["plain", "rwf"])
+    p.add_argument("--params", nargs="*", default=["plain", "rwf"],
+                   help="layer parameterizations to run, each optionally with an encoding: rwf:hashgrid (the first "
+                        "is the baseline of the differences)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--downscale", type=int, default=None)
     p.add_argument("--test-images", type=int, default=25)
@@ -193,7 +197,7 @@ def main() -> int:
 
 def compare_seeds(preset: str, args) -> int:
     """Every param with every seed (params alternate within a seed, so a drift in machine load hits all alike);
-    test PSNR at each mark: per-param mean and spread, and each seed's difference to plain."""
+    test PSNR at each mark: per-param mean and spread, and each seed's difference to the first param."""
     marks = sorted(args.marks or ([args.budget / 4, args.budget / 2, args.budget] if args.budget else []))
     runs: dict[str, list[dict]] = {param: [] for param in args.params}
     for seed in args.seeds:
@@ -204,7 +208,8 @@ def compare_seeds(preset: str, args) -> int:
             print(f"{param:>5} seed {seed}: final test PSNR {r['psnr']:.2f} dB after {r['steps']} steps in "
                   f"{r['seconds']:.0f} s; {at}", flush=True)
     table: dict[str, dict[str, dict]] = {}
-    print("\n| mark (training s) | param | test PSNR mean | seed std | per seed | minus plain, per seed |")
+    base_param = args.params[0]
+    print(f"\n| mark (training s) | param | test PSNR mean | seed std | per seed | minus {base_param}, per seed |")
     print("|---|---|---|---|---|---|")
 
     def psnrs(param: str, mark: str) -> list[float]:
@@ -214,13 +219,13 @@ def compare_seeds(preset: str, args) -> int:
 
     for mark in [str(m) for m in marks] + ["final"]:
         for param in args.params:
-            vals, base = psnrs(param, mark), psnrs("plain", mark)
+            vals, base = psnrs(param, mark), psnrs(base_param, mark)
             if len(vals) != len(args.seeds):
                 continue  # a run ended (its steps done) before this mark
-            diff = [round(a - b, 3) for a, b in zip(vals, base)] if param != "plain" and len(base) == len(vals) else []
+            diff = [round(a - b, 3) for a, b in zip(vals, base)] if param != base_param and len(base) == len(vals) else []
             entry = {"mean": round(float(np.mean(vals)), 3),
                      "std": round(float(np.std(vals, ddof=1)), 3) if len(vals) > 1 else 0.0,
-                     "per_seed": vals, "minus_plain": diff}
+                     "per_seed": vals, f"minus_{base_param}": diff}
             table.setdefault(param, {})[mark] = entry
             print(f"| {mark} | {param} | {entry['mean']:.2f} | {entry['std']:.2f} | "
                   f"{' '.join(f'{v:.2f}' for v in vals)} | {' '.join(f'{d:+.2f}' for d in diff) or '-'} |")

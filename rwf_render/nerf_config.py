@@ -215,6 +215,10 @@ def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
     return str(preset.prepare(quiet=args.quiet)), name, {k: v for k, (v, _why) in preset.settings.items()}
 
 
+ENCODING_SIZED = ("depth", "width", "features", "sigma", "lr")
+"""preset settings chosen for the preset's encoding, dropped when another encoding is typed"""
+
+
 def config_from_args(args) -> NeRFConfig:
     return _config(args, *resolve_scene(args.scene, args))
 
@@ -233,6 +237,10 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     pos = cfg.field.pos
     pos.kind = pick("encoding", "fourier")
     hashgrid = pos.kind == "hashgrid"
+    if pos.kind != preset.get("encoding", "fourier"):
+        # a preset sizes its field and learning rate for its own encoding (lego-gpu: width 256 for Fourier
+        # features); with another encoding they fall back to that encoding's defaults, unless typed
+        preset = {k: v for k, v in preset.items() if k not in ENCODING_SIZED}
     for name in ("hash_levels", "hash_log2_size", "hash_max_res") if not hashgrid else ("features", "sigma"):
         if getattr(args, name, None) is not None:
             other = "--encoding hashgrid" if hashgrid else f"--encoding {pos.kind}"
@@ -346,7 +354,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--param", choices=["plain", "wn", "rwf"], help="linear layers (default rwf)")
     m.add_argument("--encoding", choices=["fourier", "pe", "hashgrid"],
                    help="position encoding (default fourier); hashgrid: instant-ngp's multiresolution hash tables, "
-                        "with a smaller trunk (2 x 64) and lr 1e-2 by default")
+                        "with a smaller trunk (2 x 64) and lr 1e-2 by default; another encoding than a preset's drops "
+                        "the preset's depth, width, features, sigma and lr")
     m.add_argument("--features", type=positive_int, help="Fourier features (default 128)")
     m.add_argument("--sigma", type=positive_float, help="Fourier sigma, cycles per box side (default 8)")
     m.add_argument("--hash-levels", type=positive_int, help="hash grid resolution levels (default 16)")

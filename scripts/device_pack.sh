@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare what a lent GPU machine (the `device` tool) needs beside this checkout, in .carry/ (git-ignored):
-#   wheels/   Python packages its image lacks (trimesh: mesh loading for the marcher and shape benchmarks; the
-#             image has torch, numpy, scikit-image, imageio, matplotlib, scipy, tqdm and pytest, but no open3d,
+#   wheels/   Python packages its image lacks (trimesh: mesh loading for the marcher and shape benchmarks;
+#             pypng: the PNGs a fit writes, so that `rwf fit nerf` runs there too); the image has torch, numpy, scikit-image, imageio, matplotlib, scipy, tqdm and pytest, but no open3d,
 #             which the code then does without: inside/outside by ray parity in torch)
 #   data/     the shared data the GPU stages read: images/, meshes/ and nerf/lego_400/ (the shared folder
 #             beside the checkout does not travel)
@@ -31,9 +31,11 @@ trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/wheels" "$TMP/data/nerf"
 if [ $WHEELS = 1 ]; then
     version=$("$PY" -c "import trimesh; print(trimesh.__version__)" 2>/dev/null) || version=
+    png=$("$PY" -c "import importlib.metadata as m; print(m.version('pypng'))" 2>/dev/null) || png=
     if ! "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d "$TMP/wheels" \
-            "trimesh${version:+==$version}"; then
-        echo "device_pack: could not download the trimesh wheel (no network?); --no-wheels packs the data alone"
+            "trimesh${version:+==$version}" "pypng${png:+==$png}"; then
+        echo "device_pack: could not download the trimesh and pypng wheels (no network?); --no-wheels packs the" \
+             "data alone"
         exit 2
     fi
 fi

@@ -6,17 +6,21 @@
 #
 #   check           scripts/gpu_check.sh: build the CUDA and CPU kernels, the CUDA tests, the marcher benchmark
 #                   (issue 3; about 3-5 min)
-#   nerf-PARAM      lego 400x400 for 300 s of training, test PSNR at 60/150/300 s (issue 5; about 6 min)
-#   tancik-PARAM    the simplified-NeRF protocol cut at 480 s (issue 5's comparability check; about 9 min)
+#   nerf-PARAM      lego 400x400 ('lego-gpu', Fourier features): up to 300 s of training, test PSNR on 8 test views
+#                   at a quarter, half and all of it (issue 5; the budget shrinks to the time left in the call)
+#   nerfhash-PARAM  the same with --encoding hashgrid
+#   tancik-PARAM    the simplified-NeRF protocol, up to 480 s (issue 5's comparability check; about 9 min)
 #   image           the image-regression protocol (issue 2)
 #   shape-MESH      the occupancy protocol on armadillo, spot or bunny (issue 4)
 #   (PARAM: plain, wn or rwf)
 #
-# With 15 minutes of device time a session, one call each, for example (DEVICE_RUN_LIMIT: the call's timeout_s less
-# a margin, so that this script, not the device tool, stops a late stage and the logs and the table still come back;
-# call the second one at once: a machine left idle is given back within a minute, with the kernels built in it):
-#   run(command="DEVICE_RUN_LIMIT=400 bash scripts/device_run.sh check", carry=[".carry"], timeout_s=420)
-#   run(command="DEVICE_RUN_LIMIT=465 bash scripts/device_run.sh nerf-rwf", carry=[".carry"], timeout_s=480)
+# A session has 15 minutes of device time in all, the machine's start (1-2 min) and every idle second included, and
+# a warm machine is given back 30 s after a call ends. So: one call that does the most important stages, with
+# DEVICE_RUN_LIMIT (the seconds this script may take; it stops a late stage itself, so that the logs and the table
+# still come back) a little under the call's timeout_s, and give_back() at once after it:
+#   run(command="DEVICE_RUN_LIMIT=560 bash scripts/device_run.sh check nerf-rwf", carry=[".carry"], timeout_s=590)
+# A second call in the same session: read status() first and set DEVICE_RUN_LIMIT to its budget_left_s less 60
+# (the tool cuts a call at the time left, and a cut call returns no table).
 # Logs come back in $OUT: device_run.log, check-logs.txt and one STAGE.log per benchmark stage.
 # Exit status 0 only when every stage ran and passed. DEVICE_RUN_DRY=1 runs CPU-sized stand-ins of the stages in
 # minutes, to check this script and its environment without a GPU; DEVICE_RUN_LIMIT sets the call's seconds (570).
@@ -34,8 +38,10 @@ TEE=$!
 
 for stage in "$@"; do  # every stage is known before anything runs
     case $stage in
-        check|image|nerf-plain|nerf-wn|nerf-rwf|tancik-plain|tancik-wn|tancik-rwf|shape-armadillo|shape-spot|shape-bunny) ;;
-        *) echo "device_run: unknown stage '$stage' (stages: check image nerf-PARAM tancik-PARAM shape-MESH)"; exit 2 ;;
+        check|image|nerf-plain|nerf-wn|nerf-rwf|nerfhash-plain|nerfhash-wn|nerfhash-rwf) ;;
+        tancik-plain|tancik-wn|tancik-rwf|shape-armadillo|shape-spot|shape-bunny) ;;
+        *) echo "device_run: unknown stage '$stage' (stages: check image nerf-PARAM nerfhash-PARAM tancik-PARAM" \
+                "shape-MESH)"; exit 2 ;;
     esac
 done
 
@@ -89,19 +95,22 @@ echo "device_run: $(date -u '+%F %T') UTC; $("$PYTHON" -c 'import sys, torch; pr
 
 estimate() {  # seconds a stage needs, to decide whether it can still finish inside this call
     if [ "$DRY" = 1 ]; then echo 60; return; fi
-    case $1 in check) echo 300 ;; nerf-*) echo 400 ;; tancik-*) echo 540 ;; image) echo 400 ;; shape-*) echo 500 ;; esac
+    # nerf: its training budget shrinks to what is left (gpu_bench.sh), down to 120 s of training
+    case $1 in check) echo 300 ;; nerf*) echo 240 ;; tancik-*) echo 540 ;; image) echo 400 ;; shape-*) echo 500 ;; esac
 }
 bench_cmd() {  # the benchmark command of a stage; a dry run shrinks it to a CPU-sized smoke run
     local kind=${1%%-*} arg=${1#*-}
     if [ "$DRY" != 1 ]; then
         case $kind in
             nerf|tancik|shape) echo "bash scripts/gpu_bench.sh $kind $arg" ;;
+            nerfhash) echo "bash scripts/gpu_bench.sh nerf $arg:hashgrid" ;;
             image) echo "bash scripts/gpu_bench.sh image" ;;
         esac
         return
     fi
     case $kind in
         nerf) echo "$PYTHON benchmarks/nerf.py --downscale 8 --params $arg --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
+        nerfhash) echo "$PYTHON benchmarks/nerf.py --downscale 8 --params $arg:hashgrid --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
         tancik) echo "$PYTHON benchmarks/nerf.py --tancik --device cpu --downscale 8 --params $arg --budget 8 --marks 8 --steps 4 --test-images 1 --quiet" ;;
         shape) echo "$PYTHON benchmarks/shape.py --cpu --device cpu --meshes $arg --params plain rwf --steps 20 --mesh-res 32 --extract-res 0" ;;
         image) echo "$PYTHON benchmarks/image_regression.py --cpu --device cpu --size 32 --steps 20" ;;
@@ -128,11 +137,17 @@ for stage in "$@"; do
             timeout --kill-after=5 $(( left - 5 )) bash scripts/gpu_check.sh
         rc=$?
         for f in "$logs"/*; do printf '\n===== %s\n' "$(basename "$f")"; cat "$f"; done >"$OUT/check-logs.txt"
+        export RWF_NO_BUILD=1  # built (or failed to) once: no later process of this call builds again
     else
-        # build (or find) the kernel that the stage marches with first, so that no timed run waits for a compiler
-        kind=$([ -n "$arch" ] && echo cuda || echo cpu)
-        timeout --kill-after=10 $(( left - 30 )) "$PYTHON" -m rwf_render.raymarch.build --only "$kind" --verbose \
-            || echo "device_run: $kind kernel build failed (the torch marcher will run)"
+        if [ "${RWF_NO_BUILD:-0}" != 1 ] && [[ $stage == nerf* || $stage == tancik-* ]]; then
+            # build (or find) the kernel that the stage marches with first, so that no timed run waits for a
+            # compiler (the image and shape stages do not march)
+            kind=$([ -n "$arch" ] && echo cuda || echo cpu)
+            timeout --kill-after=10 $(( left - 30 )) "$PYTHON" -m rwf_render.raymarch.build --only "$kind" --verbose \
+                || echo "device_run: $kind kernel build failed (the torch marcher will run)"
+            rm -f "$RWF_CACHE"/ext-*/lock  # a build killed by its timeout leaves its lock: nobody waits on it
+            export RWF_NO_BUILD=1  # a failed build is not retried inside the timed run
+        fi
         left=$(( LIMIT - ($(date +%s) - T0) ))
         read -r -a cmd <<<"$(bench_cmd "$stage")"
         # gpu_bench.sh stops its benchmark itself by GPU_BENCH_LIMIT (and writes $OUT/STAGE.log); the outer timeout

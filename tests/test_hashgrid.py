@@ -261,3 +261,23 @@ def test_sdf_hashgrid_with_eikonal_fits(tmp_path):
                      "--eikonal", "0.1", "--mesh-res", "32", "--preview-res", "32", "--quiet"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["iou"] > 0.9, metrics
+
+
+def test_a_preset_sized_for_fourier_features_gives_the_hash_grid_its_own_field_size(data_dir, monkeypatch):
+    """lego-gpu widens the Fourier field to 256; `--encoding hashgrid` on it used to keep that width (a 2 x 256
+    trunk behind the tables) and the Fourier lr. Another encoding than the preset's drops the preset's field size
+    and lr; typed ones still win, and the preset's other settings (resolution, batch, steps) stay."""
+    from rwf_render import cli
+    from rwf_render.nerf_config import config_from_args
+
+    monkeypatch.setenv("RWF_DATA", str(data_dir))
+
+    def config(*typed):
+        return config_from_args(cli.build_parser().parse_args(["fit", "nerf", "lego-gpu", *typed]))
+
+    fourier = config()
+    assert fourier.field.trunk.width == 256 and fourier.field.pos.m == 256 and fourier.train.lr == 3e-3
+    hashed = config("--encoding", "hashgrid")
+    assert (hashed.field.trunk.width, hashed.field.trunk.depth, hashed.train.lr) == (64, 2, 1e-2)
+    assert hashed.target_samples == fourier.target_samples == 1 << 18 and hashed.train.steps == 10000
+    assert config("--encoding", "hashgrid", "--width", "128").field.trunk.width == 128

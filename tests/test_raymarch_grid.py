@@ -263,3 +263,16 @@ def test_state_dict_round_trip_and_repr():
     other.load_state_dict(grid.state_dict())
     assert torch.equal(other.occupancy, grid.occupancy) and torch.equal(other.density, grid.density)
     assert "backend=torch" in repr(grid) and "levels=2" in repr(grid)
+
+
+def test_a_device_move_drops_the_cached_marcher_spec():
+    """spec() caches the uint8 occupancy and its pyramid under (version, address, device). After a CUDA -> CPU ->
+    CUDA round trip the new occupancy can sit at the old address with the old version, and the cache would hand
+    back a stale grid; a move therefore drops it, and the next spec() is computed from the moved buffers."""
+    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], resolution=8).fill_(False)
+    assert int(grid.spec().occ.sum()) == 0 and "_spec_cache" in grid.__dict__
+    grid.to(torch.device("cpu"))
+    assert "_spec_cache" not in grid.__dict__
+    with torch.no_grad():
+        grid.occupancy.copy_(grid.allowed)
+    assert int(grid.spec().occ.sum()) == grid.n_cells

@@ -1,6 +1,7 @@
 """The GPU scripts refuse clearly where they cannot run (their GPU stages themselves need a CUDA machine), and the
 device pack holds what a bare GPU machine lacks."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_device_run_checks_every_stage_name_before_running_any(tmp_path):
 def test_device_run_skips_a_stage_that_cannot_finish_in_the_call_and_fails(tmp_path):
     r = device_run("nerf-rwf", tmp_path=tmp_path, DEVICE_RUN_LIMIT="30")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "nerf-rwf" in r.stdout and "SKIPPED: needs about 400s, " in r.stdout
+    assert "nerf-rwf" in r.stdout and "SKIPPED: needs about 240s, " in r.stdout
     assert "== device_run: nerf-rwf" not in r.stdout  # nothing started
     assert (tmp_path / "out" / "device_run.log").read_text().count("SKIPPED") == 1
 
@@ -86,3 +87,29 @@ def test_device_pack_without_the_data_says_so_and_writes_nothing(tmp_path):
     r = pack("--dest", str(tmp_path / "carry"), "--no-wheels", data=data)
     assert r.returncode == 2 and "meshes/spot.obj not found" in r.stdout
     assert not (tmp_path / "carry").exists() and not list(tmp_path.glob("carry.tmp.*"))
+
+
+def bench_command(*args, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "GPU_BENCH_PRINT": "1", **env})
+
+
+@pytest.mark.parametrize("limit, budget, marks", [(570, 300, "75 150 300"), (300, 210, "52 105 210")])
+def test_gpu_bench_fits_the_nerf_budget_and_its_test_renders_into_the_call(limit, budget, marks):
+    """The nerf stage trains for up to 300 s, less when the call has less time left, keeping 90 s for loading and
+    the test renders at the marks (8 views, not 25: three 400x400 renders of 25 views did not fit)."""
+    r = bench_command("nerf", "rwf:hashgrid", GPU_BENCH_LIMIT=str(limit))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"--params rwf:hashgrid --budget {budget} --marks {marks} --test-images 8" in r.stdout
+
+
+def test_gpu_bench_refuses_a_call_too_short_for_a_useful_nerf_budget():
+    r = bench_command("nerf", "rwf", GPU_BENCH_LIMIT="150")
+    assert r.returncode == 2 and "needs at least 210 s" in r.stderr and "benchmarks/nerf.py" not in r.stdout
+
+
+def test_device_run_knows_the_hash_grid_nerf_stage(tmp_path):
+    r = device_run("nerfhash-rwf", "nerfhash-best", tmp_path=tmp_path)
+    assert r.returncode == 2 and "unknown stage 'nerfhash-best'" in r.stdout
+    r = device_run("nerfhash-rwf", tmp_path=tmp_path, DEVICE_RUN_LIMIT="30")
+    assert r.returncode == 1 and "SKIPPED" in r.stdout  # known, but no time for it in a 30 s call

@@ -76,6 +76,12 @@ class OccupancyGrid(nn.Module):
             self._spec_cache = (key, occ, mip_pyramid(occ))
         return GridSpec(self._spec_cache[1], lo, scale, self._spec_cache[2])
 
+    def _apply(self, fn, *args, **kwargs):
+        """A move (``.to``, ``.cuda``) makes new buffers: the cached spec is dropped, as its key (version, address)
+        could match a new tensor at a reused address (CUDA's allocator hands freed blocks back)."""
+        self.__dict__.pop("_spec_cache", None)
+        return super()._apply(fn, *args, **kwargs)
+
     def level_aabbs(self) -> torch.Tensor:
         """(levels, 6) boxes of the cascades."""
         center, half = (self.aabb[:3] + self.aabb[3:]) / 2, (self.aabb[3:] - self.aabb[:3]) / 2
