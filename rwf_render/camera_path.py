@@ -233,3 +233,85 @@ def path_cameras(path: str | os.PathLike) -> tuple[Cameras, float]:
     c2w, fx, fy, cx, cy, width, height, fps = load_camera_path(path)
     return Cameras.create(c2w, fx=fx, fy=fy, cx=cx, cy=cy, width=width, height=height), fps
 
+
+# -- a path through the training cameras (rwf render RUN --interpolate N) ------------------------------------------
+def nearest_neighbour_tour(positions, start: int = 0) -> list[int]:
+    """Visit every position once, greedily: from ``start``, always on to the nearest position not yet visited (ties:
+    the lowest index). Capture order is not always file order (a COLMAP export sorts frames by file name, a
+    Blender split is shuffled), so a path through the cameras in file order can jump back and forth; this order
+    follows the capture where the cameras lie along a smooth path. Not a shortest tour in general.
+
+    Args:
+        positions: (K, 3) camera centres, K >= 1.
+    Returns:
+        the K indices in visiting order, starting with ``start``.
+    """
+    p = np.asarray(positions, np.float64).reshape(-1, 3)
+    left = np.ones(len(p), bool)
+    order = [int(start)]
+    left[start] = False
+    while left.any():
+        d = np.linalg.norm(p - p[order[-1]], axis=1)
+        d[~left] = np.inf
+        order.append(int(np.argmin(d)))
+        left[order[-1]] = False
+    return order
+
+
+def keyframe_path(c2w, values, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames through keyframes in the given order, ``steps`` frames per interval.
+
+    Args:
+        c2w: (K, 4, 4) or (K, 3, 4) OpenGL camera-to-world keyframes, K >= 1.
+        values: (K, D) numbers carried along (intrinsics, ray bounds), linear between consecutive keyframes.
+        steps: frames per interval, >= 1.
+    Returns:
+        c2w (N, 4, 4) and values (N, D), float64, N = steps * (K - 1) + 1: poses as :func:`interpolate` places them
+        (Catmull-Rom positions, slerp rotations); frame steps * j is keyframe j.
+    """
+    values = np.asarray(values, np.float64)
+    k = len(values)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n = steps * (k - 1) + 1
+    frames, _ = interpolate(c2w, np.zeros(k), n)
+    s = np.arange(n) / max(n - 1, 1) * (k - 1)  # where interpolate puts frame i, in keyframe intervals
+    return frames, np.stack([np.interp(s, np.arange(k), col) for col in values.T], 1).reshape(n, -1)
+
+
+def training_path_cameras(train: Cameras, steps: int, near_far=None) -> tuple[Cameras, torch.Tensor | None,
+                                                                                list[int]]:
+    """A smooth path through every training camera (nerfstudio's ``ns-render interpolate``), ``steps`` frames
+    between consecutive ones, in the order of :func:`nearest_neighbour_tour` from training camera 0.
+
+    The frames are PINHOLE cameras of training camera 0's size. Each training camera contributes its own
+    intrinsics, scaled to that size (fx and cx by the width ratio, fy and cy by the height ratio), and they change
+    linearly between keyframes, so a frame at a keyframe is that training camera (its pose and, at camera 0's size,
+    its intrinsics); a distorted camera contributes the pinhole that ``--orbit`` renders for it (its fx, fy, cx, cy
+    without the distortion; a fisheye's horizontal field of view, up to 120 degrees). Per-camera ray bounds
+    (``near_far`` (K, 2)), when the dataset gives them, change linearly along the path the same way.
+
+    Returns:
+        N = steps * (K - 1) + 1 cameras (float64), their (N, 2) bounds or None, and the tour (K indices).
+    """
+    from .nerf_render import orbit_cameras  # noqa: PLC0415  (its pinhole stand-in for a distorted camera)
+
+    train = train.to(dtype=torch.float64, device="cpu")
+    order = nearest_neighbour_tour(train.c2w[:, :3, 3].numpy())
+    intr = []
+    for i in order:
+        cam = train[i]
+        if int(cam.model[0]) != 0:  # not PINHOLE
+            ahead = cam.c2w[0, :3, 3] - cam.c2w[0, :3, 2]  # a point one unit in front of the camera
+            cam = orbit_cameras(cam, ahead, 1)
+        intr.append([float(cam.fx[0]), float(cam.fy[0]), float(cam.cx[0]), float(cam.cy[0])])
+    width, height = int(train.width[0]), int(train.height[0])
+    ratio = np.stack([width / train.width[order].numpy(), height / train.height[order].numpy()], 1)
+    intr = np.asarray(intr) * ratio[:, [0, 1, 0, 1]]
+    if near_far is not None:
+        intr = np.concatenate([intr, np.asarray(near_far, np.float64)[order]], 1)
+    c2w, vals = keyframe_path(train.c2w[order].numpy(), intr, steps)
+    cams = Cameras.create(torch.from_numpy(c2w), fx=vals[:, 0], fy=vals[:, 1], cx=vals[:, 2], cy=vals[:, 3],
+                          width=width, height=height)
+    bounds = torch.from_numpy(vals[:, 4:6]) if near_far is not None else None
+    return cams, bounds, order

@@ -359,6 +359,12 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", choices=["train", "val", "test"], help="render every camera of a split")
     g.add_argument("--orbit", type=positive_int, metavar="N", help="render N views on a circle around the scene")
     g.add_argument("--camera-path", metavar="FILE", help="render a camera_path.json recorded in the viewer")
+    g.add_argument("--interpolate", type=positive_int, metavar="N",
+                   help="a smooth path through every training camera, N frames from one to the next "
+                        "(N * (K - 1) + 1 frames for K cameras; suits real captures, where --orbit swings to views no "
+                        "photo saw). The cameras are visited nearest-first from training camera 0, since capture "
+                        "order is not always file order; each frame has the size of camera 0 and intrinsics blended "
+                        "from its two cameras'")
     g.add_argument("--video", action="store_true", help="also write MP4 videos (rgb and depth)")
     g.add_argument("--fps", type=positive_int, default=24,
                    help="video frame rate (default 24; with --camera-path, the file's own rate unless --fps is typed)")
@@ -366,9 +372,22 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import int_in, unit_fraction  # noqa: PLC0415
+
     g = p.add_argument_group("nerf runs")
     g.add_argument("--threshold", type=float, default=None, help="density level of the surface (default 10)")
     g.add_argument("--crop", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), default=None,
                    help="box to extract (default: the scene box)")
     g.add_argument("--pointcloud", action="store_true", help="a coloured point cloud from depth instead of a mesh")
-    g.add_argument("--quiet", action="store_true", help="no progress bar (--pointcloud renders every training camera)")
+    g.add_argument("--poisson", action="store_true",
+                   help="a screened Poisson surface (open3d) through the --pointcloud points instead of marching "
+                        "cubes, normals from the density gradient; no --res or --threshold")
+    g.add_argument("--poisson-depth", type=int_in(1, 12, "an octree depth"), default=8, metavar="D",
+                   help="--poisson octree depth, 1..12 (default 8: cells of 1/256 of the points' extent; each +1 "
+                        "halves them and needs about 4x the time and memory)")
+    g.add_argument("--poisson-trim", type=unit_fraction, default=0.1, metavar="FRACTION",
+                   help="--poisson: remove this fraction of the vertices, those of lowest Poisson density, i.e. "
+                        "with the fewest points nearby: surface the solver invents where nothing was seen "
+                        "(default 0.1; 0 keeps the closed surface)")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bar (--pointcloud and --poisson render every training camera)")

@@ -1,7 +1,8 @@
 """What a trained NeRF run produces on demand: rendered frames and videos, meshes and point clouds.
 
-    rwf render RUN --split test | --orbit N | --camera-path FILE  [--video] [--out DIR] [--downscale K]
-    rwf export mesh RUN [--res N] [--threshold T] [--crop X0 Y0 Z0 X1 Y1 Z1] [--pointcloud] [--out FILE]
+    rwf render RUN --split test | --orbit N | --camera-path FILE | --interpolate N  [--video] [--out DIR]
+                   [--downscale K]
+    rwf export mesh RUN [--res N] [--threshold T] [--crop X0 Y0 Z0 X1 Y1 Z1] [--pointcloud | --poisson] [--out FILE]
 
 Frames: ``rgb_0000.png``, ``depth_0000.exr`` (float32 distance along the ray; 0 where nothing was hit) and
 ``depth_0000.png`` (the same through the 'turbo' colormap, one fixed range for every frame of a render).
@@ -38,9 +39,10 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
     """The cameras a render asks for, a name for the output folder, the video frame rate (``--fps``; for a camera
     path the file's own rate unless ``--fps`` was typed), and per-camera (near, far) (N, 2) where the dataset gives
     them (``--split``: the bounds ``rwf eval`` renders with)."""
-    chosen = [x for x in (args.split, args.orbit, args.camera_path) if x]
+    chosen = [x for x in (args.split, args.orbit, args.camera_path, getattr(args, "interpolate", None)) if x]
     if len(chosen) != 1:
-        raise UserError("rwf render of a NeRF run needs exactly one of --split, --orbit N, --camera-path FILE")
+        raise UserError("rwf render of a NeRF run needs exactly one of --split, --orbit N, --camera-path FILE, "
+                        "--interpolate N")
     if args.split:
         from .datasets import load_transforms  # noqa: PLC0415
 
@@ -53,6 +55,14 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
         center = ((model.aabb[:3] + model.aabb[3:]) / 2).cpu()
         return (orbit_cameras(model.train_cameras, center, args.orbit).to(dtype=torch.float32), "orbit", args.fps,
                 None)
+    if getattr(args, "interpolate", None):
+        from .camera_path import training_path_cameras  # noqa: PLC0415
+
+        if model.train_cameras is None:
+            raise UserError(f"{model.cfg.data}: training cameras unavailable; --interpolate needs them")
+        cams, near_far, _ = training_path_cameras(model.train_cameras, args.interpolate,
+                                                  getattr(model, "train_near_far", None))
+        return cams.to(dtype=torch.float32), "interpolate", args.fps, near_far
     from .camera_path import path_cameras  # noqa: PLC0415
 
     cams, fps = path_cameras(args.camera_path)
@@ -106,7 +116,8 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     model = load_scene_model(run, args.device)
     cams, name, fps, near_far = _cameras(model, args)
     cams = _scaled(cams, args.downscale or 1)
-    _check_cameras(cams, args.camera_path or f"--{'split ' + args.split if args.split else 'orbit'}")
+    _check_cameras(cams, args.camera_path or ("--split " + args.split if args.split else "--orbit" if args.orbit
+                                              else "--interpolate"))
     out = Path(args.out) if args.out else run / "renders" / name
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder (--out names the folder of the frames)")
@@ -210,21 +221,31 @@ def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tenso
     return np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
 
 
-@torch.no_grad()
 def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
     """Points where training rays stop (expected depth, opacity >= 0.5), with their rendered colours; ``progress``
     shows a bar over the training cameras on stderr (each is rendered: minutes on a 100-view scene)."""
     import trimesh  # noqa: PLC0415
+
+    pts, cols, _ = depth_points(model, max_points, size, progress)
+    colors = np.concatenate([np.round(cols * 255), np.full((len(cols), 1), 255)], 1).astype(np.uint8)
+    return trimesh.PointCloud(pts, colors=colors)
+
+
+@torch.no_grad()
+def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
+    """The points of :func:`point_cloud` as arrays: positions (P, 3), colours (P, 3) in [0, 1] and the centre of the
+    camera that saw each (P, 3), at most ``max_points`` (a fixed-seed sample); training images are rendered at about
+    ``size`` pixels across."""
     from tqdm import tqdm  # noqa: PLC0415
 
     from .cameras import pixel_rays  # noqa: PLC0415
 
     if model.train_cameras is None:
-        raise UserError("--pointcloud needs the run's training cameras (dataset not found)")
+        raise UserError("--pointcloud and --poisson need the run's training cameras (dataset not found)")
     cams = model.train_cameras
     k = max(1, int(cams.width.max()) // size)
     cams = _scaled(cams, k)
-    pts, cols = [], []
+    pts, cols, origins = [], [], []
     near_far = getattr(model, "train_near_far", None)
     for i in tqdm(range(len(cams)), desc="point cloud", unit="camera", disable=not progress, dynamic_ncols=True,
                   file=sys.stderr):
@@ -233,12 +254,12 @@ def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, 
         keep = res["opacity"] >= 0.5
         pts.append((o + d * res["depth"][..., None])[keep].cpu())
         cols.append(res["rgb"][keep].cpu())
-    pts, cols = torch.cat(pts).numpy(), torch.cat(cols).numpy()
+        origins.append(o[keep].cpu())
+    pts, cols, origins = (torch.cat(x).numpy() for x in (pts, cols, origins))
     if len(pts) > max_points:
         pick = np.random.default_rng(0).choice(len(pts), max_points, replace=False)
-        pts, cols = pts[pick], cols[pick]
-    colors = np.concatenate([np.round(cols * 255), np.full((len(cols), 1), 255)], 1).astype(np.uint8)
-    return trimesh.PointCloud(pts, colors=colors)
+        pts, cols, origins = pts[pick], cols[pick], origins[pick]
+    return pts, cols, origins
 
 
 def _crop_box(model: NeRFModel, args) -> np.ndarray:
@@ -265,8 +286,11 @@ def _out_file(out: Path) -> Path:
 def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     from .mesh import check_grid_res, extract_mesh, remove_small_components  # noqa: PLC0415
     from .mesh_io import save_mesh  # noqa: PLC0415
+    from .nerf_poisson import check_options, export_poisson  # noqa: PLC0415
 
-    if not args.pointcloud:
+    poisson = getattr(args, "poisson", False)
+    check_options(args)
+    if not (args.pointcloud or poisson):
         check_grid_res(args.res)  # before the model loads, as for sdf runs (--res 1 also divided by zero)
     suffix = Path(args.out).suffix.lstrip(".").lower() if args.out else ""
     fmt = args.format or suffix or "ply"
@@ -283,8 +307,14 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     if args.pointcloud and fmt != "ply":
         raise UserError("--pointcloud writes PLY only")
     out = _out_file(Path(args.out) if args.out else run / ("pointcloud.ply" if args.pointcloud else f"mesh.{fmt}"))
+    if poisson:
+        from .mesh import require_open3d  # noqa: PLC0415
+
+        require_open3d("--poisson")
     model = load_scene_model(run, args.device)
     box = _crop_box(model, args)
+    if poisson:
+        return export_poisson(model, box, out, fmt, args)
     if args.pointcloud:
         cloud = point_cloud(model, progress=not getattr(args, "quiet", False))
         if args.crop:
