@@ -369,6 +369,7 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=positive_int, default=24,
                    help="video frame rate (default 24; with --camera-path, the file's own rate unless --fps is typed)")
     g.add_argument("--downscale", type=positive_int, default=None, help="render at 1/K of the camera resolution")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:

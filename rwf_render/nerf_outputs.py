@@ -137,7 +137,10 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=parent))
     try:
         rgb_frames, depth_frames, depth_range = [], [], None
-        for i in range(len(cams)):
+        from tqdm import tqdm  # noqa: PLC0415
+
+        for i in tqdm(range(len(cams)), desc=f"{out}", unit="frame", disable=getattr(args, "quiet", False),
+                      dynamic_ncols=True, leave=False):
             res = model.render_camera(cams[i], **_bounds(near_far, i))
             rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
             if depth_range is None:  # one range for the whole sequence, so videos do not flicker
@@ -150,8 +153,6 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
             if args.video:
                 rgb_frames.append(rgb)
                 depth_frames.append(depth_rgb)
-            print(f"\r{out}: frame {i + 1}/{len(cams)}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
         if args.video:
             write_video(staging / "rgb.mp4", rgb_frames, fps)
             write_video(staging / "depth.mp4", depth_frames, fps)

@@ -122,6 +122,19 @@ def test_pointcloud_export_shows_progress_unless_quiet(fitted, tmp_path, capsys)
     assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()  # the same cloud either way
 
 
+def test_render_shows_progress_unless_quiet(fitted, tmp_path, capsys):
+    """The frame counter was a bare "\\r" print that --quiet could not silence; it is a progress bar like the
+    point cloud's now."""
+    capsys.readouterr()
+    args = ["render", str(fitted), "--orbit", "3", "--downscale", "4", "--device", "cpu"]
+    assert cli.main([*args, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "3/3" in err, err
+    assert cli.main([*args, "--quiet", "--out", str(tmp_path / "b")]) == 0
+    assert "3/3" not in capsys.readouterr().err
+    assert (tmp_path / "a" / "rgb_0002.png").read_bytes() == (tmp_path / "b" / "rgb_0002.png").read_bytes()
+
+
 # -- 4: --background learned needs images without transparency --------------------------------------------------------
 def test_learned_background_on_transparent_images_is_refused_before_writing(tmp_path, capsys):
     """Targets of transparent pixels are composited on a random colour per ray, which a background by direction
