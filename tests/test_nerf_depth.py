@@ -180,14 +180,17 @@ def shared_capture(data_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_without_depth_the_warmed_up_occlusion_loss_does_not_empty_the_real_capture(shared_capture, tmp_path):
-    """The shared 23-photo capture, the preset's 2000 steps (about 16 minutes), with and without COLMAP's depth.
-    Before the occlusion loss, depth raised the held-out PSNR: 17.82 against 16.90 dB. With the occlusion loss
-    applied in full from step 0, the fit without depth emptied to the background alone (15.18 against 18.21 dB).
-    With the loss ramped in over --occlusion-warmup 300 steps (the default) the two end level: 18.37 dB each,
-    SSIM 0.512 with depth and 0.530 without (2026-11-29). Asserted: no collapse without depth."""
-    preset, without = _preset_against(tmp_path, 2000, ["--depth-loss", "0"])
-    assert without["psnr"] > preset["psnr"] - 0.5, (preset, without)
+def test_the_real_capture_preset_without_depth_neither_empties_nor_trails_the_fit_with_depth(shared_capture,
+                                                                                             tmp_path):
+    """The shared 23-photo capture, the preset's 2000 steps (about 16 minutes), without COLMAP's depth (the preset)
+    and with it (--depth-loss 0.1). Before the occlusion loss, depth raised the held-out PSNR: 17.82 against
+    16.90 dB. With the occlusion loss applied in full from step 0, the fit without depth emptied to the background
+    alone (15.18 against 18.21 dB). With the loss ramped in over --occlusion-warmup 300 steps (the default) the two
+    end level: 18.37 dB each on seed 0, SSIM 0.530 without depth and 0.512 with; seed 1 (one thread) 17.90 against
+    17.83 dB, SSIM 0.531 against 0.479 (2026-11-29). So the preset dropped the depth loss. Asserted: no collapse,
+    and not behind the fit with depth."""
+    preset, with_depth = _preset_against(tmp_path, 2000, ["--depth-loss", "0.1"])
+    assert preset["psnr"] > 17.0 and preset["psnr"] > with_depth["psnr"] - 0.3, (preset, with_depth)
 
 
 @pytest.mark.slow
@@ -196,7 +199,8 @@ def test_far_bounds_off_improves_the_held_out_views_of_the_real_capture(shared_c
     left to the direction-only background model, and the held-out views score lower (measured: 17.28 against
     16.41 dB, SSIM 0.396 against 0.364, before the occlusion loss). With the occlusion loss in the preset (before
     its warm-up): 17.76 against 16.93 dB, but SSIM 0.406 against 0.425, as SSIM rates a flat render above a
-    blotchy one; SSIM is not asserted. With the warm-up the preset scores 17.70 dB (not rerun with --far-bounds)."""
+    blotchy one; SSIM is not asserted. The preset without the depth loss, its occlusion loss warmed up: 18.03 dB
+    against 15.29 dB, SSIM 0.468 against 0.425 (2026-11-29)."""
     preset, bounded = _preset_against(tmp_path, 600, ["--far-bounds"])
     assert preset["psnr"] > bounded["psnr"] + 0.4, (preset, bounded)
 
@@ -206,6 +210,7 @@ def test_occlusion_loss_improves_the_held_out_views_of_the_real_capture(shared_c
     """The same capture at 600 steps: without the occlusion loss the field may paint each photo on density just
     past its camera's near bound (measured: 17.76 against 17.28 dB, SSIM 0.406 against 0.396 on seed 0; seed 1
     17.48 against 17.21, 0.415 against 0.404; BENCHMARKS.md, "Regularizers for unseen views"). With its 300-step
-    warm-up the preset scores 17.70 dB, SSIM 0.448 on seed 0."""
+    warm-up the preset scores 17.70 dB, SSIM 0.448 on seed 0. Without the depth loss (the preset since
+    2026-11-29): 18.03 against 16.80 dB, SSIM 0.468 against 0.392."""
     preset, without = _preset_against(tmp_path, 600, ["--occlusion-loss", "0"])
     assert preset["psnr"] > without["psnr"] + 0.2 and preset["ssim"] > without["ssim"] + 0.005, (preset, without)
