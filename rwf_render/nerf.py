@@ -185,7 +185,7 @@ def fit(args) -> int:
     device = resolve_device(cfg.train.device)
     # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
-    check_background(cfg.background, train, cfg.data)
+    check_background(cfg.background, train, cfg.data, resuming=bool(args.resume))
     val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
     check_bounds(train, cfg.render.near, cfg.render.far, cfg.render.far_bounds, cfg.render.grid_levels)
@@ -217,7 +217,7 @@ def fit(args) -> int:
     return 0
 
 
-def check_background(background: str, train: PosedImages, data: str) -> None:
+def check_background(background: str, train: PosedImages, data: str, resuming: bool = False) -> None:
     """Refuse ``learned`` on transparent training images: their targets are composited on a random colour per ray
     (``background_color``), which a colour by direction alone cannot match (lego_tiny: 7.4 dB).
 
@@ -225,8 +225,12 @@ def check_background(background: str, train: PosedImages, data: str) -> None:
         UserError: naming the dataset and the backgrounds that fit it.
     """
     if background == "learned" and train.has_alpha:
-        raise UserError(f"{data}: the training images are transparent (alpha < 1) where --background learned would "
-                        "paint what lies beyond the scene; use --background white, black or random")
+        why = f"{data}: the training images are transparent (alpha < 1) where --background learned would paint what " \
+              "lies beyond the scene"
+        if resuming:  # a run fitted before the refusal existed: its background is part of what it learned
+            raise UserError(f"{why}; this run was fitted with it and cannot continue: start a new run (--out) with "
+                            "--background white, black or random")
+        raise UserError(f"{why}; use --background white, black or random")
 
 
 def _absent(e: UserError) -> bool:
@@ -383,8 +387,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--poisson", action="store_true",
                    help="a screened Poisson surface (open3d) through the --pointcloud points instead of marching "
                         "cubes, normals from the density gradient; no --res or --threshold")
-    g.add_argument("--poisson-depth", type=int_in(1, 12, "an octree depth"), default=8, metavar="D",
-                   help="--poisson octree depth, 1..12 (default 8: cells of 1/256 of the points' extent; each +1 "
+    g.add_argument("--poisson-depth", type=int_in(2, 12, "an octree depth"), default=8, metavar="D",
+                   help="--poisson octree depth, 2..12 (default 8: cells of 1/256 of the points' extent; each +1 "
                         "halves them and needs about 4x the time and memory)")
     g.add_argument("--poisson-trim", type=unit_fraction, default=0.1, metavar="FRACTION",
                    help="--poisson: remove this fraction of the vertices, those of lowest Poisson density, i.e. "

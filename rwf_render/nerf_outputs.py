@@ -140,7 +140,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         from tqdm import tqdm  # noqa: PLC0415
 
         for i in tqdm(range(len(cams)), desc=f"{out}", unit="frame", disable=getattr(args, "quiet", False),
-                      dynamic_ncols=True, leave=False):
+                      dynamic_ncols=True):
             res = model.render_camera(cams[i], **_bounds(near_far, i))
             rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
             if depth_range is None:  # one range for the whole sequence, so videos do not flicker

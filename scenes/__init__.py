@@ -39,18 +39,19 @@ def cache_dir() -> Path:
     return root / "scenes"
 
 
-def build_once(out: Path, marker: str, make: Callable[[], object]) -> Path:
-    """``out`` once ``out/marker`` exists, else after ``make()`` writes it there. Two fits that start together
+def build_once(out: Path, marker: str, make: Callable[..., object]) -> Path:
+    """``out`` once ``out/marker`` exists, else after ``make(force)`` writes it there. Two fits that start together
     both build (each into its own staging folder); the one that finishes second finds ``out`` taken, and reuses
-    it when it is complete instead of failing with "exists"."""
+    it when it is complete instead of failing. A folder without the marker is left from an interrupted or older
+    build (a build only renames complete folders into place): it is rebuilt over (``force``)."""
     from rwf_render.errors import UserError
 
     if (out / marker).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        make()
-    except UserError:
+        make(force=out.exists())
+    except (UserError, OSError):  # "exists", or the rename losing to another process's (ENOTEMPTY)
         if (out / marker).is_file():  # another process finished the same scene first
             return out
         raise

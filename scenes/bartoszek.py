@@ -9,12 +9,13 @@ def prepare(quiet: bool = False) -> Path:
     src = shared_data("colmap/bartoszek")
     out = cache_dir() / "bartoszek-v3"  # v2: per-frame near/far; v3: sparse depth maps
 
-    def make():
+    def make(force: bool = False):
         from data_tools.colmap import convert_model
 
         if not quiet:
             print(f"rwf: converting {src} into {out} (once)", flush=True)
-        convert_model(src / "sparse" / "0", src / "images", out, log=lambda *a, **k: None, bounds=True, depth=True)
+        convert_model(src / "sparse" / "0", src / "images", out, force=force, log=lambda *a, **k: None, bounds=True,
+                      depth=True)
 
     return build_once(out, "transforms.json", make)
 

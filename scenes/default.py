@@ -15,12 +15,13 @@ RES, VIEWS, VAL, TEST = 64, 60, 2, 8
 def prepare(quiet: bool = False) -> Path:
     out = cache_dir() / f"default-v{VERSION}-{RES}px"
 
-    def make():
+    def make(force: bool = False):
         from data_tools.synth import demo_mesh, render_dataset
 
         if not quiet:
             print(f"rwf: generating the built-in scene into {out} (once)", flush=True)
-        render_dataset(demo_mesh(), out, res=RES, n_views=VIEWS, n_val=VAL, n_test=TEST, log=lambda *a, **k: None)
+        render_dataset(demo_mesh(), out, res=RES, n_views=VIEWS, n_val=VAL, n_test=TEST, force=force,
+                       log=lambda *a, **k: None)
 
     return build_once(out, "transforms_train.json", make)
 

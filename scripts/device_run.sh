@@ -21,7 +21,8 @@
 #   run(command="DEVICE_RUN_LIMIT=560 bash scripts/device_run.sh check nerf-rwf", carry=[".carry"], timeout_s=590)
 # A second call in the same session: read status() first and set DEVICE_RUN_LIMIT to its budget_left_s less 60
 # (the tool cuts a call at the time left, and a cut call returns no table).
-# Logs come back in $OUT: device_run.log, check-logs.txt and one STAGE.log per benchmark stage.
+# Logs come back in $OUT: device_run.log, check-logs.txt and one log per benchmark stage (gpu_bench.sh names them:
+# nerf-rwf.log, nerf-rwf-hashgrid.log for nerfhash-rwf, ...).
 # Exit status 0 only when every stage ran and passed. DEVICE_RUN_DRY=1 runs CPU-sized stand-ins of the stages in
 # minutes, to check this script and its environment without a GPU; DEVICE_RUN_LIMIT sets the call's seconds (570).
 set -uo pipefail
@@ -93,6 +94,7 @@ if [ -n "$arch" ]; then
 fi
 echo "device_run: $(date -u '+%F %T') UTC; $("$PYTHON" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())'); RWF_DATA=${RWF_DATA:-unset}"
 
+BUILD_S=${DEVICE_RUN_BUILD_S:-90}  # the most a stage's kernel build may take (a cold CUDA build: about a minute)
 estimate() {  # seconds a stage needs, to decide whether it can still finish inside this call
     if [ "$DRY" = 1 ]; then echo 60; return; fi
     # nerf: its training budget shrinks to what is left (gpu_bench.sh), down to 120 s of training
@@ -122,6 +124,11 @@ FAILED=0
 for stage in "$@"; do
     left=$(( LIMIT - ($(date +%s) - T0) ))
     need=$(estimate "$stage")
+    prebuild=0
+    if [ "${RWF_NO_BUILD:-0}" != 1 ] && [[ $stage == nerf* || $stage == tancik-* ]]; then
+        prebuild=1  # the kernel is built first, inside this stage's time: up to BUILD_S more
+        need=$(( need + BUILD_S ))
+    fi
     if [ "$need" -gt "$left" ]; then
         SUMMARY+=$(printf '%-16s %5s  %s' "$stage" - "SKIPPED: needs about ${need}s, ${left}s left in this call")$'\n'
         FAILED=1  # a stage asked for and not run is not a pass
@@ -139,11 +146,12 @@ for stage in "$@"; do
         for f in "$logs"/*; do printf '\n===== %s\n' "$(basename "$f")"; cat "$f"; done >"$OUT/check-logs.txt"
         export RWF_NO_BUILD=1  # built (or failed to) once: no later process of this call builds again
     else
-        if [ "${RWF_NO_BUILD:-0}" != 1 ] && [[ $stage == nerf* || $stage == tancik-* ]]; then
+        if [ "$prebuild" = 1 ]; then
             # build (or find) the kernel that the stage marches with first, so that no timed run waits for a
-            # compiler (the image and shape stages do not march)
+            # compiler (the image and shape stages do not march); the build may not eat into the stage's own time
             kind=$([ -n "$arch" ] && echo cuda || echo cpu)
-            timeout --kill-after=10 $(( left - 30 )) "$PYTHON" -m rwf_render.raymarch.build --only "$kind" --verbose \
+            build_s=$(( left - $(estimate "$stage") - 10 ))  # at least BUILD_S - 10, as need counted BUILD_S
+            timeout --kill-after=5 "$build_s" "$PYTHON" -m rwf_render.raymarch.build --only "$kind" --verbose \
                 || echo "device_run: $kind kernel build failed (the torch marcher will run)"
             rm -f "$RWF_CACHE"/ext-*/lock  # a build killed by its timeout leaves its lock: nobody waits on it
             export RWF_NO_BUILD=1  # a failed build is not retried inside the timed run

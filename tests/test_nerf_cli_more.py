@@ -148,6 +148,34 @@ def test_learned_background_on_transparent_images_is_refused_before_writing(tmp_
     assert _fit(data, tmp_path / "run", "--background", "random") == 0  # the suggested way works
 
 
+def test_a_run_fitted_with_learned_on_transparent_images_before_the_refusal_says_it_cannot_resume(tmp_path,
+                                                                                                    capsys):
+    """Such a run (saved before the refusal existed) was told to use another --background, which --resume then
+    refused as a changed option: the user went in a circle. The message now says to start a new run."""
+    data = _scene(tmp_path / "d", {"train": 3, "test": 1})
+    run = tmp_path / "run"
+    assert _fit(data, run, "--background", "random") == 0
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["background"] = "learned"  # as an older version saved it
+    (run / "config.json").write_text(json.dumps(cfg))
+    before = sorted(p.name for p in run.iterdir())
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(data), "--out", str(run), "--resume", "--steps", "4"]) == 2
+    err = _one_error(capsys)
+    assert "cannot continue" in err and "new run" in err
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_poisson_depth_below_two_is_refused_before_open3d_aborts(fitted, tmp_path, capsys):
+    """open3d aborted the whole process (exit 134, no message) at octree depth 1."""
+    capsys.readouterr()
+    assert cli.main(["export", "mesh", str(fitted), "--poisson", "--poisson-depth", "1", "--out",
+                     str(tmp_path / "p.ply")]) == 2
+    assert "2..12" in capsys.readouterr().err and not (tmp_path / "p.ply").exists()
+
+
 def test_learned_background_on_rgb_images_fits(tmp_path):
     data = _scene(tmp_path / "d", {"train": 3, "test": 1}, channels=3)
     assert _fit(data, tmp_path / "run", "--background", "learned") == 0
