@@ -46,9 +46,9 @@ def preset_args(preset: str, param: str, args, seed: int = 0) -> SimpleNamespace
     ns = {name: None for name in ("downscale", "background", "near", "far", "encoding", "features", "sigma", "depth",
                                   "width", "no_view_dependence", "appearance_dim", "sampler", "grid_resolution",
                                   "grid_levels", "steps_per_diagonal", "cone_angle", "target_samples", "lr",
-                                  "schedule", "eval_every", "ckpt_every", "eval_images")}
+                                  "schedule", "eval_every", "ckpt_every", "eval_images", "hash_levels",
+                                  "hash_log2_size", "hash_max_res")}
     param, _, encoding = param.partition(":")
-    ns.update(hash_levels=None, hash_log2_size=None, hash_max_res=None)
     ns.update(scene=preset, param=param, encoding=encoding or None, steps=args.steps, seed=seed, deterministic=False,
               device=args.device, quiet=True)
     if args.downscale:

@@ -53,3 +53,21 @@ def tiny_scene(tmp_path_factory):
     out = tmp_path_factory.mktemp("scene") / "tiny"
     render_dataset(demo_mesh(), out, res=32, n_views=24, n_val=1, n_test=2, log=lambda *a, **k: None)
     return out
+
+
+def interrupt_render_writes(monkeypatch, after: int) -> list:
+    """Make ``rwf render`` of a NeRF run hit Ctrl+C on its image write number ``after + 1`` (the earlier ones are
+    written); returns the list of paths it was asked to write."""
+    from rwf_render import nerf_outputs
+    from rwf_render.imgio import write_image
+
+    calls = []
+
+    def interrupt(path, pixels, bits=8):
+        calls.append(path)
+        if len(calls) > after:
+            raise KeyboardInterrupt
+        write_image(path, pixels, bits)
+
+    monkeypatch.setattr(nerf_outputs, "write_image", interrupt)
+    return calls

@@ -19,7 +19,8 @@ from rwf_render.errors import UserError
 from rwf_render.imgio import read_image, write_image
 from rwf_render.nerf_data import load_split
 
-from test_nerf_bad_input_more import TINY, _pose  # noqa: E402  (tests/ is on sys.path under pytest)
+from conftest import interrupt_render_writes  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_nerf_bad_input_more import TINY, _pose  # noqa: E402
 
 
 def _dataset(root: Path, n: int = 9, **top) -> Path:
@@ -215,17 +216,7 @@ def test_export_checks_res_first(trained, tmp_path, capsys):
 
 def test_an_interrupted_render_leaves_no_folder(trained, tmp_path, monkeypatch):
     """The output folder (and those above it) used to be made before the first frame: Ctrl+C left them empty."""
-    from rwf_render import nerf_outputs
-
-    calls = []
-
-    def interrupt(path, pixels, bits=8):
-        calls.append(path)
-        if len(calls) > 3:
-            raise KeyboardInterrupt
-        write_image(path, pixels, bits)
-
-    monkeypatch.setattr(nerf_outputs, "write_image", interrupt)
+    calls = interrupt_render_writes(monkeypatch, after=3)
     assert cli.main(["render", str(trained), "--orbit", "3", "--out", str(tmp_path / "a" / "frames")]) == 130
     assert len(calls) == 4 and sorted(p.name for p in tmp_path.iterdir()) == []
 

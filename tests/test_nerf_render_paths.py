@@ -17,7 +17,9 @@ import torch
 from rwf_render import cli
 from rwf_render.camera_path import nearest_neighbour_tour, training_path_cameras
 from rwf_render.cameras import Cameras, look_at
-from rwf_render.imgio import read_image, write_image
+from rwf_render.imgio import read_image
+
+from conftest import interrupt_render_writes  # noqa: E402  (tests/ is on sys.path under pytest)
 
 STEPS = ["--steps", "1000", "--eval-images", "1", "--quiet", "--grid-resolution", "32", "--steps-per-diagonal",
          "192", "--width", "64", "--features", "32", "--sigma", "4", "--target-samples", "4096", "--eval-every",
@@ -124,20 +126,10 @@ def test_interpolate_renders_n_frames_per_interval_through_the_training_views(fi
 def test_an_interrupted_interpolate_render_leaves_the_earlier_frames(fitted, tmp_path, monkeypatch):
     """Frames are staged beside the folder and moved in only when all are written: a render stopped half-way leaves
     the folder holding the earlier render, untouched."""
-    from rwf_render import nerf_outputs
-
     out = tmp_path / "frames"
     assert cli.main(["render", str(fitted), "--orbit", "2", "--out", str(out), *SMALL]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    calls = []
-
-    def interrupt(path, pixels, bits=8):
-        calls.append(path)
-        if len(calls) > 7:
-            raise KeyboardInterrupt
-        write_image(path, pixels, bits)
-
-    monkeypatch.setattr(nerf_outputs, "write_image", interrupt)
+    calls = interrupt_render_writes(monkeypatch, after=7)
     assert cli.main(["render", str(fitted), "--interpolate", "3", "--out", str(out), *SMALL]) == 130
     assert len(calls) == 8
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
