@@ -11,7 +11,9 @@ Pipelines are modules of this package exposing ``add_fit_arguments(parser)``, ``
 ``register(subparsers)`` functions found under the entry-point group ``rwf_render.commands``, so the library never
 imports the packages built on top of it.
 
-User errors (:class:`~rwf_render.errors.UserError`, bad options) print one line and exit with code 2.
+User errors (:class:`~rwf_render.errors.UserError`, bad options) print one line and exit with code 2. Warnings of
+this package and the packages on top of it (a frame without its image, a backend fallback) print as one line
+``rwf: warning: ...`` while the command runs; library users keep Python's usual warning output.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -323,22 +327,65 @@ def system_failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+OWN_PACKAGES = ("rwf_render", "scenes", "data_tools", "viewer")
+"""the packages whose warnings the command prints as one line (setup.py's ``packages``)"""
+
+
+def _own_folders() -> list[str]:
+    """The folders of OWN_PACKAGES that are imported, each ending in a path separator."""
+    folders = []
+    for name in OWN_PACKAGES:
+        module = sys.modules.get(name)
+        if getattr(module, "__file__", None):
+            folders.append(os.path.join(os.path.dirname(os.path.abspath(module.__file__)), ""))
+    return folders
+
+
+@contextmanager
+def one_line_warnings():
+    """While the command runs, a warning raised from this package's code (or the packages on top of it) is printed as
+    ``rwf: warning: MESSAGE`` instead of Python's ``FILE:LINE: UserWarning: MESSAGE`` and the source line. Other
+    libraries' warnings keep Python's form, which names the file to report them against; so does every warning
+    with ``RWF_DEBUG=1``.
+
+    Only the formatting is replaced (``warnings.formatwarning``): filters (``-W``, ``PYTHONWARNINGS``) still apply,
+    and a caller recording warnings (``warnings.catch_warnings(record=True)``, ``pytest.warns``) still records them.
+    """
+    previous = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        path = os.path.abspath(filename) if filename else ""
+        if os.environ.get("RWF_DEBUG") or not any(path.startswith(f) for f in _own_folders()):
+            return previous(message, category, filename, lineno, line)
+        text = " ".join(str(message).split("\n")).strip()
+        return f"rwf: warning: {text}\n"
+
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        if warnings.formatwarning is format_warning:  # left alone if the command replaced it in turn
+            warnings.formatwarning = previous
+
+
 def standalone(register, prog: str, description: str, argv: list[str] | None, interrupted: str) -> int:
     """Run one entry-point command group (``register(subparsers)``) without the ``rwf`` entry points installed."""
     parser = Parser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     register(sub)
-    return dispatch(parser, argv, interrupted)
+    with one_line_warnings():
+        return dispatch(parser, argv, interrupted)
 
 
 def main(argv: list[str] | None = None) -> int:
-    with deferred_interrupts() as received:
-        parser = build_parser()  # imports every pipeline: seconds in which Ctrl+C may arrive
-    if received:
-        print("rwf: interrupted", file=sys.stderr)
-        return 130
-    return dispatch(parser, argv)
+    with one_line_warnings():
+        with deferred_interrupts() as received:
+            parser = build_parser()  # imports every pipeline: seconds in which Ctrl+C may arrive
+        if received:
+            print("rwf: interrupted", file=sys.stderr)
+            return 130
+        return dispatch(parser, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

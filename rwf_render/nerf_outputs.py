@@ -263,6 +263,28 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
     return pts, cols, origins
 
 
+def painted_background(model: NeRFModel) -> str | None:
+    """Why the points of ``--pointcloud`` and ``--poisson`` will be poor, or None: a fit on a fixed white or black
+    background of transparent images (README: the field paints that colour into the scene where the images are
+    see-through, and those rays stop on it). config.json does not record the alpha, so the first training image
+    tells (one image read; the fit refuses ``learned`` on such images, and ``random`` is the cure)."""
+    from .imgio import read_image  # noqa: PLC0415
+
+    background = model.cfg.background
+    if background not in ("white", "black") or not model.train_image_paths:
+        return None
+    first = model.train_image_paths[0]
+    try:
+        pixels, _ = read_image(first)
+    except UserError:
+        return None  # the export reads no image: an unreadable one is not its error
+    if pixels.shape[2] != 4 or not bool((pixels[..., 3] < 1).any()):
+        return None
+    return (f"{model.cfg.data}: transparent training images ({first.name}) fitted on a {background} background: the "
+            f"field paints {background} into the scene where rays see through, so the points lie off the surface; "
+            "refit with --background random")
+
+
 def _crop_box(model: NeRFModel, args) -> np.ndarray:
     """(2, 3) box to export: ``--crop`` (finite, max > min per axis) or the scene box."""
     if not args.crop:
@@ -314,6 +336,10 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         require_open3d("--poisson")
     model = load_scene_model(run, args.device)
     box = _crop_box(model, args)
+    if args.pointcloud or poisson:
+        note = painted_background(model)
+        if note:
+            print(f"rwf: warning: {note}", file=sys.stderr)
     if poisson:
         return export_poisson(model, box, out, fmt, args)
     if args.pointcloud:
@@ -333,7 +359,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
     cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))
     mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=args.res, level=level, inside="above",
-                        device=model.aabb.device)
+                        device=model.aabb.device, progress=not getattr(args, "quiet", False))
     if len(mesh.faces) == 0:
         raise UserError(f"no surface at density {level} inside the box; try a lower --threshold")
     mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)

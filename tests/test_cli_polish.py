@@ -1,0 +1,141 @@
+"""What the command prints around its work: this package's warnings as one ``rwf: warning:`` line, the marching-cubes
+export's progress bar (off with --quiet), and the warning that a point export of a white- or black-background fit
+on transparent images will be poor.
+
+Every NeRF here is an 8x8-pixel Blender-format scene fitted for 2 steps on a 16^3 grid: seconds on a CPU.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rwf_render import cli, datasets
+from rwf_render.cameras import look_at
+from rwf_render.imgio import write_image
+
+TINY = ["--steps", "2", "--quiet", "--target-samples", "1024", "--eval-images", "1", "--grid-resolution", "16",
+        "--steps-per-diagonal", "128", "--width", "16", "--features", "8", "--device", "cpu"]
+RADIUS = 4.0  # camera distance to the origin; the Blender scene box is +-0.5 / 0.33 = +-1.52 about it
+
+
+def _scene(root: Path, channels: int = 4, counts=(("train", 4), ("test", 1))) -> Path:
+    """A Blender-format dataset of random 8x8 views on a circle around the origin: RGBA with alpha in [0, 1)
+    (``channels`` 4) or opaque RGB (3)."""
+    rng = np.random.default_rng(0)
+    for split, n in counts:
+        (root / split).mkdir(parents=True, exist_ok=True)
+        frames = []
+        for i in range(n):
+            write_image(root / split / f"{split}_{i}.png", rng.random((8, 8, channels)).astype(np.float32))
+            a = 2 * math.pi * (i + 0.5 * (split != "train")) / n
+            eye = [RADIUS * math.cos(a), RADIUS * math.sin(a), 1.0]
+            frames.append({"file_path": f"./{split}/{split}_{i}",
+                           "transform_matrix": look_at(eye, (0.0, 0.0, 0.0)).tolist() + [[0.0, 0.0, 0.0, 1.0]]})
+        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
+    return root
+
+
+def _fit(data: Path, out: Path, *extra: str) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(data), "--out", str(out), *TINY, *extra]) == 0
+    return out
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# -- 1: this package's warnings are one line on stderr, in the command only ------------------------------------------
+def test_a_missing_frame_is_one_warning_line_not_pythons_warning(tmp_path):
+    """Python printed "/.../nerf_data.py:111: UserWarning: ..." and the source line below it."""
+    data = _scene(tmp_path / "d")
+    (data / "train" / "train_1.png").unlink()
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    env.pop("RWF_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "rwf_render", "fit", "nerf", str(data), "--out", str(tmp_path / "run"),
+                           *TINY], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    err = _lines(proc.stderr)
+    warned = [line for line in err if "skipped 1 frame(s) whose image is missing" in line]
+    assert warned and all(line == f"rwf: warning: {data}: skipped 1 frame(s) whose image is missing (first: "
+                                  "./train/train_1)" for line in warned), err
+    assert not any("UserWarning" in line or ".py:" in line for line in err), err
+    assert not any("load_transforms(" in line for line in err), err  # no source line under it
+
+
+def test_the_one_line_form_is_the_commands_only(tmp_path, monkeypatch):
+    """Inside the command our warnings format as one line, other files' keep Python's form (ours too with
+    RWF_DEBUG=1); afterwards (and for a library user) Python's form is back, and a caller recording warnings still
+    records them."""
+    before = warnings.formatwarning
+    monkeypatch.delenv("RWF_DEBUG", raising=False)
+    with cli.one_line_warnings():
+        ours = warnings.formatwarning("a\nb", UserWarning, datasets.__file__, 212, "source line")
+        theirs = warnings.formatwarning("c", UserWarning, np.__file__, 7, "source line")
+        monkeypatch.setenv("RWF_DEBUG", "1")
+        debug = warnings.formatwarning("a", UserWarning, datasets.__file__, 212, "source line")
+    assert ours == "rwf: warning: a b\n"
+    assert theirs.startswith(f"{np.__file__}:7: UserWarning: c") and "source line" in theirs
+    assert debug.startswith(f"{datasets.__file__}:212: UserWarning: a")
+    assert warnings.formatwarning is before
+    data = _scene(tmp_path / "d")
+    (data / "train" / "train_1.png").unlink()
+    with pytest.warns(UserWarning, match="skipped 1 frame"):
+        assert cli.main(["fit", "nerf", str(data), "--out", str(tmp_path / "run"), *TINY]) == 0
+    assert warnings.formatwarning is before
+
+
+# -- 2 and 3: fits on transparent images, on a white and a random background, and on opaque ones ---------------------
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("polish")
+    rgba, rgb = _scene(root / "rgba"), _scene(root / "rgb", channels=3)
+    return {"white": _fit(rgba, root / "white"), "random": _fit(rgba, root / "random", "--background", "random"),
+            "opaque": _fit(rgb, root / "opaque")}
+
+
+def test_marching_cubes_export_shows_progress_unless_quiet(runs, tmp_path, capsys):
+    """--quiet was accepted and did nothing: the grid evaluation (minutes at --res 256) showed no progress at all."""
+    args = ["export", "mesh", str(runs["white"]), "--res", "32", "--threshold", "0.01", "--device", "cpu"]
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "a.ply")]) == 0
+    shown = capsys.readouterr()
+    assert "marching cubes" in shown.err and "100%" in shown.err and "32.8k/32.8k" in shown.err, shown.err
+    assert cli.main([*args, "--quiet", "--out", str(tmp_path / "b.ply")]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err.strip() == ""  # no bar, and no background warning: marching cubes is not a point export
+    assert _lines(quiet.out) == [_lines(shown.out)[0].replace("a.ply", "b.ply")]  # the summary line alone
+    assert "faces (density 0.01)" in quiet.out
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
+
+
+@pytest.mark.parametrize("run, warned", [("white", True), ("random", False), ("opaque", False)])
+def test_point_export_of_a_fixed_background_fit_on_transparent_images_warns(runs, tmp_path, capsys, run, warned):
+    """README: such a fit paints its background into the scene and its points lie off the surface; the export said
+    nothing."""
+    capsys.readouterr()
+    assert cli.main(["export", "mesh", str(runs[run]), "--pointcloud", "--quiet", "--out", str(tmp_path / "p.ply"),
+                     "--device", "cpu"]) == 0
+    err = _lines(capsys.readouterr().err)
+    if not warned:
+        assert err == []
+        return
+    assert len(err) == 1 and err[0].startswith("rwf: warning: ") and "white background" in err[0], err
+    assert err[0].endswith("refit with --background random")
+
+
+def test_poisson_export_of_a_white_background_fit_on_transparent_images_warns(runs, tmp_path, capsys):
+    pytest.importorskip("open3d")
+    capsys.readouterr()
+    cli.main(["export", "mesh", str(runs["white"]), "--poisson", "--quiet", "--out", str(tmp_path / "p.ply"),
+              "--device", "cpu"])  # 2 steps: a surface or "too few points", either way after the warning
+    err = _lines(capsys.readouterr().err)
+    assert err[0].startswith("rwf: warning: ") and err[0].endswith("refit with --background random"), err
