@@ -247,6 +247,8 @@ def build_parser() -> Parser:
     mesh.add_argument("--out", default=None, help="output file (default: RUN/mesh.<format>)")
     mesh.add_argument("--min-component", type=unit_fraction, default=0.0, metavar="FRACTION",
                       help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
+    mesh.add_argument("--quiet", action="store_true",
+                      help="no progress bar (the grid's evaluation; nerf --pointcloud and --poisson: the renders)")
     mesh.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     mesh.set_defaults(func=_run_command("export_mesh", _add_pipeline_arguments(mesh, "add_export_arguments")))
 

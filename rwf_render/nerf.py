@@ -394,5 +394,3 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="--poisson: remove this fraction of the vertices, those of lowest Poisson density, i.e. "
                         "with the fewest points nearby: surface the solver invents where nothing was seen "
                         "(default 0.1; 0 keeps the closed surface)")
-    g.add_argument("--quiet", action="store_true",
-                   help="no progress bar (--pointcloud and --poisson render every training camera)")

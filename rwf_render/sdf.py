@@ -271,7 +271,8 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     if not math.isfinite(level):
         raise UserError(f"--level must be a finite number, got {level}")
     t0 = time.perf_counter()
-    mesh = extract_mesh(field_fn(model), res=args.res, level=level, inside=cfg.inside, device=device)
+    mesh = extract_mesh(field_fn(model), res=args.res, level=level, inside=cfg.inside, device=device,
+                        progress=not args.quiet)
     seconds = time.perf_counter() - t0
     if len(mesh.faces) == 0:
         raise UserError(f"{run}: the field has no surface at level {level} on a {args.res}^3 grid")

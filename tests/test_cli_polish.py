@@ -139,3 +139,18 @@ def test_poisson_export_of_a_white_background_fit_on_transparent_images_warns(ru
               "--device", "cpu"])  # 2 steps: a surface or "too few points", either way after the warning
     err = _lines(capsys.readouterr().err)
     assert err[0].startswith("rwf: warning: ") and err[0].endswith("refit with --background random"), err
+
+
+def test_sdf_mesh_export_shows_progress_unless_quiet(tmp_path, capsys):
+    """--quiet belongs to every mesh export (it used to be refused for sdf runs as a nerf-only option)."""
+    run = tmp_path / "sdf"
+    assert cli.main(["fit", "sdf", "--out", str(run), "--steps", "5", "--width", "32", "--features", "16",
+                     "--mesh-res", "32", "--preview-res", "16", "--eval-points", "4096", "--metric-points", "5000",
+                     "--pool", "4096", "--batch", "512", "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", "mesh", str(run), "--res", "24", "--out", str(tmp_path / "a.ply")]) == 0
+    err = capsys.readouterr().err
+    assert "marching cubes" in err and "100%" in err, err
+    assert cli.main(["export", "mesh", str(run), "--res", "24", "--out", str(tmp_path / "b.ply"), "--quiet"]) == 0
+    assert capsys.readouterr().err.strip() == ""
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
