@@ -202,7 +202,8 @@ def rwf_scale_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
 
 def param_groups(module: nn.Module, lr: float, scale_lr: float | None = None) -> list[dict]:
     """Optimizer parameter groups: ``{"name": "rwf_scales"}`` for the RWF scales, ``{"name": "hash_tables"}`` for
-    hash grid tables, ``{"name": "main"}`` for the rest.
+    hash grid tables, the group a module declares in its ``param_group`` attribute (a dict with ``name`` and ``lr``,
+    as the camera corrections' ``camera_poses``) for that module's parameters, ``{"name": "main"}`` for the rest.
 
     ``scale_lr`` (default: ``lr``) gives the scales their own learning rate. Hash tables get Adam's epsilon 1e-15
     (instant-ngp's): most entries see a gradient now and then, and a larger epsilon would mute their rare, small
@@ -211,14 +212,16 @@ def param_groups(module: nn.Module, lr: float, scale_lr: float | None = None) ->
     """
     scales = list(rwf_scale_parameters(module))
     tables = [m.table for m in module.modules() if isinstance(m, HashGrid) and m.table.requires_grad]
-    ids = {id(p) for p in scales + tables}
+    own = [(m.param_group, [p for p in m.parameters() if p.requires_grad]) for m in module.modules()
+           if isinstance(getattr(m, "param_group", None), dict)]
+    ids = {id(p) for p in scales + tables} | {id(p) for _, params in own for p in params}
     rest = [p for p in module.parameters() if id(p) not in ids and p.requires_grad]
     groups = [{"name": "main", "params": rest, "lr": lr}]
     if scales:
         groups.append({"name": "rwf_scales", "params": scales, "lr": lr if scale_lr is None else scale_lr})
     if tables:
         groups.append({"name": "hash_tables", "params": tables, "lr": lr, "eps": 1e-15, "fused": True})
-    return groups
+    return groups + [{**group, "params": params} for group, params in own if params]
 
 
 def count_parameters(modules: Iterable[nn.Module] | nn.Module) -> int:

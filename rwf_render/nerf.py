@@ -10,25 +10,30 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .camera_opt import PoseCorrection, write_refined_cameras
 from .errors import UserError, out_of_memory
 from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_from_args,  # noqa: F401 (the CLI's)
                           resume_config_from_args, scene_presets)
 from .nerf_data import PosedImages, background_color, check_bounds, composite_background, load_split, summary
 from .nerf_depth import depth_loss
-from .nerf_reg import near_opacity, occlusion_ramp
+from .nerf_reg import distortion_loss, near_opacity, occlusion_ramp
 from .nerf_render import NeRFModel, pixel_radius
 from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import Trainer, resolve_device
 
 def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
     cfg.field.n_images = n_images
-    return NeRFModel(aabb, cfg.field, cfg.render, cfg.background, seed=cfg.model_seed)
+    model = NeRFModel(aabb, cfg.field, cfg.render, cfg.background, seed=cfg.model_seed)
+    if cfg.optimize_cameras:
+        model.pose_correction = PoseCorrection(n_images, cfg.camera_lr)
+    return model
 
 
 def eval_background(name: str) -> str:
@@ -43,6 +48,7 @@ class NeRFTask:
         self.model, self.train, self.val, self.cfg, self.device = model, train, val, cfg, device
         self.run_dir = run_dir
         self.radius = pixel_radius(train.cameras).to(device=device, dtype=torch.float32)  # per training camera
+        self.c2w = train.cameras.c2w.to(device)  # the dataset poses the camera corrections start from
         self.n_rays = cfg.init_rays
         self.total_samples = 0
         self.timings: dict[str, float] | None = None  # set to {} to accumulate march/field/composite seconds
@@ -87,11 +93,14 @@ class NeRFTask:
         """The colour MSE of the first n rays and, with depth rays after them, the depth loss of those; with the
         occlusion loss, the opacity just past the near bound of the first colour rays, times its warm-up ramp."""
         use_amp = self.cfg.amp and self.device.type == "cuda"
+        rays_o, rays_d = b["rays_o"], b["rays_d"]
+        if model.pose_correction is not None:  # each training ray from its camera's corrected pose
+            rays_o, rays_d = model.pose_correction(rays_o, rays_d, b["image_idx"], self.c2w)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            out = model.render_rays(b["rays_o"], b["rays_d"], near=b["near"], far=b["far"], background=b["bg"],
+            out = model.render_rays(rays_o, rays_d, near=b["near"], far=b["far"], background=b["bg"],
                                     image_idx=b["image_idx"], jitter=b["jitter"], train=True,
                                     timings=self.timings, radii=b["radii"])
-        n, total, samples = b["target"].shape[0], b["rays_o"].shape[0], out["n_samples"]
+        n, total, samples = b["target"].shape[0], rays_o.shape[0], out["n_samples"]
         err = (out["rgb"][:n] - b["target"]) ** 2
         mse = err.mean() if b["weight"] is None else (err.mean(1) * b["weight"]).sum() / b["weight"].sum().clamp(min=1)
         if not mse.requires_grad:  # no sample hit an occupied cell: keep the step well defined
@@ -100,12 +109,15 @@ class NeRFTask:
                                       "samples_per_ray": samples / total}
         if b["depth"] is not None:
             terms["depth"] = depth_loss(out["depth"][n:], b["depth"])
+        if self.cfg.distortion_weight > 0:  # mip-NeRF 360: each ray's weight in one compact interval
+            terms["distortion"] = distortion_loss(out["weights"], out["t_starts"], out["t_ends"], out["ray_indices"],
+                                                  total, model.diagonal).mean()
         if b["occlusion_jitter"] is not None:
             r = b["occlusion_jitter"].shape[0]  # the stretch starts where the marcher does: --near, else per image
             per_image = b["near"] is not None and self.cfg.render.near is None
             near = b["near"][:r] if per_image else torch.full((r,), model.default_near(), device=self.device)
             terms["occlusion"] = b["occlusion_scale"] * near_opacity(
-                model.field.density, b["rays_o"][:r], b["rays_d"][:r], near, self.cfg.occlusion_margin,
+                model.field.density, rays_o[:r], rays_d[:r], near, self.cfg.occlusion_margin,
                 b["occlusion_jitter"])
         self.total_samples += samples
         # adapt the colour ray count toward target_samples per step, all rays counted (geometric step, bounded)
@@ -114,7 +126,7 @@ class NeRFTask:
         return terms, stats
 
     def evaluate(self, model: NeRFModel) -> dict:
-        split = self.val if self.val is not None else self.train
+        split = self.val if self.val is not None else refined_split(model, self.train)
         scores = []
         for i in range(min(self.cfg.val_images, len(split))):
             pred, target = render_and_target(model, split, i, self.cfg.background)
@@ -126,6 +138,14 @@ class NeRFTask:
                 write_image(self.run_dir / "val" / f"step_{self.last_step + 1:06d}.png",
                             np.concatenate([target.numpy(), pred.numpy()], axis=1))
         return {"psnr": float(np.mean(scores)), "occupied": self.model.grid.occupied_fraction}
+
+
+def refined_split(model: NeRFModel, train: PosedImages) -> PosedImages:
+    """The training split with its cameras' learned corrections applied (itself without --optimize-cameras)."""
+    if model.pose_correction is None:
+        return train
+    c2w = model.pose_correction.refined(train.cameras.c2w)
+    return replace(train, cameras=replace(train.cameras, c2w=c2w.to(train.cameras.c2w.dtype)))
 
 
 def render_and_target(model: NeRFModel, split: PosedImages, i: int, background: str):
@@ -257,10 +277,13 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
     from .imgio import write_image  # noqa: PLC0415
     from .plots import curve_png  # noqa: PLC0415
 
-    split, test = next((name, s) for name, s in (("test", test), ("val", task.val), ("train", task.train)) if s)
+    train = refined_split(model, task.train)
+    split, test = next((name, s) for name, s in (("test", test), ("val", task.val), ("train", train)) if s)
     first = {}
     metrics = test_metrics(model, test, cfg.background, None, renders=first)
-    metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, task.train, 0, cfg.background)),
+    if model.pose_correction is not None:
+        metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data))
+    metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, train, 0, cfg.background)),
                    steps=trainer.step_idx,
                    seconds=round(trainer.seconds, 3), param=cfg.field.trunk.param,
                    samples_per_s=task.total_samples / max(trainer.seconds, 1e-9),

@@ -62,6 +62,10 @@ class NeRFConfig:
     """validation images rendered at each evaluation"""
     eval_images: int = 8
     """test images (evenly spaced) for the metrics written at the end of a fit; ``rwf eval`` uses every one"""
+    optimize_cameras: bool = False
+    """learn a rigid correction of each training camera's pose (``--optimize-cameras``; camera_opt.PoseCorrection)"""
+    camera_lr: float = 1e-3
+    """Adam learning rate of those corrections (on the fit's schedule)"""
     amp: bool = True
     """bfloat16 autocast for the field on CUDA"""
     model_seed: int = 0
@@ -70,6 +74,11 @@ class NeRFConfig:
     def depth_weight(self) -> float:
         """The depth loss weight (``--depth-loss``; 0: off, the dataset's depth maps are not read)."""
         return self.train.loss_weights.get("depth", 0.0)
+
+    @property
+    def distortion_weight(self) -> float:
+        """The distortion loss weight (``--distortion-loss``; 0: off)."""
+        return self.train.loss_weights.get("distortion", 0.0)
 
     @property
     def occlusion_weight(self) -> float:
@@ -167,6 +176,8 @@ def check_config(cfg: NeRFConfig) -> None:
          "--target-samples, --eval-images and the ray counts must be integers >= 1")
     need(finite(cfg.depth_weight) and cfg.depth_weight >= 0,
          f"--depth-loss must be a finite number >= 0, got {cfg.depth_weight!r}")
+    need(finite(cfg.distortion_weight) and cfg.distortion_weight >= 0,
+         f"--distortion-loss must be a finite number >= 0, got {cfg.distortion_weight!r}")
     need(finite(cfg.occlusion_weight) and cfg.occlusion_weight >= 0,
          f"--occlusion-loss must be a finite number >= 0, got {cfg.occlusion_weight!r}")
     need(finite(cfg.occlusion_margin) and cfg.occlusion_margin > 0,
@@ -176,6 +187,8 @@ def check_config(cfg: NeRFConfig) -> None:
     need(all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
              for v in (cfg.occlusion_rays, cfg.occlusion_samples)),
          "occlusion_rays and occlusion_samples must be integers >= 1")
+    need(isinstance(cfg.optimize_cameras, bool), f"optimize_cameras must be true or false, got {cfg.optimize_cameras!r}")
+    need(finite(cfg.camera_lr) and cfg.camera_lr > 0, f"--camera-lr must be a positive number, got {cfg.camera_lr!r}")
     need(isinstance(f.appearance_dim, int) and f.appearance_dim <= MAX_APPEARANCE_DIM,
          f"--appearance-dim must be at most {MAX_APPEARANCE_DIM}, got {f.appearance_dim!r}")
     try:
@@ -277,11 +290,18 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     depth_weight = pick("depth_loss", 0.0)
     if depth_weight:
         t.loss_weights["depth"] = depth_weight
+    distortion_weight = pick("distortion_loss", 0.0)
+    if distortion_weight:
+        t.loss_weights["distortion"] = distortion_weight
     occlusion_weight = pick("occlusion_loss", 0.0)
     if occlusion_weight:
         t.loss_weights["occlusion"] = occlusion_weight
     cfg.occlusion_margin = pick("occlusion_margin", 0.05)
     cfg.occlusion_warmup = pick("occlusion_warmup", OCCLUSION_WARMUP)
+    cfg.optimize_cameras = pick("optimize_cameras", False)
+    cfg.camera_lr = pick("camera_lr", 1e-3)
+    if getattr(args, "camera_lr", None) is not None and not cfg.optimize_cameras:
+        raise UserError("--camera-lr applies to --optimize-cameras")
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
     cfg.model_seed = args.seed
     return cfg
@@ -292,7 +312,8 @@ ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"
            "hash_levels": ("field.pos.levels",), "hash_log2_size": ("field.pos.log2_size",),
            "hash_max_res": ("field.pos.max_res",),
            "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",),
-           "depth_loss": ("train.loss_weights.depth",), "occlusion_loss": ("train.loss_weights.occlusion",)}
+           "depth_loss": ("train.loss_weights.depth",), "occlusion_loss": ("train.loss_weights.occlusion",),
+           "distortion_loss": ("train.loss_weights.distortion",)}
 """config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
 
 
@@ -390,6 +411,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the relative L1 between rendered depth and the dataset's depth maps "
                         "(depth_file_path; default 0: off)")
     t.add_argument("--depth-rays", type=positive_int, help="rays through depth samples per step (default 256)")
+    t.add_argument("--distortion-loss", type=float, metavar="W",
+                   help="weight of mip-NeRF 360's distortion loss (each ray's weights in one compact interval, "
+                        "distances over the scene box's diagonal: no haze or floaters; default 0: off)")
     t.add_argument("--occlusion-loss", type=float, metavar="W",
                    help="weight of the mean opacity just past each training ray's near bound (FreeNeRF's occlusion "
                         "loss: no floaters in front of the cameras; default 0: off)")
@@ -398,3 +422,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--occlusion-warmup", type=int, metavar="STEPS",
                    help="the occlusion loss's weight rises linearly from 0 to W over the first STEPS steps (default "
                         f"{OCCLUSION_WARMUP})")
+    t.add_argument("--optimize-cameras", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn a rigid correction of each training camera's pose (nerfstudio's SO3xR3 camera "
+                        "optimizer), for captures whose poses are off; writes cameras_refined.json (default off)")
+    t.add_argument("--camera-lr", type=learning_rate, help="learning rate of those corrections (default 1e-3)")

@@ -125,6 +125,7 @@ class NeRFModel(nn.Module):
         if render_cfg.sampler == "dense":
             self.grid.fill_(True)
         self.bg_model = None
+        self.pose_correction = None  # camera_opt.PoseCorrection of the training cameras (--optimize-cameras)
         if background == "learned":  # colour of what lies beyond the box, by direction
             self.bg_enc = SphericalHarmonics(degree=3)
             self.bg_model = nn.Linear(self.bg_enc.out_dim, 3)
@@ -225,11 +226,14 @@ class NeRFModel(nn.Module):
                                      sigma_fn=sigma_fn if prune else None, alpha_thre=cfg.alpha_thre,
                                      early_stop_eps=cfg.early_stop_eps if prune else 0.0)
         bg = self.background_rgb(rays_d, background)
-        rgb, opacity, depth, _ = volume_render(samples.t_starts, samples.t_ends, samples.ray_indices,
-                                               rays_o.shape[0], rgb_sigma_fn, background=bg)
+        rgb, opacity, depth, extras = volume_render(samples.t_starts, samples.t_ends, samples.ray_indices,
+                                                    rays_o.shape[0], rgb_sigma_fn, background=bg)
         clock.lap("composite")
-        return {"rgb": rgb, "depth": depth[:, 0], "opacity": opacity[:, 0],
-                "n_samples": int(samples.t_starts.numel())}
+        out = {"rgb": rgb, "depth": depth[:, 0], "opacity": opacity[:, 0], "n_samples": int(samples.t_starts.numel())}
+        if train:  # the packed samples and their weights, for losses on the weights (distortion)
+            out.update(weights=extras["weights"], t_starts=samples.t_starts, t_ends=samples.t_ends,
+                       ray_indices=samples.ray_indices)
+        return out
 
     @torch.no_grad()
     def render_camera(self, cam: Cameras, image_idx: int | None = None, near=None, far=None) -> dict:
