@@ -71,3 +71,31 @@ def interrupt_render_writes(monkeypatch, after: int) -> list:
 
     monkeypatch.setattr(nerf_outputs, "write_image", interrupt)
     return calls
+
+
+RANDOM_VIEWS_RADIUS = 4.0  # camera distance to the origin; the Blender scene box is +-0.5 / 0.33 = +-1.52 about it
+
+
+def random_views_scene(root: Path, counts: dict, channels: int = 4) -> Path:
+    """A Blender-format dataset with ``counts[split]`` random 8x8 views on a circle of radius RANDOM_VIEWS_RADIUS
+    around the origin: RGBA with alpha in [0, 1) (``channels`` 4) or opaque RGB (3)."""
+    import json  # noqa: PLC0415
+    import math  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from rwf_render.cameras import look_at  # noqa: PLC0415
+    from rwf_render.imgio import write_image  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    for split, n in counts.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        frames = []
+        for i in range(n):
+            write_image(root / split / f"{split}_{i}.png", rng.random((8, 8, channels)).astype(np.float32))
+            a = 2 * math.pi * (i + 0.5 * (split != "train")) / n
+            eye = [RANDOM_VIEWS_RADIUS * math.cos(a), RANDOM_VIEWS_RADIUS * math.sin(a), 1.0]
+            frames.append({"file_path": f"./{split}/{split}_{i}",
+                           "transform_matrix": look_at(eye, (0.0, 0.0, 0.0)).tolist() + [[0.0, 0.0, 0.0, 1.0]]})
+        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
+    return root

@@ -14,28 +14,12 @@ import pytest
 
 from rwf_render import cli
 from rwf_render.cameras import look_at
-from rwf_render.imgio import write_image
+
+from conftest import RANDOM_VIEWS_RADIUS as RADIUS  # noqa: E402  (tests/ is on sys.path under pytest)
+from conftest import random_views_scene as _scene  # noqa: E402
 
 TINY = ["--steps", "2", "--quiet", "--target-samples", "1024", "--eval-images", "1", "--grid-resolution", "16",
         "--steps-per-diagonal", "128", "--width", "16", "--features", "8", "--device", "cpu"]
-RADIUS = 4.0  # camera distance to the origin; the Blender scene box is +-0.5 / 0.33 = +-1.52 about it
-
-
-def _scene(root: Path, counts: dict, channels: int = 4) -> Path:
-    """A Blender-format dataset with ``counts[split]`` random 8x8 views on a circle of radius RADIUS around the
-    origin: RGBA with alpha in [0, 1) (``channels`` 4) or opaque RGB (3)."""
-    rng = np.random.default_rng(0)
-    for split, n in counts.items():
-        (root / split).mkdir(parents=True, exist_ok=True)
-        frames = []
-        for i in range(n):
-            write_image(root / split / f"{split}_{i}.png", rng.random((8, 8, channels)).astype(np.float32))
-            a = 2 * math.pi * (i + 0.5 * (split != "train")) / n
-            eye = [RADIUS * math.cos(a), RADIUS * math.sin(a), 1.0]
-            frames.append({"file_path": f"./{split}/{split}_{i}",
-                           "transform_matrix": look_at(eye, (0.0, 0.0, 0.0)).tolist() + [[0.0, 0.0, 0.0, 1.0]]})
-        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
-    return root
 
 
 def _fit(data: Path, out: Path, *extra: str) -> int:
