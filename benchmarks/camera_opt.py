@@ -62,9 +62,10 @@ def perturb(src: Path, dst: Path, rot_deg: float, trans: float, seed: int) -> np
 
 def pose_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Mean rotation angle (degrees) and mean centre distance between pose sets (N, 3|4, 4)."""
-    rel = np.einsum("nji,njk->nik", a[:, :3, :3], b[:, :3, :3])
-    cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)
-    return float(np.degrees(np.arccos(cos)).mean()), float(np.linalg.norm(a[:, :3, 3] - b[:, :3, 3], axis=1).mean())
+    # |Ra - Rb|_F = 2 sqrt(2) sin(angle / 2): well conditioned at small angles, where arccos of the trace is not
+    chord = np.linalg.norm(a[:, :3, :3] - b[:, :3, :3], axis=(1, 2)) / 8**0.5
+    angle = 2 * np.arcsin(np.clip(chord, 0, 1))
+    return float(np.degrees(angle).mean()), float(np.linalg.norm(a[:, :3, 3] - b[:, :3, 3], axis=1).mean())
 
 
 def fit(data: Path, out: Path, args, opt: bool) -> dict:

@@ -297,8 +297,9 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
 
 # -- commands on a run --------------------------------------------------------------------------------------------
 def load_scene_model(run: Path, device="cpu") -> NeRFModel:
-    """Rebuild a NeRF run's model from config.json and checkpoint.pt; also attaches ``train_cameras``,
-    ``train_image_paths``, ``train_near_far``, ``background`` (3,) and ``cfg`` for the viewer."""
+    """Rebuild a NeRF run's model from config.json and checkpoint.pt; also attaches ``train_cameras`` (with their
+    learned corrections when the fit refined them), ``train_image_paths``, ``train_near_far``, ``background`` (3,)
+    and ``cfg`` for the viewer."""
     from .datasets import load_transforms  # noqa: PLC0415
 
     cfg_dict = read_json(Path(run) / CONFIG)
@@ -318,11 +319,11 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
         tf = load_transforms(cfg.data, "train")
         cams = tf.cameras.to(dtype=torch.float32)
         if cfg.downscale > 1:
-            from dataclasses import replace  # noqa: PLC0415
-
             k = float(cfg.downscale)
             cams = replace(cams, fx=cams.fx / k, fy=cams.fy / k, cx=cams.cx / k, cy=cams.cy / k,
                            width=cams.width // cfg.downscale, height=cams.height // cfg.downscale)
+        if model.pose_correction is not None and len(cams) == model.pose_correction.delta.shape[0]:
+            cams = replace(cams, c2w=model.pose_correction.refined(cams.c2w))  # the poses the field was fitted to
         model.train_cameras, model.train_image_paths = cams, list(tf.image_paths)
         model.train_near_far = tf.near_far  # (N, 2) per-image bounds of the dataset, or None
     except UserError:
@@ -354,7 +355,7 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     if images is None:
         split, images = "val", _optional_split(cfg.data, "val", cfg.downscale)
     if images is None:  # the fit read its train split: an error here is the dataset's, said as such
-        split, images = "train", load_split(cfg.data, "train", cfg.downscale)
+        split, images = "train", refined_split(model, load_split(cfg.data, "train", cfg.downscale))
     saved = read_json(run / METRICS) if (run / METRICS).is_file() else {}  # unreadable: said before the renders
     saved = saved if isinstance(saved, dict) else {}  # not an object of metrics: replaced
     if split != "test":

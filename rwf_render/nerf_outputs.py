@@ -48,6 +48,9 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
 
         tf = load_transforms(model.cfg.data, args.split)
         cams = _scaled(tf.cameras.to(dtype=torch.float32), model.cfg.downscale)
+        refined = getattr(model, "pose_correction", None) is not None and model.train_cameras is not None
+        if args.split == "train" and refined and len(model.train_cameras) == len(cams):
+            cams = model.train_cameras  # the training views where the fit saw them (--optimize-cameras)
         return cams, args.split, args.fps, tf.near_far
     if args.orbit:
         if model.train_cameras is None:

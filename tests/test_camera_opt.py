@@ -147,6 +147,22 @@ def test_fit_writes_refined_cameras_that_render_and_eval_reload(tiny_scene, tmp_
         assert frame["rotation_deg"] == pytest.approx(math.degrees(float(dlt[:3].norm())), rel=1e-6)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["camera_rotation_deg_max"] == pytest.approx(max(f["rotation_deg"] for f in refined["frames"]))
+    # reloaded, the run's training cameras are the refined ones: the viewer, --split train, --interpolate and the
+    # point exports look from where the field was fitted; the test split keeps the dataset's poses
+    import argparse
+
+    from rwf_render.nerf import load_scene_model
+    from rwf_render.nerf_outputs import _cameras
+
+    model = load_scene_model(run)
+    want = torch.tensor([f["transform_matrix"] for f in refined["frames"]], dtype=torch.float32)[:, :3]
+    assert torch.allclose(model.train_cameras.c2w, want, atol=1e-5)
+    args = argparse.Namespace(split="train", orbit=None, camera_path=None, interpolate=None, fps=24)
+    assert torch.allclose(_cameras(model, args)[0].c2w, want, atol=1e-5)
+    test = json.loads((tiny_scene / "transforms_test.json").read_text())
+    args.split = "test"
+    assert torch.allclose(_cameras(model, args)[0].c2w,
+                          torch.tensor([f["transform_matrix"] for f in test["frames"]], dtype=torch.float32)[:, :3])
     assert cli.main(["eval", str(run)]) == 0  # the checkpoint with its corrections loads
     assert cli.main(["render", str(run), "--split", "test", "--out", str(tmp_path / "frames"), "--quiet"]) == 0
 
