@@ -68,14 +68,17 @@ class PoseCorrection(nn.Module):
             rays_o, rays_d: (R, 3) world rays from the dataset poses. image_idx: (R,) training image of each ray.
             c2w: (N, 3|4, 4) those poses (the training split's, on the rays' device).
         Returns:
-            rays_o, rays_d: (R, 3); unit directions stay unit.
+            rays_o, rays_d: (R, 3); unit directions, as ``cameras.pixel_rays`` gives for the corrected poses.
         """
         rot, pos = c2w[:, :3, :3].to(rays_o), c2w[:, :3, 3].to(rays_o)
         delta = self.delta.to(rays_o)
-        m = rot @ so3_exp(delta[:, :3]) @ rot.transpose(1, 2)  # (N, 3, 3): the turn about each camera's centre
+        # (N, 3, 3): the turn about each camera's centre; the inverse, not the transpose, so a pose whose rotation
+        # block is slightly scaled or sheared (datasets are not checked for it) is left alone at zero correction
+        m = rot @ so3_exp(delta[:, :3]) @ torch.linalg.inv(rot)
         shift = pos + (rot @ delta[:, 3:, None])[..., 0] - (m @ pos[..., None])[..., 0]  # (N, 3)
         m_r, s_r = m[image_idx], shift[image_idx]  # (R, 3, 3), (R, 3)
-        return (m_r @ rays_o[..., None])[..., 0] + s_r, (m_r @ rays_d[..., None])[..., 0]
+        return (m_r @ rays_o[..., None])[..., 0] + s_r, nn.functional.normalize((m_r @ rays_d[..., None])[..., 0],
+                                                                                 dim=-1)
 
     @torch.no_grad()
     def refined(self, c2w: torch.Tensor) -> torch.Tensor:
@@ -92,25 +95,32 @@ class PoseCorrection(nn.Module):
 REFINED = "cameras_refined.json"
 
 
-def write_refined_cameras(run, correction: PoseCorrection, train, data: str) -> dict:
+def write_refined_cameras(run, correction: PoseCorrection, train, data: str, image_paths=None) -> dict:
     """Write the training cameras' refined poses to RUN/cameras_refined.json (atomically) and return their summary
     for metrics.json: the mean and largest correction, in degrees and in the dataset's units.
 
+    The file is a list of poses, one per training photo, not a dataset: it has no intrinsics. ``file_path`` is each
+    photo's path relative to the dataset folder (unique, where bare file names of several cameras may not be).
+
     Args:
         run: run directory. correction: the fitted corrections. train: the training split (``PosedImages``) whose
-            dataset poses they correct. data: the dataset, named in the file.
+            dataset poses they correct. data: the dataset (its folder, or its transforms file).
+        image_paths: the training photos' paths, in the split's order (default: their file names).
     """
+    import os  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
     from .rundir import write_json  # noqa: PLC0415
 
+    root = Path(data) if Path(data).is_dir() else Path(data).parent
+    names = [os.path.relpath(p, root) for p in image_paths] if image_paths is not None else list(train.names)
     c2w = train.cameras.c2w.detach().double().cpu()
     refined = correction.refined(c2w)
     deg, dist = correction.magnitudes()
     bottom = [0.0, 0.0, 0.0, 1.0]
     frames = [{"file_path": name, "transform_matrix": refined[i].tolist() + [bottom],
                "dataset_matrix": c2w[i, :3].tolist() + [bottom], "rotation_deg": float(deg[i]),
-               "translation": float(dist[i])} for i, name in enumerate(train.names)]
+               "translation": float(dist[i])} for i, name in enumerate(names)]
     write_json(Path(run) / REFINED, {
         "data": data, "convention": "OpenGL camera-to-world in the dataset's coordinates, as its transforms files",
         "frames": frames})

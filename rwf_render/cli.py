@@ -11,9 +11,10 @@ Pipelines are modules of this package exposing ``add_fit_arguments(parser)``, ``
 ``register(subparsers)`` functions found under the entry-point group ``rwf_render.commands``, so the library never
 imports the packages built on top of it.
 
-User errors (:class:`~rwf_render.errors.UserError`, bad options) print one line and exit with code 2. Warnings of
-this package and the packages on top of it (a frame without its image, a backend fallback) print as one line
-``rwf: warning: ...`` while the command runs; library users keep Python's usual warning output.
+User errors (:class:`~rwf_render.errors.UserError`, bad options) print one line and exit with code 2. The
+toolkit's warnings about the user's data or setup (:class:`~rwf_render.errors.RwfWarning`: a frame without its
+image, a backend fallback) print as one line ``rwf: warning: ...`` while the command runs; library users keep
+Python's usual warning output.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from .errors import UserError, out_of_memory
+from .errors import RwfWarning, UserError, out_of_memory
 from .signals import deferred_interrupts, terminate_like_interrupt
 
 PIPELINES = {"image": "rwf_render.image", "sdf": "rwf_render.sdf", "nerf": "rwf_render.nerf"}
@@ -329,26 +330,13 @@ def system_failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-OWN_PACKAGES = ("rwf_render", "scenes", "data_tools", "viewer")
-"""the packages whose warnings the command prints as one line (setup.py's ``packages``)"""
-
-
-def _own_folders() -> list[str]:
-    """The folders of OWN_PACKAGES that are imported, each ending in a path separator."""
-    folders = []
-    for name in OWN_PACKAGES:
-        module = sys.modules.get(name)
-        if getattr(module, "__file__", None):
-            folders.append(os.path.join(os.path.dirname(os.path.abspath(module.__file__)), ""))
-    return folders
-
-
 @contextmanager
 def one_line_warnings():
-    """While the command runs, a warning raised from this package's code (or the packages on top of it) is printed as
-    ``rwf: warning: MESSAGE`` instead of Python's ``FILE:LINE: UserWarning: MESSAGE`` and the source line. Other
-    libraries' warnings keep Python's form, which names the file to report them against; so does every warning
-    with ``RWF_DEBUG=1``.
+    """While the command runs, this toolkit's warnings about the user's data or setup (:class:`RwfWarning`: a frame
+    without its image, a backend fallback) print as ``rwf: warning: MESSAGE`` instead of Python's
+    ``FILE:LINE: UserWarning: MESSAGE`` and the source line. Every other warning keeps Python's form, even one
+    raised at a line of this toolkit (numpy's divide by zero, a library's deprecation), since that form names what
+    to report; so does every warning with ``RWF_DEBUG=1``.
 
     Only the formatting is replaced (``warnings.formatwarning``): filters (``-W``, ``PYTHONWARNINGS``) still apply,
     and a caller recording warnings (``warnings.catch_warnings(record=True)``, ``pytest.warns``) still records them.
@@ -356,8 +344,7 @@ def one_line_warnings():
     previous = warnings.formatwarning
 
     def format_warning(message, category, filename, lineno, line=None):
-        path = os.path.abspath(filename) if filename else ""
-        if os.environ.get("RWF_DEBUG") or not any(path.startswith(f) for f in _own_folders()):
+        if os.environ.get("RWF_DEBUG") or not (isinstance(category, type) and issubclass(category, RwfWarning)):
             return previous(message, category, filename, lineno, line)
         text = " ".join(str(message).split("\n")).strip()
         return f"rwf: warning: {text}\n"

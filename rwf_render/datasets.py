@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .cameras import MODELS, Cameras
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .frames import FrameInfo, MissingImage, _num, image_size, native_path, parse_frame, resolve_image  # noqa: F401
 from .rundir import read_json  # (FrameInfo, image_size, native_path: still imported from here by data_tools)
 
@@ -210,7 +210,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                 skipped.append(str(frame["file_path"]))
     if skipped:
         warnings.warn(f"{path}: skipped {len(skipped)} frame(s) whose image is missing "
-                      f"(first: {skipped[0]})", stacklevel=2)
+                      f"(first: {skipped[0]})", RwfWarning, stacklevel=2)
     if held_out:
         raise UserError(f"{path}: split {split!r} has no frame: {held_out}")
     if not infos:

@@ -25,6 +25,8 @@ import warnings
 import torch
 from torch import nn
 
+from .errors import RwfWarning
+
 ENCODINGS = ("fourier", "pe", "sh", "hashgrid", "identity")
 
 
@@ -42,7 +44,8 @@ def _tcnn_or_none(backend: str, what: str):
         if torch.cuda.is_available():
             return tcnn
         reason = "no CUDA device"
-    warnings.warn(f"{what}: backend='tcnn' unavailable: {reason}; using the torch implementation", stacklevel=3)
+    warnings.warn(f"{what}: backend='tcnn' unavailable: {reason}; using the torch implementation", RwfWarning,
+                  stacklevel=3)
     return None
 
 

@@ -10,6 +10,15 @@ class UserError(Exception):
     """A problem with the user's input (path, file contents, options), reported as one line, exit code 2."""
 
 
+class RwfWarning(UserWarning):
+    """A warning of this toolkit about the user's data or setup (a frame without its image, a backend fallback):
+    the ``rwf`` commands print it as one line ``rwf: warning: ...``; other warnings keep Python's form."""
+
+
+class RwfRuntimeWarning(RwfWarning, RuntimeWarning):
+    """An :class:`RwfWarning` about the machine (a compiled kernel unavailable)."""
+
+
 def out_of_memory(e: BaseException) -> bool:
     """torch's OutOfMemoryError (CUDA), or the plain RuntimeError its CPU allocator raises."""
     import sys  # noqa: PLC0415

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .camera_opt import PoseCorrection, write_refined_cameras
-from .errors import UserError, out_of_memory
+from .errors import RwfWarning, UserError, out_of_memory
 from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_from_args,  # noqa: F401 (the CLI's)
                           resume_config_from_args, scene_presets)
@@ -144,6 +145,10 @@ def refined_split(model: NeRFModel, train: PosedImages) -> PosedImages:
     """The training split with its cameras' learned corrections applied (itself without --optimize-cameras)."""
     if model.pose_correction is None:
         return train
+    fitted = model.pose_correction.delta.shape[0]
+    if len(train) != fitted:
+        raise UserError(f"the training split has {len(train)} photos now, the run refined the poses of {fitted}: "
+                        "the dataset changed since the fit")
     c2w = model.pose_correction.refined(train.cameras.c2w)
     return replace(train, cameras=replace(train.cameras, c2w=c2w.to(train.cameras.c2w.dtype)))
 
@@ -282,7 +287,7 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
     first = {}
     metrics = test_metrics(model, test, cfg.background, None, renders=first)
     if model.pose_correction is not None:
-        metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data))
+        metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data, task.train.paths))
     metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, train, 0, cfg.background)),
                    steps=trainer.step_idx,
                    seconds=round(trainer.seconds, 3), param=cfg.field.trunk.param,
@@ -322,8 +327,12 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
             k = float(cfg.downscale)
             cams = replace(cams, fx=cams.fx / k, fy=cams.fy / k, cx=cams.cx / k, cy=cams.cy / k,
                            width=cams.width // cfg.downscale, height=cams.height // cfg.downscale)
-        if model.pose_correction is not None and len(cams) == model.pose_correction.delta.shape[0]:
-            cams = replace(cams, c2w=model.pose_correction.refined(cams.c2w))  # the poses the field was fitted to
+        if model.pose_correction is not None:  # the poses the field was fitted to
+            if len(cams) == model.pose_correction.delta.shape[0]:
+                cams = replace(cams, c2w=model.pose_correction.refined(cams.c2w))
+            else:
+                warnings.warn(f"{cfg.data}: the training split has {len(cams)} photos now, the run refined "
+                              f"{model.pose_correction.delta.shape[0]}; showing the dataset's poses", RwfWarning)
         model.train_cameras, model.train_image_paths = cams, list(tf.image_paths)
         model.train_near_far = tf.near_far  # (N, 2) per-image bounds of the dataset, or None
     except UserError:

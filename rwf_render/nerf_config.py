@@ -300,8 +300,8 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     cfg.occlusion_warmup = pick("occlusion_warmup", OCCLUSION_WARMUP)
     cfg.optimize_cameras = pick("optimize_cameras", False)
     cfg.camera_lr = pick("camera_lr", 1e-3)
-    if getattr(args, "camera_lr", None) is not None and not cfg.optimize_cameras:
-        raise UserError("--camera-lr applies to --optimize-cameras")
+    if getattr(args, "camera_lr", None) is not None and not cfg.optimize_cameras and not getattr(args, "resume", 0):
+        raise UserError("--camera-lr applies to --optimize-cameras")  # a resumed run's own setting decides
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
     cfg.model_seed = args.seed
     return cfg
@@ -329,6 +329,8 @@ def resume_config_from_args(args) -> NeRFConfig:
     if kind != "nerf":
         raise UserError(f"{run}: not a nerf run (its config.json says kind {kind!r})")
     cfg = resume_config(run, NeRFConfig.from_dict, args.steps)
+    if getattr(args, "camera_lr", None) is not None and not cfg.optimize_cameras:
+        raise UserError(f"{run}: --camera-lr applies to --optimize-cameras, and this run was fitted without it")
     typed = typed_options(args, add_fit_arguments)
     data = resolve_scene(args.scene, args)[0] if "scene" in typed else cfg.data
     # the options typed, over the saved dataset (a preset's other settings are the run's already)

@@ -17,7 +17,7 @@ import torch
 
 from .cameras import Cameras, pixel_rays
 from .datasets import Transforms, load_transforms
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .imgio import read_image
 from .nerf_depth import DepthPixels, load_depths
 
@@ -59,6 +59,7 @@ class PosedImages:
         near_far: (N, 2) or None, per-image bounds from the dataset.
         aabb: (6,) scene box (xmin, ymin, zmin, xmax, ymax, zmax).
         depth: the depth samples of the dataset's depth maps, when loaded (:mod:`rwf_render.nerf_depth`).
+        paths: the images' paths, when loaded from files.
     """
 
     cameras: Cameras
@@ -70,6 +71,7 @@ class PosedImages:
     aabb: torch.Tensor
     has_alpha: bool
     depth: DepthPixels | None = None
+    paths: list[Path] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -145,7 +147,7 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None, d
         names.append(img_path.name)
     if clipped:
         warnings.warn(f"{tf.path}: {len(clipped)} image(s) of split {split!r} hold values outside [0, 1], clipped "
-                      f"(first: {clipped[0]})", stacklevel=2)
+                      f"(first: {clipped[0]})", RwfWarning, stacklevel=2)
     cams = tf.cameras.to(dtype=torch.float32)
     if downscale > 1:
         k = float(downscale)
@@ -158,7 +160,7 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None, d
     aabb = tf.aabb.to(torch.float32).reshape(-1)
     near_far = None if tf.near_far is None else tf.near_far.to(torch.float32)
     return PosedImages(cams, torch.cat(chunks), torch.cat(masks) if any_mask else None, offsets, names, near_far,
-                       aabb, has_alpha, load_depths(tf, cams, downscale) if depth else None)
+                       aabb, has_alpha, load_depths(tf, cams, downscale) if depth else None, list(tf.image_paths))
 
 
 def composite_background(rgba: torch.Tensor, background: torch.Tensor) -> torch.Tensor:

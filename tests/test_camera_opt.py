@@ -4,6 +4,7 @@ pose recovery from ray-point residuals, the optimizer group, and fits that write
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,7 +74,19 @@ def test_corrected_rays_are_the_rays_of_the_re_posed_cameras(dist):
     with torch.no_grad():  # no correction: the rays themselves
         corr.delta.zero_()
     o3, d3 = corr(o, d, idx, cams.c2w)
-    assert torch.equal(o3, o) and torch.allclose(d3, d, atol=0)
+    assert torch.allclose(o3, o, atol=1e-12) and torch.allclose(d3, d, atol=1e-12)
+
+
+def test_a_scaled_rotation_block_is_left_alone_at_zero_correction():
+    """Datasets are not checked for orthonormal rotations: with a 1.1 x R block, R^T is not the inverse, and an
+    unrefined ray must still be the dataset's ray, unit length."""
+    cams = _cameras()
+    scaled = replace(cams, c2w=torch.cat([cams.c2w[:, :, :3] * 1.1, cams.c2w[:, :, 3:]], -1))
+    idx = torch.arange(3).repeat_interleave(10)
+    uv = torch.rand(30, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 40
+    o, d = pixel_rays(scaled, uv, idx)
+    o2, d2 = PoseCorrection(3).double()(o, d, idx, scaled.c2w)
+    assert torch.allclose(o2, o, atol=1e-12) and torch.allclose(d2, d, atol=1e-12)
 
 
 def test_ray_residuals_recover_a_known_pose_error():
@@ -137,6 +150,9 @@ def test_fit_writes_refined_cameras_that_render_and_eval_reload(tiny_scene, tmp_
     refined = json.loads((run / "cameras_refined.json").read_text())
     train = json.loads((tiny_scene / "transforms_train.json").read_text())
     assert len(refined["frames"]) == len(train["frames"])
+    for frame, src in zip(refined["frames"], train["frames"]):  # the photo's path under the dataset folder
+        assert (tiny_scene / frame["file_path"]).is_file()
+        assert Path(frame["file_path"]).with_suffix("") == Path(src["file_path"]).with_suffix(""), frame
     state = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
     delta = state["pose_correction.delta"].double()
     assert delta.shape == (len(train["frames"]), 6) and delta.abs().max() > 0  # it moved
@@ -187,7 +203,8 @@ def test_refined_fit_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_scen
         assert cli.main(["fit", "nerf", "--out", str(b), *common]) == 0
         assert torch.load(b / "checkpoint.pt", weights_only=True)["step"] == 10
         monkeypatch.setattr(Trainer, "step", step)
-        assert cli.main(["fit", "nerf", *common, "--out", str(b), "--resume"]) == 0
+        # the fit's own command with --resume added, --camera-lr typed at the run's value
+        assert cli.main(["fit", "nerf", *common, "--out", str(b), "--resume", "--camera-lr", "1e-3"]) == 0
     finally:
         torch.use_deterministic_algorithms(False)
     sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (a, b))
@@ -214,3 +231,27 @@ def test_fit_without_the_option_has_no_corrections(tiny_scene, tmp_path):
     assert not any(k.startswith("pose_correction") for k in state)
     assert "camera_rotation_deg_mean" not in json.loads((run / "metrics.json").read_text())
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["psnr"])
+
+
+def test_resuming_an_unrefined_run_with_camera_lr_is_refused(tiny_scene, tmp_path, capsys):
+    run = tmp_path / "plain"
+    assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(run), "--steps", "2", *COMMON]) == 0
+    capsys.readouterr()
+    assert cli.main(["fit", "nerf", "--out", str(run), "--resume", "--steps", "4", "--camera-lr", "1e-3",
+                     "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--camera-lr applies to --optimize-cameras" in err and "fitted without it" in err
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_a_changed_training_split_is_refused_not_misassigned(tiny_scene):
+    """Corrections are per photo: a training split with another photo count than the fit's has no answer."""
+    from rwf_render.errors import UserError
+    from rwf_render.nerf import refined_split
+    from rwf_render.nerf_data import load_split
+
+    model = torch.nn.Module()
+    model.pose_correction = PoseCorrection(5)
+    with pytest.raises(UserError, match="has 3 photos now, the run refined the poses of 5"):
+        refined_split(model, load_split(str(tiny_scene), "train", 1, indices=[0, 1, 2]))
+    assert refined_split(model, load_split(str(tiny_scene), "train", 1, indices=range(5))).cameras.c2w.shape[0] == 5

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rwf_render import cli, datasets
+from rwf_render.errors import RwfRuntimeWarning, RwfWarning
 
 from conftest import random_views_scene  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -56,19 +57,22 @@ def test_a_missing_frame_is_one_warning_line_not_pythons_warning(tmp_path):
 
 
 def test_the_one_line_form_is_the_commands_only(tmp_path, monkeypatch):
-    """Inside the command our warnings format as one line, other files' keep Python's form (ours too with
-    RWF_DEBUG=1); afterwards (and for a library user) Python's form is back, and a caller recording warnings still
-    records them."""
+    """Inside the command our warnings (RwfWarning) format as one line; any other keeps Python's form, also one
+    raised at a line of ours (numpy's divide by zero in our code), and ours too with RWF_DEBUG=1; afterwards (and
+    for a library user) Python's form is back, and a caller recording warnings still records them."""
     before = warnings.formatwarning
     monkeypatch.delenv("RWF_DEBUG", raising=False)
     with cli.one_line_warnings():
-        ours = warnings.formatwarning("a\nb", UserWarning, datasets.__file__, 212, "source line")
+        ours = warnings.formatwarning("a\nb", RwfWarning, datasets.__file__, 212, "source line")
+        runtime = warnings.formatwarning("k", RwfRuntimeWarning, datasets.__file__, 3, "source line")
         theirs = warnings.formatwarning("c", UserWarning, np.__file__, 7, "source line")
+        numpy_in_ours = warnings.formatwarning("divide by zero", RuntimeWarning, datasets.__file__, 9, "np.log(0)")
         monkeypatch.setenv("RWF_DEBUG", "1")
-        debug = warnings.formatwarning("a", UserWarning, datasets.__file__, 212, "source line")
-    assert ours == "rwf: warning: a b\n"
+        debug = warnings.formatwarning("a", RwfWarning, datasets.__file__, 212, "source line")
+    assert ours == "rwf: warning: a b\n" and runtime == "rwf: warning: k\n"
     assert theirs.startswith(f"{np.__file__}:7: UserWarning: c") and "source line" in theirs
-    assert debug.startswith(f"{datasets.__file__}:212: UserWarning: a")
+    assert numpy_in_ours.startswith(f"{datasets.__file__}:9: RuntimeWarning: divide by zero")
+    assert debug.startswith(f"{datasets.__file__}:212: RwfWarning: a")
     assert warnings.formatwarning is before
     data = _scene(tmp_path / "d")
     (data / "train" / "train_1.png").unlink()

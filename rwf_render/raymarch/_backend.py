@@ -22,6 +22,8 @@ from types import ModuleType
 
 import torch
 
+from ..errors import RwfRuntimeWarning
+
 CSRC = Path(__file__).resolve().parent / "csrc"
 KINDS = ("cpu", "cuda")
 SOURCES = {"cpu": ("bindings.cpp", "cpu.cpp", "hashgrid.cpp"),
@@ -149,7 +151,7 @@ def warn_fallback(kind: str) -> None:
         return
     _warned.add(kind)
     warnings.warn(f"rwf_render.raymarch: the compiled {kind.upper()} marcher is unavailable: {reason(kind)}; "
-                  f"using the pure-torch marcher (same samples, slower)", RuntimeWarning, stacklevel=4)
+                  f"using the pure-torch marcher (same samples, slower)", RwfRuntimeWarning, stacklevel=4)
 
 
 def _reset() -> None:
