@@ -80,6 +80,16 @@ class PoseCorrection(nn.Module):
         return (m_r @ rays_o[..., None])[..., 0] + s_r, nn.functional.normalize((m_r @ rays_d[..., None])[..., 0],
                                                                                  dim=-1)
 
+    def penalty(self, diagonal: float) -> torch.Tensor:
+        """nerfstudio's regularizer of the corrections: 1e-3 x the mean rotation (radians) plus 1e-2 x the mean
+        translation, measured here in units of a box whose diagonal is that of nerfstudio's [-1, 1]^3 scene box, so
+        it weighs the same in every scene (``diagonal``: this scene box's). Not squared: corrections the photos do not
+        ask for are pulled to zero, not merely kept small, so a pose the field cannot judge (a view no other photo
+        shares) stays where the dataset put it."""
+        unit = diagonal / (2.0 * math.sqrt(3.0))
+        return (1e-3 * self.delta[:, :3].norm(dim=-1).mean()
+                + 1e-2 * (self.delta[:, 3:] / unit).norm(dim=-1).mean())
+
     @torch.no_grad()
     def refined(self, c2w: torch.Tensor) -> torch.Tensor:
         """(N, 3, 4) the corrected poses of the training cameras ``c2w`` (N, 3|4, 4)."""

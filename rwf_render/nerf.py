@@ -110,6 +110,8 @@ class NeRFTask:
                                       "samples_per_ray": samples / total}
         if b["depth"] is not None:
             terms["depth"] = depth_loss(out["depth"][n:], b["depth"])
+        if model.pose_correction is not None and self.cfg.camera_reg > 0:
+            terms["camera_reg"] = model.pose_correction.penalty(model.diagonal)
         if self.cfg.distortion_weight > 0:  # mip-NeRF 360: each ray's weight in one compact interval
             terms["distortion"] = distortion_loss(out["weights"], out["t_starts"], out["t_ends"], out["ray_indices"],
                                                   total, model.diagonal).mean()

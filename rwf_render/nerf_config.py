@@ -76,6 +76,11 @@ class NeRFConfig:
         return self.train.loss_weights.get("depth", 0.0)
 
     @property
+    def camera_reg(self) -> float:
+        """The weight of the camera corrections' regularizer (``--camera-reg``; default 1: nerfstudio's)."""
+        return self.train.loss_weights.get("camera_reg", 1.0)
+
+    @property
     def distortion_weight(self) -> float:
         """The distortion loss weight (``--distortion-loss``; 0: off)."""
         return self.train.loss_weights.get("distortion", 0.0)
@@ -189,6 +194,8 @@ def check_config(cfg: NeRFConfig) -> None:
          "occlusion_rays and occlusion_samples must be integers >= 1")
     need(isinstance(cfg.optimize_cameras, bool), f"optimize_cameras must be true or false, got {cfg.optimize_cameras!r}")
     need(finite(cfg.camera_lr) and cfg.camera_lr > 0, f"--camera-lr must be a positive number, got {cfg.camera_lr!r}")
+    need(finite(cfg.camera_reg) and cfg.camera_reg >= 0,
+         f"--camera-reg must be a finite number >= 0, got {cfg.camera_reg!r}")
     need(isinstance(f.appearance_dim, int) and f.appearance_dim <= MAX_APPEARANCE_DIM,
          f"--appearance-dim must be at most {MAX_APPEARANCE_DIM}, got {f.appearance_dim!r}")
     try:
@@ -300,8 +307,12 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     cfg.occlusion_warmup = pick("occlusion_warmup", OCCLUSION_WARMUP)
     cfg.optimize_cameras = pick("optimize_cameras", False)
     cfg.camera_lr = pick("camera_lr", 1e-3)
-    if getattr(args, "camera_lr", None) is not None and not cfg.optimize_cameras and not getattr(args, "resume", 0):
-        raise UserError("--camera-lr applies to --optimize-cameras")  # a resumed run's own setting decides
+    camera_reg = pick("camera_reg", None)
+    if camera_reg is not None:
+        t.loss_weights["camera_reg"] = camera_reg
+    for name in ("camera_lr", "camera_reg"):  # a resumed run's own setting decides there
+        if getattr(args, name, None) is not None and not cfg.optimize_cameras and not getattr(args, "resume", 0):
+            raise UserError(f"--{name.replace('_', '-')} applies to --optimize-cameras")
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
     cfg.model_seed = args.seed
     return cfg
@@ -313,7 +324,7 @@ ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"
            "hash_max_res": ("field.pos.max_res",),
            "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",),
            "depth_loss": ("train.loss_weights.depth",), "occlusion_loss": ("train.loss_weights.occlusion",),
-           "distortion_loss": ("train.loss_weights.distortion",)}
+           "distortion_loss": ("train.loss_weights.distortion",), "camera_reg": ("train.loss_weights.camera_reg",)}
 """config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
 
 
@@ -329,8 +340,10 @@ def resume_config_from_args(args) -> NeRFConfig:
     if kind != "nerf":
         raise UserError(f"{run}: not a nerf run (its config.json says kind {kind!r})")
     cfg = resume_config(run, NeRFConfig.from_dict, args.steps)
-    if getattr(args, "camera_lr", None) is not None and not cfg.optimize_cameras:
-        raise UserError(f"{run}: --camera-lr applies to --optimize-cameras, and this run was fitted without it")
+    for name in ("camera_lr", "camera_reg"):
+        if getattr(args, name, None) is not None and not cfg.optimize_cameras:
+            raise UserError(f"{run}: --{name.replace('_', '-')} applies to --optimize-cameras, and this run was "
+                            "fitted without it")
     typed = typed_options(args, add_fit_arguments)
     data = resolve_scene(args.scene, args)[0] if "scene" in typed else cfg.data
     # the options typed, over the saved dataset (a preset's other settings are the run's already)
@@ -428,3 +441,6 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="learn a rigid correction of each training camera's pose (nerfstudio's SO3xR3 camera "
                         "optimizer), for captures whose poses are off; writes cameras_refined.json (default off)")
     t.add_argument("--camera-lr", type=learning_rate, help="learning rate of those corrections (default 1e-3)")
+    t.add_argument("--camera-reg", type=float, metavar="W",
+                   help="weight of nerfstudio's pull of the corrections toward zero, 1e-3 x mean rotation (rad) + "
+                        "1e-2 x mean translation (default 1; 0: none)")

@@ -127,6 +127,29 @@ def test_ray_residuals_recover_a_known_pose_error():
     assert float((refined[:, :, 3] - truth.c2w[:, :, 3]).norm(dim=-1).max()) < 0.05 * float(err[:, 3:].norm(dim=-1).min())
 
 
+def test_the_regularizer_is_nerfstudios_in_scene_independent_units():
+    """1e-3 x mean |omega| + 1e-2 x mean |tau| in units of a [-1, 1]^3 box's diagonal; on its own it drives the
+    corrections to zero (an L1 pull), and scaling the scene with the translations leaves it unchanged."""
+    corr = PoseCorrection(2).double()
+    with torch.no_grad():
+        corr.delta.copy_(torch.tensor([[0.3, 0.0, 0.4, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.6, 0.0, 0.8]],
+                                      dtype=torch.float64))
+    diagonal = 6.0
+    unit = diagonal / (2 * math.sqrt(3))
+    assert float(corr.penalty(diagonal).detach()) == pytest.approx(1e-3 * 0.5 / 2 + 1e-2 * (1.0 / unit) / 2, rel=1e-12)
+    bigger = PoseCorrection(2).double()
+    with torch.no_grad():
+        bigger.delta.copy_(corr.delta * torch.tensor([1, 1, 1, 10, 10, 10]))
+    assert float(bigger.penalty(10 * diagonal).detach()) == pytest.approx(float(corr.penalty(diagonal).detach()),
+                                                                          rel=1e-12)
+    opt = torch.optim.Adam(corr.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        corr.penalty(diagonal).backward()
+        opt.step()
+    assert float(corr.delta.abs().max()) < 0.02
+
+
 def test_corrections_form_their_own_optimizer_group():
     model = torch.nn.Module()
     model.field = torch.nn.Linear(3, 3)
@@ -147,6 +170,7 @@ def test_fit_writes_refined_cameras_that_render_and_eval_reload(tiny_scene, tmp_
                      "--camera-lr", "5e-3", *COMMON]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["optimize_cameras"] is True and cfg["camera_lr"] == 5e-3
+    assert "camera_reg" in (run / "history.csv").read_text().splitlines()[0].split(",")  # the regularizer ran
     refined = json.loads((run / "cameras_refined.json").read_text())
     train = json.loads((tiny_scene / "transforms_train.json").read_text())
     assert len(refined["frames"]) == len(train["frames"])
@@ -220,6 +244,9 @@ def test_camera_lr_without_optimize_cameras_is_refused(tiny_scene, tmp_path, cap
                      "--steps", "2", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--camera-lr applies to --optimize-cameras" in err and "Traceback" not in err
+    assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(tmp_path / "r"), "--camera-reg", "0.5",
+                     "--steps", "2", "--quiet"]) == 2
+    assert "--camera-reg applies to --optimize-cameras" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

@@ -109,7 +109,7 @@ def _alternatives(action: argparse.Action) -> list[list[str]]:
 
 COMPANY = {k: ["--encoding", "hashgrid"] for k in ("hash_levels", "hash_log2_size", "hash_max_res")}
 COMPANY["omega0"] = ["--activation", "sine"]
-COMPANY["camera_lr"] = ["--optimize-cameras"]
+COMPANY["camera_lr"] = COMPANY["camera_reg"] = ["--optimize-cameras"]
 PIPELINES = {  # how each pipeline builds its config from the options, its aliases, options needing company
     "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, COMPANY),
     "sdf": (sdf_options.add_fit_arguments, sdf_options.config_from_args, sdf_options.ALIASES,
