@@ -192,7 +192,8 @@ def check_config(cfg: NeRFConfig) -> None:
     need(all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
              for v in (cfg.occlusion_rays, cfg.occlusion_samples)),
          "occlusion_rays and occlusion_samples must be integers >= 1")
-    need(isinstance(cfg.optimize_cameras, bool), f"optimize_cameras must be true or false, got {cfg.optimize_cameras!r}")
+    need(isinstance(cfg.optimize_cameras, bool),
+         f"optimize_cameras must be true or false, got {cfg.optimize_cameras!r}")
     need(finite(cfg.camera_lr) and cfg.camera_lr > 0, f"--camera-lr must be a positive number, got {cfg.camera_lr!r}")
     need(finite(cfg.camera_reg) and cfg.camera_reg >= 0,
          f"--camera-reg must be a finite number >= 0, got {cfg.camera_reg!r}")
