@@ -30,6 +30,13 @@ def _flush_denormals():
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running; skipped unless --runslow or RWF_SLOW=1")
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU")
+    # A run started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored: Python
+    # then never raises KeyboardInterrupt, and the tests of Ctrl+C (in this process, and in the commands they start,
+    # which inherit an ignored signal too) would wait forever. Those tests need Ctrl+C delivered as a user's would be.
+    import signal  # noqa: PLC0415
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser):
