@@ -52,7 +52,7 @@ class PoseCorrection(nn.Module):
         lr: their Adam learning rate (an optimizer group of its own, ``camera_poses``; see ``layers.param_groups``).
     """
 
-    def __init__(self, n_images: int, lr: float = 1e-3):
+    def __init__(self, n_images: int, lr: float = 3e-4):
         super().__init__()
         self.delta = nn.Parameter(torch.zeros(n_images, 6))
         self.param_group = {"name": "camera_poses", "lr": lr}

@@ -220,7 +220,7 @@ def test_an_export_that_cannot_be_written_is_a_machine_failure_naming_the_output
 
     monkeypatch.setattr(trimesh.Trimesh, "export", full)
     out = tmp_path / "m.ply"
-    code, err = run_cli(capsys, "export", "mesh", run, "--res", "16", "--out", out)
+    code, err = run_cli(capsys, "export", "mesh", run, "--res", "16", "--out", out, "--quiet")  # no progress bar
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and f"{out}: No space left on device" in lines[0] and ".tmp" not in err
     assert not out.exists()

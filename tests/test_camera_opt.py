@@ -229,7 +229,7 @@ def test_refined_fit_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_scen
         assert torch.load(b / "checkpoint.pt", weights_only=True)["step"] == 10
         monkeypatch.setattr(Trainer, "step", step)
         # the fit's own command with --resume added, --camera-lr typed at the run's value
-        assert cli.main(["fit", "nerf", *common, "--out", str(b), "--resume", "--camera-lr", "1e-3"]) == 0
+        assert cli.main(["fit", "nerf", *common, "--out", str(b), "--resume", "--camera-lr", "3e-4"]) == 0
     finally:
         torch.use_deterministic_algorithms(False)
     sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (a, b))
