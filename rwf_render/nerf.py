@@ -92,7 +92,9 @@ class NeRFTask:
 
     def loss(self, model: NeRFModel, b: dict):
         """The colour MSE of the first n rays and, with depth rays after them, the depth loss of those; with the
-        occlusion loss, the opacity just past the near bound of the first colour rays, times its warm-up ramp."""
+        occlusion loss, the opacity just past the near bound of the first colour rays, times its warm-up ramp; with
+        --optimize-cameras, every ray from its camera's corrected pose and the corrections' regularizer; with the
+        distortion loss, its mean over all rays."""
         use_amp = self.cfg.amp and self.device.type == "cuda"
         rays_o, rays_d = b["rays_o"], b["rays_d"]
         if model.pose_correction is not None:  # each training ray from its camera's corrected pose
