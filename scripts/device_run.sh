@@ -87,12 +87,17 @@ fi
 # forever (torch's FileBaton)
 rm -f "$RWF_CACHE"/ext-*/lock
 # build the CUDA kernel for this GPU alone (torch's default too, unless the image sets a list of its own)
-arch=$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability() if torch.cuda.is_available() else "")')
+# one torch import for both lines below (a cold import takes seconds, counted in this call's time)
+read -r arch versions < <("$PYTHON" -c 'import sys, torch
+cuda = torch.cuda.is_available()
+arch = "%d.%d" % torch.cuda.get_device_capability() if cuda else "-"
+print(arch, "python", sys.version.split()[0], "torch", torch.__version__, "cuda", cuda)')
+[ "${arch:-}" != - ] || arch=""
 if [ -n "$arch" ]; then
     [ "${TORCH_CUDA_ARCH_LIST:-$arch}" = "$arch" ] || echo "device_run: TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST -> $arch"
     export TORCH_CUDA_ARCH_LIST=$arch
 fi
-echo "device_run: $(date -u '+%F %T') UTC; $("$PYTHON" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())'); RWF_DATA=${RWF_DATA:-unset}"
+echo "device_run: $(date -u '+%F %T') UTC; ${versions:-torch not importable}; RWF_DATA=${RWF_DATA:-unset}"
 
 BUILD_S=${DEVICE_RUN_BUILD_S:-90}  # the most a stage's kernel build may take (a cold CUDA build: about a minute)
 estimate() {  # seconds a stage needs, to decide whether it can still finish inside this call

@@ -124,6 +124,6 @@ def test_a_slow_kernel_build_cannot_starve_the_nerf_stage_it_was_admitted_with(t
                     f"exec {sys.executable} \"$@\"\n")
     fake.chmod(0o755)
     r = device_run("nerf-rwf", tmp_path=tmp_path, PYTHON=str(fake), GPU_BENCH_PRINT="1", DEVICE_RUN_BUILD_S="15",
-                   DEVICE_RUN_LIMIT="260", RWF_NO_BUILD="0")
+                   DEVICE_RUN_LIMIT="270", RWF_NO_BUILD="0")  # 255 s needed: 15 s for a slow start on a busy CI
     assert r.returncode == 0, r.stdout + r.stderr
     assert "kernel build failed" in r.stdout and "benchmarks/nerf.py --gpu --params rwf --budget " in r.stdout
