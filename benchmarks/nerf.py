@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from _common import data_root, machine
 
-from rwf_render.nerf import NeRFTask, _optional_split, build_model, config_from_args, spaced_indices, test_metrics
 from rwf_render.nerf_data import load_split
+from rwf_render.nerf_options import config_from_args
+from rwf_render.nerf_task import NeRFTask, _optional_split, build_model, spaced_indices, test_metrics
 from rwf_render.trainer import Trainer
 
 

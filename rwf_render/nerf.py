@@ -1,8 +1,8 @@
 """fit a radiance field to posed photos (NeRF) and render novel views
 
 Data flow: transforms.json -> images in memory (nerf_data) -> random rays across all training images -> occupancy
-grid marching + field + compositing (nerf_render) -> MSE to the pixels -> Trainer. ``rwf render`` and
-``rwf export mesh`` for NeRF runs live in nerf_outputs.
+grid marching + field + compositing (nerf_render) -> MSE to the pixels -> Trainer. The options are in nerf_options,
+the task and its scores in nerf_task; ``rwf render`` and ``rwf export mesh`` for NeRF runs live in nerf_outputs.
 """
 
 from __future__ import annotations
@@ -17,195 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .camera_opt import PoseCorrection, write_refined_cameras
 from .errors import RwfWarning, UserError, out_of_memory
-from .metrics import mse_to_psnr, psnr, ssim
-from .nerf_config import (NeRFConfig, add_fit_arguments, check_config, config_from_args,  # noqa: F401 (the CLI's)
-                          resume_config_from_args, scene_presets)
-from .nerf_data import PosedImages, background_color, check_bounds, composite_background, load_split, summary
-from .nerf_depth import depth_loss
-from .nerf_reg import distortion_loss, near_opacity, occlusion_ramp
-from .nerf_render import NeRFModel, pixel_radius
+from .nerf_config import NeRFConfig, check_config
+from .nerf_data import PosedImages, check_bounds, load_split, summary
+from .nerf_options import add_fit_arguments, config_from_args, resume_config_from_args  # noqa: F401 (the CLI's)
+from .nerf_render import NeRFModel
+from .nerf_task import (NeRFTask, _optional_split, build_model, eval_background, finish, refined_split,
+                        spaced_indices, test_metrics)
 from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import Trainer, resolve_device
-
-def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
-    cfg.field.n_images = n_images
-    model = NeRFModel(aabb, cfg.field, cfg.render, cfg.background, seed=cfg.model_seed)
-    if cfg.optimize_cameras:
-        model.pose_correction = PoseCorrection(n_images, cfg.camera_lr)
-    return model
-
-
-def eval_background(name: str) -> str:
-    return "black" if name == "black" else "white"
-
-
-class NeRFTask:
-    """Random rays across every training image; see the trainer's task protocol."""
-
-    def __init__(self, model: NeRFModel, train: PosedImages, val: PosedImages | None, cfg: NeRFConfig,
-                 device: torch.device, run_dir: Path | None = None):
-        self.model, self.train, self.val, self.cfg, self.device = model, train, val, cfg, device
-        self.run_dir = run_dir
-        self.radius = pixel_radius(train.cameras).to(device=device, dtype=torch.float32)  # per training camera
-        self.c2w = train.cameras.c2w.to(device)  # the dataset poses the camera corrections start from
-        self.n_rays = cfg.init_rays
-        self.total_samples = 0
-        self.timings: dict[str, float] | None = None  # set to {} to accumulate march/field/composite seconds
-        self.last_step = 0
-
-    def state_dict(self) -> dict:
-        return {"n_rays": self.n_rays, "total_samples": self.total_samples}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.n_rays = int(state.get("n_rays", self.n_rays))
-        self.total_samples = int(state.get("total_samples", 0))
-
-    def batch(self, step: int, generator: torch.Generator) -> dict:
-        self.last_step = step
-        self.model.update_grid(step, generator)
-        n = self.n_rays
-        flat = torch.randint(self.train.n_pixels, (n,), generator=generator)
-        img, uv = self.train.locate(flat)
-        rgba = self.train.pixels[flat].float().to(self.device) / 255.0
-        weight = None if self.train.masks is None else self.train.masks[flat].float().to(self.device) / 255.0
-        depth = None
-        if self.cfg.depth_weight > 0:  # rays through depth samples ride along after the n colour rays
-            pick = torch.randint(len(self.train.depth), (self.cfg.depth_rays,), generator=generator)
-            img, uv = torch.cat([img, self.train.depth.image[pick]]), torch.cat([uv, self.train.depth.uv[pick]])
-            depth = self.train.depth.t[pick].to(self.device)
-        rays_o, rays_d = self.train.rays(img, uv, self.device)
-        bg = background_color(self.cfg.background, len(img), generator, self.device)
-        near = far = None
-        if self.train.near_far is not None:
-            near, far = (self.train.near_far[img, 0].to(self.device), self.train.near_far[img, 1].to(self.device))
-        jitter = torch.rand(len(img), generator=generator).to(self.device)
-        occlusion = None  # where the near-stretch points sit in their strata, for the first colour rays
-        if self.cfg.occlusion_weight > 0:
-            occlusion = torch.rand(min(n, self.cfg.occlusion_rays), self.cfg.occlusion_samples,
-                                   generator=generator).to(self.device)
-        return {"rays_o": rays_o, "rays_d": rays_d, "radii": self.radius[img.to(self.device)],
-                "target": composite_background(rgba, bg[:n]), "bg": bg, "weight": weight,
-                "image_idx": img.to(self.device), "near": near, "far": far, "depth": depth, "jitter": jitter,
-                "occlusion_jitter": occlusion, "occlusion_scale": occlusion_ramp(step, self.cfg.occlusion_warmup)}
-
-    def loss(self, model: NeRFModel, b: dict):
-        """The colour MSE of the first n rays and, with depth rays after them, the depth loss of those; with the
-        occlusion loss, the opacity just past the near bound of the first colour rays, times its warm-up ramp; with
-        --optimize-cameras, every ray from its camera's corrected pose and the corrections' regularizer; with the
-        distortion loss, its mean over all rays."""
-        use_amp = self.cfg.amp and self.device.type == "cuda"
-        rays_o, rays_d = b["rays_o"], b["rays_d"]
-        if model.pose_correction is not None:  # each training ray from its camera's corrected pose
-            rays_o, rays_d = model.pose_correction(rays_o, rays_d, b["image_idx"], self.c2w)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            out = model.render_rays(rays_o, rays_d, near=b["near"], far=b["far"], background=b["bg"],
-                                    image_idx=b["image_idx"], jitter=b["jitter"], train=True,
-                                    timings=self.timings, radii=b["radii"])
-        n, total, samples = b["target"].shape[0], rays_o.shape[0], out["n_samples"]
-        err = (out["rgb"][:n] - b["target"]) ** 2
-        mse = err.mean() if b["weight"] is None else (err.mean(1) * b["weight"]).sum() / b["weight"].sum().clamp(min=1)
-        if not mse.requires_grad:  # no sample hit an occupied cell: keep the step well defined
-            mse = mse + 0.0 * sum(p.sum() for p in model.parameters())
-        terms, stats = {"mse": mse}, {"psnr_train": mse_to_psnr(float(mse.detach())), "rays": total,
-                                      "samples_per_ray": samples / total}
-        if b["depth"] is not None:
-            terms["depth"] = depth_loss(out["depth"][n:], b["depth"])
-        if model.pose_correction is not None and self.cfg.camera_reg > 0:
-            terms["camera_reg"] = model.pose_correction.penalty(model.diagonal)
-        if self.cfg.distortion_weight > 0:  # mip-NeRF 360: each ray's weight in one compact interval
-            terms["distortion"] = distortion_loss(out["weights"], out["t_starts"], out["t_ends"], out["ray_indices"],
-                                                  total, model.diagonal).mean()
-        if b["occlusion_jitter"] is not None:
-            r = b["occlusion_jitter"].shape[0]  # the stretch starts where the marcher does: --near, else per image
-            per_image = b["near"] is not None and self.cfg.render.near is None
-            near = b["near"][:r] if per_image else torch.full((r,), model.default_near(), device=self.device)
-            terms["occlusion"] = b["occlusion_scale"] * near_opacity(
-                model.field.density, rays_o[:r], rays_d[:r], near, self.cfg.occlusion_margin,
-                b["occlusion_jitter"])
-        self.total_samples += samples
-        # adapt the colour ray count toward target_samples per step, all rays counted (geometric step, bounded)
-        want = total * (self.cfg.target_samples / max(samples, 1)) ** 0.5 - (total - n)
-        self.n_rays = int(min(max(want, self.cfg.min_rays), self.cfg.max_rays))
-        return terms, stats
-
-    def evaluate(self, model: NeRFModel) -> dict:
-        split = self.val if self.val is not None else refined_split(model, self.train)
-        scores = []
-        for i in range(min(self.cfg.val_images, len(split))):
-            pred, target = render_and_target(model, split, i, self.cfg.background)
-            scores.append(psnr(pred, target))
-            if self.run_dir is not None and i == 0:  # periodic validation render: truth | prediction
-                from .imgio import write_image  # noqa: PLC0415
-
-                (self.run_dir / "val").mkdir(exist_ok=True)
-                write_image(self.run_dir / "val" / f"step_{self.last_step + 1:06d}.png",
-                            np.concatenate([target.numpy(), pred.numpy()], axis=1))
-        return {"psnr": float(np.mean(scores)), "occupied": self.model.grid.occupied_fraction}
-
-
-def refined_split(model: NeRFModel, train: PosedImages) -> PosedImages:
-    """The training split with its cameras' learned corrections applied (itself without --optimize-cameras)."""
-    if model.pose_correction is None:
-        return train
-    fitted = model.pose_correction.delta.shape[0]
-    if len(train) != fitted:
-        raise UserError(f"the training split has {len(train)} photos now, the run refined the poses of {fitted}: "
-                        "the dataset changed since the fit")
-    c2w = model.pose_correction.refined(train.cameras.c2w)
-    return replace(train, cameras=replace(train.cameras, c2w=c2w.to(train.cameras.c2w.dtype)))
-
-
-def render_and_target(model: NeRFModel, split: PosedImages, i: int, background: str):
-    """Render image i of a split and its ground truth on the evaluation background: (H, W, 3) each."""
-    bg = torch.ones(3) if eval_background(background) == "white" else torch.zeros(3)
-    rgba = split.image(i)
-    target = composite_background(rgba.reshape(-1, 4), bg).reshape(*rgba.shape[:2], 3)
-    near = far = None
-    if split.near_far is not None:
-        near, far = float(split.near_far[i, 0]), float(split.near_far[i, 1])
-    out = model.render_camera(split.cameras[i], near=near, far=far)
-    return out["rgb"].cpu(), target
-
-
-def spaced_indices(data: str, split: str, n: int) -> list[int]:
-    """``n`` evenly spaced frame indices of a split (all when it has fewer); [] when the split is absent."""
-    from .datasets import load_transforms  # noqa: PLC0415
-
-    try:
-        total = len(load_transforms(data, split))
-    except UserError as e:  # a malformed split is an error, not an absent one
-        if _absent(e):
-            return []
-        raise
-    return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int)).tolist()
-
-
-def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images: int | None,
-                 renders: dict | None = None) -> dict:
-    """Mean per-image PSNR and SSIM over ``n_images`` evenly spaced test images (None: all); ``renders``, when
-    given, receives {index: (prediction, target)} of each image scored (the fit reuses image 0's for its view)."""
-    count = len(test) if not n_images else min(n_images, len(test))
-    picks = np.unique(np.linspace(0, len(test) - 1, count).round().astype(int))
-    p, s = [], []
-    for i in picks:
-        pred, target = render_and_target(model, test, int(i), background)
-        if renders is not None and i == 0:
-            renders[0] = (pred, target)
-        p.append(psnr(pred, target))
-        s.append(ssim(pred.numpy(), target.numpy()))
-    return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),
-            "lpips": None, "lpips_note": lpips_note()}
-
-
-def lpips_note() -> str:
-    try:
-        import lpips  # noqa: F401, PLC0415
-    except ImportError:
-        return "absent: the lpips package and its network weights are not available offline"
-    return "absent: LPIPS needs pretrained network weights that this toolkit does not download"
-
 
 # -- fitting ------------------------------------------------------------------------------------------------------
 def fit(args) -> int:
@@ -260,48 +80,6 @@ def check_background(background: str, train: PosedImages, data: str, resuming: b
             raise UserError(f"{why}; this run was fitted with it and cannot continue: start a new run (--out) with "
                             "--background white, black or random")
         raise UserError(f"{why}; use --background white, black or random")
-
-
-def _absent(e: UserError) -> bool:
-    """Whether a loader error only says that a split is absent (no file for it, or no frame of it on disk)."""
-    return "no transforms_" in str(e) or "no frame with an existing image" in str(e)
-
-
-def _optional_split(data: str, split: str, downscale: int, indices=None) -> PosedImages | None:
-    """A split, or None when the dataset has none (a Blender file missing, or no frame of it on disk)."""
-    if indices is not None and len(indices) == 0:
-        return None
-    try:
-        return load_split(data, split, downscale, indices)
-    except UserError as e:
-        if _absent(e):
-            return None
-        raise
-
-
-def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: NeRFConfig,
-           test: PosedImages | None = None) -> dict:
-    """Final metrics on the test images (``test``, loaded before training; else the val, else the train split,
-    named in ``psnr_split``), a test render (the first image scored), curve.png and metrics.json."""
-    from .imgio import write_image  # noqa: PLC0415
-    from .plots import curve_png  # noqa: PLC0415
-
-    train = refined_split(model, task.train)
-    split, test = next((name, s) for name, s in (("test", test), ("val", task.val), ("train", train)) if s)
-    first = {}
-    metrics = test_metrics(model, test, cfg.background, None, renders=first)
-    if model.pose_correction is not None:
-        metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data, task.train.paths))
-    metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, train, 0, cfg.background)),
-                   steps=trainer.step_idx,
-                   seconds=round(trainer.seconds, 3), param=cfg.field.trunk.param,
-                   samples_per_s=task.total_samples / max(trainer.seconds, 1e-9),
-                   occupied=model.grid.occupied_fraction)
-    pred, target = first[0]
-    write_image(run / "test_view.png", np.concatenate([target.numpy(), pred.numpy()], axis=1))
-    curve_png(run / "curve.png", {cfg.field.trunk.param: trainer.history}, title="validation PSNR")
-    write_json(run / METRICS, metrics)
-    return metrics
 
 
 # -- commands on a run --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from rwf_render import cli, nerf
+from rwf_render import cli, nerf_task
 from rwf_render.datasets import load_transforms
 from rwf_render.errors import UserError
 from rwf_render.imgio import write_image
@@ -64,14 +64,14 @@ def fitted(tmp_path_factory):
     names of the split, index)."""
     root = tmp_path_factory.mktemp("fit")
     data = blender_scene(root / "data", {"train": 3, "val": 1, "test": 2})
-    calls, real = [], nerf.render_and_target
+    calls, real = [], nerf_task.render_and_target
 
     def counted(model, split, i, background):
         calls.append((tuple(split.names), i))
         return real(model, split, i, background)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(nerf, "render_and_target", counted)
+        mp.setattr(nerf_task, "render_and_target", counted)
         rc = _fit(data, root / "run")
     return types.SimpleNamespace(rc=rc, run=root / "run", data=data, calls=calls)
 

@@ -275,8 +275,8 @@ def test_resuming_an_unrefined_run_with_camera_lr_is_refused(tiny_scene, tmp_pat
 def test_a_changed_training_split_is_refused_not_misassigned(tiny_scene):
     """Corrections are per photo: a training split with another photo count than the fit's has no answer."""
     from rwf_render.errors import UserError
-    from rwf_render.nerf import refined_split
     from rwf_render.nerf_data import load_split
+    from rwf_render.nerf_task import refined_split
 
     model = torch.nn.Module()
     model.pose_correction = PoseCorrection(5)

@@ -268,7 +268,7 @@ def test_a_preset_sized_for_fourier_features_gives_the_hash_grid_its_own_field_s
     trunk behind the tables) and the Fourier lr. Another encoding than the preset's drops the preset's field size
     and lr; typed ones still win, and the preset's other settings (resolution, batch, steps) stay."""
     from rwf_render import cli
-    from rwf_render.nerf_config import config_from_args
+    from rwf_render.nerf_options import config_from_args
 
     monkeypatch.setenv("RWF_DATA", str(data_dir))
 

@@ -160,14 +160,14 @@ def test_presets_found_from_an_uninstalled_checkout(monkeypatch):
     the presets, but only when that checkout is on sys.path."""
     from importlib import metadata
 
-    from rwf_render import nerf
+    from rwf_render import nerf_options
 
-    root = str(Path(nerf.__file__).resolve().parents[1])
+    root = str(Path(nerf_options.__file__).resolve().parents[1])
     monkeypatch.setattr(metadata, "entry_points", lambda **kw: [])
     monkeypatch.setattr(sys, "path", [root] + [p for p in sys.path if p and Path(p).resolve() != Path(root)])
-    assert {"default", "lego", "lego-gpu", "lego-tancik", "bartoszek"} <= set(nerf.scene_presets())
+    assert {"default", "lego", "lego-gpu", "lego-tancik", "bartoszek"} <= set(nerf_options.scene_presets())
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p and Path(p).resolve() != Path(root)])
-    assert nerf.scene_presets() == {}
+    assert nerf_options.scene_presets() == {}
 
 
 def test_killed_fit_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_scene, tmp_path):

@@ -300,8 +300,9 @@ def test_a_render_into_a_folder_of_the_users_files_deletes_none(trained, tmp_pat
 
 def test_split_render_shows_what_eval_scores(trained, tmp_path):
     """With per-frame near/far in the dataset, `rwf render --split test` uses the bounds `rwf eval` renders with."""
-    from rwf_render.nerf import load_scene_model, render_and_target
+    from rwf_render.nerf import load_scene_model
     from rwf_render.nerf_data import load_split
+    from rwf_render.nerf_task import render_and_target
 
     assert cli.main(["render", str(trained), "--split", "test", "--out", str(tmp_path / "f")]) == 0
     model = load_scene_model(trained)

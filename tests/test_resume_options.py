@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from rwf_render import cli, image, nerf_config, sdf_options
+from rwf_render import cli, image, nerf_options, sdf_options
 from rwf_render.field_options import ALIASES as MODEL_ALIASES
 from rwf_render.resume import RUN_OPTIONS, _leaves, option_leaves
 
@@ -114,7 +114,7 @@ PIPELINES = {  # how each pipeline builds its config from the options, its alias
     "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, COMPANY),
     "sdf": (sdf_options.add_fit_arguments, sdf_options.config_from_args, sdf_options.ALIASES,
             {"clamp": ["--loss", "clamped"], **COMPANY}),
-    "nerf": (nerf_config.add_fit_arguments, lambda a: nerf_config._config(a, "data", None, {}), nerf_config.ALIASES,
+    "nerf": (nerf_options.add_fit_arguments, lambda a: nerf_options._config(a, "data", None, {}), nerf_options.ALIASES,
              COMPANY),
 }
 

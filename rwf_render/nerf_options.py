@@ -1,0 +1,256 @@
+"""A NeRF fit's options: the command line and the scene presets, turned into a ``NeRFConfig``.
+
+``add_fit_arguments`` defines ``rwf fit nerf``'s options; ``config_from_args`` merges them over a preset;
+``resume_config_from_args`` reopens a run for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+from .nerf_config import OCCLUSION_WARMUP, NeRFConfig
+from .nerf_data import BACKGROUNDS
+from .resume import option_clashes, resume_config, typed_options
+from .rundir import CHECKPOINT, CONFIG, load_checkpoint, read_json
+
+
+def scene_presets() -> dict:
+    """Every installed scene preset by name (the ``rwf_render.scenes`` entry points). Run from a source checkout
+    that is not installed (no entry points, as on a bare GPU machine with ``PYTHONPATH`` set), the ``scenes``
+    package beside ``rwf_render`` provides them."""
+    from importlib import import_module, metadata  # noqa: PLC0415
+
+    presets = {}
+    for entry in metadata.entry_points(group="rwf_render.scenes"):
+        presets.update(entry.load()())
+    beside = Path(__file__).resolve().parents[1] / "scenes" / "__init__.py"
+    if not presets and beside.is_file() and str(beside.parents[1]) in [str(Path(p).resolve()) for p in sys.path]:
+        presets.update(import_module("scenes").presets())
+    return presets
+
+
+def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
+    """(dataset path, preset name or None, preset settings) for the SCENE argument (None: the built-in default)."""
+    if scene is not None and Path(scene).exists():
+        return str(Path(scene).resolve()), None, {}
+    presets = scene_presets()
+    name = scene or "default"
+    if name not in presets:
+        known = ", ".join(sorted(presets)) or "none installed"
+        raise UserError(f"{scene}: no such dataset folder, and not a scene preset (presets: {known})")
+    preset = presets[name]
+    return str(preset.prepare(quiet=args.quiet)), name, {k: v for k, (v, _why) in preset.settings.items()}
+
+
+ENCODING_SIZED = ("depth", "width", "features", "sigma", "lr")
+"""preset settings chosen for the preset's encoding, dropped when another encoding is typed"""
+
+
+def config_from_args(args) -> NeRFConfig:
+    return _config(args, *resolve_scene(args.scene, args))
+
+
+def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
+    """The config of the options in ``args`` over the ``preset`` settings, over the built-in defaults."""
+
+    def pick(name, default):
+        value = getattr(args, name, None)
+        return value if value is not None else preset.get(name, default)
+
+    cfg = NeRFConfig(data=data, scene=scene)
+    cfg.downscale = pick("downscale", 1)
+    cfg.background = pick("background", "white")
+    cfg.field.set_param(pick("param", "rwf"))
+    pos = cfg.field.pos
+    pos.kind = pick("encoding", "fourier")
+    hashgrid = pos.kind == "hashgrid"
+    if pos.kind != preset.get("encoding", "fourier"):
+        # a preset sizes its field and learning rate for its own encoding (lego-gpu: width 256 for Fourier
+        # features); with another encoding they fall back to that encoding's defaults, unless typed
+        preset = {k: v for k, v in preset.items() if k not in ENCODING_SIZED}
+    for name in ("hash_levels", "hash_log2_size", "hash_max_res") if not hashgrid else ("features", "sigma"):
+        if getattr(args, name, None) is not None:
+            other = "--encoding hashgrid" if hashgrid else f"--encoding {pos.kind}"
+            raise UserError(f"--{name.replace('_', '-')} does not apply to {other}")
+    # a hash grid carries the detail in its tables: instant-ngp's small MLP (one hidden layer of 64) and lr 1e-2
+    cfg.field.trunk.depth = pick("depth", 2 if hashgrid else 4)
+    cfg.field.trunk.width = pick("width", 64 if hashgrid else 128)
+    pos.m, pos.sigma = pick("features", 128), pick("sigma", 8.0)
+    # 2^17 entries a level (not instant-ngp's 2^19): on the built-in scene 30.47 against 30.73 dB, 3x faster on a CPU
+    pos.levels, pos.log2_size = pick("hash_levels", 16), pick("hash_log2_size", 17)
+    pos.max_res = pick("hash_max_res", 1024)
+    cfg.field.view_dependent = not pick("no_view_dependence", False)
+    cfg.field.appearance_dim = pick("appearance_dim", 0)
+    cfg.field.mip = pick("mip", False)
+    cfg.field.density_act = pick("density_act", "trunc_exp")
+    cfg.render.grid_levels = pick("grid_levels", 1)
+    if hashgrid:  # the tables span every cascade: positions outside the box keep their own features
+        cfg.field.pos_extent = float(2 ** (cfg.render.grid_levels - 1))
+    cfg.render.grid_resolution = pick("grid_resolution", 128)
+    cfg.render.steps_per_diagonal = pick("steps_per_diagonal", 1024)
+    cfg.render.cone_angle = pick("cone_angle", 0.0)
+    cfg.render.near, cfg.render.far = pick("near", None), pick("far", None)
+    cfg.render.far_bounds = pick("far_bounds", True)
+    cfg.render.sampler = pick("sampler", "grid")
+    cfg.target_samples = pick("target_samples", 1 << 15)
+    rays = pick("rays", None)  # a fixed ray count (the Tancik protocol) instead of the adaptive one
+    if rays:
+        cfg.init_rays = cfg.min_rays = cfg.max_rays = rays
+    t = cfg.train
+    t.steps, t.lr, t.schedule = pick("steps", 3000), pick("lr", 1e-2 if hashgrid else 3e-3), pick("schedule", "exp")
+    t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
+    cfg.eval_images = pick("eval_images", 8)
+    cfg.depth_rays = pick("depth_rays", 256)
+    depth_weight = pick("depth_loss", 0.0)
+    if depth_weight:
+        t.loss_weights["depth"] = depth_weight
+    distortion_weight = pick("distortion_loss", 0.0)
+    if distortion_weight:
+        t.loss_weights["distortion"] = distortion_weight
+    occlusion_weight = pick("occlusion_loss", 0.0)
+    if occlusion_weight:
+        t.loss_weights["occlusion"] = occlusion_weight
+    cfg.occlusion_margin = pick("occlusion_margin", 0.05)
+    cfg.occlusion_warmup = pick("occlusion_warmup", OCCLUSION_WARMUP)
+    cfg.optimize_cameras = pick("optimize_cameras", False)
+    cfg.camera_lr = pick("camera_lr", 3e-4)
+    camera_reg = pick("camera_reg", None)
+    if camera_reg is not None:
+        t.loss_weights["camera_reg"] = camera_reg
+    for name in ("camera_lr", "camera_reg"):  # a resumed run's own setting decides there
+        if getattr(args, name, None) is not None and not cfg.optimize_cameras and not getattr(args, "resume", 0):
+            raise UserError(f"--{name.replace('_', '-')} applies to --optimize-cameras")
+    t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
+    cfg.model_seed = args.seed
+    return cfg
+
+
+ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"), "encoding": ("field.pos.kind",),
+           "features": ("field.pos.m",), "sigma": ("field.pos.sigma",), "depth": ("field.trunk.depth",),
+           "hash_levels": ("field.pos.levels",), "hash_log2_size": ("field.pos.log2_size",),
+           "hash_max_res": ("field.pos.max_res",),
+           "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",),
+           "depth_loss": ("train.loss_weights.depth",), "occlusion_loss": ("train.loss_weights.occlusion",),
+           "distortion_loss": ("train.loss_weights.distortion",), "camera_reg": ("train.loss_weights.camera_reg",)}
+"""config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
+
+
+def resume_config_from_args(args) -> NeRFConfig:
+    """The saved config of the run to resume, with ``--steps`` and ``--device`` applied (``--deterministic`` can
+    only be turned on). Every other option typed must agree with the run's config.json, which decides: SCENE must
+    be the run's dataset, an option its saved value, so the fit's own command with --resume added works."""
+    if not args.out:
+        raise UserError("--resume needs --out RUN")
+    run = Path(args.out)
+    saved = read_json(run / CONFIG) if (run / CONFIG).is_file() else {"kind": "nerf"}
+    kind = saved.get("kind") if isinstance(saved, dict) else None
+    if kind != "nerf":
+        raise UserError(f"{run}: not a nerf run (its config.json says kind {kind!r})")
+    cfg = resume_config(run, NeRFConfig.from_dict, args.steps)
+    for name in ("camera_lr", "camera_reg"):
+        if getattr(args, name, None) is not None and not cfg.optimize_cameras:
+            raise UserError(f"{run}: --{name.replace('_', '-')} applies to --optimize-cameras, and this run was "
+                            "fitted without it")
+    typed = typed_options(args, add_fit_arguments)
+    data = resolve_scene(args.scene, args)[0] if "scene" in typed else cfg.data
+    # the options typed, over the saved dataset (a preset's other settings are the run's already)
+    fresh = _config(args, data, cfg.scene, {}).to_dict()
+    fresh["data"], saved_dict = str(Path(data).resolve()), cfg.to_dict()
+    saved_dict["data"] = str(Path(cfg.data).resolve())
+    clash = option_clashes(args, add_fit_arguments, fresh, saved_dict, ALIASES, {"steps", "device", "deterministic"})
+    if clash:
+        raise UserError(f"{run}: --resume continues the run as configured in {CONFIG}; these options differ from "
+                        f"it: {'; '.join(clash)} (only --steps and --device may change; start a new run instead)")
+    cfg.train.device = args.device  # where to continue is this machine's business, not the saved run's
+    cfg.train.deterministic = cfg.train.deterministic or args.deterministic
+    if (run / CHECKPOINT).is_file():
+        done = load_checkpoint(run / CHECKPOINT).get("step", 0)
+        done = int(done) if isinstance(done, (int, float)) else 0  # a damaged one is refused by Trainer.resume
+        if done > cfg.train.steps:
+            raise UserError(f"{run}: the checkpoint is at step {done}, past --steps {cfg.train.steps}")
+    return cfg
+
+
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import add_run_arguments, positive_float, positive_int  # noqa: PLC0415
+    from .field_options import learning_rate  # noqa: PLC0415
+
+    p.add_argument("scene", nargs="?", metavar="SCENE",
+                   help="dataset folder (transforms.json) or a preset name (default: a built-in synthetic scene)")
+    add_run_arguments(p, "nerf", compare=False)
+    d = p.add_argument_group("data (defaults: the preset's, else these)")
+    d.add_argument("--downscale", type=positive_int, help="integer image downscale (default 1)")
+    d.add_argument("--background", choices=BACKGROUNDS,
+                   help="white (default) | black | random | learned (what lies beyond the scene, for photos "
+                        "without alpha)")
+    d.add_argument("--near", type=positive_float,
+                   help="ray start, over any per-image bounds of the dataset (default: those, else 2%% of the box "
+                        "diagonal)")
+    d.add_argument("--far", type=positive_float,
+                   help="ray end, over any per-image bounds of the dataset (default: those, else where rays leave "
+                        "the grid)")
+    d.add_argument("--far-bounds", action=argparse.BooleanOptionalAction, default=None,
+                   help="use the dataset's per-image far bounds (default); --no-far-bounds: rays end where they "
+                        "leave the grid (captures around an object, whose background lies beyond the farthest "
+                        "point structure from motion found)")
+    m = p.add_argument_group("field")
+    m.add_argument("--param", choices=["plain", "wn", "rwf"], help="linear layers (default rwf)")
+    m.add_argument("--encoding", choices=["fourier", "pe", "hashgrid"],
+                   help="position encoding (default fourier); hashgrid: instant-ngp's multiresolution hash tables, "
+                        "with a smaller trunk (2 x 64) and lr 1e-2 by default; another encoding than a preset's drops "
+                        "the preset's depth, width, features, sigma and lr")
+    m.add_argument("--features", type=positive_int, help="Fourier features (default 128)")
+    m.add_argument("--sigma", type=positive_float, help="Fourier sigma, cycles per box side (default 8)")
+    m.add_argument("--hash-levels", type=positive_int, help="hash grid resolution levels (default 16)")
+    m.add_argument("--hash-log2-size", type=positive_int,
+                   help="log2 of a hashed level's table entries (default 17: 16 levels x 2^17 x 2 features; "
+                        "instant-ngp's 19 for large scenes)")
+    m.add_argument("--hash-max-res", type=positive_int,
+                   help="finest hash grid resolution across the encoded box (default 1024; the coarsest is 16)")
+    m.add_argument("--depth", type=positive_int, help="trunk linear layers (default 4; 2 with hashgrid)")
+    m.add_argument("--width", type=positive_int, help="trunk width (default 128; 64 with hashgrid)")
+    m.add_argument("--no-view-dependence", action="store_true", default=None, help="colour from position only")
+    m.add_argument("--appearance-dim", type=int, help="per-image appearance embedding (default 0: off)")
+    m.add_argument("--mip", action=argparse.BooleanOptionalAction, default=None,
+                   help="integrate the position encoding over each sample's footprint, its length along the ray "
+                        "and its pixel's cone (mip-NeRF): features finer than a sample fade instead of aliasing "
+                        "(default off)")
+    r = p.add_argument_group("marching")
+    r.add_argument("--sampler", choices=["grid", "dense"], help="occupancy grid (default) or every lattice point")
+    r.add_argument("--grid-resolution", type=positive_int, help="occupancy cells per axis (default 128)")
+    r.add_argument("--grid-levels", type=positive_int, help="cascades (default 1)")
+    r.add_argument("--steps-per-diagonal", type=positive_int, help="marching steps across the box (default 1024)")
+    r.add_argument("--cone-angle", type=float, help="step growth with distance (default 0)")
+    r.add_argument("--target-samples", type=positive_int, help="samples per training step (default 32768)")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")
+    t.add_argument("--lr", type=learning_rate, help="Adam learning rate (default 3e-3)")
+    t.add_argument("--schedule", choices=["const", "exp", "cos"], help="lr schedule (default exp to 0.1x)")
+    t.add_argument("--eval-every", type=positive_int, help="validation every N steps (default 250)")
+    t.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N steps (default 500)")
+    t.add_argument("--eval-images", type=positive_int, help="test images scored at the end of a fit (default 8)")
+    t.add_argument("--depth-loss", type=float, metavar="W",
+                   help="weight of the relative L1 between rendered depth and the dataset's depth maps "
+                        "(depth_file_path; default 0: off)")
+    t.add_argument("--depth-rays", type=positive_int, help="rays through depth samples per step (default 256)")
+    t.add_argument("--distortion-loss", type=float, metavar="W",
+                   help="weight of mip-NeRF 360's distortion loss (each ray's weights in one compact interval, "
+                        "distances over the scene box's diagonal: no haze or floaters; default 0: off)")
+    t.add_argument("--occlusion-loss", type=float, metavar="W",
+                   help="weight of the mean opacity just past each training ray's near bound (FreeNeRF's occlusion "
+                        "loss: no floaters in front of the cameras; default 0: off)")
+    t.add_argument("--occlusion-margin", type=float, metavar="M",
+                   help="the occlusion loss reads [near, near (1 + M)] of each ray (default 0.05)")
+    t.add_argument("--occlusion-warmup", type=int, metavar="STEPS",
+                   help="the occlusion loss's weight rises linearly from 0 to W over the first STEPS steps (default "
+                        f"{OCCLUSION_WARMUP})")
+    t.add_argument("--optimize-cameras", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn a rigid correction of each training camera's pose (nerfstudio's SO3xR3 camera "
+                        "optimizer), for captures whose poses are off; writes cameras_refined.json (default off)")
+    t.add_argument("--camera-lr", type=learning_rate, help="learning rate of those corrections (default 3e-4)")
+    t.add_argument("--camera-reg", type=float, metavar="W",
+                   help="weight of nerfstudio's pull of the corrections toward zero, 1e-3 x mean rotation (rad) + "
+                        "1e-2 x mean translation (default 1; 0: none)")
