@@ -132,9 +132,14 @@ def add_run_arguments(p: argparse.ArgumentParser, kind: str, compare: bool = Tru
     if compare:
         g.add_argument("--compare", action="store_true", help="train plain, wn and rwf at equal budget into RUN/*")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_argument(g)
     g.add_argument("--seed", type=seed_number, default=0, help="seeds the model and the sampling (0..2^32-1)")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
+
+
+def add_device_argument(p) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to compute (default: auto, the GPU when torch sees one, else the CPU)")
 
 
 def _pipeline(kind: str):
@@ -197,6 +202,12 @@ def _with_live_viewer(fit):
     """``--view``: attach the viewer package's live callback (entry point ``rwf_render.live``) to the trainer."""
 
     def run(args) -> int:
+        if getattr(args, "resume", False) and getattr(args, "force", False):
+            raise UserError("--resume continues the run in --out and --force replaces it: pass one of them")
+        if not getattr(args, "view", False):
+            for dest, default in (("host", "127.0.0.1"), ("port", 8080)):
+                if option_typed(args, dest, default):
+                    raise UserError(f"--{dest} sets the live viewer's address: it needs --view")
         if getattr(args, "view", False):
             entries = list(metadata.entry_points(group="rwf_render.live"))
             if not entries:
@@ -228,14 +239,14 @@ def build_parser() -> Parser:
 
     ev = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
     ev.add_argument("run", metavar="RUN", help="run directory")
-    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_argument(ev)
     ev.set_defaults(func=_run_command("eval"))
 
     rd = sub.add_parser("render", help="render a run from its checkpoint")
     rd.add_argument("run", metavar="RUN", help="run directory")
-    rd.add_argument("--scale", type=render_scale, default=1.0, help="image runs: resolution factor")
+    rd.add_argument("--scale", type=render_scale, default=1.0, help="image runs: resolution factor (default: 1)")
     rd.add_argument("--out", default=None, help="output file or folder (default: inside RUN)")
-    rd.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_argument(rd)
     rd.set_defaults(func=_run_command("render", _add_pipeline_arguments(rd, "add_render_arguments")))
 
     ex = sub.add_parser("export", help="export a run's geometry")
@@ -243,14 +254,14 @@ def build_parser() -> Parser:
     ex_sub.required = True
     mesh = ex_sub.add_parser("mesh", help="marching-cubes mesh of an sdf or nerf run")
     mesh.add_argument("run", metavar="RUN", help="run directory")
-    mesh.add_argument("--res", type=positive_int, default=256, help="grid resolution per axis")
+    mesh.add_argument("--res", type=positive_int, default=256, help="grid resolution per axis (default: 256)")
     mesh.add_argument("--format", choices=["ply", "obj", "glb"], default=None, help="default: from --out, else ply")
     mesh.add_argument("--out", default=None, help="output file (default: RUN/mesh.<format>)")
     mesh.add_argument("--min-component", type=unit_fraction, default=0.0, metavar="FRACTION",
                       help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
     mesh.add_argument("--quiet", action="store_true",
                       help="no progress bar (the grid's evaluation; nerf --pointcloud and --poisson: the renders)")
-    mesh.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_argument(mesh)
     mesh.set_defaults(func=_run_command("export_mesh", _add_pipeline_arguments(mesh, "add_export_arguments")))
 
     for entry in metadata.entry_points(group="rwf_render.commands"):

@@ -68,9 +68,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # torch.save's: no file named
-            raise OSError(e.errno, e.strerror, str(path)) from e
+        cause = _os_error_behind(e) if isinstance(e, Exception) else None
+        if cause is not None and cause.filename is None and cause.errno is not None:  # names no file: name ours
+            raise OSError(cause.errno, cause.strerror, str(path)) from e
         raise
+
+
+def _os_error_behind(e: BaseException) -> OSError | None:
+    """``e`` if an OSError, or the OSError it was raised while handling: torch.save's zip writer turns a full disk
+    into ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``, the OSError left as its context."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 @contextlib.contextmanager
@@ -122,15 +134,43 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
+RUN_KINDS = ("image", "sdf", "nerf")
+"""the ``kind`` a run's config.json names"""
+COMPARE_FILES = ("compare.json", "compare.md", "compare.png")
+"""what a ``--compare`` writes beside its sub-runs"""
+
+
+def _is_single_run(path: Path) -> bool:
+    """Whether ``path`` holds a run of this toolkit: a config.json naming one of its kinds of run (another tool's
+    config.json, or a file that is not JSON, is not a run)."""
+    config = path / CONFIG
+    if not config.is_file() or config.is_symlink():
+        return False
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("kind") in RUN_KINDS
+
+
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a run (its config.json) or a ``--compare`` of runs: a folder of them, or of nothing
-    but their (possibly empty) folders, as a --compare interrupted before its first config.json leaves it."""
-    if (path / CONFIG).is_file():
+    """Whether ``--force`` may empty ``path``: it holds a run (its own config.json), or a ``--compare`` of runs,
+    that is sub-run folders named plain, wn or rwf (each a run, or empty as a --compare interrupted before its
+    first config.json leaves it) and nothing else but the comparison's own files. A folder that only holds runs
+    among other things (a folder of runs, a project with notes) is not one: ``--out runs --force``, a slip for
+    ``runs/x``, must not delete every run in it."""
+    if _is_single_run(path):
         return True
-    children = list(path.iterdir())
-    if any(child.is_dir() and (child / CONFIG).is_file() for child in children):
-        return True
-    return all(child.is_dir() and child.name in COMPARE_PARAMS for child in children)
+    subruns = 0
+    for child in path.iterdir():
+        if child.name in COMPARE_PARAMS and child.is_dir() and not child.is_symlink():
+            if not (_is_single_run(child) or not any(child.iterdir())):
+                return False
+            subruns += 1
+        elif not (child.is_file() and not child.is_symlink()
+                  and (child.name in COMPARE_FILES or _TEMPORARY.match(child.name))):
+            return False
+    return subruns > 0
 
 
 def check_out_holds_no_input(out: Path, inputs) -> None:
@@ -216,8 +256,8 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         if not force:
             raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
         if not is_run_dir(path):
-            raise UserError(f"{path}: holds files but no {CONFIG}, so it is not a run; --force replaces only runs "
-                            f"(choose another --out)")
+            raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
+                            f"of runs; --force replaces only those (choose another --out)")
         for child in path.iterdir():  # the folder itself stays: it carries the lock
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rwf_render.cli import int_in, port_number
+from rwf_render.cli import add_device_argument, int_in, port_number
 from rwf_render.errors import UserError
 
 from .app import UP_CHOICES
@@ -31,7 +31,7 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
                    help="initial maximum resolution, longer side (default 512; NeRF runs on a CPU 256)")
     p.add_argument("--up", choices=UP_CHOICES, default="auto",
                    help="scene up axis (auto: image +y, sdf +y, nerf the training cameras' mean up)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_argument(p)
     p.add_argument("--verbose", action="store_true", help="print one line per frame sent")
 
 
