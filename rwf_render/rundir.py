@@ -272,6 +272,10 @@ def load_run_config(run: str | os.PathLike) -> dict:
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
     if not (run / CONFIG).is_file():
+        subruns = [run / p for p in COMPARE_PARAMS if (run / p / CONFIG).is_file()]
+        if subruns and is_run_dir(run):
+            raise UserError(f"{run}: a --compare of runs, not one run; give one of them: "
+                            + ", ".join(map(str, subruns)))
         raise UserError(f"{run}: not a run directory (no {CONFIG})")
     cfg = read_json(run / CONFIG)
     if not isinstance(cfg, dict) or "kind" not in cfg:

@@ -162,3 +162,13 @@ def test_every_device_option_says_what_auto_means():
                 stack.extend(action.choices.values())
     assert len(helps) >= 6  # fit image, sdf, nerf; eval; render; export mesh; view
     assert all(h and "default: auto" in h for h in helps)
+
+
+@pytest.mark.parametrize("argv", [["eval"], ["render"], ["export", "mesh"]])
+def test_a_command_on_a_compare_folder_names_its_runs(tmp_path, capsys, argv):
+    image, cmp = _image(tmp_path / "a.png"), tmp_path / "cmp"
+    assert _fit(image, cmp, "--compare") == 0
+    capsys.readouterr()
+    assert cli.main([*argv, str(cmp)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--compare" in err and all(str(cmp / p) in err for p in ("plain", "wn", "rwf"))
