@@ -16,19 +16,30 @@ same commands stand-alone. Every command validates its inputs before writing, ne
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
-from rwf_render.cli import Parser, int_in, nonneg_int, positive_float, positive_int, standalone
-from rwf_render.errors import UserError
+from rwf_render.cli import Parser, int_in, nonneg_int, positive_float, positive_int, seed_number, standalone
+from rwf_render.errors import UserError, out_of_memory
 
 
 def _synth(args) -> int:
     from .synth import demo_mesh, render_dataset  # noqa: PLC0415  (open3d loads only when needed)
 
     mesh = demo_mesh() if args.mesh == "demo" and not Path("demo").exists() else args.mesh
-    render_dataset(mesh, args.out, res=args.res, n_views=args.views, n_val=args.val, n_test=args.test,
-                   layout=args.layout, radius=args.radius, fov_deg=args.fov, depth=args.depth,
-                   background=args.background, supersample=args.supersample, seed=args.seed, force=args.force)
+    try:
+        render_dataset(mesh, args.out, res=args.res, n_views=args.views, n_val=args.val, n_test=args.test,
+                       layout=args.layout, radius=args.radius, fov_deg=args.fov, depth=args.depth,
+                       background=args.background, supersample=args.supersample, seed=args.seed, force=args.force)
+    except (MemoryError, RuntimeError) as e:  # rwf's own message would suggest --target-samples, an option of fit
+        if os.environ.get("RWF_DEBUG") or not (isinstance(e, MemoryError) or out_of_memory(e)):
+            raise
+        text = str(e).strip()
+        what = text.split("DefaultCPUAllocator: ")[-1].splitlines()[0] if text else "out of memory"
+        print(f"rwf: error: out of memory ({what}); try a smaller --res or --supersample (nothing was written; "
+              "RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -43,15 +54,11 @@ def _colmap(args) -> int:
 def _photos(args) -> int:
     from .sfm import photos_to_dataset  # noqa: PLC0415
 
-    if args.video is not None:
-        if len(args.paths) != 1:
-            raise UserError("with --video, give only OUT (rwf data photos --video FILE --fps F OUT)")
-        images, out = None, args.paths[0]
-    else:
-        if len(args.paths) != 2:
-            raise UserError("give IMAGES_DIR and OUT (or --video FILE OUT)")
-        images, out = args.paths
-    photos_to_dataset(out, images_dir=images, video=args.video, fps=args.fps, matching=args.matching,
+    if args.video is not None and args.images is not None:
+        raise UserError("with --video, give only OUT (rwf data photos --video FILE --fps F OUT)")
+    if args.video is None and args.images is None:
+        raise UserError("give IMAGES_DIR and OUT (or --video FILE OUT)")
+    photos_to_dataset(args.out, images_dir=args.images, video=args.video, fps=args.fps, matching=args.matching,
                       camera_model=args.camera_model, single_camera=not args.camera_per_image,
                       max_image_size=args.max_image_size, min_registered=args.min_registered, force=args.force,
                       seed=args.seed, bounds=args.bounds, depth=args.depth)
@@ -88,7 +95,11 @@ def _fov(text: str) -> float:
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    """A number in [0, 1]. (A ValueError would make argparse print "invalid _fraction value".)"""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text}")
     return value
@@ -115,20 +126,22 @@ def register(subparsers) -> None:
     p.add_argument("mesh", metavar="MESH", help='mesh file (obj, ply, glb, ...) or "demo"')
     p.add_argument("out", metavar="OUT")
     p.add_argument("--res", type=int_in(1, 8192, "a number of pixels"), default=200,
-                   help="image width and height, 1..8192 (default 200)")
-    p.add_argument("--views", type=positive_int, default=100, help="training views, at least 1 (default 100)")
-    p.add_argument("--val", type=nonneg_int, default=10, help="validation views (default 10)")
-    p.add_argument("--test", type=nonneg_int, default=20, help="test views, an orbit (default 20)")
+                   help="image width and height, 1..8192 (default: 200)")
+    p.add_argument("--views", type=positive_int, default=100, help="training views, at least 1 (default: 100)")
+    p.add_argument("--val", type=nonneg_int, default=10, help="validation views (default: 10)")
+    p.add_argument("--test", type=nonneg_int, default=20, help="test views, an orbit (default: 20)")
     p.add_argument("--layout", choices=["hemisphere", "sphere"], default="hemisphere",
-                   help="where train/val cameras are (default hemisphere, +Z up)")
+                   help="where train/val cameras are (default: hemisphere, +Z up)")
     p.add_argument("--radius", type=positive_float, default=3.2, help="camera distance; the mesh fits the unit "
-                   "sphere (default 3.2)")
-    p.add_argument("--fov", type=_fov, default=40.0, help="horizontal field of view, degrees (0..180)")
+                   "sphere (default: 3.2)")
+    p.add_argument("--fov", type=_fov, default=40.0, help="horizontal field of view, degrees, 0..180 (default: 40)")
     p.add_argument("--depth", action="store_true", help="also write 16-bit z-depth PNGs")
-    p.add_argument("--background", choices=["transparent", "white", "black"], default="transparent")
+    p.add_argument("--background", choices=["transparent", "white", "black"], default="transparent",
+                   help="transparent: RGBA images; white or black: RGB on that color (default: transparent)")
     p.add_argument("--supersample", type=int_in(1, 16, "a number of rays"), default=2,
-                   help="rays per pixel and axis, 1..16 (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="procedural texture and random val views")
+                   help="rays per pixel and axis, 1..16 (default: 2)")
+    p.add_argument("--seed", type=seed_number, default=0,
+                   help="seeds the procedural texture and the random val views, 0..2^32-1 (default: 0)")
     p.add_argument("--force", **force)
     p.set_defaults(func=_synth)
 
@@ -143,17 +156,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=_colmap)
 
     p = sub.add_parser("photos", help="structure from motion (pycolmap) on photos or a video, then convert")
-    p.add_argument("paths", nargs="+", metavar="[IMAGES_DIR] OUT")
-    p.add_argument("--video", default=None, metavar="FILE", help="take frames of this video instead of photos")
-    p.add_argument("--fps", type=positive_float, default=2.0, help="frames per second taken from --video")
+    p.add_argument("images", nargs="?", default=None, metavar="IMAGES_DIR",
+                   help="folder of photos (left out with --video)")
+    p.add_argument("out", metavar="OUT", help="dataset folder to write")
+    p.add_argument("--video", default=None, metavar="FILE",
+                   help="take frames of this video instead of photos (then give only OUT)")
+    p.add_argument("--fps", type=positive_float, default=2.0,
+                   help="frames per second taken from --video (default: 2)")
     p.add_argument("--matching", choices=["exhaustive", "sequential"], default=None,
-                   help="default: sequential for a video, exhaustive for photos")
+                   help="which image pairs to match (default: sequential for a video, exhaustive for photos)")
     p.add_argument("--camera-model", default="SIMPLE_RADIAL",
-                   choices=["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"])
+                   choices=["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"],
+                   help="COLMAP camera model to estimate (default: SIMPLE_RADIAL)")
     p.add_argument("--camera-per-image", action="store_true", help="one camera per image (zooms, mixed cameras)")
-    p.add_argument("--max-image-size", type=positive_int, default=1600, help="SIFT on images at most this size")
-    p.add_argument("--min-registered", type=_fraction, default=0.5, help="fail below this registered fraction")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-image-size", type=positive_int, default=1600,
+                   help="SIFT on images downscaled to at most this many pixels per side (default: 1600)")
+    p.add_argument("--min-registered", type=_fraction, default=0.5, metavar="FRACTION",
+                   help="fail when fewer than this fraction of the images is registered, 0..1 (default: 0.5)")
+    p.add_argument("--seed", type=seed_number, default=0,
+                   help="seeds COLMAP's random choices, 0..2^32-1 (default: 0)")
     _add_point_options(p)
     p.add_argument("--force", **force)
     p.set_defaults(func=_photos)
@@ -161,7 +182,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("llff", help="LLFF poses_bounds.npy to transforms.json")
     p.add_argument("dir", metavar="DIR", help="folder with poses_bounds.npy and images/")
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--images", default="images", help="image sub-folder (default images)")
+    p.add_argument("--images", default="images", help="image sub-folder (default: images)")
     p.add_argument("--no-copy", action="store_true", help="refer to the images instead of copying them")
     p.add_argument("--no-orient", action="store_true", help="keep the input axes")
     p.add_argument("--force", **force)
@@ -175,7 +196,8 @@ def register(subparsers) -> None:
     p = sub.add_parser("downscale", help="downscale a dataset's images and intrinsics by an integer factor")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--factor", "-k", type=positive_int, required=True, help="integer factor >= 2")
+    p.add_argument("--factor", "-k", type=positive_int, required=True,
+                   help="integer factor >= 2 (required)")
     p.add_argument("--force", **force)
     p.set_defaults(func=_downscale)
 

@@ -329,6 +329,7 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         errs, errs_colmap = np.linalg.norm(residuals, axis=1), np.linalg.norm(residuals / scales, axis=1)
         write_json(stage / "transforms.json", {**top, "frames": frames})
         report = {"n_images": len(ids), "n_cameras": len(model.cameras), "n_points": len(model.xyz),
+                  "observations": len(errs),
                   "rescaled_images": rescaled, "reproj_error": float(errs.mean()) if len(errs) else float("nan"),
                   "reproj_error_colmap_px": float(errs_colmap.mean()) if len(errs) else float("nan"),
                   "colmap_reproj_error": _observation_mean(model),
@@ -349,6 +350,8 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     # ours in the pixels of COLMAP's own figure; where images were rescaled, in theirs as well
     resized = (f" in the COLMAP cameras' pixels, {report['reproj_error']:.3f} px in the rescaled images'"
                if rescaled else "")
+    # both means over every observation (rwf data photos prints COLMAP's mean over the points before this)
     log(f"reprojection error of the converted cameras: {report['reproj_error_colmap_px']:.3f} px{resized} "
-        f"(COLMAP's: {report['colmap_reproj_error']:.3f} px) -> {Path(out) / 'transforms.json'}")
+        f"(COLMAP's: {report['colmap_reproj_error']:.3f} px) -> {Path(out) / 'transforms.json'}; both are means "
+        f"over all {report['observations']} observations")
     return report

@@ -20,9 +20,11 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 NGP_HALF = 0.5 / 0.33  # half-width of instant-ngp's scene box per unit of aabb_scale (see rwf_render.datasets)
 
 
-def check_output(out: str | Path, force: bool, inputs: tuple = ()) -> Path:
-    """Validate OUT before any work: it may exist only with ``force`` and must not contain or be an input."""
-    out = Path(out).resolve()
+def check_output(out: str | Path, force: bool, inputs: tuple = (), holders: tuple | None = None) -> Path:
+    """Validate OUT before any work: it may exist only with ``force``, must not contain or be an input, must not
+    lie inside an input folder (a converter writing into the dataset it reads; ``holders``: those folders, when not
+    every input), and its nearest existing folder must be writable."""
+    given, out = out, Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -31,24 +33,62 @@ def check_output(out: str | Path, force: bool, inputs: tuple = ()) -> Path:
         src = Path(src).resolve()
         if src == out or out in src.parents:
             raise UserError(f"{out}: the output folder would replace the input {src}")
+    for src in inputs if holders is None else holders:
+        src = Path(src).resolve()
+        if src in out.parents and src.is_dir():
+            raise UserError(f"{given}: the output folder lies inside the input folder {src}; choose one outside it")
+    if out.is_dir() and any(out.iterdir()) and not is_dataset(out):
+        raise UserError(f"{out}: holds files but no transforms.json or transforms_*.json, so it is not a dataset; "
+                        f"--force replaces only datasets (choose another OUT)")
+    _check_writable(given, out)
     return out
 
 
+def is_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset as these tools write them (a transforms.json, or Blender's
+    transforms_train.json and its siblings), the only kind of folder ``--force`` may replace: ``--force`` with OUT
+    a slip for a folder of the user's other files must not delete them."""
+    return any(f.is_file() for f in folder.glob("transforms*.json"))
+
+
+def _check_writable(given, out: Path) -> None:
+    """UserError naming OUT (as given) when it cannot be made: an existing file on its path, or a folder it would go
+    in that this user may not write (``os.access``; root passes it except on read-only mounts, and then the
+    mkdir in :func:`staged_output` gives the same message)."""
+    holder = next(d for d in (out.parent, *out.parent.parents) if d.exists() or d == d.parent)
+    if not holder.is_dir():
+        raise UserError(f"{given}: cannot create the output folder ({holder} is not a folder)")
+    if not os.access(holder, os.W_OK | os.X_OK):
+        raise UserError(f"{given}: cannot create the output folder (no permission to write in {holder})")
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the (empty) folders made to hold OUT, deepest first."""
+    for d in created:
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
 @contextlib.contextmanager
-def staged_output(out: str | Path, force: bool, inputs: tuple = ()):
+def staged_output(out: str | Path, force: bool, inputs: tuple = (), holders: tuple | None = None):
     """Yield a fresh staging folder; on success it becomes OUT (replacing an old OUT only with ``force``).
 
     On any exception the staging folder (and any parent folder made for OUT) is removed and OUT is left as it was.
+    A folder OUT cannot be made in is a UserError naming OUT (not the hidden staging folder).
     """
-    out = check_output(out, force, inputs)
+    given, out = out, check_output(out, force, inputs, holders)
     created = [d for d in (out.parent, *out.parent.parents) if not d.exists()]  # deepest first
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        _remove_created(created)
+        raise UserError(f"{given}: cannot create the output folder ({e.strerror or e})") from None
     moved = False
     try:
         yield stage
         _umask_permissions(stage)
-        check_output(out, force, inputs)  # someone may have created OUT meanwhile
+        check_output(out, force, inputs, holders)  # someone may have created OUT meanwhile
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / "x")
@@ -61,9 +101,7 @@ def staged_output(out: str | Path, force: bool, inputs: tuple = ()):
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
         if not moved:  # the folders made to hold OUT go too: a failure leaves nothing behind
-            for d in created:
-                with contextlib.suppress(OSError):
-                    d.rmdir()
+            _remove_created(created)
 
 
 def _umask_permissions(root: Path) -> None:

@@ -146,7 +146,10 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             taken.add(rel)
     done, sizes = {}, set()  # done: output path -> (width, height)
     sources = {p.parent for p in placed}  # frames may name files outside the dataset folder: those stay too
-    with staged_output(out, force, inputs=(base, *sources)) as stage:
+    # OUT may not go inside the dataset or a folder of its images, except one that holds the dataset itself (images
+    # in the folder above it): there OUT beside the dataset (rwf data downscale out/ out_half/) is the usual place
+    holders = (base, *(d for d in sources if d not in base.resolve().parents))
+    with staged_output(out, force, inputs=(base, *sources), holders=holders) as stage:
         def convert(path: Path, how) -> str:
             rel = placed[path.resolve()]
             if rel not in done:

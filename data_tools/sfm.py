@@ -146,6 +146,8 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
         raise UserError(f"matching must be exhaustive or sequential, got {matching!r}")
     if not 0 <= min_registered <= 1:
         raise UserError(f"--min-registered must be a fraction in [0, 1], got {min_registered}")
+    if not (isinstance(seed, int) and 0 <= seed < 2**32):  # COLMAP's seed is an unsigned 32-bit integer
+        raise UserError(f"seed must be an integer in 0..2^32-1, got {seed!r}")
     check_output(out, force, inputs=tuple(p for p in (images_dir, video) if p is not None))
     if images_dir is not None:
         list_images(images_dir)  # fails early on an empty or missing folder
@@ -183,8 +185,8 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
         err = rec.compute_mean_reprojection_error()
         sfm_seconds = time.perf_counter() - t0
         log(f"registered {registered}/{total} images, {rec.num_points3D()} points, mean reprojection error "
-            f"{err:.3f} px; SfM took {sfm_seconds:.1f} s (features {times['features']:.1f} s, matching "
-            f"{times['matching']:.1f} s, mapping {times['mapping']:.1f} s)")
+            f"{err:.3f} px per point (each point's mean over its observations); SfM took {sfm_seconds:.1f} s (features "
+            f"{times['features']:.1f} s, matching {times['matching']:.1f} s, mapping {times['mapping']:.1f} s)")
         model_dir = work / "model"
         model_dir.mkdir()
         rec.write_binary(str(model_dir))

@@ -254,6 +254,8 @@ def render_dataset(mesh, out: str | Path, res: int = 200, n_views: int = 100, n_
         raise UserError(f"field of view {fov_deg} deg: expected a value between 0 and 180")
     if n_views + n_val + n_test == 0:
         raise UserError("no views to render: --views, --val and --test are all 0")
+    if not (isinstance(seed, int) and 0 <= seed < 2**32):  # numpy's generators refuse a negative seed
+        raise UserError(f"seed must be an integer in 0..2^32-1, got {seed!r}")
     mesh_path = Path(mesh) if isinstance(mesh, (str, Path)) else None
     mesh, S = normalize_mesh(load_mesh(mesh))
     renderer = Renderer(mesh, ambient=ambient, supersample=supersample, seed=seed)

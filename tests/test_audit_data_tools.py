@@ -80,8 +80,9 @@ def test_llff_unreadable_poses_bounds_is_one_line(tmp_path, capsys, write):
 
 
 def test_llff_still_reads_a_good_file(tmp_path):
-    _llff(tmp_path)
-    assert main(["data", "llff", str(tmp_path), str(tmp_path / "out")]) == 0
+    (tmp_path / "scene").mkdir()
+    _llff(tmp_path / "scene")
+    assert main(["data", "llff", str(tmp_path / "scene"), str(tmp_path / "out")]) == 0  # OUT not inside DIR
     assert len(load_transforms(tmp_path / "out", "all")) == 3
 
 

@@ -102,13 +102,13 @@ def test_binary_and_text_models_convert_identically(data_dir, tmp_path):
     outs = []
     for kind in ("bin", "txt"):
         src = root / "sparse" / "0" if kind == "bin" else tmp_path / "txt"
-        assert main(["data", "colmap", str(src), str(root / "images"), str(tmp_path / kind / "out"),
+        assert main(["data", "colmap", str(src), str(root / "images"), str(tmp_path / f"out_{kind}"),
                      "--no-copy"]) == 0
-        meta = json.loads((tmp_path / kind / "out" / "transforms.json").read_text())
+        meta = json.loads((tmp_path / f"out_{kind}" / "transforms.json").read_text())
         meta.pop("source")
         outs.append(meta)
     assert outs[0] == outs[1]
-    assert (tmp_path / "bin/out/sparse_pc.ply").read_bytes() == (tmp_path / "txt/out/sparse_pc.ply").read_bytes()
+    assert (tmp_path / "out_bin/sparse_pc.ply").read_bytes() == (tmp_path / "out_txt/sparse_pc.ply").read_bytes()
 
 
 MODELS = {"SIMPLE_PINHOLE": [70.0, 33.0, 23.5], "PINHOLE": [70.0, 72.0, 31.0, 25.0],

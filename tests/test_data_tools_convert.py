@@ -22,18 +22,20 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 def test_llff_round_trip(tmp_path):
     n = 6
+    src = tmp_path / "scene"  # OUT may not lie inside DIR
+    src.mkdir()
     eyes = torch.tensor([[0.4 * math.cos(a), 0.3 * math.sin(a), 4.0] for a in np.linspace(0, 5, n)],
                         dtype=torch.float64)
     c2w = look_at(eyes, torch.tensor([0.1, 0.2, 0.0], dtype=torch.float64), up=(0.0, 1.0, 0.0)).numpy()
     bounds = np.stack([np.linspace(2.0, 2.5, n), np.linspace(7.0, 9.0, n)], 1)
-    write_poses_bounds(tmp_path / "poses_bounds.npy", c2w, [60.0, 80.0, 70.0], bounds)
-    back, hwf, b = read_poses_bounds(tmp_path / "poses_bounds.npy")
+    write_poses_bounds(src / "poses_bounds.npy", c2w, [60.0, 80.0, 70.0], bounds)
+    back, hwf, b = read_poses_bounds(src / "poses_bounds.npy")
     np.testing.assert_allclose(back[:, :3], c2w, atol=1e-12)
     np.testing.assert_array_equal(b, bounds)
-    (tmp_path / "images_2").mkdir()
+    (src / "images_2").mkdir()
     for i in range(n):  # half-size images, as in LLFF's images_2 folders
-        save_image(tmp_path / "images_2" / f"{i:03d}.png", np.zeros((30, 40, 3), np.uint8))
-    assert main(["data", "llff", str(tmp_path), str(tmp_path / "out"), "--images", "images_2"]) == 0
+        save_image(src / "images_2" / f"{i:03d}.png", np.zeros((30, 40, 3), np.uint8))
+    assert main(["data", "llff", str(src), str(tmp_path / "out"), "--images", "images_2"]) == 0
     t = load_transforms(tmp_path / "out", "all")
     meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
     S = np.array(meta["input_to_world"])
@@ -47,8 +49,8 @@ def test_llff_round_trip(tmp_path):
     target = torch.from_numpy(S[:3, :3] @ [0.1, 0.2, 0.0] + S[:3, 3])
     pix, _ = project(target[None], t.cameras)
     assert torch.allclose(pix[:, 0], torch.tensor([20.0, 15.0], dtype=torch.float64), atol=1e-6)
-    np.save(tmp_path / "poses_bounds.npy", np.zeros((3, 12)))
-    assert main(["data", "llff", str(tmp_path), str(tmp_path / "o2")]) == 2 and not (tmp_path / "o2").exists()
+    np.save(src / "poses_bounds.npy", np.zeros((3, 12)))
+    assert main(["data", "llff", str(src), str(tmp_path / "o2")]) == 2 and not (tmp_path / "o2").exists()
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,11 @@ def test_cli_never_replaces_out_without_force(tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "mine"
     assert main(["data", "synth", str(tmp_path / "nope.obj"), str(tmp_path / "x")]) == 2
     assert "mesh file not found" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(args + ["--force"]) == 2 and "not a dataset" in capsys.readouterr().err  # --force: datasets only
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    assert main(args) == 0
+    (out / "keep.txt").write_text("mine")  # a file added to a dataset goes with it
     assert main(args + ["--force", "--depth"]) == 0
     assert not (out / "keep.txt").exists() and (out / "transforms_train.json").is_file()
     assert (out / "mesh.ply").is_file() and (out / "train" / "r_1_depth.png").is_file()
