@@ -5,7 +5,9 @@ a ``transforms.json`` whose split lists hold out every frame), frames that do no
 missing or undecodable masks or depth maps, image, mask and depth-map sizes that differ from their camera's (or,
 for shared intrinsics, images of different sizes), impossible intrinsics (focal <= 0, principal point outside the
 image), singular, non-orthonormal or mirrored rotations, cameras that see none of the scene box
-(:func:`rwf_render.datasets.scene_box`).
+(:func:`rwf_render.datasets.scene_box`), numeric fields that are not JSON numbers (``true``, ``"60"``), a frame with
+``near`` but no ``far``. The camera and field checks are the NeRF loader's own (:mod:`rwf_render.datasets`), so
+``rwf fit nerf`` refuses what this reports as such an error.
 Warnings: missing images (``rwf fit`` skips those frames, so a split is an error only when none is left), unusual
 field of view, off-center principal point, non-square pixels.
 """
@@ -18,43 +20,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rwf_render.cameras import Cameras, fov_from_focal, pixel_grid, pixel_rays, rotation_error
-from rwf_render.datasets import _select, dataset_files, image_size, parse_frame, scene_box
+from rwf_render.cameras import Cameras, fov_from_focal
+from rwf_render.datasets import (_select, box_coverage, camera_errors, check_fields, dataset_files, image_size,
+                                 parse_frame, ray_box_hits, scene_box)  # noqa: F401 (ray_box_hits: imported from here)
 from rwf_render.errors import UserError
 from rwf_render.frames import MissingImage
+from rwf_render.imgio import read_image, sniff_format
 from rwf_render.lenses import fisheye_theta
+from rwf_render.nerf_depth import check_depth_channels
 from rwf_render.rundir import read_json
-
-from .common import load_image
-
-GRID = 9  # rays per image side used to test whether a camera sees the scene box
-
-
-def ray_box_hits(rays_o: torch.Tensor, rays_d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """(R,) bool: does the ray (t > 0) meet the axis-aligned box (2, 3)? Slab method."""
-    inv = 1.0 / torch.where(rays_d.abs() < 1e-12, torch.full_like(rays_d, 1e-12), rays_d)
-    t0, t1 = (box[0] - rays_o) * inv, (box[1] - rays_o) * inv
-    near = torch.minimum(t0, t1).amax(-1)
-    far = torch.maximum(t0, t1).amin(-1)
-    return (far >= near.clamp_min(0)) & (far > 0)
 
 
 def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -> tuple | None:
     """Per-frame checks; returns the image size read from the file (or None when it cannot be read)."""
-    R = info.c2w[:3, :3]
-    err = float(rotation_error(torch.from_numpy(info.c2w)))
-    if err > 1e-3:
-        errors.append(f"{where}: rotation is not orthonormal (max |R^T R - I| = {err:.3g})")
-    elif np.linalg.det(R) < 0:
-        errors.append(f"{where}: rotation is a reflection (determinant -1)")
+    errors.extend(f"{where}: {e}" for e in camera_errors(info))  # the loader refuses the same (rwf fit)
     if not (0 < info.width < 2 ** 31 and 0 < info.height < 2 ** 31) or info.fx <= 0 or info.fy <= 0:
         errors.append(f"{where}: focal length and image size must be positive (and the size below 2^31) "
                       f"(fl_x {info.fx:g}, fl_y {info.fy:g}, {info.width}x{info.height})")
         return None
-    if not (0 <= info.cx <= info.width and 0 <= info.cy <= info.height):
-        errors.append(f"{where}: principal point ({info.cx:g}, {info.cy:g}) is outside the "
-                      f"{info.width}x{info.height} image")
-    elif abs(info.cx / info.width - 0.5) > 0.25 or abs(info.cy / info.height - 0.5) > 0.25:
+    inside = 0 <= info.cx <= info.width and 0 <= info.cy <= info.height  # else an error of camera_errors
+    if inside and (abs(info.cx / info.width - 0.5) > 0.25 or abs(info.cy / info.height - 0.5) > 0.25):
         warnings.append(f"{where}: principal point ({info.cx:g}, {info.cy:g}) is far from the image center")
     fov = _horizontal_fov(info)
     if info.model != "OPENCV_FISHEYE" and not 5 <= fov <= 150:
@@ -79,7 +64,7 @@ def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -
         if not p.is_file():
             continue
         try:
-            aux_size = _size(p, decode)
+            aux_size = _size(p, decode, depth=kind == "depth map")
         except UserError as e:
             errors.append(f"{where}: {kind}: {e}")
             continue
@@ -89,10 +74,37 @@ def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -
     return size
 
 
-def _size(path: Path, decode: bool) -> tuple[int, int]:
-    """(width, height) of an image file: decoded in full when ``decode`` (so a corrupt file is caught), else read
-    from its header. UserError when it cannot be read."""
-    return tuple(int(v) for v in (load_image(path).shape[1::-1] if decode else image_size(path)))
+def _size(path: Path, decode: bool, depth: bool = False) -> tuple[int, int]:
+    """(width, height) of an image file: decoded in full when ``decode`` (so a corrupt file is caught), as
+    ``rwf fit`` decodes it, else read from its header. UserError saying plainly what is wrong when it cannot be
+    read: an empty file, a truncated one, a file that is not an image of a format ``rwf fit`` reads; with
+    ``depth`` and ``decode``, a depth map of 3+ channels (:func:`rwf_render.nerf_depth.check_depth_channels`)."""
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the image file is empty (0 bytes)")
+    fmt = sniff_format(path)
+    if fmt is None:
+        raise UserError(f"{path}: cannot decode: not a readable image (not a PNG, JPEG, TIFF or EXR file)")
+    try:
+        if not decode:
+            return tuple(int(v) for v in image_size(path))
+        info = read_image(path)[1]
+    except UserError as e:
+        if _truncated(path, fmt):
+            raise UserError(f"{path}: cannot decode: the {fmt.upper()} image is truncated ({path.stat().st_size} "
+                            "bytes; its end is missing): copy it again") from None
+        raise UserError(f"{path}: cannot decode: not a readable {fmt.upper()} image (corrupt: "
+                        f"{str(e).removeprefix(f'{path}: ')})") from None
+    if depth:
+        check_depth_channels(path, info)
+    return info["width"], info["height"]
+
+
+def _truncated(path: Path, fmt: str) -> bool:
+    """Whether a PNG lacks its closing IEND chunk, or a JPEG its end-of-image marker (a cut-off copy)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 16))
+        tail = f.read()
+    return (fmt == "png" and b"IEND" not in tail) or (fmt == "jpeg" and not tail.rstrip(b"\0").endswith(b"\xff\xd9"))
 
 
 def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[list[str], list[str]]:
@@ -113,6 +125,11 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             errors.append(f"{json_path.name}: expected an object with a list of 'frames'")
             continue
         try:
+            check_fields(top, json_path.name, top=True)
+        except UserError as e:  # a top-level value every frame inherits: one error, not one per frame
+            errors.append(str(e))
+            continue
+        try:
             box = scene_box(top)
         except UserError as e:
             errors.append(f"{json_path.name}: {e}")
@@ -125,6 +142,8 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             name = frame.get("file_path", "?") if isinstance(frame, dict) else "?"
             where = f"{json_path.name} frame {i} ({name})"
             try:
+                if isinstance(frame, dict):
+                    check_fields(frame, where)
                 info = parse_frame(frame, top, json_path.parent, where=where)
             except MissingImage as e:  # no size without the image; rwf fit skips the frame with a warning
                 warnings.append(f"{e}; the frame is skipped")
@@ -181,18 +200,12 @@ def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames)
     except UserError as e:  # a lens with no ray for some pixel: the rest of the check needs rays
         errors.append(str(e))
         return
-    # a GRID x GRID lattice of pixels over each image, as fractions of width and height
-    frac = (pixel_grid(GRID, GRID, torch.float64).reshape(-1, 2) / GRID)
-    pix = frac[None] * torch.stack([cams.width, cams.height], -1)[:, None].double()  # (N, G*G, 2)
-    idx = torch.arange(len(cams)).repeat_interleave(GRID * GRID)
-    o, d = pixel_rays(cams, pix.reshape(-1, 2), idx)
-    seen = ray_box_hits(o, d, box).reshape(len(cams), -1).double().mean(-1)  # fraction of the image on the box
+    seen = box_coverage(cams, box)  # fraction of the image on the box, as the loader computes it
     center = box.mean(0)
     centers = cams.c2w[:, :3, 3]
     inside = ((centers >= box[0]) & (centers <= box[1])).all(-1)
     for k in torch.nonzero(seen == 0).flatten().tolist():
-        errors.append(f"{name} frame ({infos[k].image.name}): the camera sees none of the scene box "
-                      f"(wrong convention or pose?)")
+        errors.append(f"{wheres[k]}: the camera sees none of the scene box (wrong convention, pose or aabb?)")
     dist = (centers - center).norm(dim=-1)
     fovs = [_horizontal_fov(f) for f in infos]
     sizes = sorted({(f.width, f.height) for f in infos})

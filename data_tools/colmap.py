@@ -350,8 +350,9 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     # ours in the pixels of COLMAP's own figure; where images were rescaled, in theirs as well
     resized = (f" in the COLMAP cameras' pixels, {report['reproj_error']:.3f} px in the rescaled images'"
                if rescaled else "")
-    # both means over every observation (rwf data photos prints COLMAP's mean over the points before this)
+    # COLMAP's figure is what it stored with its points at its last bundle adjustment (an undistorted model keeps
+    # the distorted one's), so the two differ where the model was edited since; both average every observation
     log(f"reprojection error of the converted cameras: {report['reproj_error_colmap_px']:.3f} px{resized} "
-        f"(COLMAP's: {report['colmap_reproj_error']:.3f} px) -> {Path(out) / 'transforms.json'}; both are means "
-        f"over all {report['observations']} observations")
+        f"(COLMAP's, as stored with its points: {report['colmap_reproj_error']:.3f} px) -> "
+        f"{Path(out) / 'transforms.json'}; means over {report['observations']} observations")
     return report

@@ -22,10 +22,17 @@ cube of side ``aabb_scale`` centered at 0.5, so in file coordinates the box has 
 half-width 0.5 * aabb_scale / scale (about +-1.5 for the Blender scenes, which fits them). A box that float32
 positions cannot resolve (a diagonal beyond 1e12, a side under 1e-6 or 1e-5 of its distance from the origin) is
 refused.
+
+**Checks shared with** ``rwf data check``: numeric fields must be JSON numbers (not ``true`` or ``"60"``), and a
+frame gives both ``near`` and ``far`` or neither (:func:`check_fields`); a frame's rotation must be orthonormal
+and proper and its principal point inside its image (:func:`camera_errors`); every camera must see some of the
+scene box (:func:`box_coverage`). The loader refuses the first failure (UserError naming the JSON file and the
+frame's index); the check lists them all.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -34,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import MODELS, Cameras
+from .cameras import MODELS, Cameras, pixel_grid, pixel_rays, rotation_error
 from .errors import RwfWarning, UserError
 from .frames import FrameInfo, MissingImage, _num, image_size, native_path, parse_frame, resolve_image  # noqa: F401
 from .rundir import read_json  # (FrameInfo, image_size, native_path: still imported from here by data_tools)
@@ -104,6 +111,79 @@ def scene_box(meta: dict) -> torch.Tensor:
         raise UserError("scale and aabb_scale must be positive")
     center, half = (0.5 - offset) / scale, 0.5 * aabb_scale / scale
     return _renderable(np.stack([center - half, center + half]), "from aabb_scale, scale and offset")
+
+
+NUMBER_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "k1", "k2", "k3", "k4",
+               "p1", "p2", "near", "far")
+"""fields of a frame, or of the top level that frames inherit, that must be JSON numbers when given (not null)"""
+TOP_NUMBER_KEYS = ("aabb_scale", "scale", "depth_unit_scale_factor")
+"""top-level fields that must be JSON numbers; ``offset`` and ``aabb`` must be numbers or lists of them"""
+
+
+def _numeric(value) -> bool:
+    """A JSON number, or a (nested) list of them; ``true`` / ``false`` and strings are not numbers."""
+    if isinstance(value, list):
+        return all(_numeric(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if isinstance(value, (str, bool, list, int, float)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_fields(obj: dict, where: str, top: bool = False) -> None:
+    """UserError (naming ``where`` and the key) for a numeric field of a frame (or, ``top``, of the top level) that
+    is not a JSON number: ``"fl_x": true`` would be read as 1 px and ``"w": "50"`` as 50; and for a frame that gives
+    one of ``near`` / ``far`` without the other (the pair would be ignored without a word)."""
+    for key in NUMBER_KEYS + (TOP_NUMBER_KEYS if top else ()):
+        value = obj.get(key)
+        if value is not None and (isinstance(value, list) or not _numeric(value)):
+            raise UserError(f"{where}: {key}: expected a number, got {_shown(obj[key])}")
+    for key in ("offset", "aabb") if top else ("transform_matrix",):  # lists of numbers (their shapes: the parsers')
+        value = obj.get(key)
+        if isinstance(value, list) and not _numeric(value) or key == "offset" and isinstance(value, (bool, str)):
+            raise UserError(f"{where}: {key}: expected numbers, got {_shown(obj[key])}")
+    if not top and (obj.get("near") is None) != (obj.get("far") is None):
+        given, missing = ("near", "far") if obj.get("near") is not None else ("far", "near")
+        raise UserError(f"{where}: gives {given} but no {missing}; per-frame bounds need both (or neither)")
+
+
+def camera_errors(info: FrameInfo) -> list[str]:
+    """What makes a parsed frame's camera unusable (empty list: nothing): a rotation block that is not orthonormal
+    (scaled or sheared: rays and the marcher's distances would be wrong), a mirrored one (determinant -1: a
+    left-handed camera), a principal point outside the image."""
+    out = []
+    err = float(rotation_error(torch.from_numpy(info.c2w)))
+    if err > 1e-3:
+        out.append(f"rotation is not orthonormal (max |R^T R - I| = {err:.3g})")
+    elif np.linalg.det(info.c2w[:3, :3]) < 0:
+        out.append("rotation is a reflection (determinant -1)")
+    if not (0 <= info.cx <= info.width and 0 <= info.cy <= info.height):
+        out.append(f"principal point ({info.cx:g}, {info.cy:g}) is outside the {info.width}x{info.height} image")
+    return out
+
+
+BOX_GRID = 9  # rays per image side used to test whether a camera sees the scene box
+
+
+def ray_box_hits(rays_o: torch.Tensor, rays_d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """(R,) bool: does the ray (t > 0) meet the axis-aligned box (2, 3)? Slab method."""
+    inv = 1.0 / torch.where(rays_d.abs() < 1e-12, torch.full_like(rays_d, 1e-12), rays_d)
+    t0, t1 = (box[0] - rays_o) * inv, (box[1] - rays_o) * inv
+    near = torch.minimum(t0, t1).amax(-1)
+    far = torch.maximum(t0, t1).amin(-1)
+    return (far >= near.clamp_min(0)) & (far > 0)
+
+
+def box_coverage(cams: Cameras, box: torch.Tensor, grid: int = BOX_GRID) -> torch.Tensor:
+    """(N,) float64 fraction of a ``grid`` x ``grid`` lattice of each camera's pixels whose rays meet ``box``
+    (2, 3): 0 for a camera that sees none of the scene (its rays would train nothing)."""
+    cams = cams.to(dtype=torch.float64)
+    frac = pixel_grid(grid, grid, torch.float64).reshape(-1, 2) / grid  # (G*G, 2) fractions of width and height
+    pix = frac[None] * torch.stack([cams.width, cams.height], -1)[:, None].double()  # (N, G*G, 2)
+    o, d = pixel_rays(cams, pix.reshape(-1, 2), torch.arange(len(cams)).repeat_interleave(grid * grid))
+    return ray_box_hits(o, d, box.to(torch.float64)).reshape(len(cams), -1).double().mean(-1)
 
 
 def dataset_files(path: str | Path) -> dict[str, Path]:
@@ -190,6 +270,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
         top = read_json(json_path)
         if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
             raise UserError(f"{json_path}: expected an object with a list of 'frames'")
+        check_fields(top, json_path.name, top=True)
         meta = meta or {k: v for k, v in top.items() if k != "frames"}
         chosen = _select(top["frames"], top, sel, json_path.parent)
         if top["frames"] and not chosen and sel == "train":  # frames there, but the split rules hold all of them out
@@ -198,14 +279,25 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                         f"its {n} frame(s) are all held out for val/test (every {HOLDOUT_EVERY}th from frame 0); "
                         "a train_filenames list chooses the training frames")
         for i, frame in chosen:
+            where = f"{json_path.name}: frame {i}"
+            if isinstance(frame, dict):
+                check_fields(frame, where)
             try:
-                info = parse_frame(frame, top, json_path.parent, where=f"{json_path.name}: frame {i}")
+                info = parse_frame(frame, top, json_path.parent, where=where)
             except MissingImage:  # its size would come from the image: skipped as any frame without its image
                 skipped.append(str(frame["file_path"]))
                 continue
             if info.image.is_file():
+                label = f"{where}, {frame['file_path']}"  # how a lens or camera error names it
+                problems = camera_errors(info)
+                if problems:  # a w/h that is not the image's own explains an off-image principal point better
+                    size = image_size(info.image)
+                    if size != (info.width, info.height):
+                        raise UserError(f"{label}: image is {size[0]}x{size[1]} but its camera says "
+                                        f"{info.width}x{info.height}")
+                    raise UserError(f"{label}: {problems[0]}")
                 infos.append(info)
-                labels.append(f"{json_path.name}: frame {i}, {frame['file_path']}")  # how a lens error names it
+                labels.append(label)
             else:
                 skipped.append(str(frame["file_path"]))
     if skipped:
@@ -221,9 +313,16 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                           height=[f.height for f in infos], model=[f.model for f in infos],
                           dist=np.array([f.dist for f in infos]), names=labels)
     assert all(m in MODELS for m in cams.model_names())
+    aabb = scene_box(meta)
+    blind = torch.nonzero(box_coverage(cams, aabb) == 0).flatten().tolist()
+    if blind:
+        more = f" (and {len(blind) - 1} other frame(s))" if len(blind) > 1 else ""
+        corners = [", ".join(f"{v:.3g}" for v in corner) for corner in aabb.tolist()]
+        raise UserError(f"{labels[blind[0]]}: the camera sees none of the scene box [{corners[0]}] - [{corners[1]}]"
+                        f"{more}: wrong convention, pose or aabb? (`rwf data check` lists every problem)")
     near_far = None
     if all(f.near_far is not None for f in infos):
         near_far = torch.tensor([f.near_far for f in infos], dtype=torch.float64)
     return Transforms(path=parts[0][0], split=split, image_paths=[f.image for f in infos], cameras=cams,
                       mask_paths=[f.mask for f in infos], depth_paths=[f.depth for f in infos],
-                      near_far=near_far, aabb=scene_box(meta), meta=meta, skipped=skipped)
+                      near_far=near_far, aabb=aabb, meta=meta, skipped=skipped)

@@ -8,6 +8,8 @@ side and a uniformly random pixel of the whole split is one ``randint``. Camera 
 
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,10 +18,12 @@ import numpy as np
 import torch
 
 from .cameras import Cameras, pixel_rays
-from .datasets import Transforms, load_transforms
+from .datasets import Transforms, dataset_files, load_transforms
 from .errors import RwfWarning, UserError
+from .frames import native_path, resolve_image
 from .imgio import read_image
 from .nerf_depth import DepthPixels, load_depths
+from .rundir import read_json
 
 BACKGROUNDS = ("white", "black", "random", "learned")
 
@@ -257,3 +261,46 @@ def check_reach(train: PosedImages, near: float | None, far: float | None, far_b
     raise UserError(f"{typed} leaves no training ray a sample: the {'grid' if levels > 1 else 'scene box'} "
                     f"[{', '.join(f'{v:.2f}' for v in lo)}] - [{', '.join(f'{v:.2f}' for v in hi)}] lies "
                     f"{float(d_min.min()):.3g} to {float(d_max.max()):.3g} from the {n} training camera(s)")
+
+
+def dataset_fingerprint(path: str | Path) -> dict:
+    """What a NeRF run records of its dataset so that ``--resume`` can refuse changed data
+    (:func:`rwf_render.resume.check_dataset_unchanged`): the sha256 of the bytes of each transforms JSON file and
+    of each image, mask and depth map its frames name (those that exist, every split), by path relative to the
+    dataset folder (the first 16 hex digits each), and one sha256 over all of them.
+
+    Hashing bytes rather than sizes and times catches an edit that keeps both, and survives a copy of the dataset;
+    it runs at disk speed, far below the decoding the fit does anyway (100 images of 500 kB: about 0.1 s).
+
+    Returns:
+        {"sha256": str, "files": {relative path: str}}
+    """
+    files = dataset_files(path)
+    root = next(iter(files.values())).parent
+    found: dict[Path, None] = {}  # ordered set
+    for json_path in files.values():
+        found[json_path] = None
+        try:
+            top = read_json(json_path)
+        except UserError:
+            continue
+        frames = top.get("frames") if isinstance(top, dict) else None
+        for frame in frames if isinstance(frames, list) else []:
+            if not isinstance(frame, dict):
+                continue
+            for key in ("file_path", "mask_path", "depth_file_path"):  # a frame's own path, else the top level's
+                value = frame.get(key) if frame.get(key) is not None or key == "file_path" else top.get(key)
+                if not isinstance(value, str) or not value.strip():
+                    continue
+                p = (resolve_image if key == "file_path" else native_path)(json_path.parent, value)
+                if p.is_file():
+                    found[p] = None
+    digests = {}
+    for p in found:
+        digest = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):  # (hashlib.file_digest: Python 3.11+)
+                digest.update(block)
+        digests[Path(os.path.relpath(p, root)).as_posix()] = digest.hexdigest()
+    total = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(digests.items())).encode()).hexdigest()
+    return {"sha256": total, "files": {k: v[:16] for k, v in digests.items()}}

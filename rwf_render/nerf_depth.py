@@ -57,14 +57,26 @@ def depth_unit(meta: dict, where: str) -> float:
     return float(value)
 
 
+def check_depth_channels(path, info: dict) -> None:
+    """UserError for a depth map of 3 or more channels (``info`` of :func:`rwf_render.imgio.read_image`): an RGB
+    or RGBA file is a colour image, most likely a coloured depth visualisation, whose first channel is no depth
+    (an 8-bit RGB PNG used to train the depth loss on its red channel). Depth maps have one channel."""
+    if info["channels"] >= 3:
+        raise UserError(f"{path}: a depth map has one channel, this image has {info['channels']} (a colour image, "
+                        "such as a coloured depth visualisation?); write z-depth as a 1-channel 16-bit PNG or a "
+                        "float EXR / TIFF")
+
+
 def read_depth_map(path, unit: float, width: int, height: int) -> np.ndarray:
-    """(H, W) float32 z-depth in dataset units (0: none) of a depth map file: integer formats by their stored
-    value, float formats (EXR, float TIFF) as stored, times ``unit``; the first channel of a multi-channel file.
+    """(H, W) float32 z-depth in dataset units (0: none) of a one-channel depth map file: integer formats by their
+    stored value, float formats (EXR, float TIFF) as stored, times ``unit``.
 
     Raises:
-        UserError: an unreadable file, a size other than the camera's, negative depths.
+        UserError: an unreadable file, 3 or more channels (:func:`check_depth_channels`), a size other than the
+            camera's, negative depths.
     """
     pixels, info = read_image(path)
+    check_depth_channels(path, info)
     if (info["width"], info["height"]) != (width, height):
         raise UserError(f"{path}: depth map is {info['width']}x{info['height']} but its camera says {width}x{height}")
     z = pixels[..., 0].astype(np.float64)

@@ -31,12 +31,15 @@ def compare_runs(cfg, out: Path, resume: bool, force: bool) -> tuple[Path, list]
 def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False):
     """The saved config of the run in ``out``, to resume it (``compare``: of its first run), with ``steps`` if given.
 
-    Raises UserError when there is nothing to resume.
+    Raises UserError when there is nothing to resume, or when the run recorded its dataset's fingerprint and the
+    dataset changed since (:func:`check_dataset_unchanged`).
     """
     saved = out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG)
     if not saved.is_file():
         raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
-    cfg = from_dict(read_json(saved))
+    saved_dict = read_json(saved)
+    cfg = from_dict(saved_dict)
+    check_dataset_unchanged(saved_dict, getattr(cfg, "data", None))
     if steps:
         cfg.train.steps = steps
     return cfg
@@ -154,3 +157,25 @@ def check_source_unchanged(saved: dict | None, info: dict, path) -> None:
     if old and info.get("sha256") != old:
         raise UserError(f"{path}: changed since the run was trained (sha256 differs); --resume would fit different "
                         f"data (start a new run instead)")
+
+
+def check_dataset_unchanged(saved: dict | None, data) -> None:
+    """--resume must fit the same posed images: UserError, naming what changed, when the dataset ``data`` differs
+    from the fingerprint the run saved under "dataset" in its config.json
+    (:func:`rwf_render.nerf_data.dataset_fingerprint`). A run saved without one (before it was recorded) is not
+    checked."""
+    old = saved.get("dataset") if isinstance(saved, dict) else None
+    if not isinstance(old, dict) or not isinstance(old.get("sha256"), str) or not isinstance(data, str):
+        return
+    from .nerf_data import dataset_fingerprint  # noqa: PLC0415  (the image and sdf pipelines need none of it)
+
+    new = dataset_fingerprint(data)
+    if new["sha256"] == old["sha256"]:
+        return
+    before, after = (old.get("files") if isinstance(old.get("files"), dict) else {}), new["files"]
+    what = ([f"{k} differs" for k in after if k in before and before[k] != after[k]]
+            + [f"{k} is new" for k in after if k not in before] + [f"{k} is gone" for k in before if k not in after])
+    what = what or ["its files differ"]
+    more = f" and {len(what) - 2} more" if len(what) > 2 else ""
+    raise UserError(f"{data}: the dataset changed since the run was trained ({', '.join(what[:2])}{more}; "
+                    "sha256 differs); --resume would fit different data (start a new run instead)")
