@@ -159,6 +159,10 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
         if shared and len(shared_sizes) > 1:
             errors.append(f"{json_path.name}: frames share one camera but images have {len(shared_sizes)} sizes: "
                           + ", ".join(f"{w}x{h}" for w, h in sorted(shared_sizes)))
+        bounded = [w for f, w in zip(infos, wheres) if f.near_far is not None]
+        if bounded and len(bounded) < len(infos):
+            errors.append(f"{json_path.name}: {len(bounded)} of {len(infos)} frames give near/far (e.g. {bounded[0]}); "
+                          "per-frame bounds need every frame (or none)")
         if split == "all" and top["frames"]:
             try:
                 held_out = not _select(top["frames"], top, "train", json_path.parent)

@@ -321,7 +321,12 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
         raise UserError(f"{labels[blind[0]]}: the camera sees none of the scene box [{corners[0]}] - [{corners[1]}]"
                         f"{more}: wrong convention, pose or aabb? (`rwf data check` lists every problem)")
     near_far = None
-    if all(f.near_far is not None for f in infos):
+    bounded = [label for f, label in zip(infos, labels) if f.near_far is not None]
+    if bounded and len(bounded) < len(infos):  # rays of the others would need bounds from somewhere else
+        unbounded = next(label for f, label in zip(infos, labels) if f.near_far is None)
+        raise UserError(f"{unbounded}: gives no near/far while {len(bounded)} of the {len(infos)} frames do (e.g. "
+                        f"{bounded[0]}); per-frame bounds need every frame (or none)")
+    if bounded:
         near_far = torch.tensor([f.near_far for f in infos], dtype=torch.float64)
     return Transforms(path=parts[0][0], split=split, image_paths=[f.image for f in infos], cameras=cams,
                       mask_paths=[f.mask for f in infos], depth_paths=[f.depth for f in infos],

@@ -266,3 +266,19 @@ def test_resume_of_unchanged_data_and_of_runs_without_a_fingerprint(run_with_fin
         (data / "transforms.json").write_bytes(raw)
         (run / "config.json").write_text(json.dumps(saved))
 
+
+
+def test_bounds_on_some_frames_only_are_refused_not_dropped(tmp_path, capsys):
+    """Frames 2 and 5 with near/far and the rest without: every frame's bounds were dropped without a word."""
+    data = _dataset(tmp_path / "d")
+
+    def some(m):
+        for i in (2, 5):
+            m["frames"][i].update(near=0.5, far=4.0)
+
+    _edit(data, some)
+    with pytest.raises(UserError, match=r"frame 0, images/img0.png: gives no near/far while 2 of the 9 frames do"):
+        load_transforms(data, "all")
+    assert any("2 of 9 frames give near/far" in e for e in _check_errors(data))
+    _edit(data, lambda m: [f.update(near=0.5, far=4.0) for f in m["frames"]])
+    assert load_transforms(data, "all").near_far.shape == (9, 2)
