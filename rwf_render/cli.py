@@ -133,7 +133,7 @@ def add_run_arguments(p: argparse.ArgumentParser, kind: str, compare: bool = Tru
         g.add_argument("--compare", action="store_true", help="train plain, wn and rwf at equal budget into RUN/*")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(g)
-    g.add_argument("--seed", type=seed_number, default=0, help="seeds the model and the sampling (0..2^32-1)")
+    g.add_argument("--seed", type=seed_number, default=0, help="seeds the model and the sampling, 0..2^32-1 (default 0)")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
 
 

@@ -111,19 +111,20 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
 
     m = p.add_argument_group("model")
     m.add_argument("--param", choices=list(COMPARE_PARAMS), default="rwf", help="linear layer type (default rwf)")
-    m.add_argument("--rwf-mu", type=finite_float, default=1.0, help="RWF log-scale mean")
-    m.add_argument("--rwf-sigma", type=nonneg_float, default=0.1, help="RWF log-scale std")
-    m.add_argument("--rwf-log-scale", action="store_true", help="train log s instead of s")
+    m.add_argument("--rwf-mu", type=finite_float, default=1.0, help="--param rwf: log-scale mean (default 1)")
+    m.add_argument("--rwf-sigma", type=nonneg_float, default=0.1, help="--param rwf: log-scale std (default 0.1)")
+    m.add_argument("--rwf-log-scale", action="store_true", help="--param rwf: train log s instead of s (default off)")
     m.add_argument("--encoding", choices=ENCODINGS, default=None,
                    help="input encoding (default fourier; identity, the raw coordinates, with --activation sine)")
     m.add_argument("--features", type=positive_int, default=d.features,
-                   help=f"Fourier features m (default {d.features})")
+                   help=f"--encoding fourier: features m (default {d.features})")
     m.add_argument("--sigma", type=positive_float, default=d.sigma,
-                   help=f"Fourier sigma (2-pi convention, default {d.sigma:g})")
+                   help=f"--encoding fourier: sigma (2-pi convention, default {d.sigma:g})")
     if d.trainable_features:
-        m.add_argument("--trainable-features", action="store_true", help="learn the Fourier matrix")
+        m.add_argument("--trainable-features", action="store_true",
+                       help="--encoding fourier: learn the Fourier matrix (default off: fixed)")
     m.add_argument("--n-freqs", type=positive_int, default=d.n_freqs,
-                   help=f"positional-encoding octaves (default {d.n_freqs})")
+                   help=f"--encoding pe: octaves (default {d.n_freqs})")
     p.set_defaults(hash_max_res_default=d.hash_max_res)
     m.add_argument("--hash-levels", type=positive_int, default=None,
                    help=f"--encoding hashgrid (instant-ngp's multiresolution hash tables): levels (default "
@@ -134,7 +135,8 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
                    help=f"--encoding hashgrid: the finest level's resolution across the unit box (default "
                         f"{d.hash_max_res}; the coarsest is {HASH_BASE_RES})")
     m.add_argument("--depth", type=positive_int, default=4, help="linear layers, output included (default 4)")
-    m.add_argument("--width", type=positive_int, default=d.width, help=f"hidden width (default {d.width})")
+    m.add_argument("--width", type=positive_int, default=d.width,
+                   help=f"hidden width, with --depth 2 or more (default {d.width})")
     m.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="hidden activation (default relu); sine: SIREN (Sitzmann et al. 2020), each hidden layer "
                         "sin(omega0 (W x + b)) with SIREN's init, linear output layer, raw coordinates unless "
@@ -144,6 +146,7 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
                    help=f"--activation sine: the frequency factor omega0 (default {OMEGA0:g}); coordinates here "
                         "span 1 (images [0, 1], shapes [-0.5, 0.5]), half SIREN's [-1, 1]: --omega0 60 gives "
                         "SIREN's first-layer frequencies")
+    record_defaults(p, m)
 
 
 DEFAULT_LR, SIREN_LR = 1e-3, 1e-4  # --lr unless given: SIREN's rate for sine networks (Sitzmann et al. 2020)
@@ -167,16 +170,55 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
     t.add_argument("--lr", type=learning_rate, default=None,
                    help=f"Adam learning rate (default {DEFAULT_LR:g}; {SIREN_LR:g} with --activation sine, SIREN's; "
                         f"{HASH_LR:g} with --encoding hashgrid, instant-ngp's)")
-    t.add_argument("--scale-lr", type=learning_rate, default=None, help="learning rate of the RWF scales")
+    t.add_argument("--scale-lr", type=learning_rate, default=None,
+                   help="--param rwf: learning rate of the RWF scales (default: --lr)")
     t.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help=f"learning-rate schedule (default {d.schedule})")
     t.add_argument("--lr-final", type=decay_factor, default=0.1,
-                   help="exp/cos: final lr as a fraction of --lr; step: the factor every --decay-every steps")
+                   help="--schedule exp or cos: final lr as a fraction of --lr; step: the factor every --decay-every "
+                        "steps (default 0.1)")
     t.add_argument("--decay-every", type=positive_int, default=d.decay_every,
-                   help=f"step schedule: steps between decays (default {d.decay_every})")
+                   help=f"--schedule step: steps between decays (default {d.decay_every})")
     t.add_argument("--eval-every", type=positive_int, default=d.eval_every,
                    help=f"steps between {d.what_eval} (default {d.eval_every})")
     t.add_argument("--ckpt-every", type=positive_int, default=250, help="steps between checkpoints (default 250)")
+    record_defaults(p, t)
+
+
+def record_defaults(p: argparse.ArgumentParser, group) -> None:
+    """Keep the defaults of ``group``'s options in ``args.option_defaults``, for ``typed`` on a namespace that
+    ``cli.dispatch`` did not parse (a call from code)."""
+    known = dict(p.get_default("option_defaults") or {})
+    p.set_defaults(option_defaults={**known, **{a.dest: a.default for a in group._group_actions}})
+
+
+def typed(args, dest: str) -> bool:
+    """Whether option ``dest`` was typed on the command line, even at its default value (``cli.option_typed``)."""
+    from .cli import option_typed  # noqa: PLC0415
+
+    return option_typed(args, dest, (getattr(args, "option_defaults", None) or {}).get(dest))
+
+
+def refuse_ignored_options(args, kind: str) -> None:
+    """UserError naming the options typed for a new fit that it would not use: those of another --encoding than
+    ``kind``, the RWF options with --param plain or wn, --lr-final with --schedule const, --decay-every without
+    --schedule step, --width with --depth 1. Resuming, the run's saved config decides (a run fitted before these
+    checks continues with its own command), and ``resume.option_clashes`` compares what was typed with it."""
+    if getattr(args, "resume", False):
+        return
+    schedule = getattr(args, "schedule", None)
+    families = [
+        (("features", "sigma", "trainable_features"), kind != "fourier", f"--encoding fourier only, not {kind}"),
+        (("n_freqs",), kind != "pe", f"--encoding pe only, not {kind}"),
+        (("rwf_mu", "rwf_sigma", "rwf_log_scale", "scale_lr"), args.param != "rwf",
+         f"--param rwf only, not {args.param}"),
+        (("lr_final",), schedule == "const", "--schedule exp, cos or step, not const"),
+        (("decay_every",), schedule != "step", f"--schedule step only, not {schedule}"),
+        (("width",), args.depth == 1, "--depth 2 or more (--depth 1 has no hidden layer)")]
+    for dests, ignored, applies in families:
+        names = [f"--{dest.replace('_', '-')}" for dest in dests if ignored and typed(args, dest)]
+        if names:
+            raise UserError(f"{', '.join(names)} appl{'ies' if len(names) == 1 else 'y'} to {applies}")
 
 
 def model_from_args(args, out_activation: str = "none", in_dim: int = 3) -> tuple[EncodingConfig, MLPConfig]:
@@ -188,6 +230,7 @@ def model_from_args(args, out_activation: str = "none", in_dim: int = 3) -> tupl
     if omega0 is not None and not sine and not getattr(args, "resume", False):
         raise UserError(f"--omega0 applies to --activation sine only, not {args.activation}")
     kind = args.encoding or ("identity" if sine else "fourier")
+    refuse_ignored_options(args, kind)
     hash_options = [f"--{n.replace('_', '-')}" for n in ("hash_levels", "hash_log2_size", "hash_max_res")
                     if getattr(args, n, None) is not None]
     if hash_options and kind != "hashgrid":

@@ -377,7 +377,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--size", type=positive_int, default=256, help="resize the long side to at most N (default 256)")
     d.add_argument("--split", choices=SPLITS, default="tancik", help="tancik (default) or all")
-    d.add_argument("--batch", type=nonneg_int, default=0, help="random pixels per step; 0 = full batch")
+    d.add_argument("--batch", type=nonneg_int, default=0, help="random pixels per step (default 0: full batch)")
     add_model_arguments(p, ModelDefaults(features=256, sigma=10.0, n_freqs=10, width=256))
     add_training_arguments(p, TrainingDefaults(steps=500, schedule="const", decay_every=1000, eval_every=25,
                                                what_eval="held-out evaluations"))

@@ -125,7 +125,39 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
             raise UserError(f"--{name.replace('_', '-')} applies to --optimize-cameras")
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
     cfg.model_seed = args.seed
+    refuse_ignored_options(args, cfg, scene)
     return cfg
+
+
+def refuse_ignored_options(args, cfg: NeRFConfig, scene: str | None) -> None:
+    """UserError naming the options typed for a new fit that ``cfg`` (the options over the preset) would not use.
+    Only what was typed is refused, never a preset's own settings; resuming, the run's saved config decides (a run
+    fitted before these checks continues with its own command)."""
+    if getattr(args, "resume", False):
+        return
+
+    def typed(*names: str) -> list[str]:
+        return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
+
+    def preset_set(name: str) -> str:
+        return f" (the {scene} preset's)" if scene and getattr(args, name, None) is None else ""
+
+    r = cfg.render
+    spelling = {True: ["--far-bounds"], False: ["--no-far-bounds"]}.get(getattr(args, "far_bounds", None), [])
+    cases = [
+        (typed("features", "sigma"), cfg.field.pos.kind == "pe", "--encoding fourier, not pe"),
+        (typed("occlusion_margin", "occlusion_warmup"), cfg.occlusion_weight == 0,
+         "--occlusion-loss (a weight > 0), off here"),
+        (typed("depth_rays"), cfg.depth_weight == 0, "--depth-loss (a weight > 0), off here"),
+        (typed("grid_resolution"), r.sampler == "dense",
+         f"--sampler grid, not dense{preset_set('sampler')}: the dense sampler keeps every cell occupied"),
+        (typed("target_samples"), cfg.min_rays == cfg.max_rays,
+         f"an adaptive ray count; the {scene} preset fixes {cfg.max_rays} rays per step"),
+        (spelling, r.far is not None,
+         f"a fit without --far{preset_set('far')}, which replaces the dataset's far bounds")]
+    for names, ignored, applies in cases:
+        if names and ignored:
+            raise UserError(f"{', '.join(names)} appl{'ies' if len(names) == 1 else 'y'} to {applies}")
 
 
 ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"), "encoding": ("field.pos.kind",),
@@ -202,8 +234,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="position encoding (default fourier); hashgrid: instant-ngp's multiresolution hash tables, "
                         "with a smaller trunk (2 x 64) and lr 1e-2 by default; another encoding than a preset's drops "
                         "the preset's depth, width, features, sigma and lr")
-    m.add_argument("--features", type=positive_int, help="Fourier features (default 128)")
-    m.add_argument("--sigma", type=positive_float, help="Fourier sigma, cycles per box side (default 8)")
+    m.add_argument("--features", type=positive_int, help="--encoding fourier: features (default 128)")
+    m.add_argument("--sigma", type=positive_float,
+                   help="--encoding fourier: sigma, cycles per box side (default 8)")
     m.add_argument("--hash-levels", type=positive_int, help="hash grid resolution levels (default 16)")
     m.add_argument("--hash-log2-size", type=positive_int,
                    help="log2 of a hashed level's table entries (default 17: 16 levels x 2^17 x 2 features; "
@@ -212,7 +245,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="finest hash grid resolution across the encoded box (default 1024; the coarsest is 16)")
     m.add_argument("--depth", type=positive_int, help="trunk linear layers (default 4; 2 with hashgrid)")
     m.add_argument("--width", type=positive_int, help="trunk width (default 128; 64 with hashgrid)")
-    m.add_argument("--no-view-dependence", action="store_true", default=None, help="colour from position only")
+    m.add_argument("--no-view-dependence", action="store_true", default=None,
+                   help="colour from position only (default off: from the view direction too)")
     m.add_argument("--appearance-dim", type=int, help="per-image appearance embedding (default 0: off)")
     m.add_argument("--mip", action=argparse.BooleanOptionalAction, default=None,
                    help="integrate the position encoding over each sample's footprint, its length along the ray "
@@ -220,14 +254,15 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                         "(default off)")
     r = p.add_argument_group("marching")
     r.add_argument("--sampler", choices=["grid", "dense"], help="occupancy grid (default) or every lattice point")
-    r.add_argument("--grid-resolution", type=positive_int, help="occupancy cells per axis (default 128)")
+    r.add_argument("--grid-resolution", type=positive_int,
+                   help="--sampler grid: occupancy cells per axis (default 128)")
     r.add_argument("--grid-levels", type=positive_int, help="cascades (default 1)")
     r.add_argument("--steps-per-diagonal", type=positive_int, help="marching steps across the box (default 1024)")
     r.add_argument("--cone-angle", type=float, help="step growth with distance (default 0)")
     r.add_argument("--target-samples", type=positive_int, help="samples per training step (default 32768)")
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")
-    t.add_argument("--lr", type=learning_rate, help="Adam learning rate (default 3e-3)")
+    t.add_argument("--lr", type=learning_rate, help="Adam learning rate (default 3e-3; 1e-2 with hashgrid)")
     t.add_argument("--schedule", choices=["const", "exp", "cos"], help="lr schedule (default exp to 0.1x)")
     t.add_argument("--eval-every", type=positive_int, help="validation every N steps (default 250)")
     t.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N steps (default 500)")
@@ -235,7 +270,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--depth-loss", type=float, metavar="W",
                    help="weight of the relative L1 between rendered depth and the dataset's depth maps "
                         "(depth_file_path; default 0: off)")
-    t.add_argument("--depth-rays", type=positive_int, help="rays through depth samples per step (default 256)")
+    t.add_argument("--depth-rays", type=positive_int,
+                   help="--depth-loss: rays through depth samples per step (default 256)")
     t.add_argument("--distortion-loss", type=float, metavar="W",
                    help="weight of mip-NeRF 360's distortion loss (each ray's weights in one compact interval, "
                         "distances over the scene box's diagonal: no haze or floaters; default 0: off)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from .errors import UserError
 from .field_options import ALIASES as MODEL_ALIASES
 from .field_options import (ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
-                            model_from_args, train_from_args)
+                            model_from_args, record_defaults, train_from_args, typed)
 from .mesh import check_grid_res
 from .shape_task import BUILTIN, LOSSES, TARGETS, SDFConfig
 
@@ -31,6 +31,12 @@ def config_from_args(args) -> SDFConfig:
         raise UserError("--clamp applies to --loss clamped only")  # resuming, the run's saved loss decides
     if args.vote_dirs % 2 == 0 and args.vote_dirs:  # a new fit only: runs saved with an even count still load
         raise UserError(f"--vote-dirs must be odd so the majority vote has no ties, got {args.vote_dirs}")
+    if not getattr(args, "resume", False):  # options the fit would not use (resuming, the run's config decides)
+        losses = [f"--{n}" for n in ("eikonal", "normal") if typed(args, n)]
+        if args.target == "occupancy" and losses:
+            raise UserError(f"{', '.join(losses)} appl{'ies' if len(losses) == 1 else 'y'} to --target sdf only")
+        if typed(args, "near_sigmas") and args.mix[1] == args.mix[2] == 0:
+            raise UserError("--near-sigmas applies to the near and far --mix shares, both 0 here")
     train = train_from_args(args, 1000, weights)
     return SDFConfig(path=str(Path(args.path).resolve()) if args.path else None, target=args.target, fill=args.fill,
                      vote_dirs=args.vote_dirs, pool=args.pool, refresh_every=args.refresh_every, batch=args.batch,
@@ -84,17 +90,23 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p, "sdf")
     d = p.add_argument_group("data")
     d.add_argument("--target", choices=TARGETS, default="sdf", help="sdf (default) or occupancy (BCE, logits)")
-    d.add_argument("--fill", type=positive_float, default=0.9, help="longest side of the mesh in the unit cube")
+    d.add_argument("--fill", type=positive_float, default=0.9,
+                   help="longest side of the mesh in the unit cube (default 0.9)")
     d.add_argument("--batch", type=positive_int, default=4096, help="points per step (default 4096)")
-    d.add_argument("--pool", type=positive_int, default=2**17, help="pool of points with exact targets")
-    d.add_argument("--refresh-every", type=positive_int, default=100, help="steps between pool redraws")
+    d.add_argument("--pool", type=positive_int, default=2**17,
+                   help="pool of points with exact targets (default 131072)")
+    d.add_argument("--refresh-every", type=positive_int, default=100, help="steps between pool redraws (default 100)")
     d.add_argument("--mix", type=nonneg_float, nargs=4, default=[0.25, 0.25, 0.2, 0.3],
                    metavar=("SURF", "NEAR", "FAR", "UNI"),
-                   help="pool shares: on the surface, thin shell, wide band, uniform in the box")
+                   help="pool shares: on the surface, thin shell, wide band, uniform in the box (default 0.25 0.25 "
+                        "0.2 0.3)")
     d.add_argument("--near-sigmas", type=positive_float, nargs=2, default=[0.005, 0.05], metavar=("THIN", "WIDE"),
-                   help="std of the two shells around the surface (unit-cube units)")
+                   help="std of the two shells around the surface, the near and far --mix shares (unit-cube units; "
+                        "default 0.005 0.05)")
     d.add_argument("--vote-dirs", type=nonneg_int, default=0,
-                   help="rays voting inside/outside, an odd number (default: 3 if watertight, else 15)")
+                   help="rays voting inside/outside per point, an odd number; 0 (the default): 3 for a watertight "
+                        "mesh, else 15")
+    record_defaults(p, d)
     add_model_arguments(p, ModelDefaults(features=128, sigma=3.0, n_freqs=8, width=128, trainable_features=False))
     lo = p.add_argument_group("loss")
     lo.add_argument("--loss", choices=LOSSES, default=None, help="sdf target: l1 (default) or clamped (DeepSDF)")
@@ -102,11 +114,13 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     lo.add_argument("--eikonal", type=nonneg_float, default=0.0, help="weight of the eikonal term (default 0: off)")
     lo.add_argument("--normal", type=nonneg_float, default=0.0,
                     help="weight of the surface-normal term (default 0: off)")
+    record_defaults(p, lo)
     add_training_arguments(p, TrainingDefaults(steps=1000, schedule="exp", decay_every=5000, eval_every=100,
                                                what_eval="IoU evaluations"))
     o = p.add_argument_group("outputs")
-    o.add_argument("--mesh-res", type=positive_int, default=128, help="grid of mesh.ply and the metrics (128)")
-    o.add_argument("--preview-res", type=positive_int, default=128, help="pixels per preview view (128)")
-    o.add_argument("--eval-points", type=positive_int, default=2**18, help="IoU test points per set (2^18)")
+    o.add_argument("--mesh-res", type=positive_int, default=128,
+                   help="grid of mesh.ply and the metrics (default 128)")
+    o.add_argument("--preview-res", type=positive_int, default=128, help="pixels per preview view (default 128)")
+    o.add_argument("--eval-points", type=positive_int, default=2**18, help="IoU test points per set (default 2^18)")
     o.add_argument("--metric-points", type=positive_int, default=100_000,
-                   help="surface samples per mesh for Chamfer, F-score, normal consistency (100000)")
+                   help="surface samples per mesh for Chamfer, F-score, normal consistency (default 100000)")

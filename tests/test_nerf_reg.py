@@ -55,6 +55,7 @@ def scene(tmp_path_factory):
 COMMON = ["--steps", "40", "--quiet", "--grid-resolution", "32", "--steps-per-diagonal", "128", "--width", "64",
           "--features", "64", "--target-samples", "4096", "--eval-images", "1", "--eval-every", "40",
           "--near", "1.0", "--occlusion-margin", "1.0", "--occlusion-warmup", "0"]
+NO_OCCLUSION = COMMON[:-4]  # without the occlusion loss's own options: a fit without the loss refuses them
 
 
 def _near_opacity_of_run(run, data) -> float:
@@ -77,7 +78,8 @@ def test_occlusion_loss_clears_the_stretch_and_round_trips(scene, tmp_path):
     opacity = {}
     for weight in ("0", "10"):
         run = tmp_path / f"w{weight}"
-        assert cli.main(["fit", "nerf", str(scene), "--out", str(run), "--occlusion-loss", weight, *COMMON]) == 0
+        common = COMMON if weight != "0" else NO_OCCLUSION  # the margin and warm-up do nothing at weight 0
+        assert cli.main(["fit", "nerf", str(scene), "--out", str(run), "--occlusion-loss", weight, *common]) == 0
         opacity[weight] = _near_opacity_of_run(run, scene)
     assert opacity["10"] < 0.01 * opacity["0"], opacity  # measured: 1.7e-9 against 0.019
     saved = json.loads((tmp_path / "w10" / "config.json").read_text())
@@ -90,7 +92,8 @@ def test_occlusion_loss_clears_the_stretch_and_round_trips(scene, tmp_path):
 
 
 def _one_step_weights(scene, run, *options) -> dict:
-    assert cli.main(["fit", "nerf", str(scene), "--out", str(run), *COMMON, "--steps", "1", *options]) == 0
+    common = NO_OCCLUSION if options[-2:] == ("--occlusion-loss", "0") else COMMON
+    assert cli.main(["fit", "nerf", str(scene), "--out", str(run), *common, "--steps", "1", *options]) == 0
     return load_checkpoint(run / "checkpoint.pt")["model"]
 
 
@@ -103,7 +106,7 @@ def test_occlusion_warmup_holds_the_loss_off_at_the_first_step_and_round_trips(s
     cold = _one_step_weights(scene, tmp_path / "cold", "--occlusion-loss", "10", "--occlusion-warmup", "0")
     assert off.keys() == warm.keys() and all(torch.equal(off[k], warm[k]) for k in off)
     assert not all(torch.equal(off[k], cold[k]) for k in off)
-    run, common = tmp_path / "default", COMMON[:-2]  # without COMMON's --occlusion-warmup 0
+    run, common = tmp_path / "default", NO_OCCLUSION  # without COMMON's --occlusion-warmup 0 (nor the loss)
     assert cli.main(["fit", "nerf", str(scene), "--out", str(run), *common, "--steps", "1"]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["occlusion_warmup"] == OCCLUSION_WARMUP
@@ -117,7 +120,9 @@ def test_occlusion_warmup_holds_the_loss_off_at_the_first_step_and_round_trips(s
                                            ("--occlusion-warmup", "-1")])
 def test_bad_occlusion_options_are_one_line_before_any_run_folder(scene, tmp_path, capsys, option, value):
     run = tmp_path / "run"
-    assert cli.main(["fit", "nerf", str(scene), "--out", str(run), "--steps", "1", "--quiet", option, value]) == 2
+    loss = [] if option == "--occlusion-loss" else ["--occlusion-loss", "1"]  # else the option is refused unused
+    assert cli.main(["fit", "nerf", str(scene), "--out", str(run), "--steps", "1", "--quiet", option, value,
+                     *loss]) == 2
     err = capsys.readouterr().err
     assert f"{option} must be a" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -110,6 +110,10 @@ def _alternatives(action: argparse.Action) -> list[list[str]]:
 COMPANY = {k: ["--encoding", "hashgrid"] for k in ("hash_levels", "hash_log2_size", "hash_max_res")}
 COMPANY["omega0"] = ["--activation", "sine"]
 COMPANY["camera_lr"] = COMPANY["camera_reg"] = ["--optimize-cameras"]
+COMPANY["n_freqs"] = ["--encoding", "pe"]  # options a fit refuses where it would ignore them (test_audit3_options)
+COMPANY["lr_final"], COMPANY["decay_every"] = ["--schedule", "exp"], ["--schedule", "step"]
+COMPANY["occlusion_margin"] = COMPANY["occlusion_warmup"] = ["--occlusion-loss", "1"]
+COMPANY["depth_rays"] = ["--depth-loss", "1"]
 PIPELINES = {  # how each pipeline builds its config from the options, its aliases, options needing company
     "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, COMPANY),
     "sdf": (sdf_options.add_fit_arguments, sdf_options.config_from_args, sdf_options.ALIASES,
