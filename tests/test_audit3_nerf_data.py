@@ -22,7 +22,8 @@ from rwf_render.nerf_config import NeRFConfig
 from rwf_render.nerf_data import dataset_fingerprint, load_split
 from rwf_render.resume import check_dataset_unchanged, resume_config
 
-from test_nerf_bad_input_more import TINY, _pose  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_audit_nerf_input import _fails_cleanly as _fit_fails_cleanly  # noqa: E402  (tests/ is on sys.path)
+from test_nerf_bad_input_more import TINY, _edit, _pose  # noqa: E402
 
 
 def _dataset(root: Path, n: int = 9, **top) -> Path:
@@ -37,22 +38,6 @@ def _dataset(root: Path, n: int = 9, **top) -> Path:
     meta = {"fl_x": 14.0, "fl_y": 14.0, "w": 16, "h": 12, "aabb_scale": 1, **top, "frames": frames}
     (root / "transforms.json").write_text(json.dumps(meta))
     return root
-
-
-def _edit(root: Path, edit) -> None:
-    meta = json.loads((root / "transforms.json").read_text())
-    edit(meta)
-    (root / "transforms.json").write_text(json.dumps(meta))
-
-
-def _fit_fails_cleanly(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main(argv) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("rwf: error:") and "Traceback" not in err[0], err
-    return err[0]
 
 
 def _check_errors(root: Path) -> list[str]:
