@@ -20,6 +20,9 @@ Format (close to nerfstudio's ``camera_path.json``, whose readers only need ``ca
 * ``fov``: *vertical* field of view in degrees. Focal lengths follow from it and ``render_height``:
   fx = fy = 0.5 * render_height / tan(fov / 2), principal point at the image centre (``aspect`` is informative;
   the image is render_width x render_height).
+* Limits, each refused with one line: ``fps`` and ``seconds`` finite positive numbers, fps at most
+  :data:`MAX_FPS`; at most :data:`MAX_FRAMES` frames (``camera_path`` entries, or ``round(fps * seconds)``); at most
+  :data:`MAX_RENDER_PIXELS` pixels a frame.
 * ``camera_path`` holds every frame to render. When it is absent, the frames are interpolated from
   ``keyframes``: positions along a uniform Catmull-Rom spline through the keyframes, rotations by slerp between
   consecutive keyframes, fov linearly; frame i of N sits at s = i / (N - 1) * (K - 1) keyframe intervals (a cycle:
@@ -41,6 +44,21 @@ from rwf_render.errors import UserError
 
 FORMAT, VERSION = "rwf-camera-path", 1
 CONVENTION = "OpenGL camera-to-world, row-major 4x4, world units of the run"
+MAX_FRAMES = 100_000
+"""frames one render may ask for (``--orbit``, ``--interpolate``, a camera path): over an hour of video at 24 fps.
+More is a slip (``--orbit 1000000000`` grew to 24 GB before the kernel killed it), refused before anything is
+allocated."""
+MAX_FPS = 1000
+"""a camera path's or ``--fps``'s frame rate at most (video players and ffmpeg's H.264 levels stop far below)"""
+MAX_RENDER_PIXELS = 2**26
+"""a camera path's render_width x render_height at most: about 8192 x 8192 (float32 RGB: 0.8 GB a frame), the limit of
+``rwf render --scale`` for image runs"""
+
+
+def check_frame_count(n: float, what: str) -> None:
+    """UserError naming ``what`` when ``n`` frames are more than MAX_FRAMES (before any camera is made)."""
+    if not n <= MAX_FRAMES:
+        raise UserError(f"{what}: {n:,.0f} frames is more than {MAX_FRAMES:,} (over an hour at 24 fps); ask for fewer")
 
 
 # -- rotations (w, x, y, z quaternions, Hamilton convention as viser's; kept here so this module stands alone) --------
@@ -140,8 +158,10 @@ def _flat(c2w) -> list[float]:
 def camera_path_dict(keyframes_c2w, keyframes_fov, width: int, height: int, fps: float, seconds: float,
                      is_cycle: bool = False) -> dict:
     """The JSON object for keyframes (K, 4, 4) OpenGL c2w with vertical fov (K,) in degrees; frames included."""
-    if width < 1 or height < 1 or fps <= 0 or seconds <= 0:
-        raise ValueError("render size, fps and seconds must be positive")
+    if width < 1 or height < 1 or not 0 < fps <= MAX_FPS or not 0 < seconds < math.inf:
+        raise ValueError(f"render size and seconds must be positive, fps in (0, {MAX_FPS}]")
+    if width * height > MAX_RENDER_PIXELS or fps * seconds > MAX_FRAMES:
+        raise ValueError(f"at most {MAX_RENDER_PIXELS} pixels a frame and {MAX_FRAMES} frames")
     n = max(1, round(fps * seconds))
     frames, fovs = interpolate(keyframes_c2w, keyframes_fov, n, is_cycle)
     return {"format": FORMAT, "version": VERSION, "convention": CONVENTION,
@@ -183,6 +203,13 @@ def _fov_of(entry, where: str) -> float:
     return float(fov)
 
 
+def _number(value, what: str) -> float:
+    """A finite positive JSON number (not a string, a boolean or NaN / Infinity, which Python's json reads)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"{what} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
 def load_camera_path(path: str | os.PathLike):
     """Read a camera path file.
 
@@ -204,13 +231,20 @@ def load_camera_path(path: str | os.PathLike):
     if not isinstance(obj, dict):
         raise UserError(f"{path}: a camera path is a JSON object")
     try:
-        width, height, fps = int(obj["render_width"]), int(obj["render_height"]), float(obj.get("fps", 24))
-    except (KeyError, TypeError, ValueError):
+        width, height = int(obj["render_width"]), int(obj["render_height"])
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: needs integer 'render_width' and 'render_height'") from None
-    if width < 1 or height < 1 or not fps > 0:
-        raise UserError(f"{path}: render size and fps must be positive")
+    if width < 1 or height < 1:
+        raise UserError(f"{path}: render size must be positive, got {width}x{height}")
+    if width * height > MAX_RENDER_PIXELS:
+        raise UserError(f"{path}: render size {width}x{height} is more than {MAX_RENDER_PIXELS} pixels (about 8192 x "
+                        "8192); use a smaller render_width and render_height")
+    fps = _number(obj.get("fps", 24), f"{path}: 'fps'")
+    if fps > MAX_FPS:
+        raise UserError(f"{path}: 'fps' must be at most {MAX_FPS} frames per second, got {obj['fps']!r}")
     frames = obj.get("camera_path")
     if isinstance(frames, list) and frames:
+        check_frame_count(len(frames), f"{path}: camera_path")
         c2w = np.stack([_matrix_of(f, f"{path}: camera_path[{i}]") for i, f in enumerate(frames)])
         fov = np.array([_fov_of(f, f"{path}: camera_path[{i}]") for i, f in enumerate(frames)])
     else:
@@ -219,7 +253,8 @@ def load_camera_path(path: str | os.PathLike):
             raise UserError(f"{path}: holds neither 'camera_path' frames nor 'keyframes'")
         c2w = np.stack([_matrix_of(k, f"{path}: keyframes[{i}]") for i, k in enumerate(keys)])
         fov = np.array([_fov_of(k, f"{path}: keyframes[{i}]") for i, k in enumerate(keys)])
-        seconds = float(obj.get("seconds", len(keys)))
+        seconds = _number(obj.get("seconds", len(keys)), f"{path}: 'seconds'")
+        check_frame_count(fps * seconds, f"{path}: fps {fps:g} x seconds {seconds:g}")
         c2w, fov = interpolate(c2w, fov, max(1, round(fps * seconds)), bool(obj.get("is_cycle", False)))
     focal = 0.5 * height / np.tan(np.radians(fov) / 2)
     n = len(c2w)

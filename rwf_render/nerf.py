@@ -19,7 +19,7 @@ import torch
 
 from .errors import RwfWarning, UserError, out_of_memory
 from .nerf_config import NeRFConfig, check_config
-from .nerf_data import PosedImages, check_bounds, load_split, summary
+from .nerf_data import PosedImages, check_bounds, dataset_fingerprint, load_split, summary
 from .nerf_options import add_fit_arguments, config_from_args, resume_config_from_args  # noqa: F401 (the CLI's)
 from .nerf_render import NeRFModel
 from .nerf_task import (NeRFTask, _optional_split, build_model, eval_background, finish, refined_split,
@@ -56,9 +56,10 @@ def fit(args) -> int:
     trainer = Trainer(model, task, cfg.train, run_dir=run, progress=not args.quiet)
     if args.resume and trainer.resume():  # before config.json is rewritten: a refused resume changes nothing
         print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
-    write_json(run / CONFIG, {**cfg.to_dict(), "aabb": train.aabb.tolist()})
+    saved = {**cfg.to_dict(), "aabb": train.aabb.tolist(), "dataset": dataset_fingerprint(cfg.data)}
+    write_json(run / CONFIG, saved)  # the fingerprint: --resume refuses a dataset changed since
     trainer.fit()
-    metrics = finish(run, model, task, trainer, cfg, test)
+    metrics = finish(run, model, task, trainer, cfg, test, progress=not args.quiet)
     split = metrics["psnr_split"]
     print(f"{run}: {split} psnr {metrics['psnr']:.2f} dB, ssim {metrics['ssim']:.4f} ({metrics['test_images']} "
           f"{split} images{'' if split == 'test' else '; the dataset has no test split'}), "
@@ -151,7 +152,7 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     saved = saved if isinstance(saved, dict) else {}  # not an object of metrics: replaced
     if split != "test":
         print(f"rwf: {cfg.data} has no test split; scoring its {split} split", file=sys.stderr)
-    metrics = test_metrics(model, images, cfg.background, None)
+    metrics = test_metrics(model, images, cfg.background, None, progress=None, split=split)  # a bar on a terminal
     metrics["psnr_split"] = split
     saved.update(metrics)
     write_json(run / METRICS, saved)
@@ -172,22 +173,26 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
 
 
 def add_render_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import positive_int  # noqa: PLC0415
+    from .camera_path import MAX_FPS, MAX_FRAMES  # noqa: PLC0415
+    from .cli import int_in, positive_int  # noqa: PLC0415
 
     g = p.add_argument_group("nerf runs")
     g.add_argument("--split", choices=["train", "val", "test"], help="render every camera of a split")
-    g.add_argument("--orbit", type=positive_int, metavar="N", help="render N views on a circle around the scene")
+    g.add_argument("--orbit", type=positive_int, metavar="N",
+                   help=f"render N views on a circle around the scene (N at most {MAX_FRAMES})")
     g.add_argument("--camera-path", metavar="FILE", help="render a camera_path.json recorded in the viewer")
     g.add_argument("--interpolate", type=positive_int, metavar="N",
                    help="a smooth path through every training camera, N frames from one to the next "
                         "(N * (K - 1) + 1 frames for K cameras; suits real captures, where --orbit swings to views no "
                         "photo saw). The cameras are visited nearest-first from training camera 0, since capture "
                         "order is not always file order; each frame has the size of camera 0 and intrinsics blended "
-                        "from its two cameras'")
+                        f"from its two cameras'. At most {MAX_FRAMES} frames in all")
     g.add_argument("--video", action="store_true", help="also write MP4 videos (rgb and depth)")
-    g.add_argument("--fps", type=positive_int, default=24,
-                   help="video frame rate (default 24; with --camera-path, the file's own rate unless --fps is typed)")
-    g.add_argument("--downscale", type=positive_int, default=None, help="render at 1/K of the camera resolution")
+    g.add_argument("--fps", type=int_in(1, MAX_FPS, "a frame rate (frames per second)"), default=24,
+                   help=f"video frame rate, 1..{MAX_FPS} (default 24; with --camera-path, the file's own rate unless "
+                        "--fps is typed)")
+    g.add_argument("--downscale", type=positive_int, default=None, metavar="K",
+                   help="render at 1/K of the camera resolution (default 1: the cameras' own)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -5,11 +5,14 @@
     rwf export mesh RUN [--res N] [--threshold T] [--crop X0 Y0 Z0 X1 Y1 Z1] [--pointcloud | --poisson] [--out FILE]
 
 Frames: ``rgb_0000.png``, ``depth_0000.exr`` (float32 distance along the ray; 0 where nothing was hit) and
-``depth_0000.png`` (the same through the 'turbo' colormap, one fixed range for every frame of a render).
+``depth_0000.png`` (the same through the 'turbo' colormap, one fixed range for every frame of a render). A render
+asks for at most :data:`~rwf_render.camera_path.MAX_FRAMES` frames; ``--video`` streams them to ffmpeg as they come.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .camera_path import check_frame_count
 from .cameras import Cameras
 from .cli import option_typed
-from .errors import UserError
+from .errors import UserError, out_of_memory
 from .imgio import write_image
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel, orbit_cameras
@@ -55,6 +59,7 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
     if args.orbit:
         if model.train_cameras is None:
             raise UserError(f"{model.cfg.data}: training cameras unavailable; --orbit needs them")
+        check_frame_count(args.orbit, f"--orbit {args.orbit}")  # before the cameras: N of them are made at once
         center = ((model.aabb[:3] + model.aabb[3:]) / 2).cpu()
         return (orbit_cameras(model.train_cameras, center, args.orbit).to(dtype=torch.float32), "orbit", args.fps,
                 None)
@@ -63,6 +68,9 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
 
         if model.train_cameras is None:
             raise UserError(f"{model.cfg.data}: training cameras unavailable; --interpolate needs them")
+        k = len(model.train_cameras)
+        check_frame_count(args.interpolate * (k - 1) + 1, f"--interpolate {args.interpolate} ({k} training cameras: "
+                          f"N * {k - 1} + 1 frames)")
         cams, near_far, _ = training_path_cameras(model.train_cameras, args.interpolate,
                                                   getattr(model, "train_near_far", None))
         return cams.to(dtype=torch.float32), "interpolate", args.fps, near_far
@@ -130,6 +138,8 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         if len(sizes) > 1:
             raise UserError(f"--video needs frames of one size; these cameras have {len(sizes)} sizes "
                             f"({sizes[0][0]}x{sizes[0][1]}, {sizes[1][0]}x{sizes[1][1]}, ...)")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # e.g. on a read-only file system, even for root
+        raise UserError(f"{out}: cannot write the frames there (folder not writable)")
     # staging goes in the nearest existing folder above ``out``; ``out`` and the missing folders above it are made
     # only once every frame is rendered, so an interrupted render leaves no empty folder behind either
     parent = out.parent
@@ -137,9 +147,13 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         if parent.exists():
             raise UserError(f"{out}: {parent} exists and is not a folder")
         parent = parent.parent
-    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=parent))
     try:
-        rgb_frames, depth_frames, depth_range = [], [], None
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=parent))
+    except OSError as e:  # a folder the user cannot write to, as fit's --out (the staging name would only confuse)
+        raise UserError(f"{out}: cannot write the frames there ({e.strerror or e})") from None
+    videos = {}
+    try:
+        depth_range = None
         from tqdm import tqdm  # noqa: PLC0415
 
         for i in tqdm(range(len(cams)), desc=f"{out}", unit="frame", disable=getattr(args, "quiet", False),
@@ -149,27 +163,58 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
             if depth_range is None:  # one range for the whole sequence, so videos do not flicker
                 hit = depth[opacity >= 0.5]
                 depth_range = (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
-            write_image(staging / f"rgb_{i:04d}.png", rgb)
-            write_image(staging / f"depth_{i:04d}.exr", depth[..., None])
             depth_rgb = depth_colors(depth, opacity, *depth_range)
-            write_image(staging / f"depth_{i:04d}.png", depth_rgb)
-            if args.video:
-                rgb_frames.append(rgb)
-                depth_frames.append(depth_rgb)
-        if args.video:
-            write_video(staging / "rgb.mp4", rgb_frames, fps)
-            write_video(staging / "depth.mp4", depth_frames, fps)
+            for file, pixels in ((f"rgb_{i:04d}.png", rgb), (f"depth_{i:04d}.exr", depth[..., None]),
+                                 (f"depth_{i:04d}.png", depth_rgb)):
+                with _writing(out / file):
+                    write_image(staging / file, pixels)
+            if args.video:  # streamed to ffmpeg: memory holds one frame, whatever the length of the video
+                for file, pixels in (("rgb.mp4", rgb), ("depth.mp4", depth_rgb)):
+                    with _writing(out / file):
+                        if file not in videos:
+                            videos[file] = VideoWriter(staging / file, pixels.shape[1], pixels.shape[0], fps)
+                        videos[file].append(pixels)
+        for file in list(videos):
+            with _writing(out / file):
+                videos.pop(file).close()
         new = {p.name for p in staging.iterdir()}
-        out.mkdir(parents=True, exist_ok=True)
+        with _writing(out):
+            out.mkdir(parents=True, exist_ok=True)
         for old in _earlier_render(out) - new:  # an earlier render's frames and videos that this one does not replace
             (out / old).unlink(missing_ok=True)
         for name_ in sorted(new):
-            (staging / name_).replace(out / name_)
-        write_json(out / MANIFEST, {"files": sorted(new)})
+            with _writing(out / name_):
+                (staging / name_).replace(out / name_)
+        with _writing(out / MANIFEST):
+            write_json(out / MANIFEST, {"files": sorted(new)})
     finally:
+        for video in videos.values():  # a render that failed or was interrupted: its partial videos are dropped
+            video.close(ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
     print(f"{out}: {len(cams)} frames{f' and rgb.mp4, depth.mp4 at {fps:g} fps' if args.video else ''}")
     return 0
+
+
+class _writing:  # noqa: N801  (a context manager, used as ``with _writing(target):``)
+    """Report a failure to write ``target`` (an output the user named, not the staging file written first) as an
+    OSError naming it: ``rwf`` says it in one line, exit 1, as every failure to write an output (cli.dispatch).
+    OpenEXR says a full disk as ``RuntimeError: Failed to write pixel data ... No space left on device``."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror or str(e), str(self.target)) from e
+        if isinstance(e, RuntimeError) and not out_of_memory(e):  # the writer's (an allocator's is said as such)
+            text = " ".join(str(e).split()) or type(e).__name__
+            code = errno.ENOSPC if "No space left" in text else errno.EIO
+            raise OSError(code, os.strerror(code) if code == errno.ENOSPC else f"cannot write ({text[:200]})",
+                          str(self.target)) from e
+        return False
 
 
 def _earlier_render(out: Path) -> set[str]:
@@ -191,17 +236,43 @@ def _need_ffmpeg() -> None:
         raise UserError("--video needs imageio-ffmpeg (pip install imageio-ffmpeg)") from None
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """H.264 MP4 through imageio-ffmpeg, written atomically; sizes are padded to even numbers for yuv420p."""
-    _need_ffmpeg()
-    import imageio.v3 as iio  # noqa: PLC0415
+class VideoWriter:
+    """H.264 MP4 (yuv420p, imageio's settings) through imageio-ffmpeg, fed one frame at a time, so a long video
+    needs the memory of one frame (the frames were kept for one write: 24 bytes a pixel for rgb and depth, 1.5 GB for
+    a thousand 250x250 frames). Sizes are padded to even numbers for yuv420p; the file is complete after
+    :meth:`close`.
 
-    arr = np.stack([np.round(np.clip(f, 0, 1) * 255).astype(np.uint8) for f in frames])
-    pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
-    arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, arr, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
-                    macro_block_size=1)
+    Args:
+        path: the .mp4 to write (replaced).
+        width, height: the frames' size in pixels.
+        fps: frames per second.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: float):
+        _need_ffmpeg()
+        import imageio_ffmpeg  # noqa: PLC0415
+
+        self.pad = (height % 2, width % 2)
+        self._gen = imageio_ffmpeg.write_frames(str(path), (width + self.pad[1], height + self.pad[0]), fps=fps,
+                                                codec="libx264", quality=5, macro_block_size=1)
+        self._gen.send(None)  # starts ffmpeg
+
+    def append(self, frame: np.ndarray) -> None:
+        """One frame (H, W, 3) float in [0, 1] (clipped)."""
+        arr = np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8)
+        arr = np.pad(arr, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode="edge")
+        self._gen.send(np.ascontiguousarray(arr))
+
+    def close(self, ignore_errors: bool = False) -> None:
+        """Finish the file (ffmpeg writes its index); ``ignore_errors`` for a file about to be discarded."""
+        gen, self._gen = self._gen, None
+        if gen is None:
+            return
+        try:
+            gen.close()
+        except Exception:  # noqa: BLE001
+            if not ignore_errors:
+                raise
 
 
 def voxel_cov(model: NeRFModel, spacing) -> torch.Tensor | None:
@@ -289,14 +360,24 @@ def painted_background(model: NeRFModel) -> str | None:
 
 
 def _crop_box(model: NeRFModel, args) -> np.ndarray:
-    """(2, 3) box to export: ``--crop`` (finite, max > min per axis) or the scene box."""
+    """(2, 3) box to export: ``--crop`` (finite, max > min per axis, overlapping the scene box) or the scene box.
+    The field is fitted inside the scene box only (rays are marched there): a crop box wholly outside it would hold
+    the field's extrapolation, no surface of the scene."""
+    scene = model.aabb.cpu().numpy().astype(np.float64).reshape(2, 3)
     if not args.crop:
-        return model.aabb.cpu().numpy().astype(np.float64).reshape(2, 3)
+        return scene
     box = np.asarray(args.crop, np.float64).reshape(2, 3)
     if not np.isfinite(box).all() or not (box[1] > box[0]).all():
         raise UserError(f"--crop: six finite numbers X0 Y0 Z0 X1 Y1 Z1 with each max above its min, "
                         f"got {box.reshape(-1).tolist()}")
+    if not ((box[0] < scene[1]) & (box[1] > scene[0])).all():
+        raise UserError(f"--crop {_box_text(box)} lies outside the scene box {_box_text(scene)}: it holds none of "
+                        "the scene's surface")
     return box
+
+
+def _box_text(box: np.ndarray) -> str:
+    return " ".join(f"{v:.4g}" for v in np.asarray(box).reshape(-1))
 
 
 def _out_file(out: Path) -> Path:
@@ -364,7 +445,10 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=args.res, level=level, inside="above",
                         device=model.aabb.device, progress=not getattr(args, "quiet", False))
     if len(mesh.faces) == 0:
-        raise UserError(f"no surface at density {level} inside the box; try a lower --threshold")
+        if args.crop:
+            raise UserError(f"no surface at density {level:g} inside --crop {_box_text(box)}: the crop box holds none "
+                            "of the surface; try a larger --crop (the scene box: no --crop) or a lower --threshold")
+        raise UserError(f"no surface at density {level:g} inside the scene box; try a lower --threshold")
     mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)
     mesh.visual.vertex_colors = vertex_colors(model, mesh, cov=cov)
     save_mesh(mesh, out, fmt)

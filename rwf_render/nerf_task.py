@@ -5,6 +5,7 @@ command; the benchmark uses it directly.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -176,18 +177,27 @@ def spaced_indices(data: str, split: str, n: int) -> list[int]:
 
 
 def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images: int | None,
-                 renders: dict | None = None) -> dict:
+                 renders: dict | None = None, progress: bool | None = False, split: str = "test") -> dict:
     """Mean per-image PSNR and SSIM over ``n_images`` evenly spaced test images (None: all); ``renders``, when
-    given, receives {index: (prediction, target)} of each image scored (the fit reuses image 0's for its view)."""
+    given, receives {index: (prediction, target)} of each image scored (the fit reuses image 0's for its view).
+
+    ``progress``: a bar on stderr over the views (``split`` names them), each view's PSNR beside it; None: only on a
+    terminal. A full-size render of a view can take minutes on a CPU, longer than a short fit's training."""
+    from tqdm import tqdm  # noqa: PLC0415
+
     count = len(test) if not n_images else min(n_images, len(test))
     picks = np.unique(np.linspace(0, len(test) - 1, count).round().astype(int))
     p, s = [], []
-    for i in picks:
+    bar = tqdm(picks, desc=f"{split} views", unit="view", disable=None if progress is None else not progress,
+               dynamic_ncols=True, leave=False, file=sys.stderr, mininterval=0)  # each view: seconds to minutes
+    for i in bar:
         pred, target = render_and_target(model, test, int(i), background)
         if renders is not None and i == 0:
             renders[0] = (pred, target)
         p.append(psnr(pred, target))
         s.append(ssim(pred.numpy(), target.numpy()))
+        bar.set_postfix_str(f"view {int(i)}: {p[-1]:.2f} dB", refresh=False)
+    bar.close()
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),
             "lpips": None, "lpips_note": lpips_note()}
 
@@ -218,16 +228,23 @@ def _optional_split(data: str, split: str, downscale: int, indices=None) -> Pose
 
 
 def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: NeRFConfig,
-           test: PosedImages | None = None) -> dict:
+           test: PosedImages | None = None, progress: bool = False) -> dict:
     """Final metrics on the test images (``test``, loaded before training; else the val, else the train split,
-    named in ``psnr_split``), a test render (the first image scored), curve.png and metrics.json."""
+    named in ``psnr_split``), a test render (the first image scored), curve.png and metrics.json. ``progress``: say
+    on stderr how many views of what size are rendered, and a bar over them (after a short fit these renders can
+    take far longer than the training: 20 steps in 69 s, then 30 min for 9 views of 200 px)."""
     from .imgio import write_image  # noqa: PLC0415
     from .plots import curve_png  # noqa: PLC0415
 
     train = refined_split(model, task.train)
     split, test = next((name, s) for name, s in (("test", test), ("val", task.val), ("train", train)) if s)
     first = {}
-    metrics = test_metrics(model, test, cfg.background, None, renders=first)
+    if progress:
+        sizes = sorted({(int(w), int(h)) for w, h in zip(test.cameras.width, test.cameras.height)})
+        size = f"{sizes[0][0]}x{sizes[0][1]}" + (f" to {sizes[-1][0]}x{sizes[-1][1]}" if len(sizes) > 1 else "")
+        print(f"rwf: scoring the fit: rendering {len(test)} {split} view{'s' * (len(test) != 1)} at {size} and "
+              "training view 0", file=sys.stderr)
+    metrics = test_metrics(model, test, cfg.background, None, renders=first, progress=progress, split=split)
     if model.pose_correction is not None:
         metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data, task.train.paths))
     metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, train, 0, cfg.background)),
