@@ -2,7 +2,8 @@
 
 Data flow: transforms.json -> images in memory (nerf_data) -> random rays across all training images -> occupancy
 grid marching + field + compositing (nerf_render) -> MSE to the pixels -> Trainer. The options are in nerf_options,
-the task and its scores in nerf_task; ``rwf render`` and ``rwf export mesh`` for NeRF runs live in nerf_outputs.
+the task and its scores in nerf_task; ``rwf render`` for NeRF runs lives in nerf_outputs, ``rwf export mesh`` in
+nerf_export.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
 
 
 def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
-    from .nerf_outputs import export_mesh_run as _export  # noqa: PLC0415
+    from .nerf_export import export_mesh_run as _export  # noqa: PLC0415
 
     return _export(run, cfg_dict, args)
 

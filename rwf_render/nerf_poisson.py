@@ -2,7 +2,7 @@
 
 Data flow, one step per function:
     training rays -> points where they stop, with colours and the camera that saw each (``--pointcloud``'s points,
-    :func:`~rwf_render.nerf_outputs.depth_points`)
+    :func:`~rwf_render.nerf_export.depth_points`)
     -> statistical outliers dropped (:func:`inliers`), a normal per point from the field (:func:`density_normals`)
     -> open3d's screened Poisson reconstruction (Kazhdan & Hoppe 2013) at octree depth ``--poisson-depth``, then the
        vertices of lowest Poisson density trimmed (``--poisson-trim``) and the mesh cropped to the box
@@ -135,7 +135,7 @@ def export_poisson(model, box: np.ndarray, out: Path, fmt: str, args) -> int:
     """``rwf export mesh RUN --poisson``: the steps of the module docstring, written to ``out`` in ``fmt``."""
     from .mesh import remove_small_components  # noqa: PLC0415
     from .mesh_io import save_mesh  # noqa: PLC0415
-    from .nerf_outputs import depth_points, vertex_colors, voxel_cov  # noqa: PLC0415
+    from .nerf_export import depth_points, vertex_colors, voxel_cov  # noqa: PLC0415
 
     # 1. where the training rays stop, and who saw each point; floaters out
     points, _, origins = depth_points(model, progress=not getattr(args, "quiet", False))

@@ -14,39 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rwf_render import camera_path, cli, nerf_outputs
+from rwf_render import camera_path, cli, nerf_outputs, nerf_poisson
 from rwf_render.camera_path import MAX_FRAMES, load_camera_path, save_camera_path
 from rwf_render.errors import UserError
-from rwf_render.imgio import write_image
+
+from test_audit_nerf_input import _dataset  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_nerf_bad_input_more import _pose  # noqa: E402
 
 TINY = ["--steps", "2", "--eval-images", "1", "--grid-resolution", "16", "--steps-per-diagonal", "32", "--width",
         "16", "--features", "8", "--target-samples", "512", "--device", "cpu"]
-
-
-def _pose(i: int, n: int) -> list:
-    """Camera ``i`` of ``n`` on a circle of radius 3 at height 1, looking at the origin (OpenGL c2w, 4x4)."""
-    a = 2 * math.pi * i / n
-    eye = np.array([3 * math.cos(a), 3 * math.sin(a), 1.0])
-    fwd = -eye / np.linalg.norm(eye)
-    right = np.cross(fwd, [0, 0, 1.0])
-    right /= np.linalg.norm(right)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([right, np.cross(right, fwd), -fwd], 1)
-    c2w[:3, 3] = eye
-    return c2w.tolist()
-
-
-def _dataset(root: Path, n: int = 5) -> Path:
-    """A single-file (instant-ngp) dataset of ``n`` random 16x12 images on a circle around the origin."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    frames = []
-    for i in range(n):
-        write_image(root / f"img{i}.png", rng.random((12, 16, 3)).astype(np.float32))
-        frames.append({"file_path": f"img{i}.png", "transform_matrix": _pose(i, n)})
-    meta = {"fl_x": 14.0, "fl_y": 14.0, "w": 16, "h": 12, "aabb_scale": 1, "frames": frames}
-    (root / "transforms.json").write_text(json.dumps(meta))
-    return root
 
 
 def _fit(data: Path, run: Path, *extra: str) -> None:
@@ -57,7 +33,7 @@ def _fit(data: Path, run: Path, *extra: str) -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return _dataset(tmp_path_factory.mktemp("audit3") / "data")
+    return _dataset(tmp_path_factory.mktemp("audit3") / "data", n=5)
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +264,15 @@ def test_a_crop_box_outside_the_scene_is_named_as_such(run, tmp_path, capsys):
                            "--threshold", 1e30, "--out", tmp_path / "m.ply", "--quiet"])
     assert "inside --crop" in line and "larger --crop" in line, line
     assert not (tmp_path / "m.ply").exists()
+
+
+def test_poisson_writes_beside_the_marching_cubes_mesh_not_over_it(run, monkeypatch):
+    """``rwf export mesh RUN`` then ``--poisson`` (the README's order) replaced RUN/mesh.ply without a word."""
+    pytest.importorskip("open3d")
+    written = []
+    monkeypatch.setattr(nerf_poisson, "export_poisson", lambda model, box, out, fmt, args: written.append(out) or 0)
+    assert cli.main(["export", "mesh", str(run), "--poisson", "--quiet"]) == 0
+    assert written == [run / "mesh_poisson.ply"]
 
 
 # -- F: defaults in --help ----------------------------------------------------------------------------------------

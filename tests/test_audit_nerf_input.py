@@ -233,9 +233,9 @@ def test_render_into_a_path_below_a_file_is_refused_before_rendering(trained, tm
 def test_a_point_cloud_into_a_missing_folder_is_refused_before_rendering(trained, tmp_path, capsys, monkeypatch):
     """--pointcloud --out missing/pc.ply rendered every training camera, then failed at the atomic write: exit 1
     ("a failure of the machine") naming the temporary file."""
-    from rwf_render import nerf_outputs
+    from rwf_render import nerf_export
 
-    monkeypatch.setattr(nerf_outputs, "point_cloud", lambda *a, **k: pytest.fail("rendered before checking --out"))
+    monkeypatch.setattr(nerf_export, "point_cloud", lambda *a, **k: pytest.fail("rendered before checking --out"))
     err = _fails_cleanly(capsys, ["export", "mesh", str(trained), "--pointcloud", "--out",
                                   str(tmp_path / "missing" / "pc.ply")])
     assert "missing does not exist" in err and ".tmp" not in err

@@ -216,18 +216,18 @@ def test_poisson_mesh_lies_on_the_source_mesh(fitted, tiny_scene, tmp_path):
     (["--poisson", "--poisson-trim", "1"], "--poisson-trim"),
 ])
 def test_poisson_refuses_options_it_would_not_use(fitted, tmp_path, capsys, monkeypatch, extra, says):
-    from rwf_render import nerf_outputs
+    from rwf_render import nerf_export
 
-    monkeypatch.setattr(nerf_outputs, "depth_points", lambda *a, **k: pytest.fail("rendered before refusing"))
+    monkeypatch.setattr(nerf_export, "depth_points", lambda *a, **k: pytest.fail("rendered before refusing"))
     assert says in _one_error(capsys, ["export", "mesh", fitted, "--out", tmp_path / "m.ply", *extra])
     assert sorted(tmp_path.iterdir()) == []
 
 
 def test_poisson_without_open3d_is_one_clear_error(fitted, tmp_path, capsys, monkeypatch):
-    from rwf_render import nerf_outputs
+    from rwf_render import nerf_export
 
     monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d raises ImportError
-    monkeypatch.setattr(nerf_outputs, "depth_points", lambda *a, **k: pytest.fail("rendered before checking"))
+    monkeypatch.setattr(nerf_export, "depth_points", lambda *a, **k: pytest.fail("rendered before checking"))
     err = _one_error(capsys, ["export", "mesh", fitted, "--poisson", "--out", tmp_path / "m.ply"])
     assert "--poisson needs open3d" in err
     assert sorted(tmp_path.iterdir()) == []

@@ -1,0 +1,204 @@
+"""Geometry of a trained NeRF run, on demand: marching-cubes meshes coloured by the field, point clouds where the
+training rays stop, and (:mod:`rwf_render.nerf_poisson`) Poisson surfaces through them.
+
+    rwf export mesh RUN [--res N] [--threshold T] [--crop X0 Y0 Z0 X1 Y1 Z1] [--pointcloud | --poisson] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cli import option_typed
+from .errors import UserError
+from .nerf import load_scene_model
+from .nerf_outputs import frame_bounds, scaled_cameras
+from .nerf_render import NeRFModel
+from .rundir import atomic_path
+
+DEFAULT_DENSITY_LEVEL = 10.0  # sigma * (box diagonal / 512) ~ 0.1 for a 3-unit box: a surface, not haze
+
+
+def voxel_cov(model: NeRFModel, spacing) -> torch.Tensor | None:
+    """(3, 3) covariance of a uniform point in a voxel of ``spacing`` (3,) world units, the scale at which a
+    ``mip`` field is read on an export grid; None for a point-sampled field."""
+    if not model.field.cfg.mip:
+        return None
+    return torch.diag(torch.as_tensor(np.asarray(spacing, np.float64) ** 2 / 12.0, dtype=torch.float32,
+                                      device=model.aabb.device))
+
+
+@torch.no_grad()
+def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tensor | None = None) -> np.ndarray:
+    """Colour of the radiance field at each vertex, seen from outside along the vertex normal: (V, 4) uint8.
+    ``cov`` (3, 3): the footprint of a ``mip`` field's reading (:func:`voxel_cov`)."""
+    device = model.aabb.device
+    v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
+    n = torch.as_tensor(np.array(mesh.vertex_normals, dtype=np.float32), device=device)
+    cols = [model.field(v[i:i + chunk], -n[i:i + chunk], None, cov)[0] for i in range(0, v.shape[0], chunk)]
+    rgb = torch.cat(cols).clamp(0, 1).cpu().numpy() if cols else np.zeros((0, 3))
+    return np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
+
+
+def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
+    """Points where training rays stop (expected depth, opacity >= 0.5), with their rendered colours; ``progress``
+    shows a bar over the training cameras on stderr (each is rendered: minutes on a 100-view scene)."""
+    import trimesh  # noqa: PLC0415
+
+    pts, cols, _ = depth_points(model, max_points, size, progress)
+    colors = np.concatenate([np.round(cols * 255), np.full((len(cols), 1), 255)], 1).astype(np.uint8)
+    return trimesh.PointCloud(pts, colors=colors)
+
+
+@torch.no_grad()
+def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
+    """The points of :func:`point_cloud` as arrays: positions (P, 3), colours (P, 3) in [0, 1] and the centre of the
+    camera that saw each (P, 3), at most ``max_points`` (a fixed-seed sample); training images are rendered at about
+    ``size`` pixels across."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from .cameras import pixel_rays  # noqa: PLC0415
+
+    if model.train_cameras is None:
+        raise UserError("--pointcloud and --poisson need the run's training cameras (dataset not found)")
+    cams = model.train_cameras
+    k = max(1, int(cams.width.max()) // size)
+    cams = scaled_cameras(cams, k)
+    pts, cols, origins = [], [], []
+    near_far = getattr(model, "train_near_far", None)
+    for i in tqdm(range(len(cams)), desc="point cloud", unit="camera", disable=not progress, dynamic_ncols=True,
+                  file=sys.stderr):
+        res = model.render_camera(cams[i], **frame_bounds(near_far, i))
+        o, d = pixel_rays(cams[i].to(device=model.aabb.device))
+        keep = res["opacity"] >= 0.5
+        pts.append((o + d * res["depth"][..., None])[keep].cpu())
+        cols.append(res["rgb"][keep].cpu())
+        origins.append(o[keep].cpu())
+    pts, cols, origins = (torch.cat(x).numpy() for x in (pts, cols, origins))
+    if len(pts) > max_points:
+        pick = np.random.default_rng(0).choice(len(pts), max_points, replace=False)
+        pts, cols, origins = pts[pick], cols[pick], origins[pick]
+    return pts, cols, origins
+
+
+def painted_background(model: NeRFModel) -> str | None:
+    """Why the points of ``--pointcloud`` and ``--poisson`` will be poor, or None: a fit on a fixed white or black
+    background of transparent images (README: the field paints that colour into the scene where the images are
+    see-through, and those rays stop on it). config.json does not record the alpha, so the first training image
+    tells (one image read; the fit refuses ``learned`` on such images, and ``random`` is the cure)."""
+    from .imgio import read_image  # noqa: PLC0415
+
+    background = model.cfg.background
+    if background not in ("white", "black") or not model.train_image_paths:
+        return None
+    first = model.train_image_paths[0]
+    try:
+        pixels, _ = read_image(first)
+    except UserError:
+        return None  # the export reads no image: an unreadable one is not its error
+    if pixels.shape[2] != 4 or not bool((pixels[..., 3] < 1).any()):
+        return None
+    return (f"{model.cfg.data}: transparent training images ({first.name}) fitted on a {background} background: the "
+            f"field paints {background} into the scene where rays see through, so the points lie off the surface; "
+            "refit with --background random")
+
+
+def _crop_box(model: NeRFModel, args) -> np.ndarray:
+    """(2, 3) box to export: ``--crop`` (finite, max > min per axis, overlapping the scene box) or the scene box.
+    The field is fitted inside the scene box only (rays are marched there): a crop box wholly outside it would hold
+    the field's extrapolation, no surface of the scene."""
+    scene = model.aabb.cpu().numpy().astype(np.float64).reshape(2, 3)
+    if not args.crop:
+        return scene
+    box = np.asarray(args.crop, np.float64).reshape(2, 3)
+    if not np.isfinite(box).all() or not (box[1] > box[0]).all():
+        raise UserError(f"--crop: six finite numbers X0 Y0 Z0 X1 Y1 Z1 with each max above its min, "
+                        f"got {box.reshape(-1).tolist()}")
+    if not ((box[0] < scene[1]) & (box[1] > scene[0])).all():
+        raise UserError(f"--crop {_box_text(box)} lies outside the scene box {_box_text(scene)}: it holds none of "
+                        "the scene's surface")
+    return box
+
+
+def _box_text(box: np.ndarray) -> str:
+    return " ".join(f"{v:.4g}" for v in np.asarray(box).reshape(-1))
+
+
+def _out_file(out: Path) -> Path:
+    """``out``, or UserError before any work when it cannot be written: a folder, or in a folder that does not
+    exist (the point cloud's atomic write failed there as a failure of the machine, exit 1, after rendering)."""
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --out names the file to write")
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: folder {out.parent} does not exist")
+    return out
+
+
+def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
+    from .mesh import check_grid_res, extract_mesh, remove_small_components  # noqa: PLC0415
+    from .mesh_io import save_mesh  # noqa: PLC0415
+    from .nerf_poisson import check_options, export_poisson  # noqa: PLC0415
+
+    poisson = getattr(args, "poisson", False)
+    check_options(args)
+    if not (args.pointcloud or poisson):
+        check_grid_res(args.res)  # before the model loads, as for sdf runs (--res 1 also divided by zero)
+    suffix = Path(args.out).suffix.lstrip(".").lower() if args.out else ""
+    fmt = args.format or suffix or "ply"
+    if args.format and suffix in ("ply", "obj", "glb") and suffix != args.format:
+        raise UserError(f"--format {args.format} but --out {args.out} names a .{suffix} file")
+    if args.threshold is not None and not (np.isfinite(args.threshold) and args.threshold > 0):
+        raise UserError(f"--threshold must be a positive density, got {args.threshold}")
+    if args.pointcloud and args.threshold is not None:
+        raise UserError("--pointcloud keeps points where rays become opaque; --threshold applies to meshes only")
+    for dest, default in (("res", 256), ("min_component", 0.0)):
+        if args.pointcloud and option_typed(args, dest, default):
+            raise UserError(f"--{dest.replace('_', '-')} applies to meshes; --pointcloud keeps points where training "
+                            "rays become opaque")
+    if args.pointcloud and fmt != "ply":
+        raise UserError("--pointcloud writes PLY only")
+    default = "pointcloud.ply" if args.pointcloud else f"mesh_poisson.{fmt}" if poisson else f"mesh.{fmt}"
+    out = _out_file(Path(args.out) if args.out else run / default)  # Poisson beside marching cubes, not over it
+    if poisson:
+        from .mesh import require_open3d  # noqa: PLC0415
+
+        require_open3d("--poisson")
+    model = load_scene_model(run, args.device)
+    box = _crop_box(model, args)
+    if args.pointcloud or poisson:
+        note = painted_background(model)
+        if note:
+            print(f"rwf: warning: {note}", file=sys.stderr)
+    if poisson:
+        return export_poisson(model, box, out, fmt, args)
+    if args.pointcloud:
+        cloud = point_cloud(model, progress=not getattr(args, "quiet", False))
+        if args.crop:
+            import trimesh  # noqa: PLC0415
+
+            inside = ((cloud.vertices >= box[0]) & (cloud.vertices <= box[1])).all(1)
+            cloud = trimesh.PointCloud(cloud.vertices[inside], colors=np.asarray(cloud.colors)[inside])
+        if len(cloud.vertices) == 0:
+            raise UserError("no training ray reaches an opaque surface" + (" inside --crop" if args.crop else "")
+                            + ": nothing to export")
+        with atomic_path(out) as tmp:
+            cloud.export(tmp, file_type="ply")
+        print(f"{out}: {len(cloud.vertices)} points")
+        return 0
+    level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
+    cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))
+    mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=args.res, level=level, inside="above",
+                        device=model.aabb.device, progress=not getattr(args, "quiet", False))
+    if len(mesh.faces) == 0:
+        if args.crop:
+            raise UserError(f"no surface at density {level:g} inside --crop {_box_text(box)}: the crop box holds none "
+                            "of the surface; try a larger --crop (the scene box: no --crop) or a lower --threshold")
+        raise UserError(f"no surface at density {level:g} inside the scene box; try a lower --threshold")
+    mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)
+    mesh.visual.vertex_colors = vertex_colors(model, mesh, cov=cov)
+    save_mesh(mesh, out, fmt)
+    print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces (density {level:g})")
+    return 0
