@@ -38,7 +38,7 @@ from _common import data_root, machine
 
 from rwf_render.nerf_data import load_split
 from rwf_render.nerf_options import config_from_args
-from rwf_render.nerf_task import NeRFTask, _optional_split, build_model, spaced_indices, test_metrics
+from rwf_render.nerf_task import NeRFTask, build_model, optional_split, spaced_indices, test_metrics
 from rwf_render.trainer import Trainer
 
 
@@ -65,7 +65,7 @@ def splits(cfg, test_images: int):
     key = (cfg.data, cfg.downscale, test_images)
     if key not in _SPLITS:
         _SPLITS[key] = (load_split(cfg.data, "train", cfg.downscale),
-                        _optional_split(cfg.data, "val", cfg.downscale, range(1)),
+                        optional_split(cfg.data, "val", cfg.downscale, range(1)),
                         load_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", test_images)))
     return _SPLITS[key]
 

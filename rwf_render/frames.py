@@ -45,10 +45,10 @@ class FrameInfo:
 
 
 def _num(value, what: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{what}: expected a number, got {value!r}") from None
+    """A JSON number: ``true`` is not 1 and ``"60"`` is not 60 (a writer that meant them wrote something else)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UserError(f"{what}: expected a number, got {value!r}")
+    out = float(value)
     if not math.isfinite(out):
         raise UserError(f"{what}: not finite ({value!r})")
     return out

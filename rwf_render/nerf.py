@@ -23,7 +23,7 @@ from .nerf_config import NeRFConfig, check_config
 from .nerf_data import PosedImages, check_bounds, dataset_fingerprint, load_split, summary
 from .nerf_options import add_fit_arguments, config_from_args, resume_config_from_args  # noqa: F401 (the CLI's)
 from .nerf_render import NeRFModel
-from .nerf_task import (NeRFTask, _optional_split, build_model, eval_background, finish, refined_split,
+from .nerf_task import (NeRFTask, build_model, eval_background, finish, optional_split, refined_split,
                         spaced_indices, test_metrics)
 from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
 from .trainer import Trainer, resolve_device
@@ -36,8 +36,8 @@ def fit(args) -> int:
     # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
     check_background(cfg.background, train, cfg.data, resuming=bool(args.resume))
-    val = _optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
-    test = _optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
+    val = optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
+    test = optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
     check_bounds(train, cfg.render.near, cfg.render.far, cfg.render.far_bounds, cfg.render.grid_levels)
     name = cfg.scene or Path(cfg.data).name
     out = Path(args.out or Path("runs") / f"nerf-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -144,9 +144,9 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
 
     model = load_scene_model(run, args.device)
     cfg = model.cfg
-    split, images = "test", _optional_split(cfg.data, "test", cfg.downscale)
+    split, images = "test", optional_split(cfg.data, "test", cfg.downscale)
     if images is None:
-        split, images = "val", _optional_split(cfg.data, "val", cfg.downscale)
+        split, images = "val", optional_split(cfg.data, "val", cfg.downscale)
     if images is None:  # the fit read its train split: an error here is the dataset's, said as such
         split, images = "train", refined_split(model, load_split(cfg.data, "train", cfg.downscale))
     saved = read_json(run / METRICS) if (run / METRICS).is_file() else {}  # unreadable: said before the renders

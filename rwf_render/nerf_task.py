@@ -215,7 +215,7 @@ def _absent(e: UserError) -> bool:
     return "no transforms_" in str(e) or "no frame with an existing image" in str(e)
 
 
-def _optional_split(data: str, split: str, downscale: int, indices=None) -> PosedImages | None:
+def optional_split(data: str, split: str, downscale: int, indices=None) -> PosedImages | None:
     """A split, or None when the dataset has none (a Blender file missing, or no frame of it on disk)."""
     if indices is not None and len(indices) == 0:
         return None

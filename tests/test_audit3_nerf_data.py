@@ -265,3 +265,13 @@ def test_bounds_on_some_frames_only_are_refused_not_dropped(tmp_path, capsys):
     assert any("2 of 9 frames give near/far" in e for e in _check_errors(data))
     _edit(data, lambda m: [f.update(near=0.5, far=4.0) for f in m["frames"]])
     assert load_transforms(data, "all").near_far.shape == (9, 2)
+
+
+@pytest.mark.parametrize("value", [True, "14", None, [14.0]])
+def test_the_frame_parser_itself_takes_only_numbers(value):
+    """``rwf data downscale`` parses frames directly (not through the loader's checks): ``true`` was read as 1."""
+    from rwf_render.frames import _num
+
+    with pytest.raises(UserError, match="fl_x: expected a number"):
+        _num(value, "fl_x")
+    assert _num(14, "fl_x") == 14.0 and _num(np.float32(1.5), "fl_x") == 1.5
