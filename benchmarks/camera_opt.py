@@ -2,6 +2,7 @@
 
     python benchmarks/camera_opt.py                      # 1 degree / 0.02 units of noise, hash grid, 1500 steps
     python benchmarks/camera_opt.py --rot-deg 2 --trans 0.05 --steps 3000 --encoding fourier
+    python benchmarks/camera_opt.py --only exact+opt noisy+opt --coarse-to-fine 0.1 0.5   # BARF's level schedule
 
 The training poses of ``../shared/data/nerf/lego_400`` get a seeded rigid error each, in the camera's own frame:
 a rotation whose axis-angle vector is normal with an RMS angle of ``--rot-deg``, and a translation with an RMS length
@@ -93,6 +94,7 @@ def fit(data: Path, out: Path, args, opt: bool) -> dict:
     if opt:
         cmd += ["--optimize-cameras"] + (["--camera-lr", str(args.camera_lr)] if args.camera_lr else [])
         cmd += ["--camera-reg", str(args.camera_reg)] if args.camera_reg is not None else []
+        cmd += ["--coarse-to-fine", *map(str, args.coarse_to_fine)] if args.coarse_to_fine else []
     print("$", " ".join(cmd), flush=True)
     t0 = time.time()
     subprocess.run(cmd, check=True)
@@ -110,6 +112,8 @@ def main() -> None:
     ap.add_argument("--camera-lr", type=float, default=None, help="--camera-lr of the refined fits")
     ap.add_argument("--seed", type=int, default=0, help="seed of the perturbation and of the fits")
     ap.add_argument("--camera-reg", type=float, default=None, help="--camera-reg of the refined fits")
+    ap.add_argument("--coarse-to-fine", type=float, nargs=2, metavar=("START", "END"),
+                    help="--coarse-to-fine of the refined fits (hash grid only; default off)")
     ap.add_argument("--only", nargs="+", choices=["exact", "noisy", "noisy+opt", "exact+opt"],
                     help="run these only (default: exact, noisy, noisy+opt)")
     ap.add_argument("--with-exact-opt", action="store_true", help="also refine the exact poses")

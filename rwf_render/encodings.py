@@ -272,6 +272,7 @@ class HashGrid(nn.Module):
         table = torch.rand(self.n_params, level_features, generator=generator) * 2e-4 - 1e-4
         self.table = nn.Parameter(table)
         self.out_dim = levels * level_features
+        self.level_weights: torch.Tensor | None = None  # (L * F,) from open_levels; None: every level in full
         tcnn = _tcnn_or_none(backend, "HashGrid")
         self.backend = "tcnn" if tcnn else "torch"
         self._tcnn = None
@@ -309,6 +310,19 @@ class HashGrid(nn.Module):
         feats = (self.table[index] * w[..., None]).sum(2)  # (N, L, F)
         return feats.flatten(1)
 
+    def open_levels(self, alpha: float | None) -> None:
+        """BARF's coarse-to-fine schedule on the levels (Lin et al. 2021; on hash grids, Heo et al. 2023): level 0
+        always counts, level l >= 1 is weighted by (1 - cos(pi clamp(alpha - l + 1, 0, 1))) / 2, so ``alpha`` = 0
+        reads only the coarsest level and ``alpha`` >= levels - 1 (or None, the default) every level in full.
+        The weights scale the outputs, so a closed level gets no gradient, in the table nor in x."""
+        if alpha is None or alpha >= self.levels - 1:
+            self.level_weights = None
+            return
+        t = (float(alpha) - torch.arange(self.levels, dtype=torch.float32) + 1.0).clamp(0.0, 1.0)
+        w = (1.0 - torch.cos(math.pi * t)) / 2.0
+        w[0] = 1.0
+        self.level_weights = w.repeat_interleave(self.level_features).to(self.table.device)
+
     def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., d); ``cov`` is not supported (an integrated hash encoding is not defined here)."""
         if cov is not None:
@@ -322,6 +336,8 @@ class HashGrid(nn.Module):
                 out = _hashgrid_kernel(self, flat)
                 if out is None:
                     out = self.encode_torch(flat)
+            if self.level_weights is not None:
+                out = out * self.level_weights
         return out.reshape(*lead, self.out_dim)
 
     def extra_repr(self) -> str:

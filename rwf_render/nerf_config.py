@@ -61,6 +61,10 @@ class NeRFConfig:
     camera_lr: float = 3e-4
     """Adam learning rate of those corrections (on the fit's schedule; 3e-4 beat nerfstudio's 1e-3 on perturbed and on
     exact lego poses, BENCHMARKS.md)"""
+    coarse_to_fine: list | None = None
+    """[start, end] fractions of the steps over which the hash grid's finer levels open one after another
+    (``--coarse-to-fine``; BARF's schedule, for --optimize-cameras: coarse levels align the cameras before fine ones
+    fit their errors); None: every level from the start"""
     amp: bool = True
     """bfloat16 autocast for the field on CUDA"""
     model_seed: int = 0
@@ -192,6 +196,12 @@ def check_config(cfg: NeRFConfig) -> None:
     need(finite(cfg.camera_lr) and cfg.camera_lr > 0, f"--camera-lr must be a positive number, got {cfg.camera_lr!r}")
     need(finite(cfg.camera_reg) and cfg.camera_reg >= 0,
          f"--camera-reg must be a finite number >= 0, got {cfg.camera_reg!r}")
+    c2f = cfg.coarse_to_fine
+    need(c2f is None or (isinstance(c2f, list) and len(c2f) == 2 and all(finite(v) for v in c2f)
+                         and 0 <= c2f[0] < c2f[1] <= 1),
+         f"--coarse-to-fine takes two fractions of the steps, 0 <= START < END <= 1, got {c2f!r}")
+    need(c2f is None or f.pos.kind == "hashgrid",
+         f"--coarse-to-fine opens the levels of --encoding hashgrid, not {f.pos.kind}")
     need(isinstance(f.appearance_dim, int) and f.appearance_dim <= MAX_APPEARANCE_DIM,
          f"--appearance-dim must be at most {MAX_APPEARANCE_DIM}, got {f.appearance_dim!r}")
     try:

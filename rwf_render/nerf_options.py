@@ -120,7 +120,9 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     camera_reg = pick("camera_reg", None)
     if camera_reg is not None:
         t.loss_weights["camera_reg"] = camera_reg
-    for name in ("camera_lr", "camera_reg"):  # a resumed run's own setting decides there
+    c2f = pick("coarse_to_fine", None)
+    cfg.coarse_to_fine = None if c2f is None else [float(v) for v in c2f]
+    for name in ("camera_lr", "camera_reg", "coarse_to_fine"):  # a resumed run's own setting decides there
         if getattr(args, name, None) is not None and not cfg.optimize_cameras and not getattr(args, "resume", 0):
             raise UserError(f"--{name.replace('_', '-')} applies to --optimize-cameras")
     t.seed, t.deterministic, t.device = args.seed, args.deterministic, args.device
@@ -182,7 +184,7 @@ def resume_config_from_args(args) -> NeRFConfig:
     if kind != "nerf":
         raise UserError(f"{run}: not a nerf run (its config.json says kind {kind!r})")
     cfg = resume_config(run, NeRFConfig.from_dict, args.steps)
-    for name in ("camera_lr", "camera_reg"):
+    for name in ("camera_lr", "camera_reg", "coarse_to_fine"):
         if getattr(args, name, None) is not None and not cfg.optimize_cameras:
             raise UserError(f"{run}: --{name.replace('_', '-')} applies to --optimize-cameras, and this run was "
                             "fitted without it")
@@ -287,6 +289,10 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="learn a rigid correction of each training camera's pose (nerfstudio's SO3xR3 camera "
                         "optimizer), for captures whose poses are off; writes cameras_refined.json (default off)")
     t.add_argument("--camera-lr", type=learning_rate, help="learning rate of those corrections (default 3e-4)")
+    t.add_argument("--coarse-to-fine", type=float, nargs=2, metavar=("START", "END"),
+                   help="with --optimize-cameras and --encoding hashgrid: read only the coarsest level of the hash "
+                        "grid until the fraction START of the steps, then open the finer ones one after another "
+                        "until END (BARF's schedule; default off: every level from the start)")
     t.add_argument("--camera-reg", type=float, metavar="W",
                    help="weight of nerfstudio's pull of the corrections toward zero, 1e-3 x mean rotation (rad) + "
                         "1e-2 x mean translation (default 1; 0: none)")

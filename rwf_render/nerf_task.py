@@ -31,6 +31,19 @@ def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
     return model
 
 
+def open_levels(model: NeRFModel, schedule: list | None, progress: float | None) -> None:
+    """Open the hash grid's levels as far as the coarse-to-fine ``schedule`` [start, end] says at ``progress`` (the
+    fraction of the steps done; None: every level, as after training)."""
+    enc = model.field.pos_enc
+    if not hasattr(enc, "open_levels"):
+        return
+    if schedule is None or progress is None:
+        enc.open_levels(None)
+        return
+    start, end = schedule
+    enc.open_levels((enc.levels - 1) * min(max((progress - start) / (end - start), 0.0), 1.0))
+
+
 def eval_background(name: str) -> str:
     return "black" if name == "black" else "white"
 
@@ -58,6 +71,7 @@ class NeRFTask:
 
     def batch(self, step: int, generator: torch.Generator) -> dict:
         self.last_step = step
+        open_levels(self.model, self.cfg.coarse_to_fine, step / self.cfg.train.steps)
         self.model.update_grid(step, generator)
         n = self.n_rays
         flat = torch.randint(self.train.n_pixels, (n,), generator=generator)
@@ -236,6 +250,7 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
     from .imgio import write_image  # noqa: PLC0415
     from .plots import curve_png  # noqa: PLC0415
 
+    open_levels(model, None, None)  # scored with every level, as rendered later (a fit stopped early as well)
     train = refined_split(model, task.train)
     split, test = next((name, s) for name, s in (("test", test), ("val", task.val), ("train", train)) if s)
     first = {}

@@ -283,3 +283,82 @@ def test_a_changed_training_split_is_refused_not_misassigned(tiny_scene):
     with pytest.raises(UserError, match="has 3 photos now, the run refined the poses of 5"):
         refined_split(model, load_split(str(tiny_scene), "train", 1, indices=[0, 1, 2]))
     assert refined_split(model, load_split(str(tiny_scene), "train", 1, indices=range(5))).cameras.c2w.shape[0] == 5
+
+
+# -- BARF's coarse-to-fine schedule on the hash grid's levels (--coarse-to-fine) ------------------------------------
+def _grid():
+    from rwf_render.encodings import HashGrid
+
+    grid = HashGrid(3, levels=6, level_features=2, log2_size=10, base_res=4, max_res=64)
+    torch.nn.init.uniform_(grid.table, -1.0, 1.0, generator=torch.Generator().manual_seed(0))
+    return grid
+
+
+def test_open_levels_weighs_each_level_by_the_barf_window():
+    grid, x = _grid(), torch.rand(50, 3, generator=torch.Generator().manual_seed(1))
+    full = grid(x).reshape(50, 6, 2)
+    for alpha in (0.0, 0.25, 1.5, 3.0, 4.99):
+        grid.open_levels(alpha)
+        got = grid(x).reshape(50, 6, 2)
+        for level in range(6):
+            t = min(max(alpha - level + 1, 0.0), 1.0)
+            want = 1.0 if level == 0 else (1 - math.cos(math.pi * t)) / 2
+            assert torch.allclose(got[:, level], want * full[:, level], atol=1e-6), (alpha, level)
+    for alpha in (5.0, 9.0, None):  # levels - 1 and beyond, or off: every level in full
+        grid.open_levels(alpha)
+        assert grid.level_weights is None and torch.equal(grid(x).reshape(50, 6, 2), full)
+
+
+def test_a_closed_level_gets_no_gradient_in_its_table_nor_in_x():
+    grid = _grid()
+    x = torch.rand(50, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    grid.open_levels(0.0)  # only level 0
+    (grid(x) ** 2).sum().backward()
+    rows = grid.table.grad.abs().sum(1) > 0
+    first = slice(int(grid.offsets[0]), int(grid.offsets[1]))
+    assert rows[first].any() and not rows[int(grid.offsets[1]):].any()
+    coarse_only = x.grad.clone()
+    grid.table.grad = x.grad = None
+    grid.open_levels(None)
+    (grid(x) ** 2).sum().backward()
+    assert not torch.allclose(coarse_only, x.grad)  # the finer levels add their gradient once open
+
+
+def test_the_schedule_follows_the_fraction_of_steps_and_the_final_scores_use_every_level():
+    from types import SimpleNamespace
+
+    from rwf_render.nerf_task import open_levels
+
+    grid = _grid()
+    model = SimpleNamespace(field=SimpleNamespace(pos_enc=grid))
+    open_levels(model, [0.2, 0.6], 0.1)  # before START: the coarsest level alone
+    assert grid.level_weights.reshape(6, 2)[1:].abs().max() == 0
+    open_levels(model, [0.2, 0.6], 0.4)  # half way: alpha = 2.5 of 5
+    assert torch.allclose(grid.level_weights.reshape(6, 2)[:, 0], torch.tensor([1, 1, 1, 0.5, 0, 0.0]))
+    open_levels(model, [0.2, 0.6], 0.6)
+    assert grid.level_weights is None
+    open_levels(model, [0.2, 0.6], 0.3)
+    open_levels(model, None, None)  # what finish() does before scoring
+    assert grid.level_weights is None
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--coarse-to-fine", "0.1", "0.5"], "--coarse-to-fine applies to --optimize-cameras"),
+    (["--optimize-cameras", "--coarse-to-fine", "0.5", "0.1"], "0 <= START < END <= 1"),
+    (["--optimize-cameras", "--coarse-to-fine", "0.1", "0.5", "--encoding", "fourier"], "not fourier"),
+])
+def test_impossible_coarse_to_fine_settings_are_refused(tiny_scene, tmp_path, capsys, extra, message):
+    assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(tmp_path / "r"), "--steps", "2", "--quiet",
+                     *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not (tmp_path / "r").exists()
+
+
+def test_a_coarse_to_fine_fit_trains_saves_and_resumes(tiny_scene, tmp_path):
+    run = tmp_path / "run"
+    common = [str(tiny_scene), "--out", str(run), "--optimize-cameras", "--encoding", "hashgrid", "--coarse-to-fine",
+              "0.2", "0.6", *COMMON]
+    assert cli.main(["fit", "nerf", *common, "--steps", "10"]) == 0
+    assert json.loads((run / "config.json").read_text())["coarse_to_fine"] == [0.2, 0.6]
+    assert cli.main(["fit", "nerf", *common, "--steps", "12", "--resume"]) == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 12
