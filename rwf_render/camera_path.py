@@ -230,10 +230,11 @@ def load_camera_path(path: str | os.PathLike):
         raise UserError(f"{path}: not a readable JSON camera path ({e})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: a camera path is a JSON object")
-    try:
-        width, height = int(obj["render_width"]), int(obj["render_height"])
-    except (KeyError, TypeError, ValueError, OverflowError):
-        raise UserError(f"{path}: needs integer 'render_width' and 'render_height'") from None
+    size = [obj.get("render_width"), obj.get("render_height")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v)
+               for v in size):  # 640.7 was cut to 640, true read as 1, "640" parsed
+        raise UserError(f"{path}: needs integer 'render_width' and 'render_height', got {size[0]!r} x {size[1]!r}")
+    width, height = int(size[0]), int(size[1])
     if width < 1 or height < 1:
         raise UserError(f"{path}: render size must be positive, got {width}x{height}")
     if width * height > MAX_RENDER_PIXELS:

@@ -137,7 +137,9 @@ def path_file(tmp_path):
     (True, {"seconds": math.inf}, "'seconds'"), (True, {"seconds": 0}, "'seconds'"),
     (True, {"seconds": 1e9}, "frames"), (True, {"fps": 1000, "seconds": 101}, "frames"),
     (False, {"render_width": 100000, "render_height": 100000}, "render size"),
-    (False, {"render_width": math.inf}, "render_width"), (False, {"render_height": math.nan}, "render_height")])
+    (False, {"render_width": math.inf}, "render_width"), (False, {"render_height": math.nan}, "render_height"),
+    (False, {"render_width": 640.7}, "render_width"), (False, {"render_height": True}, "render_height"),
+    (False, {"render_width": "640"}, "render_width")])
 def test_impossible_camera_path_settings_are_one_readable_error(path_file, monkeypatch, drop_frames, changes, named):
     """fps Infinity was an OverflowError, seconds NaN or "long" a ValueError, seconds 1e9 and a 100000 px render ran
     out of memory; each is a UserError naming the setting, before any frame is interpolated."""
