@@ -257,7 +257,7 @@ def test_converter_line_says_its_errors_are_means_over_the_observations(tmp_path
     report = convert_model(tmp_path / "sparse", tmp_path / "images", tmp_path / "out", log=lines.append)
     assert report["observations"] == sum(len(im.xys) for im in model.images.values()) == 80
     line = next(s for s in lines if s.startswith("reprojection error"))
-    assert line.endswith("both are means over all 80 observations"), line
+    assert line.endswith("; means over 80 observations") and "as stored with its points" in line, line
     assert json.loads((tmp_path / "out" / "transforms.json").read_text())["frames"]
 
 

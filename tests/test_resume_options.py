@@ -114,6 +114,7 @@ COMPANY["n_freqs"] = ["--encoding", "pe"]  # options a fit refuses where it woul
 COMPANY["lr_final"], COMPANY["decay_every"] = ["--schedule", "exp"], ["--schedule", "step"]
 COMPANY["occlusion_margin"] = COMPANY["occlusion_warmup"] = ["--occlusion-loss", "1"]
 COMPANY["depth_rays"] = ["--depth-loss", "1"]
+COMPANY["coarse_to_fine"] = ["--optimize-cameras", "--encoding", "hashgrid"]
 PIPELINES = {  # how each pipeline builds its config from the options, its aliases, options needing company
     "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, COMPANY),
     "sdf": (sdf_options.add_fit_arguments, sdf_options.config_from_args, sdf_options.ALIASES,
