@@ -87,7 +87,7 @@ def _size(path: Path, decode: bool, depth: bool = False) -> tuple[int, int]:
     try:
         if not decode:
             return tuple(int(v) for v in image_size(path))
-        info = read_image(path)[1]
+        pixels, info = read_image(path)
     except UserError as e:
         if _truncated(path, fmt):
             raise UserError(f"{path}: cannot decode: the {fmt.upper()} image is truncated ({path.stat().st_size} "
@@ -95,7 +95,7 @@ def _size(path: Path, decode: bool, depth: bool = False) -> tuple[int, int]:
         raise UserError(f"{path}: cannot decode: not a readable {fmt.upper()} image (corrupt: "
                         f"{str(e).removeprefix(f'{path}: ')})") from None
     if depth:
-        check_depth_channels(path, info)
+        check_depth_channels(path, info, pixels)
     return info["width"], info["height"]
 
 
@@ -208,8 +208,10 @@ def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames)
     center = box.mean(0)
     centers = cams.c2w[:, :3, 3]
     inside = ((centers >= box[0]) & (centers <= box[1])).all(-1)
-    for k in torch.nonzero(seen == 0).flatten().tolist():
-        errors.append(f"{wheres[k]}: the camera sees none of the scene box (wrong convention, pose or aabb?)")
+    blind = torch.nonzero(seen == 0).flatten().tolist()
+    for k in blind:  # as the loader: an error when no camera sees the box (nothing to train on), else a warning
+        (errors if len(blind) == len(infos) else warnings).append(
+            f"{wheres[k]}: the camera sees none of the scene box (wrong convention, pose or aabb?)")
     dist = (centers - center).norm(dim=-1)
     fovs = [_horizontal_fov(f) for f in infos]
     sizes = sorted({(f.width, f.height) for f in infos})

@@ -315,11 +315,15 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
     assert all(m in MODELS for m in cams.model_names())
     aabb = scene_box(meta)
     blind = torch.nonzero(box_coverage(cams, aabb) == 0).flatten().tolist()
-    if blind:
+    if blind:  # every camera: nothing to train on; some (a video frame turned away, a camera beyond the box that
+        # --grid-levels cascades reach): the fit still trains on the others, so a warning
         more = f" (and {len(blind) - 1} other frame(s))" if len(blind) > 1 else ""
         corners = [", ".join(f"{v:.3g}" for v in corner) for corner in aabb.tolist()]
-        raise UserError(f"{labels[blind[0]]}: the camera sees none of the scene box [{corners[0]}] - [{corners[1]}]"
-                        f"{more}: wrong convention, pose or aabb? (`rwf data check` lists every problem)")
+        text = f"{labels[blind[0]]}: the camera sees none of the scene box [{corners[0]}] - [{corners[1]}]{more}"
+        if len(blind) == len(labels):
+            raise UserError(f"{text}: wrong convention, pose or aabb? (`rwf data check` lists every problem)")
+        warnings.warn(f"{text}; wrong convention or pose? (`rwf data check` lists every problem)", RwfWarning,
+                      stacklevel=2)
     near_far = None
     bounded = [label for f, label in zip(infos, labels) if f.near_far is not None]
     if bounded and len(bounded) < len(infos):  # rays of the others would need bounds from somewhere else

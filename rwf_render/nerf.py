@@ -119,8 +119,9 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
                               f"{model.pose_correction.delta.shape[0]}; showing the dataset's poses", RwfWarning)
         model.train_cameras, model.train_image_paths = cams, list(tf.image_paths)
         model.train_near_far = tf.near_far  # (N, 2) per-image bounds of the dataset, or None
-    except UserError:
+    except UserError as e:  # the dataset moved, or no longer loads: say why where the cameras are needed
         model.train_cameras, model.train_image_paths, model.train_near_far = None, [], None
+        model.train_cameras_missing = str(e)
     model.cfg = cfg
     model.background_color = torch.ones(3) if eval_background(cfg.background) == "white" else torch.zeros(3)
     return model

@@ -57,14 +57,21 @@ def depth_unit(meta: dict, where: str) -> float:
     return float(value)
 
 
-def check_depth_channels(path, info: dict) -> None:
-    """UserError for a depth map of 3 or more channels (``info`` of :func:`rwf_render.imgio.read_image`): an RGB
-    or RGBA file is a colour image, most likely a coloured depth visualisation, whose first channel is no depth
-    (an 8-bit RGB PNG used to train the depth loss on its red channel). Depth maps have one channel."""
-    if info["channels"] >= 3:
-        raise UserError(f"{path}: a depth map has one channel, this image has {info['channels']} (a colour image, "
-                        "such as a coloured depth visualisation?); write z-depth as a 1-channel 16-bit PNG or a "
-                        "float EXR / TIFF")
+def check_depth_channels(path, info: dict, pixels: np.ndarray) -> None:
+    """UserError for a depth map of 3 or more channels (``info`` and ``pixels`` of
+    :func:`rwf_render.imgio.read_image`) that is a colour image: an 8- or 16-bit RGB(A) file (most likely a coloured
+    depth visualisation, whose red channel is no depth: such a PNG used to train the depth loss), or a float one
+    whose colour channels differ. A float EXR or TIFF with the depth copied into R, G and B (as Blender's
+    compositor writes it) is read from its first channel."""
+    if info["channels"] < 3:
+        return
+    rgb = pixels[..., :3]
+    if info["bit_depth"] not in (8, 16) and np.array_equal(rgb[..., 0], rgb[..., 1]) \
+            and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return
+    raise UserError(f"{path}: a depth map has one channel (or, in a float file, three equal ones), this image has "
+                    f"{info['channels']} different ones (a colour image, such as a coloured depth visualisation?); "
+                    "write z-depth as a 1-channel 16-bit PNG or a float EXR / TIFF")
 
 
 def read_depth_map(path, unit: float, width: int, height: int) -> np.ndarray:
@@ -76,7 +83,7 @@ def read_depth_map(path, unit: float, width: int, height: int) -> np.ndarray:
             camera's, negative depths.
     """
     pixels, info = read_image(path)
-    check_depth_channels(path, info)
+    check_depth_channels(path, info, pixels)
     if (info["width"], info["height"]) != (width, height):
         raise UserError(f"{path}: depth map is {info['width']}x{info['height']} but its camera says {width}x{height}")
     z = pixels[..., 0].astype(np.float64)

@@ -15,7 +15,7 @@ import torch
 from .cli import option_typed
 from .errors import UserError
 from .nerf import load_scene_model
-from .nerf_outputs import frame_bounds, scaled_cameras
+from .nerf_outputs import cameras_missing, frame_bounds, scaled_cameras
 from .nerf_render import NeRFModel
 from .rundir import atomic_path
 
@@ -63,7 +63,7 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
     from .cameras import pixel_rays  # noqa: PLC0415
 
     if model.train_cameras is None:
-        raise UserError("--pointcloud and --poisson need the run's training cameras (dataset not found)")
+        raise UserError(f"--pointcloud and --poisson need the run's training cameras ({cameras_missing(model)})")
     cams = model.train_cameras
     k = max(1, int(cams.width.max()) // size)
     cams = scaled_cameras(cams, k)

@@ -55,7 +55,7 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
         return cams, args.split, args.fps, tf.near_far
     if args.orbit:
         if model.train_cameras is None:
-            raise UserError(f"{model.cfg.data}: training cameras unavailable; --orbit needs them")
+            raise UserError(f"training cameras unavailable ({cameras_missing(model)}); --orbit needs them")
         check_frame_count(args.orbit, f"--orbit {args.orbit}")  # before the cameras: N of them are made at once
         center = ((model.aabb[:3] + model.aabb[3:]) / 2).cpu()
         return (orbit_cameras(model.train_cameras, center, args.orbit).to(dtype=torch.float32), "orbit", args.fps,
@@ -64,7 +64,7 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
         from .camera_path import training_path_cameras  # noqa: PLC0415
 
         if model.train_cameras is None:
-            raise UserError(f"{model.cfg.data}: training cameras unavailable; --interpolate needs them")
+            raise UserError(f"training cameras unavailable ({cameras_missing(model)}); --interpolate needs them")
         k = len(model.train_cameras)
         check_frame_count(args.interpolate * (k - 1) + 1, f"--interpolate {args.interpolate} ({k} training cameras: "
                           f"N * {k - 1} + 1 frames)")
@@ -76,6 +76,11 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
     cams, fps = path_cameras(args.camera_path)
     fps = args.fps if option_typed(args, "fps", 24) else fps  # a typed --fps wins over the file's rate
     return cams.to(dtype=torch.float32), Path(args.camera_path).stem, fps, None
+
+
+def cameras_missing(model: NeRFModel) -> str:
+    """Why a loaded run has no training cameras (its dataset moved, or no longer loads)."""
+    return getattr(model, "train_cameras_missing", None) or f"{model.cfg.data}: dataset not found"
 
 
 def frame_bounds(near_far: torch.Tensor | None, i: int) -> dict:

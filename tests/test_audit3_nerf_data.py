@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from data_tools.check import check_dataset
 from rwf_render import cli
@@ -141,12 +142,34 @@ def test_an_rgb_depth_map_is_refused(tmp_path, capsys):
     assert len(load_split(data, "train", depth=True).depth) > 0  # one channel: loads
     for i in range(9):
         write_image(data / "aux" / f"{i}.png", np.full((12, 16, 3), 40 / 255, np.float32))
-    with pytest.raises(UserError, match="a depth map has one channel, this image has 3"):
+    with pytest.raises(UserError, match=r"a depth map has one channel \(or, in a float file, three equal ones\), this "
+                                        "image has 3"):
         load_split(data, "train", depth=True)
     err = _fit_fails_cleanly(capsys, ["fit", "nerf", str(data), "--out", str(tmp_path / "run"), "--depth-loss",
                                       "0.1", *TINY])
     assert "aux/1.png: a depth map has one channel" in err and not (tmp_path / "run").exists()
     assert any("depth map has one channel" in e for e in _check_errors(data))
+
+
+def test_a_float_depth_map_with_the_depth_in_every_channel_is_read(tmp_path):
+    """Blender's compositor writes z-depth into R, G and B of a float EXR: channel 0 is the depth, as before the
+    RGB refusal; a float file whose channels differ is still a colour image."""
+    data = _dataset(tmp_path / "d")
+    (data / "aux").mkdir()
+    z = np.random.default_rng(0).uniform(1.0, 3.0, (12, 16, 1)).astype(np.float32)
+    for i in range(9):
+        write_image(data / "aux" / f"{i}.exr", z)
+    _edit(data, lambda m: [f.update(depth_file_path=f"aux/{i}.exr") for i, f in enumerate(m["frames"])])
+    one_channel = load_split(data, "train", depth=True).depth.t
+    for i in range(9):
+        write_image(data / "aux" / f"{i}.exr", np.repeat(z, 3, axis=2))
+    three_equal = load_split(data, "train", depth=True).depth.t
+    assert len(one_channel) > 0 and torch.equal(three_equal, one_channel)
+    assert not any("depth map" in e for e in _check_errors(data))
+    colour = np.concatenate([z, z * 0.5, z], axis=2)
+    write_image(data / "aux" / "4.exr", colour)
+    with pytest.raises(UserError, match="this image has 3 different ones"):
+        load_split(data, "train", depth=True)
 
 
 # -- F: check's messages ----------------------------------------------------------------------------------------------
@@ -275,3 +298,21 @@ def test_the_frame_parser_itself_takes_only_numbers(value):
     with pytest.raises(UserError, match="fl_x: expected a number"):
         _num(value, "fl_x")
     assert _num(14, "fl_x") == 14.0 and _num(np.float32(1.5), "fl_x") == 1.5
+
+
+def test_one_camera_that_sees_no_box_is_a_warning_not_a_refusal(tmp_path):
+    """A capture may hold a frame turned away from the scene, or a camera beyond the box that the grid's cascades
+    reach: the fit trains on the others after a warning. Only a split where no camera sees the box is refused."""
+    from rwf_render.errors import RwfWarning
+
+    data = _dataset(tmp_path / "d")
+
+    def away(m):
+        for r in range(3):
+            m["frames"][1]["transform_matrix"][r][3] += 1e4
+
+    _edit(data, away)
+    with pytest.warns(RwfWarning, match="frame 1, images/img1.png: the camera sees none of the scene box"):
+        assert len(load_transforms(data, "all").cameras) == 9
+    errors, warned = check_dataset(data, log=lambda *a: None)
+    assert errors == [] and sum("sees none of the scene box" in w for w in warned) == 1

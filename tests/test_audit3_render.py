@@ -288,3 +288,17 @@ def test_render_and_export_options_state_their_defaults():
         helps = {s: a.help or "" for a in p._actions for s in a.option_strings}
         for option in options:
             assert "default" in helps[option], (option, helps[option])
+
+
+def test_a_run_whose_dataset_no_longer_loads_says_why_its_cameras_are_missing(tmp_path, capsys):
+    """A dataset edited after the fit (here a focal length written as a string) used to leave only "training
+    cameras unavailable"; the loader's reason now comes along."""
+    data, run = _dataset(tmp_path / "data", n=5), tmp_path / "run"
+    _fit(data, run, "--quiet")
+    meta = json.loads((data / "transforms.json").read_text())
+    meta["fl_x"] = "14"
+    (data / "transforms.json").write_text(json.dumps(meta))
+    line = _error(capsys, ["render", run, "--orbit", 2, "--out", tmp_path / "o", "--quiet"])
+    assert "training cameras unavailable" in line and "fl_x: expected a number" in line, line
+    line = _error(capsys, ["export", "mesh", run, "--pointcloud", "--out", tmp_path / "p.ply", "--quiet"])
+    assert "fl_x: expected a number" in line, line
