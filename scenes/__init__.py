@@ -14,7 +14,10 @@ command-line options override a preset's settings.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -49,6 +52,12 @@ def build_once(out: Path, marker: str, make: Callable[..., object]) -> Path:
     if (out / marker).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not (out / marker).is_file():  # this cache's own stale folder: moved aside and removed (the data tools' --force replaces
+        # only a dataset, and a stale folder may hold none)
+        with contextlib.suppress(OSError):
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.stale-", dir=out.parent))
+            os.replace(out, aside / "stale")
+            shutil.rmtree(aside, ignore_errors=True)
     try:
         make(force=out.exists())
     except (UserError, OSError):  # "exists", or the rename losing to another process's (ENOTEMPTY)
