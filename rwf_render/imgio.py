@@ -149,7 +149,13 @@ def tiff_samples(path: str | os.PathLike) -> tuple[np.ndarray, int, object, tupl
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         page = series.pages[0] if series.pages else tif.pages[0]
-        raw, axes = np.asarray(series.asarray()), series.axes
+        try:
+            raw, axes = np.asarray(series.asarray()), series.axes
+        except ValueError as e:  # LZW, deflate, ...: codecs tifffile takes from imagecodecs, not installed here
+            if "imagecodecs" not in str(e) or len(tif.pages) != 1:
+                raise
+            raw = _pillow_samples(path, int(page.bitspersample), e)
+            axes = "YX" if raw.ndim == 2 else "YXS"
         photometric, colormap = int(page.photometric), page.colormap
         extrasamples = tuple(int(e) for e in page.extrasamples)
     single = [i for i, a in enumerate(axes) if a not in "YXS" and raw.shape[i] == 1]  # a stack of one image
@@ -160,6 +166,21 @@ def tiff_samples(path: str | os.PathLike) -> tuple[np.ndarray, int, object, tupl
     if axes == "SYX":  # planar configuration "separate": one plane per sample
         raw = np.moveaxis(raw, 0, -1)
     return raw, photometric, colormap, extrasamples
+
+
+def _pillow_samples(path, bits: int, why: Exception) -> np.ndarray:
+    """A single-image TIFF that tifffile cannot decode without imagecodecs (LZW, photo software's usual), by
+    Pillow; tifffile's error ``why`` when Pillow cannot give the samples at their stored ``bits``."""
+    from PIL import Image  # noqa: PLC0415
+
+    try:
+        with Image.open(path) as im:
+            raw = np.asarray(im)
+    except (OSError, ValueError):
+        raise why from None
+    if raw.dtype == bool or raw.dtype.itemsize * 8 != bits:
+        raise why
+    return raw
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, int]:

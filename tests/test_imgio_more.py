@@ -107,3 +107,23 @@ def test_exr_without_alpha_is_unchanged(tmp_path):
     _write_exr(tmp_path / "y.exr", {"Y": rgb[..., 1]})
     assert np.array_equal(read_image(tmp_path / "rgb.exr")[0], rgb)
     assert np.array_equal(read_image(tmp_path / "y.exr")[0], rgb[..., 1:2])
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "rgba8", "grey16", "float32"])
+def test_lzw_tiffs_decode_without_imagecodecs(tmp_path, kind):
+    """LZW is the compression photo software writes most; tifffile needs imagecodecs for it (not a dependency),
+    so such a TIFF failed to load. Pillow decodes it, at the stored bit depth."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    data = {"rgb8": (rng.random((6, 9, 3)) * 255).astype(np.uint8),
+            "rgba8": (rng.random((6, 9, 4)) * 255).astype(np.uint8),
+            "grey16": (rng.random((6, 9)) * 65535).astype(np.uint16),
+            "float32": rng.random((6, 9)).astype(np.float32)}[kind]
+    path = tmp_path / "x.tif"
+    Image.fromarray(data).save(path, compression="tiff_lzw")
+    pixels, info = read_image(path)
+    scale = {np.uint8: 255.0, np.uint16: 65535.0, np.float32: 1.0}[data.dtype.type]
+    want = data.reshape(6, 9, -1).astype(np.float64) / scale
+    assert info["bit_depth"] == data.dtype.itemsize * 8 and pixels.shape == want.shape
+    assert np.abs(pixels - want).max() < 1e-6
