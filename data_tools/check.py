@@ -22,7 +22,7 @@ import torch
 
 from rwf_render.cameras import Cameras, fov_from_focal
 from rwf_render.datasets import (_select, box_coverage, camera_errors, check_fields, dataset_files, image_size,
-                                 parse_frame, ray_box_hits, scene_box)  # noqa: F401 (ray_box_hits: imported from here)
+                                 parse_frame, scene_box)
 from rwf_render.errors import UserError
 from rwf_render.frames import MissingImage
 from rwf_render.imgio import read_image, sniff_format

@@ -16,30 +16,19 @@ same commands stand-alone. Every command validates its inputs before writing, ne
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 from rwf_render.cli import Parser, int_in, nonneg_int, positive_float, positive_int, seed_number, standalone
-from rwf_render.errors import UserError, out_of_memory
+from rwf_render.errors import UserError
 
 
 def _synth(args) -> int:
     from .synth import demo_mesh, render_dataset  # noqa: PLC0415  (open3d loads only when needed)
 
     mesh = demo_mesh() if args.mesh == "demo" and not Path("demo").exists() else args.mesh
-    try:
-        render_dataset(mesh, args.out, res=args.res, n_views=args.views, n_val=args.val, n_test=args.test,
-                       layout=args.layout, radius=args.radius, fov_deg=args.fov, depth=args.depth,
-                       background=args.background, supersample=args.supersample, seed=args.seed, force=args.force)
-    except (MemoryError, RuntimeError) as e:  # rwf's own message would suggest --target-samples, an option of fit
-        if os.environ.get("RWF_DEBUG") or not (isinstance(e, MemoryError) or out_of_memory(e)):
-            raise
-        text = str(e).strip()
-        what = text.split("DefaultCPUAllocator: ")[-1].splitlines()[0] if text else "out of memory"
-        print(f"rwf: error: out of memory ({what}); try a smaller --res or --supersample (nothing was written; "
-              "RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+    render_dataset(mesh, args.out, res=args.res, n_views=args.views, n_val=args.val, n_test=args.test,
+                   layout=args.layout, radius=args.radius, fov_deg=args.fov, depth=args.depth,
+                   background=args.background, supersample=args.supersample, seed=args.seed, force=args.force)
     return 0
 
 
@@ -143,7 +132,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=seed_number, default=0,
                    help="seeds the procedural texture and the random val views, 0..2^32-1 (default: 0)")
     p.add_argument("--force", **force)
-    p.set_defaults(func=_synth)
+    p.set_defaults(func=_synth, oom_hint="try a smaller --res or --supersample")
 
     p = sub.add_parser("colmap", help="COLMAP model (text or binary) to transforms.json")
     p.add_argument("sparse", metavar="SPARSE_DIR", help="folder with cameras, images, points3D (.bin or .txt)")

@@ -281,6 +281,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
     out) are one line and exit 1; ``RWF_DEBUG=1`` keeps their traceback.
     """
     terminate_like_interrupt()
+    args = None
     try:
         args = parser.parse_args(argv)
         args.given_options = given_options(parser, argv)
@@ -294,12 +295,14 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
     except (OSError, MemoryError) as e:
         if os.environ.get("RWF_DEBUG"):
             raise
-        print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"rwf: error: {system_failure(e, getattr(args, 'oom_hint', None))} (RWF_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
         return 1
     except RuntimeError as e:
         if os.environ.get("RWF_DEBUG") or not out_of_memory(e):
             raise
-        print(f"rwf: error: {system_failure(e)} (RWF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"rwf: error: {system_failure(e, getattr(args, 'oom_hint', None))} (RWF_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
         return 1
     finally:
         rundir = sys.modules.get(f"{__package__}.rundir")  # not imported: no run folder was locked
@@ -330,12 +333,13 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> fr
             a.default = default
 
 
-def system_failure(e: BaseException) -> str:
-    """One line for an error of the machine: the file and the reason, or the memory that ran out and what helps."""
+def system_failure(e: BaseException, oom_hint: str | None = None) -> str:
+    """One line for an error of the machine: the file and the reason, or the memory that ran out and what helps
+    (``oom_hint``: the command's own advice, set as its parser's default ``oom_hint``)."""
     if isinstance(e, MemoryError) or out_of_memory(e):
         text = str(e).strip()
         first = text.split("DefaultCPUAllocator: ")[-1].splitlines()[0] if text else "out of memory"
-        return f"out of memory ({first}); try a smaller batch, resolution or --target-samples"
+        return f"out of memory ({first}); {oom_hint or 'try a smaller batch, resolution or --target-samples'}"
     if isinstance(e, OSError) and e.filename is not None:
         target = f"{e.filename} -> {e.filename2}" if e.filename2 else f"{e.filename}"
         return f"{target}: {e.strerror or e}"

@@ -34,3 +34,8 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`UserError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise UserError(message)
+
+
+def ignored_options(names: list[str], applies: str) -> UserError:
+    """The refusal of options typed where they would be ignored: ``--a, --b apply to APPLIES``."""
+    return UserError(f"{', '.join(names)} appl{'ies' if len(names) == 1 else 'y'} to {applies}")

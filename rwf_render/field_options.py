@@ -11,7 +11,7 @@ import argparse
 import math
 from dataclasses import dataclass
 
-from .errors import UserError, out_of_memory
+from .errors import UserError, ignored_options, out_of_memory
 from .fields import EncodingConfig, MLPConfig
 from .rundir import COMPARE_PARAMS
 from .train_config import MAX_LR, SCHEDULES, TrainConfig
@@ -218,7 +218,7 @@ def refuse_ignored_options(args, kind: str) -> None:
     for dests, ignored, applies in families:
         names = [f"--{dest.replace('_', '-')}" for dest in dests if ignored and typed(args, dest)]
         if names:
-            raise UserError(f"{', '.join(names)} appl{'ies' if len(names) == 1 else 'y'} to {applies}")
+            raise ignored_options(names, applies)
 
 
 def model_from_args(args, out_activation: str = "none", in_dim: int = 3) -> tuple[EncodingConfig, MLPConfig]:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, ignored_options
 from .nerf_config import OCCLUSION_WARMUP, NeRFConfig
 from .nerf_data import BACKGROUNDS
 from .resume import option_clashes, resume_config, typed_options
@@ -159,7 +159,7 @@ def refuse_ignored_options(args, cfg: NeRFConfig, scene: str | None) -> None:
          f"a fit without --far{preset_set('far')}, which replaces the dataset's far bounds")]
     for names, ignored, applies in cases:
         if names and ignored:
-            raise UserError(f"{', '.join(names)} appl{'ies' if len(names) == 1 else 'y'} to {applies}")
+            raise ignored_options(names, applies)
 
 
 ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"), "encoding": ("field.pos.kind",),

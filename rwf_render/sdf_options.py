@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, ignored_options
 from .field_options import ALIASES as MODEL_ALIASES
 from .field_options import (ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
                             model_from_args, record_defaults, train_from_args, typed)
@@ -34,7 +34,7 @@ def config_from_args(args) -> SDFConfig:
     if not getattr(args, "resume", False):  # options the fit would not use (resuming, the run's config decides)
         losses = [f"--{n}" for n in ("eikonal", "normal") if typed(args, n)]
         if args.target == "occupancy" and losses:
-            raise UserError(f"{', '.join(losses)} appl{'ies' if len(losses) == 1 else 'y'} to --target sdf only")
+            raise ignored_options(losses, "--target sdf only")
         if typed(args, "near_sigmas") and args.mix[1] == args.mix[2] == 0:
             raise UserError("--near-sigmas applies to the near and far --mix shares, both 0 here")
     train = train_from_args(args, 1000, weights)
