@@ -139,6 +139,10 @@ RUN_KINDS = ("image", "sdf", "nerf")
 COMPARE_FILES = ("compare.json", "compare.md", "compare.png")
 """what a ``--compare`` writes beside its sub-runs"""
 
+KEPT_BY_FORCE = ("camera_path.json",)
+"""the user's own work inside a run, which ``--force`` keeps: the camera path recorded in the viewer, in the scene's
+coordinates, still applies to a refit of the same data"""
+
 
 def _is_single_run(path: Path) -> bool:
     """Whether ``path`` holds a run of this toolkit: a config.json naming one of its kinds of run (another tool's
@@ -235,7 +239,8 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     """Create (or reopen, with ``resume``) a run directory, locked for this process (see ``_lock_run_dir``).
 
     An existing non-empty folder is never overwritten unless ``force`` is given, and then only when it holds a run
-    (a folder with files but no ``config.json`` may be the user's data); ``resume`` requires a ``config.json``.
+    (a folder with files but no ``config.json`` may be the user's data), whose files go except ``KEPT_BY_FORCE``;
+    ``resume`` requires a ``config.json``.
     Call this only after all inputs were validated, so bad input never leaves a folder behind.
     """
     path = Path(path)
@@ -255,10 +260,12 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     if any(path.iterdir()):
         if not force:
             raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
-        if not is_run_dir(path):
+        if not is_run_dir(path) and any(child.name not in KEPT_BY_FORCE for child in path.iterdir()):
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
                             f"of runs; --force replaces only those (choose another --out)")
         for child in path.iterdir():  # the folder itself stays: it carries the lock
+            if child.name in KEPT_BY_FORCE and child.is_file() and not child.is_symlink():
+                continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:

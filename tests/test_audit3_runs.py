@@ -92,6 +92,24 @@ def test_force_still_replaces_a_run_and_a_compare(tmp_path, capsys):
     assert sorted(p.name for p in cmp.iterdir()) == ["compare.json", "compare.md", "compare.png", "plain", "rwf", "wn"]
 
 
+def test_force_keeps_the_camera_path_saved_by_the_viewer(tmp_path, capsys):
+    """The viewer saves RUN/camera_path.json, the user's work; a refit with --force used to delete it."""
+    image = _image(tmp_path / "a.png")
+    run = tmp_path / "run"
+    assert _fit(image, run) == 0
+    (run / "camera_path.json").write_text('{"camera_path": []}')
+    (run / "notes.json").write_text("{}")  # any other file of the run goes
+    assert _fit(image, run, "--force") == 0
+    assert (run / "camera_path.json").read_text() == '{"camera_path": []}'
+    assert not (run / "notes.json").exists() and (run / "checkpoint.pt").is_file()
+    keep_only = tmp_path / "paths"  # a folder holding only a camera path: --force deletes nothing, the fit goes in
+    keep_only.mkdir()
+    (keep_only / "camera_path.json").write_text("{}")
+    assert _fit(image, keep_only) == 2
+    assert _fit(image, keep_only, "--force") == 0
+    assert (keep_only / "camera_path.json").read_text() == "{}" and (keep_only / "config.json").is_file()
+
+
 class _FullDisk(io.RawIOBase):
     """A file on a disk with 1 kB left: writing past it fails with ENOSPC."""
 
