@@ -36,3 +36,35 @@ def test_random_background_fit_is_scored_on_its_targets_background(data_dir, tmp
         assert cli.main(["fit", "nerf", str(tiny), "--out", str(run), "--background", bg, *common]) == 0
         psnr[bg] = json.loads((run / "metrics.json").read_text())["psnr"]
     assert abs(psnr["random"] - psnr["white"]) < 3, psnr
+
+
+@pytest.mark.parametrize("channels,typed,expect", [(4, None, "random"), (3, None, "white"), (4, "white", "white"),
+                                                   (3, "black", "black")])
+def test_the_default_background_follows_the_images(tmp_path, capsys, channels, typed, expect):
+    """No --background: random behind transparent images (a white one is painted into the empty space and the point
+    exports lie off the surface), white for opaque photos; a typed one always wins. config.json and the start-up
+    line record the one used."""
+    from conftest import random_views_scene  # noqa: PLC0415
+
+    data = random_views_scene(tmp_path / "data", {"train": 3, "test": 1}, channels=channels)
+    run = tmp_path / "run"
+    argv = ["fit", "nerf", str(data), "--out", str(run), "--steps", "2", "--quiet", "--target-samples", "512",
+            "--eval-images", "1", "--grid-resolution", "16", "--steps-per-diagonal", "64"]
+    assert cli.main(argv + (["--background", typed] if typed else [])) == 0
+    assert json.loads((run / "config.json").read_text())["background"] == expect
+    assert f"background {expect}" in capsys.readouterr().err
+
+
+def test_a_preset_background_is_kept():
+    """A preset's background stays (only an unset one is decided by the images, once they are read)."""
+    import argparse  # noqa: PLC0415
+
+    from rwf_render.nerf_options import _config, add_fit_arguments  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser()
+    add_fit_arguments(parser)
+    args = parser.parse_args(["data"])
+    assert _config(args, "data", "lego", {"background": "white"}).background == "white"
+    assert _config(args, "data", None, {}).background is None
+    assert _config(parser.parse_args(["data", "--background", "black"]), "data", "lego",
+                   {"background": "white"}).background == "black"
