@@ -244,7 +244,8 @@ def build_parser() -> Parser:
 
     rd = sub.add_parser("render", help="render a run from its checkpoint")
     rd.add_argument("run", metavar="RUN", help="run directory")
-    rd.add_argument("--scale", type=render_scale, default=1.0, help="image runs: resolution factor (default: 1)")
+    rd.add_argument("--scale", type=render_scale, default=1.0,
+                    help="image and sdf runs: resolution factor (sdf: of the fit's --preview-res views; default: 1)")
     rd.add_argument("--out", default=None, help="output file or folder (default: inside RUN)")
     add_device_argument(rd)
     rd.set_defaults(func=_run_command("render", _add_pipeline_arguments(rd, "add_render_arguments")))

@@ -29,7 +29,7 @@ from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
 from .resume import check_source_unchanged, compare_runs, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, checkpoint_mismatch,
-                     json_safe, load_run_model, prepare_run_dir, read_json, write_json)
+                     json_safe, load_run_model, prepare_run_dir, read_json, refuse_source_as_output, write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
@@ -354,7 +354,8 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         raise UserError(f"--scale {args.scale:g}: {ws}x{hs} pixels is more than {MAX_RENDER_PIXELS} "
                         f"(the run is {w}x{h}); use a smaller --scale")
     out = output_image_path(args.out, run / f"render_x{args.scale:g}.png")
-    _, model, _, device = load_model(run, cfg_dict, args.device)
+    cfg, model, _, device = load_model(run, cfg_dict, args.device)
+    refuse_source_as_output(out, cfg.path)
     pixels = render(model, h, w, args.scale, device)
     source = cfg_dict.get("source") if isinstance(cfg_dict.get("source"), dict) else {}
     bits = 16 if (source.get("bit_depth") or 8) > 8 and out.suffix.lower() == ".png" else 8

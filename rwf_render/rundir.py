@@ -189,6 +189,19 @@ def check_out_holds_no_input(out: Path, inputs) -> None:
             raise UserError(f"{out}: holds the input {given}; choose another --out")
 
 
+def refuse_source_as_output(out: Path, source: str | None) -> None:
+    """UserError when ``out`` is the run's source file (``rwf render --out``, ``rwf export mesh --out``): writing
+    there would destroy the data the run was fitted to, which ``rwf eval`` and ``--resume`` read again."""
+    if source is None:
+        return
+    out, source = Path(out), Path(source)
+    same = out.resolve() == source.resolve()
+    with contextlib.suppress(OSError):  # a hard link, or another path to the same file
+        same = same or (out.exists() and source.exists() and os.path.samefile(out, source))
+    if same:
+        raise UserError(f"{out}: is the run's source {source}; writing there would replace it (choose another --out)")
+
+
 _LOCKS: dict[str, int] = {}
 """run folders this process holds (real path -> open descriptor with an exclusive flock)"""
 

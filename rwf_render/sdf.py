@@ -35,7 +35,7 @@ from .plots import curve_png
 from .resume import check_source_unchanged, compare_runs, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
                      check_out_holds_no_input, checkpoint_mismatch, load_run_model, prepare_run_dir, read_json,
-                     write_json)
+                     refuse_source_as_output, write_json)
 from .sdf_options import (ALIASES, MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
 from .shape_task import BUILTIN, SDFConfig, ShapeTask, build_model, field_fn, load_source
@@ -266,12 +266,15 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         raise UserError(f"{out}: the suffix does not match --format {fmt}")
     if not out.parent.is_dir():
         raise UserError(f"{out}: folder {out.parent} does not exist")
-    cfg, model, norm, _, device = load_run(run, cfg_dict, args.device)
     level = getattr(args, "level", None) or 0.0
     if not math.isfinite(level):
         raise UserError(f"--level must be a finite number, got {level}")
+    cfg, model, norm, _, device = load_run(run, cfg_dict, args.device)
+    refuse_source_as_output(out, cfg.path)
+    # a distance level is given in the mesh's units, like the mesh written; the field's are the unit cube's
+    field_level = level * norm.scale if cfg.target == "sdf" else level
     t0 = time.perf_counter()
-    mesh = extract_mesh(field_fn(model), res=args.res, level=level, inside=cfg.inside, device=device,
+    mesh = extract_mesh(field_fn(model), res=args.res, level=field_level, inside=cfg.inside, device=device,
                         progress=not args.quiet)
     seconds = time.perf_counter() - t0
     if len(mesh.faces) == 0:

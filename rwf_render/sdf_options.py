@@ -10,7 +10,7 @@ from .field_options import ALIASES as MODEL_ALIASES
 from .field_options import (ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
                             model_from_args, record_defaults, train_from_args, typed)
 from .mesh import check_grid_res
-from .shape_task import BUILTIN, LOSSES, TARGETS, SDFConfig
+from .shape_task import BUILTIN, HISTORY_POINTS, LOSSES, TARGETS, SDFConfig
 
 MAX_POINTS = 2**24  # training pool, IoU test points per set, surface samples per mesh (a few hundred MB each)
 MAX_VOTE_DIRS = 255
@@ -37,6 +37,9 @@ def config_from_args(args) -> SDFConfig:
             raise ignored_options(losses, "--target sdf only")
         if typed(args, "near_sigmas") and args.mix[1] == args.mix[2] == 0:
             raise UserError("--near-sigmas applies to the near and far --mix shares, both 0 here")
+        if args.batch > args.pool:  # each step draws its batch from the pool: it would be cut to the pool's size
+            raise UserError(f"--batch {args.batch} is more than the --pool of {args.pool} points each step draws "
+                            f"from; raise --pool or lower --batch")
     train = train_from_args(args, 1000, weights)
     return SDFConfig(path=str(Path(args.path).resolve()) if args.path else None, target=args.target, fill=args.fill,
                      vote_dirs=args.vote_dirs, pool=args.pool, refresh_every=args.refresh_every, batch=args.batch,
@@ -70,7 +73,9 @@ def check_options(cfg: SDFConfig) -> None:
 # -- options ------------------------------------------------------------------------------------------------------
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", type=float, default=None,
-                   help="sdf runs: iso-value (default 0: the surface; occupancy runs: the logit, 0 = p 0.5)")
+                   help="sdf runs: the iso-value (default 0: the surface); for --target sdf a signed distance in the "
+                        "mesh's own units, like the exported mesh (0.01: the surface moved 0.01 outward), for "
+                        "--target occupancy the logit (0 = p 0.5)")
 
 
 def nonneg_float(text: str) -> float:
@@ -99,7 +104,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--mix", type=nonneg_float, nargs=4, default=[0.25, 0.25, 0.2, 0.3],
                    metavar=("SURF", "NEAR", "FAR", "UNI"),
                    help="pool shares: on the surface, thin shell, wide band, uniform in the box (default 0.25 0.25 "
-                        "0.2 0.3)")
+                        "0.2 0.3); --target occupancy draws the surface share in the thin shell (a point on the "
+                        "surface has no inside/outside label)")
     d.add_argument("--near-sigmas", type=positive_float, nargs=2, default=[0.005, 0.05], metavar=("THIN", "WIDE"),
                    help="std of the two shells around the surface, the near and far --mix shares (unit-cube units; "
                         "default 0.005 0.05)")
@@ -110,7 +116,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p, ModelDefaults(features=128, sigma=3.0, n_freqs=8, width=128, trainable_features=False))
     lo = p.add_argument_group("loss")
     lo.add_argument("--loss", choices=LOSSES, default=None, help="sdf target: l1 (default) or clamped (DeepSDF)")
-    lo.add_argument("--clamp", type=positive_float, default=None, help="clamped loss: clamp distance (default 0.1)")
+    lo.add_argument("--clamp", type=positive_float, default=None,
+                    help="clamped loss: clamp distance, in unit-cube units (default 0.1)")
     lo.add_argument("--eikonal", type=nonneg_float, default=0.0, help="weight of the eikonal term (default 0: off)")
     lo.add_argument("--normal", type=nonneg_float, default=0.0,
                     help="weight of the surface-normal term (default 0: off)")
@@ -121,6 +128,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--mesh-res", type=positive_int, default=128,
                    help="grid of mesh.ply and the metrics (default 128)")
     o.add_argument("--preview-res", type=positive_int, default=128, help="pixels per preview view (default 128)")
-    o.add_argument("--eval-points", type=positive_int, default=2**18, help="IoU test points per set (default 2^18)")
+    o.add_argument("--eval-points", type=positive_int, default=2**18,
+                   help="IoU test points per set (default 2^18); the IoU logged during training (history.csv, the "
+                        f"progress bar) uses the first {HISTORY_POINTS} of them, metrics.json all")
     o.add_argument("--metric-points", type=positive_int, default=100_000,
                    help="surface samples per mesh for Chamfer, F-score, normal consistency (default 100000)")
