@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 
@@ -26,7 +27,7 @@ from rwf_render.errors import UserError
 
 from . import panels
 from .render_loop import ClientRenderer, DutyCycle, RenderSettings, limit_threads
-from .sources import Source, run_history, run_metrics
+from .sources import Source, one_line, run_history, run_metrics
 
 UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
 
@@ -118,6 +119,14 @@ class ViewerApp:
         port = listen_port(self.host, self.port, self.move_port)
         with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner; the caller prints the URL
             self.server = viser.ViserServer(host=self.host, port=port, label=self.label, verbose=False)
+        try:
+            self._build_page()
+        except BaseException:  # a page that cannot be built: no server left running behind the error
+            self.stop()
+            raise
+        return self.url
+
+    def _build_page(self) -> None:
         self.port = self.server.get_port()
         self._setup_scene()
         panels.add_render_controls(self)
@@ -130,7 +139,6 @@ class ViewerApp:
         self.server.on_client_disconnect(self._disconnect)
         self._panel_thread = threading.Thread(target=self._panel_loop, daemon=True, name="viewer-panels")
         self._panel_thread.start()
-        return self.url
 
     @property
     def url(self) -> str:
@@ -148,6 +156,7 @@ class ViewerApp:
             r.stop(join=30.0)
         if self._panel_thread is not None and self._panel_thread is not threading.current_thread():
             self._panel_thread.join(30.0)
+        self.source.close()
         if self.server is not None and not self._server_stopped:
             self._server_stopped = True
             self.server.stop()
@@ -186,7 +195,7 @@ class ViewerApp:
             self.clients_seen += 1
         print(f"viewer: client {client.client_id} connected", flush=True)
         renderer = ClientRenderer(client, self.source, self.settings, self.duty, on_frame=self._on_frame,
-                                  threads=self.threads)
+                                  threads=self.threads, on_error=self._on_error)
         self.renderers[client.client_id] = renderer
 
         async def moved(_):
@@ -212,6 +221,13 @@ class ViewerApp:
         if self.verbose:
             print(f"viewer: frame for client {client_id}: {text}", flush=True)
 
+    def _on_error(self, client_id: int, error: Exception) -> None:
+        """A frame failed (the renderer goes on after the next change): one line here and on the page."""
+        why = one_line(error)
+        self.frame_status.content = f"**frame failed:** {why}"
+        print(f"viewer: frame for client {client_id} failed ({why}); move the camera or lower the resolution to "
+              "try again", file=sys.stderr, flush=True)
+
     def notify_renderers(self) -> None:
         for r in list(self.renderers.values()):
             r.notify_change()
@@ -235,7 +251,7 @@ class ViewerApp:
 
     def _panel_loop(self) -> None:
         limit_threads(self.threads)
-        shown_history, last_refresh = None, -math.inf
+        shown_history, last_refresh, failed = None, -math.inf, None
         while not self._stop.is_set():
             wait = last_refresh + self.panel_every_s - time.perf_counter() if self._panels_dirty else None
             self._panel_wake.wait(None if wait is None else max(wait, 0.0))
@@ -244,11 +260,19 @@ class ViewerApp:
                 return
             t0 = time.perf_counter()
             due = t0 - last_refresh >= self.panel_every_s
-            if self._panels_dirty and self.renderers and due:  # nobody watching: skip the model-dependent panels
-                self._panels_dirty, last_refresh = False, t0
-                self.source.sync()
-                self.source.refresh_gui()
-            if shown_history is not self.history:
-                shown_history = self.history
-                panels.update_run_panel(self)
+            try:
+                if self._panels_dirty and self.renderers and due:  # nobody watching: skip the model's panels
+                    self._panels_dirty, last_refresh = False, t0
+                    self.source.sync()
+                    self.source.refresh_gui()
+                if shown_history is not self.history:
+                    shown_history = self.history
+                    panels.update_run_panel(self)
+            except Exception as e:  # noqa: BLE001  the panels stay as they were; the next change tries again
+                why = one_line(e)
+                if why != failed:
+                    print(f"viewer: panels not refreshed ({why})", file=sys.stderr, flush=True)
+                failed = why
+            else:
+                failed = None
             self.duty.rest(time.perf_counter() - t0, self._stop)

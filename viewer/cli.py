@@ -38,7 +38,7 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
     """Add ``view`` to the ``rwf`` command (entry point group ``rwf_render.commands``)."""
     p = subparsers.add_parser("view", help="open a run in the browser (web viewer)",
-                              description=__doc__.strip().splitlines()[0])
+                              description=__doc__.strip().splitlines()[0].replace("``", ""))
     add_view_arguments(p)
     p.set_defaults(func=view)
 
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 def view(args) -> int:
     from rwf_render.trainer import resolve_device  # noqa: PLC0415
 
-    from .app import ViewerApp  # noqa: PLC0415
+    from .app import ViewerApp, listen_port  # noqa: PLC0415
     from .sources import open_run  # noqa: PLC0415
 
     try:
@@ -54,26 +54,30 @@ def view(args) -> int:
     except ImportError:
         raise UserError("the viewer needs viser (pip install viser)") from None
     device = resolve_device(args.device)
+    port = DEFAULT_PORT if args.port is None else args.port  # a port the user typed does not move when busy
+    listen_port(args.host, port, move=args.port is None)  # a bad address fails before seconds of loading the run
     source = open_run(args.run, device)
     max_res = args.max_res or (256 if source.kind == "nerf" and device.type == "cpu" else 512)
-    port = DEFAULT_PORT if args.port is None else args.port  # a port the user typed does not move when busy
     app = ViewerApp(source, host=args.host, port=port, max_res=max_res, up=args.up, verbose=args.verbose,
                     move_port=args.port is None)
     url = app.start()
-    moved = port not in (0, app.port)
-    print(f"viewer: {source.kind} run {args.run} at {url}" + (f" (port {port} was busy)" if moved else ""),
-          flush=True)
-    if args.host in ("127.0.0.1", "localhost", "::1"):
-        print(f"viewer: on a remote machine, forward the port first: ssh -L {app.port}:localhost:{app.port} HOST",
+    try:  # from here on, however the command ends (Ctrl+C while printing too), the viewer's threads end with it
+        moved = port not in (0, app.port)
+        print(f"viewer: {source.kind} run {args.run} at {url}" + (f" (port {port} was busy)" if moved else ""),
               flush=True)
-    else:
-        print(f"viewer: listening on {args.host}: whoever reaches this port sees the run", flush=True)
-    print("viewer: Ctrl+C to stop", flush=True)
-    try:
+        if args.host in ("127.0.0.1", "localhost", "::1"):
+            there = "[::1]" if args.host == "::1" else "localhost"
+            print(f"viewer: on a remote machine, forward the port first: ssh -L {app.port}:{there}:{app.port} HOST",
+                  flush=True)
+        else:
+            print(f"viewer: listening on {args.host}: whoever reaches this port sees the run", flush=True)
+        print("viewer: Ctrl+C to stop", flush=True)
         app.serve_forever()
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM: the server has stopped; exit 130 as every interrupted command
         print("viewer: stopped", file=sys.stderr, flush=True)
         return 130
+    finally:
+        app.stop()
     return 0
 
 

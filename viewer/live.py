@@ -9,9 +9,13 @@ every Trainer of the process. The callback only *reads* the trainer (``model.sta
                later trainers (``--compare``): the source switches to a copy of the new model
     on_step    every ``refresh_s`` while a browser is connected: a copy of ``model.state_dict()`` taken here, on
                the training thread between two steps, so a frame never mixes two optimizer steps (no tearing); a
-               status line at most once a second; blocks while paused
+               status line at most once a second; blocks while paused (Ctrl+C ends the pause: the fit saves and
+               stops at that step)
     on_eval    the evaluation joins the run panel's metrics and curve
     on_end     a last snapshot; "finished" (the viewer stops with the process)
+
+A viewer that fails in any of these (or cannot serve at all) prints one warning and stops; the fit goes on without
+it and writes its outputs. A frame or panel that fails on a viewer thread is one line, and the page goes on.
 
 Training speed: renderers and panels run in viewer threads with one intra-op thread each (``RENDER_THREADS``: the
 trainer's thread keeps its own count, OpenMP and MKL counts being per thread; threads that start using torch later
@@ -31,9 +35,10 @@ import threading
 import time
 
 from rwf_render.cli import option_typed
+from rwf_render.errors import UserError
 
 from .app import ViewerApp, listen_port
-from .sources import Source, live_source, state_copy
+from .sources import Source, live_source, one_line, state_copy
 
 DEFAULT_PORT = 8080  # the default of ``rwf fit --port``
 LIVE_DUTY = 0.1
@@ -50,13 +55,18 @@ def make_callback(args) -> "LiveViewer":
     writes anything; the default port, when busy, moves to the next free one (as ``rwf view``)."""
     host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", DEFAULT_PORT)
     move = not option_typed(args, "port", DEFAULT_PORT)  # a port the user typed does not move when busy
+    try:
+        import viser  # noqa: F401, PLC0415
+    except ImportError:
+        raise UserError("--view: the viewer needs viser (pip install viser)") from None
     listen_port(host, port, move=move)
     return LiveViewer(args.kind, host=host, port=port, move_port=move)
 
 
 class LiveViewer:
     """Trainer callback serving the viewer; see the module docstring. ``move_port``: a busy ``port`` moves to the
-    next free one (the default port); off for a port the user typed, which is then a UserError."""
+    next free one (the default port); off for a port the user typed, which :func:`make_callback` refuses when busy
+    (taken between that check and ``on_start``, it is the viewer failing: a warning, the fit goes on)."""
 
     def __init__(self, kind: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT, duty: float = LIVE_DUTY,
                  refresh_s: float = REFRESH_S, max_res: int = LIVE_MAX_RES, verbose: bool = False,
@@ -70,6 +80,7 @@ class LiveViewer:
         self._history: list[dict] = []
         self._last_snapshot = self._last_status = -math.inf
         self._t0, self._step0, self._trainers = 0.0, 0, 0
+        self.failed = False  # the viewer failed and stopped; training went on without it
 
     # -- pause (from the page) ----------------------------------------------------------------------------------
     @property
@@ -83,8 +94,18 @@ class LiveViewer:
         self._running.set()
 
     # -- trainer callbacks --------------------------------------------------------------------------------------
+    # A viewer that fails (cannot serve, a snapshot that cannot be taken, ...) never ends the fit: one warning, the
+    # viewer stops, and training goes on headless to write its outputs (see _fail).
     def on_start(self, trainer) -> None:
         self._trainers += 1
+        if self.failed:
+            return
+        try:
+            self._start(trainer)
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+
+    def _start(self, trainer) -> None:
         if self.app is None:
             source = live_source(self.kind, trainer)
             self.app = ViewerApp(source, self.host, self.port, max_res=self.max_res, duty=self.duty, live=self,
@@ -104,34 +125,78 @@ class LiveViewer:
         self.app.set_training(trainer.last_eval, self._history, self._status(trainer))
 
     def on_step(self, trainer, stats: dict) -> None:
-        now = time.perf_counter()
-        if self.app.renderers and now - self._last_snapshot >= self.refresh_s:
-            self._last_snapshot = now
-            self.app.source.offer_state(state_copy(trainer.model))
-            self.app.notify_model()
-        if now - self._last_status >= 1.0:
-            self._last_status = now
-            self.app.set_status(self._status(trainer))
+        if self.app is None:
+            return
+        try:
+            now = time.perf_counter()
+            if self.app.renderers and now - self._last_snapshot >= self.refresh_s:
+                self._last_snapshot = now
+                self.app.source.offer_state(state_copy(trainer.model))
+                self.app.notify_model()
+            if now - self._last_status >= 1.0:
+                self._last_status = now
+                self.app.set_status(self._status(trainer))
+            if self.paused:
+                self.app.set_status(f"**paused** at step {trainer.step_idx} / {trainer.cfg.steps}")
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+            return
         if self.paused:
-            self.app.set_status(f"**paused** at step {trainer.step_idx} / {trainer.cfg.steps}")
-            self.waiting.set()
-            self._running.wait()
+            self._hold(trainer)
+
+    def _hold(self, trainer) -> None:
+        """Block between two steps while paused; Ctrl+C (the trainer's ``stop_requested``: it then saves and
+        stops) or a failed viewer ends the pause as the resume button does."""
+        self.waiting.set()
+        try:
+            while not self._running.wait(0.2):
+                if getattr(trainer, "stop_requested", False) or self.app is None:
+                    break
+        finally:
             self.waiting.clear()
-            self._t0, self._step0 = time.perf_counter(), trainer.step_idx  # speed excludes the pause
-            self.app.set_status(self._status(trainer))
+        self._t0, self._step0 = time.perf_counter(), trainer.step_idx  # speed excludes the pause
+        if self.app is not None:
+            try:
+                self.app.set_status(self._status(trainer))
+            except Exception as e:  # noqa: BLE001
+                self._fail(e)
 
     def on_eval(self, trainer, metrics: dict) -> None:
+        if self.app is None:
+            return
         self._history.append({"step": trainer.step_idx, **metrics})
-        self.app.set_training(metrics, self._history)
+        try:
+            self.app.set_training(metrics, self._history)
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
 
     def on_end(self, trainer) -> None:
-        self.app.source.offer_state(state_copy(trainer.model))
-        self.app.notify_model()
-        self.app.set_status(f"finished: {trainer.step_idx} steps"
-                            + (f" (run {self._trainers})" if self._trainers > 1 else ""))
+        if self.app is None:
+            return
+        try:
+            self.app.source.offer_state(state_copy(trainer.model))
+            self.app.notify_model()
+            self.app.set_status(f"finished: {trainer.step_idx} steps"
+                                + (f" (run {self._trainers})" if self._trainers > 1 else ""))
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+            return
         where = f"rwf view {trainer.run_dir}" if trainer.run_dir else "rwf view RUN"
         print(f"rwf: training finished; the live viewer closes with this command ({where} to keep looking)",
               file=sys.stderr, flush=True)
+
+    def _fail(self, error: Exception) -> None:
+        """The viewer failed: say so in one line, stop it, and let training go on (never paused) without it."""
+        self.failed = True
+        app, self.app = self.app, None
+        self._running.set()
+        print(f"rwf: warning: live viewer stopped ({one_line(error)}); training goes on without it",
+              file=sys.stderr, flush=True)
+        if app is not None:
+            try:
+                app.stop()
+            except Exception:  # noqa: BLE001  (what is left of it goes with the process)
+                pass
 
     def _status(self, trainer) -> str:
         steps = trainer.step_idx - self._step0

@@ -80,6 +80,11 @@ class NeRFSource(Source):
         self.thumbnail = thumbnail or self._read_thumbnail
         self.up = self._mean_up()
         self._frustums = []
+        self._closed = threading.Event()
+        self._thumbnails: threading.Thread | None = None
+        # thumbnails of transparent photos go over the colour the field is shown on (black for --background black)
+        background = getattr(model, "background", None)  # NeRFModel: "white" | "black" | "random" | "learned"
+        self.thumb_background = 0.0 if isinstance(background, str) and background == "black" else 1.0
 
     @classmethod
     def from_run(cls, run: Path, cfg: dict, device: torch.device, api=None) -> "NeRFSource":
@@ -157,7 +162,15 @@ class NeRFSource(Source):
                 handle.on_click(jump_to(params))
                 self._frustums.append(handle)
             # thumbnails load in the background: a few hundred image files should not delay the first frame
-            threading.Thread(target=self._load_thumbnails, args=(idx,), daemon=True, name="thumbnails").start()
+            self._thumbnails = threading.Thread(target=self._load_thumbnails, args=(idx,), daemon=True,
+                                                name="thumbnails")
+            self._thumbnails.start()
+
+    def close(self) -> None:
+        """Stop loading thumbnails (they would be sent to a server that has stopped)."""
+        self._closed.set()
+        if self._thumbnails is not None and self._thumbnails is not threading.current_thread():
+            self._thumbnails.join(10.0)
 
     def _read_thumbnail(self, i: int) -> np.ndarray | None:
         from rwf_render.imgio import read_image  # noqa: PLC0415
@@ -171,13 +184,15 @@ class NeRFSource(Source):
 
     def _load_thumbnails(self, idx) -> None:
         for handle, i in zip(self._frustums, idx):
+            if self._closed.is_set():
+                return
             img = self.thumbnail(int(i))
             if img is None:
                 continue
             step = max(1, img.shape[0] // THUMB_HEIGHT)
             img = img[::step, ::step]
-            if img.shape[2] == 4:  # straight alpha over white, as the default training background
-                img = img[..., :3] * img[..., 3:] + (1 - img[..., 3:])
+            if img.shape[2] == 4:  # straight alpha over the run's background (white unless --background black)
+                img = img[..., :3] * img[..., 3:] + self.thumb_background * (1 - img[..., 3:])
             img = np.repeat(img[..., :1], 3, -1) if img.shape[2] < 3 else img[..., :3]
             handle.image = to_uint8(img)
 

@@ -6,6 +6,7 @@ Each ``add_*`` function takes the :class:`~viewer.app.ViewerApp` and adds one fo
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -139,11 +140,16 @@ class CameraPathRecorder:
             self.width = gui.add_number("render width", 640, min=16, max=8192, step=1)
             self.height = gui.add_number("render height", 480, min=16, max=8192, step=1)
             self.preview = gui.add_slider("preview (moves your camera)", 0.0, 1.0, 0.001, 0.0)
-            default = (app.source.run / "camera_path.json") if app.source.run else Path("camera_path.json")
-            self.file = gui.add_text("file", str(default))
+            default = (Path(app.source.run) / "camera_path.json") if app.source.run else Path("camera_path.json")
+            self.file = gui.add_text("file", str(default.absolute()),
+                                     hint="a relative name is inside the run directory")
             self.overwrite = gui.add_checkbox("overwrite an existing file", initial_value=False)
             save = gui.add_button("save camera_path.json")
             self.status = gui.add_markdown("")
+            self.note = None if app.source.kind == "nerf" else gui.add_markdown(
+                f"`rwf render RUN --camera-path FILE` renders NeRF runs; for {app.source.kind} runs the file only "
+                "records the path")
+        self._saving = threading.Lock()
         add.on_click(lambda ev: self.add(ViewCamera.from_client(ev.client.camera)))
         undo.on_click(lambda _: self._set(self.keys[:-1]))
         clear.on_click(lambda _: self._set([]))
@@ -192,20 +198,46 @@ class CameraPathRecorder:
             client.camera.position = pos
             client.camera.fov = math.radians(fovs[i])
 
+    def resolve(self, text: str) -> Path:
+        """The file a name typed in the page means: ``~`` expanded, a relative name inside the run directory (where
+        the default lives; the server's working folder is nowhere the user sees)."""
+        text = str(text).strip()
+        if not text:
+            raise UserError("give a file name, e.g. camera_path.json")
+        path = Path(text).expanduser()
+        if not path.is_absolute() and self.app.source.run is not None:
+            path = Path(self.app.source.run) / path
+        return path.absolute()
+
     def save(self, path: Path, overwrite: bool = False) -> dict:
+        """Write camera_path.json atomically (the old file or the new one, never half). An existing file is
+        replaced only with ``overwrite`` and only when it is itself a camera path: never a folder, a run's
+        config.json or a checkpoint whose name was typed by mistake."""
         if not self.keys:
             raise UserError("record at least one keyframe first")
+        path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{path} is a folder; give a file name, e.g. {path / 'camera_path.json'}")
         if path.exists() and not overwrite:
             raise UserError(f"{path} exists; tick 'overwrite' or choose another name")
+        if path.exists() and not is_camera_path(path):
+            raise UserError(f"{path} exists and is not a camera path: not replaced; choose another name")
         if not path.parent.is_dir():
             raise UserError(f"folder {path.parent} does not exist")
-        return save_camera_path(path, np.stack([k[0] for k in self.keys]), np.array([k[1] for k in self.keys]),
-                                int(self.width.value), int(self.height.value), float(self.fps.value),
-                                float(self.seconds.value), bool(self.loop.value))
+        try:
+            size = int(self.width.value), int(self.height.value)
+            timing = float(self.fps.value), float(self.seconds.value)
+        except (TypeError, ValueError):
+            raise UserError("render width, height, fps and seconds must be numbers") from None
+        with self._saving:  # two clicks at once: the second sees the first's file
+            if path.exists() and not overwrite:
+                raise UserError(f"{path} exists; tick 'overwrite' or choose another name")
+            return save_camera_path(path, np.stack([k[0] for k in self.keys]), np.array([k[1] for k in self.keys]),
+                                    *size, *timing, bool(self.loop.value))
 
     def _save_clicked(self) -> None:
-        path = Path(self.file.value).expanduser()
         try:
+            path = self.resolve(self.file.value)
             obj = self.save(path, bool(self.overwrite.value))
         except (UserError, ValueError, OSError) as e:
             self.status.content = f"**not saved:** {e}"
@@ -213,6 +245,17 @@ class CameraPathRecorder:
         self.status.content = f"saved {len(obj['camera_path'])} frames to `{path}`"
         print(f"viewer: camera path saved to {path} ({len(self.keys)} keyframes, {len(obj['camera_path'])} frames)",
               flush=True)
+
+
+def is_camera_path(path: Path) -> bool:
+    """Whether ``path`` holds a camera path (a JSON object with ``camera_path`` or ``keyframes``)."""
+    import json  # noqa: PLC0415
+
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(obj, dict) and ("camera_path" in obj or "keyframes" in obj)
 
 
 # -- live training -------------------------------------------------------------------------------------------------

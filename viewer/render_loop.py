@@ -7,7 +7,8 @@ doubles the size until it reaches the maximum resolution. Then it sleeps until t
 an unchanged model costs nothing. A refinement frame is abandoned between strips when the camera moves or the
 settings change (not for a new live snapshot).
 New content under a still camera (a live snapshot) is redrawn at the sharpness already shown when that fits
-``CONTENT_BUDGET_S``, so live training does not blur the picture every refresh.
+``CONTENT_BUDGET_S``, so live training does not blur the picture every refresh. A frame that raises (a GPU out of
+memory at a large size) is reported once and not retried as it is; the thread waits for the next change.
 
 A :class:`DutyCycle` shared by every viewer thread caps the share of wall time they spend working (live training:
 the trainer keeps the rest).
@@ -97,13 +98,16 @@ class ClientRenderer:
         settings: shared render settings.
         duty: shared duty cycle.
         on_frame: optional ``on_frame(client_id, frame, long_side)`` after each frame is sent.
+        on_error: optional ``on_error(client_id, exception)`` when a frame raised (the thread goes on; see _failed).
         threads: intra-op threads of this renderer (None: torch's default; 1 beside a trainer, see limit_threads).
     """
 
     def __init__(self, client, source: Source, settings: RenderSettings, duty: DutyCycle, on_frame=None,
-                 threads: int | None = None):
+                 threads: int | None = None, on_error=None):
         self.client, self.source, self.settings, self.duty = client, source, settings, duty
-        self.on_frame, self.threads = on_frame, threads
+        self.on_frame, self.threads, self.on_error = on_frame, threads, on_error
+        self._last_error: str | None = None
+        self._done_if_failed = None  # what _done becomes when the frame being rendered fails
         self.version = self.camera_version = 0  # settings / model changes; camera moves
         self.last_move = -math.inf
         self.has_camera = False
@@ -175,47 +179,73 @@ class ClientRenderer:
         limit_threads(self.threads)
         while not self._stop.is_set():
             self._wake.clear()
-            if not self.has_camera:
-                self._wake.wait()
-                continue
-            if self.settings.mode == "off":
-                if not self._off_sent:
-                    self.client.scene.set_background_image(None)
-                    self._off_sent, self._done = True, (None, 0)
-                self._wake.wait()
-                continue
-            self._off_sent = False
-            self.source.sync()
-            key = self._key()
-            since = time.monotonic() - self.last_move
-            moving = since < STILL_AFTER_S
             try:
-                view = ViewCamera.from_client(self.client.camera)
-            except AssertionError:  # no camera message yet
-                self._wake.wait(0.05)
-                continue
-            side = self.next_side(key, moving, view.aspect)
-            if side is None:
-                self._wake.wait(STILL_AFTER_S - since + 0.01 if moving else None)
-                continue
-            w, h = image_size(side, view.aspect)
-            t0 = time.perf_counter()
+                self._once()
+            except Exception as e:  # noqa: BLE001  (out of memory at a large size, a field that cannot render)
+                self._failed(e)
+                self._wake.wait()  # until the next change (camera, settings, model)
+
+    def _once(self) -> None:
+        """One step of the loop: render and send the next frame, or wait for a change."""
+        if not self.has_camera:
+            self._wake.wait()
+            return
+        if self.settings.mode == "off":
+            if not self._off_sent:
+                self.client.scene.set_background_image(None)
+                self._off_sent, self._done = True, (None, 0)
+            self._wake.wait()
+            return
+        self._off_sent = False
+        self.source.sync()
+        key = self._key()
+        since = time.monotonic() - self.last_move
+        moving = since < STILL_AFTER_S
+        try:
+            view = ViewCamera.from_client(self.client.camera)
+        except AssertionError:  # no camera message yet
+            self._wake.wait(0.05)
+            return
+        side = self.next_side(key, moving, view.aspect)
+        if side is None:
+            self._wake.wait(STILL_AFTER_S - since + 0.01 if moving else None)
+            return
+        w, h = image_size(side, view.aspect)
+        t0 = time.perf_counter()
+        self._done_if_failed = (key, max(side, self.settings.max_res))  # a failed frame is not refined further
+        try:
             frame = render_view(self.source, view, side, self.settings.mode,
                                 should_stop=self._stopper(key, key == self._done[0], w * h, t0),
                                 strip_pixels=self._strip_pixels())
-            if frame is None:  # abandoned: its time still counts against the duty cycle
-                self.duty.rest(time.perf_counter() - t0, self._stop)
-                continue
-            self._send(frame)
-            spp = frame.seconds / (w * h)
-            fresh = self.sec_per_pixel is None or self._cost_version != key[2]
-            self.sec_per_pixel = spp if fresh else 0.5 * (self.sec_per_pixel + spp)
-            self._cost_version = key[2]
-            self._done = (key, side)
-            self.frames += 1
-            if self.on_frame is not None:
-                self.on_frame(self.client.client_id, frame, side)
-            self.duty.rest(time.perf_counter() - t0, self._stop)  # rendering, encoding and sending
+            if frame is not None:
+                self._send(frame)
+        finally:  # rendering, encoding and sending count against the duty cycle, abandoned or failed too
+            self.duty.rest(time.perf_counter() - t0, self._stop)
+        self._done_if_failed = None
+        if frame is None:  # abandoned
+            return
+        self._last_error = None
+        spp = frame.seconds / (w * h)
+        fresh = self.sec_per_pixel is None or self._cost_version != key[2]
+        self.sec_per_pixel = spp if fresh else 0.5 * (self.sec_per_pixel + spp)
+        self._cost_version = key[2]
+        self._done = (key, side)
+        self.frames += 1
+        if self.on_frame is not None:
+            self.on_frame(self.client.client_id, frame, side)
+
+    def _failed(self, error: Exception) -> None:
+        """A frame raised: the thread lives on and tries again after the next change (a camera move starts over at
+        the small moving size, which often fits where a large frame ran out of memory). ``on_error(client_id,
+        error)`` says why, once per distinct error in a row."""
+        if self._done_if_failed is not None:
+            self._done, self._done_if_failed = self._done_if_failed, None
+        if self.on_error is not None and str(error) != self._last_error:
+            try:
+                self.on_error(self.client.client_id, error)
+            except Exception:  # noqa: BLE001  (the page itself is gone: nothing left to tell)
+                pass
+        self._last_error = str(error)
 
     def _stopper(self, key, refining: bool, pixels: int, t0: float):
         """should_stop(pixels_done) for one frame: on stop; for a refinement, when the camera moved or the settings

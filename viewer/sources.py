@@ -79,6 +79,9 @@ class Source:
     def refresh_gui(self) -> None:
         """Recompute the panels that depend on the model (after a new snapshot); runs on a viewer thread."""
 
+    def close(self) -> None:
+        """End the source's own background work (the app is stopping); called once the renderers have ended."""
+
     # -- live snapshots ------------------------------------------------------------------------------------------
     def offer_state(self, state: dict) -> None:
         """Hand over a copy of the trainer's ``model.state_dict()`` (called on the training thread)."""
@@ -193,6 +196,13 @@ def as_rgb(img: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., :1], 3, -1) if img.shape[-1] < 3 else img[..., :3]
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (torch's messages span several), at most ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 # -- runs ----------------------------------------------------------------------------------------------------------
 def run_metrics(run: Path | None, warn: bool = True) -> dict:
     """The run's metrics.json, or {} when it has none; an unreadable one is left out (the model can still be
@@ -232,8 +242,25 @@ def check_run_dir(run: str | Path) -> dict:
 
 def open_run(run: str | Path, device: torch.device) -> Source:
     """The source for a finished (or checkpointed) run directory."""
+    from rwf_render.rundir import CHECKPOINT  # noqa: PLC0415
+
     run = Path(run)
     cfg = check_run_dir(run)
+    if cfg["kind"] not in ("image", "sdf", "nerf"):
+        raise UserError(f"{run}: the viewer does not know runs of kind {cfg['kind']!r}")
+    try:
+        return _open(run, cfg, device)
+    except UserError as e:
+        if (run / CHECKPOINT).exists():
+            if len(str(e).splitlines()) > 1:  # torch's unpickling errors run over several lines
+                raise UserError(one_line(e, 400).removeprefix("UserError: ")) from None
+            raise
+        # a fit still running in RUN (its config.json is written first): say so instead of "checkpoint not found"
+        raise UserError(f"{run}: no {CHECKPOINT} yet (a fit still running writes it at its first checkpoint or "
+                        "when it ends; rwf fit ... --view shows a fit as it trains)") from None
+
+
+def _open(run: Path, cfg: dict, device: torch.device) -> Source:
     kind = cfg["kind"]
     if kind == "image":
         from .image_source import ImageSource  # noqa: PLC0415
@@ -247,7 +274,7 @@ def open_run(run: str | Path, device: torch.device) -> Source:
         from .nerf_source import NeRFSource  # noqa: PLC0415
 
         return NeRFSource.from_run(run, cfg, device)
-    raise UserError(f"{run}: the viewer does not know runs of kind {kind!r}")
+    raise AssertionError(kind)
 
 
 def live_source(kind: str, trainer) -> Source:
