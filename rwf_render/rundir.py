@@ -316,7 +316,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, or one holding objects beyond plain tensors and containers
-        raise UserError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
+        raise UserError(f"{path}: cannot load checkpoint ({one_line(e)})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict of states)")
     return state
@@ -324,8 +324,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def checkpoint_mismatch(path: str | os.PathLike, e: Exception) -> UserError:
     """The one-line error for a checkpoint that does not fit the model its run's config.json builds."""
-    why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200]
-    return UserError(f"{path}: does not match this run's {CONFIG} ({type(e).__name__}: {why})")
+    return UserError(f"{path}: does not match this run's {CONFIG} ({one_line(e, 200)})")
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (torch's load and state-dict errors span several), at most ``limit`` long."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def load_run_model(run: str | os.PathLike, model: torch.nn.Module) -> dict:

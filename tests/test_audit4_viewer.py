@@ -361,7 +361,8 @@ def test_view_help_has_no_markup(capsys):
 
 
 def test_a_corrupt_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
-    """torch's unpickling errors span several lines; ``rwf view`` says them on one."""
+    """torch's unpickling errors span several lines; ``rwf view`` (like eval and render: ``load_checkpoint``) says
+    them on one."""
     import viewer.sources
     from viewer.cli import main
 

@@ -24,10 +24,11 @@ import time
 import numpy as np
 
 from rwf_render.errors import UserError
+from rwf_render.rundir import one_line
 
 from . import panels
 from .render_loop import ClientRenderer, DutyCycle, RenderSettings, limit_threads
-from .sources import Source, one_line, run_history, run_metrics
+from .sources import Source, run_history, run_metrics
 
 UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
 

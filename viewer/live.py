@@ -36,9 +36,10 @@ import time
 
 from rwf_render.cli import option_typed
 from rwf_render.errors import UserError
+from rwf_render.rundir import one_line
 
 from .app import ViewerApp, listen_port
-from .sources import Source, live_source, one_line, state_copy
+from .sources import Source, live_source, state_copy
 
 DEFAULT_PORT = 8080  # the default of ``rwf fit --port``
 LIVE_DUTY = 0.1

@@ -196,13 +196,6 @@ def as_rgb(img: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., :1], 3, -1) if img.shape[-1] < 3 else img[..., :3]
 
 
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """``Type: message`` on one line (torch's messages span several), at most ``limit`` characters."""
-    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 # -- runs ----------------------------------------------------------------------------------------------------------
 def run_metrics(run: Path | None, warn: bool = True) -> dict:
     """The run's metrics.json, or {} when it has none; an unreadable one is left out (the model can still be
@@ -252,8 +245,6 @@ def open_run(run: str | Path, device: torch.device) -> Source:
         return _open(run, cfg, device)
     except UserError as e:
         if (run / CHECKPOINT).exists():
-            if len(str(e).splitlines()) > 1:  # torch's unpickling errors run over several lines
-                raise UserError(one_line(e, 400).removeprefix("UserError: ")) from None
             raise
         # a fit still running in RUN (its config.json is written first): say so instead of "checkpoint not found"
         raise UserError(f"{run}: no {CHECKPOINT} yet (a fit still running writes it at its first checkpoint or "
