@@ -1,6 +1,6 @@
 """Camera pose refinement: a learned rigid correction per training image (nerfstudio's SO3xR3 camera optimizer,
-BARF's idea; its coarse-to-fine schedule, ``--coarse-to-fine``, opens the hash grid's levels one after another:
-``HashGrid.open_levels``, driven by ``nerf_task.open_levels``).
+BARF's idea; its coarse-to-fine schedule, ``--coarse-to-fine``, lets the hash grid's levels move the cameras one
+after another: ``HashGrid.open_levels``, driven by ``nerf_task.open_levels``).
 
 Each training image i owns a 6-vector (omega_i, tau_i), zero at the start. Its corrected camera-to-world is
 

@@ -272,7 +272,7 @@ class HashGrid(nn.Module):
         table = torch.rand(self.n_params, level_features, generator=generator) * 2e-4 - 1e-4
         self.table = nn.Parameter(table)
         self.out_dim = levels * level_features
-        self.level_weights: torch.Tensor | None = None  # (L * F,) from open_levels; None: every level in full
+        self.position_weights: torch.Tensor | None = None  # (L,) from open_levels; None: every level in full
         tcnn = _tcnn_or_none(backend, "HashGrid")
         self.backend = "tcnn" if tcnn else "torch"
         self._tcnn = None
@@ -293,6 +293,8 @@ class HashGrid(nn.Module):
         pos = x[:, None, :] * self.scales[:, None] + 0.5  # (N, L, d)
         cell = torch.floor(pos)
         frac = pos - cell
+        if self.position_weights is not None and frac.requires_grad:  # same value, each level's d/dx scaled
+            frac = frac.detach() + self.position_weights[:, None] * (frac - frac.detach())
         vert = cell.long()[:, :, None, :] + self.corners  # (N, L, 2^d, d)
         stride = self.resolutions[:, None] ** torch.arange(self.in_dim, device=x.device)  # (L, d)
         dense = (vert * stride[:, None, :]).sum(-1)  # (N, L, 2^d)
@@ -311,17 +313,22 @@ class HashGrid(nn.Module):
         return feats.flatten(1)
 
     def open_levels(self, alpha: float | None) -> None:
-        """BARF's coarse-to-fine schedule on the levels (Lin et al. 2021; on hash grids, Heo et al. 2023): level 0
-        always counts, level l >= 1 is weighted by (1 - cos(pi clamp(alpha - l + 1, 0, 1))) / 2, so ``alpha`` = 0
-        reads only the coarsest level and ``alpha`` >= levels - 1 (or None, the default) every level in full.
-        The weights scale the outputs, so a closed level gets no gradient, in the table nor in x."""
+        """A coarse-to-fine schedule on the levels' gradient with respect to x, the one that reaches camera poses
+        (BARF's window, Lin et al. 2021, applied as Heo et al. 2023 do on hash grids): level 0 always counts, level
+        l >= 1 is weighted by (1 - cos(pi clamp(alpha - l + 1, 0, 1))) / 2, so ``alpha`` = 0 lets only the
+        coarsest level move x and ``alpha`` >= levels - 1 (or None, the default) every level in full.
+
+        The encoding's value and its table's gradient stay whole: the field learns at every level from the start.
+        (BARF's own form, scaling the outputs, blurred the field itself, and the blurred field pulled exact cameras
+        off by 0.21 degrees: BENCHMARKS.md.) A weighted x-gradient runs in torch (the compiled lookup and
+        tiny-cuda-nn give no per-level d/dx)."""
+        self.position_weights = None
         if alpha is None or alpha >= self.levels - 1:
-            self.level_weights = None
             return
         t = (float(alpha) - torch.arange(self.levels, dtype=torch.float32) + 1.0).clamp(0.0, 1.0)
-        w = (1.0 - torch.cos(math.pi * t)) / 2.0
+        w = ((1.0 - torch.cos(math.pi * t)) / 2.0).to(self.scales.device)
         w[0] = 1.0
-        self.level_weights = w.repeat_interleave(self.level_features).to(self.table.device)
+        self.position_weights = w
 
     def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., d); ``cov`` is not supported (an integrated hash encoding is not defined here)."""
@@ -330,14 +337,14 @@ class HashGrid(nn.Module):
         lead = x.shape[:-1]
         with torch.autocast(x.device.type, enabled=False):
             flat = (x.reshape(-1, self.in_dim).float() - self.origin).clamp(0.0, 1.0)
-            if self._tcnn is not None:
+            if self.position_weights is not None and flat.requires_grad:
+                out = self.encode_torch(flat)
+            elif self._tcnn is not None:
                 out = self._tcnn(flat).float()
             else:
                 out = _hashgrid_kernel(self, flat)
                 if out is None:
                     out = self.encode_torch(flat)
-            if self.level_weights is not None:
-                out = out * self.level_weights
         return out.reshape(*lead, self.out_dim)
 
     def extra_repr(self) -> str:

@@ -291,9 +291,10 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                         "optimizer), for captures whose poses are off; writes cameras_refined.json (default off)")
     t.add_argument("--camera-lr", type=learning_rate, help="learning rate of those corrections (default 3e-4)")
     t.add_argument("--coarse-to-fine", type=float, nargs=2, metavar=("START", "END"),
-                   help="with --optimize-cameras and --encoding hashgrid: read only the coarsest level of the hash "
-                        "grid until the fraction START of the steps, then open the finer ones one after another "
-                        "until END (BARF's schedule; default off: every level from the start)")
+                   help="with --optimize-cameras and --encoding hashgrid: only the coarsest level of the hash grid "
+                        "moves the cameras until the fraction START of the steps, the finer ones join one after "
+                        "another until END; the field itself learns every level throughout (BARF's schedule on the "
+                        "pose gradient, as Heo et al. 2023; default off)")
     t.add_argument("--camera-reg", type=float, metavar="W",
                    help="weight of nerfstudio's pull of the corrections toward zero, 1e-3 x mean rotation (rad) + "
                         "1e-2 x mean translation (default 1; 0: none)")
