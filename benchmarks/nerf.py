@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from _common import data_root, machine
 
-from rwf_render.nerf_data import default_background, load_split
+from rwf_render.nerf_data import load_split
 from rwf_render.nerf_options import config_from_args
 from rwf_render.nerf_task import NeRFTask, build_model, optional_split, spaced_indices, test_metrics
 from rwf_render.trainer import Trainer
@@ -109,7 +109,6 @@ def run(preset: str, param: str, args, seed: int = 0, marks: list[float] = ()) -
         cfg.train.eval_every = 10**9
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     train, val, test = splits(cfg, args.test_images)
-    cfg.background = cfg.background or default_background(train)
     model = build_model(cfg, train.aabb, len(train)).to(device)
     task = NeRFTask(model, train, val, cfg, device)
     task.timings = {}

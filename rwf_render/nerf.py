@@ -20,7 +20,7 @@ import torch
 
 from .errors import RwfWarning, UserError, out_of_memory
 from .nerf_config import NeRFConfig, check_config
-from .nerf_data import PosedImages, check_bounds, dataset_fingerprint, default_background, load_split, summary
+from .nerf_data import PosedImages, check_bounds, dataset_fingerprint, load_split, summary
 from .nerf_options import add_fit_arguments, config_from_args, resume_config_from_args  # noqa: F401 (the CLI's)
 from .nerf_render import NeRFModel
 from .nerf_task import (NeRFTask, build_model, eval_background, finish, optional_split, refined_split,
@@ -35,7 +35,6 @@ def fit(args) -> int:
     device = resolve_device(cfg.train.device)
     # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
-    cfg.background = cfg.background or default_background(train)
     check_background(cfg.background, train, cfg.data, resuming=bool(args.resume))
     val = optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))

@@ -26,10 +26,9 @@ class NeRFConfig:
     """preset name, when the fit started from one"""
     downscale: int = 1
     """integer image downscale factor"""
-    background: str | None = "white"
+    background: str = "white"
     """white | black | random (random colour per ray in training, white in evaluation) | learned (a colour by
-    direction for what lies beyond the scene; images without transparency only, refused at fit start otherwise);
-    None until the fit reads the images: then ``nerf_data.default_background``"""
+    direction for what lies beyond the scene; images without transparency only, refused at fit start otherwise)"""
     field: NeRFFieldConfig = dc_field(default_factory=NeRFFieldConfig)
     render: RenderConfig = dc_field(default_factory=RenderConfig)
     train: TrainConfig = dc_field(default_factory=lambda: TrainConfig(steps=3000, lr=3e-3, schedule="exp",
@@ -138,7 +137,7 @@ def check_config(cfg: NeRFConfig) -> None:
 
     need(isinstance(cfg.downscale, int) and cfg.downscale >= 1,
          f"--downscale must be an integer >= 1, got {cfg.downscale!r}")
-    need(cfg.background is None or cfg.background in BACKGROUNDS, f"background must be one of {', '.join(BACKGROUNDS)}, got {cfg.background!r}")
+    need(cfg.background in BACKGROUNDS, f"background must be one of {', '.join(BACKGROUNDS)}, got {cfg.background!r}")
     need(r.sampler in ("grid", "dense"), f"sampler must be grid or dense, got {r.sampler!r}")
     res, levels = r.grid_resolution, r.grid_levels
     need(isinstance(res, int) and res >= 2 and res % 2 == 0,

@@ -28,14 +28,6 @@ from .rundir import read_json
 BACKGROUNDS = ("white", "black", "random", "learned")
 
 
-def default_background(train: "PosedImages") -> str:
-    """``--background`` when neither the user nor the preset chose one: random behind transparent training images
-    (instant-ngp's choice; on a fixed colour the field paints that colour into the empty space, and the point and
-    Poisson exports lie off the surface, BENCHMARKS.md), white for opaque photos (there it colours only rays that
-    leave the scene box empty)."""
-    return "random" if train.has_alpha else "white"
-
-
 def downscale_image(pixels: np.ndarray, k: int) -> np.ndarray:
     """Average k x k blocks of (H, W, C); the last partial row/column of blocks is cropped.
 

@@ -62,7 +62,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
 
     cfg = NeRFConfig(data=data, scene=scene)
     cfg.downscale = pick("downscale", 1)
-    cfg.background = pick("background", None)  # None: decided by the images (nerf_data.default_background)
+    cfg.background = pick("background", "white")
     cfg.field.set_param(pick("param", "rwf"))
     pos = cfg.field.pos
     pos.kind = pick("encoding", "fourier")
@@ -218,9 +218,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data (defaults: the preset's, else these)")
     d.add_argument("--downscale", type=positive_int, help="integer image downscale (default 1)")
     d.add_argument("--background", choices=BACKGROUNDS,
-                   help="white | black | random (a random colour per training ray, scored and shown on white) | "
-                        "learned (what lies beyond the scene, for photos without alpha); default: random where the "
-                        "training images are transparent, else white")
+                   help="white (default) | black | random (a random colour per training ray behind transparent "
+                        "images, scored and shown on white) | learned (what lies beyond the scene, for photos "
+                        "without alpha)")
     d.add_argument("--near", type=positive_float,
                    help="ray start, over any per-image bounds of the dataset (default: those, else 2%% of the box "
                         "diagonal)")

@@ -32,7 +32,7 @@ PRESET = Preset(
     prepare=prepare,
     settings={
         "background": ("random", "the renders are RGBA: on random colours the field leaves the empty space empty "
-                                 "(on white, 0.2-0.5 dB less and point exports off the surface; scored on white)"),
+                                 "(here 0.2-0.5 dB over white, and exports on the surface; scored on white)"),
         "steps": (2000, "the scene is recognizable after about 1000 steps at 64x64 on a CPU"),
         "width": (64, "a small field is enough at 64x64 and keeps CPU steps fast"),
         "features": (64, "as above"),

@@ -86,8 +86,8 @@ def test_the_one_line_form_is_the_commands_only(tmp_path, monkeypatch):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("polish")
     rgba, rgb = _scene(root / "rgba"), _scene(root / "rgb", channels=3)
-    return {"white": _fit(rgba, root / "white", "--background", "white"), "random": _fit(rgba, root / "random"),
-            "opaque": _fit(rgb, root / "opaque")}  # no --background: random on the transparent images, white else
+    return {"white": _fit(rgba, root / "white"), "random": _fit(rgba, root / "random", "--background", "random"),
+            "opaque": _fit(rgb, root / "opaque")}
 
 
 def test_marching_cubes_export_shows_progress_unless_quiet(runs, tmp_path, capsys):

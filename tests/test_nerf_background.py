@@ -38,12 +38,10 @@ def test_random_background_fit_is_scored_on_its_targets_background(data_dir, tmp
     assert abs(psnr["random"] - psnr["white"]) < 3, psnr
 
 
-@pytest.mark.parametrize("channels,typed,expect", [(4, None, "random"), (3, None, "white"), (4, "white", "white"),
+@pytest.mark.parametrize("channels,typed,expect", [(4, None, "white"), (3, None, "white"), (4, "random", "random"),
                                                    (3, "black", "black")])
-def test_the_default_background_follows_the_images(tmp_path, capsys, channels, typed, expect):
-    """No --background: random behind transparent images (a white one is painted into the empty space and the point
-    exports lie off the surface), white for opaque photos; a typed one always wins. config.json and the start-up
-    line record the one used."""
+def test_the_background_used_is_recorded_and_shown(tmp_path, capsys, channels, typed, expect):
+    """config.json and the start-up line name the background the fit used (white unless typed or a preset's)."""
     from conftest import random_views_scene  # noqa: PLC0415
 
     data = random_views_scene(tmp_path / "data", {"train": 3, "test": 1}, channels=channels)
@@ -55,16 +53,17 @@ def test_the_default_background_follows_the_images(tmp_path, capsys, channels, t
     assert f"background {expect}" in capsys.readouterr().err
 
 
-def test_a_preset_background_is_kept():
-    """A preset's background stays (only an unset one is decided by the images, once they are read)."""
+def test_a_preset_background_is_kept_unless_typed():
+    """The built-in scene's preset trains on random colours (BENCHMARKS.md); a typed --background wins."""
     import argparse  # noqa: PLC0415
 
     from rwf_render.nerf_options import _config, add_fit_arguments  # noqa: PLC0415
+    from scenes import presets  # noqa: PLC0415
 
     parser = argparse.ArgumentParser()
     add_fit_arguments(parser)
-    args = parser.parse_args(["data"])
-    assert _config(args, "data", "lego", {"background": "white"}).background == "white"
-    assert _config(args, "data", None, {}).background is None
-    assert _config(parser.parse_args(["data", "--background", "black"]), "data", "lego",
-                   {"background": "white"}).background == "black"
+    default = {k: v for k, (v, _why) in presets()["default"].settings.items()}
+    assert _config(parser.parse_args(["data"]), "data", "default", default).background == "random"
+    assert _config(parser.parse_args(["data"]), "data", None, {}).background == "white"
+    assert _config(parser.parse_args(["data", "--background", "black"]), "data", "default",
+                   default).background == "black"
