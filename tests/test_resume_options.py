@@ -118,7 +118,7 @@ COMPANY["coarse_to_fine"] = ["--optimize-cameras", "--encoding", "hashgrid"]
 PIPELINES = {  # how each pipeline builds its config from the options, its aliases, options needing company
     "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, COMPANY),
     "sdf": (sdf_options.add_fit_arguments, sdf_options.config_from_args, sdf_options.ALIASES,
-            {"clamp": ["--loss", "clamped"], **COMPANY}),
+            {"clamp": ["--loss", "clamped"], "pool": ["--batch", "7"], **COMPANY}),  # a batch no larger than the pool
     "nerf": (nerf_options.add_fit_arguments, lambda a: nerf_options._config(a, "data", None, {}), nerf_options.ALIASES,
              COMPANY),
 }
