@@ -127,7 +127,8 @@ def add_run_arguments(p: argparse.ArgumentParser, kind: str, compare: bool = Tru
     """The options every ``rwf fit <kind>`` shares: run directory, resume, device, seeding, progress."""
     g = p.add_argument_group("run")
     g.add_argument("--out", metavar="RUN", help=f"run directory (default: runs/{kind}-<name>-<time>)")
-    g.add_argument("--force", action="store_true", help="replace an existing run (a camera_path.json saved by the viewer stays)")
+    g.add_argument("--force", action="store_true",
+                   help="replace an existing run (a camera_path.json saved by the viewer stays)")
     g.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     if compare:
         g.add_argument("--compare", action="store_true", help="train plain, wn and rwf at equal budget into RUN/*")
