@@ -14,13 +14,14 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .field_options import (ALIASES, ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
                             checked_field, model_from_args, model_size_problem, train_from_args)
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
@@ -357,6 +358,9 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     cfg, model, _, device = load_model(run, cfg_dict, args.device)
     refuse_source_as_output(out, cfg.path)
     pixels = render(model, h, w, args.scale, device)
+    if pixels.shape[2] == 4 and out.suffix.lower() in (".jpg", ".jpeg"):
+        warnings.warn(f"{out}: JPEG has no alpha channel, so the colour is written without it (transparent parts "
+                      "show the field's colour there); .png, .tif or .exr keep it", RwfWarning, stacklevel=1)
     source = cfg_dict.get("source") if isinstance(cfg_dict.get("source"), dict) else {}
     bits = 16 if (source.get("bit_depth") or 8) > 8 and out.suffix.lower() == ".png" else 8
     try:

@@ -5,6 +5,7 @@ output path that is the run's own source is refused (it replaced the mesh or pho
 in-process and tiny (2-step fits)."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -92,3 +93,21 @@ def test_eval_points_help_says_what_the_training_iou_uses(capsys):
         cli.build_parser().parse_args(["fit", "sdf", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"first {HISTORY_POINTS}" in text and "history.csv" in text
+
+
+def test_a_jpeg_render_of_a_transparent_image_run_says_it_drops_alpha(tmp_path, capsys):
+    """``rwf render RUN --out x.jpg`` of an RGBA fit dropped the alpha channel without a word."""
+    rgba, rgb = tmp_path / "rgba.png", tmp_path / "rgb.png"
+    pixels = np.random.default_rng(0).random((12, 16, 4)).astype(np.float32)
+    write_image(rgba, pixels)
+    write_image(rgb, pixels[..., :3])
+    for image in (rgba, rgb):
+        assert cli.main(["fit", "image", str(image), "--out", str(tmp_path / image.stem), *IMG_TINY]) == 0
+    from rwf_render.errors import RwfWarning  # noqa: PLC0415  (printed as one "rwf: warning:" line by the CLI)
+
+    with pytest.warns(RwfWarning, match="JPEG has no alpha"):
+        assert cli.main(["render", str(tmp_path / "rgba"), "--out", str(tmp_path / "a.jpg")]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RwfWarning)
+        assert cli.main(["render", str(tmp_path / "rgba"), "--out", str(tmp_path / "a.png")]) == 0  # PNG keeps it
+        assert cli.main(["render", str(tmp_path / "rgb"), "--out", str(tmp_path / "b.jpg")]) == 0  # nothing to drop
