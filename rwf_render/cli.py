@@ -258,8 +258,10 @@ def build_parser() -> Parser:
     mesh.add_argument("run", metavar="RUN", help="run directory")
     mesh.add_argument("--res", type=positive_int, default=256, help="grid resolution per axis (default: 256)")
     mesh.add_argument("--format", choices=["ply", "obj", "glb"], default=None, help="default: from --out, else ply")
-    mesh.add_argument("--out", default=None, help="output file (default: RUN/mesh.<format>; nerf --poisson: RUN/mesh_poisson.<format>, "
-                      "--pointcloud: RUN/pointcloud.ply)")
+    mesh.add_argument("--out", default=None,
+                      help="output file (default: sdf runs RUN/mesh_<res>.<format>, beside the fit's mesh.ply; nerf "
+                      "runs RUN/mesh.<format>, with --poisson RUN/mesh_poisson.<format>, with --pointcloud "
+                      "RUN/pointcloud.ply)")
     mesh.add_argument("--min-component", type=unit_fraction, default=0.0, metavar="FRACTION",
                       help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
     mesh.add_argument("--quiet", action="store_true",

@@ -7,7 +7,7 @@ config.json, so every exported mesh comes back in the mesh's own units. Targets 
 
     rwf fit sdf [MESH]                    signed distance, L1 or clamped L1, optional eikonal and normal terms
     rwf fit sdf MESH --target occupancy   the paper's occupancy task: logits, BCE on inside/outside
-    rwf export mesh RUN --res 512         marching cubes of the learned field, in the mesh's units
+    rwf export mesh RUN --res 512         marching cubes of the learned field, in the mesh's units: RUN/mesh_512.ply
 
 A run holds config.json, metrics.json, history.csv, checkpoint.pt, mesh.ply, preview.png (top: the learned field
 sphere-traced from 4 views; bottom: the source mesh from the same views) and curve.png. Metrics are computed in
@@ -28,8 +28,7 @@ import numpy as np
 from .errors import UserError
 from .field_options import checked_field
 from .imgio import output_image_path, write_image
-from .mesh import (MeshQuery, Normalization, check_grid_res, extract_mesh, remove_small_components,
-                   require_open3d)
+from .mesh import Normalization, check_grid_res, extract_mesh, remove_small_components, require_open3d
 from .mesh_io import EXPORT_FORMATS, save_mesh
 from .plots import curve_png
 from .resume import check_source_unchanged, compare_runs, resume_run_config, resume_trainer
@@ -76,7 +75,7 @@ def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bo
                    target=cfg.target, mesh_res=cfg.mesh_res, units="unit cube")
     save_mesh(norm.apply(extracted, inverse=True), run / "mesh.ply")  # back in the source's units
     # preview (field above, source below), training curve; metrics.json last: it marks a finished run
-    views = {"field": field_views(model, cfg, cfg.preview_res, device, extracted),
+    views = {"field": field_views(model, cfg, cfg.preview_res, device),
              "source": render_mesh(task.query, cfg.preview_res)}
     write_image(run / "preview.png", preview_image(views))
     curve_png(run / "curve.png", {cfg.mlp.param: trainer.history}, keys=("iou", "iou_surface"), ylabel="IoU",
@@ -85,15 +84,11 @@ def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bo
     return metrics, trainer.history, views
 
 
-def field_views(model, cfg: SDFConfig, res: int, device, extracted=None) -> list:
-    """The 4 preview views of the learned field. Occupancy logits are not distances, so their first crossing is
-    searched near the field's own marching-cubes mesh (``extracted``, else one at ``cfg.mesh_res``)."""
-    proxy = None
-    if cfg.target == "occupancy":
-        if extracted is None:
-            extracted = extract_mesh(field_fn(model), res=cfg.mesh_res, inside=cfg.inside, device=device)
-        proxy = MeshQuery(extracted) if len(extracted.faces) else None
-    return render_field(field_fn(model), res, cfg.target, device=device, proxy=proxy)
+def field_views(model, cfg: SDFConfig, res: int, device) -> list:
+    """The 4 preview views of the learned field. Occupancy logits are not distances: their first crossing is
+    searched in fixed steps across the box, skipping the cells of a 64^3 lattice of the field that cannot hold the
+    inside (``spheretrace.CellGrid``), so the views do not depend on ``cfg.mesh_res``."""
+    return render_field(field_fn(model), res, cfg.target, device=device)
 
 
 def fit(args) -> int:
@@ -261,7 +256,8 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() if args.out else "ply")
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"{args.out}: cannot tell the mesh format from the suffix; pass --format ply|obj|glb")
-    out = Path(args.out) if args.out else run / f"mesh.{fmt}"
+    # by default beside the fit's mesh.ply (the mesh metrics.json describes), named by its grid, never over it
+    out = Path(args.out) if args.out else run / f"mesh_{args.res}.{fmt}"
     if out.suffix.lower().lstrip(".") != fmt:
         raise UserError(f"{out}: the suffix does not match --format {fmt}")
     if not out.parent.is_dir():
