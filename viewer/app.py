@@ -160,6 +160,8 @@ class ViewerApp:
         self.source.close()
         if self.server is not None and not self._server_stopped:
             self._server_stopped = True
+            # viser then prints "(viser) Server stopped" from its own thread, whatever verbose=False (viser 1.1.1:
+            # an unconditional rich.print); only swapping the process's stdout would hide it, others' lines too
             self.server.stop()
 
     def serve_forever(self) -> None:

@@ -12,7 +12,9 @@ every Trainer of the process. The callback only *reads* the trainer (``model.sta
                status line at most once a second; blocks while paused (Ctrl+C ends the pause: the fit saves and
                stops at that step)
     on_eval    the evaluation joins the run panel's metrics and curve
-    on_end     a last snapshot; "finished" (the viewer stops with the process)
+    on_end     a last snapshot; "finished" on the page; after the command's last trainer (``--compare`` trains one
+               per parameterization, the viewer switching from one to the next), one line: the viewer stops with
+               the process
 
 A viewer that fails in any of these (or cannot serve at all) prints one warning and stops; the fit goes on without
 it and writes its outputs. A frame or panel that fails on a viewer thread is one line, and the page goes on.
@@ -36,7 +38,7 @@ import time
 
 from rwf_render.cli import option_typed
 from rwf_render.errors import UserError
-from rwf_render.rundir import one_line
+from rwf_render.rundir import COMPARE_PARAMS, one_line
 
 from .app import ViewerApp, listen_port
 from .sources import Source, live_source, state_copy
@@ -61,18 +63,21 @@ def make_callback(args) -> "LiveViewer":
     except ImportError:
         raise UserError("--view: the viewer needs viser (pip install viser)") from None
     listen_port(host, port, move=move)
-    return LiveViewer(args.kind, host=host, port=port, move_port=move)
+    runs = len(COMPARE_PARAMS) if getattr(args, "compare", False) else 1  # --compare: one trainer per param
+    return LiveViewer(args.kind, host=host, port=port, move_port=move, runs=runs)
 
 
 class LiveViewer:
     """Trainer callback serving the viewer; see the module docstring. ``move_port``: a busy ``port`` moves to the
     next free one (the default port); off for a port the user typed, which :func:`make_callback` refuses when busy
-    (taken between that check and ``on_start``, it is the viewer failing: a warning, the fit goes on)."""
+    (taken between that check and ``on_start``, it is the viewer failing: a warning, the fit goes on). ``runs``:
+    the trainers the command trains one after another (``--compare``: one per parameterization); the viewer stays
+    up from one to the next, and says that it closes with the command only after the last."""
 
     def __init__(self, kind: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT, duty: float = LIVE_DUTY,
                  refresh_s: float = REFRESH_S, max_res: int = LIVE_MAX_RES, verbose: bool = False,
-                 move_port: bool = True):
-        self.kind, self.host, self.port, self.move_port = kind, host, port, move_port
+                 move_port: bool = True, runs: int = 1):
+        self.kind, self.host, self.port, self.move_port, self.runs = kind, host, port, move_port, runs
         self.duty, self.refresh_s, self.max_res, self.verbose = duty, refresh_s, max_res, verbose
         self.app: ViewerApp | None = None
         self.waiting = threading.Event()  # set while on_step is blocked by the pause button
@@ -81,6 +86,7 @@ class LiveViewer:
         self._history: list[dict] = []
         self._last_snapshot = self._last_status = -math.inf
         self._t0, self._step0, self._trainers = 0.0, 0, 0
+        self._run_dirs: list = []  # of the trainers that finished, in order
         self.failed = False  # the viewer failed and stopped; training went on without it
 
     # -- pause (from the page) ----------------------------------------------------------------------------------
@@ -174,17 +180,23 @@ class LiveViewer:
     def on_end(self, trainer) -> None:
         if self.app is None:
             return
+        self._run_dirs.append(trainer.run_dir)
+        of = f" of {self.runs}" if self.runs > 1 else ""
         try:
             self.app.source.offer_state(state_copy(trainer.model))
             self.app.notify_model()
             self.app.set_status(f"finished: {trainer.step_idx} steps"
-                                + (f" (run {self._trainers})" if self._trainers > 1 else ""))
+                                + (f" (run {self._trainers}{of})" if self._trainers > 1 or of else ""))
         except Exception as e:  # noqa: BLE001
             self._fail(e)
             return
-        where = f"rwf view {trainer.run_dir}" if trainer.run_dir else "rwf view RUN"
-        print(f"rwf: training finished; the live viewer closes with this command ({where} to keep looking)",
-              file=sys.stderr, flush=True)
+        if len(self._run_dirs) < self.runs:  # --compare: the viewer stays and shows the next run as it starts
+            return
+        last, *others = [d for d in reversed(self._run_dirs) if d] or [None]
+        where = f"rwf view {last or 'RUN'} to keep looking" + (
+            f"; likewise {', '.join(map(str, reversed(others)))}" if others else "")
+        print(f"rwf: training finished; the live viewer closes with this command ({where})", file=sys.stderr,
+              flush=True)
 
     def _fail(self, error: Exception) -> None:
         """The viewer failed: say so in one line, stop it, and let training go on (never paused) without it."""

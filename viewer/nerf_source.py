@@ -10,13 +10,16 @@ Everything that touches the NeRF pipeline goes through two functions of ``rwf_re
 ``depth`` is the distance along unit-length rays (``RAY_DISTANCE_DEPTH``; NeRFModel.render_rays) and is turned
 into the z-depth viser composites with. Live (``rwf fit nerf --view``), the trainer's model is the same NeRFModel
 without the attached cameras; they and the thumbnails come from the task's training split (``task.train``, a
-``PosedImages``) when it has one.
+``PosedImages``) when it has one. Those are the dataset's poses: with ``--optimize-cameras`` the frustums are drawn
+where the snapshot's ``pose_correction`` puts them (``PoseCorrection.refined``, as ``load_scene_model`` gives a
+finished run's cameras) and move with it at each panel refresh (:meth:`NeRFSource.refresh_gui`).
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +51,18 @@ def nerf_api(module: str = "rwf_render.nerf"):
     return api
 
 
-def jump_to(params: dict):
-    """Click callback of a training camera's frustum: the clicking browser's camera takes that camera's pose and fov."""
+def jump_to(params):
+    """Click callback of a training camera's frustum: the clicking browser's camera takes that camera's pose and fov.
+    ``params``: :func:`~viewer.camera.frustum_params`' dict, or a callable returning the current one (a frustum that
+    moves: the browser jumps to where it is drawn now)."""
 
     def jump(event) -> None:
+        p = params() if callable(params) else params
         camera = event.client.camera
         with event.client.atomic():
-            camera.position = params["position"]  # first: moving the position shifts the orbit target along
-            camera.wxyz = params["wxyz"]
-            camera.fov = params["fov"]
+            camera.position = p["position"]  # first: moving the position shifts the orbit target along
+            camera.wxyz = p["wxyz"]
+            camera.fov = p["fov"]
     return jump
 
 
@@ -68,9 +74,12 @@ class NeRFSource(Source):
     strip_pixels = 65536
 
     def __init__(self, model, device: torch.device, api, run: Path | None = None, mesh=None,
-                 cameras: Cameras | None = None, thumbnail=None):
+                 cameras: Cameras | None = None, thumbnail=None, follow_corrections: bool = False):
         """cameras: training cameras (default ``model.train_cameras``); thumbnail(i) -> (H, W, C) image i in
-        [0, 1] (default: read ``model.train_image_paths[i]``)."""
+        [0, 1] (default: read ``model.train_image_paths[i]``); follow_corrections: ``cameras`` hold the dataset's
+        poses of a fit in progress, and the frustums are drawn at those corrected by ``model.pose_correction``
+        (when the model has one for as many cameras), following it at each :meth:`refresh_gui` (a finished run's
+        ``train_cameras`` come already corrected)."""
         super().__init__(model, device, run)
         self.api, self.mesh = api, mesh
         self.aabb = np.asarray(torch.as_tensor(model.aabb).detach().cpu(), np.float64).reshape(6)
@@ -78,8 +87,10 @@ class NeRFSource(Source):
         self.cameras: Cameras | None = cameras if cameras is not None else getattr(model, "train_cameras", None)
         self.image_paths = list(getattr(model, "train_image_paths", None) or [])
         self.thumbnail = thumbnail or self._read_thumbnail
+        self.follow_corrections = follow_corrections
         self.up = self._mean_up()
-        self._frustums = []
+        self._frustums, self._frustum_params, self._frustum_idx = [], [], np.zeros(0, int)
+        self._drawn_delta: torch.Tensor | None = None  # the corrections the frustums are drawn with
         self._closed = threading.Event()
         self._thumbnails: threading.Thread | None = None
         # thumbnails of transparent photos go over the colour the field is shown on (black for --background black)
@@ -102,7 +113,7 @@ class NeRFSource(Source):
         cameras = getattr(split, "cameras", None)
         thumb = (lambda i: split.image(i).numpy()) if hasattr(split, "image") else None
         return cls(cls.snapshot(trainer.model), trainer.device, api or nerf_api(), trainer.run_dir,
-                   cameras=cameras, thumbnail=thumb)
+                   cameras=cameras, thumbnail=thumb, follow_corrections=True)
 
     # -- geometry -----------------------------------------------------------------------------------------------
     def _mean_up(self) -> tuple:
@@ -112,6 +123,20 @@ class NeRFSource(Source):
         up = self.cameras.c2w[:, :3, 1].double().mean(0).cpu().numpy()
         n = np.linalg.norm(up)
         return tuple((up / n).tolist()) if n > 1e-3 else (0.0, 0.0, 1.0)
+
+    def drawn_cameras(self) -> tuple[Cameras, torch.Tensor | None]:
+        """The training cameras where their frustums are drawn, and the corrections (N, 6) applied to get there
+        (None: ``cameras`` as given). Reads the model's corrections under the source's lock (a snapshot is loaded
+        under it), so the poses all come from one training step."""
+        correction = None
+        with self.lock:
+            if self.follow_corrections:
+                correction = getattr(self.model, "pose_correction", None)
+            if self.cameras is None or correction is None or correction.delta.shape[0] != len(self.cameras):
+                return self.cameras, None
+            delta = correction.delta.detach().to("cpu", torch.float64, copy=True)
+            c2w = correction.refined(self.cameras.c2w.detach().cpu())  # the static viewer's poses, from the same call
+        return replace(self.cameras, c2w=c2w), delta
 
     def scene_radius(self) -> float:
         return 0.5 * float(np.linalg.norm(self.aabb[3:] - self.aabb[:3]))
@@ -155,16 +180,33 @@ class NeRFSource(Source):
             idx = np.unique(np.linspace(0, len(self.cameras) - 1, min(len(self.cameras), MAX_FRUSTUMS)).round()
                             .astype(int))
             scale = 0.06 * self.scene_radius()
+            drawn, self._drawn_delta = self.drawn_cameras()
+            self._frustum_idx = idx
             for k, i in enumerate(idx):
-                params = frustum_params(self.cameras, int(i))
+                params = frustum_params(drawn, int(i))
                 handle = server.scene.add_camera_frustum(f"/nerf/cameras/{i:04d}", scale=scale,
                                                          thickness=0.08 * scale, color=(40, 90, 200), **params)
-                handle.on_click(jump_to(params))
+                self._frustum_params.append(params)
+                handle.on_click(jump_to(lambda k=k: self._frustum_params[k]))  # where it is drawn when clicked
                 self._frustums.append(handle)
             # thumbnails load in the background: a few hundred image files should not delay the first frame
             self._thumbnails = threading.Thread(target=self._load_thumbnails, args=(idx,), daemon=True,
                                                 name="thumbnails")
             self._thumbnails.start()
+
+    def refresh_gui(self) -> None:
+        """A new snapshot (live): move the frustums to the poses its camera corrections give, when they changed.
+        Cheap: at most MAX_FRUSTUMS poses, on the panel thread (every ``panel_every_s`` while someone watches)."""
+        if not self._frustums or not self.follow_corrections:
+            return
+        drawn, delta = self.drawn_cameras()
+        if delta is None or (self._drawn_delta is not None and torch.equal(delta, self._drawn_delta)):
+            return
+        self._drawn_delta = delta
+        for k, (handle, i) in enumerate(zip(self._frustums, self._frustum_idx)):
+            params = frustum_params(drawn, int(i))
+            self._frustum_params[k] = params  # one assignment: a click reads the old pose or the new, never half
+            handle.position, handle.wxyz = params["position"], params["wxyz"]
 
     def close(self) -> None:
         """Stop loading thumbnails (they would be sent to a server that has stopped)."""
