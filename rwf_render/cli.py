@@ -45,7 +45,9 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102
-        raise UserError(f"{self.prog}: {message} (see --help)")
+        # the top level's prog is "rwf", which the printed "rwf: error: " already names
+        where = f"{self.prog}: " if " " in self.prog else ""
+        raise UserError(f"{where}{message} (see --help)")
 
 
 def positive_int(text: str) -> int:
@@ -277,9 +279,12 @@ def build_parser() -> Parser:
     return parser
 
 
-def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
-             interrupted: str = "rwf: interrupted (a fit continues from its last checkpoint with --resume)") -> int:
-    """Parse, run ``args.func``; a UserError is one line on stderr and exit 2, Ctrl+C exit 130.
+FIT_INTERRUPTED = "rwf: interrupted (a fit continues from its last checkpoint with --resume)"
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupted: str = FIT_INTERRUPTED) -> int:
+    """Parse, run ``args.func``; a UserError is one line on stderr and exit 2, Ctrl+C exit 130 (the default line
+    ``interrupted`` mentions --resume only for ``rwf fit``: an export or a render has nothing to resume).
 
     Failures of the machine rather than of the input (a folder that cannot be written, a full disk, memory run
     out) are one line and exit 1; ``RWF_DEBUG=1`` keeps their traceback.
@@ -294,6 +299,8 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None,
         print(f"rwf: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if interrupted is FIT_INTERRUPTED and getattr(args, "command", "fit") != "fit":
+            interrupted = "rwf: interrupted"
         print(interrupted, file=sys.stderr)
         return 130
     except (OSError, MemoryError) as e:
