@@ -1,4 +1,6 @@
-"""Camera paths: the ``camera_path.json`` format, its reader and keyframe interpolation.
+"""Camera paths: the ``camera_path.json`` format, its reader and keyframe interpolation; the paths of
+``rwf render RUN --interpolate N`` (through the training cameras) and ``--spiral N`` (NeRF's, for forward-facing
+captures).
 
 Written by the viewer (``viewer/panels.py``), read by ``rwf render RUN --camera-path FILE`` (``nerf_outputs.py``);
 needs neither viser nor the viewer package.
@@ -34,13 +36,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rwf_render.cameras import Cameras
-from rwf_render.errors import UserError
+from rwf_render.cameras import Cameras, look_at
+from rwf_render.errors import RwfWarning, UserError
 
 FORMAT, VERSION = "rwf-camera-path", 1
 CONVENTION = "OpenGL camera-to-world, row-major 4x4, world units of the run"
@@ -351,3 +354,114 @@ def training_path_cameras(train: Cameras, steps: int, near_far=None) -> tuple[Ca
                           width=width, height=height)
     bounds = torch.from_numpy(vals[:, 4:6]) if near_far is not None else None
     return cams, bounds, order
+
+
+# -- a spiral in front of forward-facing cameras (rwf render RUN --spiral N) ---------------------------------------
+SPIRAL_ROTATIONS, SPIRAL_ZRATE, SPIRAL_PERCENTILE = 2, 0.5, 90.0
+"""the original NeRF's spiral (``render_path_spiral`` in its LLFF loader): two turns, one forward-and-back swing, radii
+the 90th percentile of the cameras' offsets"""
+SPIRAL_SPREAD = 30.0
+"""degrees: training cameras whose viewing directions lie further than this from their mean one, on average, are no
+forward-facing capture, and ``--spiral`` warns (the bartoszek preset's ring of 20 photos around a statue: 44)"""
+
+
+def average_pose(c2w) -> np.ndarray:
+    """The mean camera (4, 4) float64 of OpenGL camera-to-worlds (K, 3|4, 4) (NeRF's ``poses_avg``): at the mean
+    position, looking along the mean viewing direction (-z), its y the cameras' mean up made orthogonal to that.
+
+    Raises:
+        ValueError where the viewing directions cancel out (cameras looking in all directions have no mean one).
+    """
+    c2w = np.asarray(c2w, np.float64)[:, :3, :4]
+    back = c2w[:, :, 2].mean(0)
+    if np.linalg.norm(back) < 1e-6:
+        raise ValueError("the cameras look in all directions: their mean viewing direction vanishes")
+    eye = c2w[:, :, 3].mean(0)
+    out = np.eye(4)
+    out[:3] = look_at(eye, eye - back, c2w[:, :, 1].mean(0)).numpy()
+    return out
+
+
+def spiral_focus(near: float, far: float) -> float:
+    """NeRF's focus depth of the spiral between bounds ``near`` < ``far``: 1 / (0.25 / near + 0.75 / far), the depth
+    whose disparity lies a quarter of the way from far's to near's."""
+    return 1.0 / (0.25 / near + 0.75 / far)
+
+
+def spiral_path(c2w, n_frames: int, focus: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames on the original NeRF's spiral around forward-facing cameras.
+
+    In the frame of the average camera A (:func:`average_pose`), frame i of N sits at angle t = 4 pi i / N
+    (:data:`SPIRAL_ROTATIONS` turns) at (rx cos t, -ry sin t, -rz sin(t / 2)) and looks at the focus point, ``focus``
+    ahead of A on its optical axis, with the cameras' mean up (as NeRF's). The radii (rx, ry, rz) are the
+    :data:`SPIRAL_PERCENTILE`-th percentile of |camera position - A's position| along A's x, y and z axes. For N >= 3
+    the frames' mean position is A's.
+
+    Args:
+        c2w: (K, 3|4, 4) OpenGL camera-to-world of the cameras, K >= 1.
+        n_frames: N >= 1.
+        focus: distance from A to the point every frame looks at, > 0.
+    Returns:
+        c2w (N, 4, 4), A (4, 4) and the radii (3,), float64.
+    Example:
+        >>> frames, avg, radii = spiral_path(np.eye(4)[None], 3, focus=2.0)  # one camera: radii 0, three copies of it
+    """
+    if n_frames < 1 or not focus > 0:
+        raise ValueError(f"need n_frames >= 1 and focus > 0, got {n_frames} and {focus}")
+    c2w = np.asarray(c2w, np.float64)[:, :3, :4]
+    avg = average_pose(c2w)
+    rot, centre = avg[:3, :3], avg[:3, 3]
+    radii = np.percentile(np.abs((c2w[:, :, 3] - centre) @ rot), SPIRAL_PERCENTILE, axis=0)  # (3,) in A's frame
+    t = np.arange(n_frames) * (2 * math.pi * SPIRAL_ROTATIONS / n_frames)
+    local = np.stack([np.cos(t), -np.sin(t), -np.sin(SPIRAL_ZRATE * t)], 1) * radii  # (N, 3)
+    eyes = centre + local @ rot.T
+    frames = np.tile(np.eye(4), (n_frames, 1, 1))
+    frames[:, :3] = look_at(eyes, centre - focus * rot[:, 2], c2w[:, :, 1].mean(0)).numpy()
+    return frames, avg, radii
+
+
+def spiral_cameras(train: Cameras, n_frames: int, near_far=None, aabb=None) -> tuple[Cameras, torch.Tensor | None,
+                                                                                      float]:
+    """``rwf render RUN --spiral N``: :func:`spiral_path` around the training cameras, as N PINHOLE cameras with
+    training camera 0's intrinsics and size as ``--orbit`` renders it (a distorted camera 0: its pinhole; a fisheye:
+    its horizontal field of view, up to 120 degrees).
+
+    The focus depth: with per-image bounds ``near_far`` (K, 2) (LLFF, ``rwf data colmap --bounds``) NeRF's,
+    :func:`spiral_focus` of 0.9 x the smallest near bound and 5 x the largest far bound, and every frame renders with
+    (the smallest near, the largest far); without them, the median distance from the training cameras to the centre
+    of the scene box ``aabb`` (6,) (at least 2 % of its diagonal), and the run's own bounds.
+
+    Returns:
+        N cameras (float64), their (N, 2) bounds or None, and the focus depth.
+    Raises:
+        UserError where the training cameras look in all directions; an RwfWarning where they look more than
+        :data:`SPIRAL_SPREAD` degrees away from their mean viewing direction on average.
+    """
+    from .nerf_render import orbit_cameras  # noqa: PLC0415  (its pinhole stand-in for a distorted camera)
+
+    train = train.to(dtype=torch.float64, device="cpu")
+    c2w = train.c2w.numpy()
+    bounds = None
+    if near_far is not None:
+        near_far = np.asarray(near_far, np.float64).reshape(-1, 2)
+        near, far = float(near_far[:, 0].min()), float(near_far[:, 1].max())
+        focus = spiral_focus(0.9 * near, 5.0 * far)
+        bounds = torch.tensor([[near, far]], dtype=torch.float64).expand(n_frames, 2).clone()
+    else:
+        box = np.asarray(aabb, np.float64).reshape(2, 3)
+        distance = np.linalg.norm(c2w[:, :3, 3] - box.mean(0), axis=1)
+        focus = max(float(np.median(distance)), 0.02 * float(np.linalg.norm(box[1] - box[0])))
+    try:
+        frames, avg, _ = spiral_path(c2w, n_frames, focus)
+    except ValueError as e:
+        raise UserError(f"--spiral: {e}; it circles forward-facing captures (--orbit circles a scene)") from None
+    spread = float(np.degrees(np.arccos(np.clip(c2w[:, :3, 2] @ avg[:3, 2], -1, 1))).mean())
+    if spread > SPIRAL_SPREAD:
+        warnings.warn(f"--spiral: the training cameras look {spread:.0f} degrees away from their mean viewing "
+                      "direction on average, no forward-facing capture: the spiral may leave the views they saw "
+                      "(--orbit circles a scene)", RwfWarning, stacklevel=2)
+    base = train[0]
+    if int(base.model[0]) != 0:  # not PINHOLE
+        base = orbit_cameras(base, base.c2w[0, :3, 3] - base.c2w[0, :3, 2], 1)
+    intr = {k: getattr(base, k).expand(n_frames) for k in ("fx", "fy", "cx", "cy", "width", "height")}
+    return Cameras.create(torch.from_numpy(frames), **intr), bounds, focus

@@ -22,6 +22,7 @@ from .errors import RwfWarning, UserError, out_of_memory
 from .nerf_config import NeRFConfig, check_config
 from .nerf_data import PosedImages, check_bounds, dataset_fingerprint, load_split, summary
 from .nerf_options import add_fit_arguments, config_from_args, resume_config_from_args  # noqa: F401 (the CLI's)
+from .nerf_options import add_spiral_argument, add_tsdf_arguments
 from .nerf_render import NeRFModel
 from .nerf_task import (NeRFTask, build_model, eval_background, finish, optional_split, refined_split,
                         spaced_indices, test_metrics)
@@ -189,6 +190,7 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
                         "photo saw). The cameras are visited nearest-first from training camera 0, since capture "
                         "order is not always file order; each frame has the size of camera 0 and intrinsics blended "
                         f"from its two cameras'. At most {MAX_FRAMES} frames in all")
+    add_spiral_argument(g)
     g.add_argument("--video", action="store_true", help="also write MP4 videos (rgb and depth)")
     g.add_argument("--fps", type=int_in(1, MAX_FPS, "a frame rate (frames per second)"), default=24,
                    help=f"video frame rate, 1..{MAX_FPS} (default 24; with --camera-path, the file's own rate unless "
@@ -216,3 +218,4 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="--poisson: remove this fraction of the vertices, those of lowest Poisson density, i.e. "
                         "with the fewest points nearby: surface the solver invents where nothing was seen "
                         "(default 0.1; 0 keeps the closed surface)")
+    add_tsdf_arguments(g)

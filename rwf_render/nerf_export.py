@@ -1,7 +1,9 @@
 """Geometry of a trained NeRF run, on demand: marching-cubes meshes coloured by the field, point clouds where the
-training rays stop, and (:mod:`rwf_render.nerf_poisson`) Poisson surfaces through them.
+training rays stop, (:mod:`rwf_render.nerf_poisson`) Poisson surfaces through them and (:mod:`rwf_render.nerf_tsdf`)
+surfaces fused from the rendered depths.
 
-    rwf export mesh RUN [--res N] [--threshold T] [--crop X0 Y0 Z0 X1 Y1 Z1] [--pointcloud | --poisson] [--out FILE]
+    rwf export mesh RUN [--res N] [--threshold T] [--crop X0 Y0 Z0 X1 Y1 Z1] [--pointcloud | --poisson | --tsdf]
+                        [--out FILE]
 """
 
 from __future__ import annotations
@@ -141,10 +143,12 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     from .mesh import check_grid_res, extract_mesh, remove_small_components  # noqa: PLC0415
     from .mesh_io import save_mesh  # noqa: PLC0415
     from .nerf_poisson import check_options, export_poisson  # noqa: PLC0415
+    from .nerf_tsdf import check_options as check_tsdf_options, export_tsdf  # noqa: PLC0415
 
-    poisson = getattr(args, "poisson", False)
+    poisson, tsdf = getattr(args, "poisson", False), getattr(args, "tsdf", False)
     check_options(args)
-    if not (args.pointcloud or poisson):
+    check_tsdf_options(args)
+    if not (args.pointcloud or poisson or tsdf):
         check_grid_res(args.res)  # before the model loads, as for sdf runs (--res 1 also divided by zero)
     suffix = Path(args.out).suffix.lstrip(".").lower() if args.out else ""
     fmt = args.format or suffix or "ply"
@@ -160,20 +164,23 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
                             "rays become opaque")
     if args.pointcloud and fmt != "ply":
         raise UserError("--pointcloud writes PLY only")
-    default = "pointcloud.ply" if args.pointcloud else f"mesh_poisson.{fmt}" if poisson else f"mesh.{fmt}"
-    out = _out_file(Path(args.out) if args.out else run / default)  # Poisson beside marching cubes, not over it
-    if poisson:
+    default = ("pointcloud.ply" if args.pointcloud else f"mesh_poisson.{fmt}" if poisson else
+               f"mesh_tsdf.{fmt}" if tsdf else f"mesh.{fmt}")
+    out = _out_file(Path(args.out) if args.out else run / default)  # Poisson, TSDF beside marching cubes, not over it
+    if poisson or tsdf:
         from .mesh import require_open3d  # noqa: PLC0415
 
-        require_open3d("--poisson")
+        require_open3d("--poisson" if poisson else "--tsdf")
     model = load_scene_model(run, args.device)
     box = _crop_box(model, args)
-    if args.pointcloud or poisson:
+    if args.pointcloud or poisson or tsdf:
         note = painted_background(model)
         if note:
             print(f"rwf: warning: {note}", file=sys.stderr)
     if poisson:
         return export_poisson(model, box, out, fmt, args)
+    if tsdf:
+        return export_tsdf(model, box, out, fmt, args)
     if args.pointcloud:
         cloud = point_cloud(model, progress=not getattr(args, "quiet", False))
         if args.crop:

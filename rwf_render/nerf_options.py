@@ -298,3 +298,37 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--camera-reg", type=float, metavar="W",
                    help="weight of nerfstudio's pull of the corrections toward zero, 1e-3 x mean rotation (rad) + "
                         "1e-2 x mean translation (default 1; 0: none)")
+
+
+# -- render options -----------------------------------------------------------------------------------------------
+def add_spiral_argument(g) -> None:
+    """``rwf render``'s ``--spiral N`` (rwf_render/camera_path.py: ``spiral_cameras``), added to the nerf runs' group
+    ``g``."""
+    from .camera_path import MAX_FRAMES  # noqa: PLC0415
+    from .cli import positive_int  # noqa: PLC0415
+
+    g.add_argument("--spiral", type=positive_int, metavar="N",
+                   help="N views on the original NeRF's spiral, for forward-facing captures (LLFF): two turns around "
+                        "the average training camera, radii the 90th percentile of the cameras' offsets from it, each "
+                        "view looking at a point ahead of it, whose depth comes from the dataset's near/far bounds "
+                        "as NeRF's (else the cameras' median distance to the box centre); camera 0's intrinsics, as "
+                        f"--orbit. At most {MAX_FRAMES} frames")
+
+
+# -- export options -----------------------------------------------------------------------------------------------
+def add_tsdf_arguments(g) -> None:
+    """``rwf export mesh``'s ``--tsdf`` options (rwf_render/nerf_tsdf.py), added to the nerf runs' group ``g``."""
+    from .cli import positive_float, positive_int  # noqa: PLC0415
+
+    g.add_argument("--tsdf", action="store_true",
+                   help="a surface fused (open3d's TSDF) from the depths and colours rendered at the training cameras "
+                        "(undistorted pinhole views), instead of marching cubes on density; writes "
+                        "RUN/mesh_tsdf.<format>; no --res or --threshold")
+    g.add_argument("--tsdf-voxel", type=positive_float, default=None, metavar="L",
+                   help="--tsdf voxel length in scene units (default: the box diagonal / 256); the truncation is 4 "
+                        "voxels")
+    g.add_argument("--tsdf-views", type=positive_int, default=None, metavar="N",
+                   help="--tsdf: fuse N training cameras, evenly spaced (default: all)")
+    g.add_argument("--downscale", type=positive_int, default=None, metavar="K",
+                   help="--tsdf: render the training cameras at 1/K of their resolution (default: about 200 pixels "
+                        "across)")

@@ -1,7 +1,7 @@
 """Frames and videos of a trained NeRF run, on demand (meshes and point clouds: :mod:`rwf_render.nerf_export`).
 
-    rwf render RUN --split test | --orbit N | --camera-path FILE | --interpolate N  [--video] [--out DIR]
-                   [--downscale K]
+    rwf render RUN --split test | --orbit N | --camera-path FILE | --interpolate N | --spiral N  [--video]
+                   [--out DIR] [--downscale K]
 
 Frames: ``rgb_0000.png``, ``depth_0000.exr`` (float32 distance along the ray; 0 where nothing was hit) and
 ``depth_0000.png`` (the same through the 'turbo' colormap, one fixed range for every frame of a render). A render
@@ -40,10 +40,11 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
     """The cameras a render asks for, a name for the output folder, the video frame rate (``--fps``; for a camera
     path the file's own rate unless ``--fps`` was typed), and per-camera (near, far) (N, 2) where the dataset gives
     them (``--split``: the bounds ``rwf eval`` renders with)."""
-    chosen = [x for x in (args.split, args.orbit, args.camera_path, getattr(args, "interpolate", None)) if x]
+    chosen = [x for x in (args.split, args.orbit, args.camera_path, getattr(args, "interpolate", None),
+                          getattr(args, "spiral", None)) if x]
     if len(chosen) != 1:
         raise UserError("rwf render of a NeRF run needs exactly one of --split, --orbit N, --camera-path FILE, "
-                        "--interpolate N")
+                        "--interpolate N, --spiral N")
     if args.split:
         from .datasets import load_transforms  # noqa: PLC0415
 
@@ -71,6 +72,15 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
         cams, near_far, _ = training_path_cameras(model.train_cameras, args.interpolate,
                                                   getattr(model, "train_near_far", None))
         return cams.to(dtype=torch.float32), "interpolate", args.fps, near_far
+    if getattr(args, "spiral", None):
+        from .camera_path import spiral_cameras  # noqa: PLC0415
+
+        if model.train_cameras is None:
+            raise UserError(f"training cameras unavailable ({cameras_missing(model)}); --spiral needs them")
+        check_frame_count(args.spiral, f"--spiral {args.spiral}")
+        cams, near_far, _ = spiral_cameras(model.train_cameras, args.spiral, getattr(model, "train_near_far", None),
+                                           model.aabb.cpu())
+        return cams.to(dtype=torch.float32), "spiral", args.fps, near_far
     from .camera_path import path_cameras  # noqa: PLC0415
 
     cams, fps = path_cameras(args.camera_path)
@@ -131,7 +141,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     cams, name, fps, near_far = _cameras(model, args)
     cams = scaled_cameras(cams, args.downscale or 1)
     _check_cameras(cams, args.camera_path or ("--split " + args.split if args.split else "--orbit" if args.orbit
-                                              else "--interpolate"))
+                                              else "--spiral" if getattr(args, "spiral", None) else "--interpolate"))
     out = Path(args.out) if args.out else run / "renders" / name
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder (--out names the folder of the frames)")

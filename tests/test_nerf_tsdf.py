@@ -1,0 +1,231 @@
+"""`rwf export mesh RUN --tsdf`: a surface fused (open3d's TSDF) from the depths rendered at the training cameras.
+
+Closed form first: exact depth maps of an analytic sphere, rendered by a stub model the way NeRFModel.render_camera
+reports them (distance along unit rays, times the opacity), fuse to a mesh on the sphere. Then one short fit of the
+tiny_scene still life (conftest) for the command itself.
+"""
+
+import json
+import math
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from rwf_render import cli
+from rwf_render.cameras import Cameras, look_at, pixel_rays
+
+pytest.importorskip("open3d")
+
+CENTER, RADIUS = np.array([0.1, -0.05, 0.02]), 0.5
+BOX = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+def _sphere_cameras(n: int = 20, size: int = 64, distance: float = 3.0) -> Cameras:
+    """``n`` pinhole cameras on a Fibonacci sphere around the origin, looking at it (about 40 degrees across)."""
+    i = np.arange(n) + 0.5
+    polar, azimuth = np.arccos(1 - 2 * i / n), np.pi * (1 + 5 ** 0.5) * i
+    eyes = distance * np.stack([np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)], 1)
+    c2w = look_at(torch.tensor(eyes), torch.zeros(3, dtype=torch.float64))  # (n, 3, 4)
+    return Cameras.create(c2w, fx=size * 1.4, width=size, height=size).to(dtype=torch.float32)
+
+
+class SphereModel:
+    """A stand-in for NeRFModel: ``render_camera`` ray-casts the sphere (CENTER, RADIUS) and reports its depth as
+    NeRFModel does: ``sum_i w_i t_i`` along unit rays, i.e. the hit distance times the opacity (0.8 on the sphere).
+    Rays that miss it meet a haze of opacity 0.3 halfway to the box centre: below 0.5, so no surface."""
+
+    def __init__(self, cams: Cameras):
+        self.train_cameras = cams
+        self.aabb = torch.tensor(BOX.reshape(-1), dtype=torch.float32)
+
+    def render_camera(self, cam: Cameras, near=None, far=None) -> dict:
+        o, d = (x.double() for x in pixel_rays(cam))  # (H, W, 3), unit directions
+        oc = o - torch.as_tensor(CENTER)
+        b = (oc * d).sum(-1)
+        disc = b ** 2 - ((oc ** 2).sum(-1) - RADIUS ** 2)
+        hit = disc > 0
+        t_hit = -b - torch.sqrt(disc.clamp_min(0))
+        t_haze = 0.5 * o.norm(dim=-1)
+        opacity = torch.where(hit, torch.full_like(b, 0.8), torch.full_like(b, 0.3))
+        depth = opacity * torch.where(hit, t_hit, t_haze)
+        rgb = torch.stack([hit.double(), 0.5 * torch.ones_like(b), 1 - hit.double()], -1)
+        return {"rgb": rgb.float(), "depth": depth.float(), "opacity": opacity.float()}
+
+
+def _distance_to_sphere(points: np.ndarray) -> np.ndarray:
+    return np.abs(np.linalg.norm(points - CENTER, axis=1) - RADIUS)
+
+
+def test_fused_exact_depths_of_a_sphere_lie_on_it():
+    """Closed form: every vertex within 1.25 voxels of the sphere (0.19 on average) and the sphere covered (each of
+    2000 points on it within 1.5 voxels of a vertex); the haze of opacity 0.3 leaves no surface. Passing the ray
+    distances to open3d as z-depths (max 1.8 voxels off, 0.85 on average), leaving them multiplied by the opacity
+    (28 voxels) or putting open3d's pixel centres at integers instead of + 0.5 (max 3.9) fails."""
+    from rwf_render.nerf_tsdf import tsdf_mesh
+
+    model = SphereModel(_sphere_cameras())
+    mesh, n_views, voxel = tsdf_mesh(model, BOX, progress=False)
+    assert n_views == 20
+    assert voxel == pytest.approx(np.linalg.norm(BOX[1] - BOX[0]) / 256)
+    assert len(mesh.faces) > 1000
+    off = _distance_to_sphere(mesh.vertices)
+    assert off.max() < 1.25 * voxel and off.mean() < 0.4 * voxel, (off.max() / voxel, off.mean() / voxel)
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(2000, 3))
+    on_sphere = CENTER + RADIUS * d / np.linalg.norm(d, axis=1, keepdims=True)
+    from scipy.spatial import cKDTree
+
+    gap, _ = cKDTree(mesh.vertices).query(on_sphere)
+    assert gap.max() < 1.5 * voxel, gap.max() / voxel
+    # colours are the fused renders: red-ish on the sphere (rgb (1, 0.5, 0)), never the haze's blue
+    colors = np.asarray(mesh.visual.vertex_colors)
+    assert colors.shape == (len(mesh.vertices), 4)
+    assert (colors[:, 0] > 200).all() and (colors[:, 2] < 50).all()
+
+
+def test_a_coarser_voxel_and_fewer_views_still_find_the_sphere():
+    """--tsdf-voxel and --tsdf-views: twice the voxel, 10 of the 20 cameras; the surface is still within 1.5 of
+    those voxels of the sphere, with fewer faces than at the default voxel."""
+    from rwf_render.nerf_tsdf import tsdf_mesh, view_indices
+
+    assert view_indices(20, 10) == [0, 2, 4, 6, 8, 11, 13, 15, 17, 19]
+    assert view_indices(5, 9) == list(range(5)) and view_indices(5, None) == list(range(5))
+    model = SphereModel(_sphere_cameras())
+    fine, _, _ = tsdf_mesh(model, BOX, progress=False)
+    voxel = 2 * np.linalg.norm(BOX[1] - BOX[0]) / 256
+    coarse, n_views, used = tsdf_mesh(model, BOX, voxel=voxel, views=10, progress=False)
+    assert n_views == 10 and used == voxel
+    assert 0 < len(coarse.faces) < len(fine.faces) / 2
+    assert _distance_to_sphere(coarse.vertices).max() < 1.5 * voxel
+
+
+def test_crop_keeps_only_faces_inside_the_box():
+    from rwf_render.nerf_tsdf import tsdf_mesh
+
+    crop = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, CENTER[2]]])  # the lower half of the sphere
+    mesh, _, _ = tsdf_mesh(SphereModel(_sphere_cameras()), crop, progress=False)
+    assert len(mesh.faces) > 500
+    assert (mesh.vertices[:, 2] <= CENTER[2] + 1e-9).all()
+    assert mesh.vertices[:, 2].min() < CENTER[2] - 0.9 * RADIUS
+
+
+def test_distorted_and_fisheye_cameras_become_pinholes_with_their_intrinsics():
+    """OPENCV: the same fx, fy, cx, cy without the distortion. An equidistant fisheye (k = 0: theta = r / fx) 64
+    pixels wide with fx 40 sees 0.8 rad either side: the pinhole with that field of view has fx 32 / tan(0.8); one
+    with fx 18 would see 1.78 rad, capped at 120 degrees in all: fx 32 / tan(60 deg)."""
+    from rwf_render.cameras import MODELS
+    from rwf_render.nerf_tsdf import pinhole_cameras
+
+    c2w = torch.eye(4, dtype=torch.float64)[None].expand(3, 4, 4)
+    cams = Cameras.create(c2w, fx=torch.tensor([50.0, 40.0, 18.0]), fy=torch.tensor([55.0, 44.0, 20.0]),
+                          cx=torch.tensor([30.0, 32.0, 32.0]), cy=24.0, width=64, height=48,
+                          model=["OPENCV", "OPENCV_FISHEYE", "OPENCV_FISHEYE"],
+                          dist=torch.tensor([[0.05, 0.0, 0.0, 0.0, 0.001, 0.0], [0.0] * 6, [0.0] * 6]))
+    pin = pinhole_cameras(cams)
+    assert (pin.model == MODELS.index("PINHOLE")).all() and (pin.dist == 0).all()
+    assert float(pin.fx[0]) == 50.0 and float(pin.fy[0]) == 55.0
+    assert float(pin.fx[1]) == pytest.approx(32 / math.tan(0.8), rel=1e-6)
+    assert float(pin.fy[1]) == pytest.approx(44.0 * float(pin.fx[1]) / 40.0, rel=1e-6)
+    assert float(pin.fx[2]) == pytest.approx(32 / math.tan(math.radians(60)), rel=1e-6)
+    assert torch.equal(pin.cx, cams.cx) and torch.equal(pin.cy, cams.cy) and torch.equal(pin.width, cams.width)
+
+
+# -- the command, on a short fit of the still life ------------------------------------------------------------------
+STEPS = ["--steps", "300", "--eval-images", "1", "--quiet", "--grid-resolution", "32", "--steps-per-diagonal",
+         "192", "--width", "64", "--features", "32", "--sigma", "4", "--target-samples", "4096", "--eval-every",
+         "300", "--background", "random", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_scene, tmp_path_factory):
+    run = tmp_path_factory.mktemp("tsdf") / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(run), *STEPS]) == 0
+    return run
+
+
+def _one_error(capsys, argv) -> str:
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main([str(a) for a in argv]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("rwf: error:"), err
+    return err[0]
+
+
+def test_tsdf_export_is_a_coloured_mesh_near_the_source_inside_the_box(fitted, tiny_scene):
+    """The default output RUN/mesh_tsdf.ply: non-empty, inside the scene box, coloured, within 5 % of the source
+    mesh's diagonal of it (Chamfer-L1), and nothing else left in the run folder (no temporary file)."""
+    import trimesh
+
+    from rwf_render.mesh import surface_metrics
+
+    before = {p.name for p in fitted.iterdir()}
+    assert cli.main(["export", "mesh", str(fitted), "--tsdf", "--quiet"]) == 0
+    assert {p.name for p in fitted.iterdir()} - before == {"mesh_tsdf.ply"}
+    mesh = trimesh.load(fitted / "mesh_tsdf.ply", process=False)
+    box = np.array(json.loads((fitted / "config.json").read_text())["aabb"]).reshape(2, 3)
+    assert len(mesh.faces) > 500
+    assert (mesh.vertices >= box[0] - 1e-6).all() and (mesh.vertices <= box[1] + 1e-6).all()
+    assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+    ref = trimesh.load(tiny_scene / "mesh.ply", process=False)
+    diag = float(np.linalg.norm(np.subtract(*ref.bounds)))
+    assert surface_metrics(mesh, ref, n_points=20000)["chamfer_l1"] < 0.05 * diag
+
+
+def test_a_failed_write_keeps_the_earlier_export(fitted, tmp_path, monkeypatch):
+    """Atomic: a write that dies half-way leaves the earlier file byte for byte and no temporary file."""
+    import trimesh
+
+    out = tmp_path / "mesh.ply"
+    out.write_bytes(b"the earlier export")
+
+    def dies(self, file_obj=None, *a, **k):
+        with open(file_obj, "wb") as f:
+            f.write(b"half a mesh")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trimesh.Trimesh, "export", dies)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["export", "mesh", str(fitted), "--tsdf", "--tsdf-views", "4", "--quiet", "--out",
+                         str(out)]) == 130
+    assert out.read_bytes() == b"the earlier export"
+    assert [p.name for p in tmp_path.iterdir()] == ["mesh.ply"]
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--tsdf", "--poisson"], "choose one"),
+    (["--tsdf", "--pointcloud"], "choose one"),
+    (["--tsdf", "--threshold", "5"], "--threshold"),
+    (["--tsdf", "--res", "256"], "--res"),  # typed at its default: still refused
+    (["--tsdf", "--poisson-depth", "9"], "--poisson only"),
+    (["--tsdf-voxel", "0.01"], "--tsdf only"),
+    (["--tsdf-views", "4"], "--tsdf only"),
+    (["--poisson", "--downscale", "2"], "--tsdf only"),
+    (["--tsdf", "--tsdf-voxel", "0"], "argument --tsdf-voxel: must be a positive"),
+    (["--tsdf", "--tsdf-voxel", "1e-6"], "more than 2048"),
+    (["--tsdf", "--tsdf-views", "0"], "argument --tsdf-views:"),
+])
+def test_tsdf_refuses_options_it_would_not_use(fitted, tmp_path, capsys, monkeypatch, extra, says):
+    from rwf_render import nerf_export, nerf_tsdf
+
+    monkeypatch.setattr(nerf_tsdf, "depth_frames", lambda *a, **k: pytest.fail("rendered before refusing"))
+    monkeypatch.setattr(nerf_export, "depth_points", lambda *a, **k: pytest.fail("rendered before refusing"))
+    assert says in _one_error(capsys, ["export", "mesh", fitted, "--out", tmp_path / "m.ply", *extra])
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_tsdf_without_open3d_is_one_clear_error(fitted, tmp_path, capsys, monkeypatch):
+    from rwf_render import nerf_tsdf
+
+    monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d raises ImportError
+    monkeypatch.setattr(nerf_tsdf, "depth_frames", lambda *a, **k: pytest.fail("rendered before checking"))
+    assert "--tsdf needs open3d" in _one_error(capsys, ["export", "mesh", fitted, "--tsdf", "--out",
+                                                        tmp_path / "m.ply"])
+    assert sorted(tmp_path.iterdir()) == []
