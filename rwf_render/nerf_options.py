@@ -197,7 +197,8 @@ def resume_config_from_args(args) -> NeRFConfig:
     clash = option_clashes(args, add_fit_arguments, fresh, saved_dict, ALIASES, {"steps", "device", "deterministic"})
     if clash:
         raise UserError(f"{run}: --resume continues the run as configured in {CONFIG}; these options differ from "
-                        f"it: {'; '.join(clash)} (only --steps and --device may change; start a new run instead)")
+                        f"it: {'; '.join(clash)} (only --steps and --device may change, and --deterministic be "
+                        "turned on; start a new run instead)")
     cfg.train.device = args.device  # where to continue is this machine's business, not the saved run's
     cfg.train.deterministic = cfg.train.deterministic or args.deterministic
     if (run / CHECKPOINT).is_file():
