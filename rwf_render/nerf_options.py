@@ -303,7 +303,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
 
 # -- render options -----------------------------------------------------------------------------------------------
 def add_spiral_argument(g) -> None:
-    """``rwf render``'s ``--spiral N`` (rwf_render/camera_path.py: ``spiral_cameras``), added to the nerf runs' group
+    """``rwf render``'s ``--spiral N`` (rwf_render/render_paths.py: ``spiral_cameras``), added to the nerf runs' group
     ``g``."""
     from .camera_path import MAX_FRAMES  # noqa: PLC0415
     from .cli import positive_int  # noqa: PLC0415

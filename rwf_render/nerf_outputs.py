@@ -62,7 +62,7 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
         return (orbit_cameras(model.train_cameras, center, args.orbit).to(dtype=torch.float32), "orbit", args.fps,
                 None)
     if getattr(args, "interpolate", None):
-        from .camera_path import training_path_cameras  # noqa: PLC0415
+        from .render_paths import training_path_cameras  # noqa: PLC0415
 
         if model.train_cameras is None:
             raise UserError(f"training cameras unavailable ({cameras_missing(model)}); --interpolate needs them")
@@ -73,7 +73,7 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
                                                   getattr(model, "train_near_far", None))
         return cams.to(dtype=torch.float32), "interpolate", args.fps, near_far
     if getattr(args, "spiral", None):
-        from .camera_path import spiral_cameras  # noqa: PLC0415
+        from .render_paths import spiral_cameras  # noqa: PLC0415
 
         if model.train_cameras is None:
             raise UserError(f"training cameras unavailable ({cameras_missing(model)}); --spiral needs them")

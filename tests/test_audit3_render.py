@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rwf_render import camera_path, cli, nerf_outputs, nerf_poisson
+from rwf_render import camera_path, cli, nerf_outputs, nerf_poisson, render_paths
 from rwf_render.camera_path import MAX_FRAMES, load_camera_path, save_camera_path
 from rwf_render.errors import UserError
 
@@ -66,7 +66,7 @@ def test_an_absurd_orbit_or_interpolate_is_refused_before_any_camera_is_made(run
 
     monkeypatch.setattr(nerf_outputs, "orbit_cameras", lambda *a: pytest.fail("orbit cameras made"))
     monkeypatch.setattr(nerf_render, "orbit_cameras", lambda *a: pytest.fail("orbit cameras made"))
-    monkeypatch.setattr(camera_path, "training_path_cameras", lambda *a: pytest.fail("path cameras made"))
+    monkeypatch.setattr(render_paths, "training_path_cameras", lambda *a: pytest.fail("path cameras made"))
     out = tmp_path / "o"
     for argv, named in ((["--orbit", 10**9], "--orbit"), (["--orbit", MAX_FRAMES + 1], "--orbit"),
                         (["--interpolate", 10**9], "--interpolate"),

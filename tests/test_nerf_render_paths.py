@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from rwf_render import cli
-from rwf_render.camera_path import nearest_neighbour_tour, training_path_cameras
 from rwf_render.cameras import Cameras, look_at
 from rwf_render.imgio import read_image
+from rwf_render.render_paths import nearest_neighbour_tour, training_path_cameras
 
 from conftest import interrupt_render_writes  # noqa: E402  (tests/ is on sys.path under pytest)
 

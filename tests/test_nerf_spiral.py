@@ -1,4 +1,4 @@
-"""`rwf render RUN --spiral N`: the original NeRF's spiral around forward-facing cameras (``camera_path.spiral_path``).
+"""`rwf render RUN --spiral N`: the original NeRF's spiral around forward-facing cameras (``render_paths.spiral_path``).
 
 The geometry is checked on constructed camera rigs (closed forms: frame count, focus point, average pose, radii);
 one 2-step fit of the tiny_scene still life (conftest) serves the command-line tests, whose renders are 4x4 pixels.
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from rwf_render import camera_path, cli
-from rwf_render.camera_path import MAX_FRAMES, average_pose, spiral_cameras, spiral_focus, spiral_path
+from rwf_render import cli, render_paths
+from rwf_render.camera_path import MAX_FRAMES
 from rwf_render.cameras import Cameras, look_at
 from rwf_render.errors import UserError
+from rwf_render.render_paths import average_pose, spiral_cameras, spiral_focus, spiral_path
 
 STEPS = ["--steps", "2", "--eval-images", "1", "--quiet", "--grid-resolution", "16", "--steps-per-diagonal", "32",
          "--width", "16", "--features", "8", "--target-samples", "512", "--device", "cpu"]
@@ -246,7 +247,7 @@ def test_spiral_refuses_other_paths_and_options_it_would_not_use(fitted, tmp_pat
 
 def test_spiral_refuses_zero_and_absurd_frame_counts_before_any_camera_is_made(fitted, tmp_path, capsys,
                                                                                 monkeypatch):
-    monkeypatch.setattr(camera_path, "spiral_cameras", lambda *a: pytest.fail("spiral cameras made"))
+    monkeypatch.setattr(render_paths, "spiral_cameras", lambda *a: pytest.fail("spiral cameras made"))
     out = tmp_path / "r"
     assert "--spiral" in _one_error(capsys, ["render", fitted, "--spiral", "0", "--out", out])
     for n in (10**9, MAX_FRAMES + 1):
