@@ -262,12 +262,13 @@ def build_parser() -> Parser:
     mesh.add_argument("--format", choices=["ply", "obj", "glb"], default=None, help="default: from --out, else ply")
     mesh.add_argument("--out", default=None,
                       help="output file (default: sdf runs RUN/mesh_<res>.<format>, beside the fit's mesh.ply; nerf "
-                      "runs RUN/mesh.<format>, with --poisson RUN/mesh_poisson.<format>, with --pointcloud "
-                      "RUN/pointcloud.ply)")
+                      "runs RUN/mesh.<format>, with --poisson RUN/mesh_poisson.<format>, with --tsdf "
+                      "RUN/mesh_tsdf.<format>, with --pointcloud RUN/pointcloud.ply)")
     mesh.add_argument("--min-component", type=unit_fraction, default=0.0, metavar="FRACTION",
                       help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
     mesh.add_argument("--quiet", action="store_true",
-                      help="no progress bar (the grid's evaluation; nerf --pointcloud and --poisson: the renders)")
+                      help="no progress bar (the grid's evaluation; nerf --pointcloud, --poisson and --tsdf: the "
+                      "renders)")
     add_device_argument(mesh)
     mesh.set_defaults(func=_run_command("export_mesh", _add_pipeline_arguments(mesh, "add_export_arguments")))
 

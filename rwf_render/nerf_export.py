@@ -22,6 +22,8 @@ from .nerf_render import NeRFModel
 from .rundir import atomic_path
 
 DEFAULT_DENSITY_LEVEL = 10.0  # sigma * (box diagonal / 512) ~ 0.1 for a 3-unit box: a surface, not haze
+MIN_OPACITY = 0.5
+"""a training pixel whose accumulated weight is below this sees background: no point (as ``--tsdf``'s depths)"""
 
 
 def voxel_cov(model: NeRFModel, spacing) -> torch.Tensor | None:
@@ -46,7 +48,7 @@ def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tenso
 
 
 def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
-    """Points where training rays stop (expected depth, opacity >= 0.5), with their rendered colours; ``progress``
+    """Points where training rays stop (:func:`depth_points`), with their rendered colours; ``progress``
     shows a bar over the training cameras on stderr (each is rendered: minutes on a 100-view scene)."""
     import trimesh  # noqa: PLC0415
 
@@ -59,7 +61,12 @@ def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, 
 def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
     """The points of :func:`point_cloud` as arrays: positions (P, 3), colours (P, 3) in [0, 1] and the centre of the
     camera that saw each (P, 3), at most ``max_points`` (a fixed-seed sample); training images are rendered at about
-    ``size`` pixels across."""
+    ``size`` pixels across.
+
+    A pixel of opacity ``sum_i w_i`` >= ``MIN_OPACITY`` gives the point at distance ``sum_i w_i t_i / sum_i w_i``
+    along its unit ray: the weights' mean distance. ``render_camera``'s depth, ``sum_i w_i t_i``, is that times the
+    opacity; taken as the distance it put a pixel of opacity 0.8 a fifth of the way short of the surface, towards
+    its camera."""
     from tqdm import tqdm  # noqa: PLC0415
 
     from .cameras import pixel_rays  # noqa: PLC0415
@@ -75,8 +82,10 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
                   file=sys.stderr):
         res = model.render_camera(cams[i], **frame_bounds(near_far, i))
         o, d = pixel_rays(cams[i].to(device=model.aabb.device))
-        keep = res["opacity"] >= 0.5
-        pts.append((o + d * res["depth"][..., None])[keep].cpu())
+        opacity = res["opacity"]
+        keep = opacity >= MIN_OPACITY
+        t = res["depth"] / opacity.clamp_min(MIN_OPACITY)  # (H, W) where kept: the mean distance of the weights
+        pts.append((o + d * t[..., None])[keep].cpu())
         cols.append(res["rgb"][keep].cpu())
         origins.append(o[keep].cpu())
     pts, cols, origins = (torch.cat(x).numpy() for x in (pts, cols, origins))
@@ -86,11 +95,12 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
     return pts, cols, origins
 
 
-def painted_background(model: NeRFModel) -> str | None:
-    """Why the points of ``--pointcloud`` and ``--poisson`` will be poor, or None: a fit on a fixed white or black
-    background of transparent images (README: the field paints that colour into the scene where the images are
-    see-through, and those rays stop on it). config.json does not record the alpha, so the first training image
-    tells (one image read; the fit refuses ``learned`` on such images, and ``random`` is the cure)."""
+def painted_background(model: NeRFModel, tsdf: bool = False) -> str | None:
+    """Why the points of ``--pointcloud`` and ``--poisson`` (``tsdf``: the depths ``--tsdf`` fuses) will be poor, or
+    None: a fit on a fixed white or black background of transparent images (README: the field paints that colour
+    into the scene where the images are see-through, and those rays stop on it). config.json does not record the
+    alpha, so the first training image tells (one image read; the fit refuses ``learned`` on such images, and
+    ``random`` is the cure)."""
     from .imgio import read_image  # noqa: PLC0415
 
     background = model.cfg.background
@@ -104,8 +114,9 @@ def painted_background(model: NeRFModel) -> str | None:
     if pixels.shape[2] != 4 or not bool((pixels[..., 3] < 1).any()):
         return None
     return (f"{model.cfg.data}: transparent training images ({first.name}) fitted on a {background} background: the "
-            f"field paints {background} into the scene where rays see through, so the points lie off the surface; "
-            "refit with --background random")
+            f"field paints {background} into the scene where rays see through, so the "
+            f"{'rendered depths --tsdf fuses' if tsdf else 'points'} lie off the surface; refit with --background "
+            "random")
 
 
 def _crop_box(model: NeRFModel, args) -> np.ndarray:
@@ -143,7 +154,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     from .mesh import check_grid_res, extract_mesh, remove_small_components  # noqa: PLC0415
     from .mesh_io import save_mesh  # noqa: PLC0415
     from .nerf_poisson import check_options, export_poisson  # noqa: PLC0415
-    from .nerf_tsdf import check_options as check_tsdf_options, export_tsdf  # noqa: PLC0415
+    from .nerf_tsdf import check_options as check_tsdf_options, check_sizes, export_tsdf  # noqa: PLC0415
 
     poisson, tsdf = getattr(args, "poisson", False), getattr(args, "tsdf", False)
     check_options(args)
@@ -171,10 +182,11 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         from .mesh import require_open3d  # noqa: PLC0415
 
         require_open3d("--poisson" if poisson else "--tsdf")
+    check_sizes(cfg_dict, args)  # --tsdf-voxel and --downscale, before the model loads
     model = load_scene_model(run, args.device)
     box = _crop_box(model, args)
     if args.pointcloud or poisson or tsdf:
-        note = painted_background(model)
+        note = painted_background(model, tsdf)
         if note:
             print(f"rwf: warning: {note}", file=sys.stderr)
     if poisson:

@@ -76,6 +76,38 @@ def check_options(args) -> None:
         raise UserError("--res is the marching-cubes grid; the detail of --tsdf is its voxel, --tsdf-voxel")
 
 
+def check_sizes(cfg_dict: dict, args) -> None:
+    """``--tsdf-voxel`` against the box to fuse (``--crop``, else config.json's scene box) and a typed ``--downscale``
+    against the smallest training image (the dataset's cameras, at the fit's downscale), before the model loads: a
+    bad option costs no checkpoint read. What cannot be read here (a config.json without a box, a malformed
+    ``--crop``, a dataset that does not load) is left to the steps that need it, which say why."""
+    if not getattr(args, "tsdf", False):
+        return
+    try:
+        box = np.asarray(getattr(args, "crop", None) or cfg_dict["aabb"], np.float64).reshape(2, 3)
+    except (KeyError, TypeError, ValueError):
+        box = None
+    if box is not None and np.isfinite(box).all() and (box[1] > box[0]).all():
+        voxel_size(box, getattr(args, "tsdf_voxel", None))
+    if getattr(args, "downscale", None) is None:
+        return  # the default adapts to the images
+    from .datasets import load_transforms  # noqa: PLC0415
+
+    try:
+        cams = load_transforms(cfg_dict["data"], "train").cameras
+        fit_k = int(cfg_dict.get("downscale") or 1)
+    except (UserError, KeyError, TypeError, ValueError):
+        return
+    check_downscale(cams.width // fit_k, cams.height // fit_k, args.downscale)
+
+
+def check_downscale(width: torch.Tensor, height: torch.Tensor, k: int) -> None:
+    """UserError when 1 / ``k`` of the smallest of the images (``width``, ``height``: (N,) pixels) has no pixel."""
+    w, h = int(width.min()), int(height.min())
+    if w // k < 1 or h // k < 1:
+        raise UserError(f"--downscale {k}: the smallest training image ({w} x {h}) would have no pixel left")
+
+
 def voxel_size(box: np.ndarray, voxel: float | None) -> float:
     """``voxel`` (a length in the scene's units), default the box diagonal / ``VOXELS_PER_DIAGONAL``; UserError when
     the box diagonal would span more than ``MAX_VOXELS_PER_DIAGONAL`` of them."""
@@ -207,9 +239,7 @@ def tsdf_mesh(model, box: np.ndarray, voxel: float | None = None, views: int | N
         raise UserError(f"--tsdf needs the run's training cameras ({cameras_missing(model)})")
     cams = model.train_cameras
     k = downscale or max(1, int(cams.width.max()) // RENDER_SIZE)
-    if int(cams.width.min()) // k < 1 or int(cams.height.min()) // k < 1:
-        raise UserError(f"--downscale {k}: the smallest training image ({int(cams.width.min())} x "
-                        f"{int(cams.height.min())}) would have no pixel left")
+    check_downscale(cams.width, cams.height, k)  # check_sizes saw it before the model loaded; the dataset may differ
     cams = pinhole_cameras(scaled_cameras(cams, k))
     voxel = voxel_size(box, voxel)
     indices = view_indices(len(cams), views)
