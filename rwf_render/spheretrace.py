@@ -50,15 +50,20 @@ def box_interval(rays_o: torch.Tensor, rays_d: torch.Tensor, box=UNIT_BOX):
 
 
 class CellGrid:
-    """Empty-space skipping for a first-crossing search: the cells of a box that may hold the inside of a field.
+    """Empty-space skipping for a first-crossing search: the points of a box where a field may be inside.
 
-    The field is sampled on a res^3 lattice over the box (corners included, (res - 1)^3 cells of side h). With
-    g = sign * (value - level) (inside where g > 0), a cell may hold the inside when the largest g at its 8 corners
-    plus ``margin`` exceeds 0. Every point of a cell lies within sqrt(3) h / 2 of a corner, so the cell is marked
-    correctly wherever the field's slope there is at most ``margin / (sqrt(3) h / 2)``. The default margin is per
-    cell: ``safety`` x sqrt(3) / 2 x the largest change of g along a lattice edge within one cell of it (a local
-    slope x h, an estimate, not a bound). So a part thinner than a cell, which no lattice sample touches and a
-    marching-cubes proxy on the same lattice loses, keeps its cells in the search while the field rises toward it.
+    The field is sampled on a res^3 lattice over the box (corners included, (res - 1)^3 cells of sides h). With
+    g = sign * (value - level) (inside where g > 0) and L_c a bound on |grad g| in cell c, each corner j of the cell
+    gives g(x) <= g_j + L_c |x - x_j| for x in the cell; averaged with x's trilinear weights w_j:
+
+        g(x) <= U(x) = sum_j w_j(x) (g_j + L_c |x - x_j|)
+
+    A point is kept where U(x) > 0, a cell where max_j g_j + L_c |h| / 2 > 0 (an upper bound of U over the cell,
+    as sum_j w_j |x - x_j| <= |h| / 2, half the cell's diagonal), so dropping a point or a cell is exact wherever
+    the slope bound holds. L_c is not known: the default estimates it from the lattice, ``safety`` x the norm of
+    (e_x / h_x, e_y / h_y, e_z / h_z) with e_a the largest change of g along an a-edge of the lattice within one
+    cell of c (an estimate, not a bound). So a part thinner than a cell, which no lattice sample touches and a
+    marching-cubes proxy on the same lattice loses, stays in the search while the field rises toward it.
 
     Example:
         >>> grid = CellGrid.from_field(lambda x: 20 * (0.3 - x.norm(dim=-1)), res=16)
@@ -66,9 +71,12 @@ class CellGrid:
         [True, False]
     """
 
-    def __init__(self, occupied: torch.Tensor, box=UNIT_BOX):
-        """occupied: bool (r, r, r), cell [i, j, k] spanning the i-th to (i+1)-th lattice planes along x, y, z."""
-        self.occupied = occupied
+    def __init__(self, occupied: torch.Tensor, box=UNIT_BOX, values: torch.Tensor | None = None,
+                 slope: torch.Tensor | None = None):
+        """occupied: bool (r, r, r), cell [i, j, k] spanning the i-th to (i+1)-th lattice planes along x, y, z.
+        values: optional g on the (r + 1)^3 lattice and slope: L_c per cell (r, r, r); with both, a point in an
+        occupied cell is kept only where U(x) > 0, else wherever its cell is occupied."""
+        self.occupied, self.values, self.slope = occupied, values, slope
         self.lo = torch.tensor(box[0], dtype=torch.float32, device=occupied.device)
         self.hi = torch.tensor(box[1], dtype=torch.float32, device=occupied.device)
 
@@ -77,32 +85,63 @@ class CellGrid:
     def from_field(cls, field_fn, box=UNIT_BOX, res: int = 64, level: float = 0.0, inside: str = "above",
                    margin: float | None = None, safety: float = 1.0, chunk: int = 2**16,
                    device: str | torch.device = "cpu") -> "CellGrid":
-        """Sample ``field_fn`` (points (N, 3) -> values (N,)) on res^3 lattice points (res >= 2) over ``box``."""
+        """Sample ``field_fn`` (points (N, 3) -> values (N,)) on res^3 lattice points (res >= 2) over ``box``.
+        margin: instead of the slope estimate, a fixed L_c |h| / 2 for every cell (0: keep where U(x) > 0 with a
+        flat field, i.e. where the trilinear interpolation of g is above 0)."""
         axes = [torch.linspace(box[0][i], box[1][i], res, device=device) for i in range(3)]
         pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)  # (res^3, 3)
         vals = torch.cat([field_fn(c).reshape(-1).float() for c in pts.split(chunk)])
+        h = [(box[1][i] - box[0][i]) / (res - 1) for i in range(3)]
+        half_diag = 0.5 * math.sqrt(sum(x * x for x in h))
 
         def pool(v, k, pad=0):
             return torch.nn.functional.max_pool3d(v[None, None], k, stride=1, padding=pad)[0, 0]
 
         g = (1.0 if inside == "above" else -1.0) * (vals.reshape(res, res, res) - level)
         corner_max = pool(g, 2)  # (res - 1,) * 3 cells: the largest g at each cell's 8 corners
-        if margin is None:  # the steepest edge of the lattice within one cell of each cell: a local slope x h
-            edges = [pool((g.narrow(dim, 1, res - 1) - g.narrow(dim, 0, res - 1)).abs(), tuple(
-                1 if i == dim else 2 for i in range(3))) for dim in range(3)]
-            margin = safety * math.sqrt(3) / 2 * pool(torch.maximum(torch.maximum(*edges[:2]), edges[2]), 3, 1)
-        return cls(corner_max + margin > 0, box)
+        if margin is None:  # per axis the steepest edge within one cell of each cell, over its length: a slope
+            steepest = []
+            for dim in range(3):
+                edges = (g.narrow(dim, 1, res - 1) - g.narrow(dim, 0, res - 1)).abs()  # along dim, (res - 1 or res)
+                per_cell = pool(edges, tuple(1 if i == dim else 2 for i in range(3)))  # the cell's 4 edges: (res - 1)^3
+                steepest.append(pool(per_cell, 3, 1) / h[dim])  # within one cell around
+            slope = safety * torch.sqrt(sum(s * s for s in steepest))
+        else:
+            slope = torch.full_like(corner_max, margin / half_diag)
+        return cls(corner_max + slope * half_diag > 0, box, g, slope)
 
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
-        """Whether each point (N, 3) lies in a cell that may hold the inside: bool (N,); False outside the box."""
-        r = torch.tensor(self.occupied.shape, device=points.device)
-        u = (points - self.lo.to(points.device)) / (self.hi - self.lo).to(points.device)  # box -> [0, 1]^3
-        inside_box = ((u >= -1e-4) & (u <= 1 + 1e-4)).all(-1)  # rounding at the faces stays in
-        idx = torch.minimum((u.clamp(0, 1) * r).long(), r - 1)  # the upper face belongs to the last cell
-        return inside_box & self.occupied.to(points.device)[idx[:, 0], idx[:, 1], idx[:, 2]]
+        """Whether the field may be inside at each point (N, 3): bool (N,); False outside the box."""
+        dev, (rx, ry, rz) = points.device, self.occupied.shape
+        size = (self.hi - self.lo).to(dev)
+        q = (points - self.lo.to(dev)) / size  # box -> [0, 1]^3
+        inside_box = ((q >= -1e-4) & (q <= 1 + 1e-4)).all(-1)  # rounding at the faces stays in
+        q = q.clamp_(0, 1).mul_(torch.tensor([rx, ry, rz], dtype=q.dtype, device=dev))  # in cells
+        i = torch.minimum(q.long(), torch.tensor([rx - 1, ry - 1, rz - 1], device=dev))  # upper face: last cell
+        cell = (i[:, 0] * ry + i[:, 1]) * rz + i[:, 2]  # (N,) flat cell index
+        keep = inside_box & self.occupied.to(dev).reshape(-1)[cell]
+        if self.values is None or self.slope is None:
+            return keep
+        sel = torch.nonzero(keep).squeeze(1)
+        i, f = i[sel], (q[sel] - i[sel]).clamp_(0, 1)  # (M, 3) cell and position in it, [0, 1]^3
+        h = size / torch.tensor([rx, ry, rz], dtype=size.dtype, device=dev)
+        w = (1 - f, f)  # per axis the trilinear weight of the corner at 0 / 1
+        d2 = ((f * h) ** 2, ((1 - f) * h) ** 2)  # per axis the squared distance to the corner at 0 / 1
+        slope = self.slope.to(dev).reshape(-1)[cell[sel]]  # (M,)
+        values = self.values.to(dev).reshape(-1)
+        base = (i[:, 0] * (ry + 1) + i[:, 1]) * (rz + 1) + i[:, 2]  # (M,) the cell's lowest lattice corner
+        bound = torch.zeros(len(sel), dtype=values.dtype, device=dev)
+        for bx in (0, 1):
+            for by in (0, 1):
+                for bz in (0, 1):
+                    g_j = values[base + (bx * (ry + 1) + by) * (rz + 1) + bz]
+                    dist = (d2[bx][:, 0] + d2[by][:, 1] + d2[bz][:, 2]).sqrt_()
+                    bound += w[bx][:, 0] * w[by][:, 1] * w[bz][:, 2] * (g_j + slope * dist)
+        keep[sel] = bound > 0  # U(x) > 0
+        return keep
 
     def fraction(self) -> float:
-        """Share of the cells kept in the search."""
+        """Share of the cells kept in the search (within them, only the points where U(x) > 0 are)."""
         return float(self.occupied.float().mean())
 
 
@@ -128,16 +167,43 @@ def sphere_trace(field_fn, rays_o, rays_d, box=UNIT_BOX, steps: int = 96, eps: f
     return out
 
 
+def _bisect(field_fn, rays_o, rays_d, idx, a, b, sign, level, refine):
+    """Bisection of [a, b] (M,) on rays ``idx`` (M,), a outside and b inside: the final b (M,)."""
+    for _ in range(refine):  # keeps a outside, b inside
+        m = 0.5 * (a + b)
+        gm = sign * (field_fn(rays_o[idx] + m[:, None] * rays_d[idx]).reshape(-1) - level)
+        a, b = torch.where(gm > 0, a, m), torch.where(gm > 0, m, b)
+    return b
+
+
+def _kept_steps(skip, rays_o, rays_d, t0, dt, t1, rays, n_steps, chunk=2**20):
+    """The steps k = 1 .. n_steps at t0 + k dt <= t1 of ``rays`` (R,) where ``skip`` is True: ray indices (S,) and
+    k (S,) as floats, sorted by ray, then k (how ``torch.nonzero`` orders its rows)."""
+    ks = torch.arange(1, n_steps + 1, dtype=t0.dtype, device=t0.device)
+    out_r, out_k = [rays[:0]], [ks[:0]]
+    for r in rays.split(max(1, chunk // n_steps)):
+        ts = t0[r, None] + dt[r, None] * ks  # (n, n_steps), as the search without skipping computes them
+        x = rays_o[r, None] + ts[..., None] * rays_d[r, None]
+        may = skip(x.reshape(-1, 3)).reshape(ts.shape) & (ts <= t1[r, None])
+        i, j = torch.nonzero(may, as_tuple=True)
+        out_r.append(r[i])
+        out_k.append(ks[j])
+    return torch.cat(out_r), torch.cat(out_k)
+
+
 @torch.no_grad()
 def first_crossing(field_fn, rays_o, rays_d, box=UNIT_BOX, level: float = 0.0, inside: str = "above",
                    n_steps: int = 256, refine: int = 10, block: int = 16, t_range=None, skip=None) -> torch.Tensor:
     """Distance to the first point where the field enters the inside (value above / below ``level``): (N,).
 
     Each ray's search interval (the box, or ``t_range = (t_start, t_end)`` with t_start = inf to skip a ray) is
-    cut into ``n_steps`` fixed steps, taken ``block`` at a time for the rays still searching; then bisection.
+    cut into ``n_steps`` fixed steps, taken ``block`` at a time for the rays still searching; then bisection
+    between the last step outside and the first inside.
     skip: optional empty-space skipping, a callable points (M, 3) -> bool (M,) that is False only where the field
-        cannot be inside (a ``CellGrid``); such steps count as outside without calling ``field_fn``. The steps and
-        the bisection are the same as without it, so a conservative ``skip`` changes no result.
+        cannot be inside (a ``CellGrid``). Only the steps where it is True are evaluated, per ray in order (first
+        block / 4 of them, then twice as many each round, at most 2 x block), so rays that meet no such step cost
+        no field evaluation; the others count as outside. The steps (t0 + k dt) and the bisection are those of
+        the search without skipping, so a conservative ``skip`` changes no result.
     """
     sign = 1.0 if inside == "above" else -1.0
     if t_range is None:
@@ -149,35 +215,50 @@ def first_crossing(field_fn, rays_o, rays_d, box=UNIT_BOX, level: float = 0.0, i
     dt = (t1 - t0) / n_steps
     out = torch.full_like(t0, math.inf)
     active, k = torch.nonzero(hit).squeeze(1), 0
+    if skip is not None:
+        return _first_crossing_skipping(field_fn, rays_o, rays_d, t0, dt, t1, active, sign, level, n_steps,
+                                        refine, block, skip, out)
     lo_t = t0.clone()
     while active.numel() and k < n_steps:
         steps = k + torch.arange(1, block + 1, dtype=t0.dtype, device=t0.device)
         ts = t0[active, None] + dt[active, None] * steps  # (n, block)
         x = rays_o[active, None] + ts[..., None] * rays_d[active, None]
-        if skip is None:
-            g = sign * (field_fn(x.reshape(-1, 3)).reshape(ts.shape) - level)
-        else:  # only the steps in cells that may hold the inside are evaluated; the rest stay outside (-1)
-            x = x.reshape(-1, 3)
-            may = skip(x)
-            g = torch.full((x.shape[0],), -1.0, dtype=t0.dtype, device=t0.device)
-            if may.any():
-                g[may] = sign * (field_fn(x[may]).reshape(-1).to(t0.dtype) - level)
-            g = g.reshape(ts.shape)
+        g = sign * (field_fn(x.reshape(-1, 3)).reshape(ts.shape) - level)
         inside_now = (g > 0) & (ts <= t1[active, None])
         found = inside_now.any(1)
         first = inside_now.float().argmax(1)
         a = torch.where(first > 0, ts.gather(1, (first - 1).clamp(min=0)[:, None])[:, 0], lo_t[active])
         b = ts.gather(1, first[:, None])[:, 0]
         idx = active[found]
-        a, b = a[found], b[found]
-        for _ in range(refine):  # bisection keeps a outside, b inside
-            m = 0.5 * (a + b)
-            gm = sign * (field_fn(rays_o[idx] + m[:, None] * rays_d[idx]).reshape(-1) - level)
-            a, b = torch.where(gm > 0, a, m), torch.where(gm > 0, m, b)
-        out[idx] = b
+        out[idx] = _bisect(field_fn, rays_o, rays_d, idx, a[found], b[found], sign, level, refine)
         lo_t[active] = ts[:, -1]
         k += block
         active = active[~found & (ts[:, -1] < t1[active])]
+    return out
+
+
+def _first_crossing_skipping(field_fn, rays_o, rays_d, t0, dt, t1, rays, sign, level, n_steps, refine, block,
+                             skip, out):
+    """``first_crossing`` over the steps ``skip`` keeps: each round evaluates, for every ray still searching, its
+    next ``width`` kept steps (packed, so the field sees only those points)."""
+    ray, k = _kept_steps(skip, rays_o, rays_d, t0, dt, t1, rays, n_steps)  # (S,), sorted by ray then k
+    counts = torch.bincount(ray, minlength=len(t0))
+    rank = torch.arange(len(ray), device=ray.device) - (counts.cumsum(0) - counts)[ray]  # (S,) k's place in its ray
+    searching = torch.ones(len(t0), dtype=torch.bool, device=t0.device)
+    lo, width, last = 0, max(1, block // 4), int(counts.max()) if len(ray) else 0
+    while lo < last:
+        sel = (rank >= lo) & (rank < lo + width) & searching[ray]
+        r, kk = ray[sel], k[sel]
+        ts = t0[r] + dt[r] * kk
+        g = sign * (field_fn(rays_o[r] + ts[:, None] * rays_d[r]).reshape(-1) - level) if len(r) else ts
+        first = torch.full_like(t0, math.inf).scatter_reduce(0, r[g > 0], kk[g > 0], "amin")  # (N,) per ray
+        idx = torch.nonzero(torch.isfinite(first)).squeeze(1)
+        if len(idx):
+            kf = first[idx]  # the first step inside; the one before it is outside (evaluated or skipped)
+            a, b = t0[idx] + dt[idx] * (kf - 1), t0[idx] + dt[idx] * kf
+            out[idx] = _bisect(field_fn, rays_o, rays_d, idx, a, b, sign, level, refine)
+            searching[idx] = False
+        lo, width = lo + width, min(2 * width, 2 * block)
     return out
 
 
@@ -211,7 +292,8 @@ def shade(t: torch.Tensor, normals: torch.Tensor, rays_d: torch.Tensor, res: int
 
 def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0, views=VIEWS,
                  device: str | torch.device = "cpu", chunk: int = 2**16, normal_h: float = 0.0, proxy=None,
-                 band: float = 0.03, grid_res: int = 64, n_steps: int = 256) -> list[np.ndarray]:
+                 band: float = 0.03, grid_res: int = 64, n_steps: int = 256,
+                 refine: int | None = None) -> list[np.ndarray]:
     """The learned shape from each (azimuth, elevation) view: list of (res, res, 3) images.
 
     kind: "sdf" (sphere tracing, inside below ``level``) or "occupancy" (first crossing, inside above).
@@ -222,10 +304,17 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
     proxy: occupancy only, instead of the grid: a ``mesh.MeshQuery`` of the field's own marching-cubes mesh, the
         crossing searched within ``band`` of the proxy's first hit. Rays that miss the proxy show background, so a
         part thinner than the proxy's grid can vanish: use only with a proxy finer than the preview needs.
+    refine: occupancy only, bisection steps after the first step inside; None: enough to place the crossing
+        within 1/32 of a pixel's footprint at the centre of the scene (a step is at most the box's diagonal /
+        ``n_steps``; 5 at 128^2 with 256 steps), at most 10.
     """
     def fn(x):
         return torch.cat([field_fn(c).reshape(-1) for c in x.split(chunk)]) if len(x) else x[:, 0]
 
+    footprint = 2 * RADIUS * math.tan(math.radians(FOV) / 2) / res  # a pixel's side at the origin
+    if refine is None:  # the longest step of the search, halved until it is below footprint / 32
+        longest = 2 * band / 16 if proxy is not None else math.dist(*UNIT_BOX) / n_steps
+        refine = min(10, max(1, math.ceil(math.log2(32 * longest / footprint))))
     grid = None
     if kind != "sdf" and proxy is None and grid_res:
         grid = CellGrid.from_field(fn, res=grid_res, level=level, inside="above", chunk=chunk, device=device)
@@ -233,13 +322,14 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
     for az, el in views:
         o, d = (r.to(device) for r in orbit_rays(res, az, el))
         if kind == "sdf":  # converged within a third of a pixel's footprint at the centre of the scene
-            eps = 0.3 * 2 * RADIUS * math.tan(math.radians(FOV) / 2) / res
+            eps = 0.3 * footprint
             t = sphere_trace(lambda x: fn(x) - level, o, d, eps=eps)
         elif proxy is not None:
             t_hit = torch.from_numpy(proxy.cast(torch.cat([o, d], 1).cpu().numpy())[0]).to(device)
-            t = first_crossing(fn, o, d, level=level, inside="above", n_steps=16, t_range=(t_hit - band, t_hit + band))
+            t = first_crossing(fn, o, d, level=level, inside="above", n_steps=16, refine=refine,
+                               t_range=(t_hit - band, t_hit + band))
         else:
-            t = first_crossing(fn, o, d, level=level, inside="above", n_steps=n_steps, skip=grid)
+            t = first_crossing(fn, o, d, level=level, inside="above", n_steps=n_steps, refine=refine, skip=grid)
         hit = torch.isfinite(t)
         pts = o[hit] + t[hit, None] * d[hit]
         n = field_normals(fn, pts, 1.0 if kind == "sdf" else -1.0, normal_h) if hit.any() else torch.zeros(0, 3)
