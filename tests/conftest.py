@@ -62,6 +62,46 @@ def tiny_scene(tmp_path_factory):
     return out
 
 
+STILL_LIFE_STEPS = ["--steps", "1000", "--eval-images", "1", "--quiet", "--grid-resolution", "32",
+                    "--steps-per-diagonal", "192", "--width", "64", "--features", "32", "--sigma", "4",
+                    "--target-samples", "4096", "--eval-every", "1000", "--background", "random", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def still_life_run(tmp_path_factory):
+    """1000 steps on a scene like tiny_scene (its own copy: tiny_scene is per module) with random backgrounds (a
+    white one lets the field paint the transparent background as white haze, whose depths are no surface): 26.6 dB
+    on its test views. Shared by the render-path and export tests; a test may add files to it, never change the
+    fit's own, nor the scene."""
+    import warnings
+
+    from data_tools.synth import demo_mesh, render_dataset
+    from rwf_render import cli
+
+    root = tmp_path_factory.mktemp("still_life")
+    render_dataset(demo_mesh(), root / "scene", res=32, n_views=24, n_val=1, n_test=2, log=lambda *a, **k: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(root / "scene"), "--out", str(root / "run"), *STILL_LIFE_STEPS]) == 0
+    return root / "run"
+
+
+def one_cli_error(capsys, argv) -> str:
+    """Run ``rwf`` with ``argv`` (any items, turned into strings), expect exit 2 and exactly one ``rwf: error:``
+    line on stderr (warnings ignored); return that line."""
+    import warnings
+
+    from rwf_render import cli
+
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main([str(a) for a in argv]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("rwf: error:"), err
+    return err[0]
+
+
 def interrupt_render_writes(monkeypatch, after: int) -> list:
     """Make ``rwf render`` of a NeRF run hit Ctrl+C on its image write number ``after + 1`` (the earlier ones are
     written); returns the list of paths it was asked to write."""

@@ -6,16 +6,17 @@ A stub model whose renders see a plane with opacity 0.8 (a closed form: no fit) 
 """
 
 import json
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from rwf_render import cli, nerf_export
+from rwf_render import nerf_export
 from rwf_render.cameras import Cameras, look_at, pixel_rays
 from rwf_render.errors import UserError
+
+from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
 
 PLANE_Z = 0.25  # the surface: the plane z = 0.25
 EYES = [(0.3, 0.2, 2.0), (-0.5, 0.4, 3.0)]  # two training cameras looking down at it, obliquely
@@ -127,14 +128,6 @@ def unloadable_run(tmp_path, small_dataset, monkeypatch):
     return run, loads
 
 
-def _error(capsys, argv) -> str:
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main([str(a) for a in argv]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("rwf: error:"), err
-    return err[0]
 
 
 @pytest.mark.parametrize("extra, says", [
@@ -146,7 +139,7 @@ def _error(capsys, argv) -> str:
 def test_bad_tsdf_sizes_are_refused_before_the_model_loads(unloadable_run, capsys, extra, says):
     pytest.importorskip("open3d")
     run, loads = unloadable_run
-    err = _error(capsys, ["export", "mesh", run, "--tsdf", "--device", "cpu", *extra])
+    err = one_cli_error(capsys, ["export", "mesh", run, "--tsdf", "--device", "cpu", *extra])
     assert says in err, err
     assert loads == []
 
@@ -157,5 +150,5 @@ def test_sound_tsdf_sizes_go_on_to_load_the_model(unloadable_run, capsys, extra)
     """The control: sizes that fit reach the model load (the stub refuses it)."""
     pytest.importorskip("open3d")
     run, loads = unloadable_run
-    assert "the model was loaded" in _error(capsys, ["export", "mesh", run, "--tsdf", "--device", "cpu", *extra])
+    assert "the model was loaded" in one_cli_error(capsys, ["export", "mesh", run, "--tsdf", "--device", "cpu", *extra])
     assert loads == [run]

@@ -1,14 +1,13 @@
 """`rwf render RUN --interpolate N` (a path through the training cameras) and `rwf export mesh RUN --poisson` (a
 screened Poisson surface through the points where training rays stop).
 
-One fit of the tiny_scene still life (conftest: 24 training views of a known mesh, 32x32) serves every test here;
-renders are 4x4 pixels (--downscale 8).
+One fit of the tiny_scene still life (conftest's still_life_run: 24 training views of a known mesh, 32x32) serves
+every test here and the --tsdf tests; renders are 4x4 pixels (--downscale 8).
 """
 
 import json
 import math
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -19,33 +18,22 @@ from rwf_render.cameras import Cameras, look_at
 from rwf_render.imgio import read_image
 from rwf_render.render_paths import nearest_neighbour_tour, training_path_cameras
 
-from conftest import interrupt_render_writes  # noqa: E402  (tests/ is on sys.path under pytest)
+from conftest import interrupt_render_writes, one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
 
-STEPS = ["--steps", "1000", "--eval-images", "1", "--quiet", "--grid-resolution", "32", "--steps-per-diagonal",
-         "192", "--width", "64", "--features", "32", "--sigma", "4", "--target-samples", "4096", "--eval-every",
-         "1000", "--background", "random", "--device", "cpu"]
 SMALL = ["--downscale", "8"]
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_scene, tmp_path_factory):
-    """1000 steps on tiny_scene with random backgrounds (a white one lets the field paint the transparent background
-    as white haze, whose depths are no surface): 26.6 dB on its test views."""
-    run = tmp_path_factory.mktemp("paths") / "run"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(run), *STEPS]) == 0
-    return run
+def fitted(still_life_run):
+    return still_life_run
 
 
-def _one_error(capsys, argv) -> str:
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main([str(a) for a in argv]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("rwf: error:"), err
-    return err[0]
+@pytest.fixture(scope="module")
+def tiny_scene(still_life_run):
+    """The scene that run was fitted to (conftest's tiny_scene, rendered alike)."""
+    return still_life_run.parent / "scene"
+
+
 
 
 # -- the tour and the path -----------------------------------------------------------------------------------------
@@ -142,7 +130,7 @@ def test_interpolate_refuses_what_it_cannot_do(fitted, tmp_path, capsys, extra, 
     argv = ["render", fitted, "--out", tmp_path / "r", *SMALL, *extra]
     if extra[0] != "--interpolate":
         argv += ["--interpolate", "2"]
-    assert says in _one_error(capsys, argv)
+    assert says in one_cli_error(capsys, argv)
     assert not (tmp_path / "r").exists()
 
 
@@ -219,7 +207,7 @@ def test_poisson_refuses_options_it_would_not_use(fitted, tmp_path, capsys, monk
     from rwf_render import nerf_export
 
     monkeypatch.setattr(nerf_export, "depth_points", lambda *a, **k: pytest.fail("rendered before refusing"))
-    assert says in _one_error(capsys, ["export", "mesh", fitted, "--out", tmp_path / "m.ply", *extra])
+    assert says in one_cli_error(capsys, ["export", "mesh", fitted, "--out", tmp_path / "m.ply", *extra])
     assert sorted(tmp_path.iterdir()) == []
 
 
@@ -228,6 +216,6 @@ def test_poisson_without_open3d_is_one_clear_error(fitted, tmp_path, capsys, mon
 
     monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d raises ImportError
     monkeypatch.setattr(nerf_export, "depth_points", lambda *a, **k: pytest.fail("rendered before checking"))
-    err = _one_error(capsys, ["export", "mesh", fitted, "--poisson", "--out", tmp_path / "m.ply"])
+    err = one_cli_error(capsys, ["export", "mesh", fitted, "--poisson", "--out", tmp_path / "m.ply"])
     assert "--poisson needs open3d" in err
     assert sorted(tmp_path.iterdir()) == []

@@ -19,6 +19,8 @@ from rwf_render.cameras import Cameras, look_at
 from rwf_render.errors import UserError
 from rwf_render.render_paths import average_pose, spiral_cameras, spiral_focus, spiral_path
 
+from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
+
 STEPS = ["--steps", "2", "--eval-images", "1", "--quiet", "--grid-resolution", "16", "--steps-per-diagonal", "32",
          "--width", "16", "--features", "8", "--target-samples", "512", "--device", "cpu"]
 SMALL = ["--downscale", "8"]
@@ -208,14 +210,6 @@ def fitted(tiny_scene, tmp_path_factory):
     return run
 
 
-def _one_error(capsys, argv) -> str:
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main([str(a) for a in argv]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("rwf: error:"), err
-    return err[0]
 
 
 def test_spiral_renders_n_frames_and_videos(fitted):
@@ -241,7 +235,7 @@ def test_spiral_renders_n_frames_and_videos(fitted):
                                          (["--fps", "12"], "--fps")])
 def test_spiral_refuses_other_paths_and_options_it_would_not_use(fitted, tmp_path, capsys, extra, says):
     argv = ["render", fitted, "--out", tmp_path / "r", *SMALL, "--spiral", "4", *extra]
-    assert says in _one_error(capsys, argv)
+    assert says in one_cli_error(capsys, argv)
     assert not (tmp_path / "r").exists()
 
 
@@ -249,9 +243,9 @@ def test_spiral_refuses_zero_and_absurd_frame_counts_before_any_camera_is_made(f
                                                                                 monkeypatch):
     monkeypatch.setattr(render_paths, "spiral_cameras", lambda *a: pytest.fail("spiral cameras made"))
     out = tmp_path / "r"
-    assert "--spiral" in _one_error(capsys, ["render", fitted, "--spiral", "0", "--out", out])
+    assert "--spiral" in one_cli_error(capsys, ["render", fitted, "--spiral", "0", "--out", out])
     for n in (10**9, MAX_FRAMES + 1):
-        line = _one_error(capsys, ["render", fitted, "--spiral", n, "--out", out])
+        line = one_cli_error(capsys, ["render", fitted, "--spiral", n, "--out", out])
         assert "--spiral" in line and f"{MAX_FRAMES:,}" in line, line
     assert sorted(tmp_path.iterdir()) == []
 

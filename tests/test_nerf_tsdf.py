@@ -17,6 +17,8 @@ import torch
 from rwf_render import cli
 from rwf_render.cameras import Cameras, look_at, pixel_rays
 
+from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
+
 pytest.importorskip("open3d")
 
 CENTER, RADIUS = np.array([0.1, -0.05, 0.02]), 0.5
@@ -134,28 +136,18 @@ def test_distorted_and_fisheye_cameras_become_pinholes_with_their_intrinsics():
 
 
 # -- the command, on a short fit of the still life ------------------------------------------------------------------
-STEPS = ["--steps", "300", "--eval-images", "1", "--quiet", "--grid-resolution", "32", "--steps-per-diagonal",
-         "192", "--width", "64", "--features", "32", "--sigma", "4", "--target-samples", "4096", "--eval-every",
-         "300", "--background", "random", "--device", "cpu"]
+
+@pytest.fixture(scope="module")
+def fitted(still_life_run):
+    return still_life_run
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_scene, tmp_path_factory):
-    run = tmp_path_factory.mktemp("tsdf") / "run"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(run), *STEPS]) == 0
-    return run
+def tiny_scene(still_life_run):
+    """The scene that run was fitted to (conftest's tiny_scene, rendered alike)."""
+    return still_life_run.parent / "scene"
 
 
-def _one_error(capsys, argv) -> str:
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert cli.main([str(a) for a in argv]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("rwf: error:"), err
-    return err[0]
 
 
 def test_tsdf_export_is_a_coloured_mesh_near_the_source_inside_the_box(fitted, tiny_scene):
@@ -217,7 +209,7 @@ def test_tsdf_refuses_options_it_would_not_use(fitted, tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(nerf_tsdf, "depth_frames", lambda *a, **k: pytest.fail("rendered before refusing"))
     monkeypatch.setattr(nerf_export, "depth_points", lambda *a, **k: pytest.fail("rendered before refusing"))
-    assert says in _one_error(capsys, ["export", "mesh", fitted, "--out", tmp_path / "m.ply", *extra])
+    assert says in one_cli_error(capsys, ["export", "mesh", fitted, "--out", tmp_path / "m.ply", *extra])
     assert sorted(tmp_path.iterdir()) == []
 
 
@@ -226,6 +218,6 @@ def test_tsdf_without_open3d_is_one_clear_error(fitted, tmp_path, capsys, monkey
 
     monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d raises ImportError
     monkeypatch.setattr(nerf_tsdf, "depth_frames", lambda *a, **k: pytest.fail("rendered before checking"))
-    assert "--tsdf needs open3d" in _one_error(capsys, ["export", "mesh", fitted, "--tsdf", "--out",
+    assert "--tsdf needs open3d" in one_cli_error(capsys, ["export", "mesh", fitted, "--tsdf", "--out",
                                                         tmp_path / "m.ply"])
     assert sorted(tmp_path.iterdir()) == []
