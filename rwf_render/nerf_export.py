@@ -82,9 +82,7 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
                   file=sys.stderr):
         res = model.render_camera(cams[i], **frame_bounds(near_far, i))
         o, d = pixel_rays(cams[i].to(device=model.aabb.device))
-        opacity = res["opacity"]
-        keep = opacity >= MIN_OPACITY
-        t = res["depth"] / opacity.clamp_min(MIN_OPACITY)  # (H, W) where kept: the mean distance of the weights
+        t, keep = stop_distance(res)
         pts.append((o + d * t[..., None])[keep].cpu())
         cols.append(res["rgb"][keep].cpu())
         origins.append(o[keep].cpu())
@@ -93,6 +91,14 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
         pick = np.random.default_rng(0).choice(len(pts), max_points, replace=False)
         pts, cols, origins = pts[pick], cols[pick], origins[pick]
     return pts, cols, origins
+
+
+def stop_distance(res: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each ray of a render (``NeRFModel.render_camera``'s dict) stops: the weights' mean distance along the
+    unit ray, depth / opacity (H, W), and whether the pixel holds a surface at all, opacity >= ``MIN_OPACITY``
+    (H, W) bool (the distance is meaningless where not)."""
+    opacity = res["opacity"]
+    return res["depth"] / opacity.clamp_min(MIN_OPACITY), opacity >= MIN_OPACITY
 
 
 def painted_background(model: NeRFModel, tsdf: bool = False) -> str | None:

@@ -35,6 +35,7 @@ import trimesh
 
 from .cli import option_typed
 from .errors import UserError
+from .nerf_export import MIN_OPACITY, stop_distance
 
 VOXELS_PER_DIAGONAL = 256
 """default voxel: the box diagonal / 256, the detail of the marching-cubes export's default --res 256"""
@@ -46,15 +47,11 @@ Chamfer-L1 to the source mesh 0.0318 at 2 voxels, 0.0320 at 4, 0.0359 at 8 (F-sc
 the surface as close as 2 with fewer holes"""
 RENDER_SIZE = 200
 """without --downscale, training images are rendered at about this many pixels across, as ``--pointcloud`` does"""
-MIN_OPACITY = 0.5
-"""pixels whose accumulated weight is below this are background: no depth"""
 MIN_WEIGHT = 1.0
 """a voxel carries surface once one view has integrated it; open3d's default, 3, drops what fewer views saw (the
 same fit: Chamfer-L1 0.0325 and 7 % fewer faces)"""
 BLOCK_RESOLUTION, BLOCK_COUNT = 16, 4096
 """the sparse grid's blocks of 16^3 voxels, room for 4096 of them to start with (it grows as views add more)"""
-PIXEL_ORIGIN = 0.0
-"""added to cx, cy for open3d: its pixel (i, j) spans [i, i + 1) x [j, j + 1), as cameras.py's does"""
 
 
 def check_options(args) -> None:
@@ -165,13 +162,12 @@ def depth_frames(model, cams, indices, box: np.ndarray, progress: bool = True):
     for i in tqdm(indices, desc="tsdf", unit="camera", disable=not progress, dynamic_ncols=True, file=sys.stderr):
         cam = cams[i].to(dtype=torch.float32)
         res = model.render_camera(cam, **frame_bounds(near_far, i))
-        opacity, depth = res["opacity"].float().cpu(), res["depth"].float().cpu()
-        t = depth / opacity.clamp_min(1e-6)  # (H, W) distance along the unit ray
+        t, surface = (x.cpu() for x in stop_distance({k: res[k].float() for k in ("depth", "opacity")}))
         o, d = pixel_rays(cam.to(device="cpu"))  # (H, W, 3) unit directions
         _, d1 = pixel_rays(cam.to(device="cpu"), normalize=False)  # z-depth-1 directions
         z = t / d1.norm(dim=-1)
         x = o + d * t[..., None]
-        keep = (opacity >= MIN_OPACITY) & torch.isfinite(z) & (z > 0) & ((x >= lo) & (x <= hi)).all(-1)
+        keep = surface & torch.isfinite(z) & (z > 0) & ((x >= lo) & (x <= hi)).all(-1)
         rgb = np.round(res["rgb"].float().clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
         yield cam, rgb, torch.where(keep, z, torch.zeros_like(z)).numpy().astype(np.float32)
 
@@ -205,8 +201,9 @@ def fuse(frames, box: np.ndarray, voxel: float, trunc_voxels: float = TRUNC_VOXE
         rot = c2w[:, :3] @ flip
         w2c = np.eye(4)
         w2c[:3, :3], w2c[:3, 3] = rot.T, -rot.T @ c2w[:, 3]
-        k = np.array([[float(cam.fx[0]), 0.0, float(cam.cx[0]) + PIXEL_ORIGIN],
-                      [0.0, float(cam.fy[0]), float(cam.cy[0]) + PIXEL_ORIGIN], [0.0, 0.0, 1.0]])
+        # cx, cy as they are: open3d's pixel (i, j) spans [i, i + 1) x [j, j + 1), as cameras.py's does
+        k = np.array([[float(cam.fx[0]), 0.0, float(cam.cx[0])], [0.0, float(cam.fy[0]), float(cam.cy[0])],
+                      [0.0, 0.0, 1.0]])
         k, w2c = core.Tensor(k), core.Tensor(w2c)
         depth = geometry.Image(core.Tensor(np.ascontiguousarray(z, np.float32)))
         color = geometry.Image(core.Tensor(np.ascontiguousarray(rgb, np.float32) / 255))
