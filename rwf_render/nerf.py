@@ -88,8 +88,9 @@ def check_background(background: str, train: PosedImages, data: str, resuming: b
 # -- commands on a run --------------------------------------------------------------------------------------------
 def load_scene_model(run: Path, device="cpu") -> NeRFModel:
     """Rebuild a NeRF run's model from config.json and checkpoint.pt; also attaches ``train_cameras`` (with their
-    learned corrections when the fit refined them), ``train_image_paths``, ``train_near_far``, ``background`` (3,)
-    and ``cfg`` for the viewer."""
+    learned corrections when the fit refined them), ``train_dataset_cameras`` (the same at the dataset's poses: what
+    ``model.pose_correction`` refines, so a viewer that reloads the checkpoint can correct them anew),
+    ``train_image_paths``, ``train_near_far``, ``background`` (3,) and ``cfg`` for the viewer."""
     from .datasets import load_transforms  # noqa: PLC0415
 
     cfg_dict = read_json(Path(run) / CONFIG)
@@ -112,6 +113,7 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
             k = float(cfg.downscale)
             cams = replace(cams, fx=cams.fx / k, fy=cams.fy / k, cx=cams.cx / k, cy=cams.cy / k,
                            width=cams.width // cfg.downscale, height=cams.height // cfg.downscale)
+        model.train_dataset_cameras = cams
         if model.pose_correction is not None:  # the poses the field was fitted to
             if len(cams) == model.pose_correction.delta.shape[0]:
                 cams = replace(cams, c2w=model.pose_correction.refined(cams.c2w))
@@ -122,7 +124,7 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
         model.train_near_far = tf.near_far  # (N, 2) per-image bounds of the dataset, or None
     except UserError as e:  # the dataset moved, or no longer loads: say why where the cameras are needed
         model.train_cameras, model.train_image_paths, model.train_near_far = None, [], None
-        model.train_cameras_missing = str(e)
+        model.train_dataset_cameras, model.train_cameras_missing = None, str(e)
     model.cfg = cfg
     model.background_color = torch.ones(3) if eval_background(cfg.background) == "white" else torch.zeros(3)
     return model

@@ -3,16 +3,26 @@
 Everything that touches the NeRF pipeline goes through two functions of ``rwf_render.nerf`` (the contract):
 
     load_scene_model(run, device) -> model   with .aabb (6,), .train_cameras (Cameras or None),
-                                             .train_image_paths (list[Path])
+                                             .train_image_paths (list[Path]); optionally
+                                             .train_dataset_cameras (the cameras before .pose_correction)
     render_camera(model, cam, max_samples=None, chunk=None) -> {"rgb": (H, W, 3), "depth": (H, W),
                                                                   "opacity": (H, W)}
 
-``depth`` is the distance along unit-length rays (``RAY_DISTANCE_DEPTH``; NeRFModel.render_rays) and is turned
-into the z-depth viser composites with. Live (``rwf fit nerf --view``), the trainer's model is the same NeRFModel
-without the attached cameras; they and the thumbnails come from the task's training split (``task.train``, a
-``PosedImages``) when it has one. Those are the dataset's poses: with ``--optimize-cameras`` the frustums are drawn
-where the snapshot's ``pose_correction`` puts them (``PoseCorrection.refined``, as ``load_scene_model`` gives a
-finished run's cameras) and move with it at each panel refresh (:meth:`NeRFSource.refresh_gui`).
+``depth`` is ``sum_i w_i t_i`` along unit-length rays (``RAY_DISTANCE_DEPTH``; NeRFModel.render_rays) and
+``opacity`` is ``sum_i w_i``. viser composites the frame with the scene's meshes and frustums by a z-depth (the
+distance along the camera axis, in scene units): a pixel of opacity >= ``nerf_export.MIN_OPACITY`` gets its
+weights' mean, depth / opacity, as z-depth (``depth`` alone lies short of the surface by the missing opacity, a
+fifth at 0.8; the exports place their points the same way: ``nerf_export.stop_distance``), and a pixel of less
+opacity, background, gets ``FAR``: behind every scene node (viser reads a depth of 0 as at the camera, in front of
+them all).
+
+Live (``rwf fit nerf --view``), the trainer's model is the same NeRFModel without the attached cameras; they and
+the thumbnails come from the task's training split (``task.train``, a ``PosedImages``) when it has one. Those are
+the dataset's poses: with ``--optimize-cameras`` the frustums are drawn where the snapshot's ``pose_correction``
+puts them (``PoseCorrection.refined``, as ``load_scene_model`` gives a finished run's cameras) and move with it at
+each panel refresh (:meth:`NeRFSource.refresh_gui`). ``rwf view RUN`` draws the run's refined cameras, and after
+"reload checkpoint" its ``train_dataset_cameras`` corrected by the reloaded ``pose_correction``: where
+``load_scene_model`` of the new checkpoint puts them.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import torch
 
 from rwf_render.cameras import Cameras, pixel_rays
 from rwf_render.errors import UserError
+from rwf_render.nerf_export import stop_distance
 
 from .camera import frustum_params
 from .sdf_source import _extracted_mesh
@@ -74,12 +85,14 @@ class NeRFSource(Source):
     strip_pixels = 65536
 
     def __init__(self, model, device: torch.device, api, run: Path | None = None, mesh=None,
-                 cameras: Cameras | None = None, thumbnail=None, follow_corrections: bool = False):
+                 cameras: Cameras | None = None, thumbnail=None, follow_corrections: bool = False,
+                 dataset_cameras: Cameras | None = None):
         """cameras: training cameras (default ``model.train_cameras``); thumbnail(i) -> (H, W, C) image i in
-        [0, 1] (default: read ``model.train_image_paths[i]``); follow_corrections: ``cameras`` hold the dataset's
-        poses of a fit in progress, and the frustums are drawn at those corrected by ``model.pose_correction``
-        (when the model has one for as many cameras), following it at each :meth:`refresh_gui` (a finished run's
-        ``train_cameras`` come already corrected)."""
+        [0, 1] (default: read ``model.train_image_paths[i]``); follow_corrections: the frustums are drawn at the
+        dataset's poses corrected by ``model.pose_correction`` (when the model has one for as many cameras),
+        following it at each :meth:`refresh_gui`; dataset_cameras: those poses (default ``cameras``: a fit in
+        progress; a finished run's ``train_cameras`` come already corrected, so its ``train_dataset_cameras`` are
+        given here, and the corrections are never applied twice)."""
         super().__init__(model, device, run)
         self.api, self.mesh = api, mesh
         self.aabb = np.asarray(torch.as_tensor(model.aabb).detach().cpu(), np.float64).reshape(6)
@@ -88,6 +101,7 @@ class NeRFSource(Source):
         self.image_paths = list(getattr(model, "train_image_paths", None) or [])
         self.thumbnail = thumbnail or self._read_thumbnail
         self.follow_corrections = follow_corrections
+        self.dataset_cameras: Cameras | None = dataset_cameras if dataset_cameras is not None else self.cameras
         self.up = self._mean_up()
         self._frustums, self._frustum_params, self._frustum_idx = [], [], np.zeros(0, int)
         self._drawn_delta: torch.Tensor | None = None  # the corrections the frustums are drawn with
@@ -105,7 +119,9 @@ class NeRFSource(Source):
         except (KeyError, TypeError) as e:  # a config.json without the fields the pipeline reads
             raise UserError(f"{run / 'config.json'}: not a valid nerf run config ({type(e).__name__}: {e})") from None
         model.eval()
-        return cls(model, device, api, run, _extracted_mesh(run))
+        dataset = getattr(model, "train_dataset_cameras", None)  # a reloaded checkpoint corrects them anew
+        return cls(model, device, api, run, _extracted_mesh(run), follow_corrections=dataset is not None,
+                   dataset_cameras=dataset)
 
     @classmethod
     def from_trainer(cls, trainer, cfg: dict, api=None) -> "NeRFSource":
@@ -125,18 +141,20 @@ class NeRFSource(Source):
         return tuple((up / n).tolist()) if n > 1e-3 else (0.0, 0.0, 1.0)
 
     def drawn_cameras(self) -> tuple[Cameras, torch.Tensor | None]:
-        """The training cameras where their frustums are drawn, and the corrections (N, 6) applied to get there
-        (None: ``cameras`` as given). Reads the model's corrections under the source's lock (a snapshot is loaded
-        under it), so the poses all come from one training step."""
-        correction = None
+        """The training cameras where their frustums are drawn, and the corrections (N, 6) applied to the
+        dataset's poses to get there (None: ``cameras`` as given). Reads the model's corrections under the source's
+        lock (a snapshot or a reloaded checkpoint is loaded under it), so the poses all come from one training
+        step."""
+        correction, base = None, self.dataset_cameras
         with self.lock:
             if self.follow_corrections:
                 correction = getattr(self.model, "pose_correction", None)
-            if self.cameras is None or correction is None or correction.delta.shape[0] != len(self.cameras):
+            if (self.cameras is None or base is None or correction is None
+                    or correction.delta.shape[0] != len(base) or len(base) != len(self.cameras)):
                 return self.cameras, None
             delta = correction.delta.detach().to("cpu", torch.float64, copy=True)
-            c2w = correction.refined(self.cameras.c2w.detach().cpu())  # the static viewer's poses, from the same call
-        return replace(self.cameras, c2w=c2w), delta
+            c2w = correction.refined(base.c2w.detach().cpu())  # load_scene_model's poses, from the same call
+        return replace(base, c2w=c2w), delta
 
     def scene_radius(self) -> float:
         return 0.5 * float(np.linalg.norm(self.aabb[3:] - self.aabb[:3]))
@@ -152,11 +170,12 @@ class NeRFSource(Source):
     def render(self, cams: Cameras, mode: str):
         cams = cams.to(self.device)
         out = self.api.render_camera(self.model, cams, chunk=int(cams.width[0] * cams.height[0]))
-        rgb, depth, opacity = out["rgb"].float(), out["depth"].float(), out["opacity"].float().reshape(out["depth"].shape)
+        rgb, depth = out["rgb"].float(), out["depth"].float()
+        opacity = out["opacity"].float().reshape(depth.shape)
         if RAY_DISTANCE_DEPTH:
             _, d = pixel_rays(cams, normalize=False)  # z-depth-1 directions: |d| = ray length per unit z-depth
             depth = depth / d.norm(dim=-1).to(depth)
-        solid = opacity > 0.5
+        depth, solid = stop_distance({"depth": depth, "opacity": opacity})  # where the ray stops (H, W)
         zdepth = torch.where(solid, depth, torch.full_like(depth, FAR))
         if mode == "depth":
             dist = float(np.linalg.norm(cams.c2w[0, :, 3].cpu().numpy() - self.center))
