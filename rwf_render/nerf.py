@@ -194,6 +194,10 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
                         f"from its two cameras'. At most {MAX_FRAMES} frames in all")
     add_spiral_argument(g)
     g.add_argument("--video", action="store_true", help="also write MP4 videos (rgb and depth)")
+    g.add_argument("--opacity", action="store_true",
+                   help="also write opacity_XXXX.png per frame: the opacity sum_i w_i (nerfstudio's accumulation), "
+                        "[0, 1] as a 16-bit grey PNG; depth_XXXX.exr / opacity is where the ray stops. rgb_XXXX.png "
+                        "stays RGB on the run's background; --video makes no opacity video")
     g.add_argument("--fps", type=int_in(1, MAX_FPS, "a frame rate (frames per second)"), default=24,
                    help=f"video frame rate, 1..{MAX_FPS} (default 24; with --camera-path, the file's own rate unless "
                         "--fps is typed)")

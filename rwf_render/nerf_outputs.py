@@ -1,11 +1,16 @@
 """Frames and videos of a trained NeRF run, on demand (meshes and point clouds: :mod:`rwf_render.nerf_export`).
 
     rwf render RUN --split test | --orbit N | --camera-path FILE | --interpolate N | --spiral N  [--video]
-                   [--out DIR] [--downscale K]
+                   [--opacity] [--out DIR] [--downscale K]
 
 Frames: ``rgb_0000.png``, ``depth_0000.exr`` (float32 distance along the ray; 0 where nothing was hit) and
-``depth_0000.png`` (the same through the 'turbo' colormap, one fixed range for every frame of a render). A render
-asks for at most :data:`~rwf_render.camera_path.MAX_FRAMES` frames; ``--video`` streams them to ffmpeg as they come.
+``depth_0000.png`` (the same through the 'turbo' colormap, one fixed range for every frame of a render). With
+``--opacity`` also ``opacity_0000.png``: the opacity sum_i w_i (nerfstudio's "accumulation") as a 16-bit grey PNG,
+[0, 1] scaled to 65535, so that depth / opacity is the distance where the ray stops and rgb and opacity matte the
+render. The opacity is a file of its own rather than the alpha of an RGBA ``rgb_0000.png``: the rgb stays what it
+was (composited on the run's background, which for a learned background is part of the picture where the opacity
+is 0), and the alpha keeps 16 bits. A render asks for at most :data:`~rwf_render.camera_path.MAX_FRAMES` frames;
+``--video`` streams them to ffmpeg as they come (rgb and depth; no opacity video).
 """
 
 from __future__ import annotations
@@ -120,7 +125,7 @@ def _check_cameras(cams: Cameras, what: str) -> None:
 
 
 FRAME_PATTERNS = ("rgb_[0-9][0-9][0-9][0-9].png", "depth_[0-9][0-9][0-9][0-9].exr", "depth_[0-9][0-9][0-9][0-9].png",
-                  "rgb.mp4", "depth.mp4")
+                  "opacity_[0-9][0-9][0-9][0-9].png", "rgb.mp4", "depth.mp4")
 MANIFEST = ".rwf_render.json"
 """the names a render wrote into its folder: the next render there removes those it does not write again, and
 nothing else (a folder of the user's own files named like frames keeps them)"""
@@ -177,10 +182,13 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
                 hit = depth[opacity >= 0.5]
                 depth_range = (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
             depth_rgb = depth_colors(depth, opacity, *depth_range)
-            for file, pixels in ((f"rgb_{i:04d}.png", rgb), (f"depth_{i:04d}.exr", depth[..., None]),
-                                 (f"depth_{i:04d}.png", depth_rgb)):
+            frames = [(f"rgb_{i:04d}.png", rgb, 8), (f"depth_{i:04d}.exr", depth[..., None], 8),
+                      (f"depth_{i:04d}.png", depth_rgb, 8)]
+            if getattr(args, "opacity", False):  # 16 bits: depth / opacity keeps about 4 digits down to opacity 0.1
+                frames.append((f"opacity_{i:04d}.png", opacity[..., None], 16))
+            for file, pixels, bits in frames:
                 with _writing(out / file):
-                    write_image(staging / file, pixels)
+                    write_image(staging / file, pixels, bits)
             if args.video:  # streamed to ffmpeg: memory holds one frame, whatever the length of the video
                 for file, pixels in (("rgb.mp4", rgb), ("depth.mp4", depth_rgb)):
                     with _writing(out / file):
@@ -204,7 +212,8 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         for video in videos.values():  # a render that failed or was interrupted: its partial videos are dropped
             video.close(ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"{out}: {len(cams)} frames{f' and rgb.mp4, depth.mp4 at {fps:g} fps' if args.video else ''}")
+    also = " with opacity" if getattr(args, "opacity", False) else ""
+    print(f"{out}: {len(cams)} frames{also}{f' and rgb.mp4, depth.mp4 at {fps:g} fps' if args.video else ''}")
     return 0
 
 
