@@ -193,11 +193,10 @@ def _kept_steps(skip, rays_o, rays_d, t0, dt, t1, rays, n_steps, chunk=2**20):
 
 @torch.no_grad()
 def first_crossing(field_fn, rays_o, rays_d, box=UNIT_BOX, level: float = 0.0, inside: str = "above",
-                   n_steps: int = 256, refine: int = 10, block: int = 16, t_range=None, skip=None) -> torch.Tensor:
+                   n_steps: int = 256, refine: int = 10, block: int = 16, skip=None) -> torch.Tensor:
     """Distance to the first point where the field enters the inside (value above / below ``level``): (N,).
 
-    Each ray's search interval (the box, or ``t_range = (t_start, t_end)`` with t_start = inf to skip a ray) is
-    cut into ``n_steps`` fixed steps, taken ``block`` at a time for the rays still searching; then bisection
+    Each ray's interval through the box is cut into ``n_steps`` fixed steps, taken ``block`` at a time for the rays still searching; then bisection
     between the last step outside and the first inside.
     skip: optional empty-space skipping, a callable points (M, 3) -> bool (M,) that is False only where the field
         cannot be inside (a ``CellGrid``). Only the steps where it is True are evaluated, per ray in order (first
@@ -206,12 +205,7 @@ def first_crossing(field_fn, rays_o, rays_d, box=UNIT_BOX, level: float = 0.0, i
         the search without skipping, so a conservative ``skip`` changes no result.
     """
     sign = 1.0 if inside == "above" else -1.0
-    if t_range is None:
-        t0, t1, hit = box_interval(rays_o, rays_d, box)
-    else:
-        t0, t1 = t_range
-        hit = torch.isfinite(t0) & (t1 > t0)
-        t0, t1 = torch.where(hit, t0, 0.0), torch.where(hit, t1, 0.0)
+    t0, t1, hit = box_interval(rays_o, rays_d, box)
     dt = (t1 - t0) / n_steps
     out = torch.full_like(t0, math.inf)
     active, k = torch.nonzero(hit).squeeze(1), 0
@@ -291,9 +285,8 @@ def shade(t: torch.Tensor, normals: torch.Tensor, rays_d: torch.Tensor, res: int
 
 
 def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0, views=VIEWS,
-                 device: str | torch.device = "cpu", chunk: int = 2**16, normal_h: float = 0.0, proxy=None,
-                 band: float = 0.03, grid_res: int = 64, n_steps: int = 256,
-                 refine: int | None = None) -> list[np.ndarray]:
+                 device: str | torch.device = "cpu", chunk: int = 2**16, normal_h: float = 0.0,
+                 grid_res: int = 64, n_steps: int = 256, refine: int | None = None) -> list[np.ndarray]:
     """The learned shape from each (azimuth, elevation) view: list of (res, res, 3) images.
 
     kind: "sdf" (sphere tracing, inside below ``level``) or "occupancy" (first crossing, inside above).
@@ -301,9 +294,6 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
     occupancy: the first crossing over ``n_steps`` steps across the box, with empty-space skipping by a
         ``CellGrid`` of the field on ``grid_res``^3 lattice points, built once for all views (0: no skipping, every
         step evaluated). It finds what the search without skipping finds, independent of any mesh resolution.
-    proxy: occupancy only, instead of the grid: a ``mesh.MeshQuery`` of the field's own marching-cubes mesh, the
-        crossing searched within ``band`` of the proxy's first hit. Rays that miss the proxy show background, so a
-        part thinner than the proxy's grid can vanish: use only with a proxy finer than the preview needs.
     refine: occupancy only, bisection steps after the first step inside; None: enough to place the crossing
         within 1/32 of a pixel's footprint at the centre of the scene (a step is at most the box's diagonal /
         ``n_steps``; 5 at 128^2 with 256 steps), at most 10.
@@ -313,10 +303,10 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
 
     footprint = 2 * RADIUS * math.tan(math.radians(FOV) / 2) / res  # a pixel's side at the origin
     if refine is None:  # the longest step of the search, halved until it is below footprint / 32
-        longest = 2 * band / 16 if proxy is not None else math.dist(*UNIT_BOX) / n_steps
+        longest = math.dist(*UNIT_BOX) / n_steps
         refine = min(10, max(1, math.ceil(math.log2(32 * longest / footprint))))
     grid = None
-    if kind != "sdf" and proxy is None and grid_res:
+    if kind != "sdf" and grid_res:
         grid = CellGrid.from_field(fn, res=grid_res, level=level, inside="above", chunk=chunk, device=device)
     images = []
     for az, el in views:
@@ -324,10 +314,6 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
         if kind == "sdf":  # converged within a third of a pixel's footprint at the centre of the scene
             eps = 0.3 * footprint
             t = sphere_trace(lambda x: fn(x) - level, o, d, eps=eps)
-        elif proxy is not None:
-            t_hit = torch.from_numpy(proxy.cast(torch.cat([o, d], 1).cpu().numpy())[0]).to(device)
-            t = first_crossing(fn, o, d, level=level, inside="above", n_steps=16, refine=refine,
-                               t_range=(t_hit - band, t_hit + band))
         else:
             t = first_crossing(fn, o, d, level=level, inside="above", n_steps=n_steps, refine=refine, skip=grid)
         hit = torch.isfinite(t)
