@@ -4,7 +4,7 @@
 Written by the viewer (``viewer/panels.py``), read by ``rwf render RUN --camera-path FILE`` (``nerf_outputs.py``);
 needs neither viser nor the viewer package. The paths ``rwf render`` makes from the training cameras are elsewhere:
 ``--interpolate N`` and ``--spiral N`` in :mod:`rwf_render.render_paths`, ``--orbit N`` in
-:func:`rwf_render.nerf_render.orbit_cameras`.
+:func:`rwf_render.render_paths.orbit_cameras`.
 
 Format (close to nerfstudio's ``camera_path.json``, whose readers only need ``camera_path`` and the render size)::
 

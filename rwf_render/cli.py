@@ -4,6 +4,7 @@
     rwf eval RUN                                   recompute metrics from the checkpoint
     rwf render RUN [options]                       render from the checkpoint
     rwf export mesh RUN [options]                  extract a mesh (sdf and nerf runs)
+    rwf export cameras RUN [options]               the cameras as a transforms.json (nerf runs)
     rwf <plugin> ...                               commands installed by other packages (``rwf data``, ``rwf view``)
 
 Pipelines are modules of this package exposing ``add_fit_arguments(parser)``, ``fit(args)``, and optionally
@@ -188,6 +189,19 @@ def _run_command(action: str, owned: dict | None = None):
     return handler
 
 
+def _export_cameras(args) -> int:
+    """``rwf export cameras RUN``: nerf runs only (an image or sdf run has no cameras)."""
+    from .rundir import load_run_config  # noqa: PLC0415
+
+    cfg = load_run_config(args.run)
+    if cfg["kind"] != "nerf":
+        raise UserError(f"'rwf export cameras' applies to nerf runs, not to {cfg['kind']} runs like {args.run} (their "
+                        "input has no cameras)")
+    from .nerf_cameras import export_cameras_run  # noqa: PLC0415
+
+    return export_cameras_run(Path(args.run), cfg, args)
+
+
 def _add_pipeline_arguments(parser: argparse.ArgumentParser, hook: str) -> dict:
     """Let each pipeline add its options for one command (``hook``: add_render_arguments, ...); returns
     {dest: (pipeline, action)} for the options each added."""
@@ -253,7 +267,7 @@ def build_parser() -> Parser:
     add_device_argument(rd)
     rd.set_defaults(func=_run_command("render", _add_pipeline_arguments(rd, "add_render_arguments")))
 
-    ex = sub.add_parser("export", help="export a run's geometry")
+    ex = sub.add_parser("export", help="export a run's geometry or cameras")
     ex_sub = ex.add_subparsers(dest="what", metavar="WHAT", parser_class=Parser)
     ex_sub.required = True
     mesh = ex_sub.add_parser("mesh", help="marching-cubes mesh of an sdf or nerf run")
@@ -271,6 +285,16 @@ def build_parser() -> Parser:
                       "renders)")
     add_device_argument(mesh)
     mesh.set_defaults(func=_run_command("export_mesh", _add_pipeline_arguments(mesh, "add_export_arguments")))
+    cams = ex_sub.add_parser("cameras", help="a nerf run's cameras as a transforms.json (--optimize-cameras: the "
+                             "refined training poses)")
+    cams.add_argument("run", metavar="RUN", help="run directory")
+    cams.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                      help="the frames to write (default all: every split, with train/val/test_filenames lists)")
+    cams.add_argument("--out", default=None,
+                      help="output file (default: RUN/cameras.json, with --split S RUN/cameras_S.json); image paths "
+                      "in it are relative to its folder")
+    cams.add_argument("--force", action="store_true", help="replace an existing output file")
+    cams.set_defaults(func=_export_cameras)
 
     for entry in metadata.entry_points(group="rwf_render.commands"):
         try:

@@ -29,7 +29,8 @@ from .cli import option_typed
 from .errors import UserError, out_of_memory
 from .imgio import write_image
 from .nerf import load_scene_model
-from .nerf_render import NeRFModel, orbit_cameras
+from .nerf_render import NeRFModel
+from .render_paths import orbit_cameras
 from .rundir import read_json, temp_prefix, write_json
 
 

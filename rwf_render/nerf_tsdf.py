@@ -122,7 +122,7 @@ def voxel_size(box: np.ndarray, voxel: float | None) -> float:
 def pinhole_cameras(cams):
     """``cams`` as PINHOLE cameras without distortion, keeping each one's fx, fy, cx, cy and size; a fisheye's fx
     becomes the pinhole's whose horizontal field of view equals the fisheye's across its width (at most 120
-    degrees), fy scaled by the same factor (as ``nerf_render.orbit_cameras`` does for camera 0)."""
+    degrees), fy scaled by the same factor (as ``render_paths.orbit_cameras`` does for camera 0)."""
     from .cameras import MODELS, OPENCV_FISHEYE  # noqa: PLC0415
     from .lenses import fisheye_theta  # noqa: PLC0415
 

@@ -1,20 +1,23 @@
-"""Render paths through a run's training cameras: ``rwf render RUN --interpolate N`` and ``--spiral N``.
+"""Render paths from a run's training cameras: ``rwf render RUN --orbit N``, ``--interpolate N`` and ``--spiral N``.
 
+    rwf render RUN --orbit N         # a circle around the scene centre, N frames
     rwf render RUN --interpolate N   # every training camera in turn, N frames from one to the next
     rwf render RUN --spiral N        # the original NeRF's spiral around forward-facing cameras, N frames
 
 Data flow, one step per function:
     training cameras (K, and their per-image ray bounds (K, 2) where the dataset gives them)
-    -> poses: a greedy tour through them (:func:`nearest_neighbour_tour`) interpolated as a camera path's keyframes
-       are (:func:`keyframe_path`, through :func:`rwf_render.camera_path.interpolate`), or a spiral around their
-       average camera (:func:`average_pose`, :func:`spiral_focus`, :func:`spiral_path`)
+    -> poses: a circle at their median distance and elevation around the scene centre (:func:`orbit_cameras`), a
+       greedy tour through them (:func:`nearest_neighbour_tour`) interpolated as a camera path's keyframes are
+       (:func:`keyframe_path`, through :func:`rwf_render.camera_path.interpolate`), or a spiral around their average
+       camera (:func:`average_pose`, :func:`spiral_focus`, :func:`spiral_path`)
     -> N PINHOLE :class:`~rwf_render.cameras.Cameras` with the training cameras' intrinsics and their ray bounds
-       (:func:`training_path_cameras`, :func:`spiral_cameras`), rendered by ``nerf_outputs.py``.
+       (:func:`orbit_cameras`, :func:`training_path_cameras`, :func:`spiral_cameras`), rendered by
+       ``nerf_outputs.py``.
 
-A distorted or fisheye training camera contributes the pinhole that ``--orbit`` renders for it
-(:func:`rwf_render.nerf_render.orbit_cameras`). The frame counts are checked against
-:data:`rwf_render.camera_path.MAX_FRAMES` before any camera is made (``nerf_outputs.py``). Paths recorded in the
-viewer are ``camera_path.json`` files (:mod:`rwf_render.camera_path`).
+A distorted or fisheye training camera contributes the pinhole that ``--orbit`` renders for it (see
+:func:`orbit_cameras`). The frame counts are checked against :data:`rwf_render.camera_path.MAX_FRAMES` before any
+camera is made (``nerf_outputs.py``). Paths recorded in the viewer are ``camera_path.json`` files
+(:mod:`rwf_render.camera_path`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,49 @@ import torch
 from rwf_render.camera_path import interpolate
 from rwf_render.cameras import Cameras, look_at
 from rwf_render.errors import RwfWarning, UserError
-from rwf_render.nerf_render import orbit_cameras  # its pinhole stand-in for a distorted or fisheye camera
+from rwf_render.lenses import fisheye_theta
+
+
+# -- a circle around the scene (rwf render RUN --orbit N) ---------------------------------------------------------
+def orbit_cameras(train: Cameras, center, n: int) -> Cameras:
+    """``n`` cameras on a circle around ``center``, looking at it: up is the training cameras' mean up vector,
+    radius and elevation their median distance and elevation.
+
+    The orbit cameras are plain PINHOLE cameras (as nerfstudio renders camera paths with perspective cameras), so
+    the video of a distorted dataset comes out undistorted: training camera 0's fx, fy, cx, cy, width and height
+    without its distortion. An OPENCV_FISHEYE camera 0 instead gets the pinhole focal length whose horizontal field
+    of view, 2 atan(width / (2 fx)), equals the fisheye's across its width (the angles of the rays through the left
+    and right image edges at the principal row, added), capped at 120 degrees: a pinhole cannot reach 180 degrees
+    and spends most of its pixels on the edges well before that. fy is scaled by the same factor (pixel aspect kept),
+    cx and cy are kept.
+    """
+    train = train.to(dtype=torch.float64)
+    center = torch.as_tensor(center, dtype=torch.float64)
+    up = torch.nn.functional.normalize(train.c2w[:, :3, 1].mean(0), dim=0)
+    offsets = train.c2w[:, :3, 3] - center  # (N, 3)
+    radius = float(offsets.norm(dim=1).median())
+    elevation = float(torch.asin((offsets @ up / offsets.norm(dim=1)).clamp(-1, 1)).median())
+    a = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    if a.norm() < 1e-6:
+        a = torch.linalg.cross(up, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    a = a / a.norm()
+    b = torch.linalg.cross(up, a)
+    phi = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    ring = torch.cos(phi)[:, None] * a + torch.sin(phi)[:, None] * b  # (n, 3)
+    eyes = center + radius * (math.cos(elevation) * ring + math.sin(elevation) * up)
+    c2w = look_at(eyes, center, up)  # (n, 3, 4)
+    base = train[0]
+    fx, fy = base.fx, base.fy
+    if int(base.model[0]) == 2:  # OPENCV_FISHEYE: the pinhole with its horizontal field of view, at most 120 deg
+        edges = (torch.cat([-base.cx, base.width - base.cx]) / base.fx).double()  # xd of the left / right edge
+        theta = torch.sign(edges) * fisheye_theta(edges.abs(), base.dist[:, :4])
+        fov = min(float(theta[1] - theta[0]), math.radians(120.0))
+        fx = base.width.double() / (2 * math.tan(fov / 2))
+        fy = base.fy * fx / base.fx
+    pinhole, no_dist = torch.zeros(n, dtype=torch.long, device=c2w.device), c2w.new_zeros(n, 6)
+    return Cameras(c2w=c2w, fx=fx.expand(n).clone(), fy=fy.expand(n).clone(), cx=base.cx.expand(n).clone(),
+                   cy=base.cy.expand(n).clone(), width=base.width.expand(n).clone(),
+                   height=base.height.expand(n).clone(), model=pinhole, dist=no_dist)
 
 
 # -- a path through the training cameras (rwf render RUN --interpolate N) ------------------------------------------

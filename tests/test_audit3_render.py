@@ -62,10 +62,8 @@ def _no_staging_left(folder: Path) -> bool:
 def test_an_absurd_orbit_or_interpolate_is_refused_before_any_camera_is_made(run, tmp_path, capsys, monkeypatch):
     """`--orbit 1000000000` grew to 24 GB and was killed by the kernel (exit 137); now a stated limit, exit 2, and
     the cameras are never made (the functions that would make them fail the test if called)."""
-    from rwf_render import nerf_render
-
     monkeypatch.setattr(nerf_outputs, "orbit_cameras", lambda *a: pytest.fail("orbit cameras made"))
-    monkeypatch.setattr(nerf_render, "orbit_cameras", lambda *a: pytest.fail("orbit cameras made"))
+    monkeypatch.setattr(render_paths, "orbit_cameras", lambda *a: pytest.fail("orbit cameras made"))
     monkeypatch.setattr(render_paths, "training_path_cameras", lambda *a: pytest.fail("path cameras made"))
     out = tmp_path / "o"
     for argv, named in ((["--orbit", 10**9], "--orbit"), (["--orbit", MAX_FRAMES + 1], "--orbit"),

@@ -13,7 +13,7 @@ import torch
 from rwf_render.cameras import Cameras, look_at, pixel_grid, pixel_rays, project
 from rwf_render.datasets import load_transforms
 from rwf_render.errors import UserError
-from rwf_render.nerf_render import orbit_cameras
+from rwf_render.render_paths import orbit_cameras
 
 K_WIDE = [0.03, -0.002, 0.0, 0.0, 0.0, 0.0]  # theta_d rises up to theta ~ 3.9 rad, beyond pi
 SIZE = 64  # square image, principal point at the centre

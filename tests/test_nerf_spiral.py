@@ -177,7 +177,7 @@ def test_spiral_cameras_without_bounds_focus_at_the_box_centre_distance():
 
 
 def test_a_fisheye_camera_0_gives_orbits_pinhole():
-    from rwf_render.nerf_render import orbit_cameras
+    from rwf_render.render_paths import orbit_cameras
 
     train = _rig_cameras(model="OPENCV_FISHEYE")
     cams, _, _ = spiral_cameras(train, 3, aabb=[-1, -1, -1, 1, 1, 1])
