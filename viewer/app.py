@@ -99,6 +99,7 @@ class ViewerApp:
         self.metrics = run_metrics(source.run) if live is None else {}
         self.history = run_history(source.run) if live is None else []
         self.renderers: dict[int, ClientRenderer] = {}
+        self._leaving: list[ClientRenderer] = []  # of browsers gone, perhaps still inside a frame
         self.clients_seen = 0
         self.frames_sent = 0
         self.server = None
@@ -106,6 +107,7 @@ class ViewerApp:
         self._server_stopped = False
         self._panel_wake, self._stop = threading.Event(), threading.Event()
         self._panels_dirty = False
+        self._initial: tuple | None = None  # (position, look_at, up) of server.initial_camera
         self._lock = threading.Lock()
 
     # -- life cycle ---------------------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class ViewerApp:
         the server. Safe to call twice."""
         self._stop.set()
         self._panel_wake.set()
-        for r in list(self.renderers.values()):
+        for r in list(self.renderers.values()) + self._leaving:  # a thread left inside torch at exit aborts Python
             r.stop(join=30.0)
         if self._panel_thread is not None and self._panel_thread is not threading.current_thread():
             self._panel_thread.join(30.0)
@@ -182,13 +184,24 @@ class ViewerApp:
         return v
 
     def _setup_scene(self) -> None:
+        self.server.scene.set_up_direction(self.up_vector())
+        self._set_initial_camera()
+        self.server.initial_camera.fov = np.radians(50.0)
+        self.source.setup_scene(self.server)
+
+    def _set_initial_camera(self) -> None:
+        """The view of browsers that connect next and of "reset view": the source's initial view (in viewer units)
+        with the up direction. Called again after the panels refresh: a reloaded checkpoint can move the training
+        cameras it starts from; viser moves no browser already connected, and the scene's up direction stays as
+        set at start (turning it would tilt every browser's orbit)."""
+        position, look_at = (np.asarray(v, np.float64) * self.source.view_scale for v in self.source.initial_view())
         up = self.up_vector()
-        self.server.scene.set_up_direction(up)
-        position, look_at = self.source.initial_view()
+        if self._initial is not None and all(np.array_equal(a, b) for a, b in zip(self._initial,
+                                                                                   (position, look_at, up))):
+            return
+        self._initial = (position, look_at, up)
         cam = self.server.initial_camera
         cam.position, cam.look_at, cam.up = position, look_at, up
-        cam.fov = np.radians(50.0)
-        self.source.setup_scene(self.server)
 
     # -- clients ------------------------------------------------------------------------------------------------
     # The three client callbacks are coroutines: viser runs them in its event loop (they only set events and start
@@ -212,7 +225,8 @@ class ViewerApp:
     async def _disconnect(self, client) -> None:
         renderer = self.renderers.pop(client.client_id, None)
         if renderer is not None:
-            renderer.stop()
+            renderer.stop()  # ends after the strip it renders (seconds for a NeRF on a CPU): stop() waits for it
+            self._leaving = [r for r in self._leaving if r.is_alive()] + [renderer]
         print(f"viewer: client {client.client_id} disconnected", flush=True)
 
     def _on_frame(self, client_id: int, frame, side: int) -> None:
@@ -268,6 +282,7 @@ class ViewerApp:
                     self._panels_dirty, last_refresh = False, t0
                     self.source.sync()
                     self.source.refresh_gui()
+                    self._set_initial_camera()
                 if shown_history is not self.history:
                     shown_history = self.history
                     panels.update_run_panel(self)

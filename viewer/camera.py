@@ -68,9 +68,10 @@ class ViewCamera:
     aspect: float
 
     @classmethod
-    def from_client(cls, camera) -> "ViewCamera":
-        """Snapshot a viser ``CameraHandle`` (reads its four properties)."""
-        return cls(tuple(float(v) for v in camera.position), tuple(float(v) for v in camera.wxyz),
+    def from_client(cls, camera, scale: float = 1.0) -> "ViewCamera":
+        """Snapshot a viser ``CameraHandle`` (reads its four properties); its position is in viewer units,
+        ``scale`` per scene unit (``Source.view_scale``), the snapshot's in scene units."""
+        return cls(tuple(float(v) / scale for v in camera.position), tuple(float(v) for v in camera.wxyz),
                    float(camera.fov), float(camera.aspect))
 
     @classmethod
@@ -98,8 +99,9 @@ class ViewCamera:
         return np.asarray(self.position) + distance * matrix_from_quat(self.wxyz)[:, 2]
 
 
-def frustum_params(cams: Cameras, i: int) -> dict:
-    """Keyword arguments of viser's ``add_camera_frustum`` for camera ``i``: fov (vertical), aspect, wxyz, position."""
+def frustum_params(cams: Cameras, i: int, scale: float = 1.0) -> dict:
+    """Keyword arguments of viser's ``add_camera_frustum`` for camera ``i``: fov (vertical), aspect, wxyz, position
+    (in viewer units: ``scale`` per scene unit, ``Source.view_scale``)."""
     wxyz, position = viser_pose(cams.c2w[i])
     h, w = float(cams.height[i]), float(cams.width[i])
-    return {"fov": fov_from_focal(float(cams.fy[i]), h), "aspect": w / h, "wxyz": wxyz, "position": position}
+    return {"fov": fov_from_focal(float(cams.fy[i]), h), "aspect": w / h, "wxyz": wxyz, "position": position * scale}

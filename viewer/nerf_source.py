@@ -41,7 +41,7 @@ from rwf_render.nerf_export import stop_distance
 
 from .camera import frustum_params
 from .sdf_source import _extracted_mesh
-from .sources import FAR, Source, colormap, to_uint8
+from .sources import FAR, Source, colormap, to_uint8, view_scale_for
 
 RAY_DISTANCE_DEPTH = True  # render_camera's depth: distance along unit rays (True) or z-depth (False)
 MAX_FRUSTUMS = 300  # more training cameras are subsampled evenly
@@ -102,7 +102,11 @@ class NeRFSource(Source):
         self.thumbnail = thumbnail or self._read_thumbnail
         self.follow_corrections = follow_corrections
         self.dataset_cameras: Cameras | None = dataset_cameras if dataset_cameras is not None else self.cameras
+        # a finished run's cameras are its corrected poses, and stay so after "reload checkpoint"; a fit in
+        # progress keeps its dataset's poses as ``cameras`` (its frustums alone follow the corrections)
+        self._cameras_corrected = self.dataset_cameras is not self.cameras
         self.up = self._mean_up()
+        self.view_scale = view_scale_for(self._extent())
         self._frustums, self._frustum_params, self._frustum_idx = [], [], np.zeros(0, int)
         self._drawn_delta: torch.Tensor | None = None  # the corrections the frustums are drawn with
         self._closed = threading.Event()
@@ -132,6 +136,14 @@ class NeRFSource(Source):
                    cameras=cameras, thumbnail=thumb, follow_corrections=True)
 
     # -- geometry -----------------------------------------------------------------------------------------------
+    def _extent(self) -> float:
+        """Distance from the scene box's centre to its corners and to the farthest training camera."""
+        far = self.scene_radius()
+        if self.cameras is not None and len(self.cameras):
+            eyes = self.cameras.c2w[:, :3, 3].double().cpu().numpy()
+            far = max(far, float(np.linalg.norm(eyes - self.center, axis=1).max()))
+        return far
+
     def _mean_up(self) -> tuple:
         """Scene up: the mean of the training cameras' up axes (+z without cameras or when they cancel)."""
         if self.cameras is None or len(self.cameras) == 0:
@@ -188,21 +200,21 @@ class NeRFSource(Source):
 
     # -- scene --------------------------------------------------------------------------------------------------
     def setup_scene(self, server) -> None:
-        lo, hi = self.aabb[:3], self.aabb[3:]
-        self._box = server.scene.add_box("/nerf/scene_box", color=(90, 90, 90), dimensions=tuple(hi - lo),
-                                         wireframe=True, position=self.center)
+        lo, hi, s = self.aabb[:3], self.aabb[3:], self.view_scale  # nodes in viewer units: s per scene unit
+        self._box = server.scene.add_box("/nerf/scene_box", color=(90, 90, 90), dimensions=tuple((hi - lo) * s),
+                                         wireframe=True, position=self.center * s)
         if self.mesh is not None:
-            self._mesh = server.scene.add_mesh_simple("/nerf/mesh", np.asarray(self.mesh.vertices, np.float32),
+            self._mesh = server.scene.add_mesh_simple("/nerf/mesh", np.asarray(self.mesh.vertices * s, np.float32),
                                                       np.asarray(self.mesh.faces, np.uint32), color=(200, 200, 200),
                                                       visible=False)
         if self.cameras is not None and len(self.cameras):
             idx = np.unique(np.linspace(0, len(self.cameras) - 1, min(len(self.cameras), MAX_FRUSTUMS)).round()
                             .astype(int))
-            scale = 0.06 * self.scene_radius()
+            scale = 0.06 * self.scene_radius() * s
             drawn, self._drawn_delta = self.drawn_cameras()
             self._frustum_idx = idx
             for k, i in enumerate(idx):
-                params = frustum_params(drawn, int(i))
+                params = frustum_params(drawn, int(i), s)
                 handle = server.scene.add_camera_frustum(f"/nerf/cameras/{i:04d}", scale=scale,
                                                          thickness=0.08 * scale, color=(40, 90, 200), **params)
                 self._frustum_params.append(params)
@@ -214,16 +226,20 @@ class NeRFSource(Source):
             self._thumbnails.start()
 
     def refresh_gui(self) -> None:
-        """A new snapshot (live): move the frustums to the poses its camera corrections give, when they changed.
-        Cheap: at most MAX_FRUSTUMS poses, on the panel thread (every ``panel_every_s`` while someone watches)."""
-        if not self._frustums or not self.follow_corrections:
+        """A new snapshot (live) or a reloaded checkpoint: when its camera corrections changed, the frustums move
+        to the poses they give, and so do a finished run's ``cameras`` (with ``up`` and ``initial_view``). Cheap:
+        at most MAX_FRUSTUMS poses, on the panel thread (every ``panel_every_s`` while someone watches)."""
+        if not self.follow_corrections:
             return
         drawn, delta = self.drawn_cameras()
         if delta is None or (self._drawn_delta is not None and torch.equal(delta, self._drawn_delta)):
             return
         self._drawn_delta = delta
+        if self._cameras_corrected:
+            self.cameras = drawn
+            self.up = self._mean_up()
         for k, (handle, i) in enumerate(zip(self._frustums, self._frustum_idx)):
-            params = frustum_params(drawn, int(i))
+            params = frustum_params(drawn, int(i), self.view_scale)
             self._frustum_params[k] = params  # one assignment: a click reads the old pose or the new, never half
             handle.position, handle.wxyz = params["position"], params["wxyz"]
 
@@ -267,4 +283,5 @@ class NeRFSource(Source):
                 mesh = server.gui.add_checkbox("exported mesh", initial_value=False)
                 mesh.on_update(lambda ev: setattr(self._mesh, "visible", ev.target.value))
             n = 0 if self.cameras is None else len(self.cameras)
-            server.gui.add_markdown(f"{n} training cameras; box {np.round(self.aabb, 3).tolist()}")
+            shown = "" if self.view_scale == 1 else f"; shown at 1:{1 / self.view_scale:g} (viser's depth range)"
+            server.gui.add_markdown(f"{n} training cameras; box {np.round(self.aabb, 3).tolist()}{shown}")

@@ -105,9 +105,13 @@ def reload_run(app) -> None:
         print(f"rwf: warning: checkpoint not reloaded ({e})", file=sys.stderr, flush=True)
         app.frame_status.content = f"**checkpoint not reloaded:** {e}"
         return
-    if reloaded:
-        app.metrics, app.history = run_metrics(app.source.run), run_history(app.source.run)
-        app.notify_model()
+    if not reloaded:  # the button would otherwise do nothing, without a word
+        why = f"{app.source.run}: no checkpoint.pt (was the run deleted or moved?); showing the one loaded before"
+        print(f"rwf: warning: checkpoint not reloaded ({why})", file=sys.stderr, flush=True)
+        app.frame_status.content = f"**checkpoint not reloaded:** {why}"
+        return
+    app.metrics, app.history = run_metrics(app.source.run), run_history(app.source.run)
+    app.notify_model()
 
 
 def update_run_panel(app) -> None:
@@ -150,7 +154,7 @@ class CameraPathRecorder:
                 f"`rwf render RUN --camera-path FILE` renders NeRF runs; for {app.source.kind} runs the file only "
                 "records the path")
         self._saving = threading.Lock()
-        add.on_click(lambda ev: self.add(ViewCamera.from_client(ev.client.camera)))
+        add.on_click(lambda ev: self.add(ViewCamera.from_client(ev.client.camera, app.source.view_scale)))
         undo.on_click(lambda _: self._set(self.keys[:-1]))
         clear.on_click(lambda _: self._set([]))
         self.loop.on_update(lambda _: self._draw())
@@ -170,16 +174,17 @@ class CameraPathRecorder:
         for handle in self._nodes:
             handle.remove()
         self._nodes = []
-        scale = 0.05 * self.app.source.scene_radius()
+        s = self.app.source.view_scale  # keyframes are in scene units, nodes in viewer units
+        scale = 0.05 * self.app.source.scene_radius() * s
         for i, (c2w, fov, aspect) in enumerate(self.keys):
             wxyz, pos = viser_pose(c2w)
             self._nodes.append(scene.add_camera_frustum(
                 f"/camera_path/key_{i:03d}", fov=math.radians(fov), aspect=aspect, scale=scale,
-                thickness=0.1 * scale, color=(230, 120, 30), wxyz=wxyz, position=pos))
+                thickness=0.1 * scale, color=(230, 120, 30), wxyz=wxyz, position=pos * s))
         if len(self.keys) >= 2:
             frames, _ = self.frames(max(2, 16 * len(self.keys)))
             self._nodes.append(scene.add_line_segments(
-                "/camera_path/spline", np.stack([frames[:-1, :3, 3], frames[1:, :3, 3]], 1), colors=(230, 120, 30),
+                "/camera_path/spline", s * np.stack([frames[:-1, :3, 3], frames[1:, :3, 3]], 1), colors=(230, 120, 30),
                 thickness=2.0, thickness_units="screen"))
 
     def frames(self, n: int):
@@ -195,7 +200,7 @@ class CameraPathRecorder:
         wxyz, pos = viser_pose(frames[i])
         with client.atomic():
             client.camera.wxyz = wxyz
-            client.camera.position = pos
+            client.camera.position = pos * self.app.source.view_scale
             client.camera.fov = math.radians(fovs[i])
 
     def resolve(self, text: str) -> Path:

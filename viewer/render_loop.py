@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from .camera import ViewCamera, image_size
-from .sources import Frame, Source, render_view, to_uint8
+from .sources import Frame, Source, render_view, to_uint8, viser_depth
 
 MOVING_BUDGET_S = 0.1  # target seconds per frame while the camera moves
 STILL_AFTER_S = 0.25  # the camera counts as still this long after its last update
@@ -131,6 +131,9 @@ class ClientRenderer:
         if join is not None and self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(join)
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def notify_camera(self) -> None:
         self.has_camera = True
         self.last_move = time.monotonic()
@@ -202,7 +205,7 @@ class ClientRenderer:
         since = time.monotonic() - self.last_move
         moving = since < STILL_AFTER_S
         try:
-            view = ViewCamera.from_client(self.client.camera)
+            view = ViewCamera.from_client(self.client.camera, self.source.view_scale)
         except AssertionError:  # no camera message yet
             self._wake.wait(0.05)
             return
@@ -217,12 +220,12 @@ class ClientRenderer:
             frame = render_view(self.source, view, side, self.settings.mode,
                                 should_stop=self._stopper(key, key == self._done[0], w * h, t0),
                                 strip_pixels=self._strip_pixels())
-            if frame is not None:
+            if frame is not None and not self._stop.is_set():  # not to a browser gone (viser warns)
                 self._send(frame)
         finally:  # rendering, encoding and sending count against the duty cycle, abandoned or failed too
             self.duty.rest(time.perf_counter() - t0, self._stop)
         self._done_if_failed = None
-        if frame is None:  # abandoned
+        if frame is None or self._stop.is_set():  # abandoned
             return
         self._last_error = None
         spp = frame.seconds / (w * h)
@@ -278,4 +281,5 @@ class ClientRenderer:
 
     def _send(self, frame: Frame) -> None:
         self.client.scene.set_background_image(to_uint8(frame.rgb), format="jpeg",
-                                               jpeg_quality=self.settings.jpeg_quality, depth=frame.depth)
+                                               jpeg_quality=self.settings.jpeg_quality,
+                                               depth=viser_depth(frame.depth, self.source.view_scale))

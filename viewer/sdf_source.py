@@ -20,7 +20,7 @@ import torch
 from rwf_render.cameras import Cameras, pixel_rays
 from rwf_render.mesh import UNIT_BOX
 
-from .sources import FAR, Source, colormap, to_uint8
+from .sources import FAR, Source, colormap, to_uint8, view_scale_for
 
 AXES = ("x", "y", "z")
 # slice plane orientation per normal axis: columns = image right, image up, normal (a proper rotation)
@@ -78,6 +78,7 @@ class SDFSource(Source):
         self.target, self.norm = target, norm
         self.source_mesh, self.extracted = source_mesh, extracted
         self.center, self.scale = np.asarray(norm.center, np.float64), float(norm.scale)
+        self.view_scale = view_scale_for(self.scene_radius())  # a mesh in millimetres: see VISER_MAX_DEPTH
         self.default_mode = "off" if extracted is not None else "shaded"
         self.slice = {"axis": "z", "offset": 0.0, "cmap": "RdBu", "visible": True}
         self._server, self._slice_node = None, None
@@ -188,7 +189,7 @@ class SDFSource(Source):
         cfg = self.slice
         wxyz, pos = self.slice_pose(cfg["axis"], cfg["offset"])
         img = to_uint8(self.slice_image(cfg["axis"], cfg["offset"], cfg["cmap"]))
-        side = 1.0 / self.scale
+        side, pos = self.view_scale / self.scale, pos * self.view_scale  # viewer units
         self._slice_node = self._server.scene.add_image("/sdf/slice", img, side, side, format="png", wxyz=wxyz,
                                                         position=pos, visible=cfg["visible"], cast_shadow=False,
                                                         receive_shadow=False)
@@ -197,17 +198,18 @@ class SDFSource(Source):
     def setup_scene(self, server) -> None:
         self._server = server
         self._meshes = {}
+        s = self.view_scale  # nodes in viewer units: s per source unit
         if self.extracted is not None:
             self._meshes["extracted"] = server.scene.add_mesh_simple(
-                "/sdf/extracted", np.asarray(self.extracted.vertices, np.float32),
+                "/sdf/extracted", np.asarray(self.extracted.vertices * s, np.float32),
                 np.asarray(self.extracted.faces, np.uint32), color=(120, 170, 230))
         if self.source_mesh is not None:
             self._meshes["source"] = server.scene.add_mesh_simple(
-                "/sdf/source", np.asarray(self.source_mesh.vertices, np.float32),
+                "/sdf/source", np.asarray(self.source_mesh.vertices * s, np.float32),
                 np.asarray(self.source_mesh.faces, np.uint32), color=(230, 170, 110),
                 visible=False)  # shown on demand: it would hide the learned surface
-        server.scene.add_box("/sdf/unit_cube", color=(90, 90, 90), dimensions=(1 / self.scale,) * 3,
-                             wireframe=True, position=self.center)
+        server.scene.add_box("/sdf/unit_cube", color=(90, 90, 90), dimensions=(s / self.scale,) * 3,
+                             wireframe=True, position=self.center * s)
         self._update_slice()
 
     def setup_gui(self, server) -> None:

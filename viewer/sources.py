@@ -13,6 +13,7 @@ two optimizer steps and the trainer's tensors are only read.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import threading
 import time
@@ -28,7 +29,12 @@ from rwf_render.rundir import CONFIG, HISTORY, METRICS, load_run_config, read_hi
 
 from .camera import ViewCamera, image_size
 
-FAR = 1e4  # z-depth sent for "nothing here" pixels (viser clips depth at about 167 units)
+FAR = 1e4  # z-depth of "nothing here" pixels in a Frame (behind every scene node)
+# viser 1.1.1 sends the composited depth as 24-bit fixed point, 1e-5 per step (SceneApi.set_background_image), so the
+# browser reads every depth beyond 167.77 units as 167.77: a scene node farther than that from the camera is behind
+# the whole frame, background pixels included. Scenes larger than VIEW_EXTENT are shown scaled down (view_scale).
+VISER_MAX_DEPTH = (2**24 - 1) / 100_000
+VIEW_EXTENT = 20.0  # scene units from the centre to the farthest content shown without scaling
 
 
 @dataclass
@@ -41,8 +47,31 @@ class Frame:
     seconds: float = 0.0
 
 
+def view_scale_for(extent: float) -> float:
+    """Viewer units per scene unit for content within ``extent`` scene units of its centre: 1 up to
+    ``VIEW_EXTENT``, else the power of ten (0.1, 0.01, ...) that brings it within, so a browser orbiting a few
+    extents away stays inside viser's depth range (VISER_MAX_DEPTH)."""
+    if not math.isfinite(extent) or extent <= VIEW_EXTENT:
+        return 1.0
+    return 10.0 ** -math.ceil(math.log10(extent / VIEW_EXTENT) - 1e-9)
+
+
+def viser_depth(depth: np.ndarray | None, scale: float = 1.0) -> np.ndarray | None:
+    """The depth to give viser for a frame's z-depth (H, W) in scene units: in viewer units (``scale`` per scene
+    unit, :attr:`Source.view_scale`), within [0, VISER_MAX_DEPTH]; FAR ("nothing here", whatever the scale) and NaN
+    at the limit: behind every node nearer than that. None stays None (no compositing)."""
+    if depth is None:
+        return None
+    d = np.asarray(depth, np.float64)
+    d = np.where(np.isnan(d) | (d >= FAR), VISER_MAX_DEPTH, d * scale)
+    return np.clip(d, 0.0, VISER_MAX_DEPTH).astype(np.float32)
+
+
 class Source:
-    """Base class; see the module docstring. Subclasses set ``kind``, ``modes`` and implement :meth:`render`."""
+    """Base class; see the module docstring. Subclasses set ``kind``, ``modes`` and implement :meth:`render`.
+
+    ``view_scale``: viewer units per scene unit. Every position given to or read from viser (scene nodes, browser
+    cameras, the depth of a frame) is in viewer units; renders and files stay in scene units."""
 
     kind = ""
     modes: tuple[str, ...] = ("rgb",)
@@ -55,6 +84,7 @@ class Source:
         self._pending: dict | None = None
         self.default_mode = self.modes[0]
         self.version = 0  # bumped whenever the model changes (a new snapshot)
+        self.view_scale = 1.0
 
     # -- what the scene looks like ----------------------------------------------------------------------------------
     def initial_view(self) -> tuple[np.ndarray, np.ndarray]:
