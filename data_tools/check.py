@@ -27,6 +27,7 @@ from rwf_render.errors import UserError
 from rwf_render.frames import MissingImage
 from rwf_render.imgio import read_image, sniff_format
 from rwf_render.lenses import fisheye_theta
+from rwf_render.nerf_data import read_mask
 from rwf_render.nerf_depth import check_depth_channels
 from rwf_render.rundir import read_json
 
@@ -64,7 +65,7 @@ def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -
         if not p.is_file():
             continue
         try:
-            aux_size = _size(p, decode, depth=kind == "depth map")
+            aux_size = _size(p, decode, depth=kind == "depth map", mask=kind == "mask")
         except UserError as e:
             errors.append(f"{where}: {kind}: {e}")
             continue
@@ -74,11 +75,12 @@ def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -
     return size
 
 
-def _size(path: Path, decode: bool, depth: bool = False) -> tuple[int, int]:
+def _size(path: Path, decode: bool, depth: bool = False, mask: bool = False) -> tuple[int, int]:
     """(width, height) of an image file: decoded in full when ``decode`` (so a corrupt file is caught), as
     ``rwf fit`` decodes it, else read from its header. UserError saying plainly what is wrong when it cannot be
     read: an empty file, a truncated one, a file that is not an image of a format ``rwf fit`` reads; with
-    ``depth`` and ``decode``, a depth map of 3+ channels (:func:`rwf_render.nerf_depth.check_depth_channels`)."""
+    ``decode``, a depth map of 3+ channels (``depth``: :func:`rwf_render.nerf_depth.check_depth_channels`) or a
+    colour mask (``mask``: :func:`rwf_render.nerf_data.read_mask`)."""
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the image file is empty (0 bytes)")
     fmt = sniff_format(path)
@@ -96,6 +98,8 @@ def _size(path: Path, decode: bool, depth: bool = False) -> tuple[int, int]:
                         f"{str(e).removeprefix(f'{path}: ')})") from None
     if depth:
         check_depth_channels(path, info, pixels)
+    if mask:
+        read_mask(path)
     return info["width"], info["height"]
 
 

@@ -37,7 +37,8 @@ from rwf_render.errors import UserError
 from rwf_render.rundir import write_json
 
 from .colmap_io import Image, Model, read_model
-from .common import apply_similarity_to_poses, normalize_scene, save_image, staged_output, write_ply
+from .common import (apply_similarity_to_poses, check_readable, normalize_scene, save_image, staged_output,
+                     write_ply)
 
 SUPPORTED = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE")
 
@@ -266,6 +267,7 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     if missing:
         raise UserError(f"{images_dir}: {len(missing)} of {len(ids)} images of the model are missing "
                         f"(first: {missing[0]})")
+    check_readable([images_dir / model.images[i].name for i in ids], images_dir)
     dangling = sum(int((np.asarray(model.images[i].point3D_ids) >= 0).sum()
                        - np.isin(model.images[i].point3D_ids, model.point_ids).sum()) for i in ids)
     if dangling:

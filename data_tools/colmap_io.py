@@ -156,8 +156,14 @@ def _read_points_bin(path: Path) -> tuple:
     return ids, xyz, rgb, err, tracks
 
 
+def _text(path: Path) -> str:
+    """A text model file as COLMAP writes it, UTF-8 whatever the locale; a byte-order mark (a model edited in a
+    Windows editor) is dropped, not read into the first id."""
+    return path.read_text(encoding="utf-8-sig")
+
+
 def _lines(path: Path):
-    for line in path.read_text().splitlines():
+    for line in _text(path).splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             yield line
@@ -176,7 +182,7 @@ def _read_cameras_txt(path: Path) -> dict[int, Camera]:
 def _read_images_txt(path: Path) -> dict[int, Image]:
     images = {}
     # images.txt alternates pose lines and point lines; the point line may be empty, so keep blank lines here
-    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    lines = [ln for ln in _text(path).splitlines() if not ln.startswith("#")]
     while lines and not lines[-1].strip():
         lines.pop()
     for k in range(0, len(lines), 2):
@@ -265,18 +271,20 @@ def write_model(model: Model, out_dir: str | Path, ext: str = "txt") -> None:
     images = sorted(model.images.values(), key=lambda i: i.id)
     if ext == "txt":
         (out / "cameras.txt").write_text("".join(
-            f"{c.id} {c.model} {c.width} {c.height} {' '.join(repr(float(p)) for p in c.params)}\n" for c in cams))
+            f"{c.id} {c.model} {c.width} {c.height} {' '.join(repr(float(p)) for p in c.params)}\n" for c in cams),
+            encoding="utf-8")
         lines = []
         for im in images:
             lines.append(" ".join([str(im.id), *(repr(float(v)) for v in (*im.qvec, *im.tvec)),
                                    str(im.camera_id), im.name]))
             lines.append(" ".join(f"{x!r} {y!r} {int(p)}" for (x, y), p in
                                   zip(im.xys.tolist(), im.point3D_ids)))
-        (out / "images.txt").write_text("\n".join(lines) + "\n")
+        (out / "images.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (out / "points3D.txt").write_text("".join(
             f"{pid} {' '.join(repr(float(v)) for v in x)} {' '.join(str(int(v)) for v in c)} {float(e)!r} "
             f"{' '.join(str(int(v)) for v in t.ravel())}\n"
-            for pid, x, c, e, t in zip(model.point_ids, model.xyz, model.rgb, model.errors, model.tracks)))
+            for pid, x, c, e, t in zip(model.point_ids, model.xyz, model.rgb, model.errors, model.tracks)),
+            encoding="utf-8")
         return
     if ext != "bin":
         raise ValueError(f"ext must be 'txt' or 'bin', got {ext!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -115,14 +116,28 @@ def _umask_permissions(root: Path) -> None:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name; UserError when there are none."""
+    """Image files directly in ``folder``, sorted by name; UserError when there are none. Hidden files are not
+    images: macOS writes ``._IMG_0001.JPG`` (a resource fork) beside every photo copied to a FAT or exFAT drive."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file())
     if not files:
         raise UserError(f"{folder}: no images ({', '.join(IMAGE_EXTS)})")
     return files
+
+
+def check_readable(paths, where) -> None:
+    """UserError, before anything is written, when an image is of a format ``rwf fit`` does not read
+    (:func:`rwf_render.imgio.sniff_format`: PNG, JPEG, TIFF, EXR), e.g. the BMP and WebP files ``list_images``
+    also finds: a dataset made of them would fail only when fitted. ``where`` names their folder or model."""
+    from rwf_render.imgio import sniff_format  # noqa: PLC0415
+
+    bad = [Path(p) for p in paths if sniff_format(Path(p)) is None]
+    if bad:
+        raise UserError(f"{where}: {len(bad)} image(s) are not PNG, JPEG, TIFF or EXR (first: {bad[0].name}), the "
+                        "formats rwf fit reads; convert them (e.g. to PNG) first")
 
 
 def rotation_between(a, b) -> np.ndarray:
@@ -201,8 +216,14 @@ def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = None) 
 
 
 def save_image(path: str | Path, img: np.ndarray) -> None:
-    """Write an (H, W[, C]) uint8 or uint16 image; PNG via pypng for 16 bits (imageio would reduce it to 8)."""
+    """Write an (H, W[, C]) uint8 or uint16 image; PNG via pypng for 16 bits (imageio would reduce it to 8); an
+    .exr (float, as :func:`load_image` reads one) by :func:`rwf_render.imgio.write_image`."""
     path = Path(path)
+    if path.suffix.lower() == ".exr":
+        from rwf_render.imgio import write_image  # noqa: PLC0415
+
+        write_image(path, img)
+        return
     if img.dtype == np.uint16 and path.suffix.lower() == ".png":
         import png  # noqa: PLC0415
 
@@ -214,26 +235,45 @@ def save_image(path: str | Path, img: np.ndarray) -> None:
         return
     import imageio.v3 as iio  # noqa: PLC0415
 
-    iio.imwrite(path, img)
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")  # Pillow's default quality (75) blurs what was just averaged
+    iio.imwrite(path, img, **({"quality": 95} if jpeg else {}))
+
+
+def _plain_png(path: Path, head: bytes) -> bool:
+    """An 8-bit grey, RGB, grey + alpha or RGBA PNG without a transparent colour (tRNS): what Pillow decodes as
+    stored. Palettes, a tRNS colour (Pillow drops the transparency), 16 bits and 1, 2, 4-bit greys go to
+    :func:`rwf_render.imgio.read_image`, which the NeRF loader reads them with."""
+    from rwf_render.imgio import _png_chunks  # noqa: PLC0415
+
+    return head[24] == 8 and head[25] in (0, 2, 4, 6) and b"tRNS" not in _png_chunks(path)
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image to a numpy array (16-bit PNGs keep 16 bits); UserError when it does not decode."""
+    """Decode an image to a numpy array: uint8, uint16 for 16-bit PNGs (all bits kept), float32 for EXR; a palette
+    or transparent-colour PNG becomes RGB(A) with its transparency as alpha, a 1, 2 or 4-bit grey 8-bit grey, a
+    CMYK JPEG RGB, as ``rwf fit`` reads them. UserError when it does not decode."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(26)
-        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16:  # 16-bit PNG: pypng keeps all bits
-            import png  # noqa: PLC0415
+        png_head = head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26
+        if head[:4] == b"v/1\x01" or head[:3] == b"\xff\xd8\xff" or (png_head and not _plain_png(path, head)):
+            from rwf_render.imgio import read_image  # noqa: PLC0415
 
-            w, h, rows, info = png.Reader(filename=str(path)).asDirect()
-            arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, info["planes"])
-            return arr[..., 0] if info["planes"] == 1 else arr
+            pixels, info = read_image(path)  # (a CMYK JPEG: RGB, as rwf fit reads it, not four channels as RGBA)
+            if info["format"] in ("png", "jpeg"):  # back to integers of the stored depth: exact (x / 65535 in float32)
+                scale, dtype = (65535, np.uint16) if info["bit_depth"] == 16 else (255, np.uint8)
+                pixels = np.round(pixels * scale).astype(dtype)
+            return pixels[..., 0] if pixels.shape[2] == 1 else pixels
         import imageio.v3 as iio  # noqa: PLC0415
 
         pillow = path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp")
         return np.asarray(iio.imread(path, plugin="pillow") if pillow else iio.imread(path))
     except FileNotFoundError:
         raise UserError(f"{path}: image not found") from None
+    except UserError as e:  # read_image's: "PATH: cannot decode PNG image (why)" -> "PATH: cannot decode image (why)"
+        why = str(e).removeprefix(f"{path}: ")
+        found = re.fullmatch(r"cannot decode \w+ image \((.*)\)", why, flags=re.S)
+        raise UserError(f"{path}: cannot decode image ({found.group(1) if found else why})") from None
     except Exception as e:  # noqa: BLE001  (decoder errors differ per format)
         raise UserError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None

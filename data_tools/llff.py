@@ -18,7 +18,7 @@ from rwf_render.datasets import image_size
 from rwf_render.errors import UserError
 from rwf_render.rundir import write_json
 
-from .common import apply_similarity_to_poses, list_images, normalize_scene, staged_output
+from .common import apply_similarity_to_poses, check_readable, list_images, normalize_scene, staged_output
 
 
 def read_poses_bounds(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,6 +84,7 @@ def convert_llff(src: str | Path, out: str | Path, images: str = "images", force
     files = list_images(src / images)
     if len(files) != len(c2w):
         raise UserError(f"{src / images}: {len(files)} images but poses_bounds.npy has {len(c2w)} rows")
+    check_readable(files, src / images)
     fwd = -c2w[:, :3, 2]
     mids = np.sqrt(np.clip(bounds[:, 0] * bounds[:, 1], 1e-12, None))
     pts = np.concatenate([c2w[:, :3, 3] + fwd * bounds[:, :1], c2w[:, :3, 3] + fwd * mids[:, None]])

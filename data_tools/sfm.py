@@ -19,7 +19,7 @@ from rwf_render.datasets import image_size
 from rwf_render.errors import UserError
 
 from .colmap import convert_model
-from .common import IMAGE_EXTS, check_output, list_images, save_image
+from .common import IMAGE_EXTS, check_output, check_readable, list_images, save_image
 
 
 def import_pycolmap():
@@ -149,8 +149,8 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
     if not (isinstance(seed, int) and 0 <= seed < 2**32):  # COLMAP's seed is an unsigned 32-bit integer
         raise UserError(f"seed must be an integer in 0..2^32-1, got {seed!r}")
     check_output(out, force, inputs=tuple(p for p in (images_dir, video) if p is not None))
-    if images_dir is not None:
-        list_images(images_dir)  # fails early on an empty or missing folder
+    if images_dir is not None:  # fails early on an empty or missing folder, or images rwf fit cannot read
+        check_readable(list_images(images_dir), images_dir)
     import_pycolmap()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rwf-sfm-") as tmp:

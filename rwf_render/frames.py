@@ -6,13 +6,15 @@ given per frame, overriding the top-level value. The focal length is resolved pe
 own focal length wins whichever key either level uses: x: the frame's ``fl_x``, else the frame's ``camera_angle_x``,
 else the top level's ``fl_x``, else its ``camera_angle_x``; y likewise with ``fl_y`` / ``camera_angle_y``, and
 fl_x when neither level gives one. A frame that gives both ``fl_x`` and ``camera_angle_x`` uses ``fl_x`` (a
-focal length in pixels is what calibration tools write; the angle is derived from it).
+focal length in pixels is what calibration tools write; the angle is derived from it). x is required: a vertical
+focal length alone is refused, with a message that says so.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,13 +88,23 @@ def _flag(value, what: str) -> bool:
 def native_path(base: Path, value: str) -> Path:
     """``value`` relative to ``base`` (unless absolute). A path written on Windows (``images\\0001.jpg``, as
     colmap2nerf writes there) names the same file here: its backslashes are read as folder separators when the
-    path as written does not exist."""
-    p = Path(value)
-    p = p if p.is_absolute() else base / p
-    if "\\" in value and os.sep == "/" and not p.exists():
-        q = Path(value.replace("\\", "/"))
-        return q if q.is_absolute() else base / q
+    path as written does not exist. So does a name with accents whose file was made on macOS, which stores
+    ``é`` decomposed (NFD) while JSON writers compose it (NFC), or the other way round: the other form is
+    tried when the path as written does not exist."""
+    if "\\" in value and os.sep == "/" and not _joined(base, value).exists():
+        value = value.replace("\\", "/")
+    p = _joined(base, value)
+    if not p.exists() and not value.isascii():
+        for form in ("NFC", "NFD"):
+            q = _joined(base, unicodedata.normalize(form, value))
+            if q.exists():
+                return q
     return p
+
+
+def _joined(base: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else base / p
 
 
 def _rel_path(base: Path, value, what: str) -> Path:
@@ -101,13 +113,18 @@ def _rel_path(base: Path, value, what: str) -> Path:
     return native_path(base, value)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff")  # the formats read_image reads, by name
+
+
 def resolve_image(base: Path, file_path: str) -> Path:
-    """The image a ``file_path`` names: relative to ``base``; Blender's extension-less paths get ``.png``."""
+    """The image a ``file_path`` names: relative to ``base``; Blender's extension-less paths (``./train/r_0``) get
+    the first of ``IMAGE_SUFFIXES`` (lower case, then upper case: ``r_0.EXR``) whose file exists, else ``.png``."""
     p = native_path(base, file_path)
-    if not p.exists() and p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
-        for ext in (".png", ".jpg", ".jpeg"):
-            if p.with_name(p.name + ext).exists():
-                return p.with_name(p.name + ext)
+    if not p.exists() and p.suffix.lower() not in IMAGE_SUFFIXES:
+        for ext in (*IMAGE_SUFFIXES, *(e.upper() for e in IMAGE_SUFFIXES)):
+            q = native_path(base, file_path + ext)
+            if q.exists():
+                return q
         return p.with_name(p.name + ".png")
     return p
 
@@ -184,10 +201,13 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
                 return focal_from_fov(angle, size)
         return None
 
-    fx = focal("fl_x", "camera_angle_x", w)
-    if fx is None:
-        raise UserError(f"{where}: no focal length (fl_x or camera_angle_x)")
-    fy = focal("fl_y", "camera_angle_y", h) or fx
+    fx, fy = focal("fl_x", "camera_angle_x", w), focal("fl_y", "camera_angle_y", h)
+    if fx is None:  # required, as Blender's and nerfstudio's loaders require it; say what is there instead
+        given = [k for k in ("fl_y", "camera_angle_y") if get(k) is not None]
+        hint = (f"; only {given[0]} is given: add fl_x (equal to fl_y for square pixels) or camera_angle_x"
+                if given else "")
+        raise UserError(f"{where}: no focal length (fl_x or camera_angle_x){hint}")
+    fy = fy or fx
     cx, cy = _num(get("cx", w / 2), f"{where}: cx"), _num(get("cy", h / 2), f"{where}: cy")
     dist = tuple(_num(get(k, 0.0), f"{where}: {k}") for k in DIST_NAMES)
     model = get("camera_model")

@@ -89,18 +89,19 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
         except Exception:
             import png  # noqa: PLC0415
 
-            for _ in png.Reader(filename=str(path)).chunks():  # Pillow says only "can not handle the given uri";
-                pass  # pypng's walk over the chunks (nothing decoded) names a bad checksum or chunk
+            with open(path, "rb") as f:  # Pillow says only "can not handle the given uri"; pypng's walk over
+                for _ in png.Reader(file=f).chunks():  # the chunks (nothing decoded) names a bad checksum or chunk
+                    pass
             raise
         if raw.ndim == 4 or (raw.ndim == 3 and header[25] == 0):  # every frame of an animated PNG (APNG)
             raise UserError(f"{path}: an animated PNG ({raw.shape[0]} frames); save the frame to fit as a still PNG")
         return _to_float(raw), 8
     import png  # noqa: PLC0415
 
-    reader = png.Reader(filename=str(path))
-    width, height, rows, info = reader.asDirect()  # expands palettes and low bit depths
-    planes, depth = info["planes"], info["bitdepth"]
-    data = np.vstack([np.asarray(r, dtype=np.uint16 if depth > 8 else np.uint8) for r in rows])
+    with open(path, "rb") as f:  # pypng given a file name leaves the file open (a ResourceWarning per image)
+        width, height, rows, info = png.Reader(file=f).asDirect()  # expands palettes and low bit depths
+        planes, depth = info["planes"], info["bitdepth"]
+        data = np.vstack([np.asarray(r, dtype=np.uint16 if depth > 8 else np.uint8) for r in rows])
     data = data.reshape(height, width, planes)
     if depth not in (8, 16):  # 1, 2, 4-bit greys kept at their own range
         return data.astype(np.float32) / (2**depth - 1), depth

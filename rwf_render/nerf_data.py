@@ -50,6 +50,31 @@ def downscale_image(pixels: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([colour, weight / (k * k)], axis=-1).astype(pixels.dtype)
 
 
+MASK_COLOUR_TOLERANCE = 0.1  # largest difference of a mask's red, green and blue (JPEG masks are not exactly grey)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A ``mask_path`` image as (H, W) float32 in [0, 1] (1: use the pixel): a grey image as it is (float values
+    clipped), an RGB one by its (grey) red channel, times its alpha when it has one (a transparent pixel is left out,
+    whatever colour it keeps), as :func:`load_split` and ``rwf data check`` read masks.
+
+    Raises:
+        UserError: read_image's errors, and a colour mask: red, green and blue differing by more than
+            ``MASK_COLOUR_TOLERANCE`` somewhere is an image (a cut-out photo given as its own mask, say), whose red
+            channel would silently stand for the mask.
+    """
+    pixels = np.clip(read_image(path)[0], 0, 1)
+    mask = pixels[..., 0]
+    if pixels.shape[2] >= 3:
+        spread = float(np.abs(pixels[..., 1:3] - pixels[..., :1]).max())
+        if spread > MASK_COLOUR_TOLERANCE:
+            raise UserError(f"{path}: a mask must be grey (white: use the pixel, black: leave it out), but its red, "
+                            f"green and blue differ by up to {spread:.2f}; is this an image rather than its mask?")
+    if pixels.shape[2] == 4:
+        mask = mask * pixels[..., 3]
+    return mask
+
+
 @dataclass
 class PosedImages:
     """One split: cameras and every pixel.
@@ -142,11 +167,10 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None, d
             if tf.mask_paths[i] is None:
                 mask = np.ones(pixels.shape[:2], np.float32)
             else:
-                mask = read_image(tf.mask_paths[i])[0][..., 0]
+                mask = read_mask(tf.mask_paths[i])  # float masks (EXR, TIFF) clipped, not wrapped by the uint8 below
                 if mask.shape != (h, w):
                     raise UserError(f"{tf.mask_paths[i]}: mask is {mask.shape[1]}x{mask.shape[0]}, image {w}x{h}")
-                # float masks (EXR, TIFF) as stored: clipped like the images, not wrapped around by the uint8 below
-                mask = downscale_image(np.clip(mask, 0, 1)[..., None], downscale)[..., 0]
+                mask = downscale_image(mask[..., None], downscale)[..., 0]
             masks.append(torch.from_numpy(np.round(mask * 255).astype(np.uint8)).reshape(-1))
         names.append(img_path.name)
     if clipped:
