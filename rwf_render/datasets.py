@@ -19,7 +19,11 @@ the frames loaded.
 **Scene box** (:func:`scene_box`): an explicit ``"aabb": [[x0, y0, z0], [x1, y1, z1]]`` if present; otherwise
 instant-ngp's rule: ngp maps file coordinates p to p * scale + offset (defaults 0.33 and 0.5) and its scene is the
 cube of side ``aabb_scale`` centered at 0.5, so in file coordinates the box has center (0.5 - offset) / scale and
-half-width 0.5 * aabb_scale / scale (about +-1.5 for the Blender scenes, which fits them). A box that float32
+half-width 0.5 * aabb_scale / scale (about +-1.5 for the Blender scenes, which fits them). A file written by
+nerfstudio's ``ns-process-data`` (it records ``applied_transform``) that gives none of those keys is in the
+capture's own units, which nerfstudio's loader normalizes: its box is centred on the mean camera position with
+half-width the cameras' largest distance from it (:func:`camera_box`, over every frame of the file, so all splits
+share it), as nerfstudio's box [-1, 1]^3 after its centring and scaling. A box that float32
 positions cannot resolve (a diagonal beyond 1e12, a side under 1e-6 or 1e-5 of its distance from the origin) is
 refused.
 
@@ -89,8 +93,46 @@ def _renderable(box: np.ndarray, source: str) -> torch.Tensor:
     return torch.from_numpy(box)
 
 
-def scene_box(meta: dict) -> torch.Tensor:
-    """(2, 3) float64 scene box of a dataset's top-level metadata (rule in the module docstring)."""
+BOX_KEYS = ("aabb", "aabb_scale", "scale", "offset")
+"""top-level keys that place the scene box; a nerfstudio file without any of them gets its box from the cameras"""
+
+
+def camera_box(frames) -> np.ndarray | None:
+    """(2, 3) box of nerfstudio's dataparser for the cameras of ``frames`` (a transforms.json's list): centred on
+    their mean position, half-width their largest distance from it (nerfstudio centres the poses on their mean and
+    scales the largest coordinate to 1, then uses the box [-1, 1]^3; a distance rather than a coordinate here, as its
+    rotation of the poses is not applied). None where fewer than two cameras have distinct positions."""
+    positions = []
+    for frame in frames:
+        try:
+            m = np.asarray(frame["transform_matrix"], dtype=np.float64)
+        except (TypeError, ValueError, KeyError, IndexError):
+            continue  # the frame's own parse names the problem
+        if m.shape in ((4, 4), (3, 4)) and np.isfinite(m[:3, 3]).all():
+            positions.append(m[:3, 3])
+    if len(positions) < 2:
+        return None
+    p = np.stack(positions)
+    center = p.mean(0)
+    half = float(np.linalg.norm(p - center, axis=-1).max())
+    return np.stack([center - half, center + half]) if half > 0 else None
+
+
+def box_from_cameras(meta: dict) -> bool:
+    """Whether a transforms.json's box comes from its cameras: a file written by nerfstudio's ``ns-process-data``
+    (it records ``applied_transform``) that places no box (none of BOX_KEYS). Its poses are in the capture's own
+    units (COLMAP's), which nerfstudio's loader normalizes; instant-ngp's default box (+-1.5) would miss most of
+    the scene."""
+    return "applied_transform" in meta and not any(k in meta for k in BOX_KEYS)
+
+
+def scene_box(meta: dict, frames=None) -> torch.Tensor:
+    """(2, 3) float64 scene box of a dataset's top-level metadata and, for a nerfstudio file without box keys, its
+    ``frames`` (rule in the module docstring)."""
+    if frames is not None and box_from_cameras(meta):
+        box = camera_box(frames)
+        if box is not None:
+            return _renderable(box, "from the cameras, as nerfstudio's loader")
     if "aabb" in meta:
         try:
             box = np.asarray(meta["aabb"], dtype=np.float64)
@@ -265,13 +307,14 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
         parts = [(files[split], "all")]
     else:
         raise UserError(f"{path}: no transforms_{split}.json (has {', '.join(files)})")
-    infos, labels, skipped, meta, held_out = [], [], [], {}, ""
+    infos, labels, skipped, meta, held_out, box_frames = [], [], [], {}, "", None
     for json_path, sel in parts:
         top = read_json(json_path)
         if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
             raise UserError(f"{json_path}: expected an object with a list of 'frames'")
         check_fields(top, json_path.name, top=True)
         meta = meta or {k: v for k, v in top.items() if k != "frames"}
+        box_frames = box_frames if box_frames is not None else top["frames"]  # every frame of the file, any split
         chosen = _select(top["frames"], top, sel, json_path.parent)
         if top["frames"] and not chosen and sel == "train":  # frames there, but the split rules hold all of them out
             n, lists = len(top["frames"]), [f"{s}_filenames" for s in SPLITS if f"{s}_filenames" in top]
@@ -313,7 +356,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                           height=[f.height for f in infos], model=[f.model for f in infos],
                           dist=np.array([f.dist for f in infos]), names=labels)
     assert all(m in MODELS for m in cams.model_names())
-    aabb = scene_box(meta)
+    aabb = scene_box(meta, box_frames)
     blind = torch.nonzero(box_coverage(cams, aabb) == 0).flatten().tolist()
     if blind:  # every camera: nothing to train on; some (a video frame turned away, a camera beyond the box that
         # --grid-levels cascades reach): the fit still trains on the others, so a warning
