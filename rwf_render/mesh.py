@@ -54,8 +54,11 @@ class Normalization:
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         return np.asarray(u, np.float64) / self.scale + np.asarray(self.center)
 
-    def apply(self, mesh: trimesh.Trimesh, inverse: bool = False) -> trimesh.Trimesh:
+    def apply(self, mesh, inverse: bool = False):
+        """The mesh (or ``point_cloud.PointCloud``) moved into the unit cube, or back with ``inverse``."""
         f = self.from_unit if inverse else self.to_unit
+        if not isinstance(mesh, trimesh.Trimesh):
+            return mesh.moved(f)
         return trimesh.Trimesh(f(mesh.vertices), np.asarray(mesh.faces), process=False)
 
     def to_dict(self) -> dict:
@@ -321,7 +324,7 @@ def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trime
 
 
 # -- metrics against a reference mesh -----------------------------------------------------------------------------
-def surface_metrics(pred: trimesh.Trimesh, ref: trimesh.Trimesh, n_points: int = 100_000, seed: int = 0,
+def surface_metrics(pred: trimesh.Trimesh, ref, n_points: int = 100_000, seed: int = 0,
                     fscore_tau: float = 0.01) -> dict:
     """Distances between ``n_points`` fixed-seed samples on each surface (Occupancy Networks' definitions):
 
@@ -331,16 +334,16 @@ def surface_metrics(pred: trimesh.Trimesh, ref: trimesh.Trimesh, n_points: int =
                             surface, tau = ``fscore_tau`` x the reference's bounding-box diagonal
         normal_consistency  mean |n_p . n_nn| over both directions (1: every nearest normal parallel)
 
-    Distances are in the meshes' units. An empty prediction gives None distances and fscore 0.
+    Distances are in the meshes' units. An empty prediction gives None distances and fscore 0. ``ref`` may be a
+    ``point_cloud.PointCloud``: its points (at most ``n_points`` of them, each once) and normals are the samples.
     """
     from scipy.spatial import cKDTree  # noqa: PLC0415
 
     tau = fscore_tau * float(np.linalg.norm(np.subtract(*ref.bounds)))
     if len(pred.faces) == 0 or pred.area <= 0:
         return {"chamfer_l1": None, "chamfer_l2": None, "fscore": 0.0, "normal_consistency": None}
-    p, fp = trimesh.sample.sample_surface(pred, n_points, seed=seed)
-    q, fq = trimesh.sample.sample_surface(ref, n_points, seed=seed + 1)
-    np_, nq = pred.face_normals[fp], ref.face_normals[fq]
+    p, np_ = sample_surface(pred, n_points, seed=seed)
+    q, nq = sample_surface(ref, n_points if isinstance(ref, trimesh.Trimesh) else min(n_points, len(ref)), seed + 1)
     d_pq, i_pq = cKDTree(q).query(p)  # accuracy: prediction -> reference
     d_qp, i_qp = cKDTree(p).query(q)  # completeness: reference -> prediction
     precision, recall = float((d_pq < tau).mean()), float((d_qp < tau).mean())
@@ -351,6 +354,15 @@ def surface_metrics(pred: trimesh.Trimesh, ref: trimesh.Trimesh, n_points: int =
             "normal_consistency": float(nc)}
 
 
+def sample_surface(shape, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n points on a mesh (area-weighted, with their face normals) or of a ``point_cloud.PointCloud`` (its own
+    points and normals, ``PointCloud.sample``), from ``seed``: (n, 3), (n, 3)."""
+    if not isinstance(shape, trimesh.Trimesh):
+        return shape.sample(n, seed)
+    pts, faces = trimesh.sample.sample_surface(shape, n, seed=seed)
+    return pts, np.asarray(shape.face_normals)[faces]
+
+
 def iou(pred_inside: np.ndarray, ref_inside: np.ndarray) -> float:
     """Intersection over union of two boolean occupancy samples (1.0 when both are empty)."""
     pred_inside, ref_inside = np.asarray(pred_inside, bool), np.asarray(ref_inside, bool)
@@ -358,13 +370,13 @@ def iou(pred_inside: np.ndarray, ref_inside: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(pred_inside, ref_inside).sum() / union)
 
 
-def iou_points(mesh: trimesh.Trimesh, n: int = 2**18, seed: int = 0, box=UNIT_BOX,
+def iou_points(mesh, n: int = 2**18, seed: int = 0, box=UNIT_BOX,
                near_sigma: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """Tancik et al.'s IoU test points: (n, 3) uniform in ``box`` ("easy") and (n, 3) surface samples plus
-    N(0, near_sigma^2) noise ("hard"), both float32 from a fixed seed."""
+    """Tancik et al.'s IoU test points: (n, 3) uniform in ``box`` ("easy") and (n, 3) surface samples (of a mesh or a
+    point cloud, ``sample_surface``) plus N(0, near_sigma^2) noise ("hard"), both float32 from a fixed seed."""
     rng = np.random.default_rng(seed)
     lo, hi = np.asarray(box[0]), np.asarray(box[1])
     uniform = lo + (hi - lo) * rng.random((n, 3))
-    surf, _ = trimesh.sample.sample_surface(mesh, n, seed=seed + 1)
+    surf, _ = sample_surface(mesh, n, seed=seed + 1)
     near = surf + near_sigma * rng.standard_normal((n, 3))
     return uniform.astype(np.float32), near.astype(np.float32)

@@ -5,6 +5,12 @@ The mesh (OBJ, PLY, STL, OFF, GLB; with no MESH a built-in trefoil knot) is move
 config.json, so every exported mesh comes back in the mesh's own units. Targets come from the mesh: exact distances
 (open3d) signed by ray-parity voting (``mesh.py``), which also decides inside/outside for open meshes.
 
+An oriented point cloud (a PLY without faces, or XYZ text ``x y z [nx ny nz]``, SIREN's format) is fitted the
+same way; normals missing from the file are estimated. Its targets are its own signed distance (Hoppe et al. 1992:
+tangent plane of the nearest point, sign voted by the nearest normals; ``point_cloud.py``), its metrics compare
+with its points (Chamfer, F-score, normal consistency) and with the inside that distance implies (IoU; metrics.json
+says "reference": "point cloud"), and the preview's source row sphere-traces that distance.
+
     rwf fit sdf [MESH]                    signed distance, L1 or clamped L1, optional eikonal and normal terms
     rwf fit sdf MESH --target occupancy   the paper's occupancy task: logits, BCE on inside/outside
     rwf export mesh RUN --res 512         marching cubes of the learned field, in the mesh's units: RUN/mesh_512.ply
@@ -113,13 +119,21 @@ def fit(args) -> int:
     if args.resume:
         check_source_unchanged(saved, info, cfg.path)
     resolve_device(cfg.train.device)
-    warning = "" if info["watertight"] else (
-        f"rwf: warning: {cfg.path}: the mesh is not watertight (open or non-manifold); inside/outside is decided by a "
-        f"ray-parity vote over {cfg.vote_dirs or 15} directions")
+    if info.get("kind") == "point cloud":  # one info line: what the targets come from
+        warning = (f"rwf: {cfg.path}: a point cloud of {info['points']} points, "
+                   + ("no normals in the file: estimated (PCA of neighbours) and oriented consistently"
+                      if info["normals"] == "estimated" else "normals from the file")
+                   + "; targets: its signed distance (Hoppe et al. 1992)")
+        about = f"point cloud source: {info['points']} points, normals {info['normals']}"
+    else:
+        warning = "" if info["watertight"] else (
+            f"rwf: warning: {cfg.path}: the mesh is not watertight (open or non-manifold); inside/outside is decided "
+            f"by a ray-parity vote over {cfg.vote_dirs or 15} directions")
+        about = f"watertight source: {info['watertight']}"
     if not compare:
         m = fit_one(cfg, out, mesh, info, args.resume, args.force, not args.quiet, warning=warning)[0]
         print(f"{out}: iou {m['iou']:.4f} (near-surface {m['iou_surface']:.4f}), {_surface_text(m)}, "
-              f"{m['steps']} steps in {m['seconds']:.1f} s; watertight source: {info['watertight']}")
+              f"{m['steps']} steps in {m['seconds']:.1f} s; {about}")
         return 0
     # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
     root, runs = compare_runs(cfg, out, args.resume, args.force)

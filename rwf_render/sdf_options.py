@@ -91,7 +91,9 @@ def nonneg_float(text: str) -> float:
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_run_arguments, nonneg_int, positive_float, positive_int  # noqa: PLC0415
 
-    p.add_argument("path", nargs="?", metavar="MESH", help=f"OBJ, PLY, STL, OFF or GLB (default: a built-in {BUILTIN})")
+    p.add_argument("path", nargs="?", metavar="MESH",
+                   help=f"OBJ, PLY, STL, OFF or GLB mesh, or an oriented point cloud: PLY without faces or XYZ text "
+                        f"(x y z [nx ny nz] per line; missing normals are estimated) (default: a built-in {BUILTIN})")
     add_run_arguments(p, "sdf")
     d = p.add_argument_group("data")
     d.add_argument("--target", choices=TARGETS, default="sdf", help="sdf (default) or occupancy (BCE, logits)")

@@ -3,13 +3,14 @@
 A pool of points with exact targets is drawn from a seed (so a resumed fit redraws the same pool):
 
     surface   uniform on the triangles (area-weighted); signed distance 0, outward face normal
+              (a point cloud: its own points and normals)
     near      surface samples + N(0, near_sigmas[0]^2) per axis   (the thin shell that decides the surface)
     far       surface samples + N(0, near_sigmas[1]^2) per axis   (the band around it)
     uniform   uniform in the unit cube                             (keeps the rest of the box empty)
 
-Targets: signed distance (open3d's exact closest-point distance, sign from ``MeshQuery.inside``) and the
-inside/outside label. Occupancy training has no use for points exactly on the surface (their label is a coin
-flip), so for it the surface share goes to "near".
+Targets: signed distance (open3d's exact closest-point distance, sign from ``MeshQuery.inside``; for a point
+cloud ``point_cloud.CloudQuery``'s) and the inside/outside label. Occupancy training has no use for points exactly
+on the surface (their label is a coin flip), so for it the surface share goes to "near".
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import trimesh
 
-from .mesh import UNIT_BOX, MeshQuery, extract_mesh
+from .mesh import UNIT_BOX, MeshQuery, extract_mesh, sample_surface
 from .mesh_io import checked_mesh
 
 KINDS = ("surface", "near", "far", "uniform")
@@ -57,9 +58,10 @@ def split_counts(n: int, mix) -> list[int]:
     return counts.tolist()
 
 
-def draw_samples(mesh: trimesh.Trimesh, query: MeshQuery, n: int, mix=(0.25, 0.25, 0.2, 0.3),
-                 near_sigmas=(0.005, 0.05), seed: int = 0, distances: bool = True, box=UNIT_BOX) -> Samples:
-    """A pool of ``n`` points in ``box`` around ``mesh`` (see the module docstring), from ``seed``.
+def draw_samples(mesh, query, n: int, mix=(0.25, 0.25, 0.2, 0.3), near_sigmas=(0.005, 0.05), seed: int = 0,
+                 distances: bool = True, box=UNIT_BOX) -> Samples:
+    """A pool of ``n`` points in ``box`` around ``mesh`` (see the module docstring), from ``seed``. ``mesh`` may be a
+    ``point_cloud.PointCloud`` with its ``CloudQuery``: surface samples are then its points with their normals.
 
     ``distances=False`` skips the closest-point queries (occupancy training needs only the labels; ``sdf`` then
     holds -1 inside and +1 outside) and gives the surface share to "near".
@@ -70,8 +72,8 @@ def draw_samples(mesh: trimesh.Trimesh, query: MeshQuery, n: int, mix=(0.25, 0.2
         mix = [0.0, mix[0] + mix[1], mix[2], mix[3]]
     n_surf, n_near, n_far, n_uni = split_counts(n, mix)
     lo, hi = np.asarray(box[0]), np.asarray(box[1])
-    pts, faces = trimesh.sample.sample_surface(mesh, n_surf + n_near + n_far, seed=int(rng.integers(2**31)))
-    normals = np.asarray(mesh.face_normals)[faces[:n_surf]]
+    pts, normals = sample_surface(mesh, n_surf + n_near + n_far, seed=int(rng.integers(2**31)))
+    normals = normals[:n_surf]
     offsets = np.concatenate([np.zeros((n_surf, 1)), np.full((n_near, 1), near_sigmas[0]),
                               np.full((n_far, 1), near_sigmas[1])])
     off = pts + offsets * rng.standard_normal(pts.shape)
@@ -80,13 +82,13 @@ def draw_samples(mesh: trimesh.Trimesh, query: MeshQuery, n: int, mix=(0.25, 0.2
     surface = np.zeros(n, bool)
     surface[:n_surf] = True
     inside = np.zeros(n, bool)
-    inside[n_surf:] = query.inside(points[n_surf:])
-    sign = np.where(inside, -1.0, 1.0).astype(np.float32)
-    if distances:
+    if distances:  # one query for both (a point cloud's sign and distance come from the same neighbours)
         sdf = np.zeros(n, np.float32)
-        sdf[n_surf:] = sign[n_surf:] * query.distance(points[n_surf:])
+        sdf[n_surf:] = query.signed_distance(points[n_surf:])
+        inside[n_surf:] = np.signbit(sdf[n_surf:])  # -0.0 too: inside at distance 0
     else:
-        sdf = sign
+        inside[n_surf:] = query.inside(points[n_surf:])
+        sdf = np.where(inside, -1.0, 1.0).astype(np.float32)
     all_normals = np.zeros((n, 3), np.float32)
     all_normals[:n_surf] = normals
     return Samples(torch.from_numpy(points), torch.from_numpy(sdf), torch.from_numpy(inside),

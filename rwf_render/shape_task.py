@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
 from .mesh import MeshQuery, closed_parts, extract_mesh, iou, iou_points, surface_metrics
 from .mesh_io import load_mesh, mesh_report
+from .point_cloud import CloudQuery, PointCloud, cloud_report, is_point_cloud_file, load_point_cloud
 from .shape_samples import draw_samples, orient_outward, trefoil
 from .trainer import TrainConfig
 
@@ -87,29 +88,36 @@ class SDFConfig:
 
 # -- data ---------------------------------------------------------------------------------------------------------
 def load_source(cfg: SDFConfig) -> tuple:
-    """The mesh to fit (in its own units) and facts about it (format, sha256, watertightness)."""
+    """The mesh or oriented point cloud (``point_cloud.PointCloud``: a PLY without faces, XYZ text) to fit, in its
+    own units, and facts about it (format, sha256, watertightness or point count and where the normals came from)."""
     if cfg.path is None:
         mesh = trefoil()
         info = {"format": "builtin", "name": BUILTIN}
     else:
-        mesh = load_mesh(cfg.path)
+        mesh = load_point_cloud(cfg.path) if is_point_cloud_file(cfg.path) else load_mesh(cfg.path)
         info = {"format": Path(cfg.path).suffix.lower().lstrip("."),
                 "sha256": hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()}
-    return mesh, {**info, **mesh_report(mesh)}
+    return mesh, {**info, **(cloud_report(mesh) if isinstance(mesh, PointCloud) else mesh_report(mesh))}
 
 
 class ShapeTask:
-    """Fit a field to a mesh in the unit cube; see the trainer's task protocol.
+    """Fit a field to a mesh or an oriented point cloud in the unit cube; see the trainer's task protocol.
 
     Args:
-        mesh: the mesh in unit-cube coordinates; cfg: SDFConfig; device: where the batches go.
+        mesh: the mesh (or ``point_cloud.PointCloud``) in unit-cube coordinates; cfg: SDFConfig; device: where the
+            batches go.
     """
 
     def __init__(self, mesh, cfg: SDFConfig, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.query = MeshQuery(mesh, cfg.vote_dirs or None, device=device)  # (the device: only without open3d)
-        self.mesh, self.orientation = orient_outward(mesh, self.query)
-        if closed_parts(self.mesh) > 1:  # overlapping closed parts (a GLB scene): their union, not parity's
+        self.cloud = isinstance(mesh, PointCloud)
+        if self.cloud:  # targets, labels and metrics from the cloud's own signed distance (``point_cloud``)
+            self.query, self.mesh = CloudQuery(mesh), mesh
+            self.orientation = self.query.outward_agreement()
+        else:
+            self.query = MeshQuery(mesh, cfg.vote_dirs or None, device=device)  # (the device: only without open3d)
+            self.mesh, self.orientation = orient_outward(mesh, self.query)
+        if not self.cloud and closed_parts(self.mesh) > 1:  # overlapping closed parts (a GLB scene): their union
             self.query = MeshQuery(self.mesh, cfg.vote_dirs or None, device=device, union=True)
             self.mesh = self.query.surface  # the solid's boundary: faces inside other parts are not targets
         self.uniform, self.near = iou_points(self.mesh, cfg.eval_points, seed=EVAL_SEED)
@@ -159,12 +167,15 @@ class ShapeTask:
 
     def final_metrics(self, model) -> tuple[dict, object]:
         """IoU on every test point, and the surface metrics of the mesh extracted at ``mesh_res``; returns the
-        metrics and that mesh (unit-cube coordinates)."""
+        metrics and that mesh (unit-cube coordinates). For a point cloud, IoU compares with the inside its signed
+        distance implies, the surface metrics with its points and normals: "reference" says so."""
         extracted = extract_mesh(field_fn(model), res=self.cfg.mesh_res, inside=self.cfg.inside,
                                  device=self.device)
         metrics = {"iou": iou(self.inside_of(model, self.uniform), self.in_uniform),
                    "iou_surface": iou(self.inside_of(model, self.near), self.in_near),
                    **surface_metrics(extracted, self.mesh, self.cfg.metric_points, seed=EVAL_SEED)}
+        if self.cloud:
+            metrics["reference"] = "point cloud"
         return metrics, extracted
 
 
