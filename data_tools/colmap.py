@@ -1,6 +1,7 @@
 """COLMAP model -> ``transforms.json`` (instant-ngp / nerfstudio layout, read by :mod:`rwf_render.datasets`).
 
-What the conversion does, in order:
+What the conversion does, in order (images of the model missing in the images folder are skipped with one warning,
+as nerfstudio's converter skips them; none there is an error):
 
 1. intrinsics per camera: SIMPLE_PINHOLE and PINHOLE -> PINHOLE; SIMPLE_RADIAL, RADIAL and OPENCV -> OPENCV
    (k1, k2, p1, p2); OPENCV_FISHEYE -> OPENCV_FISHEYE. COLMAP's principal point is used as is (both put pixel
@@ -264,9 +265,13 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     ids = sorted(model.images, key=lambda i: model.images[i].name)
     _check_names([model.images[i].name for i in ids], sparse_dir, copy_images, depth)
     missing = [model.images[i].name for i in ids if not (images_dir / model.images[i].name).is_file()]
-    if missing:
-        raise UserError(f"{images_dir}: {len(missing)} of {len(ids)} images of the model are missing "
-                        f"(first: {missing[0]})")
+    if len(missing) == len(ids):
+        raise UserError(f"{images_dir}: none of the {len(ids)} images of the model is there (first: {missing[0]})")
+    if missing:  # skipped, as nerfstudio's converter and the transforms.json loader skip them
+        log(f"warning: skipped {len(missing)} of the model's {len(ids)} images, missing in {images_dir} "
+            f"(first: {missing[0]})")
+        gone = set(missing)
+        ids = [i for i in ids if model.images[i].name not in gone]
     check_readable([images_dir / model.images[i].name for i in ids], images_dir)
     dangling = sum(int((np.asarray(model.images[i].point3D_ids) >= 0).sum()
                        - np.isin(model.images[i].point3D_ids, model.point_ids).sum()) for i in ids)

@@ -98,7 +98,7 @@ def _inside(base: Path, path: Path) -> str | None:
 def _aux_paths(base: Path, frame: dict, where: str) -> dict[str, Path]:
     """The mask and depth map files a frame names: {key: path}; UserError when a path is not a string."""
     out = {}
-    for key in ("mask_path", "depth_file_path"):
+    for key in ("mask_path", "depth_file_path", "depth_path"):
         if key in frame:
             if not isinstance(frame[key], str) or not frame[key].strip():
                 raise UserError(f"{where}: {key} must be a file path (a non-empty string), got {frame[key]!r}")

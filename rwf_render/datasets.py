@@ -8,13 +8,16 @@ Two layouts are read:
   ``k1 k2 k3 k4 p1 p2``, ``camera_model`` (PINHOLE, SIMPLE_PINHOLE, OPENCV, OPENCV_FISHEYE; ngp's ``is_fisheye``),
   ``aabb_scale``, ``scale``, ``offset``; any intrinsic may be overridden per frame (a frame's own focal length,
   ``fl_x`` or ``camera_angle_x``, beats the top level's: :mod:`rwf_render.frames`); optional per-frame
-  ``mask_path``, ``depth_file_path`` and ``near``/``far``. Splits: ``{split}_filenames`` lists when present
+  ``mask_path``, ``depth_file_path`` (or instant-ngp's ``depth_path``, with ``integer_depth_scale`` as its unit)
+  and ``near``/``far``. Splits: ``{split}_filenames`` lists when present
   (nerfstudio), otherwise every ``HOLDOUT_EVERY``-th frame is the val/test set and the rest is train.
 
 Poses (``transform_matrix``) are OpenGL camera-to-world (see :mod:`rwf_render.cameras`). Paths are relative to
 the JSON file's folder. Frames whose image is missing are skipped with one warning. Errors about a frame name it
 by its index in the JSON file's ``frames`` list (and, for its lens, its ``file_path``), not by its position among
-the frames loaded.
+the frames loaded. Depth maps named by instant-ngp's ``depth_path`` without a positive ``integer_depth_scale`` are not
+used, as instant-ngp does not use them, with one warning; the depth maps of a split share one unit (a split mixing
+units is refused), which :attr:`Transforms.meta` gives as ``depth_unit_scale_factor``.
 
 **Scene box** (:func:`scene_box`): an explicit ``"aabb": [[x0, y0, z0], [x1, y1, z1]]`` if present; otherwise
 instant-ngp's rule: ngp maps file coordinates p to p * scale + offset (defaults 0.33 and 0.5) and its scene is the
@@ -47,7 +50,8 @@ import torch
 
 from .cameras import MODELS, Cameras, pixel_grid, pixel_rays, rotation_error
 from .errors import RwfWarning, UserError
-from .frames import FrameInfo, MissingImage, _num, image_size, native_path, parse_frame, resolve_image  # noqa: F401
+from .frames import (FrameInfo, MissingImage, _num, depth_units, image_size, native_path, parse_frame,  # noqa: F401
+                     pose_matrix, resolve_image)
 from .rundir import read_json  # (FrameInfo, image_size, native_path: still imported from here by data_tools)
 
 SPLITS = ("train", "val", "test")
@@ -66,7 +70,7 @@ class Transforms:
     depth_paths: list[Path | None]
     near_far: torch.Tensor | None  # (N, 2) when every frame has near/far
     aabb: torch.Tensor  # (2, 3) scene box, min and max corners
-    meta: dict  # the top-level JSON without "frames"
+    meta: dict  # the top-level JSON without "frames" (depth_unit_scale_factor: the depth maps' unit, any key's)
     skipped: list[str] = field(default_factory=list)  # file_path of frames skipped (missing image)
 
     def __len__(self) -> int:
@@ -105,11 +109,9 @@ def camera_box(frames) -> np.ndarray | None:
     positions = []
     for frame in frames:
         try:
-            m = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        except (TypeError, ValueError, KeyError, IndexError):
+            positions.append(pose_matrix(frame["transform_matrix"], "")[:3, 3])
+        except (UserError, TypeError, KeyError):
             continue  # the frame's own parse names the problem
-        if m.shape in ((4, 4), (3, 4)) and np.isfinite(m[:3, 3]).all():
-            positions.append(m[:3, 3])
     if len(positions) < 2:
         return None
     p = np.stack(positions)
@@ -158,7 +160,7 @@ def scene_box(meta: dict, frames=None) -> torch.Tensor:
 NUMBER_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "k1", "k2", "k3", "k4",
                "p1", "p2", "near", "far")
 """fields of a frame, or of the top level that frames inherit, that must be JSON numbers when given (not null)"""
-TOP_NUMBER_KEYS = ("aabb_scale", "scale", "depth_unit_scale_factor")
+TOP_NUMBER_KEYS = ("aabb_scale", "scale", "depth_unit_scale_factor", "integer_depth_scale")
 """top-level fields that must be JSON numbers; ``offset`` and ``aabb`` must be numbers or lists of them"""
 
 
@@ -308,6 +310,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
     else:
         raise UserError(f"{path}: no transforms_{split}.json (has {', '.join(files)})")
     infos, labels, skipped, meta, held_out, box_frames = [], [], [], {}, "", None
+    units, ignored = {}, []  # depth unit -> the first frame using it; frames whose ngp depth map is not used
     for json_path, sel in parts:
         top = read_json(json_path)
         if not isinstance(top, dict) or not isinstance(top.get("frames"), list):
@@ -341,6 +344,11 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                     raise UserError(f"{label}: {problems[0]}")
                 infos.append(info)
                 labels.append(label)
+                if info.depth is not None:
+                    unit = depth_units(top)[info.depth_key == "depth_path"]
+                    units.setdefault(unit, f"{label} ({info.depth_key})")
+                elif info.depth_key == "depth_path":
+                    ignored.append(label)
             else:
                 skipped.append(str(frame["file_path"]))
     if skipped:
@@ -348,6 +356,18 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                       f"(first: {skipped[0]})", RwfWarning, stacklevel=2)
     if held_out:
         raise UserError(f"{path}: split {split!r} has no frame: {held_out}")
+    if ignored:
+        warnings.warn(f"{path}: {len(ignored)} frame(s) give instant-ngp's depth_path but no positive "
+                      f"integer_depth_scale (first: {ignored[0]}): their depth maps are not used, as instant-ngp does "
+                      "not use them; add integer_depth_scale, scene units per stored depth value", RwfWarning,
+                      stacklevel=2)
+    if len(units) > 1:
+        (a, first), (b, second) = list(units.items())[:2]
+        raise UserError(f"{path}: depth maps in different units: {first} in {a!r}, {second} in {b!r} (the unit of "
+                        "depth_file_path: depth_unit_scale_factor, nerfstudio's default 1e-3 when absent; of "
+                        "depth_path: integer_depth_scale); give every depth map one unit")
+    if any(info.depth_key == "depth_path" and info.depth is not None for info in infos):  # ngp's unit, under the
+        meta = {**meta, "depth_unit_scale_factor": next(iter(units))}  # key the depth loss and written files read
     if not infos:
         raise UserError(f"{path}: split {split!r} has no frame with an existing image")
     c2w = torch.from_numpy(np.stack([f.c2w for f in infos]))

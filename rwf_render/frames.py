@@ -6,8 +6,18 @@ given per frame, overriding the top-level value. The focal length is resolved pe
 own focal length wins whichever key either level uses: x: the frame's ``fl_x``, else the frame's ``camera_angle_x``,
 else the top level's ``fl_x``, else its ``camera_angle_x``; y likewise with ``fl_y`` / ``camera_angle_y``, and
 fl_x when neither level gives one. A frame that gives both ``fl_x`` and ``camera_angle_x`` uses ``fl_x`` (a
-focal length in pixels is what calibration tools write; the angle is derived from it). x is required: a vertical
-focal length alone is refused, with a message that says so.
+focal length in pixels is what calibration tools write; the angle is derived from it). A vertical focal length alone
+(``fl_y`` or ``camera_angle_y``) serves both axes, square pixels, as instant-ngp reads it; a file with no focal
+length at all is refused.
+
+**Pose**: ``transform_matrix`` 4x4 or 3x4 rows, or 16 numbers in a flat list as some exporters write it, read
+row-major when its last four are 0 0 0 1 (a column-major list ends with the translation and 1 instead).
+
+**Depth map**: nerfstudio's ``depth_file_path`` (unit: top-level ``depth_unit_scale_factor``, default 1e-3), or
+instant-ngp's ``depth_path`` (unit: top-level ``integer_depth_scale``). Both are z-depth, stored value times the
+unit in the dataset's units. instant-ngp loads no depth without a positive ``integer_depth_scale``, and neither does
+this reader (:attr:`FrameInfo.depth_key` says so; the dataset loader warns). A frame that gives both keys must name
+one file with one unit (nerfstudio's key is then used); two files, or two units, are refused: one of them is wrong.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ class FrameInfo:
     mask: Path | None = None
     depth: Path | None = None
     near_far: tuple | None = None
+    depth_key: str | None = None  # the key that named a depth map ("depth_path" with depth None: ngp's, ignored)
 
 
 def _num(value, what: str) -> float:
@@ -147,6 +158,58 @@ def image_size(path: Path) -> tuple[int, int]:
     raise UserError(f"{path}: cannot read the image size ({type(why).__name__}: {why})") from None
 
 
+def pose_matrix(value, where: str) -> np.ndarray:
+    """A ``transform_matrix`` as a (4, 4) or (3, 4) float64 array: nested rows, or 16 numbers read row-major when
+    the last four are 0 0 0 1 (module docstring). UserError naming ``where`` for anything else."""
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: transform_matrix is not a numeric matrix") from None
+    if m.shape == (16,) and np.array_equal(m[12:], [0.0, 0.0, 0.0, 1.0]):
+        m = m.reshape(4, 4)
+    if m.shape not in ((4, 4), (3, 4)):
+        flat = (" (a flat list of 16 is read as a row-major 4x4 only when its last four are 0 0 0 1)"
+                if m.shape == (16,) else "")
+        raise UserError(f"{where}: transform_matrix has shape {m.shape}, expected 4x4 or 3x4{flat}")
+    if not np.isfinite(m).all():
+        raise UserError(f"{where}: transform_matrix has non-finite entries")
+    return m
+
+
+DEFAULT_DEPTH_UNIT = 1e-3
+"""``depth_unit_scale_factor`` when a dataset does not give one (nerfstudio's: depth maps in millimetres)"""
+
+
+def depth_units(top: dict) -> tuple:
+    """The depth unit of each depth key of a file's top level ``top``: (nerfstudio's, instant-ngp's), the latter None
+    when it loads no depth (no positive ``integer_depth_scale``). Values as given (checked where used)."""
+    ngp = top.get("integer_depth_scale")
+    ok = isinstance(ngp, (int, float)) and not isinstance(ngp, bool) and math.isfinite(ngp) and ngp > 0
+    return top.get("depth_unit_scale_factor", DEFAULT_DEPTH_UNIT), ngp if ok else None
+
+
+def _depth_map(frame: dict, top: dict, base: Path, where: str, ns) -> tuple[Path | None, str | None]:
+    """A frame's depth map and the key that names it (module docstring); ``ns``: its ``depth_file_path`` (its own,
+    else the top level's). instant-ngp's ``depth_path`` is a frame key only, as instant-ngp reads it."""
+    ngp = frame.get("depth_path")
+    ns = None if ns is None else _rel_path(base, ns, f"{where}: depth_file_path")
+    if ngp is None:
+        return ns, None if ns is None else "depth_file_path"
+    ngp = _rel_path(base, ngp, f"{where}: depth_path")
+    ns_unit, ngp_unit = depth_units(top)
+    if ns is None:
+        return (ngp if ngp_unit is not None else None), "depth_path"
+    if ngp_unit is not None:  # instant-ngp would read its map too: both must say the same
+        if os.path.normpath(ns) != os.path.normpath(ngp):
+            raise UserError(f"{where}: depth_file_path ({frame.get('depth_file_path', top.get('depth_file_path'))})"
+                            f" and depth_path ({frame['depth_path']}) name different depth maps; give one of them")
+        if ns_unit != ngp_unit:
+            raise UserError(f"{where}: gives depth_file_path and depth_path, whose units differ: "
+                            f"depth_unit_scale_factor {ns_unit!r} (nerfstudio's default 1e-3 when absent) and "
+                            f"integer_depth_scale {ngp_unit!r}; give one key, or equal units")
+    return ns, "depth_file_path"
+
+
 class MissingImage(UserError):
     """A frame whose image does not exist and whose size is not given either (Blender files never give w/h): the
     loader skips such a frame with a warning, as any frame whose image is missing."""
@@ -162,14 +225,7 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
             raise UserError(f"{where}: missing '{key}'")
     _rel_path(base, frame["file_path"], f"{where}: file_path")
     image = resolve_image(base, frame["file_path"])
-    try:
-        m = np.asarray(frame["transform_matrix"], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: transform_matrix is not a numeric matrix") from None
-    if m.shape not in ((4, 4), (3, 4)):
-        raise UserError(f"{where}: transform_matrix has shape {m.shape}, expected 4x4 or 3x4")
-    if not np.isfinite(m).all():
-        raise UserError(f"{where}: transform_matrix has non-finite entries")
+    m = pose_matrix(frame["transform_matrix"], where)
     c2w = np.eye(4)
     c2w[:3] = m[:3]
     if abs(np.linalg.det(c2w[:3, :3])) < 1e-6:
@@ -202,12 +258,9 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
         return None
 
     fx, fy = focal("fl_x", "camera_angle_x", w), focal("fl_y", "camera_angle_y", h)
-    if fx is None:  # required, as Blender's and nerfstudio's loaders require it; say what is there instead
-        given = [k for k in ("fl_y", "camera_angle_y") if get(k) is not None]
-        hint = (f"; only {given[0]} is given: add fl_x (equal to fl_y for square pixels) or camera_angle_x"
-                if given else "")
-        raise UserError(f"{where}: no focal length (fl_x or camera_angle_x){hint}")
-    fy = fy or fx
+    if fx is None and fy is None:
+        raise UserError(f"{where}: no focal length (fl_x or camera_angle_x)")
+    fx, fy = fx or fy, fy or fx  # one axis given: square pixels, as instant-ngp reads either alone
     cx, cy = _num(get("cx", w / 2), f"{where}: cx"), _num(get("cy", h / 2), f"{where}: cy")
     dist = tuple(_num(get(k, 0.0), f"{where}: {k}") for k in DIST_NAMES)
     model = get("camera_model")
@@ -217,14 +270,15 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
     if str(model).upper() not in _MODEL_ALIASES:
         raise UserError(f"{where}: unsupported camera_model {model!r} (supported: {', '.join(_MODEL_ALIASES)})")
     model = _MODEL_ALIASES[str(model).upper()]
-    mask, depth = get("mask_path"), get("depth_file_path")
+    mask = get("mask_path")
     mask = None if mask is None else _rel_path(base, mask, f"{where}: mask_path")
-    depth = None if depth is None else _rel_path(base, depth, f"{where}: depth_file_path")
+    depth, depth_key = _depth_map(frame, top, base, where, get("depth_file_path"))
     near_far = None
     if frame.get("near") is not None and frame.get("far") is not None:
         near_far = (_num(frame["near"], f"{where}: near"), _num(frame["far"], f"{where}: far"))
         if not 0 <= near_far[0] < near_far[1]:
             raise UserError(f"{where}: near and far must satisfy 0 <= near < far, got {near_far[0]:g}, "
                             f"{near_far[1]:g}")
-    return FrameInfo(image, c2w, fx, fy, cx, cy, w, h, model, dist, mask=mask, depth=depth, near_far=near_far)
+    return FrameInfo(image, c2w, fx, fy, cx, cy, w, h, model, dist, mask=mask, depth=depth, near_far=near_far,
+                     depth_key=depth_key)
 

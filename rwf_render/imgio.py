@@ -99,9 +99,16 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
     import png  # noqa: PLC0415
 
     with open(path, "rb") as f:  # pypng given a file name leaves the file open (a ResourceWarning per image)
-        width, height, rows, info = png.Reader(file=f).asDirect()  # expands palettes and low bit depths
+        reader = png.Reader(file=f)
+        width, height, rows, info = reader.asDirect()  # expands palettes and low bit depths
         planes, depth = info["planes"], info["bitdepth"]
-        data = np.vstack([np.asarray(r, dtype=np.uint16 if depth > 8 else np.uint8) for r in rows])
+        try:
+            data = np.vstack([np.asarray(r, dtype=np.uint16 if depth > 8 else np.uint8) for r in rows])
+        except IndexError:  # pypng looks each pixel's index up in the palette (PLTE) and says only "IndexError"
+            if reader.plte is None:
+                raise
+            raise UserError(f"{path}: corrupt PNG: a pixel's palette index is beyond its {len(reader.plte) // 3}-"
+                            "colour palette (PLTE chunk); re-save the image from its source") from None
     data = data.reshape(height, width, planes)
     if depth not in (8, 16):  # 1, 2, 4-bit greys kept at their own range
         return data.astype(np.float32) / (2**depth - 1), depth

@@ -312,7 +312,8 @@ def dataset_fingerprint(path: str | Path) -> dict:
         for frame in frames if isinstance(frames, list) else []:
             if not isinstance(frame, dict):
                 continue
-            for key in ("file_path", "mask_path", "depth_file_path"):  # a frame's own path, else the top level's
+            # a frame's own path, else the top level's (instant-ngp's depth_path as nerfstudio's depth_file_path)
+            for key in ("file_path", "mask_path", "depth_file_path", "depth_path"):
                 value = frame.get(key) if frame.get(key) is not None or key == "file_path" else top.get(key)
                 if not isinstance(value, str) or not value.strip():
                     continue

@@ -2,7 +2,10 @@
 
 A frame's ``depth_file_path`` names a depth map of its image (nerfstudio's layout): z-depth along the camera's
 optical axis, ``value * depth_unit_scale_factor`` in the dataset's units (the factor is top-level; nerfstudio's
-default 1e-3, millimetres, when absent), 0 where there is no depth. Dense maps come from depth sensors or
+default 1e-3, millimetres, when absent), 0 where there is no depth. instant-ngp's per-frame ``depth_path`` with its
+top-level ``integer_depth_scale`` means the same (z-depth, stored value times the scale; instant-ngp uses no depth
+without that scale, and neither does the loader: :mod:`rwf_render.frames`), so the loader reads it as an alias and
+gives its scale as the split's ``depth_unit_scale_factor``. Dense maps come from depth sensors or
 ``rwf data synth --depth``; sparse ones from structure from motion (``rwf data colmap --depth`` writes COLMAP's
 observed points), which is what a real capture with few views needs: 20 photos 18 degrees apart let a field paint
 each photo on a screen in front of its own camera (BENCHMARKS.md, "The real capture"); a depth loss on the
@@ -23,10 +26,8 @@ import torch
 
 from .cameras import Cameras, pixel_rays
 from .errors import UserError
+from .frames import DEFAULT_DEPTH_UNIT as DEFAULT_UNIT  # nerfstudio's default unit (millimetres)
 from .imgio import read_image, tiff_samples
-
-DEFAULT_UNIT = 1e-3
-"""``depth_unit_scale_factor`` when a dataset does not give one (nerfstudio's: depth maps in millimetres)"""
 
 
 @dataclass
@@ -142,7 +143,8 @@ def load_depths(tf, cams: Cameras, downscale: int) -> DepthPixels:
         UserError: no frame has a depth map or no depth map has a depth; an unreadable or mis-sized map.
     """
     if all(p is None for p in tf.depth_paths):
-        raise UserError(f"{tf.path}: the {tf.split} split has no depth maps (no frame has depth_file_path); "
+        raise UserError(f"{tf.path}: the {tf.split} split has no depth maps (no frame has depth_file_path, or "
+                        "instant-ngp's depth_path with a positive integer_depth_scale); "
                         "`rwf data colmap --depth` writes them from COLMAP's points, `rwf data synth --depth` "
                         "from the mesh")
     unit = depth_unit(tf.meta, str(tf.path))

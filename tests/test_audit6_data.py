@@ -1,8 +1,8 @@
 """Sixth audit of the NeRF data path, with inputs real users bring: Blender paths without an extension naming EXR or
-upper-case files, datasets that give only the vertical focal length (refused, now saying so), masks that are
-cut-out images or carry alpha, COLMAP text models saved with a byte-order mark, palette PNGs with a transparent
-colour, 1-bit masks and EXR frames through ``rwf data downscale``, BMP / WebP images given to the converters, and
-PNGs pypng left open.
+upper-case files, datasets with no focal length at all (refused; a vertical one alone is read as fx = fy:
+test_audit6_data2.py), masks that are cut-out images or carry alpha, COLMAP text models saved with a byte-order mark,
+palette PNGs with a transparent colour, 1-bit masks and EXR frames through ``rwf data downscale``, BMP / WebP images
+given to the converters, and PNGs pypng left open.
 
 Rule: odd but valid input loads as it means (checked against the camera it describes); bad input is one line and
 exit 2 (or a ``rwf data check`` error), with nothing written.
@@ -76,17 +76,6 @@ def test_a_path_without_extension_finds_exr_tiff_and_upper_case_images(tmp_path)
     assert np.allclose(train.image(0).numpy(), np.clip(pixels["r_0.exr"], 0, 1), atol=0.5 / 255 + 1e-6)
     errors, _ = check_dataset(tmp_path, log=lambda *a: None)
     assert errors == []
-
-
-@pytest.mark.parametrize("key", ["camera_angle_y", "fl_y"])
-def test_a_dataset_giving_only_the_vertical_focal_length_is_told_what_to_add(tmp_path, key):
-    """``camera_angle_y`` or ``fl_y`` alone is refused as before (the horizontal focal length is required), but the
-    message used to read as if the dataset gave no focal length at all; now it names the key that is there."""
-    _blender(tmp_path, ["r_0", "r_1"], {key: 0.7 if key == "camera_angle_y" else 17.0})
-    with pytest.raises(UserError, match=f"no focal length .*only {key} is given: add fl_x"):
-        load_transforms(tmp_path, "train")
-    errors, _ = check_dataset(tmp_path, log=lambda *a: None)
-    assert any(f"only {key} is given" in e for e in errors), errors
 
 
 def test_a_horizontal_angle_with_a_vertical_one_gives_each_axis_its_own_focal(tmp_path):

@@ -68,7 +68,7 @@ def test_single_file_overrides_splits_and_missing_images(tmp_path):
     (lambda m: m["frames"][2].pop("transform_matrix"), "frame 2: missing 'transform_matrix'"),
     (lambda m: m["frames"][1].update(transform_matrix=np.zeros((4, 4)).tolist()), "frame 1: .*singular"),
     (lambda m: m["frames"][0].update(transform_matrix=[[1, 2], [3, 4]]), "shape"),
-    (lambda m: m.pop("fl_x"), "no focal length"),
+    (lambda m: (m.pop("fl_x"), m.pop("fl_y")), "no focal length"),  # fl_y alone is a focal length (fx = fy)
     (lambda m: m.update(camera_model="EQUIRECTANGULAR"), "unsupported camera_model"),
     (lambda m: m.update(frames="x"), "list of 'frames'"),
 ])
