@@ -47,14 +47,39 @@ def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tenso
     return np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
 
 
-def point_cloud(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
-    """Points where training rays stop (:func:`depth_points`), with their rendered colours; ``progress``
-    shows a bar over the training cameras on stderr (each is rendered: minutes on a 100-view scene)."""
-    import trimesh  # noqa: PLC0415
+def point_cloud(model: NeRFModel, box: np.ndarray | None = None, max_points: int = 1_000_000, size: int = 200,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points where training rays stop (:func:`depth_points`) inside ``box`` (2, 3) when given, with their rendered
+    colours and outward normals from the density field (``nerf_poisson.density_normals``, as ``--poisson`` orients
+    its points; towards the camera that saw a point where the gradient is noise): positions (P, 3), colours (P, 3) in
+    [0, 1] and unit normals (P, 3). ``progress`` shows a bar over the training cameras on stderr (each is rendered:
+    minutes on a 100-view scene)."""
+    from .nerf_poisson import density_normals  # noqa: PLC0415
 
-    pts, cols, _ = depth_points(model, max_points, size, progress)
-    colors = np.concatenate([np.round(cols * 255), np.full((len(cols), 1), 255)], 1).astype(np.uint8)
-    return trimesh.PointCloud(pts, colors=colors)
+    pts, cols, origins = depth_points(model, max_points, size, progress)
+    if box is not None:
+        inside = ((pts >= box[0]) & (pts <= box[1])).all(1)
+        pts, cols, origins = pts[inside], cols[inside], origins[inside]
+    normals, _ = density_normals(model.field.density, pts, origins, device=model.aabb.device)
+    return pts, cols, normals
+
+
+def write_point_ply(path, points: np.ndarray, colors: np.ndarray, normals: np.ndarray) -> None:
+    """A binary PLY of points with normals (nx ny nz, as ``rwf fit sdf`` and open3d read them) and 8-bit RGBA
+    colours (colours in [0, 1], alpha 255)."""
+    n = len(points)
+    rec = np.empty(n, [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4"),
+                       ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("alpha", "u1")])
+    for i, c in enumerate("xyz"):
+        rec[c], rec["n" + c] = points[:, i], normals[:, i]
+    rgb = np.round(np.clip(colors, 0, 1) * 255).astype(np.uint8)
+    rec["red"], rec["green"], rec["blue"], rec["alpha"] = rgb[:, 0], rgb[:, 1], rgb[:, 2], 255
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}",
+              *(f"property float {c}" for c in ("x", "y", "z", "nx", "ny", "nz")),
+              *(f"property uchar {c}" for c in ("red", "green", "blue", "alpha")), "end_header"]
+    with open(path, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(rec.tobytes())
 
 
 @torch.no_grad()
@@ -200,18 +225,14 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     if tsdf:
         return export_tsdf(model, box, out, fmt, args)
     if args.pointcloud:
-        cloud = point_cloud(model, progress=not getattr(args, "quiet", False))
-        if args.crop:
-            import trimesh  # noqa: PLC0415
-
-            inside = ((cloud.vertices >= box[0]) & (cloud.vertices <= box[1])).all(1)
-            cloud = trimesh.PointCloud(cloud.vertices[inside], colors=np.asarray(cloud.colors)[inside])
-        if len(cloud.vertices) == 0:
+        points, colors, normals = point_cloud(model, box if args.crop else None,
+                                              progress=not getattr(args, "quiet", False))
+        if len(points) == 0:
             raise UserError("no training ray reaches an opaque surface" + (" inside --crop" if args.crop else "")
                             + ": nothing to export")
         with atomic_path(out) as tmp:
-            cloud.export(tmp, file_type="ply")
-        print(f"{out}: {len(cloud.vertices)} points")
+            write_point_ply(tmp, points, colors, normals)
+        print(f"{out}: {len(points)} points with normals")
         return 0
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
     cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))

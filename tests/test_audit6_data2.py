@@ -221,3 +221,14 @@ def test_rwf_data_downscale_carries_ngp_depth_maps(tmp_path):
     z = depths.t.double() * (rays_d * forward).sum(-1) / rays_d.norm(dim=-1)  # back to the stored z-depth
     assert len(depths) == 3 * (W // 2) * (H // 2)
     torch.testing.assert_close(z, torch.tensor([2.0, 4.0, 6.0], dtype=torch.float64)[depths.image], rtol=1e-6, atol=0)
+
+
+def test_an_edited_ngp_depth_map_changes_the_dataset_fingerprint(tmp_path):
+    """``--resume`` refuses changed data by its fingerprint; the maps named by instant-ngp's ``depth_path`` were not
+    in it, so an edited one went unnoticed."""
+    from rwf_render.nerf_data import dataset_fingerprint
+
+    root = _depth_dataset(tmp_path, [("depth_path",)] * 3, {"integer_depth_scale": 0.002})
+    before = dataset_fingerprint(root)
+    write_image(root / "d1.png", np.full((H, W, 1), 2500 / 65535, np.float32), bits=16)
+    assert dataset_fingerprint(root) != before
