@@ -175,7 +175,9 @@ def test_reload_moves_the_cameras_the_view_starts_from(tiny_runs, tmp_path):  # 
         torch.testing.assert_close(source.cameras.c2w.double(), reloaded.c2w.double(), atol=1e-5, rtol=0)
         assert (source.cameras.c2w[0] - at_load[0]).abs().max() > 0.1  # it did move
         eye, target = source.initial_view()
-        np.testing.assert_allclose(eye, reloaded.c2w[0, :3, 3].numpy(), atol=1e-5)
+        c0 = reloaded.c2w[0].double().numpy()  # the view starts near camera 0, looking at what it looks at
+        np.testing.assert_allclose(target, c0[:, 3] - c0[:, 2] * np.linalg.norm(c0[:, 3] - source.center),
+                                   atol=1e-5)
         np.testing.assert_allclose(app.server.initial_camera.position, eye * source.view_scale, atol=1e-5)
         np.testing.assert_allclose(app.server.initial_camera.look_at, target * source.view_scale, atol=1e-5)
         up = reloaded.c2w[:, :3, 1].double().mean(0).numpy()

@@ -28,7 +28,7 @@ from rwf_render.rundir import one_line
 
 from . import panels
 from .render_loop import ClientRenderer, DutyCycle, RenderSettings, limit_threads
-from .sources import Source, run_history, run_metrics
+from .sources import INITIAL_FOV, Source, run_history, run_metrics
 
 UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
 
@@ -186,7 +186,7 @@ class ViewerApp:
     def _setup_scene(self) -> None:
         self.server.scene.set_up_direction(self.up_vector())
         self._set_initial_camera()
-        self.server.initial_camera.fov = np.radians(50.0)
+        self.server.initial_camera.fov = INITIAL_FOV
         self.source.setup_scene(self.server)
 
     def _set_initial_camera(self) -> None:

@@ -17,6 +17,7 @@ Nothing here imports viser: the conversions are plain numpy/torch and are tested
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,3 +106,45 @@ def frustum_params(cams: Cameras, i: int, scale: float = 1.0) -> dict:
     wxyz, position = viser_pose(cams.c2w[i])
     h, w = float(cams.height[i]), float(cams.width[i])
     return {"fov": fov_from_focal(float(cams.fy[i]), h), "aspect": w / h, "wxyz": wxyz, "position": position * scale}
+
+
+def frustum_image_corners(params: dict, scale: float) -> np.ndarray:
+    """World corners (4, 3) of the image plane of a frustum drawn by ``add_camera_frustum(scale=scale, **params)``
+    (``params``: :func:`frustum_params`' dict), where its thumbnail shows.
+
+    viser 1.1.1 (client ``CameraFrustumVariants.tsx``) draws the pyramid with half-extents (tan(fov/2) aspect,
+    tan(fov/2), 1), divided by the cube root of a third of their product (every fov gets the same volume) and times
+    ``scale``, in the OpenCV frame (+z forward); the image fills its far end.
+    """
+    y = math.tan(params["fov"] / 2)
+    x = y * params["aspect"]
+    v = np.cbrt(x * y / 3.0)
+    x, y, z = x * scale / v, y * scale / v, scale / v
+    local = np.array([[-x, -y, z], [x, -y, z], [x, y, z], [-x, y, z]])
+    return local @ matrix_from_quat(params["wxyz"]).T + np.asarray(params["position"], np.float64)
+
+
+def middle_coverage(corners: np.ndarray, eye, target, up, fov: float, share: float = 0.5) -> np.ndarray:
+    """How much of the middle of its view a browser camera at ``eye`` looking at ``target`` (roll by ``up``,
+    vertical ``fov``) sees covered by each of K quads (K, 4, 3): the share (K,) in [0, 1] of the middle square (a
+    side ``share`` of the view's height, at the centre) that the quad's projected bounding box covers.
+
+    A quad reaching behind the camera while part of it is in front counts as covering it all; one wholly behind,
+    as nothing.
+    """
+    eye = np.asarray(eye, np.float64)
+    axis = np.asarray(target, np.float64) - eye
+    axis /= np.linalg.norm(axis)
+    right = np.cross(axis, np.asarray(up, np.float64))
+    if np.linalg.norm(right) < 1e-9:  # looking along ``up``: any roll
+        right = np.cross(axis, np.eye(3)[np.argmin(np.abs(axis))])
+    right /= np.linalg.norm(right)
+    cam_up = np.cross(right, axis)
+    d = np.asarray(corners, np.float64) - eye  # (K, 4, 3)
+    z = d @ axis  # (K, 4) depth along the view axis
+    in_front = z > 1e-9
+    x, y = (d @ right) / np.where(in_front, z, 1.0), (d @ cam_up) / np.where(in_front, z, 1.0)  # (K, 4)
+    half = share * math.tan(fov / 2)
+    w = np.clip(np.minimum(x.max(1), half) - np.maximum(x.min(1), -half), 0.0, None)
+    h = np.clip(np.minimum(y.max(1), half) - np.maximum(y.min(1), -half), 0.0, None)
+    return np.where(in_front.all(1), w * h / (2 * half) ** 2, in_front.any(1).astype(np.float64))

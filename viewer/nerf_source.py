@@ -39,12 +39,16 @@ from rwf_render.cameras import Cameras, pixel_rays
 from rwf_render.errors import UserError
 from rwf_render.nerf_export import stop_distance
 
-from .camera import frustum_params
+from .camera import frustum_image_corners, frustum_params, middle_coverage
 from .sdf_source import _extracted_mesh
-from .sources import FAR, Source, colormap, to_uint8, view_scale_for
+from .sources import FAR, INITIAL_FOV, Source, colormap, to_uint8, view_scale_for
 
 RAY_DISTANCE_DEPTH = True  # render_camera's depth: distance along unit rays (True) or z-depth (False)
 MAX_FRUSTUMS = 300  # more training cameras are subsampled evenly
+FRUSTUM_SIZE = 0.06  # a training camera's frustum: viser's scale per scene radius
+START_STEPS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # initial_view's offsets from camera 0, in its frustum's depth
+START_MIDDLE = 0.5  # ... until frustum images cover little of the middle square this share of the view's height:
+START_COVER = 0.05  # this share of it at most, and none of it camera 0's own
 THUMB_HEIGHT = 64
 
 
@@ -171,12 +175,41 @@ class NeRFSource(Source):
     def scene_radius(self) -> float:
         return 0.5 * float(np.linalg.norm(self.aabb[3:] - self.aabb[:3]))
 
+    def frustum_indices(self) -> np.ndarray:
+        """The training cameras drawn as frustums: all, or MAX_FRUSTUMS of them evenly (camera 0 always)."""
+        n = 0 if self.cameras is None else len(self.cameras)
+        return np.unique(np.linspace(0, n - 1, min(n, MAX_FRUSTUMS)).round().astype(int)) if n else np.zeros(0, int)
+
     def initial_view(self):
-        if self.cameras is not None and len(self.cameras):
-            c2w = self.cameras.c2w[0].double().cpu().numpy()
-            eye = c2w[:, 3]
-            return eye, eye - c2w[:, 2] * np.linalg.norm(eye - self.center)  # along the camera's -z
-        return self.center + np.array([1.0, -1.0, 0.6]) * self.scene_radius() * 1.5, self.center.copy()
+        """A little behind and above training camera 0, looking at the point it looks at (as far along its axis as
+        the scene centre), so a new browser sees the render much as camera 0 saw the scene.
+
+        Not *at* camera 0: its frustum's image, the training photo, would fill the middle of the view in front of
+        the render. The view backs off along camera 0's axis and rises (scene up) by as much, in steps of its
+        frustum's depth (START_STEPS), until the frustums' images cover little of the middle of the view
+        (START_MIDDLE, START_COVER; camera 0's image is then in the lower quarter, and more steps take the view
+        past neighbours in the way, as in a forward-facing capture). When no step does, the one covering least."""
+        if self.cameras is None or not len(self.cameras):
+            return self.center + np.array([1.0, -1.0, 0.6]) * self.scene_radius() * 1.5, self.center.copy()
+        c2w = self.cameras.c2w[0].double().cpu().numpy()
+        eye, forward = c2w[:, 3], -c2w[:, 2]
+        target = eye + forward * max(float(np.linalg.norm(eye - self.center)), 0.5 * self.scene_radius())
+        rise = np.asarray(self.up, np.float64) - np.dot(self.up, forward) * forward  # scene up, across the axis
+        rise = rise / np.linalg.norm(rise) if np.linalg.norm(rise) > 1e-6 else c2w[:, 1]
+        size = FRUSTUM_SIZE * self.scene_radius()
+        images = np.stack([frustum_image_corners(frustum_params(self.cameras, int(i)), size)
+                           for i in self.frustum_indices()])  # (K, 4, 3), camera 0's first
+        depth = float(np.mean((images[0] - eye) @ forward))
+        best = None
+        for step in START_STEPS:
+            start = eye + step * depth * (rise - forward)
+            cover = middle_coverage(images, start, target, self.up, INITIAL_FOV, START_MIDDLE)
+            score = (cover[0] > 0, float(cover.sum()))
+            if best is None or score < best[0]:
+                best = (score, start)
+            if not score[0] and score[1] <= START_COVER:
+                break
+        return best[1], target
 
     # -- rendering ----------------------------------------------------------------------------------------------
     def render(self, cams: Cameras, mode: str):
@@ -208,9 +241,8 @@ class NeRFSource(Source):
                                                       np.asarray(self.mesh.faces, np.uint32), color=(200, 200, 200),
                                                       visible=False)
         if self.cameras is not None and len(self.cameras):
-            idx = np.unique(np.linspace(0, len(self.cameras) - 1, min(len(self.cameras), MAX_FRUSTUMS)).round()
-                            .astype(int))
-            scale = 0.06 * self.scene_radius() * s
+            idx = self.frustum_indices()
+            scale = FRUSTUM_SIZE * self.scene_radius() * s
             drawn, self._drawn_delta = self.drawn_cameras()
             self._frustum_idx = idx
             for k, i in enumerate(idx):

@@ -1,6 +1,7 @@
-"""SDF / occupancy runs in the viewer: extracted and source meshes, a slice through the field, the field itself.
+"""SDF / occupancy runs in the viewer: the extracted mesh, the source (a mesh, or an oriented point cloud shown as
+points coloured by their normals), a slice through the field, the field itself.
 
-The scene is in the source mesh's own units (``RUN/mesh.ply`` is saved in them); the field lives in the unit cube
+The scene is in the source's own units (``RUN/mesh.ply`` is saved in them); the field lives in the unit cube
 ``unit = (x - center) * scale`` (:class:`rwf_render.mesh.Normalization`, stored in config.json). Everything that
 touches the SDF pipeline's API is in :func:`load_sdf_run` and :meth:`SDFSource.from_trainer`.
 
@@ -29,10 +30,12 @@ SLICE_FRAMES = {"x": np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float),
                 "z": np.eye(3)}
 SLICE_RES = 160
 COLORMAPS = ("RdBu", "coolwarm", "viridis", "turbo")
+MAX_CLOUD_POINTS = 100_000  # a larger source point cloud is shown as this many of its points (1.5 MB to send)
 
 
 def load_sdf_run(run: Path, cfg: dict, device: torch.device):
-    """The SDF pipeline's side: (SDFConfig, model, Normalization, source mesh or None, extracted mesh or None)."""
+    """The SDF pipeline's side: (SDFConfig, model, Normalization, source (mesh or ``point_cloud.PointCloud``) or
+    None, extracted mesh or None)."""
     from rwf_render import sdf  # noqa: PLC0415
 
     scfg, model, norm, _, device = sdf.load_run(run, cfg, str(device))
@@ -46,8 +49,19 @@ def _source_mesh(scfg):
     try:
         return load_source(scfg)[0]
     except UserError as e:  # moved or deleted since the fit: show the rest
-        print(f"rwf: warning: source mesh unavailable ({e})", file=sys.stderr)
+        print(f"rwf: warning: source mesh or point cloud unavailable ({e})", file=sys.stderr)
         return None
+
+
+def shown_cloud(points: np.ndarray, normals: np.ndarray, n_max: int = MAX_CLOUD_POINTS, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a source cloud to draw: all of them up to ``n_max``, else ``n_max`` drawn without replacement
+    (seeded, in file order), with their colours 0.5 + 0.5 n (the ``normals`` render mode's). (n, 3) float64 and
+    (n, 3) uint8."""
+    idx = np.arange(len(points))
+    if len(points) > n_max:
+        idx = np.sort(np.random.default_rng(seed).choice(len(points), n_max, replace=False))
+    return points[idx], to_uint8(0.5 + 0.5 * normals[idx])
 
 
 def _extracted_mesh(run: Path | None):
@@ -73,7 +87,9 @@ class SDFSource(Source):
 
     def __init__(self, model, target: str, norm, device: torch.device, source_mesh=None, extracted=None,
                  run: Path | None = None):
-        """model: field (N, 3) -> (N, 1) in the unit cube; target: "sdf" | "occupancy"; norm: Normalization."""
+        """model: field (N, 3) -> (N, 1) in the unit cube; target: "sdf" | "occupancy"; norm: Normalization;
+        source_mesh: what was fitted, in its own units: a mesh (``.vertices``, ``.faces``) or an oriented point
+        cloud (``.points``, ``.normals``: ``point_cloud.PointCloud``); extracted: the run's mesh."""
         super().__init__(model, device, run)
         self.target, self.norm = target, norm
         self.source_mesh, self.extracted = source_mesh, extracted
@@ -203,7 +219,14 @@ class SDFSource(Source):
             self._meshes["extracted"] = server.scene.add_mesh_simple(
                 "/sdf/extracted", np.asarray(self.extracted.vertices * s, np.float32),
                 np.asarray(self.extracted.faces, np.uint32), color=(120, 170, 230))
-        if self.source_mesh is not None:
+        if hasattr(self.source_mesh, "points"):  # an oriented point cloud: points coloured by their normals
+            points, colors = shown_cloud(self.source_mesh.points, self.source_mesh.normals)
+            # dots about as wide as n points' spacing on a surface filling the unit cube (a sphere: 0.8 of it)
+            size = s * self.scene_radius() * float(np.clip(1.5 / np.sqrt(len(points)), 0.002, 0.02))
+            self._meshes["source"] = server.scene.add_point_cloud(
+                "/sdf/source", np.asarray(points * s, np.float32), colors, point_size=size, point_shape="circle",
+                precision="float32", visible=False)  # float16 rounds a cloud far from the origin by its spacing
+        elif self.source_mesh is not None:
             self._meshes["source"] = server.scene.add_mesh_simple(
                 "/sdf/source", np.asarray(self.source_mesh.vertices * s, np.float32),
                 np.asarray(self.source_mesh.faces, np.uint32), color=(230, 170, 110),
@@ -215,7 +238,8 @@ class SDFSource(Source):
     def setup_gui(self, server) -> None:
         with server.gui.add_folder("Shape"):
             for name, handle in self._meshes.items():
-                box = server.gui.add_checkbox(f"{name} mesh", initial_value=handle.visible)
+                what = "points" if name == "source" and hasattr(self.source_mesh, "points") else "mesh"
+                box = server.gui.add_checkbox(f"{name} {what}", initial_value=handle.visible)
                 box.on_update(lambda ev, h=handle: setattr(h, "visible", ev.target.value))
             vis = server.gui.add_checkbox("slice plane", initial_value=True)
             axis = server.gui.add_dropdown("slice axis", AXES, initial_value=self.slice["axis"])

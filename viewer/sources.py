@@ -35,6 +35,7 @@ FAR = 1e4  # z-depth of "nothing here" pixels in a Frame (behind every scene nod
 # the whole frame, background pixels included. Scenes larger than VIEW_EXTENT are shown scaled down (view_scale).
 VISER_MAX_DEPTH = (2**24 - 1) / 100_000
 VIEW_EXTENT = 20.0  # scene units from the centre to the farthest content shown without scaling
+INITIAL_FOV = math.radians(50.0)  # vertical field of view of a new browser
 
 
 @dataclass
