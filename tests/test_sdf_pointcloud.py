@@ -241,3 +241,19 @@ def test_estimated_normals_compare_run(tmp_path):
     assert json.loads((run / "rwf" / "config.json").read_text())["source"]["normals"] == "estimated"
     result = json.loads((run / "compare.json").read_text())
     assert set(result) == {"plain", "wn", "rwf"} and {m["target"] for m in result.values()} == {"occupancy"}
+
+
+def test_targets_of_a_noisy_cloud_are_closer_to_the_surface_than_its_noise():
+    """A sphere of radius 0.4 sampled with N(0, 0.004^2) noise per axis (a scan or a NeRF's points): the signed
+    distance within 0.02 of the sphere is off by an RMS of less than 0.9 x the noise (this cloud: 0.0033), as the
+    median over the 7 nearest tangent planes averages the noise out; the nearest point's plane alone was off by
+    more than the noise (0.0049)."""
+    rng = np.random.default_rng(0)
+    n = rng.normal(size=(40000, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    query = CloudQuery(PointCloud(0.4 * n + rng.normal(0, 0.004, n.shape), n))
+    d = rng.normal(size=(20000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    x = d * (0.4 + rng.uniform(-0.02, 0.02, (len(d), 1)))
+    err = query.signed_distance(x) - (np.linalg.norm(x, axis=1) - 0.4)
+    assert float(np.sqrt(np.mean(err ** 2))) < 0.9 * 0.004
