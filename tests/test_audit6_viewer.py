@@ -275,7 +275,7 @@ class NodeScene:
         self.nodes[name] = (args, kw)
         return types.SimpleNamespace(**{"visible": True, **kw})
 
-    add_box = add_image = add_mesh_simple = _add
+    add_box = add_image = add_mesh_simple = add_point_cloud = _add
 
 
 @pytest.mark.parametrize("scale, shown", [(1 / 400, 0.01), (1.0, 1.0)])

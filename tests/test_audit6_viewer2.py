@@ -15,24 +15,13 @@ from rwf_render.point_cloud import PointCloud
 from viewer.camera import ViewCamera
 from viewer.sources import open_run, render_view
 
+from test_audit6_viewer import NodeScene  # noqa: E402  (tests/ is on sys.path under pytest)
+
 pytest.importorskip("viser", reason="the viewer needs viser (pip install viser)")
 CPU = torch.device("cpu")
 
 
 # -- 1. a point-cloud SDF run -----------------------------------------------------------------------------------------
-class NodeScene:
-    """The part of viser's scene API that SDFSource.setup_scene uses: the arguments of each node."""
-
-    def __init__(self):
-        self.nodes = {}
-
-    def _add(self, name, *args, **kw):
-        self.nodes[name] = (args, kw)
-        return types.SimpleNamespace(**{"visible": True, **kw})
-
-    add_box = add_image = add_mesh_simple = add_point_cloud = _add
-
-
 def sphere_cloud_ply(path, n, center, radius, seed=0):
     """An ASCII PLY of n points on a sphere with their outward normals, no faces; returns the points (n, 3)."""
     d = np.random.default_rng(seed).standard_normal((n, 3))
