@@ -14,7 +14,9 @@ Data flow, one step per function:
 **Coordinates**: the loader uses each ``transform_matrix`` as written (OpenGL camera-to-world; no recentring or
 rescaling: the scene box is worked out in the file's coordinates), so the poses written are in the dataset's own
 coordinates and units, and the keys that place the scene box (``aabb``, ``aabb_scale``, ``scale``, ``offset``) are
-copied from the training split's file, giving the same box.
+copied from the training split's file, giving the same box. A nerfstudio file without them, whose box the loader
+makes from all of its cameras (:func:`rwf_render.datasets.box_from_cameras`), gets that box as ``aabb``, so a file
+of one split keeps it.
 
 **Intrinsics**: ``camera_model``, ``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h`` and ``k1 k2 k3 k4 p1 p2`` at the
 top level where every camera shares the value, in the frame where cameras differ (a frame's own value overrides
@@ -44,7 +46,7 @@ import torch
 
 from .camera_opt import corrected_c2w
 from .cameras import DIST_NAMES, MODELS, Cameras
-from .datasets import SPLITS, Transforms, dataset_files, load_transforms
+from .datasets import SPLITS, Transforms, box_from_cameras, dataset_files, load_transforms
 from .errors import RwfWarning, UserError
 from .nerf_config import NeRFConfig
 from .rundir import CHECKPOINT, CONFIG, HISTORY, METRICS, load_checkpoint, write_json
@@ -204,6 +206,8 @@ def export_cameras_run(run: Path, cfg_dict: dict, args) -> int:
             "convention": "OpenGL camera-to-world in the dataset's coordinates and units; intrinsics of the "
                           "full-resolution images; paths relative to this file's folder"}
     written = cameras_json(frames, meta, note)
+    if box_from_cameras(meta):  # a nerfstudio file's box comes from all of its cameras: kept when fewer are written
+        written = {"aabb": next(iter(loaded.values())).aabb.tolist(), **written}
     write_json(out, written)
     k = len(frames["train"]) if refined else 0
     what = f"; {k} training pose{'s' * (k != 1)} refined by --optimize-cameras" if refined else ""

@@ -247,3 +247,17 @@ def test_a_dataset_changed_since_a_refined_fit_is_said(refined_run, tmp_path):
     (run / "config.json").write_text(json.dumps(cfg))
     with pytest.warns(RwfWarning, match="changed since the fit"):
         assert cli.main(["export", "cameras", str(run), "--force"]) == 0
+
+
+def test_a_nerfstudio_datasets_camera_box_is_kept_in_a_one_split_export(tmp_path):
+    """A nerfstudio transforms.json without box keys gets its box from all of its cameras; an export of the
+    training split alone holds fewer cameras, so it writes that box as ``aabb`` and loads back with the same box."""
+    from test_datasets_nerfstudio_box import _nerfstudio  # noqa: PLC0415
+
+    data = _nerfstudio(tmp_path / "ns", n=12)  # frames 0 and 8 held out: the training cameras' mean is elsewhere
+    run = _fit(data, tmp_path / "run")
+    out = tmp_path / "train.json"
+    assert _rwf("export", "cameras", run, "--split", "train", "--out", out) == 0
+    original, exported = _load(data, "train"), _load(out, "train")
+    assert_same_cameras(original, exported)
+    np.testing.assert_allclose(exported.aabb.numpy(), original.aabb.numpy(), atol=1e-9)
