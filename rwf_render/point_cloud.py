@@ -210,8 +210,8 @@ class CloudQuery:
         spacing = float(np.median(self.tree.query(cloud.points, k=2)[0][:, 1]))
         self.h = SPACING_FACTOR * spacing
         self.method = (f"point cloud of {len(cloud)} points, normals {'estimated' if cloud.estimated else 'given'}: "
-                       f"sign by a vote of the {VOTE_K} nearest points' tangent planes, magnitude the distance to "
-                       f"the nearest point's tangent plane within [d - {self.h:.3g}, d] (Hoppe et al. 1992)")
+                       f"the median of the signed distances to the {VOTE_K} nearest points' tangent planes (its sign "
+                       f"their majority vote), its size within [d - {self.h:.3g}, d] (Hoppe et al. 1992)")
 
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
         x = np.asarray(points, np.float64).reshape(-1, 3)
