@@ -16,9 +16,11 @@ says "reference": "point cloud"), and the preview's source row sphere-traces tha
     rwf export mesh RUN --res 512         marching cubes of the learned field, in the mesh's units: RUN/mesh_512.ply
 
 A run holds config.json, metrics.json, history.csv, checkpoint.pt, mesh.ply, preview.png (top: the learned field
-sphere-traced from 4 views; bottom: the source mesh from the same views) and curve.png. Metrics are computed in
-the unit cube: IoU on uniform and near-surface points from the field itself, Chamfer, F-score and normal
-consistency of the extracted mesh (``mesh.surface_metrics``).
+sphere-traced from 4 views; bottom: the source mesh from the same views) and curve.png; a point-cloud run also
+cloud.npz, the cloud with the normals it was trained on, which eval and --resume read instead of the source (no
+normals estimated again; a source changed or gone since is said in one warning: ``shape_task.load_source``).
+Metrics are computed in the unit cube: IoU on uniform and near-surface points from the field itself, Chamfer,
+F-score and normal consistency of the extracted mesh (``mesh.surface_metrics``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .imgio import output_image_path, write_image
 from .mesh import Normalization, check_grid_res, extract_mesh, remove_small_components, require_open3d
 from .mesh_io import EXPORT_FORMATS, save_mesh
 from .plots import curve_png
+from .point_cloud import STORED_CLOUD, PointCloud, save_cloud
 from .resume import check_source_unchanged, compare_runs, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
                      check_out_holds_no_input, checkpoint_mismatch, load_run_model, prepare_run_dir, read_json,
@@ -70,8 +73,12 @@ def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bo
         resume_trainer(trainer, run)  # before config.json is rewritten: a refused resume changes nothing
     if warning:
         print(warning, file=sys.stderr)
+    stored = {}
+    if isinstance(mesh, PointCloud):  # the cloud as trained on, normals included: no estimate again on this run
+        save_cloud(run / STORED_CLOUD, mesh, info["sha256"])
+        stored = {"stored_cloud": STORED_CLOUD}
     write_json(run / CONFIG, {**cfg.to_dict(), "normalization": norm.to_dict(),
-                              "source": {**info, "inside_method": task.query.method,
+                              "source": {**info, **stored, "inside_method": task.query.method,
                                          "normals_outward_agreement": round(task.orientation, 4)}})
     trainer.fit()
     model = trainer.model
@@ -112,7 +119,8 @@ def fit(args) -> int:
         cfg = config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
     check_options(cfg)
-    mesh, info = load_source(cfg)  # validate the input before anything is written
+    # validate the input before anything is written; a resumed point-cloud run reads the cloud it was trained on
+    mesh, info = load_source(cfg, (out / COMPARE_PARAMS[0] if compare else out) if args.resume else None)
     checked_field(lambda: build_model(cfg))  # and the field: no run folder for one that overflows or cannot fit
     if not args.resume:
         check_out_holds_no_input(out, [cfg.path])
@@ -238,7 +246,7 @@ def load_run(run: Path, cfg_dict: dict, device_name: str):
 
 def eval_run(run: Path, cfg_dict: dict, args) -> int:
     cfg, model, norm, state, device = load_run(run, cfg_dict, args.device)
-    mesh, info = load_source(cfg)
+    mesh, info = load_source(cfg, run)  # a point-cloud run's stored cloud: the one it was trained on
     source = cfg_dict.get("source")
     saved_sha = source.get("sha256") if isinstance(source, dict) else None
     if saved_sha and info.get("sha256") != saved_sha:

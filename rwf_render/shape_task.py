@@ -6,6 +6,7 @@ the ``rwf`` command; the benchmark uses it directly.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import RwfWarning
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
 from .mesh import MeshQuery, closed_parts, extract_mesh, iou, iou_points, surface_metrics
 from .mesh_io import load_mesh, mesh_report
-from .point_cloud import CloudQuery, PointCloud, cloud_report, is_point_cloud_file, load_point_cloud
+from .point_cloud import (STORED_CLOUD, CloudQuery, PointCloud, cloud_report, is_point_cloud_file,
+                          load_point_cloud, load_stored_cloud)
 from .shape_samples import draw_samples, orient_outward, trefoil
 from .trainer import TrainConfig
 
@@ -87,9 +90,24 @@ class SDFConfig:
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
-def load_source(cfg: SDFConfig) -> tuple:
+def load_source(cfg: SDFConfig, run: Path | None = None) -> tuple:
     """The mesh or oriented point cloud (``point_cloud.PointCloud``: a PLY without faces, XYZ text) to fit, in its
-    own units, and facts about it (format, sha256, watertightness or point count and where the normals came from)."""
+    own units, and facts about it (format, sha256, watertightness or point count and where the normals came from).
+
+    ``run``: the folder of a run of ``cfg``. Where it holds the cloud its fit trained on (``point_cloud.STORED_CLOUD``,
+    written by every point-cloud fit since it was introduced), that copy is returned, normals included, and the
+    source file is only hashed, never parsed nor its normals estimated (~20 s per 100k points):
+      - source unchanged (same sha256 as when stored): the copy, silently;
+      - source changed or gone: the copy, with one ``RwfWarning`` saying so: a run stays evaluable after its input
+        moves, and stays what it was trained on (eval's metrics and a --resume use the fit's cloud, not the new
+        file; a mesh run's --resume refuses a changed mesh instead). ``info`` then describes the copy: its
+        "sha256" is the one of the file it came from;
+      - copy unreadable (damaged, truncated): UserError naming it; deleting it makes the run one of the next case.
+    Without a stored copy (``run`` None, a mesh, a run made before copies were stored) the source is read as for a
+    new fit, missing normals estimated again.
+    """
+    if cfg.path is not None and run is not None and (Path(run) / STORED_CLOUD).is_file():
+        return _stored_source(cfg.path, Path(run) / STORED_CLOUD)
     if cfg.path is None:
         mesh = trefoil()
         info = {"format": "builtin", "name": BUILTIN}
@@ -98,6 +116,21 @@ def load_source(cfg: SDFConfig) -> tuple:
         info = {"format": Path(cfg.path).suffix.lower().lstrip("."),
                 "sha256": hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()}
     return mesh, {**info, **(cloud_report(mesh) if isinstance(mesh, PointCloud) else mesh_report(mesh))}
+
+
+def _stored_source(path: str, stored: Path) -> tuple[PointCloud, dict]:
+    """``load_source`` from a run's stored cloud: the cloud and its facts, warning when ``path`` changed or is gone."""
+    cloud, sha = load_stored_cloud(stored)
+    try:
+        now = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as e:  # gone (moved, deleted, unreadable): the run keeps its cloud
+        warnings.warn(f"{path}: {e.strerror or 'cannot be read'}; using the point cloud the run was trained on "
+                      f"({stored})", RwfWarning, stacklevel=3)
+    else:
+        if now != sha:
+            warnings.warn(f"{path} changed since the fit; using the point cloud the run was trained on ({stored}), "
+                          f"not the new file (fit it in a new run)", RwfWarning, stacklevel=3)
+    return cloud, {"format": Path(path).suffix.lower().lstrip("."), "sha256": sha, **cloud_report(cloud)}
 
 
 class ShapeTask:

@@ -39,15 +39,17 @@ def load_sdf_run(run: Path, cfg: dict, device: torch.device):
     from rwf_render import sdf  # noqa: PLC0415
 
     scfg, model, norm, _, device = sdf.load_run(run, cfg, str(device))
-    return scfg, model, norm, _source_mesh(scfg), _extracted_mesh(run)
+    return scfg, model, norm, _source_mesh(scfg, run), _extracted_mesh(run)
 
 
-def _source_mesh(scfg):
+def _source_mesh(scfg, run: Path | None = None):
+    """The run's source for display; a point-cloud run's stored copy (``shape_task.load_source``: no normals estimated
+    again), which a live fit writes before its first step."""
     from rwf_render.errors import UserError  # noqa: PLC0415
     from rwf_render.shape_task import load_source  # noqa: PLC0415
 
     try:
-        return load_source(scfg)[0]
+        return load_source(scfg, run)[0]
     except UserError as e:  # moved or deleted since the fit: show the rest
         print(f"rwf: warning: source mesh or point cloud unavailable ({e})", file=sys.stderr)
         return None
@@ -111,8 +113,8 @@ class SDFSource(Source):
 
         scfg = SDFConfig.from_dict(cfg) if "normalization" in cfg else trainer.task.cfg
         norm = Normalization.from_dict(cfg["normalization"]) if "normalization" in cfg else Normalization((0, 0, 0), 1)
-        return cls(cls.snapshot(trainer.model), scfg.target, norm, trainer.device, _source_mesh(scfg), None,
-                   trainer.run_dir)
+        return cls(cls.snapshot(trainer.model), scfg.target, norm, trainer.device,
+                   _source_mesh(scfg, trainer.run_dir), None, trainer.run_dir)
 
     # -- geometry -----------------------------------------------------------------------------------------------
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
