@@ -197,7 +197,14 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--opacity", action="store_true",
                    help="also write opacity_XXXX.png per frame: the opacity sum_i w_i (nerfstudio's accumulation), "
                         "[0, 1] as a 16-bit grey PNG; depth_XXXX.exr / opacity is where the ray stops. rgb_XXXX.png "
-                        "stays RGB on the run's background; --video makes no opacity video")
+                        "stays RGB on the run's background (see --rgba for the scene alone); --video makes no "
+                        "opacity video")
+    g.add_argument("--rgba", action="store_true",
+                   help="also write rgba_XXXX.png per frame: the scene without its background, to matte over any: a "
+                        "16-bit RGBA PNG with straight alpha, alpha = the opacity (as --opacity's) and colour = the "
+                        "render on black / opacity (0 where alpha is 0), from the same samples as the rgb. Over the "
+                        "white or black that rgb_XXXX.png was rendered on it gives that file back; with a learned "
+                        "background it is the only output without that background. --video makes no rgba video")
     g.add_argument("--fps", type=int_in(1, MAX_FPS, "a frame rate (frames per second)"), default=24,
                    help=f"video frame rate, 1..{MAX_FPS} (default 24; with --camera-path, the file's own rate unless "
                         "--fps is typed)")

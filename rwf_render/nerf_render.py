@@ -175,7 +175,8 @@ class NeRFModel(nn.Module):
                     background: torch.Tensor | None = None, image_idx: torch.Tensor | None = None,
                     jitter: torch.Tensor | None = None, train: bool = False,
                     timings: dict | None = None, radii: torch.Tensor | None = None) -> dict:
-        """Render rays (R, 3) (unit directions): rgb (R, 3), depth (R,) along the ray, opacity (R,), n_samples.
+        """Render rays (R, 3) (unit directions): rgb (R, 3) on the background, premultiplied (R, 3) (the same on
+        black: sum_i w_i c_i), depth (R,) along the ray, opacity (R,), n_samples.
 
         ``radii`` (R,): each ray's pixel radius per unit distance (:func:`pixel_radius`), read by a ``mip`` field
         (None: the samples' length along the ray only).
@@ -226,31 +227,40 @@ class NeRFModel(nn.Module):
                                      sigma_fn=sigma_fn if prune else None, alpha_thre=cfg.alpha_thre,
                                      early_stop_eps=cfg.early_stop_eps if prune else 0.0)
         bg = self.background_rgb(rays_d, background)
-        rgb, opacity, depth, extras = volume_render(samples.t_starts, samples.t_ends, samples.ray_indices,
-                                                    rays_o.shape[0], rgb_sigma_fn, background=bg)
+        # composited on black: the premultiplied colour sum_i w_i c_i, then the background where the samples leave
+        # the ray uncovered, as composite() would add it (the same floats): one composite gives both
+        fg, opacity, depth, extras = volume_render(samples.t_starts, samples.t_ends, samples.ray_indices,
+                                                   rays_o.shape[0], rgb_sigma_fn, background=None)
+        rgb = fg if bg is None else fg + (1.0 - opacity) * torch.as_tensor(bg, dtype=fg.dtype, device=fg.device)
         clock.lap("composite")
-        out = {"rgb": rgb, "depth": depth[:, 0], "opacity": opacity[:, 0], "n_samples": int(samples.t_starts.numel())}
+        out = {"rgb": rgb, "premultiplied": fg, "depth": depth[:, 0], "opacity": opacity[:, 0],
+               "n_samples": int(samples.t_starts.numel())}
         if train:  # the packed samples and their weights, for losses on the weights (distortion)
             out.update(weights=extras["weights"], t_starts=samples.t_starts, t_ends=samples.t_ends,
                        ray_indices=samples.ray_indices)
         return out
 
     @torch.no_grad()
-    def render_camera(self, cam: Cameras, image_idx: int | None = None, near=None, far=None) -> dict:
-        """Render one camera in chunks: rgb (H, W, 3), depth (H, W), opacity (H, W) on the model's device."""
+    def render_camera(self, cam: Cameras, image_idx: int | None = None, near=None, far=None,
+                      premultiplied: bool = False) -> dict:
+        """Render one camera in chunks: rgb (H, W, 3), depth (H, W), opacity (H, W) on the model's device; with
+        ``premultiplied`` also that (H, W, 3): the colour on black, sum_i w_i c_i, from the same samples."""
         device = self.aabb.device
         cam = cam.to(device=device, dtype=torch.float32)
         rays_o, rays_d = pixel_rays(cam)  # (H, W, 3) each
         h, w = rays_o.shape[:2]
         rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         radius = pixel_radius(cam).reshape(-1)[:1].expand(rays_o.shape[0])
-        out = {"rgb": [], "depth": [], "opacity": []}
+        out = {"rgb": [], "depth": [], "opacity": [], **({"premultiplied": []} if premultiplied else {})}
         for i in range(0, rays_o.shape[0], self.render_cfg.chunk):
             sl = slice(i, i + self.render_cfg.chunk)
             idx = None if image_idx is None else torch.full((rays_o[sl].shape[0],), image_idx, device=device)
             res = self.render_rays(rays_o[sl], rays_d[sl], near=near, far=far, image_idx=idx, radii=radius[sl])
             for k in out:
                 out[k].append(res[k])
-        return {"rgb": torch.cat(out["rgb"]).reshape(h, w, 3).clamp(0, 1),
-                "depth": torch.cat(out["depth"]).reshape(h, w),
-                "opacity": torch.cat(out["opacity"]).reshape(h, w)}
+        res = {"rgb": torch.cat(out["rgb"]).reshape(h, w, 3).clamp(0, 1),
+               "depth": torch.cat(out["depth"]).reshape(h, w),
+               "opacity": torch.cat(out["opacity"]).reshape(h, w)}
+        if premultiplied:
+            res["premultiplied"] = torch.cat(out["premultiplied"]).reshape(h, w, 3).clamp(0, 1)
+        return res
