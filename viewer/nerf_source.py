@@ -23,6 +23,11 @@ puts them (``PoseCorrection.refined``, as ``load_scene_model`` gives a finished 
 each panel refresh (:meth:`NeRFSource.refresh_gui`). ``rwf view RUN`` draws the run's refined cameras, and after
 "reload checkpoint" its ``train_dataset_cameras`` corrected by the reloaded ``pose_correction``: where
 ``load_scene_model`` of the new checkpoint puts them.
+
+A click on a frustum takes the clicking browser into that camera and hides that frustum from that browser alone
+while its image (the training photo, on the frustum's far end) would cover the middle of the view, with any other
+frustum whose photo does too (:class:`~viewer.camera.ClickedFrustums`): otherwise the photo fills the view in front
+of the render and reads as a perfect fit. The "training images" checkbox takes the photos off every frustum.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from rwf_render.cameras import Cameras, pixel_rays
 from rwf_render.errors import UserError
 from rwf_render.nerf_export import stop_distance
 
-from .camera import frustum_image_corners, frustum_params, middle_coverage
+from .camera import ClickedFrustums, frustum_image_corners, frustum_params, middle_coverage
 from .sdf_source import _extracted_mesh
 from .sources import FAR, INITIAL_FOV, Source, colormap, to_uint8, view_scale_for
 
@@ -48,7 +53,7 @@ MAX_FRUSTUMS = 300  # more training cameras are subsampled evenly
 FRUSTUM_SIZE = 0.06  # a training camera's frustum: viser's scale per scene radius
 START_STEPS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # initial_view's offsets from camera 0, in its frustum's depth
 START_MIDDLE = 0.5  # ... until frustum images cover little of the middle square this share of the view's height:
-START_COVER = 0.05  # this share of it at most, and none of it camera 0's own
+START_COVER = 0.05  # this share of it at most, and none of it camera 0's own (ClickedFrustums: what a click hides)
 THUMB_HEIGHT = 64
 
 
@@ -79,6 +84,11 @@ def jump_to(params):
             camera.wxyz = p["wxyz"]
             camera.fov = p["fov"]
     return jump
+
+
+def frustum_name(i: int) -> str:
+    """The scene node of training camera ``i``'s frustum."""
+    return f"/nerf/cameras/{i:04d}"
 
 
 class NeRFSource(Source):
@@ -112,6 +122,10 @@ class NeRFSource(Source):
         self.up = self._mean_up()
         self.view_scale = view_scale_for(self._extent())
         self._frustums, self._frustum_params, self._frustum_idx = [], [], np.zeros(0, int)
+        self._clicks: ClickedFrustums | None = None  # which frustum each browser clicked (setup_scene)
+        self._thumbs: dict[int, np.ndarray] = {}  # k -> thumbnail of frustum k, uint8
+        self._images_shown = True  # the "training images" checkbox
+        self._thumb_lock = threading.Lock()
         self._drawn_delta: torch.Tensor | None = None  # the corrections the frustums are drawn with
         self._closed = threading.Event()
         self._thumbnails: threading.Thread | None = None
@@ -245,11 +259,14 @@ class NeRFSource(Source):
             scale = FRUSTUM_SIZE * self.scene_radius() * s
             drawn, self._drawn_delta = self.drawn_cameras()
             self._frustum_idx = idx
+            self._clicks = ClickedFrustums(self._frustum_params, [frustum_name(int(i)) for i in idx], scale,
+                                           START_MIDDLE, START_COVER)
             for k, i in enumerate(idx):
                 params = frustum_params(drawn, int(i), s)
-                handle = server.scene.add_camera_frustum(f"/nerf/cameras/{i:04d}", scale=scale,
+                handle = server.scene.add_camera_frustum(frustum_name(int(i)), scale=scale,
                                                          thickness=0.08 * scale, color=(40, 90, 200), **params)
                 self._frustum_params.append(params)
+                handle.on_click(self._clicks.on_click(k))  # hidden from the browser while it is there
                 handle.on_click(jump_to(lambda k=k: self._frustum_params[k]))  # where it is drawn when clicked
                 self._frustums.append(handle)
             # thumbnails load in the background: a few hundred image files should not delay the first frame
@@ -292,7 +309,7 @@ class NeRFSource(Source):
             return None
 
     def _load_thumbnails(self, idx) -> None:
-        for handle, i in zip(self._frustums, idx):
+        for k, (handle, i) in enumerate(zip(self._frustums, idx)):
             if self._closed.is_set():
                 return
             img = self.thumbnail(int(i))
@@ -302,14 +319,27 @@ class NeRFSource(Source):
             img = img[::step, ::step]
             if img.shape[2] == 4:  # straight alpha over the run's background (white unless --background black)
                 img = img[..., :3] * img[..., 3:] + self.thumb_background * (1 - img[..., 3:])
-            img = np.repeat(img[..., :1], 3, -1) if img.shape[2] < 3 else img[..., :3]
-            handle.image = to_uint8(img)
+            img = to_uint8(np.repeat(img[..., :1], 3, -1) if img.shape[2] < 3 else img[..., :3])
+            with self._thumb_lock:
+                self._thumbs[k] = img
+                if self._images_shown:
+                    handle.image = img
+
+    def show_images(self, shown: bool) -> None:
+        """Training photos on their frustums, or the frustums' lines alone (the "training images" checkbox)."""
+        with self._thumb_lock:
+            self._images_shown = bool(shown)
+            for k, img in self._thumbs.items():
+                self._frustums[k].image = img if shown else None
 
     def setup_gui(self, server) -> None:
         with server.gui.add_folder("Scene"):
             cams = server.gui.add_checkbox("training cameras", initial_value=True)
+            images = server.gui.add_checkbox("training images", initial_value=True,
+                                             hint="the photos on the frustums; off: their outlines alone")
             box = server.gui.add_checkbox("scene box", initial_value=True)
             cams.on_update(lambda ev: [setattr(f, "visible", ev.target.value) for f in self._frustums])
+            images.on_update(lambda ev: self.show_images(ev.target.value))
             box.on_update(lambda ev: setattr(self._box, "visible", ev.target.value))
             if self.mesh is not None:
                 mesh = server.gui.add_checkbox("exported mesh", initial_value=False)
@@ -317,3 +347,5 @@ class NeRFSource(Source):
             n = 0 if self.cameras is None else len(self.cameras)
             shown = "" if self.view_scale == 1 else f"; shown at 1:{1 / self.view_scale:g} (viser's depth range)"
             server.gui.add_markdown(f"{n} training cameras; box {np.round(self.aabb, 3).tolist()}{shown}")
+        if self._clicks is not None:
+            server.on_client_disconnect(self._clicks.forget)
