@@ -40,8 +40,7 @@ def fit(args) -> int:
     val = optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
     check_bounds(train, cfg.render.near, cfg.render.far, cfg.render.far_bounds, cfg.render.grid_levels)
-    name = cfg.scene or Path(cfg.data).name
-    out = Path(args.out or Path("runs") / f"nerf-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out or Path("runs") / f"nerf-{cfg.scene or data_name(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume:
         check_out_holds_no_input(out, [cfg.data])
     try:
@@ -128,6 +127,15 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
     model.cfg = cfg
     model.background_color = torch.ones(3) if eval_background(cfg.background) == "white" else torch.zeros(3)
     return model
+
+
+def data_name(data: str) -> str:
+    """A dataset's name in a default run folder: the folder's name; for a file, its stem (``cameras.json``:
+    "cameras"), or its folder's name where the file is a ``transforms*.json``."""
+    p = Path(data)
+    if p.suffix.lower() != ".json":
+        return p.name
+    return p.parent.resolve().name if p.stem.lower().startswith("transforms") else p.stem
 
 
 def render_camera(model: NeRFModel, cam, max_samples: int | None = None, chunk: int | None = None) -> dict:

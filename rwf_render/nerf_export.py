@@ -183,7 +183,7 @@ def _out_file(out: Path) -> Path:
 
 def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     from .mesh import check_grid_res, extract_mesh, remove_small_components  # noqa: PLC0415
-    from .mesh_io import save_mesh  # noqa: PLC0415
+    from .mesh_io import EXPORT_FORMATS, save_mesh  # noqa: PLC0415
     from .nerf_poisson import check_options, export_poisson  # noqa: PLC0415
     from .nerf_tsdf import check_options as check_tsdf_options, check_sizes, export_tsdf  # noqa: PLC0415
 
@@ -194,8 +194,15 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         check_grid_res(args.res)  # before the model loads, as for sdf runs (--res 1 also divided by zero)
     suffix = Path(args.out).suffix.lstrip(".").lower() if args.out else ""
     fmt = args.format or suffix or "ply"
-    if args.format and suffix in ("ply", "obj", "glb") and suffix != args.format:
+    # before the model loads, as for sdf runs: an --out such as m.stl failed only at the write, after the grid's
+    # evaluation or (--poisson, --tsdf) every training view's render, and --format obj --out m.stl wrote OBJ there
+    if args.format and suffix and suffix != args.format:
         raise UserError(f"--format {args.format} but --out {args.out} names a .{suffix} file")
+    if args.pointcloud and fmt != "ply":
+        raise UserError("--pointcloud writes PLY only")
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"{args.out}: cannot tell the mesh format from the suffix .{suffix}; name a .ply, .obj or "
+                        ".glb file, or pass --format ply|obj|glb")
     if args.threshold is not None and not (np.isfinite(args.threshold) and args.threshold > 0):
         raise UserError(f"--threshold must be a positive density, got {args.threshold}")
     if args.pointcloud and args.threshold is not None:
@@ -204,8 +211,6 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         if args.pointcloud and option_typed(args, dest, default):
             raise UserError(f"--{dest.replace('_', '-')} applies to meshes; --pointcloud keeps points where training "
                             "rays become opaque")
-    if args.pointcloud and fmt != "ply":
-        raise UserError("--pointcloud writes PLY only")
     default = ("pointcloud.ply" if args.pointcloud else f"mesh_poisson.{fmt}" if poisson else
                f"mesh_tsdf.{fmt}" if tsdf else f"mesh.{fmt}")
     out = _out_file(Path(args.out) if args.out else run / default)  # Poisson, TSDF beside marching cubes, not over it
