@@ -115,6 +115,20 @@ def positive_at_most(hi: float, what: str = ""):
 render_scale = positive_at_most(MAX_RENDER_SCALE)
 
 
+def nonneg_ratio(text: str) -> float:
+    """A finite number >= 0, written as a decimal or as a fraction A/B (instant-ngp writes cone angles as 1/256)."""
+    parts = text.split("/")
+    try:
+        if len(parts) > 2:
+            raise ValueError
+        value = float(parts[0]) / (float(parts[1]) if len(parts) == 2 else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 such as 0.004 or 1/256, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def unit_fraction(text: str) -> float:
     """A number in [0, 1)."""
     try:

@@ -210,7 +210,7 @@ def resume_config_from_args(args) -> NeRFConfig:
 
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import add_run_arguments, positive_float, positive_int  # noqa: PLC0415
+    from .cli import add_run_arguments, nonneg_ratio, positive_float, positive_int  # noqa: PLC0415
     from .field_options import learning_rate  # noqa: PLC0415
 
     p.add_argument("scene", nargs="?", metavar="SCENE",
@@ -262,7 +262,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="--sampler grid: occupancy cells per axis (default 128)")
     r.add_argument("--grid-levels", type=positive_int, help="cascades (default 1)")
     r.add_argument("--steps-per-diagonal", type=positive_int, help="marching steps across the box (default 1024)")
-    r.add_argument("--cone-angle", type=float, help="step growth with distance (default 0)")
+    r.add_argument("--cone-angle", type=nonneg_ratio, metavar="C",
+                   help="step growth with distance: steps of C x the distance once that exceeds the base step (a "
+                        "number or a fraction such as 1/256, as instant-ngp writes it; default 0)")
     r.add_argument("--target-samples", type=positive_int, help="samples per training step (default 32768)")
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")

@@ -62,3 +62,20 @@ def test_a_default_nerf_run_is_named_after_the_dataset_without_the_json_suffix(d
     from rwf_render.nerf import data_name
 
     assert data_name(data) == name
+
+
+@pytest.mark.parametrize("text, value", [("0", 0.0), ("0.015625", 1 / 64), ("1/64", 1 / 64), ("1/256", 1 / 256)])
+def test_cone_angle_takes_a_fraction_as_instant_ngp_writes_it(tmp_path, text, value):
+    """``--cone-angle 1/256`` (as instant-ngp's docs and this toolkit's BENCHMARKS write it) was refused."""
+    from rwf_render.nerf_options import config_from_args
+
+    args = cli.build_parser().parse_args(["fit", "nerf", str(tmp_path), "--cone-angle", text])
+    assert args.cone_angle == value
+    assert config_from_args(args).render.cone_angle == value
+
+
+@pytest.mark.parametrize("text", ["-1/64", "1/0", "1/2/3", "a/b", "inf", "nan"])
+def test_cone_angle_refuses_what_is_not_a_finite_number_at_least_0(capsys, text):
+    assert cli.main(["fit", "nerf", "--cone-angle", text]) == 2
+    err = capsys.readouterr().err
+    assert "--cone-angle" in err and len(err.strip().splitlines()) == 1
