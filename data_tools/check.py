@@ -134,7 +134,7 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             errors.append(str(e))
             continue
         try:
-            box = scene_box(top, top["frames"])
+            box = scene_box(top, top["frames"], json_path.parent)
         except UserError as e:
             errors.append(f"{json_path.name}: {e}")
             box = scene_box({})

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rwf_render.datasets import NGP_HALF, bulk_cube, holding_scale
 from rwf_render.errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-NGP_HALF = 0.5 / 0.33  # half-width of instant-ngp's scene box per unit of aabb_scale (see rwf_render.datasets)
 
 
 def check_output(out: str | Path, force: bool, inputs: tuple = (), holders: tuple | None = None) -> Path:
@@ -171,9 +171,7 @@ def normalize_scene(c2w: np.ndarray, points: np.ndarray, orient: bool = True, ke
     R = rotation_between(c2w[:, :3, 1].mean(0), [0, 0, 1]) if orient else np.eye(3)
     centers = c2w[:, :3, 3] @ R.T
     pts = points @ R.T if len(points) >= 8 else centers
-    lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
-    center = (lo + hi) / 2
-    half = float(np.max(hi - lo) / 2)
+    center, half = bulk_cube(pts)
     if not half > 1e-12:
         half = float(np.max(np.linalg.norm(centers - center, axis=1))) or 1.0
     s = 1.0 / half
@@ -181,10 +179,7 @@ def normalize_scene(c2w: np.ndarray, points: np.ndarray, orient: bool = True, ke
     S[:3, :3], S[:3, 3] = s * R, -s * center
     cam_r = np.abs(s * (centers - center)).max(axis=1)
     pt_r = np.abs(s * (pts - center)).max(axis=1) if len(points) else np.zeros(0)
-    aabb_scale = 1
-    held = pt_r if len(pt_r) else cam_r  # no points: hold the cameras instead
-    while aabb_scale < max_aabb_scale and (held <= NGP_HALF * aabb_scale).mean() < keep:
-        aabb_scale *= 2
+    aabb_scale = holding_scale(pt_r if len(pt_r) else cam_r, keep, max_aabb_scale)  # no points: the cameras
     box = NGP_HALF * aabb_scale
     stats = {"scale": s, "aabb_scale": aabb_scale, "cameras_in_box": int((cam_r <= box).sum()),
              "points_in_box": float((pt_r <= box).mean()) if len(pt_r) else float("nan"),

@@ -120,6 +120,60 @@ def camera_box(frames) -> np.ndarray | None:
     return np.stack([center - half, center + half]) if half > 0 else None
 
 
+NGP_HALF = 0.5 / 0.33
+"""half-width of instant-ngp's scene box per unit of ``aabb_scale`` at its default scale (0.33) and offset (0.5)"""
+
+
+def bulk_cube(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre (3,) and half-width of the bulk of ``points`` (M, 3): per axis their 2nd to 98th percentile, as a
+    cube (half-width 0 for points that do not spread)."""
+    lo, hi = np.percentile(points, 2, axis=0), np.percentile(points, 98, axis=0)
+    return (lo + hi) / 2, float(np.max(hi - lo) / 2)
+
+
+def holding_scale(r: np.ndarray, keep: float = 0.95, max_scale: int = 128) -> int:
+    """The smallest power of two ``aabb_scale`` (at most ``max_scale``) whose instant-ngp box, half-width
+    ``NGP_HALF * aabb_scale``, holds the fraction ``keep`` of points at Chebyshev distances ``r`` from its centre."""
+    aabb_scale = 1
+    while aabb_scale < max_scale and (r <= NGP_HALF * aabb_scale).mean() < keep:
+        aabb_scale *= 2
+    return aabb_scale
+
+
+MIN_BOX_POINTS = 8
+"""fewer points in a nerfstudio file's ``ply_file_path`` than this: its box comes from the cameras"""
+
+
+def sparse_points_box(meta: dict, folder: Path | None) -> np.ndarray | None:
+    """(2, 3) box of the sparse points of a nerfstudio file (``ply_file_path``, relative to ``folder``, as
+    ``ns-process-data`` and ``rwf data colmap`` write it), by the rule ``rwf data colmap`` normalizes a scene with
+    (:func:`data_tools.common.normalize_scene`): about the centre of their bulk (:func:`bulk_cube`, half-width h),
+    instant-ngp's box for the aabb_scale that holds 95 % of them (:func:`holding_scale`), half-width
+    NGP_HALF x aabb_scale x h. None where the file names no points; a warning and None where they cannot be read
+    or are too few (the cameras' box then)."""
+    name = meta.get("ply_file_path")
+    if not isinstance(name, str) or not name or folder is None:
+        return None
+    path = Path(folder) / name
+    try:
+        import trimesh  # noqa: PLC0415
+
+        with open(path, "rb") as f:
+            points = np.asarray(trimesh.load(f, file_type="ply", process=False).vertices, dtype=np.float64)
+    except Exception as e:  # missing, unreadable, not a PLY: the box from the cameras still works
+        warnings.warn(f"{path}: the sparse points (ply_file_path) cannot be read ({type(e).__name__}: {e}); the "
+                      "scene box comes from the cameras", RwfWarning, stacklevel=3)
+        return None
+    points = points[np.isfinite(points).all(axis=1)] if points.ndim == 2 and points.shape[1:] == (3,) else points[:0]
+    center, half = bulk_cube(points) if len(points) >= MIN_BOX_POINTS else (None, 0.0)
+    if not half > 1e-12:
+        warnings.warn(f"{path}: {len(points)} sparse points that span no volume; the scene box comes from the "
+                      "cameras", RwfWarning, stacklevel=3)
+        return None
+    r = NGP_HALF * holding_scale(np.abs(points - center).max(axis=1) / half) * half
+    return np.stack([center - r, center + r])
+
+
 def box_from_cameras(meta: dict) -> bool:
     """Whether a transforms.json's box comes from its cameras: a file written by nerfstudio's ``ns-process-data``
     (it records ``applied_transform``) that places no box (none of BOX_KEYS). Its poses are in the capture's own
@@ -128,10 +182,14 @@ def box_from_cameras(meta: dict) -> bool:
     return "applied_transform" in meta and not any(k in meta for k in BOX_KEYS)
 
 
-def scene_box(meta: dict, frames=None) -> torch.Tensor:
+def scene_box(meta: dict, frames=None, folder: Path | None = None) -> torch.Tensor:
     """(2, 3) float64 scene box of a dataset's top-level metadata and, for a nerfstudio file without box keys, its
-    ``frames`` (rule in the module docstring)."""
+    sparse points (``ply_file_path`` relative to ``folder``) or else its ``frames`` (rule in the module
+    docstring)."""
     if frames is not None and box_from_cameras(meta):
+        box = sparse_points_box(meta, folder)
+        if box is not None:
+            return _renderable(box, "from the sparse points (ply_file_path)")
         box = camera_box(frames)
         if box is not None:
             return _renderable(box, "from the cameras, as nerfstudio's loader")
@@ -376,7 +434,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                           height=[f.height for f in infos], model=[f.model for f in infos],
                           dist=np.array([f.dist for f in infos]), names=labels)
     assert all(m in MODELS for m in cams.model_names())
-    aabb = scene_box(meta, box_frames)
+    aabb = scene_box(meta, box_frames, parts[0][0].parent)  # the folder of the file giving meta
     blind = torch.nonzero(box_coverage(cams, aabb) == 0).flatten().tolist()
     if blind:  # every camera: nothing to train on; some (a video frame turned away, a camera beyond the box that
         # --grid-levels cascades reach): the fit still trains on the others, so a warning
