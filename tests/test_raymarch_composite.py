@@ -141,3 +141,34 @@ def test_volume_render_with_marched_samples_and_a_closed_form_density():
     assert opacity[1].item() == 0.0 and torch.allclose(colors[1], torch.ones(3))
     empty = volume_render(ts[:0], te[:0], ri[:0], 2, rgb_sigma_fn, background=0.25)
     assert torch.allclose(empty[0], torch.full((2, 3), 0.25)) and bool((empty[1] == 0).all())
+
+
+@pytest.mark.parametrize("huge", [1e30, float("inf")])
+def test_a_huge_density_on_one_ray_leaves_the_other_rays_alone(huge):
+    """The transmittance comes from one cumulative sum over the whole batch: one ray's optical thickness of 1e30
+    (or an overflowed exp, inf) swamped the sums of the rays packed after it (opacity 1.18, then NaN for all)."""
+    ts = torch.tensor([0.0, 1.0, 0.0, 1.0, 2.0])
+    te, ri = ts + 1, torch.tensor([0, 0, 1, 1, 1])
+    sigmas = torch.tensor([huge, 1.0, 0.5, 0.5, 0.5], requires_grad=True)
+    rgbs = torch.rand(5, 3, generator=torch.Generator().manual_seed(0))
+    colors, opacity, depth, extras = composite(rgbs, sigmas, ts, te, ri, 2, background=1.0)
+    alone = composite(rgbs[2:], sigmas[2:].detach(), ts[2:], te[2:], torch.zeros(3, dtype=torch.long), 1, 1.0)
+    torch.testing.assert_close(colors[1:], alone[0])
+    torch.testing.assert_close(opacity[1:], alone[1])
+    torch.testing.assert_close(extras["trans"][2:], alone[3]["trans"])
+    assert float(opacity[0]) == 1.0 and torch.equal(extras["weights"][:2], torch.tensor([1.0, 0.0]))
+    colors.sum().backward()
+    assert torch.isfinite(sigmas.grad).all()
+
+
+def test_pruning_by_transmittance_is_not_spoiled_by_another_ray():
+    """The marcher's early-stop pruning sums the same thickness: a huge density on ray 0 must not drop ray 1's."""
+    from rwf_render.raymarch.march import RaySamples, _prune  # noqa: PLC0415
+
+    ts = torch.arange(8.0).repeat(2)
+    ri = torch.arange(2).repeat_interleave(8)
+    dens = torch.where(ri == 0, torch.tensor(1e30), torch.tensor(1.0))
+    kept = _prune(RaySamples(ri, ts, ts + 1), 2, lambda t0, t1, r: dens[r * 8 + t0.long()], 0.0, 1e-2)
+    alone = _prune(RaySamples(ri[8:] * 0, ts[8:], ts[8:] + 1), 1, lambda t0, t1, r: dens[8 + t0.long()], 0.0, 1e-2)
+    assert kept.t_starts[kept.ray_indices == 1].tolist() == alone.t_starts.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert kept.t_starts[kept.ray_indices == 0].tolist() == [0.0]  # the opaque sample hides the rest of ray 0

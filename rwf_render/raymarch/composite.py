@@ -30,6 +30,19 @@ def exclusive_sum(values: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) 
     return (total - values.double() - before_ray[ray_indices]).to(values.dtype)
 
 
+MAX_THICKNESS = 100.0
+"""optical thickness a sample counts with at most: exp(-100) is 0 in float32 once denormals are flushed, so the
+alpha (1) and the transmittance behind it (0) are unchanged, while the batch-wide cumulative sum of
+:func:`exclusive_sum` stays small enough for float64 to resolve every ray's own sum. Unclamped, one ray's huge or
+infinite density (an exp(x) field output overflows past x = 88) spoiled the transmittance of every ray packed
+after it: opacities above 1, then NaN (a fit of a real capture diverged so)."""
+
+
+def optical_thickness(sigmas: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor) -> torch.Tensor:
+    """(S,) sigma x (t_end - t_start) of packed samples, at most :data:`MAX_THICKNESS`."""
+    return (sigmas * (t_ends - t_starts)).clamp(max=MAX_THICKNESS)
+
+
 def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,
                                ray_indices: torch.Tensor, n_rays: int):
     """Weights, transmittance and alphas from densities.
@@ -39,7 +52,7 @@ def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sig
     Returns:
         ``weights, trans, alphas``, each (S,).
     """
-    sigma_delta = sigmas * (t_ends - t_starts)  # (S,) optical thickness of each interval
+    sigma_delta = optical_thickness(sigmas, t_starts, t_ends)  # (S,) of each interval
     trans = torch.exp(-exclusive_sum(sigma_delta, ray_indices, n_rays))
     alphas = 1.0 - torch.exp(-sigma_delta)
     return trans * alphas, trans, alphas

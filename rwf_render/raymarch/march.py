@@ -359,7 +359,7 @@ def _prune(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_
     anyway (transmittance only decreases), so the result equals one pass over every sample, at the cost of the
     samples in front of each ray's termination only.
     """
-    from .composite import exclusive_sum  # noqa: PLC0415  (composite imports nothing from here)
+    from .composite import exclusive_sum, optical_thickness  # noqa: PLC0415  (composite imports nothing from here)
 
     ri, ts, te = samples
     n = ri.numel()
@@ -380,8 +380,8 @@ def _prune(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_
         idx = block[optical[ri[block]] <= limit].sort().values  # live rays only, back in packed (ray, t) order
         if idx.numel() == 0:
             break  # every ray has terminated
-        r, dt = ri[idx], (te[idx] - ts[idx])
-        tau = (sigma_fn(ts[idx], te[idx], r).reshape(-1) * dt).double()  # optical thickness of each sample
+        r = ri[idx]
+        tau = optical_thickness(sigma_fn(ts[idx], te[idx], r).reshape(-1), ts[idx], te[idx]).double()
         trans = torch.exp(-(optical[r] + exclusive_sum(tau, r, n_rays)))
         alphas = 1.0 - torch.exp(-tau)
         keep[idx] = (alphas >= alpha_thre) & (trans >= early_stop_eps)
