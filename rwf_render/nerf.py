@@ -22,7 +22,7 @@ from .errors import RwfWarning, UserError, out_of_memory
 from .nerf_config import NeRFConfig, check_config
 from .nerf_data import PosedImages, check_bounds, dataset_fingerprint, load_split, summary
 from .nerf_options import add_fit_arguments, config_from_args, resume_config_from_args  # noqa: F401 (the CLI's)
-from .nerf_options import add_spiral_argument, add_tsdf_arguments
+from .nerf_options import add_spiral_argument, add_tsdf_arguments, profile_text, real_capture_config
 from .nerf_render import NeRFModel
 from .nerf_task import (NeRFTask, build_model, eval_background, finish, optional_split, refined_split,
                         spaced_indices, test_metrics)
@@ -36,6 +36,11 @@ def fit(args) -> int:
     device = resolve_device(cfg.train.device)
     # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
+    cfg, taken = real_capture_config(args, cfg, opaque=not train.has_alpha, bounds=train.near_far is not None)
+    if taken:  # opaque photos, no preset: the real capture's settings where no option was typed
+        check_config(cfg)
+        print(f"rwf: opaque photos (a real capture): {profile_text(taken)} (type an option to choose otherwise)",
+              file=sys.stderr)
     check_background(cfg.background, train, cfg.data, resuming=bool(args.resume))
     val = optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))

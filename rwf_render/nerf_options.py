@@ -53,6 +53,32 @@ def config_from_args(args) -> NeRFConfig:
     return _config(args, *resolve_scene(args.scene, args))
 
 
+REAL_CAPTURE = {"background": "learned", "grid_levels": 3, "grid_resolution": 64, "cone_angle": 1 / 64}
+"""the settings a fit of opaque photos (a real capture) takes where no preset and no typed option sets them, as the
+``bartoszek`` preset does (its reasons, measured there, in scenes/bartoszek.py): the world beyond the box needs its
+own colour and the photos see past the box; a 64^3 grid and coarser far steps keep a CPU fit to minutes"""
+REAL_CAPTURE_BOUNDS = {"far_bounds": False, "occlusion_loss": 1.0}
+"""... and with per-photo near/far bounds (LLFF, ``rwf data colmap --bounds``): rays run to the grid's end, and no
+density just past each photo's near bound (FreeNeRF), with its warm-up"""
+
+
+def real_capture_config(args, cfg: NeRFConfig, opaque: bool, bounds: bool) -> tuple[NeRFConfig, dict]:
+    """``cfg`` again with :data:`REAL_CAPTURE` (and, with per-photo ``bounds``, :data:`REAL_CAPTURE_BOUNDS`) under
+    the options typed, for a new fit of ``opaque`` photos without a preset; and the settings taken (none: ``cfg``)."""
+    if not opaque or cfg.scene is not None or getattr(args, "resume", False):
+        return cfg, {}
+    profile = {**REAL_CAPTURE, **(REAL_CAPTURE_BOUNDS if bounds else {})}
+    taken = {k: v for k, v in profile.items() if getattr(args, k, None) is None}
+    return (_config(args, cfg.data, None, profile), taken) if taken else (cfg, {})
+
+
+def profile_text(taken: dict) -> str:
+    """The settings :func:`real_capture_config` took, as the options that set them."""
+    spelled = {"far_bounds": "--no-far-bounds", "cone_angle": "--cone-angle 1/64"}
+    return " ".join(spelled.get(k) or f"--{k.replace('_', '-')} {v if isinstance(v, str) else format(v, 'g')}"
+                    for k, v in taken.items())
+
+
 def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     """The config of the options in ``args`` over the ``preset`` settings, over the built-in defaults."""
 

@@ -38,10 +38,11 @@ def test_random_background_fit_is_scored_on_its_targets_background(data_dir, tmp
     assert abs(psnr["random"] - psnr["white"]) < 3, psnr
 
 
-@pytest.mark.parametrize("channels,typed,expect", [(4, None, "white"), (3, None, "white"), (4, "random", "random"),
+@pytest.mark.parametrize("channels,typed,expect", [(4, None, "white"), (3, None, "learned"), (4, "random", "random"),
                                                    (3, "black", "black")])
 def test_the_background_used_is_recorded_and_shown(tmp_path, capsys, channels, typed, expect):
-    """config.json and the start-up line name the background the fit used (white unless typed or a preset's)."""
+    """config.json and the start-up line name the background the fit used (white unless typed or a preset's;
+    learned for opaque photos, the real-capture settings)."""
     from conftest import random_views_scene  # noqa: PLC0415
 
     data = random_views_scene(tmp_path / "data", {"train": 3, "test": 1}, channels=channels)

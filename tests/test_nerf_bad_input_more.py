@@ -368,7 +368,8 @@ def test_near_alone_beyond_the_datasets_far_bounds_is_refused(tmp_path, capsys):
     data = _dataset(tmp_path / "data")
     _edit(data, lambda m: [f.update(near=2.0, far=4.0 if i % 2 else 6.0) for i, f in enumerate(m["frames"])])
     out = tmp_path / "run"
-    err = _fails_cleanly(capsys, ["fit", "nerf", str(data), "--out", str(out), *TINY, "--near", "5"])
+    # --far-bounds typed: these opaque photos would otherwise take the real-capture settings, without far bounds
+    err = _fails_cleanly(capsys, ["fit", "nerf", str(data), "--out", str(out), *TINY, "--near", "5", "--far-bounds"])
     # train = frames 1-7 (every 8th is held out); the odd ones, 1 3 5 7, end at 4
     assert "--near 5 leaves no ray segment in 4 of 7 train images" in err and "far bound reaches 4" in err
     err = _fails_cleanly(capsys, ["fit", "nerf", str(data), "--out", str(out), *TINY, "--far", "1.5"])
@@ -377,7 +378,7 @@ def test_near_alone_beyond_the_datasets_far_bounds_is_refused(tmp_path, capsys):
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert cli.main(["fit", "nerf", str(data), "--out", str(out), *TINY, "--near", "3"]) == 0
+        assert cli.main(["fit", "nerf", str(data), "--out", str(out), *TINY, "--near", "3", "--far-bounds"]) == 0
     assert "near 3, far 4..6 (per image)" in capsys.readouterr().err  # the start summary shows the bounds used
     # without the far bounds, --near 5 clashes with nothing
     with warnings.catch_warnings():
