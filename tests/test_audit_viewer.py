@@ -44,7 +44,7 @@ def test_an_sdf_run_without_a_surface_yet_opens(tmp_path, capsys, monkeypatch):
     scfg = types.SimpleNamespace(target="sdf")
     monkeypatch.setattr(rwf_render.sdf, "load_run",
                         lambda run, cfg, device: (scfg, Sphere(0.3), Normalization((0.0, 0.0, 0.0), 1.0), None, CPU))
-    monkeypatch.setattr(sdf_source, "_source_mesh", lambda scfg: None)
+    monkeypatch.setattr(sdf_source, "_source_mesh", lambda scfg, run=None: None)
     source = open_run(tmp_path, CPU)
     assert source.kind == "sdf" and source.extracted is None and source.default_mode == "shaded"
     assert "extracted mesh left out" in capsys.readouterr().err

@@ -22,41 +22,52 @@ from conftest import interrupt_render_writes, one_cli_error  # noqa: E402  (test
 QUANTUM = 1 / 65535  # one step of a 16-bit PNG
 NORMAL = np.array([0.3, -0.2, 1.0]) / np.linalg.norm([0.3, -0.2, 1.0])  # the sheet: |NORMAL . x| < HALF
 HALF, SIGMA = 0.02, 20.0  # optical thickness 0.8 across the sheet: opacity about 0.55 at these cameras' angles
+COLOUR = (0.2, 0.5, 0.8)
 EYES = [(0.1, -0.2, 2.5), (0.0, 0.15, 3.0)]  # camera centres above the sheet, looking down -z (identity rotation)
 WIDTH, HEIGHT, FOV = 16, 12, 24.0  # a narrow view: every pixel's ray meets the sheet inside the box [-1, 1]^3
 
 
 class SheetField(torch.nn.Module):
-    """sigma = SIGMA inside the sheet, 0 elsewhere; one colour everywhere (the field interface NeRFModel calls)."""
+    """sigma = SIGMA inside the sheet (with ``cut``, only where x < 0, so part of each frame sees nothing), 0
+    elsewhere; COLOUR everywhere (the field interface NeRFModel calls)."""
 
-    def __init__(self):
+    def __init__(self, cut: bool = False):
         super().__init__()
         self.cfg = SimpleNamespace(mip=False)
+        self.cut = cut
         self.register_buffer("aabb", torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]))
         self.register_buffer("normal", torch.tensor(NORMAL, dtype=torch.float32))
 
     def density(self, x, cov=None):
-        return torch.where((x @ self.normal).abs() < HALF, SIGMA, 0.0)
+        inside = (x @ self.normal).abs() < HALF
+        return torch.where(inside & (x[:, 0] < 0) if self.cut else inside, SIGMA, 0.0)
 
     def forward(self, x, d=None, image_idx=None, cov=None):
-        return torch.tensor([0.2, 0.5, 0.8]).expand(len(x), 3), self.density(x)
+        return torch.tensor(COLOUR).expand(len(x), 3), self.density(x)
 
 
-def _sheet_model():
+def sheet_model(background: str = "white", cut: bool = False):
+    """A NeRFModel whose field is the sheet, on ``background``; a learned one gets a colour that varies strongly
+    with direction."""
     from rwf_render.nerf_field import NeRFFieldConfig
     from rwf_render.nerf_render import NeRFModel, RenderConfig
 
     model = NeRFModel([-1, -1, -1, 1, 1, 1], NeRFFieldConfig(), RenderConfig(grid_resolution=16,
-                                                                             steps_per_diagonal=512), "white", seed=0)
-    model.field = SheetField()
+                                                                             steps_per_diagonal=512), background, seed=0)
+    model.field = SheetField(cut)
     model.grid.fill_(True)  # every cell occupied: the marcher steps through the whole box (6 samples in the sheet)
+    if model.bg_model is not None:
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            model.bg_model.weight.copy_(torch.randn(model.bg_model.weight.shape, generator=gen) * 3)
     model.eval()
     return model
 
 
 @pytest.fixture
 def sheet_run(tmp_path, monkeypatch):
-    """(run, camera path file, model): a nerf run folder whose model loads as the sheet, and a two-frame path."""
+    """(run, camera path file, use): a nerf run folder, a two-frame path, and ``use(background, cut)``, which makes
+    the run load as that sheet (white and whole by default) and returns the model."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"kind": "nerf", "data": str(tmp_path / "none"), "downscale": 1,
@@ -65,9 +76,13 @@ def sheet_run(tmp_path, monkeypatch):
               for x, y, z in EYES]
     path = tmp_path / "path.json"
     path.write_text(json.dumps({"render_width": WIDTH, "render_height": HEIGHT, "fps": 24, "camera_path": frames}))
-    model = _sheet_model()
-    monkeypatch.setattr(nerf_outputs, "load_scene_model", lambda run, device="cpu": model)
-    return run, path, model
+
+    def use(background: str = "white", cut: bool = False):
+        model = sheet_model(background, cut)
+        monkeypatch.setattr(nerf_outputs, "load_scene_model", lambda run, device="cpu": model)
+        return model
+
+    return run, path, use
 
 
 def _sheet_distance(eye) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +114,8 @@ def test_depth_over_opacity_is_the_distance_to_the_sheet(sheet_run, tmp_path):
     makes rgb and depth videos only."""
     from rwf_render.camera_path import path_cameras
 
-    run, path, model = sheet_run
+    run, path, use = sheet_run
+    model = use()
     out = tmp_path / "frames"
     assert _render(run, "--camera-path", path, "--opacity", "--video", "--out", out) == 0
     assert sorted(p.name for p in out.glob("opacity_*")) == ["opacity_0000.png", "opacity_0001.png"]
@@ -117,37 +133,43 @@ def test_depth_over_opacity_is_the_distance_to_the_sheet(sheet_run, tmp_path):
         assert (np.abs(depth - t) > 0.3 * t).all()
 
 
-def test_without_the_option_nothing_changes_and_a_rerender_drops_stale_opacity(sheet_run, tmp_path):
-    """No opacity file without --opacity; with it, rgb (8-bit RGB, no alpha), depth and its preview are the same
-    bytes as without it. A later render into that folder without --opacity removes the opacity frames the earlier
-    render wrote (its manifest lists them), as it does other frames it does not write again."""
-    run, path, _ = sheet_run
+@pytest.mark.parametrize("option", ["opacity", "rgba"])
+def test_without_the_option_nothing_changes_and_a_rerender_drops_its_stale_frames(sheet_run, tmp_path, option):
+    """No opacity (rgba) file without --opacity (--rgba); with it, rgb (8-bit RGB, no alpha), depth and its preview
+    are the same bytes as without it (a learned background, which rgba takes off). A later render into that folder
+    without the option removes the frames the earlier render wrote for it (its manifest lists them), as it does
+    other frames it does not write again, and keeps a file of the user's own named like one."""
+    run, path, use = sheet_run
+    use("learned", cut=True)
     plain, more = tmp_path / "plain", tmp_path / "more"
     assert _render(run, "--camera-path", path, "--out", plain) == 0
-    assert _render(run, "--camera-path", path, "--opacity", "--out", more) == 0
-    assert not list(plain.glob("opacity_*"))
+    assert _render(run, "--camera-path", path, f"--{option}", "--out", more) == 0
+    assert not list(plain.glob(f"{option}_*"))
     names = sorted(p.name for p in plain.iterdir())
-    assert sorted(p.name for p in more.iterdir()) == sorted(names + ["opacity_0000.png", "opacity_0001.png"])
+    assert sorted(p.name for p in more.iterdir()) == sorted(names + [f"{option}_0000.png", f"{option}_0001.png"])
     for name in names:
         if name != nerf_outputs.MANIFEST:
             assert (plain / name).read_bytes() == (more / name).read_bytes(), name
     info = read_image(more / "rgb_0000.png")[1]
     assert (info["channels"], info["bit_depth"]) == (3, 8)
+    (more / f"{option}_0007.png").write_bytes(b"the user's")
     assert _render(run, "--camera-path", path, "--out", more) == 0
-    assert sorted(p.name for p in more.iterdir()) == names
+    assert sorted(p.name for p in more.iterdir()) == sorted(names + [f"{option}_0007.png"])
 
 
+@pytest.mark.parametrize("option", ["opacity", "rgba"])
 @pytest.mark.parametrize("after", [3, 7])
-def test_an_interrupted_opacity_render_leaves_the_earlier_render(sheet_run, tmp_path, monkeypatch, after):
-    """Ctrl+C at the first frame's opacity write (4th write) or the second's (8th): exit 130, the folder holds the
-    earlier render byte for byte, no opacity file, no staging folder."""
-    run, path, _ = sheet_run
+def test_an_interrupted_render_leaves_the_earlier_render(sheet_run, tmp_path, monkeypatch, after, option):
+    """Ctrl+C at the first frame's opacity (rgba) write (4th write) or the second's (8th): exit 130, the folder
+    holds the earlier render byte for byte, no opacity (rgba) file, no staging folder."""
+    run, path, use = sheet_run
+    use()
     out = tmp_path / "frames"
     assert _render(run, "--camera-path", path, "--out", out) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     calls = interrupt_render_writes(monkeypatch, after=after)
-    assert _render(run, "--camera-path", path, "--opacity", "--out", out) == 130
-    assert calls[-1].name == f"opacity_{after // 4:04d}.png"
+    assert _render(run, "--camera-path", path, f"--{option}", "--out", out) == 130
+    assert calls[-1].name == f"{option}_{after // 4:04d}.png"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "path.json", "run"]
 

@@ -5,11 +5,10 @@ semi-transparent tilted sheet of one colour, cut off at x = 0 so that part of ea
 colour is then the sheet's colour wherever the alpha is not 0 (a premultiplied one would be darker where the sheet is
 faint), the alpha is the opacity, and the matte over the run's background gives the rgb back: over white for a white
 run, over the learned colour of each pixel's direction for a learned run. On conftest's still_life_run (a real fit)
-the matte over black is the renderer's colour on black, and over white the rgb, for every path option.
+the matte over black is the renderer's colour on black, and over white the rgb, for every path option. The sheet
+and the file bookkeeping (nothing else changes, stale frames dropped, an interrupted render leaves the earlier one)
+are shared with --opacity's tests, in test_render_opacity.py.
 """
-
-import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,69 +17,12 @@ import torch
 from rwf_render import cli, nerf_outputs
 from rwf_render.imgio import read_image
 
-from conftest import interrupt_render_writes, one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
+from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
+
+from test_render_opacity import COLOUR, EYES, HEIGHT, WIDTH, sheet_model, sheet_run  # noqa: F401  (sheet_run: a fixture)
 
 Q16, Q8 = 1 / 65535, 1 / 255  # one step of a 16-bit and of an 8-bit PNG
 MATTE = 2 * Q16  # colour x alpha from a 16-bit colour and a 16-bit alpha: half a step of each, and float error
-NORMAL = np.array([0.3, -0.2, 1.0]) / np.linalg.norm([0.3, -0.2, 1.0])  # the sheet: |NORMAL . x| < HALF, x < 0
-HALF, SIGMA = 0.02, 20.0  # optical thickness 0.8 across the sheet: opacity about 0.55 at these cameras' angles
-COLOUR = (0.2, 0.5, 0.8)
-EYES = [(0.1, -0.2, 2.5), (0.0, 0.15, 3.0)]  # camera centres above the sheet, looking down -z (identity rotation)
-WIDTH, HEIGHT, FOV = 16, 12, 24.0
-
-
-class HalfSheetField(torch.nn.Module):
-    """sigma = SIGMA inside the sheet where x < 0, 0 elsewhere; COLOUR everywhere (the interface NeRFModel calls)."""
-
-    def __init__(self):
-        super().__init__()
-        self.cfg = SimpleNamespace(mip=False)
-        self.register_buffer("aabb", torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]))
-        self.register_buffer("normal", torch.tensor(NORMAL, dtype=torch.float32))
-
-    def density(self, x, cov=None):
-        return torch.where(((x @ self.normal).abs() < HALF) & (x[:, 0] < 0), SIGMA, 0.0)
-
-    def forward(self, x, d=None, image_idx=None, cov=None):
-        return torch.tensor(COLOUR).expand(len(x), 3), self.density(x)
-
-
-def _sheet_model(background: str):
-    """The half sheet under ``background``; a learned one gets a colour that varies strongly with direction."""
-    from rwf_render.nerf_field import NeRFFieldConfig
-    from rwf_render.nerf_render import NeRFModel, RenderConfig
-
-    model = NeRFModel([-1, -1, -1, 1, 1, 1], NeRFFieldConfig(), RenderConfig(grid_resolution=16,
-                                                                             steps_per_diagonal=512), background)
-    model.field = HalfSheetField()
-    model.grid.fill_(True)  # every cell occupied: the marcher steps through the whole box
-    if model.bg_model is not None:
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            model.bg_model.weight.copy_(torch.randn(model.bg_model.weight.shape, generator=gen) * 3)
-    model.eval()
-    return model
-
-
-@pytest.fixture
-def sheet_run(tmp_path, monkeypatch):
-    """(run, camera path, use) where ``use(background)`` makes the run load as the half sheet on that background
-    and returns the model."""
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"kind": "nerf", "data": str(tmp_path / "none"), "downscale": 1,
-                                                 "aabb": [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]}))
-    frames = [{"camera_to_world": [[1, 0, 0, x], [0, 1, 0, y], [0, 0, 1, z], [0, 0, 0, 1]], "fov": FOV}
-              for x, y, z in EYES]
-    path = tmp_path / "path.json"
-    path.write_text(json.dumps({"render_width": WIDTH, "render_height": HEIGHT, "fps": 24, "camera_path": frames}))
-
-    def use(background: str = "white"):
-        model = _sheet_model(background)
-        monkeypatch.setattr(nerf_outputs, "load_scene_model", lambda run, device="cpu": model)
-        return model
-
-    return run, path, use
 
 
 def _render(run, *extra) -> int:
@@ -110,7 +52,7 @@ def test_rgba_is_the_straight_colour_and_the_opacity_and_gives_the_white_render_
     each frame; colour x alpha + (1 - alpha) x white is rgb_XXXX.png to its 8-bit step. --video makes no rgba
     video."""
     run, path, use = sheet_run
-    use("white")
+    use("white", cut=True)
     out = tmp_path / "frames"
     assert _render(run, "--camera-path", path, "--rgba", "--opacity", "--video", "--out", out) == 0
     assert sorted(p.name for p in out.glob("rgba_*")) == ["rgba_0000.png", "rgba_0001.png"]
@@ -134,10 +76,10 @@ def test_learned_background_rgba_is_the_render_on_black(sheet_run, tmp_path):
     from rwf_render.cameras import pixel_rays
 
     run, path, use = sheet_run
-    model = use("learned")
+    model = use("learned", cut=True)
     out = tmp_path / "frames"
     assert _render(run, "--camera-path", path, "--rgba", "--opacity", "--out", out) == 0
-    black = _sheet_model("black")
+    black = sheet_model("black", cut=True)
     cams = _path_cameras(path)
     for i in range(len(EYES)):
         colour, alpha = _rgba(out / f"rgba_{i:04d}.png")
@@ -155,7 +97,7 @@ def test_learned_background_rgba_is_the_render_on_black(sheet_run, tmp_path):
 def test_black_background_rgba_over_black_is_the_rgb(sheet_run, tmp_path):
     """Black run: the matte over black is rgb_XXXX.png (its colour on black) to its 8-bit step."""
     run, path, use = sheet_run
-    use("black")
+    use("black", cut=True)
     out = tmp_path / "frames"
     assert _render(run, "--camera-path", path, "--rgba", "--out", out) == 0
     for i in range(len(EYES)):
@@ -174,44 +116,6 @@ def test_rgba_pixels_divides_by_the_opacity_and_zeroes_empty_pixels():
     assert np.allclose(out[0, 0], [0.2, 0.4, 0.6, 0.5])
     assert (out[0, 1, :3] == 0).all() and out[0, 1, 3] < nerf_outputs.EMPTY and (out[0, 3] == 0).all()
     assert np.allclose(out[0, 2], [0.5, 0.5, 0.5, 1.0]) and out.max() <= 1 and out.min() >= 0
-
-
-def test_without_the_option_nothing_changes_and_a_rerender_drops_stale_rgba(sheet_run, tmp_path):
-    """No rgba file without --rgba; with it, rgb (8-bit RGB, no alpha), depth and its preview are the same bytes as
-    without it. A later render into that folder without --rgba removes the rgba frames the earlier render wrote (its
-    manifest lists them) and keeps a file of the user's own named like one."""
-    run, path, use = sheet_run
-    use("learned")
-    plain, more = tmp_path / "plain", tmp_path / "more"
-    assert _render(run, "--camera-path", path, "--out", plain) == 0
-    assert _render(run, "--camera-path", path, "--rgba", "--out", more) == 0
-    assert not list(plain.glob("rgba_*"))
-    names = sorted(p.name for p in plain.iterdir())
-    assert sorted(p.name for p in more.iterdir()) == sorted(names + ["rgba_0000.png", "rgba_0001.png"])
-    for name in names:
-        if name != nerf_outputs.MANIFEST:
-            assert (plain / name).read_bytes() == (more / name).read_bytes(), name
-    info = read_image(more / "rgb_0000.png")[1]
-    assert (info["channels"], info["bit_depth"]) == (3, 8)
-    (more / "rgba_0007.png").write_bytes(b"the user's")
-    assert _render(run, "--camera-path", path, "--out", more) == 0
-    assert sorted(p.name for p in more.iterdir()) == sorted(names + ["rgba_0007.png"])
-
-
-@pytest.mark.parametrize("after", [3, 7])
-def test_an_interrupted_rgba_render_leaves_the_earlier_render(sheet_run, tmp_path, monkeypatch, after):
-    """Ctrl+C at the first frame's rgba write (4th write) or the second's (8th): exit 130, the folder holds the
-    earlier render byte for byte, no rgba file, no staging folder."""
-    run, path, use = sheet_run
-    use("white")
-    out = tmp_path / "frames"
-    assert _render(run, "--camera-path", path, "--out", out) == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    calls = interrupt_render_writes(monkeypatch, after=after)
-    assert _render(run, "--camera-path", path, "--rgba", "--out", out) == 130
-    assert calls[-1].name == f"rgba_{after // 4:04d}.png"
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "path.json", "run"]
 
 
 def test_still_life_rgba_is_the_render_on_black(still_life_run, tmp_path):
