@@ -196,12 +196,13 @@ def test_still_life_opacity_is_the_renderers(still_life_run, tmp_path):
         assert opacity.max() > 0.9 and opacity.min() < 0.1
 
 
-def test_opacity_is_refused_for_an_image_run(tmp_path, capsys):
+@pytest.mark.parametrize("option", ["opacity", "rgba"])
+def test_the_option_is_refused_for_an_image_run(tmp_path, capsys, option):
     """As every nerf-only render option: exit 2, one line, nothing written."""
     run = tmp_path / "run"
     assert cli.main(["fit", "image", "--size", "16", "--features", "8", "--width", "16", "--steps", "1", "--quiet",
                      "--out", str(run)]) == 0
     before = sorted(p.name for p in run.iterdir())
-    err = one_cli_error(capsys, ["render", run, "--opacity", "--out", tmp_path / "r.png"])
-    assert "--opacity applies to nerf runs" in err
+    err = one_cli_error(capsys, ["render", run, f"--{option}", "--out", tmp_path / "r.png"])
+    assert f"--{option} applies to nerf runs" in err
     assert not (tmp_path / "r.png").exists() and sorted(p.name for p in run.iterdir()) == before

@@ -14,19 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from rwf_render import cli, nerf_outputs
+from rwf_render import nerf_outputs
 from rwf_render.imgio import read_image
 
-from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
-
-from test_render_opacity import COLOUR, EYES, HEIGHT, WIDTH, sheet_model, sheet_run  # noqa: F401  (sheet_run: a fixture)
+from test_render_opacity import COLOUR, EYES, HEIGHT, WIDTH, _render, sheet_model, sheet_run  # noqa: F401 (fixture)
 
 Q16, Q8 = 1 / 65535, 1 / 255  # one step of a 16-bit and of an 8-bit PNG
 MATTE = 2 * Q16  # colour x alpha from a 16-bit colour and a 16-bit alpha: half a step of each, and float error
-
-
-def _render(run, *extra) -> int:
-    return cli.main(["render", str(run), "--quiet", *map(str, extra)])
 
 
 def _rgba(path) -> tuple[np.ndarray, np.ndarray]:
@@ -158,13 +152,3 @@ def test_still_life_rgba_for_every_path(still_life_run, tmp_path, how):
         over_white = colour * alpha[..., None] + (1 - alpha[..., None])
         assert np.abs(over_white - _read(rgb_file)).max() <= Q8 / 2 + MATTE
 
-
-def test_rgba_is_refused_for_an_image_run(tmp_path, capsys):
-    """As every nerf-only render option: exit 2, one line, nothing written."""
-    run = tmp_path / "run"
-    assert cli.main(["fit", "image", "--size", "16", "--features", "8", "--width", "16", "--steps", "1", "--quiet",
-                     "--out", str(run)]) == 0
-    before = sorted(p.name for p in run.iterdir())
-    err = one_cli_error(capsys, ["render", run, "--rgba", "--out", tmp_path / "r.png"])
-    assert "--rgba applies to nerf runs" in err
-    assert not (tmp_path / "r.png").exists() and sorted(p.name for p in run.iterdir()) == before
