@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ import torch
 
 from rwf_render.cameras import Cameras, fov_from_focal, opencv_to_opengl, project
 from rwf_render.datasets import image_size
-from rwf_render.errors import UserError
+from rwf_render.errors import RwfWarning, UserError
 from rwf_render.rundir import write_json
 
 from .colmap_io import Image, Model, read_model
@@ -268,15 +269,16 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     if len(missing) == len(ids):
         raise UserError(f"{images_dir}: none of the {len(ids)} images of the model is there (first: {missing[0]})")
     if missing:  # skipped, as nerfstudio's converter and the transforms.json loader skip them
-        log(f"warning: skipped {len(missing)} of the model's {len(ids)} images, missing in {images_dir} "
-            f"(first: {missing[0]})")
+        warnings.warn(f"skipped {len(missing)} of the model's {len(ids)} images, missing in {images_dir} (first: "
+                      f"{missing[0]})", RwfWarning, stacklevel=2)
         gone = set(missing)
         ids = [i for i in ids if model.images[i].name not in gone]
     check_readable([images_dir / model.images[i].name for i in ids], images_dir)
     dangling = sum(int((np.asarray(model.images[i].point3D_ids) >= 0).sum()
                        - np.isin(model.images[i].point3D_ids, model.point_ids).sum()) for i in ids)
     if dangling:
-        log(f"warning: {dangling} observation(s) refer to 3D points absent from points3D; counted as untriangulated")
+        warnings.warn(f"{dangling} observation(s) refer to 3D points absent from points3D; counted as untriangulated",
+                      RwfWarning, stacklevel=2)
     # 1. intrinsics, checked against the actual image sizes
     intrinsics, rescaled = [], 0
     for i in ids:
@@ -299,7 +301,8 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     # 5. per-frame near/far
     near_far = frame_bounds(model, ids, c2w, xyz) if bounds else None
     if bounds and near_far is None:
-        log(f"warning: some image observes fewer than {MIN_BOUND_POINTS} points; no per-frame near/far written")
+        warnings.warn(f"some image observes fewer than {MIN_BOUND_POINTS} points; no per-frame near/far written",
+                      RwfWarning, stacklevel=2)
     # 6. sparse depth: one unit for the whole dataset, the farthest observed point (+5 %) at 65535
     obs = observation_depths(model, ids, c2w, xyz, [(d["w"], d["h"]) for d in intrinsics]) if depth else None
     z_max = max((float(z.max()) for _, z in obs or [] if len(z)), default=0.0)

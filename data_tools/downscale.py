@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from rwf_render.datasets import dataset_files, native_path, parse_frame, resolve_image
-from rwf_render.errors import UserError
+from rwf_render.errors import RwfWarning, UserError
 from rwf_render.nerf_depth import thin_depth
 from rwf_render.rundir import read_json, write_json
 
@@ -127,7 +128,7 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
                 raise UserError(f"{where}: no file_path (a string)")
             image = resolve_image(base, frame["file_path"])
             if not image.is_file():
-                log(f"warning: {image} is missing; frame left out")
+                warnings.warn(f"{image} is missing; frame left out", RwfWarning, stacklevel=2)
                 continue
             scaled = _scaled(frame, factor, where)
             scaled.update({k: v / factor for k, v in _implicit_intrinsics(frame, top, base, factor, where).items()})

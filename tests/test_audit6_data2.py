@@ -135,9 +135,12 @@ def test_colmap_images_missing_on_disk_are_skipped_with_one_warning(tmp_path, ca
     model = _synthetic_model(tmp_path, models)
     (tmp_path / "images" / "im1.png").unlink()
     lines = []
-    report = convert_model(tmp_path / "sparse", tmp_path / "images", tmp_path / "out", log=lines.append)
-    warned = [line for line in lines if line.startswith("warning:")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = convert_model(tmp_path / "sparse", tmp_path / "images", tmp_path / "out", log=lines.append)
+    warned = [str(w.message) for w in caught if issubclass(w.category, RwfWarning)]
     assert len(warned) == 1 and "skipped 1 of the model's 3 images" in warned[0] and "im1.png" in warned[0]
+    assert not any("warning" in line for line in lines)  # a warning, not a line of the report
     assert report["n_images"] == 2 and report["reproj_error"] < 1e-6
     meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
     assert [f["file_path"] for f in meta["frames"]] == ["images/im0.png", "images/im2.png"]

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from rwf_render import cli
+from rwf_render.errors import RwfWarning
 
 
 class ModelLoaded(Exception):
@@ -79,3 +80,23 @@ def test_cone_angle_refuses_what_is_not_a_finite_number_at_least_0(capsys, text)
     assert cli.main(["fit", "nerf", "--cone-angle", text]) == 2
     err = capsys.readouterr().err
     assert "--cone-angle" in err and len(err.strip().splitlines()) == 1
+
+
+def test_data_tool_warnings_are_warnings_not_report_lines(tmp_path, capsys):
+    """`rwf data colmap` and `rwf data downscale` printed "warning: ..." on stdout, inside their report, where the
+    CLI's other warnings are RwfWarnings, printed "rwf: warning: ..." on stderr (README: warnings go to stderr; the
+    format is one_line_warnings', tested in test_cli_polish)."""
+    from test_audit6_data2 import MODELS, _synthetic_model
+
+    _synthetic_model(tmp_path, {k: MODELS[k] for k in ("PINHOLE", "OPENCV", "SIMPLE_RADIAL")})
+    (tmp_path / "images" / "im1.png").unlink()
+    capsys.readouterr()
+    with pytest.warns(RwfWarning, match="skipped 1 of the model's 3 images") as caught:
+        assert cli.main(["data", "colmap", str(tmp_path / "sparse"), str(tmp_path / "images"),
+                         str(tmp_path / "out")]) == 0
+    assert len([w for w in caught if issubclass(w.category, RwfWarning)]) == 1
+    assert "warning:" not in capsys.readouterr().out
+    (tmp_path / "out" / "images" / "im2.png").unlink()
+    with pytest.warns(RwfWarning, match="im2.png is missing; frame left out"):
+        assert cli.main(["data", "downscale", str(tmp_path / "out"), str(tmp_path / "half"), "--factor", "2"]) == 0
+    assert "warning:" not in capsys.readouterr().out
