@@ -5,7 +5,7 @@ a ``transforms.json`` whose split lists hold out every frame), frames that do no
 missing or undecodable masks or depth maps, image, mask and depth-map sizes that differ from their camera's (or,
 for shared intrinsics, images of different sizes), impossible intrinsics (focal <= 0, principal point outside the
 image), singular, non-orthonormal or mirrored rotations, cameras that see none of the scene box
-(:func:`rwf_render.datasets.scene_box`), numeric fields that are not JSON numbers (``true``, ``"60"``), a frame with
+(:func:`rwf_render.scene_box.scene_box`), numeric fields that are not JSON numbers (``true``, ``"60"``), a frame with
 ``near`` but no ``far``. The camera and field checks are the NeRF loader's own (:mod:`rwf_render.datasets`), so
 ``rwf fit nerf`` refuses what this reports as such an error.
 Warnings: missing images (``rwf fit`` skips those frames, so a split is an error only when none is left), unusual
@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from rwf_render.cameras import Cameras, fov_from_focal
-from rwf_render.datasets import (_select, box_coverage, camera_errors, check_fields, dataset_files, image_size,
-                                 parse_frame, scene_box)
+from rwf_render.datasets import _select, camera_errors, check_fields, dataset_files, image_size, parse_frame
 from rwf_render.errors import UserError
 from rwf_render.frames import MissingImage
 from rwf_render.imgio import read_image, sniff_format
@@ -30,6 +29,7 @@ from rwf_render.lenses import fisheye_theta
 from rwf_render.nerf_data import read_mask
 from rwf_render.nerf_depth import check_depth_channels
 from rwf_render.rundir import read_json
+from rwf_render.scene_box import box_coverage, scene_box
 
 
 def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -> tuple | None:

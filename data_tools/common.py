@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rwf_render.datasets import NGP_HALF, bulk_cube, holding_scale
+from rwf_render.scene_box import NGP_HALF, bulk_cube, holding_scale
 from rwf_render.errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")

@@ -15,7 +15,7 @@ Data flow, one step per function:
 rescaling: the scene box is worked out in the file's coordinates), so the poses written are in the dataset's own
 coordinates and units, and the keys that place the scene box (``aabb``, ``aabb_scale``, ``scale``, ``offset``) are
 copied from the training split's file, giving the same box. A nerfstudio file without them, whose box the loader
-makes from all of its cameras (:func:`rwf_render.datasets.box_from_cameras`), gets that box as ``aabb``, so a file
+makes from all of its cameras (:func:`rwf_render.scene_box.box_from_cameras`), gets that box as ``aabb``, so a file
 of one split keeps it.
 
 **Intrinsics**: ``camera_model``, ``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h`` and ``k1 k2 k3 k4 p1 p2`` at the
@@ -46,13 +46,14 @@ import torch
 
 from .camera_opt import corrected_c2w
 from .cameras import DIST_NAMES, MODELS, Cameras
-from .datasets import SPLITS, Transforms, box_from_cameras, dataset_files, load_transforms
+from .datasets import SPLITS, Transforms, dataset_files, load_transforms
 from .errors import RwfWarning, UserError
 from .nerf_config import NeRFConfig
 from .rundir import CHECKPOINT, CONFIG, HISTORY, METRICS, load_checkpoint, write_json
+from .scene_box import box_from_cameras
 
 BOX_KEYS = ("aabb", "aabb_scale", "scale", "offset")
-"""top-level keys that place the scene box (:func:`rwf_render.datasets.scene_box`), copied as the dataset gives them"""
+"""top-level keys that place the scene box (:func:`rwf_render.scene_box.scene_box`), copied as the dataset gives them"""
 COPIED_KEYS = (*BOX_KEYS, "depth_unit_scale_factor", "applied_transform", "applied_scale")
 """top-level keys of the training split's file kept in the export (the depth maps' units; nerfstudio's record of
 the transform its tools applied to the poses written, which are the poses kept)"""

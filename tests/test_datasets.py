@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rwf_render.cameras import look_at, project
-from rwf_render.datasets import HOLDOUT_EVERY, load_transforms, scene_box
+from rwf_render.datasets import HOLDOUT_EVERY, load_transforms
+from rwf_render.scene_box import scene_box
 from rwf_render.errors import UserError
 
 

@@ -13,7 +13,8 @@ import torch
 
 from data_tools.check import check_dataset
 from rwf_render.cameras import look_at
-from rwf_render.datasets import box_coverage, camera_box, load_transforms
+from rwf_render.datasets import load_transforms
+from rwf_render.scene_box import box_coverage, camera_box
 from rwf_render.errors import RwfWarning, UserError
 from rwf_render.imgio import write_image
 

@@ -14,7 +14,8 @@ import torch
 import trimesh
 
 from data_tools.check import check_dataset
-from rwf_render.datasets import NGP_HALF, load_transforms, scene_box
+from rwf_render.datasets import load_transforms
+from rwf_render.scene_box import NGP_HALF, scene_box
 from rwf_render.errors import RwfWarning
 from test_datasets_nerfstudio_box import CENTER, RADIUS, _nerfstudio
 
@@ -52,7 +53,7 @@ def test_the_box_holds_the_bulk_of_the_points_and_not_the_cameras(tmp_path):
 
 
 def box_coverage_min(tf):
-    from rwf_render.datasets import box_coverage
+    from rwf_render.scene_box import box_coverage
 
     return box_coverage(tf.cameras, tf.aabb).min()
 
