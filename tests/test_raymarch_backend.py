@@ -134,6 +134,9 @@ def _cuda_case(seed, levels, cone, stratified):
     n = 20000
     o = (torch.rand(n, 3, generator=gen) - 0.5) * 4
     d = torch.randn(n, 3, generator=gen)
+    lo, hi = grid.aabb[:3], grid.aabb[3:]  # half the rays aimed at a point of the box: most of those cross it
+    aim = lo + torch.rand(n // 2, 3, generator=gen) * (hi - lo)
+    d[: n // 2] = aim - o[: n // 2]
     d = d / d.norm(dim=1, keepdim=True)
     kw = dict(step_size=0.009, cone_angle=cone, max_samples=300, stratified=stratified, seed=seed,
               near=torch.rand(n, generator=gen) * 0.3, far=2 + torch.rand(n, generator=gen) * 4)
