@@ -1,7 +1,7 @@
 """NeRF on lego: test PSNR against wall time for plain and RWF layers, throughput and where the time goes.
 
     python benchmarks/nerf.py --cpu                 # lego at 100x100 on a CPU (the 'lego' preset), plain and rwf
-    python benchmarks/nerf.py --gpu                 # lego at 400x400 (the 'lego-gpu' preset)
+    python benchmarks/nerf.py --gpu                 # lego at 400x400 (the 'lego-gpu' preset: the hash grid)
     python benchmarks/nerf.py --tancik              # the simplified-NeRF protocol of Tancik et al. (RWF.md), GPU
     python benchmarks/nerf.py --tancik --cpu        # the same protocol scaled down (100x100, fewer steps)
     python benchmarks/nerf.py --cpu --budget 600 --seeds 0 1 2   # equal-time comparison on the test views

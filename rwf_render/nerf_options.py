@@ -94,8 +94,8 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     pos.kind = pick("encoding", "fourier")
     hashgrid = pos.kind == "hashgrid"
     if pos.kind != preset.get("encoding", "fourier"):
-        # a preset sizes its field and learning rate for its own encoding (lego-gpu: width 256 for Fourier
-        # features); with another encoding they fall back to that encoding's defaults, unless typed
+        # a preset sizes its field and learning rate for its own encoding (lego-tancik: 4 x 256 and lr 5e-4 for
+        # Fourier features); with another encoding they fall back to that encoding's defaults, unless typed
         preset = {k: v for k, v in preset.items() if k not in ENCODING_SIZED}
     for name in ("hash_levels", "hash_log2_size", "hash_max_res") if not hashgrid else ("features", "sigma"):
         if getattr(args, name, None) is not None:

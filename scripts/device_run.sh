@@ -6,9 +6,9 @@
 #
 #   check           scripts/gpu_check.sh: build the CUDA and CPU kernels, the CUDA tests, the marcher benchmark
 #                   (issue 3; about 3-5 min)
-#   nerf-PARAM      lego 400x400 ('lego-gpu', Fourier features): up to 300 s of training, test PSNR on 8 test views
+#   nerf-PARAM      lego 400x400 ('lego-gpu', the hash grid): up to 300 s of training, test PSNR on 8 test views
 #                   at a quarter, half and all of it (issue 5; the budget shrinks to the time left in the call)
-#   nerfhash-PARAM  the same with --encoding hashgrid
+#   nerffourier-PARAM  the same with --encoding fourier (4 x 128 Fourier field)
 #   tancik-PARAM    the simplified-NeRF protocol, up to 480 s (issue 5's comparability check; about 9 min)
 #   image           the image-regression protocol (issue 2)
 #   shape-MESH      the occupancy protocol on armadillo, spot or bunny (issue 4)
@@ -22,7 +22,7 @@
 # A second call in the same session: read status() first and set DEVICE_RUN_LIMIT to its budget_left_s less 60
 # (the tool cuts a call at the time left, and a cut call returns no table).
 # Logs come back in $OUT: device_run.log, check-logs.txt and one log per benchmark stage (gpu_bench.sh names them:
-# nerf-rwf.log, nerf-rwf-hashgrid.log for nerfhash-rwf, ...).
+# nerf-rwf.log, nerf-rwf-fourier.log for nerffourier-rwf, ...).
 # Exit status 0 only when every stage ran and passed. DEVICE_RUN_DRY=1 runs CPU-sized stand-ins of the stages in
 # minutes, to check this script and its environment without a GPU; DEVICE_RUN_LIMIT sets the call's seconds (570).
 set -uo pipefail
@@ -39,9 +39,9 @@ TEE=$!
 
 for stage in "$@"; do  # every stage is known before anything runs
     case $stage in
-        check|image|nerf-plain|nerf-wn|nerf-rwf|nerfhash-plain|nerfhash-wn|nerfhash-rwf) ;;
+        check|image|nerf-plain|nerf-wn|nerf-rwf|nerffourier-plain|nerffourier-wn|nerffourier-rwf) ;;
         tancik-plain|tancik-wn|tancik-rwf|shape-armadillo|shape-spot|shape-bunny) ;;
-        *) echo "device_run: unknown stage '$stage' (stages: check image nerf-PARAM nerfhash-PARAM tancik-PARAM" \
+        *) echo "device_run: unknown stage '$stage' (stages: check image nerf-PARAM nerffourier-PARAM tancik-PARAM" \
                 "shape-MESH)"; exit 2 ;;
     esac
 done
@@ -110,14 +110,14 @@ bench_cmd() {  # the benchmark command of a stage; a dry run shrinks it to a CPU
     if [ "$DRY" != 1 ]; then
         case $kind in
             nerf|tancik|shape) echo "bash scripts/gpu_bench.sh $kind $arg" ;;
-            nerfhash) echo "bash scripts/gpu_bench.sh nerf $arg:hashgrid" ;;
+            nerffourier) echo "bash scripts/gpu_bench.sh nerf $arg:fourier" ;;
             image) echo "bash scripts/gpu_bench.sh image" ;;
         esac
         return
     fi
     case $kind in
         nerf) echo "$PYTHON benchmarks/nerf.py --downscale 8 --params $arg --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
-        nerfhash) echo "$PYTHON benchmarks/nerf.py --downscale 8 --params $arg:hashgrid --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
+        nerffourier) echo "$PYTHON benchmarks/nerf.py --downscale 8 --params $arg:fourier --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
         tancik) echo "$PYTHON benchmarks/nerf.py --tancik --device cpu --downscale 8 --params $arg --budget 8 --marks 8 --steps 4 --test-images 1 --quiet" ;;
         shape) echo "$PYTHON benchmarks/shape.py --cpu --device cpu --meshes $arg --params plain rwf --steps 20 --mesh-res 32 --extract-res 0" ;;
         image) echo "$PYTHON benchmarks/image_regression.py --cpu --device cpu --size 32 --steps 20" ;;

@@ -7,7 +7,8 @@
 #   scripts/gpu_bench.sh nerf PARAM       # lego 400x400 ('lego-gpu' preset) for up to 300 s of training, test PSNR
 #                                         # on 8 test views at a quarter, half and all of it (issue 5: >= 30 dB
 #                                         # within 5 minutes); run it for plain and rwf on the same machine for the
-#                                         # equal-time comparison. PARAM:hashgrid (rwf:hashgrid) for the hash grid
+#                                         # equal-time comparison. The preset's field is the hash grid;
+#                                         # PARAM:fourier (rwf:fourier) for Fourier features
 #   scripts/gpu_bench.sh tancik PARAM     # the simplified-NeRF protocol (RWF.md, 25.48 dB published), up to 480 s
 #
 # Output goes to stdout and to $OUT (or a temporary folder) as STAGE.log. GPU_BENCH_PRINT=1 only prints the command
@@ -60,7 +61,7 @@ case $stage in
         need_arg mesh armadillo spot bunny
         cmd=("$PY" benchmarks/shape.py --device cuda --meshes "$arg" --extract-res 256) ;;
     nerf)
-        need_arg param plain wn rwf plain:hashgrid wn:hashgrid rwf:hashgrid
+        need_arg param plain wn rwf plain:fourier wn:fourier rwf:fourier plain:hashgrid wn:hashgrid rwf:hashgrid
         budget=$(fit_budget 300 120) || exit 2
         cmd=("$PY" benchmarks/nerf.py --gpu --params "$arg" --budget "$budget" --marks $((budget / 4)) $((budget / 2))
              "$budget" --test-images 8 --quiet) ;;

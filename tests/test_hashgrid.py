@@ -264,9 +264,29 @@ def test_sdf_hashgrid_with_eikonal_fits(tmp_path):
 
 
 def test_a_preset_sized_for_fourier_features_gives_the_hash_grid_its_own_field_size(data_dir, monkeypatch):
-    """lego-gpu widens the Fourier field to 256; `--encoding hashgrid` on it used to keep that width (a 2 x 256
-    trunk behind the tables) and the Fourier lr. Another encoding than the preset's drops the preset's field size
-    and lr; typed ones still win, and the preset's other settings (resolution, batch, steps) stay."""
+    """lego-tancik sizes a Fourier field (4 x 256, 256 features, lr 5e-4); `--encoding hashgrid` on it used to keep
+    that size (a 4 x 256 trunk behind the tables) and the Fourier lr. Another encoding than the preset's drops the
+    preset's field size and lr; typed ones still win, and the preset's other settings (sampler, steps) stay."""
+    from rwf_render import cli
+    from rwf_render.nerf_options import config_from_args
+
+    monkeypatch.setenv("RWF_DATA", str(data_dir))
+
+    def config(*typed, scene="lego-tancik"):
+        return config_from_args(cli.build_parser().parse_args(["fit", "nerf", scene, *typed]))
+
+    fourier = config()
+    assert fourier.field.trunk.width == 256 and fourier.field.pos.m == 256 and fourier.train.lr == 5e-4
+    hashed = config("--encoding", "hashgrid")
+    assert (hashed.field.trunk.width, hashed.field.trunk.depth, hashed.train.lr) == (64, 2, 1e-2)
+    assert hashed.render.sampler == fourier.render.sampler == "dense" and hashed.train.steps == 50000
+    assert config("--encoding", "hashgrid", "--width", "128").field.trunk.width == 128
+
+
+def test_the_gpu_preset_fits_with_the_hash_grid_and_falls_back_to_the_fourier_defaults(data_dir, monkeypatch):
+    """lego-gpu is a hash-grid preset (the one measured past 30 dB at 400x400 in minutes on a GPU); its earlier
+    Fourier field, widened to 256 with RWF layers at lr 3e-3, collapsed to empty space. `--encoding fourier` on it
+    gets the Fourier defaults (4 x 128, lr 3e-3), not a width chosen for another encoding."""
     from rwf_render import cli
     from rwf_render.nerf_options import config_from_args
 
@@ -275,9 +295,9 @@ def test_a_preset_sized_for_fourier_features_gives_the_hash_grid_its_own_field_s
     def config(*typed):
         return config_from_args(cli.build_parser().parse_args(["fit", "nerf", "lego-gpu", *typed]))
 
-    fourier = config()
-    assert fourier.field.trunk.width == 256 and fourier.field.pos.m == 256 and fourier.train.lr == 3e-3
-    hashed = config("--encoding", "hashgrid")
-    assert (hashed.field.trunk.width, hashed.field.trunk.depth, hashed.train.lr) == (64, 2, 1e-2)
-    assert hashed.target_samples == fourier.target_samples == 1 << 18 and hashed.train.steps == 10000
-    assert config("--encoding", "hashgrid", "--width", "128").field.trunk.width == 128
+    gpu = config()
+    assert gpu.field.pos.kind == "hashgrid" and (gpu.field.trunk.depth, gpu.field.trunk.width) == (2, 64)
+    assert gpu.train.lr == 1e-2 and gpu.target_samples == 1 << 18 and gpu.downscale == 1
+    fourier = config("--encoding", "fourier")
+    assert fourier.field.pos.kind == "fourier" and (fourier.field.trunk.width, fourier.field.pos.m) == (128, 128)
+    assert fourier.train.lr == 3e-3 and fourier.target_samples == 1 << 18

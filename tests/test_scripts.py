@@ -108,11 +108,19 @@ def test_gpu_bench_refuses_a_call_too_short_for_a_useful_nerf_budget():
     assert r.returncode == 2 and "needs at least 210 s" in r.stderr and "benchmarks/nerf.py" not in r.stdout
 
 
-def test_device_run_knows_the_hash_grid_nerf_stage(tmp_path):
-    r = device_run("nerfhash-rwf", "nerfhash-best", tmp_path=tmp_path)
-    assert r.returncode == 2 and "unknown stage 'nerfhash-best'" in r.stdout
-    r = device_run("nerfhash-rwf", tmp_path=tmp_path, DEVICE_RUN_LIMIT="30")
+def test_device_run_knows_the_fourier_nerf_stage(tmp_path):
+    """lego-gpu's field is the hash grid; the Fourier field has its own stage (nerfhash, the hash grid's stage while
+    the preset was Fourier, is gone)."""
+    r = device_run("nerffourier-rwf", "nerffourier-best", tmp_path=tmp_path)
+    assert r.returncode == 2 and "unknown stage 'nerffourier-best'" in r.stdout
+    r = device_run("nerffourier-rwf", tmp_path=tmp_path, DEVICE_RUN_LIMIT="30")
     assert r.returncode == 1 and "SKIPPED" in r.stdout  # known, but no time for it in a 30 s call
+    assert device_run("nerfhash-rwf", tmp_path=tmp_path).returncode == 2
+
+
+def test_gpu_bench_takes_the_fourier_field_on_the_hash_grid_preset():
+    r = bench_command("nerf", "rwf:fourier")
+    assert r.returncode == 0 and "--params rwf:fourier --budget 300" in r.stdout, r.stdout + r.stderr
 
 
 def test_a_slow_kernel_build_cannot_starve_the_nerf_stage_it_was_admitted_with(tmp_path):
