@@ -6,6 +6,7 @@ command; the benchmark uses it directly.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from .camera_opt import PoseCorrection, write_refined_cameras
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .metrics import mse_to_psnr, psnr, ssim
 from .nerf_config import NeRFConfig
 from .nerf_data import PosedImages, background_color, composite_background, load_split
@@ -48,6 +49,41 @@ def eval_background(name: str) -> str:
     return "black" if name == "black" else "white"
 
 
+class CollapseWatch:
+    """Notices a fit whose field has collapsed to empty space, once: after step ``after``, ``steps`` steps in a row in
+    which no training ray gathered ``opacity`` and the training PSNR stayed under ``psnr`` dB (a scene that really is
+    empty fits its background well; a collapsed one renders the background over the object). The density then sits
+    near zero everywhere, where its gradient (proportional to it) vanishes too, so such a fit rarely recovers: on an
+    H200 the lego-gpu preset's Fourier field of that time (4 x 256 RWF layers, lr 3e-3) rendered the empty background
+    (9.25 dB) at steps 4356, 8665 and 10000 (BENCHMARKS.md)."""
+
+    def __init__(self, after: int = 100, steps: int = 20, opacity: float = 1e-3, psnr: float = 20.0):
+        self.after, self.steps, self.opacity, self.psnr = after, steps, opacity, psnr
+        self.since: int | None = None  # the first step of the current run of empty steps
+        self.count = 0
+        self.warned = False
+
+    def update(self, step: int, opacity: torch.Tensor, psnr_train: float) -> str | None:
+        """The warning's text at the step the collapse is noticed (only once); None otherwise. ``opacity``: the
+        step's per-ray opacities (read only past ``after``, one device sync)."""
+        if self.warned or step < self.after:
+            return None
+        empty = psnr_train < self.psnr and (opacity.numel() == 0 or float(opacity.max()) < self.opacity)
+        if not empty:
+            self.since, self.count = None, 0
+            return None
+        self.since = step if self.since is None else self.since
+        self.count += 1
+        if self.count < self.steps:
+            return None
+        self.warned = True
+        return (f"the field has collapsed to empty space: in steps {self.since + 1} to {step + 1} no training ray "
+                f"gathered {self.opacity:g} opacity and the training PSNR is {psnr_train:.1f} dB; such a fit rarely "
+                "recovers. "
+                "Fit again with a lower --lr (RWF layers 192 or 256 wide collapsed on lego at lr 3e-3 and trained "
+                "at 1e-3) or a narrower --width")
+
+
 class NeRFTask:
     """Random rays across every training image; see the trainer's task protocol."""
 
@@ -61,6 +97,7 @@ class NeRFTask:
         self.total_samples = 0
         self.timings: dict[str, float] | None = None  # set to {} to accumulate march/field/composite seconds
         self.last_step = 0
+        self.collapse = CollapseWatch()
 
     def state_dict(self) -> dict:
         return {"n_rays": self.n_rays, "total_samples": self.total_samples}
@@ -133,6 +170,9 @@ class NeRFTask:
                 model.field.density, rays_o[:r], rays_d[:r], near, self.cfg.occlusion_margin,
                 b["occlusion_jitter"])
         self.total_samples += samples
+        collapsed = self.collapse.update(self.last_step, out["opacity"][:n].detach(), stats["psnr_train"])
+        if collapsed:
+            warnings.warn(collapsed, RwfWarning, stacklevel=2)
         # adapt the colour ray count toward target_samples per step, all rays counted (geometric step, bounded)
         want = total * (self.cfg.target_samples / max(samples, 1)) ** 0.5 - (total - n)
         self.n_rays = int(min(max(want, self.cfg.min_rays), self.cfg.max_rays))
