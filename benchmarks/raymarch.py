@@ -10,6 +10,9 @@ table, and the run exits non-zero after every speed is printed). Then compositin
 packed samples. The last output line is one JSON object: backend -> samples/s and rays/s.
 
 ``--quick`` takes one timed run per backend (under a minute on 2 cores); the default takes the median of several.
+On a GPU, ``--cuda-blocks 64 128 256 512`` also times the CUDA kernel at those threads per block (the default is
+256; the samples must not change), and ``--profile`` prints the GPU time of each kernel of one march (torch's
+profiler): what the next change to the CUDA marcher should aim at.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--max-samples", type=int, default=1024)
     parser.add_argument("--backends", default=None, help="comma-separated subset of torch,cpu,cuda")
+    parser.add_argument("--cuda-blocks", type=int, nargs="*", default=[],
+                        help="on a GPU: also time the CUDA kernel at these threads per block")
+    parser.add_argument("--profile", action="store_true", help="on a GPU: the GPU time of each kernel of one march")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     mesh = args.mesh or default_mesh()
@@ -139,6 +145,9 @@ def main() -> None:
     for fast in ("cpu", "cuda"):  # each kernel against the twin on the same device
         if (fast, fast) in speeds and ("torch", fast) in speeds:
             print(f"{fast} kernel / torch twin on the {fast}: {speeds[fast, fast] / speeds['torch', fast]:.1f}x")
+    if ("cuda", "cuda") in speeds and (args.cuda_blocks or args.profile):
+        different += cuda_tuning(grid.to("cuda"), rays_o.cuda(), rays_d.cuda(), kw, reps["cuda"], reference,
+                                 speeds.get(("torch", "cuda")), args)
 
     if reference is not None:  # compositing throughput on the packed samples, torch autograd
         for device in (["cpu"] + (["cuda"] if gpu else [])):
@@ -163,6 +172,49 @@ def main() -> None:
     print(json.dumps(results))
     if different:
         sys.exit("benchmarks/raymarch.py: " + "; ".join(different))
+
+
+def cuda_tuning(g, o, d, kw, reps: int, reference, twin_speed, args) -> list[str]:
+    """The CUDA kernel at other block sizes, and one march under torch's profiler; returns sample differences."""
+    different = []
+    for block in args.cuda_blocks:
+        old = os.environ.get("RWF_CUDA_BLOCK")
+        os.environ["RWF_CUDA_BLOCK"] = str(block)
+        try:
+            seconds, samples = timed(lambda: g.sampling(o, d, backend="cuda", **kw), reps, torch.cuda.synchronize)
+        finally:
+            if old is None:
+                os.environ.pop("RWF_CUDA_BLOCK")
+            else:
+                os.environ["RWF_CUDA_BLOCK"] = old
+        n = samples.ray_indices.numel()
+        why = differs(samples, reference)
+        if why:
+            different.append(f"cuda at {block} threads per block returned different samples: {why}")
+        ratio = f", {n / seconds / twin_speed:.1f}x the twin" if twin_speed else ""
+        print(f"cuda block {block:4d}: {seconds * 1e3:.3f} ms, {n / seconds / 1e6:.1f} Msamples/s{ratio}"
+              f"{'; DIFFERENT samples' if why else ''}")
+    if args.profile:
+        try:
+            from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+            g.sampling(o, d, backend="cuda", **kw)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(10):
+                    g.sampling(o, d, backend="cuda", **kw)
+                torch.cuda.synchronize()
+            events = prof.key_averages()
+            for key in ("self_device_time_total", "self_cuda_time_total"):
+                try:
+                    print(f"profile of 10 marches on the GPU (sorted by {key}):")
+                    print(events.table(sort_by=key, row_limit=12))
+                    break
+                except (AttributeError, KeyError, ValueError, RuntimeError) as e:
+                    print(f"  ({key}: {e})")
+        except Exception as e:  # noqa: BLE001  (a profiler that does not run here must not fail the benchmark)
+            print(f"profile: unavailable ({type(e).__name__}: {e})")
+    return different
 
 
 def differs(samples, reference) -> str:

@@ -88,7 +88,9 @@ export RWF_NO_BUILD=1
 run_step tests 150 "$PY" -m pytest -q -rs -m cuda tests/test_raymarch_backend.py tests/test_encodings.py
 
 # -- 3. the benchmark ---------------------------------------------------------------------------------------------
-run_step bench 200 "$PY" benchmarks/raymarch.py --quick
+# with the kernel at other block sizes and the GPU time of each kernel of a march (bench.log): the 20x target of
+# issue 3 was not met at 256 threads per block (13.6x on an H200)
+run_step bench 200 "$PY" benchmarks/raymarch.py --quick --cuda-blocks 64 128 256 512 --profile
 
 # -- 4. the table -------------------------------------------------------------------------------------------------
 note ""

@@ -18,10 +18,12 @@ rays and steps); the kernels skip empty cells and find the same points.
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, NamedTuple
 
 import torch
 
+from ..errors import UserError
 from . import _backend
 
 K_MAX = 1 << 24  # lattice indices k < K_MAX, as in march.h
@@ -262,6 +264,21 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     raise RuntimeError(f"backend={backend!r} is unavailable: {_backend.reason(kind)}")
 
 
+def cuda_block() -> int:
+    """Threads per block of the CUDA marcher (one ray each): ``$RWF_CUDA_BLOCK``, else 256. A tuning knob for
+    benchmarks/raymarch.py (``--cuda-blocks``); the samples do not depend on it."""
+    text = os.environ.get("RWF_CUDA_BLOCK", "").strip()
+    if not text:
+        return 256
+    try:
+        block = int(text)
+    except ValueError:
+        block = 0
+    if not (32 <= block <= 1024 and block % 32 == 0):
+        raise UserError(f"RWF_CUDA_BLOCK={text!r}: threads per block must be a multiple of 32 from 32 to 1024")
+    return block
+
+
 def _per_ray(value, n: int, like: torch.Tensor, name: str) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=torch.float32, device=like.device)
     if t.dim() == 0:
@@ -337,9 +354,10 @@ def march(grid: GridSpec, rays_o: torch.Tensor, rays_d: torch.Tensor, near=0.0, 
         ext = _backend.load(name)
         empty = torch.zeros(0, device=rays_o.device)
         mip, n_mip = grid.mip if grid.mip is not None and grid.mip[0].device == occ.device else mip_pyramid(occ)
+        threads = cuda_block() if name == "cuda" else torch.get_num_threads()  # per block, or OpenMP threads
         ri, ts, te, _ = ext.march(rays_o, rays_d, nears, fars, empty if jitter is None else jitter, occ, mip, n_mip,
                                   grid.lo.tolist(), grid.scale.tolist(), occ.shape[0], float(step_size),
-                                  float(cone_angle), max_step, int(max_samples), _skip_empty, torch.get_num_threads())
+                                  float(cone_angle), max_step, int(max_samples), _skip_empty, threads)
         samples = RaySamples(ri, ts, te)
     if sigma_fn is not None and (alpha_thre > 0 or early_stop_eps > 0):
         samples = _prune(samples, n, sigma_fn, alpha_thre, early_stop_eps)

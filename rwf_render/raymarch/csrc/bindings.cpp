@@ -26,13 +26,14 @@ torch::Tensor hashgrid_backward(torch::Tensor, torch::Tensor, int64_t, int64_t, 
 
 #ifdef RWF_WITH_CUDA
 int march_count_cuda(const GridView&, const MarchOptions&, const float*, const float*, const float*, const float*,
-                     const float*, int64_t, int64_t*, void*);
+                     const float*, int64_t, int64_t*, int, void*);
 int march_fill_cuda(const GridView&, const MarchOptions&, const float*, const float*, const float*, const float*,
-                    const float*, int64_t, const int64_t*, int64_t*, float*, float*, void*);
+                    const float*, int64_t, const int64_t*, int64_t*, float*, float*, int, void*);
 const char* cuda_error_string(int);
 #endif
 
 // Returns (ray_indices int64 (S,), t_starts (S,), t_ends (S,), counts int64 (n_rays,)).
+// n_threads: on the CPU, OpenMP threads; on a GPU, threads per block (a multiple of 32 up to 1024; else 256).
 // mip: per level, for b = 1 .. mip_levels, (r >> b)^3 uint8 blocks (1 = not all empty), concatenated.
 std::vector<torch::Tensor> march(torch::Tensor rays_o, torch::Tensor rays_d, torch::Tensor nears,
                                  torch::Tensor fars, torch::Tensor jitter, torch::Tensor occ, torch::Tensor mip,
@@ -115,14 +116,15 @@ std::vector<torch::Tensor> march(torch::Tensor rays_o, torch::Tensor rays_d, tor
     TORCH_CHECK(device.is_cuda(), "unsupported device ", device);
     const c10::cuda::CUDAGuard guard(device);
     void* stream = (void*)c10::cuda::getCurrentCUDAStream().stream();
-    int err = march_count_cuda(G, opt, o, d, n, f, u, n_rays, counts.data_ptr<int64_t>(), stream);
+    const int block = n_threads >= 32 && n_threads <= 1024 && n_threads % 32 == 0 ? (int)n_threads : 256;
+    int err = march_count_cuda(G, opt, o, d, n, f, u, n_rays, counts.data_ptr<int64_t>(), block, stream);
     TORCH_CHECK(err == 0, "ray marcher count kernel: ", cuda_error_string(err));
     torch::Tensor offsets = counts.cumsum(0) - counts;
     int64_t total = n_rays > 0 ? counts.sum().item<int64_t>() : 0;
     torch::Tensor ray_indices = torch::empty({total}, long_opts);
     torch::Tensor t_starts = torch::empty({total}, float_opts), t_ends = torch::empty({total}, float_opts);
     err = march_fill_cuda(G, opt, o, d, n, f, u, n_rays, offsets.data_ptr<int64_t>(), ray_indices.data_ptr<int64_t>(),
-                          t_starts.data_ptr<float>(), t_ends.data_ptr<float>(), stream);
+                          t_starts.data_ptr<float>(), t_ends.data_ptr<float>(), block, stream);
     TORCH_CHECK(err == 0, "ray marcher fill kernel: ", cuda_error_string(err));
     return {ray_indices, t_starts, t_ends, counts};
 #else

@@ -27,27 +27,27 @@ __global__ void march_fill_kernel(GridView G, MarchOptions opt, const float* ray
               ArraySink{i, offsets[i], ray_indices, t_starts, t_ends});
 }
 
-constexpr int kThreads = 256;
-
-inline unsigned blocks_for(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
+inline unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
 }  // namespace
 
-// Both return the launch error, if any (cudaSuccess otherwise); `stream` is a cudaStream_t.
+// Both return the launch error, if any (cudaSuccess otherwise); `stream` is a cudaStream_t; `threads`: threads per
+// block, one ray each (the bindings pass 256 unless told otherwise; a multiple of 32, at most 1024).
 int march_count_cuda(const GridView& G, const MarchOptions& opt, const float* rays_o, const float* rays_d,
                      const float* nears, const float* fars, const float* jitter, int64_t n_rays, int64_t* counts,
-                     void* stream) {
+                     int threads, void* stream) {
     if (n_rays == 0) return 0;
-    march_count_kernel<<<blocks_for(n_rays), kThreads, 0, (cudaStream_t)stream>>>(G, opt, rays_o, rays_d, nears,
-                                                                                 fars, jitter, n_rays, counts);
+    march_count_kernel<<<blocks_for(n_rays, threads), threads, 0, (cudaStream_t)stream>>>(
+        G, opt, rays_o, rays_d, nears, fars, jitter, n_rays, counts);
     return (int)cudaGetLastError();
 }
 
 int march_fill_cuda(const GridView& G, const MarchOptions& opt, const float* rays_o, const float* rays_d,
                     const float* nears, const float* fars, const float* jitter, int64_t n_rays,
-                    const int64_t* offsets, int64_t* ray_indices, float* t_starts, float* t_ends, void* stream) {
+                    const int64_t* offsets, int64_t* ray_indices, float* t_starts, float* t_ends, int threads,
+                    void* stream) {
     if (n_rays == 0) return 0;
-    march_fill_kernel<<<blocks_for(n_rays), kThreads, 0, (cudaStream_t)stream>>>(
+    march_fill_kernel<<<blocks_for(n_rays, threads), threads, 0, (cudaStream_t)stream>>>(
         G, opt, rays_o, rays_d, nears, fars, jitter, n_rays, offsets, ray_indices, t_starts, t_ends);
     return (int)cudaGetLastError();
 }
