@@ -9,6 +9,8 @@
 #   nerf-PARAM      lego 400x400 ('lego-gpu', the hash grid): up to 300 s of training, test PSNR on 8 test views
 #                   at a quarter, half and all of it (issue 5; the budget shrinks to the time left in the call)
 #   nerffourier-PARAM  the same with --encoding fourier (4 x 128 Fourier field)
+#   nerfpair        plain and rwf on lego-gpu in one process, up to 150 s of training each (issue 5's equal-time
+#                   comparison on a GPU; about 6 min)
 #   tancik-PARAM    the simplified-NeRF protocol, up to 480 s (issue 5's comparability check; about 9 min)
 #   image           the image-regression protocol (issue 2)
 #   shape-MESH      the occupancy protocol on armadillo, spot or bunny (issue 4)
@@ -18,7 +20,7 @@
 # a warm machine is given back 30 s after a call ends. So: one call that does the most important stages, with
 # DEVICE_RUN_LIMIT (the seconds this script may take; it stops a late stage itself, so that the logs and the table
 # still come back) a little under the call's timeout_s, and give_back() at once after it:
-#   run(command="DEVICE_RUN_LIMIT=560 bash scripts/device_run.sh check nerf-rwf", carry=[".carry"], timeout_s=590)
+#   run(command="DEVICE_RUN_LIMIT=560 bash scripts/device_run.sh check nerfpair", carry=[".carry"], timeout_s=590)
 # A second call in the same session: read status() first and set DEVICE_RUN_LIMIT to its budget_left_s less 60
 # (the tool cuts a call at the time left, and a cut call returns no table).
 # Logs come back in $OUT: device_run.log, check-logs.txt and one log per benchmark stage (gpu_bench.sh names them:
@@ -39,9 +41,9 @@ TEE=$!
 
 for stage in "$@"; do  # every stage is known before anything runs
     case $stage in
-        check|image|nerf-plain|nerf-wn|nerf-rwf|nerffourier-plain|nerffourier-wn|nerffourier-rwf) ;;
+        check|image|nerf-plain|nerf-wn|nerf-rwf|nerffourier-plain|nerffourier-wn|nerffourier-rwf|nerfpair) ;;
         tancik-plain|tancik-wn|tancik-rwf|shape-armadillo|shape-spot|shape-bunny) ;;
-        *) echo "device_run: unknown stage '$stage' (stages: check image nerf-PARAM nerffourier-PARAM tancik-PARAM" \
+        *) echo "device_run: unknown stage '$stage' (stages: check image nerf-PARAM nerffourier-PARAM nerfpair tancik-PARAM" \
                 "shape-MESH)"; exit 2 ;;
     esac
 done
@@ -103,7 +105,7 @@ BUILD_S=${DEVICE_RUN_BUILD_S:-90}  # the most a stage's kernel build may take (a
 estimate() {  # seconds a stage needs, to decide whether it can still finish inside this call
     if [ "$DRY" = 1 ]; then echo 60; return; fi
     # nerf: its training budget shrinks to what is left (gpu_bench.sh), down to 120 s of training
-    case $1 in check) echo 300 ;; nerf*) echo 240 ;; tancik-*) echo 540 ;; image) echo 400 ;; shape-*) echo 500 ;; esac
+    case $1 in check) echo 300 ;; nerfpair) echo 360 ;; nerf*) echo 240 ;; tancik-*) echo 540 ;; image) echo 400 ;; shape-*) echo 500 ;; esac
 }
 bench_cmd() {  # the benchmark command of a stage; a dry run shrinks it to a CPU-sized smoke run
     local kind=${1%%-*} arg=${1#*-}
@@ -111,12 +113,14 @@ bench_cmd() {  # the benchmark command of a stage; a dry run shrinks it to a CPU
         case $kind in
             nerf|tancik|shape) echo "bash scripts/gpu_bench.sh $kind $arg" ;;
             nerffourier) echo "bash scripts/gpu_bench.sh nerf $arg:fourier" ;;
+            nerfpair) echo "bash scripts/gpu_bench.sh nerfpair" ;;
             image) echo "bash scripts/gpu_bench.sh image" ;;
         esac
         return
     fi
     case $kind in
         nerf) echo "$PYTHON benchmarks/nerf.py --downscale 8 --params $arg --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
+        nerfpair) echo "$PYTHON benchmarks/nerf.py --downscale 8 --params plain rwf --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
         nerffourier) echo "$PYTHON benchmarks/nerf.py --downscale 8 --params $arg:fourier --budget 8 --marks 4 8 --steps 40 --test-images 2 --quiet" ;;
         tancik) echo "$PYTHON benchmarks/nerf.py --tancik --device cpu --downscale 8 --params $arg --budget 8 --marks 8 --steps 4 --test-images 1 --quiet" ;;
         shape) echo "$PYTHON benchmarks/shape.py --cpu --device cpu --meshes $arg --params plain rwf --steps 20 --mesh-res 32 --extract-res 0" ;;

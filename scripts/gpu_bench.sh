@@ -9,6 +9,9 @@
 #                                         # within 5 minutes); run it for plain and rwf on the same machine for the
 #                                         # equal-time comparison. The preset's field is the hash grid;
 #                                         # PARAM:fourier (rwf:fourier) for Fourier features
+#   scripts/gpu_bench.sh nerfpair         # the same for plain and rwf in one process, one after the other, up to
+#                                         # 150 s of training each (issue 5: RWF at least as good as plain at equal
+#                                         # time, on a GPU; the budget shrinks to fit GPU_BENCH_LIMIT)
 #   scripts/gpu_bench.sh tancik PARAM     # the simplified-NeRF protocol (RWF.md, 25.48 dB published), up to 480 s
 #
 # Output goes to stdout and to $OUT (or a temporary folder) as STAGE.log. GPU_BENCH_PRINT=1 only prints the command
@@ -65,6 +68,15 @@ case $stage in
         budget=$(fit_budget 300 120) || exit 2
         cmd=("$PY" benchmarks/nerf.py --gpu --params "$arg" --budget "$budget" --marks $((budget / 4)) $((budget / 2))
              "$budget" --test-images 8 --quiet) ;;
+    nerfpair)
+        budget=$(( (LIMIT - 2 * SETUP) / 2 ))  # each param loads, trains and renders its marks in turn
+        [ "$budget" -gt 150 ] && budget=150
+        if [ "$budget" -lt 60 ]; then
+            echo "gpu_bench: nerfpair needs at least $(( 120 + 2 * SETUP )) s; GPU_BENCH_LIMIT is $LIMIT" >&2
+            exit 2
+        fi
+        cmd=("$PY" benchmarks/nerf.py --gpu --params plain rwf --budget "$budget" --marks $((budget / 4))
+             $((budget / 2)) "$budget" --test-images 8 --quiet) ;;
     tancik)
         need_arg param plain wn rwf
         budget=$(fit_budget 480 120) || exit 2

@@ -135,3 +135,19 @@ def test_a_slow_kernel_build_cannot_starve_the_nerf_stage_it_was_admitted_with(t
                    DEVICE_RUN_LIMIT="270", RWF_NO_BUILD="0")  # 255 s needed: 15 s for a slow start on a busy CI
     assert r.returncode == 0, r.stdout + r.stderr
     assert "kernel build failed" in r.stdout and "benchmarks/nerf.py --gpu --params rwf --budget " in r.stdout
+
+
+@pytest.mark.parametrize("limit, budget, marks", [(570, 150, "37 75 150"), (450, 135, "33 67 135")])
+def test_the_pair_stage_trains_plain_and_rwf_in_one_process_within_the_call(limit, budget, marks):
+    """Issue 5's equal-time comparison on a GPU: both params in one benchmark process, each with the same budget,
+    and both budgets with their loading and test renders inside the call."""
+    r = bench_command("nerfpair", GPU_BENCH_LIMIT=str(limit))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"benchmarks/nerf.py --gpu --params plain rwf --budget {budget} --marks {marks} --test-images 8" in r.stdout
+
+
+def test_the_pair_stage_refuses_a_call_too_short_for_two_fits(tmp_path):
+    r = bench_command("nerfpair", GPU_BENCH_LIMIT="250")
+    assert r.returncode == 2 and "nerfpair needs at least 300 s" in r.stderr and "benchmarks/nerf.py" not in r.stdout
+    r = device_run("nerfpair", tmp_path=tmp_path, DEVICE_RUN_LIMIT="30")
+    assert r.returncode == 1 and "SKIPPED" in r.stdout  # a known stage, no time for it
