@@ -36,8 +36,14 @@ def fit(args) -> int:
     device = resolve_device(cfg.train.device)
     # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
-    cfg, taken = real_capture_config(args, cfg, opaque=not train.has_alpha, bounds=train.near_far is not None)
-    if taken:  # opaque photos, no preset: the real capture's settings where no option was typed
+    backdrop = None if train.has_alpha or cfg.scene is not None or args.resume else train.backdrop()
+    cfg, taken = real_capture_config(args, cfg, opaque=not train.has_alpha, bounds=train.near_far is not None,
+                                     backdrop=backdrop)
+    if taken and backdrop is not None:  # opaque renders: the synthetic settings, on the backdrop's colour
+        check_config(cfg)
+        print(f"rwf: opaque images on a plain {backdrop} backdrop (an object, not a real capture): "
+              f"{profile_text(taken)} (type --background to choose otherwise)", file=sys.stderr)
+    elif taken:  # opaque photos, no preset: the real capture's settings where no option was typed
         check_config(cfg)
         print(f"rwf: opaque photos (a real capture): {profile_text(taken)} (type an option to choose otherwise)",
               file=sys.stderr)

@@ -117,6 +117,23 @@ class PosedImages:
         w, h = self.size(i)
         return self.pixels[self.offsets[i]:self.offsets[i + 1]].reshape(h, w, 4).float() / 255.0
 
+    def backdrop(self, tolerance: int = 8, share: float = 0.98) -> str | None:
+        """"white" or "black" when the images' outermost rows and columns are that colour (every channel within
+        ``tolerance`` of 255 or 0) at ``share`` of their pixels, over all images: a render or a studio shot on a
+        plain backdrop rather than a photo of the world around. None otherwise."""
+        borders = []
+        for i in range(len(self)):
+            w, h = self.size(i)
+            img = self.pixels[self.offsets[i]:self.offsets[i + 1]].reshape(h, w, 4)[..., :3]
+            borders += [img[0], img[-1], img[:, 0], img[:, -1]]
+        if not borders:
+            return None
+        edge = torch.cat(borders).int()
+        for name, level in (("white", 255), ("black", 0)):
+            if float(((edge - level).abs() <= tolerance).all(dim=1).float().mean()) >= share:
+                return name
+        return None
+
     def locate(self, flat: torch.Tensor):
         """Image index, pixel centre (u, v) of flat pixel indices (R,)."""
         img = torch.searchsorted(self.offsets, flat, right=True) - 1

@@ -62,12 +62,22 @@ REAL_CAPTURE_BOUNDS = {"far_bounds": False, "occlusion_loss": 1.0}
 density just past each photo's near bound (FreeNeRF), with its warm-up"""
 
 
-def real_capture_config(args, cfg: NeRFConfig, opaque: bool, bounds: bool) -> tuple[NeRFConfig, dict]:
+def real_capture_config(args, cfg: NeRFConfig, opaque: bool, bounds: bool,
+                        backdrop: str | None = None) -> tuple[NeRFConfig, dict]:
     """``cfg`` again with :data:`REAL_CAPTURE` (and, with per-photo ``bounds``, :data:`REAL_CAPTURE_BOUNDS`) under
-    the options typed, for a new fit of ``opaque`` photos without a preset; and the settings taken (none: ``cfg``)."""
+    the options typed, for a new fit of ``opaque`` photos without a preset; and the settings taken (none: ``cfg``).
+
+    Opaque images on a plain ``backdrop`` ("white" or "black", :meth:`PosedImages.backdrop`: a render saved without
+    alpha, a studio shot) are an object in its box, not the world around: they keep the synthetic settings, on a
+    training background of the backdrop's colour. With the real capture's learned background, lego rendered on white
+    without alpha scored 10.6 dB on its test views after 1000 steps, against 26.1 dB on a white background: the
+    background model learned the training views' pixels by direction and left the field nearly empty."""
     if not opaque or cfg.scene is not None or getattr(args, "resume", False):
         return cfg, {}
-    profile = {**REAL_CAPTURE, **(REAL_CAPTURE_BOUNDS if bounds else {})}
+    if backdrop is not None:
+        profile = {"background": backdrop}
+    else:
+        profile = {**REAL_CAPTURE, **(REAL_CAPTURE_BOUNDS if bounds else {})}
     taken = {k: v for k, v in profile.items() if getattr(args, k, None) is None}
     return (_config(args, cfg.data, None, profile), taken) if taken else (cfg, {})
 
