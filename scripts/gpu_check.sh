@@ -3,7 +3,7 @@
 # In well under 5 minutes on an H100 it
 #   1. builds the CUDA and the CPU extension into the cache (in parallel),
 #   2. runs the CUDA tests (the CUDA kernel against the torch twin, on the GPU and against the CPU; the field
-#      under bfloat16 autocast against float32),
+#      under bfloat16 autocast against float32; every pipeline's fit, eval, render and exports on the GPU),
 #   3. runs the marcher benchmark on every backend (torch twin on the GPU, C++ CPU kernel, CUDA kernel),
 #   4. prints a short table. Exit status 0 only when every step passed.
 # Usage: scripts/gpu_check.sh        (from any folder; honours RWF_CACHE, RWF_DATA, GPU_CHECK_LOGS: a folder for
@@ -85,7 +85,9 @@ rm -f "${RWF_CACHE:-$HOME/.cache/rwf_render}"/ext-*/lock
 export RWF_NO_BUILD=1
 
 # -- 2. the CUDA tests --------------------------------------------------------------------------------------------
-run_step tests 150 "$PY" -m pytest -q -rs -m cuda tests/test_raymarch_backend.py tests/test_encodings.py
+# (and each pipeline's fit, eval, render and exports on the GPU: test_device_pipelines.py)
+run_step tests 150 "$PY" -m pytest -q -rs -m cuda tests/test_raymarch_backend.py tests/test_encodings.py \
+    tests/test_device_pipelines.py
 
 # -- 3. the benchmark ---------------------------------------------------------------------------------------------
 # with the kernel at other block sizes and the GPU time of each kernel of a march (bench.log): the 20x target of
