@@ -36,7 +36,7 @@ def fit(args) -> int:
     device = resolve_device(cfg.train.device)
     # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
-    backdrop = None if train.has_alpha or cfg.scene is not None or args.resume else train.backdrop()
+    backdrop = None if train.has_alpha else train.backdrop()  # used only where the real capture's would be
     cfg, taken = real_capture_config(args, cfg, opaque=not train.has_alpha, bounds=train.near_far is not None,
                                      backdrop=backdrop)
     if taken and backdrop is not None:  # opaque renders: the synthetic settings, on the backdrop's colour
