@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rwf_render.raymarch import OccupancyGrid
+from rwf_render.raymarch import OccupancyGrid, _backend
 from rwf_render.parity import inside_lattice
 
 CENTER, RADIUS = torch.tensor([0.1, -0.05, 0.03]), 0.5
@@ -276,3 +276,20 @@ def test_a_device_move_drops_the_cached_marcher_spec():
     with torch.no_grad():
         grid.occupancy.copy_(grid.allowed)
     assert int(grid.spec().occ.sum()) == grid.n_cells
+
+
+def test_the_cached_box_follows_an_in_place_change_of_the_aabb():
+    """spec() also caches the box as Python floats (a GPU march then never reads it back); changing the aabb in
+    place (as load_state_dict does) must reach the marcher: the same ray then starts its samples elsewhere."""
+    grid = OccupancyGrid([0, 0, 0, 1, 1, 1], resolution=8).fill_(True)
+    o, d = torch.tensor([[-1.0, 0.5, 0.5]]), torch.tensor([[1.0, 0.0, 0.0]])
+    spec = grid.spec()
+    assert spec.host == (tuple(spec.lo.tolist()), tuple(spec.scale.tolist())) == ((0.0, 0.0, 0.0), (8.0, 8.0, 8.0))
+    backends = ["torch"] + (["cpu"] if _backend.load("cpu") is not None else [])
+    before = {b: grid.sampling(o, d, step_size=0.25, backend=b).t_starts for b in backends}
+    with torch.no_grad():
+        grid.aabb.copy_(torch.tensor([0.5, 0.0, 0.0, 1.5, 1.0, 1.0]))
+    assert grid.spec().host == ((0.5, 0.0, 0.0), (8.0, 8.0, 8.0))
+    for b in backends:
+        after = grid.sampling(o, d, step_size=0.25, backend=b).t_starts
+        assert before[b].tolist() == [1.0, 1.25, 1.5, 1.75] and after.tolist() == [1.5, 1.75, 2.0, 2.25], b

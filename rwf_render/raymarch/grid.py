@@ -67,19 +67,25 @@ class OccupancyGrid(nn.Module):
 
     def spec(self) -> GridSpec:
         """What the marcher reads: occupancy as uint8, level-0 corner, cells per unit length (float32) and the
-        empty-space pyramid (cached until the occupancy changes)."""
-        lo, hi = self.aabb[:3], self.aabb[3:]
-        scale = torch.tensor(self.resolution, dtype=torch.float32, device=lo.device) / (hi - lo)
+        empty-space pyramid (cached until the occupancy changes), and the box also as Python floats (cached until
+        the box changes), so that a march on a GPU does not wait to read them back."""
+        box_key = (self.aabb._version, self.aabb.data_ptr(), self.aabb.device)
+        if getattr(self, "_box_cache", (None,))[0] != box_key:
+            lo, hi = self.aabb[:3].clone(), self.aabb[3:]
+            scale = torch.tensor(self.resolution, dtype=torch.float32, device=lo.device) / (hi - lo)
+            self._box_cache = (box_key, lo, scale, (tuple(lo.tolist()), tuple(scale.tolist())))
         key = (self.occupancy._version, self.occupancy.data_ptr(), self.occupancy.device)
         if getattr(self, "_spec_cache", (None,))[0] != key:
             occ = self.occupancy.to(torch.uint8)
             self._spec_cache = (key, occ, mip_pyramid(occ))
-        return GridSpec(self._spec_cache[1], lo, scale, self._spec_cache[2])
+        _, lo, scale, host = self._box_cache
+        return GridSpec(self._spec_cache[1], lo, scale, self._spec_cache[2], host)
 
     def _apply(self, fn, *args, **kwargs):
         """A move (``.to``, ``.cuda``) makes new buffers: the cached spec is dropped, as its key (version, address)
         could match a new tensor at a reused address (CUDA's allocator hands freed blocks back)."""
         self.__dict__.pop("_spec_cache", None)
+        self.__dict__.pop("_box_cache", None)
         return super()._apply(fn, *args, **kwargs)
 
     def level_aabbs(self) -> torch.Tensor:

@@ -47,6 +47,7 @@ class GridSpec(NamedTuple):
     lo: torch.Tensor  # (3,) float32
     scale: torch.Tensor  # (3,) float32
     mip: tuple[torch.Tensor, int] | None = None
+    host: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (lo, scale) as floats; None: read back
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,9 +332,9 @@ def march(grid: GridSpec, rays_o: torch.Tensor, rays_d: torch.Tensor, near=0.0, 
     n = rays_o.shape[0]
     rays_o = rays_o.detach().float().contiguous()
     rays_d = rays_d.detach().float().contiguous()
-    nears = _per_ray(near, n, rays_o, "near")
-    if bool((nears < 0).any()):
+    if near < 0 if isinstance(near, (int, float)) else bool((torch.as_tensor(near) < 0).any()):  # a number: no sync
         raise ValueError("near must be >= 0 (the lattice starts at near)")
+    nears = _per_ray(near, n, rays_o, "near")
     fars = _per_ray(float("inf") if far is None else far, n, rays_o, "far")
     if jitter is None and stratified:  # drawn on the CPU from a seed, so every device gets the same samples
         if seed is None:
@@ -355,8 +356,9 @@ def march(grid: GridSpec, rays_o: torch.Tensor, rays_d: torch.Tensor, near=0.0, 
         empty = torch.zeros(0, device=rays_o.device)
         mip, n_mip = grid.mip if grid.mip is not None and grid.mip[0].device == occ.device else mip_pyramid(occ)
         threads = cuda_block() if name == "cuda" else torch.get_num_threads()  # per block, or OpenMP threads
+        lo, scale = grid.host if grid.host is not None else (grid.lo.tolist(), grid.scale.tolist())
         ri, ts, te, _ = ext.march(rays_o, rays_d, nears, fars, empty if jitter is None else jitter, occ, mip, n_mip,
-                                  grid.lo.tolist(), grid.scale.tolist(), occ.shape[0], float(step_size),
+                                  list(lo), list(scale), occ.shape[0], float(step_size),
                                   float(cone_angle), max_step, int(max_samples), _skip_empty, threads)
         samples = RaySamples(ri, ts, te)
     if sigma_fn is not None and (alpha_thre > 0 or early_stop_eps > 0):

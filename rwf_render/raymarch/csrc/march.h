@@ -341,6 +341,12 @@ RWF_HD int64_t march_ray(const GridView& G, const MarchOptions& opt, const float
             sink(n, ts, te);
             ++n;
             ++k;
+            // the next point starts where this one ends: sample_t(k) is the te just computed, bit for bit
+            float t1 = sample_t(R.L, k + 1, R.u);
+            midpoint_cell(G, R, (te + t1) * 0.5f, g);
+            ts = te;
+            te = t1;
+            have_point = true;
         } else if (opt.skip_empty) {
             int glo[3], ghi[3];
             region_of(G, c, cell, empty_block(G, c, cell), glo, ghi);
