@@ -47,6 +47,21 @@ class ModelDefaults:
     """whether the pipeline offers --trainable-features"""
 
 
+LR_WARMUP = 20
+"""steps of warm-up of image and NeRF fits whose layers are wider than the pipeline's default (none with a hash grid):
+without it, RWF layers 1024 wide saturated an image fit's output (lr 1e-3) and 192 or 256 wide emptied a NeRF field
+(lr 3e-3; 512 wide even at 7.5e-4) within their first steps, and with it they train; at the default widths none is
+needed, and on short NeRF fits it cost up to 1.4 dB (BENCHMARKS.md)"""
+
+
+def default_lr_warmup(width: int, default_width: int, hashgrid: bool) -> int:
+    """The warm-up a fit gets unless --lr-warmup is typed: LR_WARMUP for layers wider than ``default_width``."""
+    return LR_WARMUP if width > default_width and not hashgrid else 0
+
+
+LR_WARMUP_WHY = "without one, wide RWF layers can saturate or empty the field in their first steps"
+
+
 @dataclass(frozen=True)
 class TrainingDefaults:
     steps: int
@@ -55,6 +70,8 @@ class TrainingDefaults:
     eval_every: int
     what_eval: str
     """what a held-out evaluation measures, for the help text"""
+    lr_warmup: int = 0
+    """steps of the learning rate's linear warm-up"""
 
 
 def finite_float(text: str) -> float:
@@ -162,7 +179,7 @@ def learning_rate(text: str) -> float:
 
 
 def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> None:
-    from .cli import positive_at_most, positive_int  # noqa: PLC0415
+    from .cli import nonneg_int, positive_at_most, positive_int  # noqa: PLC0415
 
     decay_factor = positive_at_most(1.0, " (a decay: above 1 the rate grows until it overflows)")
     t = p.add_argument_group("training")
@@ -177,6 +194,10 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
     t.add_argument("--lr-final", type=decay_factor, default=0.1,
                    help="--schedule exp or cos: final lr as a fraction of --lr; step: the factor every --decay-every "
                         "steps (default 0.1)")
+    t.add_argument("--lr-warmup", type=nonneg_int, default=None, metavar="STEPS",
+                   help=f"the rate rises linearly to --lr over the first STEPS steps (default "
+                        f"{f'{d.lr_warmup} with a --width above the default, else 0' if d.lr_warmup else '0'}; "
+                        f"{LR_WARMUP_WHY})")
     t.add_argument("--decay-every", type=positive_int, default=d.decay_every,
                    help=f"--schedule step: steps between decays (default {d.decay_every})")
     t.add_argument("--eval-every", type=positive_int, default=d.eval_every,
@@ -290,10 +311,15 @@ def hash_grid_problem(enc: EncodingConfig) -> str | None:
     return None
 
 
-def train_from_args(args, steps: int, loss_weights: dict | None = None) -> TrainConfig:
+def train_from_args(args, steps: int, loss_weights: dict | None = None, lr_warmup: int = 0) -> TrainConfig:
+    """``lr_warmup``: the warm-up unless --lr-warmup was typed (``default_lr_warmup``)."""
+    hashgrid = getattr(args, "encoding", None) == "hashgrid"
     lr = (args.lr if args.lr is not None else SIREN_LR if getattr(args, "activation", None) == "sine"
-          else HASH_LR if getattr(args, "encoding", None) == "hashgrid" else DEFAULT_LR)
+          else HASH_LR if hashgrid else DEFAULT_LR)
+    typed_warmup = getattr(args, "lr_warmup", None)
+    lr_warmup = typed_warmup if typed_warmup is not None else lr_warmup
     return TrainConfig(steps=args.steps or steps, lr=lr, scale_lr=args.scale_lr, schedule=args.schedule,
-                       lr_final=args.lr_final, decay_every=args.decay_every, seed=args.seed,
+                       lr_final=args.lr_final, decay_every=args.decay_every,
+                       lr_warmup=lr_warmup, seed=args.seed,
                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
                        ckpt_every=args.ckpt_every, loss_weights=dict(loss_weights or {}))

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from .errors import RwfWarning, UserError
-from .field_options import (ALIASES, ModelDefaults, TrainingDefaults, add_model_arguments, add_training_arguments,
-                            checked_field, model_from_args, model_size_problem, train_from_args)
+from .field_options import (ALIASES, LR_WARMUP, ModelDefaults, TrainingDefaults, add_model_arguments,
+                            add_training_arguments, checked_field, default_lr_warmup, model_from_args,
+                            model_size_problem, train_from_args)
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
 from .imgio import exif_orientation, output_image_path, read_image, upright, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
@@ -35,6 +36,7 @@ from .trainer import TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
 SPLITS = ("tancik", "all")
+IMAGE_WIDTH = 256  # the MLP's default width (the paper's); wider fits warm up (--lr-warmup)
 MAX_RENDER_PIXELS = 2**26  # rwf render --scale: at most about 8192 x 8192 pixels (float32 RGB: 0.8 GB)
 
 
@@ -235,8 +237,9 @@ def _num(v, digits: int) -> str:
 def _config_from_args(args) -> ImageConfig:
     enc, mlp = model_from_args(args, out_activation="sigmoid")
     return ImageConfig(path=str(Path(args.path).resolve()) if args.path else None, size=args.size,
-                       split=args.split, batch=args.batch, encoding=enc, mlp=mlp, train=train_from_args(args, 500),
-                       model_seed=args.seed)
+                       split=args.split, batch=args.batch, encoding=enc, mlp=mlp,
+                       train=train_from_args(args, 500, lr_warmup=default_lr_warmup(
+                           mlp.width, IMAGE_WIDTH, enc.kind == "hashgrid")), model_seed=args.seed)
 
 
 def fit(args) -> int:
@@ -383,6 +386,6 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--size", type=positive_int, default=256, help="resize the long side to at most N (default 256)")
     d.add_argument("--split", choices=SPLITS, default="tancik", help="tancik (default) or all")
     d.add_argument("--batch", type=nonneg_int, default=0, help="random pixels per step (default 0: full batch)")
-    add_model_arguments(p, ModelDefaults(features=256, sigma=10.0, n_freqs=10, width=256))
+    add_model_arguments(p, ModelDefaults(features=256, sigma=10.0, n_freqs=10, width=IMAGE_WIDTH))
     add_training_arguments(p, TrainingDefaults(steps=500, schedule="const", decay_every=1000, eval_every=25,
-                                               what_eval="held-out evaluations"))
+                                               what_eval="held-out evaluations", lr_warmup=LR_WARMUP))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError, ignored_options
+from .field_options import LR_WARMUP, LR_WARMUP_WHY, default_lr_warmup
 from .nerf_config import OCCLUSION_WARMUP, NeRFConfig
 from .nerf_data import BACKGROUNDS
 from .resume import option_clashes, resume_config, typed_options
@@ -45,6 +46,7 @@ def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
     return str(preset.prepare(quiet=args.quiet)), name, {k: v for k, (v, _why) in preset.settings.items()}
 
 
+FOURIER_WIDTH = 128  # the default trunk width of a Fourier or PE field; wider ones warm up (--lr-warmup)
 ENCODING_SIZED = ("depth", "width", "features", "sigma", "lr")
 """preset settings chosen for the preset's encoding, dropped when another encoding is typed"""
 
@@ -113,7 +115,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
             raise UserError(f"--{name.replace('_', '-')} does not apply to {other}")
     # a hash grid carries the detail in its tables: instant-ngp's small MLP (one hidden layer of 64) and lr 1e-2
     cfg.field.trunk.depth = pick("depth", 2 if hashgrid else 4)
-    cfg.field.trunk.width = pick("width", 64 if hashgrid else 128)
+    cfg.field.trunk.width = pick("width", 64 if hashgrid else FOURIER_WIDTH)
     pos.m, pos.sigma = pick("features", 128), pick("sigma", 8.0)
     # 2^17 entries a level (not instant-ngp's 2^19): on the built-in scene 30.47 against 30.73 dB, 3x faster on a CPU
     pos.levels, pos.log2_size = pick("hash_levels", 16), pick("hash_log2_size", 17)
@@ -137,6 +139,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
         cfg.init_rays = cfg.min_rays = cfg.max_rays = rays
     t = cfg.train
     t.steps, t.lr, t.schedule = pick("steps", 3000), pick("lr", 1e-2 if hashgrid else 3e-3), pick("schedule", "exp")
+    t.lr_warmup = pick("lr_warmup", default_lr_warmup(cfg.field.trunk.width, FOURIER_WIDTH, hashgrid))
     t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
     cfg.eval_images = pick("eval_images", 8)
     cfg.depth_rays = pick("depth_rays", 256)
@@ -246,7 +249,7 @@ def resume_config_from_args(args) -> NeRFConfig:
 
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import add_run_arguments, nonneg_ratio, positive_float, positive_int  # noqa: PLC0415
+    from .cli import add_run_arguments, nonneg_int, nonneg_ratio, positive_float, positive_int  # noqa: PLC0415
     from .field_options import learning_rate  # noqa: PLC0415
 
     p.add_argument("scene", nargs="?", metavar="SCENE",
@@ -306,6 +309,10 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")
     t.add_argument("--lr", type=learning_rate, help="Adam learning rate (default 3e-3; 1e-2 with hashgrid)")
     t.add_argument("--schedule", choices=["const", "exp", "cos"], help="lr schedule (default exp to 0.1x)")
+    t.add_argument("--lr-warmup", type=nonneg_int, metavar="STEPS",
+                   help=f"the rate rises linearly to --lr over the first STEPS steps (default {LR_WARMUP} with a "
+                        f"Fourier or PE field wider than {FOURIER_WIDTH}, else 0; "
+                        f"{LR_WARMUP_WHY})")
     t.add_argument("--eval-every", type=positive_int, help="validation every N steps (default 250)")
     t.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N steps (default 500)")
     t.add_argument("--eval-images", type=positive_int, help="test images scored at the end of a fit (default 8)")

@@ -29,6 +29,11 @@ class TrainConfig:
     """exp/cos: final learning rate as a fraction of lr; step: the factor applied every decay_every steps"""
     decay_every: int = 0
     """step schedule: steps between decays"""
+    lr_warmup: int = 0
+    """the rate rises linearly over the first ``lr_warmup`` steps (lr / lr_warmup at the first) before the schedule
+    applies in full; 0: none. Adam's first steps move every weight by the full rate whatever its gradient's size, and
+    an RWF layer's scale multiplies that move: 1024 wide at lr 1e-3, an image fit's sigmoid saturated within 20 steps
+    and never moved again (BENCHMARKS.md)"""
     seed: int = 0
     """seeds the data sampling (the model has its own seed in its config)"""
     deterministic: bool = False
@@ -62,6 +67,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         (rate(cfg.lr_final) and cfg.lr_final <= 1, f"lr_final {cfg.lr_final!r} (a number in (0, 1])"),
         (integer(cfg.decay_every) and cfg.decay_every >= (cfg.schedule == "step"),
          f"decay_every {cfg.decay_every!r} (an integer >= 1 with the step schedule, else >= 0)"),
+        (integer(cfg.lr_warmup) and cfg.lr_warmup >= 0, f"lr_warmup {cfg.lr_warmup!r} (an integer >= 0)"),
         (integer(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, f"seed {cfg.seed!r} (an integer in 0..{MAX_SEED})"),
         (isinstance(cfg.deterministic, bool), f"deterministic {cfg.deterministic!r} (true or false)"),
         (cfg.device in DEVICES, f"device {cfg.device!r} (one of {', '.join(DEVICES)})"),
@@ -76,8 +82,11 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"train: {'; '.join(bad)}")
 
 
-def lr_factor(schedule: str, step: int, steps: int, final: float, decay_every: int = 0) -> float:
-    """Learning-rate multiplier at ``step`` (0-based) of ``steps``."""
+def lr_factor(schedule: str, step: int, steps: int, final: float, decay_every: int = 0, warmup: int = 0) -> float:
+    """Learning-rate multiplier at ``step`` (0-based) of ``steps``: the schedule's, times (step + 1) / warmup during
+    the first ``warmup`` steps."""
+    if warmup > 0 and step + 1 < warmup:
+        return (step + 1) / warmup * lr_factor(schedule, step, steps, final, decay_every)
     frac = min(step / max(steps - 1, 1), 1.0)
     if schedule == "const":
         return 1.0

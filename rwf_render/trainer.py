@@ -96,7 +96,8 @@ class Trainer:
         """One optimizer step; returns the logged floats (loss, each term, the task's stats, lr)."""
         t0 = time.perf_counter()
         self.model.train()
-        factor = lr_factor(self.cfg.schedule, self.step_idx, self.cfg.steps, self.cfg.lr_final, self.cfg.decay_every)
+        factor = lr_factor(self.cfg.schedule, self.step_idx, self.cfg.steps, self.cfg.lr_final, self.cfg.decay_every,
+                           self.cfg.lr_warmup)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
         batch = self.task.batch(self.step_idx, self.generator)

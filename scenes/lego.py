@@ -57,6 +57,7 @@ PRESETS = [
             "density_act": ("relu", "ReLU density output"),
             "rays": (1024, "1024 rays per step"),
             "lr": (5e-4, "Adam 5e-4"),
+            "lr_warmup": (0, "the protocol has no warm-up"),
             "schedule": ("const", "constant learning rate"),
             "steps": (50000, "50000 steps"),
         },

@@ -47,6 +47,24 @@ def test_lr_schedules_closed_forms():
         lr_factor("linear", 0, 10, 0.1)
 
 
+def test_the_warm_up_ramps_linearly_then_hands_over_to_the_schedule():
+    assert [lr_factor("const", s, 100, 0.1, warmup=4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_factor("exp", 1, 100, 0.1, warmup=4) == pytest.approx(0.5 * 0.1 ** (1 / 99))  # the product
+    assert [lr_factor("exp", s, 100, 0.1, warmup=w) for s in (0, 50) for w in (0, 1)] == pytest.approx(
+        [1.0, 1.0, 0.1 ** (50 / 99), 0.1 ** (50 / 99)])  # 0 and 1: no warm-up
+
+
+def test_the_trainer_applies_the_warm_up_to_every_group(tmp_path):
+    cfg = TrainConfig(steps=3, lr=1e-2, scale_lr=1e-3, lr_warmup=3, eval_every=3, device="cpu")
+    trainer = Trainer(_model(), LineTask(), cfg, progress=False)
+    seen = []
+    for _ in range(3):
+        logged = trainer.step()
+        seen.append(([g["lr"] for g in trainer.optimizer.param_groups], logged["lr"]))
+    assert seen == [([pytest.approx(1e-2 * k / 3), pytest.approx(1e-3 * k / 3)], pytest.approx(1e-2 * k / 3))
+                    for k in (1, 2, 3)]
+
+
 def test_fit_learns_and_uses_a_separate_scale_group(tmp_path):
     cfg = TrainConfig(steps=300, lr=1e-2, scale_lr=1e-3, eval_every=100, ckpt_every=100, device="cpu",
                       schedule="exp", loss_weights={"zero": 5.0})
