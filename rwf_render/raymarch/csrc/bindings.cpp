@@ -28,7 +28,7 @@ torch::Tensor hashgrid_backward(torch::Tensor, torch::Tensor, int64_t, int64_t, 
 int march_count_cuda(const GridView&, const MarchOptions&, const float*, const float*, const float*, const float*,
                      const float*, int64_t, int64_t*, int, void*);
 int march_fill_cuda(const GridView&, const MarchOptions&, const float*, const float*, const float*, const float*,
-                    const float*, int64_t, const int64_t*, int64_t*, float*, float*, int, void*);
+                    const float*, int64_t, const int64_t*, const int64_t*, int64_t*, float*, float*, int, void*);
 const char* cuda_error_string(int);
 #endif
 
@@ -123,8 +123,9 @@ std::vector<torch::Tensor> march(torch::Tensor rays_o, torch::Tensor rays_d, tor
     int64_t total = n_rays > 0 ? counts.sum().item<int64_t>() : 0;
     torch::Tensor ray_indices = torch::empty({total}, long_opts);
     torch::Tensor t_starts = torch::empty({total}, float_opts), t_ends = torch::empty({total}, float_opts);
-    err = march_fill_cuda(G, opt, o, d, n, f, u, n_rays, offsets.data_ptr<int64_t>(), ray_indices.data_ptr<int64_t>(),
-                          t_starts.data_ptr<float>(), t_ends.data_ptr<float>(), block, stream);
+    err = march_fill_cuda(G, opt, o, d, n, f, u, n_rays, counts.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(),
+                          ray_indices.data_ptr<int64_t>(), t_starts.data_ptr<float>(), t_ends.data_ptr<float>(), block,
+                          stream);
     TORCH_CHECK(err == 0, "ray marcher fill kernel: ", cuda_error_string(err));
     return {ray_indices, t_starts, t_ends, counts};
 #else
