@@ -211,6 +211,18 @@ def test_cone_angle_steps_grow_with_distance(backend):
     assert (steps > dt * 1.5).any() and (steps < max_step * 0.9).any()
 
 
+def test_a_max_step_the_cone_never_reaches_gives_the_samples_of_no_limit(backend):
+    """max_step / cone_angle beyond float32: the kernels searched 2^24 lattice points one by one for the distance
+    where the step would reach max_step (1.6 s a ray on the CPU kernel; the twin hung). The lattice never gets
+    there, so the samples are those of no limit."""
+    grid = OccupancyGrid(AABB, resolution=16).fill_(True)
+    o, d = random_rays(12, 50, grid)
+    kw = dict(step_size=0.01, cone_angle=0.01, stratified=True, seed=2, backend=backend)
+    capped = grid.sampling(o, d, max_step_size=1e37, **kw)
+    assert capped.ray_indices.numel() > 500
+    assert_same(capped, grid.sampling(o, d, max_step_size=None, **kw))
+
+
 def test_stratified_jitter_is_seeded_and_shifts_within_one_step(backend):
     grid = OccupancyGrid(AABB, resolution=16).fill_(True)
     o, d = random_rays(10, 500, grid)

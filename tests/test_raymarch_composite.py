@@ -161,6 +161,21 @@ def test_a_huge_density_on_one_ray_leaves_the_other_rays_alone(huge):
     assert torch.isfinite(sigmas.grad).all()
 
 
+def test_an_infinite_density_on_a_sample_of_no_width_leaves_the_other_rays_alone():
+    """Far along a ray with a fine step float32 cannot part t_start from t_end: inf x 0 was NaN, and the batch-wide
+    cumulative sum carried it into every ray packed after it. A sample of no width holds nothing, whatever its density."""
+    ts = torch.tensor([1.0, 1.0, 0.0, 0.5])
+    te, ri = torch.tensor([1.0, 1.5, 0.5, 1.0]), torch.tensor([0, 0, 1, 1])
+    sigmas = torch.tensor([float("inf"), 1.0, 1.0, 1.0], requires_grad=True)
+    rgbs = torch.rand(4, 3, generator=torch.Generator().manual_seed(0))
+    colors, opacity, depth, extras = composite(rgbs, sigmas, ts, te, ri, 2, background=1.0)
+    assert torch.isfinite(opacity).all() and torch.isfinite(colors).all()
+    assert opacity.detach().flatten().tolist() == pytest.approx([1 - math.exp(-0.5), 1 - math.exp(-1.0)], rel=1e-6)
+    assert float(extras["weights"][0].detach()) == 0.0
+    colors.sum().backward()
+    assert torch.isfinite(sigmas.grad).all()
+
+
 def test_pruning_by_transmittance_is_not_spoiled_by_another_ray():
     """The marcher's early-stop pruning sums the same thickness: a huge density on ray 0 must not drop ray 1's."""
     from rwf_render.raymarch.march import RaySamples, _prune  # noqa: PLC0415

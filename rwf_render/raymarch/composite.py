@@ -39,8 +39,11 @@ after it: opacities above 1, then NaN (a fit of a real capture diverged so)."""
 
 
 def optical_thickness(sigmas: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor) -> torch.Tensor:
-    """(S,) sigma x (t_end - t_start) of packed samples, at most :data:`MAX_THICKNESS`."""
-    return (sigmas * (t_ends - t_starts)).clamp(max=MAX_THICKNESS)
+    """(S,) sigma x (t_end - t_start) of packed samples, at most :data:`MAX_THICKNESS`; 0 for a sample of no width
+    (float32 cannot part t_start from t_end far along a ray with a fine step), even at an infinite density, whose
+    product inf x 0 = NaN would spoil every ray packed after it as an unclamped inf did."""
+    delta = t_ends - t_starts
+    return torch.where(delta > 0, sigmas * delta, torch.zeros_like(sigmas)).clamp(max=MAX_THICKNESS)
 
 
 def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,

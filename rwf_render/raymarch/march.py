@@ -84,6 +84,14 @@ def _f32(x: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(x, dtype=torch.float32, device=like.device)
 
 
+def _never_reached(max_step: float, cone: float) -> bool:
+    """Whether the distance where a cone's step would reach ``max_step`` (max_step / cone in float32, the kernels'
+    arithmetic) overflows float32: the lattice never gets there, so the samples are those of no limit, while the
+    kernels would search 2^24 lattice points one by one for the switch (a second a ray; the twin hung)."""
+    f32 = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+    return not bool(torch.isfinite(f32(max_step) / f32(cone)))
+
+
 def _make_lattice(near: torch.Tensor, step: float, cone: float, max_step: float) -> _Lattice:
     big = torch.full_like(near, 2 * K_MAX, dtype=torch.long)
     inf = torch.full_like(near, float("inf"))
@@ -329,6 +337,8 @@ def march(grid: GridSpec, rays_o: torch.Tensor, rays_d: torch.Tensor, near=0.0, 
     max_step = float("inf") if max_step_size is None else float(max_step_size)
     if max_step < step_size:
         raise ValueError(f"max_step_size ({max_step}) must be >= step_size ({step_size})")
+    if cone_angle > 0 and _never_reached(max_step, cone_angle):
+        max_step = float("inf")
     n = rays_o.shape[0]
     rays_o = rays_o.detach().float().contiguous()
     rays_d = rays_d.detach().float().contiguous()
