@@ -340,6 +340,10 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
     except KeyboardInterrupt:
         if interrupted is FIT_INTERRUPTED and getattr(args, "command", "fit") != "fit":
             interrupted = "rwf: interrupted"
+        elif interrupted is FIT_INTERRUPTED:
+            rundir = sys.modules.get(f"{__package__}.rundir")
+            if rundir is None or not rundir.run_dirs_prepared():  # still reading the input: no folder, no checkpoint
+                interrupted = "rwf: interrupted (before the run folder was made: nothing to resume)"
         print(interrupted, file=sys.stderr)
         return 130
     except (OSError, MemoryError) as e:
@@ -349,6 +353,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
               "traceback)", file=sys.stderr)
         return 1
     except RuntimeError as e:
+        if str(e).startswith("Symlink loop from ") and not os.environ.get("RWF_DEBUG"):
+            print(f"rwf: error: {e}", file=sys.stderr)  # Path.resolve() on a link that leads back to itself (3.11)
+            return 2
         if os.environ.get("RWF_DEBUG") or not out_of_memory(e):
             raise
         print(f"rwf: error: {system_failure(e, getattr(args, 'oom_hint', None))} (RWF_DEBUG=1 shows the "

@@ -4,8 +4,8 @@ Every reader returns float32 (H, W, C) with C in {1, 3, 4}, integer formats scal
 PNG goes through pypng because imageio's Pillow plugin silently reduces 16-bit RGB PNGs to 8 bits. CMYK (JPEG,
 TIFF) becomes RGB, palette and min-is-white TIFFs their colours; transparency becomes straight alpha (a PNG's
 transparent colour, an EXR's grey + alpha, a TIFF's or an EXR's premultiplied alpha divided out); animations,
-multi-page TIFFs and volumes are refused rather than read as channels. Writers take straight alpha too; an EXR
-stores it premultiplied, as OpenEXR defines RGBA.
+multi-page TIFFs, volumes and multi-part EXRs are refused rather than read as channels or in part. Writers take
+straight alpha too; an EXR stores it premultiplied, as OpenEXR defines RGBA.
 """
 
 from __future__ import annotations
@@ -267,11 +267,15 @@ def _read_exr(path: Path) -> tuple[np.ndarray, int]:
     printed: list[str] = []
     try:
         with _quiet_output(printed), OpenEXR.File(str(path)) as f:
+            parts = [p.name() or str(i) for i, p in enumerate(f.parts)]
             channels = {name: np.asarray(c.pixels) for name, c in f.channels().items()}
     except Exception as e:
         found = [line for line in printed if "EXR_ERR" in line] or printed
         why = found[0].split(": ", 1)[-1] if found else f"{type(e).__name__}: {e}"
         raise UserError(f"{path}: cannot decode EXR image ({why})") from None
+    if len(parts) > 1:  # a stereo pair, render layers: the first alone is not the image, as a TIFF's first page
+        raise UserError(f"{path}: a multi-part EXR ({len(parts)} parts: {', '.join(parts[:4])}"
+                        f"{', ...' if len(parts) > 4 else ''}); save the part to fit as an EXR of its own")
     if "RGBA" in channels:  # OpenEXR's colour is premultiplied by its alpha: straight colour, as PNG gives
         rgba = channels["RGBA"].astype(np.float32)
         return np.concatenate([_unpremultiply(rgba[..., :3], rgba[..., 3:]), rgba[..., 3:]], axis=-1), 32

@@ -205,6 +205,10 @@ def refuse_source_as_output(out: Path, source: str | None) -> None:
 _LOCKS: dict[str, int] = {}
 """run folders this process holds (real path -> open descriptor with an exclusive flock)"""
 
+_PREPARED: set[str] = set()
+"""run folders this command made or reopened (:func:`prepare_run_dir`), so an interrupt can say whether a fit
+left anything to resume"""
+
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
 """the names ``atomic_write`` and ``atomic_path`` give their temporary files"""
 
@@ -236,8 +240,14 @@ def _lock_run_dir(path: Path) -> bool:
 
 def release_run_dirs() -> None:
     """Release the run folders this process locked (``cli.dispatch`` calls it when a command ends)."""
+    _PREPARED.clear()
     while _LOCKS:
         os.close(_LOCKS.popitem()[1])
+
+
+def run_dirs_prepared() -> bool:
+    """Whether this command has made or reopened a run folder yet (:func:`prepare_run_dir`)."""
+    return bool(_PREPARED)
 
 
 def _remove_temporaries(path: Path) -> None:
@@ -264,6 +274,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
             raise UserError(f"{path}: nothing to resume (no {CONFIG})")
         if _lock_run_dir(path):
             _remove_temporaries(path)
+        _PREPARED.add(str(path))
         return path
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -283,6 +294,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
                 shutil.rmtree(child)
             else:
                 child.unlink()
+    _PREPARED.add(str(path))
     return path
 
 

@@ -166,3 +166,56 @@ def test_exif_orientation_is_applied_as_pillow_does(tmp_path, orientation):
     assert np.array_equal(pixels, expected)
     assert (info["height"], info["width"]) == expected.shape[:2]
     assert info.get("exif_orientation", 1) == orientation
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_shrinking_a_transparent_image_keeps_its_edge_colour(tmp_path, channels):
+    """--size resized straight-alpha colour unweighted: the transparent black beside an opaque white edge pulled
+    the edge's colour to grey (0.26 at alpha 0.26), a dark fringe the fit then learned."""
+    from rwf_render.image import ImageConfig, load_target
+
+    img = np.zeros((64, 64, channels), np.float32)
+    img[:, :33] = 1.0  # opaque white on the left, transparent black on the right
+    write_image(tmp_path / "edge.png", img)
+    pixels, _ = load_target(ImageConfig(path=str(tmp_path / "edge.png"), size=16))
+    alpha = pixels[..., -1]
+    edge = (alpha > 0.01) & (alpha < 0.99)
+    assert edge.any()  # the edge column is part-transparent after the shrink
+    assert np.allclose(pixels[..., :-1][alpha > 1e-6], 1.0, atol=1e-5)  # white wherever anything is left
+    assert alpha[8].sum() == pytest.approx(33 / 4, abs=0.05)  # the coverage is kept: 33 of 64 source columns
+
+
+def test_a_symlink_loop_as_input_or_output_is_one_message(tmp_path, capsys):
+    """Path.resolve() raises RuntimeError on a link that leads back to itself (Python 3.11): a traceback, exit 1."""
+    from conftest import one_cli_error  # noqa: PLC0415
+
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    write_image(tmp_path / "ok.png", np.full((8, 8, 3), 0.5, np.float32))
+    (tmp_path / "out1").symlink_to(tmp_path / "out2")
+    (tmp_path / "out2").symlink_to(tmp_path / "out1")
+    for argv in (["fit", "image", tmp_path / "a.png", "--out", tmp_path / "run", *IMG_TINY],
+                 ["fit", "sdf", tmp_path / "a.png", "--out", tmp_path / "run", "--steps", "2", "--quiet"],
+                 ["fit", "image", tmp_path / "ok.png", "--out", tmp_path / "out1", *IMG_TINY]):
+        assert "loop" in one_cli_error(capsys, argv).lower()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_multi_part_exr_is_refused_not_read_in_part(tmp_path, capsys):
+    """A stereo pair or a file of render layers fitted its first part without a word (a multi-page TIFF is refused)."""
+    import OpenEXR  # noqa: PLC0415
+
+    from conftest import one_cli_error  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    parts = [OpenEXR.Part(dict(header), {"RGB": rng.random((6, 8, 3)).astype(np.float32)}, name=n)  # a header each
+             for n in ("l", "r")]
+    OpenEXR.File(parts).write(str(tmp_path / "pair.exr"))
+    with pytest.raises(UserError, match="multi-part EXR .2 parts: l, r"):
+        read_image(tmp_path / "pair.exr")
+    assert "multi-part" in one_cli_error(capsys, ["fit", "image", tmp_path / "pair.exr", "--out", tmp_path / "run",
+                                                  *IMG_TINY])
+    assert not (tmp_path / "run").exists()
+    OpenEXR.File(header, {"RGB": rng.random((6, 8, 3)).astype(np.float32)}).write(str(tmp_path / "one.exr"))
+    assert read_image(tmp_path / "one.exr")[0].shape == (6, 8, 3)
