@@ -263,6 +263,10 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         raise UserError(f"{images_dir}: no such images folder")
     if not model.images:
         raise UserError(f"{sparse_dir}: the model has no registered images")
+    if (bounds or depth) and len(model.xyz) == 0:  # it wrote no bounds and all-zero depth maps, and exited 0
+        options = " and ".join(o for o, on in (("--bounds", bounds), ("--depth", depth)) if on)
+        raise UserError(f"{sparse_dir}: the model has no 3D points (points3D is empty), which {options} come from; "
+                        "convert without them")
     ids = sorted(model.images, key=lambda i: model.images[i].name)
     _check_names([model.images[i].name for i in ids], sparse_dir, copy_images, depth)
     missing = [model.images[i].name for i in ids if not (images_dir / model.images[i].name).is_file()]
@@ -351,8 +355,9 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     log(f"converted {len(ids)} images, {len(model.cameras)} camera(s) ({', '.join(models)}; horizontal fov "
         f"{min(fovs):.1f}-{max(fovs):.1f} deg), {len(model.xyz)} points"
         + (f"; {rescaled} image(s) had a different size: intrinsics scaled" if rescaled else ""))
+    held = f", {100 * stats['points_in_box']:.1f}% of points" if len(model.xyz) else ""
     log(f"scene: scale {stats['scale']:.4g}, aabb_scale {aabb_scale} (box holds {stats['cameras_in_box']}/{len(ids)} "
-        f"cameras, {100 * stats['points_in_box']:.1f}% of points); camera distance to center "
+        f"cameras{held}); camera distance to center "
         f"{stats['camera_distance'][0]:.2f}-{stats['camera_distance'][1]:.2f}")
     if depth:
         log(f"depth maps: {min(depth_pixels)}/{int(np.median(depth_pixels))}/{max(depth_pixels)} pixels per image "
@@ -362,6 +367,9 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
                if rescaled else "")
     # COLMAP's figure is what it stored with its points at its last bundle adjustment (an undistorted model keeps
     # the distorted one's), so the two differ where the model was edited since; both average every observation
+    if not report["observations"]:  # no triangulated point: nothing to measure the cameras by
+        log(f"reprojection error: none (no observation of a 3D point) -> {Path(out) / 'transforms.json'}")
+        return report
     log(f"reprojection error of the converted cameras: {report['reproj_error_colmap_px']:.3f} px{resized} "
         f"(COLMAP's, as stored with its points: {report['colmap_reproj_error']:.3f} px) -> "
         f"{Path(out) / 'transforms.json'}; means over {report['observations']} observations")

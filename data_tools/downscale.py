@@ -133,6 +133,9 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             scaled = _scaled(frame, factor, where)
             scaled.update({k: v / factor for k, v in _implicit_intrinsics(frame, top, base, factor, where).items()})
             jobs[split].append((scaled, image, _aux_paths(base, frame, where)))
+    if not any(jobs.values()):  # an empty dataset written and exit 0; the fit and the check refuse it
+        names, listed = ", ".join(f.name for f in files.values()), sum(len(t["frames"]) for t in tops.values())
+        raise UserError(f"{src}: no frame with an existing image to downscale ({names}: {listed} frame(s) listed)")
     # output names: files inside the dataset keep their relative path; files outside it go to images/, renamed
     # when the name is taken (two folders may both hold a 0001.png)
     paths = [p for js in jobs.values() for _, img, aux in js for p in (img, *aux.values())]

@@ -226,7 +226,7 @@ def load_camera_path(path: str | os.PathLike):
     """
     path = Path(path)
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"{path}: camera path not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -293,13 +293,17 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
     open_levels(model, None, None)  # scored with every level, as rendered later (a fit stopped early as well)
     train = refined_split(model, task.train)
     split, test = next((name, s) for name, s in (("test", test), ("val", task.val), ("train", train)) if s)
+    # the test split came loaded with --eval-images of its views, the val split with --val-images; the training
+    # split, scored when the dataset holds no other, has them all: --eval-images of them too (100 full-size views
+    # of a capture with only a train file took hours on a CPU after a short fit)
+    n_images = min(cfg.eval_images, len(test)) if split == "train" else len(test)
     first = {}
     if progress:
         sizes = sorted({(int(w), int(h)) for w, h in zip(test.cameras.width, test.cameras.height)})
         size = f"{sizes[0][0]}x{sizes[0][1]}" + (f" to {sizes[-1][0]}x{sizes[-1][1]}" if len(sizes) > 1 else "")
-        print(f"rwf: scoring the fit: rendering {len(test)} {split} view{'s' * (len(test) != 1)} at {size} and "
+        print(f"rwf: scoring the fit: rendering {n_images} {split} view{'s' * (n_images != 1)} at {size} and "
               "training view 0", file=sys.stderr)
-    metrics = test_metrics(model, test, cfg.background, None, renders=first, progress=progress, split=split)
+    metrics = test_metrics(model, test, cfg.background, n_images, renders=first, progress=progress, split=split)
     if model.pose_correction is not None:
         metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data, task.train.paths))
     metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, train, 0, cfg.background)),

@@ -194,9 +194,11 @@ def fuse(frames, box: np.ndarray, voxel: float, trunc_voxels: float = TRUNC_VOXE
                                    voxel_size=voxel, block_resolution=BLOCK_RESOLUTION, block_count=BLOCK_COUNT,
                                    device=core.Device("CPU:0"))
     flip = np.diag([1.0, -1.0, -1.0])  # OpenGL camera axes -> OpenCV's (open3d looks down +z, y down)
+    fused = 0
     for cam, rgb, z in frames:
         if not (z > 0).any():
             continue
+        fused += 1
         c2w = cam.c2w[0].double().cpu().numpy()
         rot = c2w[:, :3] @ flip
         w2c = np.eye(4)
@@ -214,6 +216,8 @@ def fuse(frames, box: np.ndarray, voxel: float, trunc_voxels: float = TRUNC_VOXE
         cloud = geometry.PointCloud(core.Tensor(points.float().numpy()))
         blocks = grid.compute_unique_block_coordinates(cloud, trunc_voxels)
         grid.integrate(blocks, depth, color, k, w2c, 1.0, float(z.max()) * 1.01 + voxel, trunc_voxels)
+    if not fused:  # no voxel block was made: open3d refuses to extract from an empty grid (a traceback)
+        return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
     mesh = grid.extract_triangle_mesh(weight_threshold=weight_threshold).to_legacy()
     v, f = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
     colors = np.asarray(mesh.vertex_colors) if mesh.has_vertex_colors() else np.ones((len(v), 3))

@@ -127,7 +127,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM, as Windows tools write it, is allowed
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -240,3 +240,28 @@ def test_a_point_cloud_into_a_missing_folder_is_refused_before_rendering(trained
                                   str(tmp_path / "missing" / "pc.ply")])
     assert "missing does not exist" in err and ".tmp" not in err
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_fit_scored_on_its_training_views_renders_only_eval_images_of_them(tmp_path, capsys):
+    """With no test or val split the fit scores training views: all of them, whatever --eval-images said (100 views
+    of a capture with only a train file: hours of renders on a CPU after a short fit)."""
+    root = _dataset(tmp_path / "d", n=7)
+    meta = json.loads((root / "transforms.json").read_text())
+    (root / "transforms.json").unlink()
+    (root / "transforms_train.json").write_text(json.dumps(meta))
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "nerf", str(root / "transforms_train.json"), "--out", str(run), *TINY,
+                         "--eval-images", "2"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["psnr_split"] == "train" and metrics["test_images"] == 2
+    assert "(2 train images; the dataset has no test split)" in capsys.readouterr().out
+
+
+def test_a_transforms_json_with_a_byte_order_mark_loads(tmp_path):
+    """Windows tools write UTF-8 with a BOM, which instant-ngp's JSON reader skips; json.loads refused it."""
+    root = _dataset(tmp_path / "d", n=4)
+    text = (root / "transforms.json").read_text()
+    (root / "transforms.json").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert len(load_transforms(root, "all")) == 4

@@ -1,6 +1,7 @@
 """More bad input for ``rwf data``: each case ends in one line on stderr and exit 2 (or is converted correctly), and
 nothing is written, neither OUT nor a staging folder nor a file beside it."""
 
+import contextlib
 import json
 import re
 import struct
@@ -205,6 +206,21 @@ def test_downscale_bad_values_fail_cleanly(tmp_path, capsys, key, value, message
                    tmp_path)
 
 
+@pytest.mark.parametrize("frames", ["none", "missing"])
+def test_downscale_of_a_dataset_without_a_usable_frame_fails_cleanly(tmp_path, capsys, frames):
+    """It wrote an empty dataset and exited 0, which the fit and the check then refused."""
+    meta = _flat_dataset(tmp_path)
+    if frames == "none":
+        meta["frames"] = []
+    else:
+        for f in meta["frames"]:
+            f["file_path"] = "gone/" + f["file_path"].split("/")[-1]
+    (tmp_path / "ds" / "transforms.json").write_text(json.dumps(meta))
+    with pytest.warns(RwfWarning) if frames == "missing" else contextlib.nullcontext():
+        _fails_cleanly(capsys, ["data", "downscale", str(tmp_path / "ds"), str(tmp_path / "half"), "-k", "2"],
+                       "no frame with an existing image to downscale", tmp_path)
+
+
 def test_a_failure_while_writing_removes_the_folders_made_for_out(tmp_path, capsys):
     """A corrupt image is found only while OUT is being staged; the parent folders made for OUT used to stay."""
     _flat_dataset(tmp_path)
@@ -237,3 +253,16 @@ def test_unreadable_video_is_one_line(tmp_path, capsys):
     (tmp_path / "v.mp4").write_text("not a video")
     _fails_cleanly(capsys, ["data", "photos", "--video", str(tmp_path / "v.mp4"), str(tmp_path / "out")],
                    "cannot read the video", tmp_path)
+
+
+@pytest.mark.parametrize("options", [["--bounds"], ["--depth"], ["--bounds", "--depth"]])
+def test_colmap_bounds_or_depth_without_3d_points_fail_cleanly(model_dir, capsys, options):
+    """With points3D empty, --bounds wrote no near/far and --depth all-zero depth maps, and the command exited 0
+    (the fit refused the depth maps later); without those options such a model still converts."""
+    (model_dir / "sparse" / "points3D.txt").write_text("")
+    with pytest.warns(RwfWarning):  # the images' observations now point at absent points
+        _fails_cleanly(capsys, ["data", "colmap", *options, str(model_dir / "sparse"), str(model_dir / "images"),
+                                str(model_dir / "out")], "has no 3D points", model_dir)
+        assert main(["data", "colmap", str(model_dir / "sparse"), str(model_dir / "images"),
+                     str(model_dir / "plain")]) == 0
+    assert "nan" not in capsys.readouterr().out

@@ -114,6 +114,17 @@ def test_crop_keeps_only_faces_inside_the_box():
     assert mesh.vertices[:, 2].min() < CENTER[2] - 0.9 * RADIUS
 
 
+def test_a_crop_no_view_sees_is_one_clear_error(fitted, tmp_path, capsys):
+    """No pixel of any view inside the crop: no voxel block at all, and open3d raised on extracting from the empty
+    grid (a traceback, exit 1) instead of the message a crop with blocks but no surface gets."""
+    from rwf_render.nerf_tsdf import fuse
+
+    assert len(fuse([(None, None, np.zeros((4, 4), np.float32))], BOX, 0.05).faces) == 0  # nothing seen: empty
+    says = one_cli_error(capsys, ["export", "mesh", fitted, "--tsdf", "--crop", "1.4", "1.4", "1.4", "1.5", "1.5",
+                                  "1.5", "--out", tmp_path / "m.ply", "--quiet"])
+    assert "holds no surface" in says and sorted(tmp_path.iterdir()) == []
+
+
 def test_distorted_and_fisheye_cameras_become_pinholes_with_their_intrinsics():
     """OPENCV: the same fx, fy, cx, cy without the distortion. An equidistant fisheye (k = 0: theta = r / fx) 64
     pixels wide with fx 40 sees 0.8 rad either side: the pinhole with that field of view has fx 32 / tan(0.8); one

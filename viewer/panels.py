@@ -257,7 +257,7 @@ def is_camera_path(path: Path) -> bool:
     import json  # noqa: PLC0415
 
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(obj, dict) and ("camera_path" in obj or "keyframes" in obj)
