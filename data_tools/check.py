@@ -29,7 +29,7 @@ from rwf_render.lenses import fisheye_theta
 from rwf_render.nerf_data import read_mask
 from rwf_render.nerf_depth import check_depth_channels
 from rwf_render.rundir import read_json
-from rwf_render.scene_box import box_coverage, scene_box
+from rwf_render.scene_box import box_cascades, box_coverage, outer_box, scene_box
 
 
 def _check_frame(info, where: str, decode: bool, errors: list, warnings: list) -> tuple | None:
@@ -134,10 +134,10 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             errors.append(str(e))
             continue
         try:
-            box = scene_box(top, top["frames"], json_path.parent)
+            box, levels = scene_box(top, top["frames"], json_path.parent), box_cascades(top)
         except UserError as e:
             errors.append(f"{json_path.name}: {e}")
-            box = scene_box({})
+            box, levels = scene_box({}), 1
         infos, wheres, shared_sizes = [], [], set()
         # sizes taken from the images themselves (no w/h given): one shared camera needs one size
         shared = "w" not in top and not any(k in f for f in top["frames"] if isinstance(f, dict)
@@ -179,7 +179,7 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
         if not infos:
             errors.append(f"{json_path.name}: no usable frame")
             continue
-        _check_box(infos, wheres, box, json_path.name, errors, warnings, log, split, len(top["frames"]))
+        _check_box(infos, wheres, box, json_path.name, errors, warnings, log, split, len(top["frames"]), levels)
     log(("FAILED" if errors else "OK") + f": {len(errors)} error(s), {len(warnings)} warning(s)")
     for title, items in (("error", errors), ("warning", warnings)):
         for msg in items[:50]:
@@ -198,8 +198,9 @@ def _horizontal_fov(info) -> float:
     return math.degrees(float(fisheye_theta(edges, torch.tensor(info.dist[:4], dtype=torch.float64)).sum()))
 
 
-def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames):
-    """Whether each camera sees the scene box, and the split's summary line (``wheres``: each frame's label)."""
+def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames, levels=1):
+    """Whether each camera sees the scene box or the ``levels`` cascades around it that aabb_scale asks for, and the
+    split's summary line (``wheres``: each frame's label)."""
     try:
         cams = Cameras.create(torch.from_numpy(np.stack([f.c2w for f in infos])), fx=[f.fx for f in infos],
                               fy=[f.fy for f in infos], cx=[f.cx for f in infos], cy=[f.cy for f in infos],
@@ -208,14 +209,16 @@ def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames)
     except UserError as e:  # a lens with no ray for some pixel: the rest of the check needs rays
         errors.append(str(e))
         return
-    seen = box_coverage(cams, box)  # fraction of the image on the box, as the loader computes it
+    seen = box_coverage(cams, box)  # fraction of the image on the box
+    reach = outer_box(box, levels)
+    blind = torch.nonzero(box_coverage(cams, reach) == 0).flatten().tolist()  # as the loader: the whole scene
     center = box.mean(0)
     centers = cams.c2w[:, :3, 3]
     inside = ((centers >= box[0]) & (centers <= box[1])).all(-1)
-    blind = torch.nonzero(seen == 0).flatten().tolist()
+    what = "scene box" if levels == 1 else f"scene box's {levels} cascades (aabb_scale)"
     for k in blind:  # as the loader: an error when no camera sees the box (nothing to train on), else a warning
         (errors if len(blind) == len(infos) else warnings).append(
-            f"{wheres[k]}: the camera sees none of the scene box (wrong convention, pose or aabb?)")
+            f"{wheres[k]}: the camera sees none of the {what} (wrong convention, pose or aabb?)")
     dist = (centers - center).norm(dim=-1)
     fovs = [_horizontal_fov(f) for f in infos]
     sizes = sorted({(f.width, f.height) for f in infos})
@@ -224,4 +227,6 @@ def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames)
         f"{'/'.join(sorted(set(f.model for f in infos)))}, fov {min(fovs):.1f}-{max(fovs):.1f} deg, "
         f"camera distance to box center {dist.min():.2f}-{dist.max():.2f}, "
         f"{int(inside.sum())} inside the box, {int((seen > 0).sum())}/{len(infos)} cameras see the box "
-        f"(on average {100 * seen.mean():.0f}% of the image); box [{', '.join(f'{v:.2f}' for v in box[0])}] - [{', '.join(f'{v:.2f}' for v in box[1])}]")
+        f"(on average {100 * seen.mean():.0f}% of the image); box [{', '.join(f'{v:.2f}' for v in box[0])}] - [{', '.join(f'{v:.2f}' for v in box[1])}]"
+        + (f", {levels} cascades (aabb_scale) to [{', '.join(f'{v:.2f}' for v in reach[0])}] - "
+           f"[{', '.join(f'{v:.2f}' for v in reach[1])}]" if levels > 1 else ""))

@@ -19,13 +19,13 @@ the frames loaded. Depth maps named by instant-ngp's ``depth_path`` without a po
 used, as instant-ngp does not use them, with one warning; the depth maps of a split share one unit (a split mixing
 units is refused), which :attr:`Transforms.meta` gives as ``depth_unit_scale_factor``.
 
-**Scene box**: :mod:`rwf_render.scene_box` (an explicit ``aabb``, instant-ngp's rule from ``aabb_scale``, ``scale``
-and ``offset``, or for a nerfstudio-processed file its sparse points or its cameras).
+**Scene box**: :mod:`rwf_render.scene_box` (an explicit ``aabb``, instant-ngp's rule from ``scale`` and ``offset``
+with the cascades ``aabb_scale`` asks for, or for a nerfstudio-processed file its sparse points or its cameras).
 
 **Checks shared with** ``rwf data check``: numeric fields must be JSON numbers (not ``true`` or ``"60"``), and a
 frame gives both ``near`` and ``far`` or neither (:func:`check_fields`); a frame's rotation must be orthonormal
 and proper and its principal point inside its image (:func:`camera_errors`); every camera must see some of the
-scene box (:func:`~rwf_render.scene_box.box_coverage`). The loader refuses the first failure (UserError naming the
+scene box, or of the cascades around it that ``aabb_scale`` asks for (:func:`~rwf_render.scene_box.box_coverage`). The loader refuses the first failure (UserError naming the
 JSON file and the frame's index); the check lists them all.
 """
 
@@ -45,7 +45,7 @@ from .errors import RwfWarning, UserError
 from .frames import (FrameInfo, MissingImage, depth_units, image_size, native_path, parse_frame,  # noqa: F401
                      resolve_image)
 from .rundir import read_json  # (FrameInfo, image_size, native_path: still imported from here by data_tools)
-from .scene_box import box_coverage, scene_box
+from .scene_box import box_cascades, box_coverage, outer_box, scene_box
 
 SPLITS = ("train", "val", "test")
 HOLDOUT_EVERY = 8  # single-file datasets without split lists: frames 0, 8, 16, ... form val/test
@@ -65,6 +65,7 @@ class Transforms:
     aabb: torch.Tensor  # (2, 3) scene box, min and max corners
     meta: dict  # the top-level JSON without "frames" (depth_unit_scale_factor: the depth maps' unit, any key's)
     skipped: list[str] = field(default_factory=list)  # file_path of frames skipped (missing image)
+    cascades: int = 1  # occupancy cascades aabb_scale asks for around ``aabb`` (scene_box.box_cascades)
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -268,12 +269,15 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                           dist=np.array([f.dist for f in infos]), names=labels)
     assert all(m in MODELS for m in cams.model_names())
     aabb = scene_box(meta, box_frames, parts[0][0].parent)  # the folder of the file giving meta
-    blind = torch.nonzero(box_coverage(cams, aabb) == 0).flatten().tolist()
+    cascades = box_cascades(meta)
+    seen = outer_box(aabb, cascades)  # instant-ngp's scene: the unit cube and the cascades aabb_scale asks for
+    blind = torch.nonzero(box_coverage(cams, seen) == 0).flatten().tolist()
     if blind:  # every camera: nothing to train on; some (a video frame turned away, a camera beyond the box that
         # --grid-levels cascades reach): the fit still trains on the others, so a warning
         more = f" (and {len(blind) - 1} other frame(s))" if len(blind) > 1 else ""
-        corners = [", ".join(f"{v:.3g}" for v in corner) for corner in aabb.tolist()]
-        text = f"{labels[blind[0]]}: the camera sees none of the scene box [{corners[0]}] - [{corners[1]}]{more}"
+        corners = [", ".join(f"{v:.3g}" for v in corner) for corner in seen.tolist()]
+        what = "scene box" if cascades == 1 else f"scene box's {cascades} cascades (aabb_scale)"
+        text = f"{labels[blind[0]]}: the camera sees none of the {what} [{corners[0]}] - [{corners[1]}]{more}"
         if len(blind) == len(labels):
             raise UserError(f"{text}: wrong convention, pose or aabb? (`rwf data check` lists every problem)")
         warnings.warn(f"{text}; wrong convention or pose? (`rwf data check` lists every problem)", RwfWarning,
@@ -288,4 +292,4 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
         near_far = torch.tensor([f.near_far for f in infos], dtype=torch.float64)
     return Transforms(path=parts[0][0], split=split, image_paths=[f.image for f in infos], cameras=cams,
                       mask_paths=[f.mask for f in infos], depth_paths=[f.depth for f in infos],
-                      near_far=near_far, aabb=aabb, meta=meta, skipped=skipped)
+                      near_far=near_far, aabb=aabb, meta=meta, skipped=skipped, cascades=cascades)

@@ -22,7 +22,8 @@ from .errors import RwfWarning, UserError, out_of_memory
 from .nerf_config import NeRFConfig, check_config
 from .nerf_data import PosedImages, check_bounds, dataset_fingerprint, load_split, summary
 from .nerf_options import add_fit_arguments, config_from_args, resume_config_from_args  # noqa: F401 (the CLI's)
-from .nerf_options import add_spiral_argument, add_tsdf_arguments, profile_text, real_capture_config
+from .nerf_options import (add_spiral_argument, add_tsdf_arguments, cascade_profile, profile_text,
+                           real_capture_config)
 from .nerf_render import NeRFModel
 from .nerf_task import (NeRFTask, build_model, eval_background, finish, optional_split, refined_split,
                         spaced_indices, test_metrics)
@@ -37,14 +38,25 @@ def fit(args) -> int:
     # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
     backdrop = None if train.has_alpha else train.backdrop()  # used only where the real capture's would be
+    if args.resume:
+        train = resumed_box(train, Path(args.out))
     cfg, taken = real_capture_config(args, cfg, opaque=not train.has_alpha, bounds=train.near_far is not None,
-                                     backdrop=backdrop)
-    if taken and backdrop is not None:  # opaque renders: the synthetic settings, on the backdrop's colour
+                                     backdrop=backdrop, cascades=train.cascades)
+    if taken:
         check_config(cfg)
+    ngp = {k: taken.pop(k) for k, v in cascade_profile(train.cascades).items() if taken.get(k) == v}
+    spans = ngp.pop("field_spans_grid", False) and cfg.field.pos_extent > 1 and cfg.field.pos.kind != "hashgrid"
+    if ngp or spans:
+        said = [profile_text(ngp)] if ngp else []
+        said += [f"the field's {cfg.field.pos.kind} encoding spans all {cfg.render.grid_levels} cascades"] if spans \
+            else []
+        print(f"rwf: the dataset's aabb_scale asks for {train.cascades} occupancy cascades: {'; '.join(said)} "
+              "(instant-ngp's: each doubles the one inside, the finest is its unit cube, the scene box)",
+              file=sys.stderr)
+    if taken and backdrop is not None:  # opaque renders: the synthetic settings, on the backdrop's colour
         print(f"rwf: opaque images on a plain {backdrop} backdrop (an object, not a real capture): "
               f"{profile_text(taken)} (type --background to choose otherwise)", file=sys.stderr)
     elif taken:  # opaque photos, no preset: the real capture's settings where no option was typed
-        check_config(cfg)
         print(f"rwf: opaque photos (a real capture): {profile_text(taken)} (type an option to choose otherwise)",
               file=sys.stderr)
     check_background(cfg.background, train, cfg.data, resuming=bool(args.resume))
@@ -61,7 +73,8 @@ def fit(args) -> int:
             raise
         raise UserError(f"the field does not fit in memory ({str(e).splitlines()[0][:120]}); use a smaller "
                         "--width, --depth or --features") from None
-    print(summary(train, cfg.render.near, cfg.render.far, cfg.data, model.default_near(), cfg.render.far_bounds)
+    print(summary(train, cfg.render.near, cfg.render.far, cfg.data, model.default_near(), cfg.render.far_bounds,
+                  cfg.render.grid_levels)
           + f", background {cfg.background}", file=sys.stderr)
     run = prepare_run_dir(out, force=args.force, resume=args.resume)
     task = NeRFTask(model.to(device), train, val, cfg, device, run_dir=run)
@@ -77,6 +90,20 @@ def fit(args) -> int:
           f"{split} images{'' if split == 'test' else '; the dataset has no test split'}), "
           f"{metrics['steps']} steps in {metrics['seconds']:.1f} s, {metrics['samples_per_s']:.3g} samples/s")
     return 0
+
+
+def resumed_box(train: PosedImages, run: Path) -> PosedImages:
+    """``train`` with the scene box the run was fitted in (its config.json's ``aabb``): a run keeps its box, also
+    where the dataset's rule has changed since (aabb_scale read as cascades around instant-ngp's unit cube rather
+    than as one box of that side)."""
+    saved = read_json(run / CONFIG).get("aabb") if (run / CONFIG).is_file() else None
+    try:
+        box = torch.tensor(saved, dtype=torch.float32).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        return train
+    if box.shape != (6,) or not bool(torch.isfinite(box).all()) or not bool((box[3:] > box[:3]).all()):
+        return train
+    return replace(train, aabb=box, cascades=1)
 
 
 def check_background(background: str, train: PosedImages, data: str, resuming: bool = False) -> None:

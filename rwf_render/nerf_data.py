@@ -24,6 +24,7 @@ from .frames import native_path, resolve_image
 from .imgio import read_image
 from .nerf_depth import DepthPixels, load_depths
 from .rundir import read_json
+from .scene_box import outer_box
 
 BACKGROUNDS = ("white", "black", "random", "learned")
 
@@ -89,6 +90,8 @@ class PosedImages:
         aabb: (6,) scene box (xmin, ymin, zmin, xmax, ymax, zmax).
         depth: the depth samples of the dataset's depth maps, when loaded (:mod:`rwf_render.nerf_depth`).
         paths: the images' paths, when loaded from files.
+        cascades: the occupancy cascades around ``aabb`` that the dataset's aabb_scale asks for (instant-ngp's
+            rule, :func:`rwf_render.scene_box.box_cascades`); 1 where it asks for none.
     """
 
     cameras: Cameras
@@ -101,6 +104,7 @@ class PosedImages:
     has_alpha: bool
     depth: DepthPixels | None = None
     paths: list[Path] | None = None
+    cascades: int = 1
 
     def __len__(self) -> int:
         return len(self.names)
@@ -205,7 +209,8 @@ def load_split(path: str | Path, split: str, downscale: int = 1, indices=None, d
     aabb = tf.aabb.to(torch.float32).reshape(-1)
     near_far = None if tf.near_far is None else tf.near_far.to(torch.float32)
     return PosedImages(cams, torch.cat(chunks), torch.cat(masks) if any_mask else None, offsets, names, near_far,
-                       aabb, has_alpha, load_depths(tf, cams, downscale) if depth else None, list(tf.image_paths))
+                       aabb, has_alpha, load_depths(tf, cams, downscale) if depth else None, list(tf.image_paths),
+                       tf.cascades)
 
 
 def composite_background(rgba: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -223,9 +228,10 @@ def background_color(name: str, n: int, generator: torch.Generator | None, devic
 
 
 def summary(train: PosedImages, near: float | None, far: float | None, path: str, default_near: float = 0.0,
-            far_bounds: bool = True) -> str:
+            far_bounds: bool = True, levels: int = 1) -> str:
     """The one-line summary printed at start: ``near``/``far`` are --near/--far (None: the dataset's per-image
-    bounds where it has them and ``far_bounds`` allows, else ``default_near`` and the box)."""
+    bounds where it has them and ``far_bounds`` allows, else ``default_near`` and the box); ``levels``: the
+    occupancy grid's cascades, whose outer box is named when there are several."""
     sizes = sorted({train.size(i) for i in range(len(train))})
     res = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"{len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}..)"
     box = train.aabb.tolist()
@@ -239,9 +245,13 @@ def summary(train: PosedImages, near: float | None, far: float | None, path: str
             return f"{lo:.3g}..{hi:.3g} (per image)"
         return fallback
 
+    grid = ""
+    if levels > 1:
+        lo, hi = outer_box(train.aabb.double(), levels).tolist()
+        grid = f", {levels} cascades to [{lo[0]:.2f} {lo[1]:.2f} {lo[2]:.2f}] - [{hi[0]:.2f} {hi[1]:.2f} {hi[2]:.2f}]"
     return (f"{path}: {len(train)} train images, {res}, box [{box[0]:.2f} {box[1]:.2f} {box[2]:.2f}] - "
-            f"[{box[3]:.2f} {box[4]:.2f} {box[5]:.2f}], near {bound(near, 0, f'{default_near:.3g}')}, "
-            f"far {bound(far, 1, 'box')}")
+            f"[{box[3]:.2f} {box[4]:.2f} {box[5]:.2f}]{grid}, near {bound(near, 0, f'{default_near:.3g}')}, "
+            f"far {bound(far, 1, 'box' if levels == 1 else 'grid')}")
 
 
 def check_bounds(train: PosedImages, near: float | None, far: float | None, far_bounds: bool = True,
@@ -279,8 +289,7 @@ def check_reach(train: PosedImages, near: float | None, far: float | None, far_b
     if near is None and far is None:
         return
     box = train.aabb.double().reshape(2, 3)
-    center, half = box.mean(0), (box[1] - box[0]) / 2 * 2.0 ** (levels - 1)
-    lo, hi = center - half, center + half
+    lo, hi = outer_box(box, levels)
     origins = train.cameras.c2w[:, :3, 3].double()  # (N, 3) camera centres
     closest = (lo - origins).clamp_min(0) + (origins - hi).clamp_min(0)  # per-axis gap to the box, 0 inside
     d_min = closest.norm(dim=-1)  # (N,) distance to the nearest point of the box

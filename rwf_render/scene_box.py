@@ -1,9 +1,15 @@
 """The scene box of a posed-image dataset (:func:`scene_box`), and whether cameras see it (:func:`box_coverage`).
 
 An explicit ``"aabb": [[x0, y0, z0], [x1, y1, z1]]`` if present; otherwise instant-ngp's rule: ngp maps file
-coordinates p to p * scale + offset (defaults 0.33 and 0.5) and its scene is the cube of side ``aabb_scale``
-centered at 0.5, so in file coordinates the box has center (0.5 - offset) / scale and half-width
-0.5 * aabb_scale / scale (about +-1.5 for the Blender scenes, which fits them). A file written by nerfstudio's
+coordinates p to p * scale + offset (defaults 0.33 and 0.5); its finest occupancy grid spans the unit cube centred
+at 0.5 and ``aabb_scale`` (a power of two) sets how far the scene reaches beyond it: 1 + log2(aabb_scale)
+cascades, each doubling the cube (Müller et al. 2022, section 5.1). So in file coordinates the scene box is that
+unit cube, center (0.5 - offset) / scale and half-width 0.5 / scale (about +-1.5 for the Blender scenes, which fits
+them), and :func:`box_cascades` says how many cascades the file asks for; the fit's occupancy grid takes at least
+that many (``--grid-levels``), so the grid resolves the cube while it reaches the whole scene (one box of side
+aabb_scale instead spread one 128^3 grid over 16 times the object's width for aabb_scale 16), and the field's
+encoding spans all of them (:func:`rwf_render.nerf_options.cascade_profile`). An ``aabb_scale`` under 1 shrinks the
+box itself. A file written by nerfstudio's
 ``ns-process-data`` (it records ``applied_transform``) that gives none of those keys is in the capture's own units,
 which nerfstudio's loader normalizes: its box comes from the sparse points it names (``ply_file_path``) by the rule
 ``rwf data colmap`` normalizes scenes with (:func:`sparse_points_box`: the bulk of the points, :func:`bulk_cube`,
@@ -16,6 +22,7 @@ refused.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -27,6 +34,8 @@ from .errors import RwfWarning, UserError
 from .frames import _num, pose_matrix
 
 
+MAX_CASCADES = 16
+"""most occupancy cascades (``--grid-levels``), so the largest ``aabb_scale`` is 2^15 (instant-ngp's: 128)"""
 MAX_BOX = 1e12  # largest scene box diagonal: the field works in float32, whose squares overflow near 1.8e19
 MIN_BOX = 1e-6  # smallest side of the scene box, and 1e-5 of its distance from the origin (float32 resolution)
 
@@ -158,11 +167,43 @@ def scene_box(meta: dict, frames=None, folder: Path | None = None) -> torch.Tens
         offset = np.full(3, np.nan)
     if not np.isfinite(offset).all():
         raise UserError(f"offset must be a number or [x, y, z], got {meta.get('offset')!r}")
+    aabb_scale = _aabb_scale(meta)
+    if scale <= 0:
+        raise UserError("scale must be positive")
+    center, half = (0.5 - offset) / scale, 0.5 * min(aabb_scale, 1.0) / scale
+    source = "instant-ngp's unit cube, from scale and offset" if aabb_scale >= 1 else \
+        "from aabb_scale, scale and offset"
+    box = _renderable(np.stack([center - half, center + half]), source)
+    _renderable(outer_box(box, box_cascades(meta)).numpy(), "reached by aabb_scale's cascades")
+    return box
+
+
+def _aabb_scale(meta: dict) -> float:
     aabb_scale = _num(meta.get("aabb_scale", 1), "aabb_scale")
-    if scale <= 0 or aabb_scale <= 0:
-        raise UserError("scale and aabb_scale must be positive")
-    center, half = (0.5 - offset) / scale, 0.5 * aabb_scale / scale
-    return _renderable(np.stack([center - half, center + half]), "from aabb_scale, scale and offset")
+    if not aabb_scale > 0:
+        raise UserError("aabb_scale must be positive")
+    if aabb_scale > 2 ** (MAX_CASCADES - 1):
+        raise UserError(f"aabb_scale {aabb_scale:g} reaches beyond {MAX_CASCADES} cascades (at most "
+                        f"{2 ** (MAX_CASCADES - 1)}; instant-ngp's largest is 128): check the dataset's units")
+    return aabb_scale
+
+
+def box_cascades(meta: dict) -> int:
+    """The occupancy cascades a transforms.json's ``aabb_scale`` asks for (instant-ngp's rule, module docstring):
+    1 + ceil(log2(aabb_scale)) when the box is instant-ngp's unit cube and aabb_scale exceeds 1, else 1 (an explicit
+    ``aabb``, a nerfstudio file whose box comes from its points or cameras)."""
+    if "aabb" in meta or box_from_cameras(meta):
+        return 1
+    aabb_scale = _aabb_scale(meta)
+    return 1 if aabb_scale <= 1 else 1 + math.ceil(math.log2(aabb_scale) - 1e-9)
+
+
+def outer_box(box: torch.Tensor, levels: int) -> torch.Tensor:
+    """(2, 3) the box (2, 3) grown about its centre by 2^(levels - 1): what an occupancy grid of ``levels``
+    cascades over ``box`` reaches."""
+    box = torch.as_tensor(box).reshape(2, 3)
+    center, half = box.mean(0), (box[1] - box[0]) / 2 * 2.0 ** (levels - 1)
+    return torch.stack([center - half, center + half])
 
 
 BOX_GRID = 9  # rays per image side used to test whether a camera sees the scene box

@@ -107,7 +107,7 @@ def test_an_impossible_image_size_is_one_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("top, message", [
-    ({"aabb_scale": 1e40}, "units across"),  # a float32 box of inf: a run was written, then unusable
+    ({"aabb_scale": 1e40}, "cascades"),  # a float32 box of inf: a run was written, then unusable
     ({"aabb": [[-1e25, -1, -1], [1e25, 1, 1]]}, "units across"),  # near plane inf: no sample, junk run
     ({"offset": -1e30}, "shortest side"),  # box sides round to 0 in float32: traceback from the grid
     ({"scale": 1e30}, "shortest side"),  # a 1e-30 box: traceback from the marcher, config.json left behind

@@ -55,7 +55,8 @@ def test_single_file_overrides_splits_and_missing_images(tmp_path):
     assert t.cameras.model_names()[0] == "OPENCV" and t.cameras.dist[0, 0].item() == 0.1  # k1 -> OPENCV
     assert t.cameras.fx[1].item() == 90.0 and t.cameras.width[1].item() == 64 and t.cameras.fy[1].item() == 101.0
     assert t.mask_paths[1] == tmp_path / "img" / "m1.png" and t.mask_paths[0] is None
-    assert torch.allclose(t.aabb[1], torch.full((3,), 4 * 0.5 / 0.33, dtype=torch.float64))
+    # aabb_scale 4 (instant-ngp's rule): the box is its unit cube, with 1 + log2(4) cascades around it
+    assert torch.allclose(t.aabb[1], torch.full((3,), 0.5 / 0.33, dtype=torch.float64)) and t.cascades == 3
     with pytest.warns(UserWarning):
         train, test = load_transforms(tmp_path, "train"), load_transforms(tmp_path, "test")
     assert [p.name for p in test.image_paths] == [f"{i}.png" for i in range(0, 10, HOLDOUT_EVERY)]

@@ -58,7 +58,8 @@ def test_a_nerfstudio_file_without_box_keys_gets_the_cameras_box_in_every_split(
 
 def test_without_applied_transform_or_with_box_keys_the_instant_ngp_rule_stays(tmp_path):
     """Only nerfstudio's own files (applied_transform) without box keys change rule: an instant-ngp file keeps its
-    +-1.5 box (here every camera misses it: refused, as before), and one that gives aabb_scale keeps that."""
+    +-1.5 box (here every camera misses it: refused, as before), and one that gives aabb_scale keeps
+    instant-ngp's rule: its unit cube, with the cascades aabb_scale asks for."""
     plain = _nerfstudio(tmp_path / "ngp")
     data = json.loads((plain / "transforms.json").read_text())
     del data["applied_transform"]
@@ -66,9 +67,10 @@ def test_without_applied_transform_or_with_box_keys_the_instant_ngp_rule_stays(t
     with pytest.raises(UserError, match="sees none of the scene box"):
         load_transforms(plain, "train")
     scaled = _nerfstudio(tmp_path / "scaled", aabb_scale=4, offset=[0.5, 0.5, 0.5])
-    with pytest.warns(RwfWarning, match="sees none of the scene box"):
-        box = load_transforms(scaled, "train").aabb  # the file's own box rules (in the wrong place here)
-    np.testing.assert_allclose(box.numpy(), [[-6.0606] * 3, [6.0606] * 3], atol=1e-4)  # 0.5 x 4 / 0.33
+    with pytest.warns(RwfWarning, match="sees none of the scene box's 3 cascades"):
+        tf = load_transforms(scaled, "train")  # the file's own box rules (in the wrong place here)
+    np.testing.assert_allclose(tf.aabb.numpy(), [[-1.5152] * 3, [1.5152] * 3], atol=1e-4)  # 0.5 / 0.33
+    assert tf.cascades == 3  # 1 + log2(4), reaching +-6.06
     assert camera_box([{"transform_matrix": np.eye(4).tolist()}]) is None  # one camera gives no box
 
 
