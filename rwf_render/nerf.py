@@ -45,10 +45,10 @@ def fit(args) -> int:
     if taken:
         check_config(cfg)
     ngp = {k: taken.pop(k) for k, v in cascade_profile(train.cascades).items() if taken.get(k) == v}
-    spans = ngp.pop("field_spans_grid", False) and cfg.field.pos_extent > 1 and cfg.field.pos.kind != "hashgrid"
+    spans = ngp.pop("field_extent", None) if cfg.field.pos.kind != "hashgrid" else None
     if ngp or spans:
         said = [profile_text(ngp)] if ngp else []
-        said += [f"the field's {cfg.field.pos.kind} encoding spans all {cfg.render.grid_levels} cascades"] if spans \
+        said += [f"the field's {cfg.field.pos.kind} encoding spans their reach, {spans:g} times the cube"] if spans \
             else []
         print(f"rwf: the dataset's aabb_scale asks for {train.cascades} occupancy cascades: {'; '.join(said)} "
               "(instant-ngp's: each doubles the one inside, the finest is its unit cube, the scene box)",

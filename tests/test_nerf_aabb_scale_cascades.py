@@ -108,7 +108,7 @@ def test_a_fit_takes_the_cascades_and_instant_ngps_cone_angle(tmp_path, capsys):
         assert cli.main(["fit", "nerf", str(root), "--out", str(run), *TINY]) == 0
     err = capsys.readouterr().err
     assert "aabb_scale asks for 3 occupancy cascades: --grid-levels 3 --cone-angle 1/256; the field's fourier " \
-        "encoding spans all 3 cascades" in err
+        "encoding spans their reach, 4 times the cube" in err
     assert "3 cascades to [-6.06 -6.06 -6.06] - [6.06 6.06 6.06]" in err
     saved = json.loads((run / "config.json").read_text())
     assert saved["render"]["grid_levels"] == 3 and saved["render"]["cone_angle"] == 1 / 256
@@ -124,17 +124,17 @@ def test_a_fit_takes_the_cascades_and_instant_ngps_cone_angle(tmp_path, capsys):
     cfg, taken = real_capture_config(_args(str(root)), config_from_args(_args(str(root))), True, False, cascades=5)
     assert cfg.render.grid_levels == 5 and taken["cone_angle"] == REAL_CAPTURE["cone_angle"]
     cfg, taken = real_capture_config(_args(str(root)), config_from_args(_args(str(root))), True, False, cascades=2)
-    assert cfg.render.grid_levels == REAL_CAPTURE["grid_levels"] == 3
+    assert cfg.render.grid_levels == REAL_CAPTURE["grid_levels"] == 3 and cfg.field.pos_extent == 2.0
 
 
 def test_typed_options_win_over_the_cascades(tmp_path):
     args = _args(str(tmp_path), "--grid-levels", "1", "--cone-angle", "0")
     cfg, taken = real_capture_config(args, config_from_args(args), False, False, cascades=5)
-    assert (cfg.render.grid_levels, cfg.render.cone_angle, cfg.field.pos_extent) == (1, 0.0, 1.0)
-    assert set(taken) == {"field_spans_grid"}  # spans the one level typed: the box itself
-    args = _args(str(tmp_path), "--grid-levels", "2")
+    assert (cfg.render.grid_levels, cfg.render.cone_angle, cfg.field.pos_extent) == (1, 0.0, 16.0)
+    assert set(taken) == {"field_extent"}  # the field spans aabb_scale's reach whatever grid was typed
+    args = _args(str(tmp_path), "--grid-levels", "2", "--encoding", "hashgrid")
     cfg, taken = real_capture_config(args, config_from_args(args), False, False, cascades=5)
-    assert (cfg.render.grid_levels, cfg.field.pos_extent, cfg.render.cone_angle) == (2, 2.0, 1 / 256)
+    assert (cfg.render.grid_levels, cfg.field.pos_extent, cfg.render.cone_angle) == (2, 2.0, 1 / 256)  # the grid's
     assert cascade_profile(1) == {}
 
 
