@@ -8,8 +8,8 @@ unit cube, center (0.5 - offset) / scale and half-width 0.5 / scale (about +-1.5
 them), and :func:`box_cascades` says how many cascades the file asks for; the fit's occupancy grid takes at least
 that many (``--grid-levels``), so the grid resolves the cube while it reaches the whole scene (one box of side
 aabb_scale instead spread one 128^3 grid over 16 times the object's width for aabb_scale 16), and the field's
-encoding spans all of them (:func:`rwf_render.nerf_options.cascade_profile`). An ``aabb_scale`` under 1 shrinks the
-box itself. A file written by nerfstudio's
+encoding spans the whole reach (:func:`rwf_render.nerf_options.cascade_profile`). An ``aabb_scale`` under 1 shrinks
+the box itself. A file written by nerfstudio's
 ``ns-process-data`` (it records ``applied_transform``) that gives none of those keys is in the capture's own units,
 which nerfstudio's loader normalizes: its box comes from the sparse points it names (``ply_file_path``) by the rule
 ``rwf data colmap`` normalizes scenes with (:func:`sparse_points_box`: the bulk of the points, :func:`bulk_cube`,
