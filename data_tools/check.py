@@ -227,6 +227,7 @@ def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames,
         f"{'/'.join(sorted(set(f.model for f in infos)))}, fov {min(fovs):.1f}-{max(fovs):.1f} deg, "
         f"camera distance to box center {dist.min():.2f}-{dist.max():.2f}, "
         f"{int(inside.sum())} inside the box, {int((seen > 0).sum())}/{len(infos)} cameras see the box "
-        f"(on average {100 * seen.mean():.0f}% of the image); box [{', '.join(f'{v:.2f}' for v in box[0])}] - [{', '.join(f'{v:.2f}' for v in box[1])}]"
+        f"(on average {100 * seen.mean():.0f}% of the image); box [{', '.join(f'{v:.2f}' for v in box[0])}] - "
+        f"[{', '.join(f'{v:.2f}' for v in box[1])}]"
         + (f", {levels} cascades (aabb_scale) to [{', '.join(f'{v:.2f}' for v in reach[0])}] - "
            f"[{', '.join(f'{v:.2f}' for v in reach[1])}]" if levels > 1 else ""))

@@ -25,8 +25,9 @@ with the cascades ``aabb_scale`` asks for, or for a nerfstudio-processed file it
 **Checks shared with** ``rwf data check``: numeric fields must be JSON numbers (not ``true`` or ``"60"``), and a
 frame gives both ``near`` and ``far`` or neither (:func:`check_fields`); a frame's rotation must be orthonormal
 and proper and its principal point inside its image (:func:`camera_errors`); every camera must see some of the
-scene box, or of the cascades around it that ``aabb_scale`` asks for (:func:`~rwf_render.scene_box.box_coverage`). The loader refuses the first failure (UserError naming the
-JSON file and the frame's index); the check lists them all.
+scene box, or of the cascades around it that ``aabb_scale`` asks for (:func:`~rwf_render.scene_box.box_coverage`).
+The loader refuses the first failure (UserError naming the JSON file and the frame's index); the check lists them
+all.
 """
 
 from __future__ import annotations

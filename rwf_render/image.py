@@ -113,11 +113,8 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
     h, w = pixels.shape[:2]
     info["original_height"], info["original_width"] = h, w
     if max(h, w) > cfg.size:
-        from skimage.transform import resize  # noqa: PLC0415
-
         k = cfg.size / max(h, w)
-        shape = (max(1, round(h * k)), max(1, round(w * k)), pixels.shape[2])
-        pixels = shrink(pixels, shape, resize)
+        pixels = shrink(pixels, (max(1, round(h * k)), max(1, round(w * k)), pixels.shape[2]))
     if cfg.split == "tancik" and min(pixels.shape[:2]) < 2:
         resized = (h, w) != pixels.shape[:2]
         raise UserError(f"{cfg.path or BUILTIN}: the tancik split needs at least 2x2 pixels, the image is "
@@ -126,23 +123,26 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
     return pixels, info
 
 
-def shrink(pixels: np.ndarray, shape: tuple, resize) -> np.ndarray:
+def shrink(pixels: np.ndarray, shape: tuple) -> np.ndarray:
     """``pixels`` (H, W, C) resized to ``shape`` by skimage's ``resize`` (linear, anti-aliased). With an alpha channel
     (C 2 or 4, straight alpha, last) the colour is averaged weighted by alpha (premultiplied, then divided by the new
     alpha), so transparent pixels do not darken the edge they border; where the new alpha is 0 the colour is the
     plain average. Unweighted, an opaque white edge next to transparent black came out grey (0.26 at alpha 0.26)."""
 
-    def scaled(x):
-        return resize(x, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+    from skimage.transform import resize  # noqa: PLC0415
 
-    plain = scaled(pixels)
+    def scaled(x):
+        return resize(x, (*shape[:2], x.shape[2]), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+
     if pixels.shape[2] not in (2, 4):
-        return plain
+        return scaled(pixels)
     alpha = pixels[..., -1:]
     weighted = scaled(np.concatenate([pixels[..., :-1] * alpha, alpha], axis=-1))
     new_alpha = np.clip(weighted[..., -1:], 0.0, 1.0)
     seen = new_alpha > 1e-6
-    colour = np.where(seen, weighted[..., :-1] / np.where(seen, new_alpha, 1.0), plain[..., :-1])
+    colour = weighted[..., :-1] / np.where(seen, new_alpha, 1.0)
+    if not seen.all():  # wholly transparent: the plain average (a second resize, only where some pixel needs it)
+        colour = np.where(seen, colour, scaled(pixels[..., :-1]))
     return np.concatenate([np.clip(colour, 0.0, 1.0), new_alpha], axis=-1).astype(np.float32)
 
 

@@ -142,7 +142,9 @@ def test_a_run_resumes_in_the_box_it_was_fitted_in(tmp_path, monkeypatch, capsys
     """A run fitted while aabb_scale meant one box of that side keeps that box (and its one grid) on --resume."""
     root = _dataset(tmp_path / "d", aabb_scale=4)
     run = tmp_path / "run"
-    old = lambda meta, frames=None, folder=None: torch.tensor([[-4 * UNIT] * 3, [4 * UNIT] * 3], dtype=torch.float64)  # noqa: E731
+    def old(meta, frames=None, folder=None):
+        return torch.tensor([[-4 * UNIT] * 3, [4 * UNIT] * 3], dtype=torch.float64)
+
     with monkeypatch.context() as m:  # the earlier reading of aabb_scale
         m.setattr(datasets_module, "scene_box", old)
         m.setattr(datasets_module, "box_cascades", lambda meta: 1)

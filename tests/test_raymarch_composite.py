@@ -163,7 +163,8 @@ def test_a_huge_density_on_one_ray_leaves_the_other_rays_alone(huge):
 
 def test_an_infinite_density_on_a_sample_of_no_width_leaves_the_other_rays_alone():
     """Far along a ray with a fine step float32 cannot part t_start from t_end: inf x 0 was NaN, and the batch-wide
-    cumulative sum carried it into every ray packed after it. A sample of no width holds nothing, whatever its density."""
+    cumulative sum carried it into every ray packed after it. A sample of no width holds nothing, whatever its
+    density."""
     ts = torch.tensor([1.0, 1.0, 0.0, 0.5])
     te, ri = torch.tensor([1.0, 1.5, 0.5, 1.0]), torch.tensor([0, 0, 1, 1])
     sigmas = torch.tensor([float("inf"), 1.0, 1.0, 1.0], requires_grad=True)
