@@ -293,3 +293,22 @@ def test_the_cached_box_follows_an_in_place_change_of_the_aabb():
     for b in backends:
         after = grid.sampling(o, d, step_size=0.25, backend=b).t_starts
         assert before[b].tolist() == [1.0, 1.25, 1.5, 1.75] and after.tolist() == [1.5, 1.75, 2.0, 2.25], b
+
+
+def test_visible_cells_are_those_the_marcher_reaches_and_only_they_count_as_occupied():
+    grid = OccupancyGrid([-1.0, -0.5, 0.0, 1.0, 0.5, 2.0], resolution=(8, 12, 16), levels=3)
+    level, flat = grid.cells_of(grid.cell_points(torch.arange(grid.n_cells)))
+    reached = torch.zeros(grid.n_cells, dtype=torch.bool)
+    reached[flat[level >= 0]] = True
+    vis = grid.visible()
+    assert torch.equal(reached, vis.view(-1))
+    per_level = grid.occupancy[0].numel()
+    assert vis.sum().item() == per_level + 2 * (per_level - per_level // 8), "each cascade hides an eighth"
+
+    grid.occupancy.copy_(~vis)  # only the coarse cells under the finer levels: never marched
+    assert grid.occupied_fraction == 0.0
+    grid.occupancy.zero_()
+    grid.occupancy[2, 0, 0, 0] = True  # one reachable cell of the outermost level
+    assert grid.occupied_fraction == pytest.approx(1 / vis.sum().item())
+    grid.fill_()
+    assert grid.occupied_fraction == 1.0

@@ -116,9 +116,21 @@ class OccupancyGrid(nn.Module):
         inside = level >= 0
         return self.occupancy.view(-1)[flat] & inside, torch.where(inside, self.density.view(-1)[flat], 0.0)
 
+    def visible(self) -> torch.Tensor:
+        """(levels, rx, ry, rz) bool: the cells a marcher can reach. Level c > 0 holds level c - 1's box in the
+        middle half of each axis; those cells are never marched (a point belongs to the finest level holding it)."""
+        vis = torch.ones_like(self.occupancy)
+        vis[(slice(1, None),) + tuple(slice(r // 4, 3 * r // 4) for r in self.resolution)] = False
+        return vis
+
     @property
     def occupied_fraction(self) -> float:
-        return float(self.occupancy.float().mean())
+        """Occupied cells over the cells a marcher can reach (:meth:`visible`): with cascades, a coarse level's
+        cells inside the finer levels are not counted, marked or not."""
+        if self.levels == 1:
+            return float(self.occupancy.float().mean())
+        vis = self.visible()
+        return float((self.occupancy & vis).sum()) / max(int(vis.sum()), 1)
 
     @torch.no_grad()
     def fill_(self, occupied: bool = True) -> "OccupancyGrid":
