@@ -202,7 +202,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
         parts = [(files[split], "all")]
     else:
         raise UserError(f"{path}: no transforms_{split}.json (has {', '.join(files)})")
-    infos, labels, skipped, meta, held_out, box_frames = [], [], [], {}, "", None
+    infos, labels, skipped, meta, held_out, box_frames, empty = [], [], [], {}, "", None, None
     units, ignored = {}, []  # depth unit -> the first frame using it; frames whose ngp depth map is not used
     for json_path, sel in parts:
         top = read_json(json_path)
@@ -210,6 +210,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
             raise UserError(f"{json_path}: expected an object with a list of 'frames'")
         check_fields(top, json_path.name, top=True)
         meta = meta or {k: v for k, v in top.items() if k != "frames"}
+        empty = empty or (json_path if not top["frames"] else None)
         box_frames = box_frames if box_frames is not None else top["frames"]  # every frame of the file, any split
         chosen = _select(top["frames"], top, sel, json_path.parent)
         if top["frames"] and not chosen and sel == "train":  # frames there, but the split rules hold all of them out
@@ -261,6 +262,8 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                         "depth_path: integer_depth_scale); give every depth map one unit")
     if any(info.depth_key == "depth_path" and info.depth is not None for info in infos):  # ngp's unit, under the
         meta = {**meta, "depth_unit_scale_factor": next(iter(units))}  # key the depth loss and written files read
+    if not infos and empty is not None and not skipped:  # an empty split is an error, not an absent one
+        raise UserError(f"{empty}: its list of 'frames' is empty, so the {split} split has no frame")
     if not infos:
         raise UserError(f"{path}: split {split!r} has no frame with an existing image")
     c2w = torch.from_numpy(np.stack([f.c2w for f in infos]))

