@@ -9,13 +9,14 @@ surfaces fused from the rendered depths.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .cli import option_typed
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .nerf import load_scene_model
 from .nerf_outputs import cameras_missing, frame_bounds, scaled_cameras
 from .nerf_render import NeRFModel
@@ -151,9 +152,10 @@ def painted_background(model: NeRFModel, tsdf: bool = False) -> str | None:
 
 
 def _crop_box(model: NeRFModel, args) -> np.ndarray:
-    """(2, 3) box to export: ``--crop`` (finite, max > min per axis, overlapping the scene box) or the scene box.
-    The field is fitted inside the scene box only (rays are marched there): a crop box wholly outside it would hold
-    the field's extrapolation, no surface of the scene."""
+    """(2, 3) box to export: ``--crop`` (finite, max > min per axis) held to the box the field was fitted in (the
+    occupancy grid's outermost cascade: rays are marched there only), or the scene box. Outside that box the field
+    holds its extrapolation, no surface of the scene: a crop wholly outside is refused, one reaching beyond it is
+    clipped, with a warning."""
     scene = model.aabb.cpu().numpy().astype(np.float64).reshape(2, 3)
     if not args.crop:
         return scene
@@ -161,10 +163,16 @@ def _crop_box(model: NeRFModel, args) -> np.ndarray:
     if not np.isfinite(box).all() or not (box[1] > box[0]).all():
         raise UserError(f"--crop: six finite numbers X0 Y0 Z0 X1 Y1 Z1 with each max above its min, "
                         f"got {box.reshape(-1).tolist()}")
-    if not ((box[0] < scene[1]) & (box[1] > scene[0])).all():
-        raise UserError(f"--crop {_box_text(box)} lies outside the scene box {_box_text(scene)}: it holds none of "
-                        "the scene's surface")
-    return box
+    fitted = model.grid.level_aabbs()[-1].cpu().numpy().astype(np.float64).reshape(2, 3)
+    reach = "the scene box" if model.grid.levels == 1 else f"the outermost of the {model.grid.levels} cascades"
+    if not ((box[0] < fitted[1]) & (box[1] > fitted[0])).all():
+        raise UserError(f"--crop {_box_text(box)} lies outside {reach} {_box_text(fitted)}, where the field was "
+                        "fitted: it holds none of the scene's surface")
+    clipped = np.stack([np.maximum(box[0], fitted[0]), np.minimum(box[1], fitted[1])])
+    if not np.array_equal(clipped, box):
+        warnings.warn(f"--crop {_box_text(box)} reaches beyond {reach} {_box_text(fitted)}, where the field was "
+                      f"fitted; exporting {_box_text(clipped)}", RwfWarning, stacklevel=2)
+    return clipped
 
 
 def _box_text(box: np.ndarray) -> str:
