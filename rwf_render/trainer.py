@@ -155,6 +155,8 @@ class Trainer:
                 post = {"loss": f"{stats['loss']:.4g}"}
                 if "psnr_train" in stats:
                     post["psnr_train"] = f"{stats['psnr_train']:.2f}"
+                if "samples_per_ray" in stats:  # a NeRF fit: what the occupancy grid leaves of each ray
+                    post["samples/ray"] = f"{stats['samples_per_ray']:.1f}"
                 for key in ("psnr", "iou"):
                     if key in self.last_eval:
                         post[key] = f"{self.last_eval[key]:.4g}"

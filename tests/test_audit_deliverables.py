@@ -45,3 +45,25 @@ def test_a_crop_reaching_beyond_the_fitted_box_is_clipped_to_it(still_life_run, 
     box, big = (trimesh.load(tmp_path / f"{n}.ply", process=False) for n in ("box", "big"))
     assert len(box.vertices) > 100
     np.testing.assert_array_equal(big.vertices, box.vertices)
+
+
+def test_the_training_bar_shows_samples_per_ray(tmp_path, monkeypatch):
+    """The issue asks for tqdm showing PSNR and samples per ray; the bar had loss and training PSNR only."""
+    import csv
+
+    import tqdm
+
+    from rwf_render import cli
+
+    shown = []
+    real = tqdm.tqdm.set_postfix
+    monkeypatch.setattr(tqdm.tqdm, "set_postfix", lambda self, post=None, **kw: (shown.append(dict(post)),
+                                                                                  real(self, post, **kw)))
+    root = random_views_scene(tmp_path / "scene", {"train": 3, "test": 1})
+    assert cli.main(["fit", "nerf", str(root), "--out", str(tmp_path / "run"), "--steps", "3", "--eval-images", "1",
+                     "--grid-resolution", "16", "--width", "16", "--features", "8", "--device", "cpu"]) == 0
+    fit_posts = [p for p in shown if "loss" in p]
+    assert len(fit_posts) == 3 and all("psnr_train" in p for p in fit_posts)
+    with open(tmp_path / "run" / "history.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert fit_posts[-1]["samples/ray"] == f"{float(last['samples_per_ray']):.1f}"
