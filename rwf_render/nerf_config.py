@@ -159,6 +159,7 @@ def check_config(cfg: NeRFConfig) -> None:
     need(isinstance(f.appearance_dim, int) and f.appearance_dim >= 0,
          f"--appearance-dim must be an integer >= 0, got {f.appearance_dim!r}")
     need(f.pos.kind in ("fourier", "pe", "hashgrid"), f"encoding must be fourier, pe or hashgrid, got {f.pos.kind!r}")
+    need(f.dirs.kind in ("sh", "pe"), f"the view direction's encoding must be sh or pe, got {f.dirs.kind!r}")
     if f.pos.kind == "hashgrid":
         p = f.pos
         need(all(isinstance(v, int) and not isinstance(v, bool)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import UserError, ignored_options
 from .field_options import LR_WARMUP, LR_WARMUP_WHY, default_lr_warmup
+from .fields import EncodingConfig
 from .nerf_config import OCCLUSION_WARMUP, NeRFConfig
 from .nerf_data import BACKGROUNDS
 from .resume import option_clashes, resume_config, typed_options
@@ -92,6 +93,11 @@ def real_capture_config(args, cfg: NeRFConfig, opaque: bool, bounds: bool,
     return (_config(args, cfg.data, None, profile), taken) if taken else (cfg, {})
 
 
+DIR_ENCODINGS = {"sh": lambda: EncodingConfig(kind="sh", degree=3),  # instant-ngp's and nerfstudio's: 16 values
+                 "pe": lambda: EncodingConfig(kind="pe", n_freqs=4, include_input=True)}  # NeRF's: L = 4, 27 values
+"""the view direction's encodings of ``--dir-encoding``"""
+
+
 def cascade_profile(cascades: int) -> dict:
     """The settings a dataset whose aabb_scale asks for ``cascades`` occupancy cascades takes (none for 1):
     instant-ngp's, that many cascades and a cone angle of 1/256 (steps that grow with distance once the scene
@@ -150,6 +156,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     pos.levels, pos.log2_size = pick("hash_levels", 16), pick("hash_log2_size", 17)
     pos.max_res = pick("hash_max_res", 1024)
     cfg.field.view_dependent = not pick("no_view_dependence", False)
+    cfg.field.dirs = DIR_ENCODINGS[pick("dir_encoding", "sh")]()
     cfg.field.appearance_dim = pick("appearance_dim", 0)
     cfg.field.mip = pick("mip", False)
     cfg.field.density_act = pick("density_act", "trunc_exp")
@@ -218,6 +225,8 @@ def refuse_ignored_options(args, cfg: NeRFConfig, scene: str | None) -> None:
     spelling = {True: ["--far-bounds"], False: ["--no-far-bounds"]}.get(getattr(args, "far_bounds", None), [])
     cases = [
         (typed("features", "sigma"), cfg.field.pos.kind == "pe", "--encoding fourier, not pe"),
+        (typed("dir_encoding"), not cfg.field.view_dependent, "a colour that depends on the view direction, not "
+                                                              "--no-view-dependence"),
         (typed("occlusion_margin", "occlusion_warmup"), cfg.occlusion_weight == 0,
          "--occlusion-loss (a weight > 0), off here"),
         (typed("depth_rays"), cfg.depth_weight == 0, "--depth-loss (a weight > 0), off here"),
@@ -237,6 +246,7 @@ ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"
            "hash_levels": ("field.pos.levels",), "hash_log2_size": ("field.pos.log2_size",),
            "hash_max_res": ("field.pos.max_res",),
            "width": ("field.trunk.width",), "no_view_dependence": ("field.view_dependent",),
+           "dir_encoding": ("field.dirs.kind",),
            "depth_loss": ("train.loss_weights.depth",), "occlusion_loss": ("train.loss_weights.occlusion",),
            "distortion_loss": ("train.loss_weights.distortion",), "camera_reg": ("train.loss_weights.camera_reg",)}
 """config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
@@ -321,6 +331,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--width", type=positive_int, help="trunk width (default 128; 64 with hashgrid)")
     m.add_argument("--no-view-dependence", action="store_true", default=None,
                    help="colour from position only (default off: from the view direction too)")
+    m.add_argument("--dir-encoding", choices=sorted(DIR_ENCODINGS),
+                   help="view direction encoding for the colour head: sh, spherical harmonics up to degree 3 "
+                        "(instant-ngp's; default), or pe, NeRF's positional encoding with 4 frequencies")
     m.add_argument("--appearance-dim", type=int, help="per-image appearance embedding (default 0: off)")
     m.add_argument("--mip", action=argparse.BooleanOptionalAction, default=None,
                    help="integrate the position encoding over each sample's footprint, its length along the ray "

@@ -103,3 +103,33 @@ def test_ssim_is_the_nerf_papers_gaussian_window_ssim():
     assert ssim(noisy, truth) == pytest.approx(_reference_ssim(noisy, truth), abs=1e-9)
     assert ssim(truth, truth) == pytest.approx(1.0)
     assert ssim(noisy, truth) == pytest.approx(ssim(truth, noisy))
+
+
+def test_the_view_direction_takes_positional_encoding_from_the_command_line(tmp_path, capsys):
+    """The issue names spherical harmonics or positional encoding for the view direction; only SH was reachable
+    from `rwf fit nerf`. PE (NeRF's, 4 frequencies and the direction itself: 27 values) is --dir-encoding pe; it is
+    saved, resumed, refused with --no-view-dependence, and the run renders through the same loader."""
+    import torch
+
+    from rwf_render import cli
+    from rwf_render.encodings import PositionalEncoding
+    from rwf_render.nerf import load_scene_model
+
+    root, run = random_views_scene(tmp_path / "scene", {"train": 3, "test": 1}), tmp_path / "run"
+    tiny = ["--grid-resolution", "16", "--width", "16", "--features", "8", "--eval-images", "1", "--quiet",
+            "--device", "cpu"]
+    assert cli.main(["fit", "nerf", str(root), "--out", str(run), "--steps", "2", "--dir-encoding", "pe", *tiny]) == 0
+    saved = json.loads((run / "config.json").read_text())["field"]["dirs"]
+    assert (saved["kind"], saved["n_freqs"], saved["include_input"]) == ("pe", 4, True)
+    model = load_scene_model(run, "cpu")
+    enc = model.field.dir_enc
+    assert isinstance(enc, PositionalEncoding) and enc.out_dim == 27
+    d = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
+    assert torch.allclose(enc(d)[:, :3], d) and torch.allclose(enc(d)[:, 3 + 2 + 1], torch.cos(2 * torch.pi * d[:, 0]))
+    err = one_cli_error(capsys, ["fit", "nerf", root, "--out", run, "--resume", "--steps", "3", "--dir-encoding",
+                                 "sh"])
+    assert "--dir-encoding" in err
+    assert cli.main(["fit", "nerf", str(root), "--out", str(run), "--steps", "3", "--resume"]) == 0
+    err = one_cli_error(capsys, ["fit", "nerf", root, "--out", tmp_path / "flat", "--no-view-dependence",
+                                 "--dir-encoding", "pe", *tiny])
+    assert "--dir-encoding" in err and not (tmp_path / "flat").exists()
