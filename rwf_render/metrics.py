@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.hub
 
 
 def mse_to_psnr(mse: float) -> float:
@@ -35,6 +37,38 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> float:
     win = min(11, side if side % 2 == 1 else side - 1)
     return float(structural_similarity(pred, target, data_range=1.0, channel_axis=2, win_size=win,
                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+
+
+LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"
+"""torchvision's AlexNet weights, the backbone of lpips' "alex" network, as torch's hub cache names them"""
+
+
+def lpips_metric():
+    """``(score, note)``: ``score(pred, target)`` the LPIPS distance (lpips 0.1, the AlexNet network, as nerfstudio
+    and most NeRF tables report it) of two (H, W, 3) images in [0, 1], when the lpips package is installed and
+    torchvision's AlexNet weights lie in torch's hub cache (nothing is downloaded: a fit may run offline); else
+    ``(None, why it is absent)``. Never estimated."""
+    try:
+        import lpips  # noqa: PLC0415  (optional)
+    except ImportError:
+        return None, ("absent: the lpips package is not installed (pip install lpips, with torchvision's AlexNet "
+                      "weights in torch's hub cache)")
+    weights = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE
+    if not weights.is_file():
+        return None, f"absent: torchvision's AlexNet weights are not in {weights.parent}, and nothing is downloaded"
+    try:
+        net = lpips.LPIPS(net="alex", verbose=False).eval()
+    except Exception as e:  # noqa: BLE001  (a broken optional install: the metric is absent, the fit is not lost)
+        return None, f"absent: lpips could not load its network ({type(e).__name__}: {e})"
+
+    def score(pred, target) -> float:
+        def nchw(x):  # [0, 1] (H, W, 3) -> [-1, 1] (1, 3, H, W)
+            return torch.as_tensor(np.asarray(x), dtype=torch.float32).permute(2, 0, 1)[None] * 2 - 1
+
+        with torch.no_grad():
+            return float(net(nchw(pred), nchw(target)).reshape(()))
+
+    return score, "lpips 0.1, AlexNet"
 
 
 def steps_to_reach(history: list[dict], target: float, key: str = "psnr") -> float | None:

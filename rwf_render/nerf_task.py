@@ -15,7 +15,7 @@ import torch
 
 from .camera_opt import PoseCorrection, write_refined_cameras
 from .errors import RwfWarning, UserError
-from .metrics import mse_to_psnr, psnr, ssim
+from .metrics import lpips_metric, mse_to_psnr, psnr, ssim
 from .nerf_config import NeRFConfig
 from .nerf_data import PosedImages, background_color, composite_background, load_split
 from .nerf_depth import depth_loss
@@ -241,7 +241,8 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
 
     count = len(test) if not n_images else min(n_images, len(test))
     picks = np.unique(np.linspace(0, len(test) - 1, count).round().astype(int))
-    p, s = [], []
+    p, s, lp = [], [], []
+    lpips_score, lpips_note = lpips_metric()
     bar = tqdm(picks, desc=f"{split} views", unit="view", disable=None if progress is None else not progress,
                dynamic_ncols=True, leave=False, file=sys.stderr, mininterval=0)  # each view: seconds to minutes
     for i in bar:
@@ -250,18 +251,12 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
             renders[0] = (pred, target)
         p.append(psnr(pred, target))
         s.append(ssim(pred.numpy(), target.numpy()))
+        if lpips_score is not None:
+            lp.append(lpips_score(pred.numpy(), target.numpy()))
         bar.set_postfix_str(f"view {int(i)}: {p[-1]:.2f} dB", refresh=False)
     bar.close()
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),
-            "lpips": None, "lpips_note": lpips_note()}
-
-
-def lpips_note() -> str:
-    try:
-        import lpips  # noqa: F401, PLC0415
-    except ImportError:
-        return "absent: the lpips package and its network weights are not available offline"
-    return "absent: LPIPS needs pretrained network weights that this toolkit does not download"
+            "lpips": float(np.mean(lp)) if lp else None, "lpips_note": lpips_note}
 
 
 def _absent(e: UserError) -> bool:
