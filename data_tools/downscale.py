@@ -107,6 +107,14 @@ def _aux_paths(base: Path, frame: dict, where: str) -> dict[str, Path]:
     return out
 
 
+def _moved(base: Path, name, placed: dict):
+    """A split list's entry (an image path as a frame's file_path names it) as the output names that image; an
+    entry whose image was not written (missing) stays as it was: it names no frame either way."""
+    if not isinstance(name, str):
+        return name
+    return placed.get(Path(resolve_image(base, name)).resolve(), name)
+
+
 def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool = False, log=print) -> dict:
     """Write a copy of dataset ``src`` with images (and masks, depth maps) downscaled by ``factor``."""
     if factor < 2:
@@ -118,9 +126,10 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             raise UserError(f"{files[split]}: expected an object with a list of 'frames'")
     base = next(iter(files.values())).parent
     # every frame's files, checked before anything is written
-    jobs, heads = {}, {}  # split -> [(frame, image, {key: aux path})]; split -> top-level keys, scaled
-    for split, top in tops.items():
+    jobs, heads, head_aux = {}, {}, {}  # split -> [(frame, image, {key: aux path})]; top-level keys, scaled; and
+    for split, top in tops.items():   # the mask and depth files named there, which the loader gives every frame
         heads[split] = _scaled({k: v for k, v in top.items() if k != "frames"}, factor, files[split].name)
+        head_aux[split] = {k: v for k, v in _aux_paths(base, top, files[split].name).items() if v.is_file()}
         jobs[split] = []
         for i, frame in enumerate(top["frames"]):
             where = f"{files[split].name} frame {i}"
@@ -139,6 +148,7 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
     # output names: files inside the dataset keep their relative path; files outside it go to images/, renamed
     # when the name is taken (two folders may both hold a 0001.png)
     paths = [p for js in jobs.values() for _, img, aux in js for p in (img, *aux.values())]
+    paths += [p for aux in head_aux.values() for p in aux.values()]
     placed = {p.resolve(): _inside(base, p) for p in paths if _inside(base, p) is not None}  # source -> output
     taken = set(placed.values())
     for p in paths:
@@ -148,6 +158,24 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
                 rel, k = f"images/{p.stem}_{k}{p.suffix}", k + 1
             placed[p.resolve()] = rel
             taken.add(rel)
+    for split, top in tops.items():  # the split lists name frames by their images' paths, which have moved
+        for key in (f"{s}_filenames" for s in ("train", "val", "test")):
+            if isinstance(top.get(key), list):
+                heads[split][key] = [_moved(base, name, placed) for name in top[key]]
+    extras = {}  # a point cloud or mesh file the dataset names: source -> output path, inside OUT
+    for split, top in tops.items():
+        for key in ("ply_file_path", "mesh_file_path"):
+            rel = top.get(key)
+            if isinstance(rel, str) and rel.strip() and native_path(base, rel).is_file():
+                path = native_path(base, rel).resolve()
+                if path not in extras:
+                    inside = _inside(base, path)
+                    name, k = inside or path.name, 1
+                    while name in taken:  # one outside the dataset goes to OUT's top level, under a free name
+                        name, k = f"{path.stem}_{k}{path.suffix}", k + 1
+                    extras[path] = name
+                    taken.add(name)
+                heads[split][key] = extras[path]
     done, sizes = {}, set()  # done: output path -> (width, height)
     sources = {p.parent for p in placed}  # frames may name files outside the dataset folder: those stay too
     # OUT may not go inside the dataset or a folder of its images, except one that holds the dataset itself (images
@@ -163,12 +191,12 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
                 done[rel] = img.shape[1::-1]
             return rel
 
-        for split, top in tops.items():
-            for key in ("ply_file_path", "mesh_file_path"):
-                rel = top.get(key)
-                if isinstance(rel, str) and (base / rel).is_file() and not (stage / rel).exists():
-                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(base / rel, stage / rel)
+        for path, rel in extras.items():
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, stage / rel)
+        for split in tops:
+            for key, path in head_aux[split].items():
+                heads[split][key] = convert(path, box_downscale if key == "mask_path" else depth_downscale)
             frames = []
             for f, image, aux in jobs[split]:
                 f["file_path"] = convert(image, box_downscale)
@@ -176,6 +204,9 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
                 for key, path in aux.items():
                     f[key] = convert(path, box_downscale if key == "mask_path" else depth_downscale)
                 frames.append(f)
-            write_json(stage / files[split].name, {**heads[split], "frames": frames})
+            # one file of every split is written as transforms.json, whatever its name (rwf export cameras writes
+            # cameras.json), so that OUT is a dataset the loader and --force recognize
+            write_json(stage / ("transforms.json" if split == "all" else files[split].name),
+                       {**heads[split], "frames": frames})
     log(f"downscaled {len(done)} images by {factor} to {', '.join(f'{w}x{h}' for w, h in sorted(sizes))} -> {out}")
     return {"n_files": len(done), "sizes": sorted(sizes)}
