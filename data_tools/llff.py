@@ -8,6 +8,7 @@ Images are the files of DIR/images (or another sub-folder), sorted by name, one 
 
 from __future__ import annotations
 
+import math
 import shutil
 import zipfile
 from pathlib import Path
@@ -76,7 +77,8 @@ def convert_llff(src: str | Path, out: str | Path, images: str = "images", force
     """DIR/poses_bounds.npy + DIR/<images>/ -> OUT/transforms.json (+ OUT/images/).
 
     The scene is normalized like a COLMAP conversion (:func:`data_tools.common.normalize_scene`) using the
-    points at the near bound and at sqrt(near * far) on each optical axis; near/far are kept per frame, scaled.
+    points at the near bound and at sqrt(near * far) on each optical axis; near/far are kept per frame, scaled, as
+    distances along the rays (LLFF's are depths: the far bound grows to where the image's corner ray reaches it).
     Images whose size differs from (W, H) by a uniform factor (LLFF's images_4 etc.) get the focal scaled.
     """
     src = Path(src)
@@ -99,9 +101,12 @@ def convert_llff(src: str | Path, out: str | Path, images: str = "images", force
             raise UserError(f"{f}: image is {w}x{h}, not a scaled copy of the {W:.0f}x{H:.0f} in poses_bounds.npy")
         fl = focal * w / W
         sizes.add((w, h))
+        # LLFF's bounds are depths along the optical axis; the loader reads near/far as distances along each ray,
+        # so a corner ray reaches the far depth at far / cos(its angle): the far bound is the corner's
+        corner = math.sqrt(1.0 + ((w / 2) ** 2 + (h / 2) ** 2) / fl ** 2)
         frames.append({"file_path": f"images/{f.name}", "transform_matrix": c2w[k].tolist(), "fl_x": fl,
                        "fl_y": fl, "cx": w / 2, "cy": h / 2, "w": w, "h": h,
-                       "near": float(bounds[k, 0] * s), "far": float(bounds[k, 1] * s)})
+                       "near": float(bounds[k, 0] * s), "far": float(bounds[k, 1] * s * corner)})
     with staged_output(out, force, inputs=(src, src / images)) as stage:  # --images may lie outside DIR
         if copy_images:
             (stage / "images").mkdir()

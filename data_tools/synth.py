@@ -91,7 +91,8 @@ def load_mesh(mesh):
                         f"{len(out.vertices)} vertices)")
     if not np.isfinite(np.asarray(out.vertices)).all():
         raise UserError(f"{path}: the mesh has vertices with non-finite coordinates")
-    if np.ptp(np.asarray(out.vertices)[np.unique(faces)], axis=0).max() <= 0:
+    used = np.asarray(out.vertices)[np.unique(faces)]
+    if (used.max(axis=0) <= used.min(axis=0)).all():  # (no subtraction: coordinates near 1e308 overflow it)
         raise UserError(f"{path}: the mesh's triangles have no extent (all their vertices coincide)")
     return out
 
@@ -219,8 +220,14 @@ class Renderer:
 def normalize_mesh(mesh):
     """Copy of ``mesh`` moved into the unit sphere, and the (4, 4) similarity applied (x_world = S @ x_mesh)."""
     v = np.asarray(mesh.vertices, np.float64)
-    center = (v.min(0) + v.max(0)) / 2
-    s = 1.0 / max(np.linalg.norm(v - center, axis=1).max(), 1e-12)
+    unit = max(float(np.abs(v).max()), 1e-300)  # measured in units of the largest coordinate: no overflow to inf
+    u = v / unit
+    center_u = (u.min(0) + u.max(0)) / 2
+    s = 1.0 / max(float(np.linalg.norm(u - center_u, axis=1).max()) * unit, 1e-12)
+    center = center_u * unit
+    if not (np.isfinite(s) and s >= np.finfo(np.float64).tiny and np.isfinite(center).all()):  # not subnormal
+        raise UserError(f"mesh coordinates up to {unit:.3g}: too large to scale into the unit sphere in float64 "
+                        "(rescale the mesh)")
     S = np.diag([s, s, s, 1.0])
     S[:3, 3] = -s * center
     out = mesh.copy()

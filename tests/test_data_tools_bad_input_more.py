@@ -5,6 +5,7 @@ import contextlib
 import json
 import re
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from data_tools.colmap_io import read_model, write_model
 from data_tools.common import load_image, save_image
 from data_tools.llff import write_poses_bounds
 from rwf_render.errors import RwfWarning
+from rwf_render.imgio import read_image
 
 from test_data_tools_colmap import MODELS, _moved_points, _synthetic_model  # noqa: E402  (tests/ on sys.path)
 
@@ -266,3 +268,43 @@ def test_colmap_bounds_or_depth_without_3d_points_fail_cleanly(model_dir, capsys
         assert main(["data", "colmap", str(model_dir / "sparse"), str(model_dir / "images"),
                      str(model_dir / "plain")]) == 0
     assert "nan" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [("[" * 100000 + "]" * 100000, "nested too deeply"),
+                                           ('{"frames": [], "w": ' + "9" * 5000 + "}", "not valid JSON")],
+                         ids=["deep", "huge-integer"])
+def test_json_nested_too_deeply_or_with_a_huge_integer_is_one_message(tmp_path, capsys, text, message):
+    """json.loads raises RecursionError for deep nesting and ValueError for an integer of more than 4300 digits:
+    both were tracebacks from every command that reads a transforms.json."""
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "transforms.json").write_text(text)
+    assert main(["data", "check", str(tmp_path / "deep")]) == 1  # the check's verdict: the dataset has errors
+    out = capsys.readouterr()
+    assert f"error: {tmp_path / 'deep' / 'transforms.json'}: {message}" in out.out or message in out.out, out
+    assert "Traceback" not in out.err
+    _fails_cleanly(capsys, ["data", "downscale", str(tmp_path / "deep"), str(tmp_path / "o"), "-k", "2"], message,
+                   tmp_path)
+
+
+def test_synth_scales_a_mesh_with_coordinates_near_the_float_limit(tmp_path, capsys):
+    """A tetrahedron with coordinates of 1e308 overflowed the normalization: mesh_to_world all zero, the mesh
+    called open, and an empty dataset written with exit 0. Scaled without overflow, 1e300 renders like a small copy;
+    1e308 would need a subnormal scale (flushed to zero where denormals are off): refused in one line."""
+    from data_tools.synth import load_mesh, normalize_mesh
+
+    def tet(one):
+        return f"v -{one} 0 0\nv {one} 0 0\nv 0 {one} 0\nv 0 0 {one}\nf 1 2 3\nf 1 2 4\nf 2 3 4\nf 1 3 4\n"
+
+    for name, one in (("small", "1"), ("huge", "1e300"), ("limit", "1e308")):
+        (tmp_path / f"{name}.obj").write_text(tet(one))
+    small, s_small = normalize_mesh(load_mesh(tmp_path / "small.obj"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        huge, s_huge = normalize_mesh(load_mesh(tmp_path / "huge.obj"))
+    np.testing.assert_allclose(huge.vertices, small.vertices, atol=1e-12)
+    assert s_huge[0, 0] * 1e300 == pytest.approx(s_small[0, 0])
+    assert main(["data", "synth", str(tmp_path / "huge.obj"), str(tmp_path / "out"), "--res", "8", "--views", "1",
+                 "--val", "0", "--test", "0"]) == 0
+    assert read_image(tmp_path / "out" / "train" / "r_0.png")[0][..., 3].max() > 0  # the object is in view
+    _fails_cleanly(capsys, ["data", "synth", str(tmp_path / "limit.obj"), str(tmp_path / "out2"), "--res", "8",
+                            "--views", "1", "--val", "0", "--test", "0"], "too large to scale", tmp_path)

@@ -44,7 +44,10 @@ def test_llff_round_trip(tmp_path):
     expect[:, :3, :3] /= s
     np.testing.assert_allclose(t.cameras.c2w.numpy(), expect[:, :3], atol=1e-9)
     assert torch.allclose(t.cameras.fx, torch.full((n,), 35.0, dtype=torch.float64))  # focal scaled with the image
-    assert (t.cameras.width == 40).all() and torch.allclose(t.near_far, torch.from_numpy(bounds * s))
+    assert (t.cameras.width == 40).all() and torch.allclose(t.near_far[:, 0], torch.from_numpy(bounds[:, 0] * s))
+    # LLFF's bounds are depths; near/far are distances along a ray: the corner ray meets the far depth at far
+    cos_corner = 35.0 / math.sqrt(35.0 ** 2 + 20.0 ** 2 + 15.0 ** 2)
+    assert torch.allclose(t.near_far[:, 1] * cos_corner, torch.from_numpy(bounds[:, 1] * s))
     # the point every camera looks at projects to every image center, before and after
     target = torch.from_numpy(S[:3, :3] @ [0.1, 0.2, 0.0] + S[:3, 3])
     pix, _ = project(target[None], t.cameras)
