@@ -25,7 +25,7 @@ from rwf_render.errors import UserError
 def _synth(args) -> int:
     from .synth import demo_mesh, render_dataset  # noqa: PLC0415  (open3d loads only when needed)
 
-    mesh = demo_mesh() if args.mesh == "demo" and not Path("demo").exists() else args.mesh
+    mesh = demo_mesh() if args.mesh == "demo" and not Path("demo").is_file() else args.mesh  # a folder: no mesh
     render_dataset(mesh, args.out, res=args.res, n_views=args.views, n_val=args.val, n_test=args.test,
                    layout=args.layout, radius=args.radius, fov_deg=args.fov, depth=args.depth,
                    background=args.background, supersample=args.supersample, seed=args.seed, force=args.force)

@@ -304,7 +304,8 @@ def load_run_config(run: str | os.PathLike) -> dict:
     """Read ``RUN/config.json`` with a clear error when RUN is not a run directory."""
     run = Path(run)
     if not run.is_dir():
-        raise UserError(f"{run}: no such run directory")
+        raise UserError(f"{run}: " + ("a file, not a run directory (give the folder a fit wrote)" if run.exists()
+                                      else "no such run directory"))
     if not (run / CONFIG).is_file():
         subruns = [run / p for p in COMPARE_PARAMS if (run / p / CONFIG).is_file()]
         if subruns and is_run_dir(run):

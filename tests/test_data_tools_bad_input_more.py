@@ -308,3 +308,17 @@ def test_synth_scales_a_mesh_with_coordinates_near_the_float_limit(tmp_path, cap
     assert read_image(tmp_path / "out" / "train" / "r_0.png")[0][..., 3].max() > 0  # the object is in view
     _fails_cleanly(capsys, ["data", "synth", str(tmp_path / "limit.obj"), str(tmp_path / "out2"), "--res", "8",
                             "--views", "1", "--val", "0", "--test", "0"], "too large to scale", tmp_path)
+
+
+def test_synth_demo_beside_a_folder_named_demo_renders_the_built_in_scene(tmp_path, monkeypatch):
+    """A folder ./demo made `rwf data synth demo OUT` look for a mesh file named demo: "demo: mesh file not
+    found". A folder is no mesh: the built-in still life is rendered."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert main(["data", "synth", "demo", "out", "--res", "8", "--views", "1", "--val", "0", "--test", "0"]) == 0
+    import trimesh
+
+    from data_tools.synth import demo_mesh
+
+    meta = json.loads((tmp_path / "out" / "transforms_train.json").read_text())
+    assert len(trimesh.load(tmp_path / "out" / meta["mesh_file_path"], process=False).faces) == len(demo_mesh().faces)

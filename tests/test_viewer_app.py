@@ -131,6 +131,7 @@ def test_page_builds_for_every_run_kind(kind, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["missing"], "no such run directory"),
+    (["compare/plain/config.json"], "a file, not a run directory"),  # said "no such run directory" of a file
     (["compare"], "holds several runs (plain, rwf)"),
     (["compare/plain", "--port", "70000"], "0..65535"),
     (["compare/plain", "--max-res", "8"], "32..4096"),
