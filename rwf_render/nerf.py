@@ -45,7 +45,8 @@ def fit(args) -> int:
     if taken:
         check_config(cfg)
     ngp = {k: taken.pop(k) for k, v in cascade_profile(train.cascades).items() if taken.get(k) == v}
-    spans = ngp.pop("field_extent", None) if cfg.field.pos.kind != "hashgrid" else None
+    spans = ngp.pop("field_extent", None)  # no option: said in words, for the encodings it applies to
+    spans = spans if cfg.field.pos.kind != "hashgrid" else None  # (a hash grid spans the grid's cascades anyway)
     if ngp or spans:
         said = [profile_text(ngp)] if ngp else []
         said += [f"the field's {cfg.field.pos.kind} encoding spans their reach, {spans:g} times the cube"] if spans \

@@ -110,6 +110,13 @@ def test_a_fit_takes_the_cascades_and_instant_ngps_cone_angle(tmp_path, capsys):
     assert "aabb_scale asks for 3 occupancy cascades: --grid-levels 3 --cone-angle 1/256; the field's fourier " \
         "encoding spans their reach, 4 times the cube" in err
     assert "3 cascades to [-6.06 -6.06 -6.06] - [6.06 6.06 6.06]" in err
+    with warnings.catch_warnings():  # a hash grid: the cascades, said as options, and no --field-extent (no such
+        warnings.simplefilter("ignore")  # option: it was printed as one)
+        assert cli.main(["fit", "nerf", str(root), "--out", str(tmp_path / "hash"), "--steps", "1", "--eval-images",
+                         "1", "--width", "16", "--target-samples", "512", "--quiet", "--encoding", "hashgrid",
+                         "--hash-levels", "4", "--hash-log2-size", "10"]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "aabb_scale asks for" in x)
+    assert "asks for 3 occupancy cascades: --grid-levels 3 --cone-angle 1/256 (instant-ngp's" in line, line
     saved = json.loads((run / "config.json").read_text())
     assert saved["render"]["grid_levels"] == 3 and saved["render"]["cone_angle"] == 1 / 256
     # the Fourier field normalizes over the cascaded scene (+-6.06), as it did while aabb_scale meant that one box
