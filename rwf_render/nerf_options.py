@@ -60,6 +60,9 @@ REAL_CAPTURE = {"background": "learned", "grid_levels": 3, "grid_resolution": 64
 """the settings a fit of opaque photos (a real capture) takes where no preset and no typed option sets them, as the
 ``bartoszek`` preset does (its reasons, measured there, in scenes/bartoszek.py): the world beyond the box needs its
 own colour and the photos see past the box; a 64^3 grid and coarser far steps keep a CPU fit to minutes"""
+REAL_CAPTURE_FOURIER = {"sigma": 0.5}
+"""... and for a Fourier field over the scene box (no aabb_scale cascades, whose field spans their reach and so is
+smoother already), the ``bartoszek`` preset's frequencies"""
 REAL_CAPTURE_BOUNDS = {"far_bounds": False, "occlusion_loss": 1.0}
 """... and with per-photo near/far bounds (LLFF, ``rwf data colmap --bounds``): rays run to the grid's end, and no
 density just past each photo's near bound (FreeNeRF), with its warm-up"""
@@ -67,8 +70,9 @@ density just past each photo's near bound (FreeNeRF), with its warm-up"""
 
 def real_capture_config(args, cfg: NeRFConfig, opaque: bool, bounds: bool,
                         backdrop: str | None = None, cascades: int = 1) -> tuple[NeRFConfig, dict]:
-    """``cfg`` again with :data:`REAL_CAPTURE` (and, with per-photo ``bounds``, :data:`REAL_CAPTURE_BOUNDS`) under
-    the options typed, for a new fit of ``opaque`` photos without a preset; and the settings taken (none: ``cfg``).
+    """``cfg`` again with :data:`REAL_CAPTURE` (with per-photo ``bounds`` also :data:`REAL_CAPTURE_BOUNDS`, for a
+    Fourier field without cascades :data:`REAL_CAPTURE_FOURIER`) under the options typed, for a new fit of
+    ``opaque`` photos without a preset; and the settings taken (none: ``cfg``).
 
     Opaque images on a plain ``backdrop`` ("white" or "black", :meth:`PosedImages.backdrop`: a render saved without
     alpha, a studio shot) are an object in its box, not the world around: they keep the synthetic settings, on a
@@ -86,6 +90,8 @@ def real_capture_config(args, cfg: NeRFConfig, opaque: bool, bounds: bool,
         profile = {"background": backdrop}
     elif opaque:
         profile = {**REAL_CAPTURE, **(REAL_CAPTURE_BOUNDS if bounds else {})}
+        if cfg.field.pos.kind == "fourier" and cascades <= 1:
+            profile.update(REAL_CAPTURE_FOURIER)
     for key, value in cascade_profile(cascades).items():
         if key not in profile or (key == "grid_levels" and value > profile[key]):
             profile[key] = value

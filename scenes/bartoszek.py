@@ -30,6 +30,9 @@ PRESET = Preset(
         "appearance_dim": (0, "per-image codes let the field fit each photo apart: held-out 12.5 dB with, 16 without"),
         "far_bounds": (False, "the far bounds (the farthest point a photo observes, +10 %) cut off the table and "
                              "wall behind the statue: 18.0 against 15.3 dB after 600 steps (BENCHMARKS.md)"),
+        "sigma": (0.5, "a smooth field generalizes to the held-out photos: at 2000 steps the statue is in place and "
+                       "shaped where sigma 8 leaves a faint blotch, PSNR level (BENCHMARKS.md, 'Fourier frequencies "
+                       "for the real capture')"),
         "grid_levels": (3, "the photos reach beyond the scene box"),
         "grid_resolution": (64, "the warm-up queries every cell for 256 steps: 64^3 made them 3x faster on a CPU"),
         "cone_angle": (1 / 64, "coarser steps far from the cameras, as instant-ngp for large scenes"),

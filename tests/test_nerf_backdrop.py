@@ -10,7 +10,7 @@ import pytest
 from rwf_render import cli
 from rwf_render.imgio import write_image
 from rwf_render.nerf_data import load_split
-from rwf_render.nerf_options import REAL_CAPTURE, config_from_args, real_capture_config
+from rwf_render.nerf_options import REAL_CAPTURE, REAL_CAPTURE_FOURIER, config_from_args, real_capture_config
 from test_datasets_nerfstudio_box import _nerfstudio
 
 TINY = ["--steps", "2", "--eval-every", "2", "--eval-images", "1", "--width", "16", "--features", "8",
@@ -49,7 +49,8 @@ def test_a_backdrop_keeps_the_synthetic_settings_on_its_colour(tmp_path):
         assert taken == {"background": backdrop} and cfg.background == backdrop
         assert (cfg.render.grid_levels, cfg.render.grid_resolution, cfg.render.cone_angle) == (1, 128, 0.0)
         assert cfg.render.far_bounds and "occlusion" not in cfg.train.loss_weights
-    assert real_capture_config(args, config_from_args(args), True, False)[1] == REAL_CAPTURE  # no backdrop
+    assert real_capture_config(args, config_from_args(args), True, False)[1] == {**REAL_CAPTURE,
+                                                                              **REAL_CAPTURE_FOURIER}  # no backdrop
     typed = cli.build_parser().parse_args(["fit", "nerf", str(tmp_path), "--background", "learned"])
     cfg, taken = real_capture_config(typed, config_from_args(typed), True, False, backdrop="white")
     assert taken == {} and cfg.background == "learned"

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from rwf_render import cli
-from rwf_render.nerf_options import REAL_CAPTURE, REAL_CAPTURE_BOUNDS, config_from_args, real_capture_config
+from rwf_render.nerf_options import (REAL_CAPTURE, REAL_CAPTURE_BOUNDS, REAL_CAPTURE_FOURIER, config_from_args,
+                                     real_capture_config)
 from test_datasets_nerfstudio_box import _nerfstudio
 
 TINY = ["--steps", "2", "--eval-every", "2", "--eval-images", "1", "--width", "16", "--features", "8",
@@ -27,7 +28,7 @@ def _cfg(tmp_path, *argv, opaque=True, bounds=False):
 
 def test_opaque_photos_take_the_real_capture_settings(tmp_path):
     cfg, taken = _cfg(tmp_path)
-    assert taken == REAL_CAPTURE
+    assert taken == {**REAL_CAPTURE, **REAL_CAPTURE_FOURIER}
     assert (cfg.background, cfg.render.grid_levels, cfg.render.grid_resolution, cfg.render.cone_angle) == \
         ("learned", 3, 64, 1 / 64)
     assert cfg.render.far_bounds and "occlusion" not in cfg.train.loss_weights  # no per-photo bounds: not these
@@ -35,14 +36,14 @@ def test_opaque_photos_take_the_real_capture_settings(tmp_path):
 
 def test_with_per_photo_bounds_also_no_far_bounds_and_the_occlusion_loss(tmp_path):
     cfg, taken = _cfg(tmp_path, bounds=True)
-    assert taken == {**REAL_CAPTURE, **REAL_CAPTURE_BOUNDS}
+    assert taken == {**REAL_CAPTURE, **REAL_CAPTURE_BOUNDS, **REAL_CAPTURE_FOURIER}
     assert not cfg.render.far_bounds and cfg.train.loss_weights["occlusion"] == 1.0
 
 
 def test_a_typed_option_wins_over_the_profile(tmp_path):
     cfg, taken = _cfg(tmp_path, "--background", "white", "--grid-levels", "1", "--far-bounds", bounds=True)
     assert (cfg.background, cfg.render.grid_levels, cfg.render.far_bounds) == ("white", 1, True)
-    assert set(taken) == {"grid_resolution", "cone_angle", "occlusion_loss"}
+    assert set(taken) == {"grid_resolution", "cone_angle", "occlusion_loss", "sigma"}
     assert cfg.render.grid_resolution == 64
 
 
@@ -72,3 +73,18 @@ def test_the_fit_of_an_opaque_dataset_says_and_saves_the_settings_it_took(tmp_pa
     assert cli.main(["fit", "nerf", str(root), "--out", str(tmp_path / "run"), "--background", "black", *TINY[:-1],
                      "--steps", "3", "--resume"]) == 0
     assert "opaque photos" not in capsys.readouterr().err
+
+
+def test_a_fourier_field_of_opaque_photos_takes_the_smoother_frequencies(tmp_path):
+    """sigma 0.5 (the bartoszek preset's) for a Fourier field over the scene box; not for other encodings, not where
+    aabb_scale's cascades already spread the field over their reach, and never over a typed --sigma."""
+    cfg, taken = _cfg(tmp_path)
+    assert cfg.field.pos.sigma == taken["sigma"] == REAL_CAPTURE_FOURIER["sigma"] == 0.5
+    for encoding in ("pe", "hashgrid"):
+        cfg, taken = _cfg(tmp_path, "--encoding", encoding)
+        assert "sigma" not in taken
+    cfg, taken = _cfg(tmp_path, "--sigma", "3")
+    assert cfg.field.pos.sigma == 3.0 and "sigma" not in taken
+    args = _args(str(tmp_path))
+    cfg, taken = real_capture_config(args, config_from_args(args), True, False, cascades=5)
+    assert "sigma" not in taken and cfg.field.pos.sigma == 8.0 and cfg.field.pos_extent == 16.0
