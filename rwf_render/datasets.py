@@ -246,7 +246,8 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
             else:
                 skipped.append(str(frame["file_path"]))
     if skipped:
-        warnings.warn(f"{path}: skipped {len(skipped)} frame(s) whose image is missing "
+        of = "" if split == "all" else f" of the {split} split"  # val and test may be one set of frames: say which
+        warnings.warn(f"{path}: skipped {len(skipped)} frame(s){of} whose image is missing "
                       f"(first: {skipped[0]})", RwfWarning, stacklevel=2)
     if held_out:
         raise UserError(f"{path}: split {split!r} has no frame: {held_out}")

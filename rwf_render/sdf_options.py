@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from .errors import UserError, ignored_options
@@ -41,6 +42,8 @@ def config_from_args(args) -> SDFConfig:
             raise UserError(f"--batch {args.batch} is more than the --pool of {args.pool} points each step draws "
                             f"from; raise --pool or lower --batch")
     train = train_from_args(args, 1000, weights)
+    if args.path and Path(args.path).is_symlink() and not Path(args.path).exists():  # resolved, only its target
+        raise UserError(f"{args.path}: a link to {os.readlink(args.path)}, which does not exist")  # would be named
     return SDFConfig(path=str(Path(args.path).resolve()) if args.path else None, target=args.target, fill=args.fill,
                      vote_dirs=args.vote_dirs, pool=args.pool, refresh_every=args.refresh_every, batch=args.batch,
                      mix=tuple(args.mix), near_sigmas=tuple(args.near_sigmas), loss=args.loss or "l1",

@@ -1,7 +1,7 @@
 """An audit of the NeRF and SDF deliverables against the code: an empty split is refused, a mesh crop is held to the
 box the field was fitted in, the training bar shows samples per ray, SSIM is the NeRF papers' (11 x 11 Gaussian
-window), the view direction takes positional encoding as well as spherical harmonics, and the learned background
-follows --param like every other linear layer."""
+window), the view direction takes positional encoding as well as spherical harmonics, LPIPS is scored when its
+package and weights are on the machine, and a broken link given as the mesh is named as typed."""
 
 import json
 
@@ -195,3 +195,12 @@ def _refusing(name):
         return real(mod, *a, **k)
 
     return imp
+
+
+def test_a_broken_link_as_the_mesh_is_named_as_typed(tmp_path, capsys):
+    """The path was resolved before it was checked, so the error named the link's target ('/nonexistent: file not
+    found'), not the path the user typed."""
+    (tmp_path / "shape.obj").symlink_to(tmp_path / "gone.obj")
+    err = one_cli_error(capsys, ["fit", "sdf", tmp_path / "shape.obj", "--out", tmp_path / "run", "--steps", "1"])
+    assert f"{tmp_path / 'shape.obj'}: a link to {tmp_path / 'gone.obj'}, which does not exist" in err
+    assert not (tmp_path / "run").exists()

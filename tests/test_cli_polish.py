@@ -49,9 +49,9 @@ def test_a_missing_frame_is_one_warning_line_not_pythons_warning(tmp_path):
                            *TINY], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     err = _lines(proc.stderr)
-    warned = [line for line in err if "skipped 1 frame(s) whose image is missing" in line]
-    assert warned and all(line == f"rwf: warning: {data}: skipped 1 frame(s) whose image is missing (first: "
-                                  "./train/train_1)" for line in warned), err
+    warned = [line for line in err if "skipped 1 frame(s) of the train split whose image is missing" in line]
+    assert warned and all(line == f"rwf: warning: {data}: skipped 1 frame(s) of the train split whose image is "
+                                  "missing (first: ./train/train_1)" for line in warned), err
     assert not any("UserWarning" in line or ".py:" in line for line in err), err
     assert not any("load_transforms(" in line for line in err), err  # no source line under it
 
