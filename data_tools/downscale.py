@@ -129,7 +129,8 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
     jobs, heads, head_aux = {}, {}, {}  # split -> [(frame, image, {key: aux path})]; top-level keys, scaled; and
     for split, top in tops.items():   # the mask and depth files named there, which the loader gives every frame
         heads[split] = _scaled({k: v for k, v in top.items() if k != "frames"}, factor, files[split].name)
-        head_aux[split] = {k: v for k, v in _aux_paths(base, top, files[split].name).items() if v.is_file()}
+        named = {k: v for k, v in top.items() if v is not None}  # null: not given, as the loader reads it
+        head_aux[split] = {k: v for k, v in _aux_paths(base, named, files[split].name).items() if v.is_file()}
         jobs[split] = []
         for i, frame in enumerate(top["frames"]):
             where = f"{files[split].name} frame {i}"
@@ -204,6 +205,8 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
                 for key, path in aux.items():
                     f[key] = convert(path, box_downscale if key == "mask_path" else depth_downscale)
                 frames.append(f)
+            if not frames:  # every image of the split missing: absent, as the loader reads the source (an empty
+                continue    # 'frames' list is an error to it)
             # one file of every split is written as transforms.json, whatever its name (rwf export cameras writes
             # cameras.json), so that OUT is a dataset the loader and --force recognize
             write_json(stage / ("transforms.json" if split == "all" else files[split].name),

@@ -229,8 +229,10 @@ def load_camera_path(path: str | os.PathLike):
         obj = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"{path}: camera path not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # a decoding error, malformed JSON, an integer of over 4300 digits
         raise UserError(f"{path}: not a readable JSON camera path ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a readable JSON camera path (nested too deeply to read)") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: a camera path is a JSON object")
     size = [obj.get("render_width"), obj.get("render_height")]

@@ -39,6 +39,8 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> float:
                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
 
 
+LPIPS_MIN_SIDE = 32
+"""the smallest image side AlexNet's layers leave a feature map of (31 px and less fail in its second pooling)"""
 LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"
 """torchvision's AlexNet weights, the backbone of lpips' "alex" network, as torch's hub cache names them"""
 
@@ -62,6 +64,10 @@ def lpips_metric():
         return None, f"absent: lpips could not load its network ({type(e).__name__}: {e})"
 
     def score(pred, target) -> float:
+        if min(np.shape(pred)[:2]) < LPIPS_MIN_SIDE:  # AlexNet's pooling leaves nothing of a smaller image
+            raise ValueError(f"a {np.shape(pred)[1]}x{np.shape(pred)[0]} image is under the {LPIPS_MIN_SIDE} px "
+                             "AlexNet's LPIPS needs")
+
         def nchw(x):  # [0, 1] (H, W, 3) -> [-1, 1] (1, 3, H, W)
             return torch.as_tensor(np.asarray(x), dtype=torch.float32).permute(2, 0, 1)[None] * 2 - 1
 

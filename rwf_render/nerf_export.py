@@ -169,7 +169,7 @@ def _crop_box(model: NeRFModel, args) -> np.ndarray:
         raise UserError(f"--crop {_box_text(box)} lies outside {reach} {_box_text(fitted)}, where the field was "
                         "fitted: it holds none of the scene's surface")
     clipped = np.stack([np.maximum(box[0], fitted[0]), np.minimum(box[1], fitted[1])])
-    if not np.array_equal(clipped, box):
+    if not np.allclose(clipped, box, rtol=0, atol=1e-6 * float(np.abs(fitted).max())):  # (the box is float32)
         warnings.warn(f"--crop {_box_text(box)} reaches beyond {reach} {_box_text(fitted)}, where the field was "
                       f"fitted; exporting {_box_text(clipped)}", RwfWarning, stacklevel=2)
     return clipped

@@ -252,7 +252,10 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
         p.append(psnr(pred, target))
         s.append(ssim(pred.numpy(), target.numpy()))
         if lpips_score is not None:
-            lp.append(lpips_score(pred.numpy(), target.numpy()))
+            try:
+                lp.append(lpips_score(pred.numpy(), target.numpy()))
+            except Exception as e:  # noqa: BLE001  (an optional metric: absent, the fit's scores are not lost)
+                lpips_score, lp, lpips_note = None, [], f"absent: {e if isinstance(e, ValueError) else repr(e)}"
         bar.set_postfix_str(f"view {int(i)}: {p[-1]:.2f} dB", refresh=False)
     bar.close()
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),

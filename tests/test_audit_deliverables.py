@@ -45,6 +45,13 @@ def test_a_crop_reaching_beyond_the_fitted_box_is_clipped_to_it(still_life_run, 
     box, big = (trimesh.load(tmp_path / f"{n}.ply", process=False) for n in ("box", "big"))
     assert len(box.vertices) > 100
     np.testing.assert_array_equal(big.vertices, box.vertices)
+    aabb = [f"{v:.7g}" for v in json.loads((still_life_run / "config.json").read_text())["aabb"]]
+    assert aabb[3] == "1.515152"  # typed as printed, 5e-7 beyond the float32 box the grid holds
+    import warnings
+
+    with warnings.catch_warnings():  # the scene box typed as printed: no warning for float32's last digits
+        warnings.simplefilter("error")
+        assert cli.main([*common, "--crop", *aabb, "--out", str(tmp_path / "same.ply")]) == 0
 
 
 def test_the_training_bar_shows_samples_per_ray(tmp_path, monkeypatch):
@@ -145,7 +152,7 @@ def test_lpips_is_scored_when_its_package_and_weights_are_on_the_machine(tmp_pat
     import numpy as np
     import torch
 
-    from rwf_render import nerf_task
+    from rwf_render import metrics, nerf_task
     from rwf_render.metrics import LPIPS_BACKBONE, lpips_metric
     from rwf_render.nerf_data import load_split
     from rwf_render.nerf_render import NeRFModel
@@ -170,9 +177,16 @@ def test_lpips_is_scored_when_its_package_and_weights_are_on_the_machine(tmp_pat
     score, note = lpips_metric()
     assert score is not None and note == "lpips 0.1, AlexNet"
 
-    root = random_views_scene(tmp_path / "scene", {"train": 1, "test": 2}, channels=3)
+    rng = np.random.default_rng(0)
+    a, b = rng.random((40, 33, 3)), rng.random((40, 33, 3))
+    assert score(a, b) == pytest.approx(float(np.abs(a - b).mean() * 2), rel=1e-5)
+
+    root = random_views_scene(tmp_path / "scene", {"train": 1, "test": 2}, channels=3)  # 8 x 8 views
     test = load_split(root, "test", 1)
     model = NeRFModel(test.aabb, NeRFFieldConfig(), RenderConfig(grid_resolution=16))
+    m = nerf_task.test_metrics(model, test, "white", None)  # AlexNet's pooling fails under 32 px: absent, the
+    assert m["lpips"] is None and "under the 32 px" in m["lpips_note"] and np.isfinite(m["psnr"])  # fit kept
+    monkeypatch.setattr(metrics, "LPIPS_MIN_SIDE", 8)  # the stand-in takes any size: each view's, averaged
     m = nerf_task.test_metrics(model, test, "white", None)
     expect = []
     for i in range(2):
@@ -191,3 +205,16 @@ def test_a_broken_link_as_the_mesh_is_named_as_typed(tmp_path, capsys):
     err = one_cli_error(capsys, ["fit", "sdf", tmp_path / "shape.obj", "--out", tmp_path / "run", "--steps", "1"])
     assert f"{tmp_path / 'shape.obj'}: a link to {tmp_path / 'gone.obj'}, which does not exist" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["[" * 100000 + "]" * 100000, '{"camera_path": ' + "9" * 5000 + "}"],
+                         ids=["deep", "huge-integer"])
+def test_a_camera_path_too_deep_or_with_a_huge_integer_is_one_message(tmp_path, text):
+    """json's RecursionError and its 4300-digit ValueError were tracebacks from rwf render --camera-path."""
+    from rwf_render.camera_path import load_camera_path
+    from viewer.panels import is_camera_path
+
+    (tmp_path / "path.json").write_text(text)
+    with pytest.raises(UserError, match="not a readable JSON camera path"):
+        load_camera_path(tmp_path / "path.json")
+    assert not is_camera_path(tmp_path / "path.json")

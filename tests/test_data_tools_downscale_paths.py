@@ -14,6 +14,7 @@ from data_tools.check import check_dataset
 from data_tools.cli import main
 from rwf_render.cameras import look_at
 from rwf_render.datasets import load_transforms
+from rwf_render.errors import RwfWarning
 from rwf_render.imgio import read_image, write_image
 
 from test_data_tools_bad_input_more import _fails_cleanly  # noqa: E402  (tests/ is on sys.path under pytest)
@@ -95,3 +96,27 @@ def test_a_dataset_file_of_another_name_comes_out_as_transforms_json(tmp_path):
         assert main(["data", "downscale", str(src / "cameras.json"), str(tmp_path / "half"), "-k", "2", *force]) == 0
         assert sorted(p.name for p in (tmp_path / "half").iterdir()) == ["images", "transforms.json"]
     assert len(load_transforms(tmp_path / "half", "all")) == 4
+
+
+def test_a_split_whose_images_are_all_missing_stays_absent_and_a_null_mask_is_none(tmp_path):
+    """A split without any image on disk is absent to the loader; downscale wrote it as "frames": [], an error to
+    the loader, so the copy of a dataset that fits did not. A top-level "mask_path": null (read as none by the
+    loader) was refused as not a path."""
+    import shutil
+
+    from data_tools.synth import demo_mesh, render_dataset
+
+    src = tmp_path / "ds"
+    render_dataset(demo_mesh(), src, res=8, n_views=3, n_val=1, n_test=1, supersample=1, log=lambda *a, **k: None)
+    for f in (src / "test").glob("r_*.png"):
+        f.unlink()
+    for name in ("train", "val", "test"):
+        path = src / f"transforms_{name}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "mask_path": None}))
+    with pytest.warns(RwfWarning, match="missing"):
+        assert main(["data", "downscale", str(src), str(tmp_path / "half"), "-k", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "half").glob("*.json")) == ["transforms_train.json",
+                                                                         "transforms_val.json"]
+    assert len(load_transforms(tmp_path / "half", "train")) == 3
+    assert json.loads((tmp_path / "half" / "transforms_train.json").read_text())["mask_path"] is None
+    shutil.rmtree(tmp_path / "half")

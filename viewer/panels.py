@@ -258,7 +258,7 @@ def is_camera_path(path: Path) -> bool:
 
     try:
         obj = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and ("camera_path" in obj or "keyframes" in obj)
 
