@@ -107,6 +107,16 @@ def _aux_paths(base: Path, frame: dict, where: str) -> dict[str, Path]:
     return out
 
 
+def _free_name(folder: str, path: Path, taken: set) -> str:
+    """``folder + path.name``, or with ``_1``, ``_2`` ... before its suffix when that output name is taken; the name
+    chosen joins ``taken``."""
+    name, k = f"{folder}{path.name}", 1
+    while name in taken:
+        name, k = f"{folder}{path.stem}_{k}{path.suffix}", k + 1
+    taken.add(name)
+    return name
+
+
 def _moved(base: Path, name, placed: dict):
     """A split list's entry (an image path as a frame's file_path names it) as the output names that image; an
     entry whose image was not written (missing) stays as it was: it names no frame either way."""
@@ -154,11 +164,7 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
     taken = set(placed.values())
     for p in paths:
         if p.resolve() not in placed:
-            rel, k = f"images/{p.name}", 1
-            while rel in taken:
-                rel, k = f"images/{p.stem}_{k}{p.suffix}", k + 1
-            placed[p.resolve()] = rel
-            taken.add(rel)
+            placed[p.resolve()] = _free_name("images/", p, taken)
     for split, top in tops.items():  # the split lists name frames by their images' paths, which have moved
         for key in (f"{s}_filenames" for s in ("train", "val", "test")):
             if isinstance(top.get(key), list):
@@ -169,13 +175,9 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             rel = top.get(key)
             if isinstance(rel, str) and rel.strip() and native_path(base, rel).is_file():
                 path = native_path(base, rel).resolve()
-                if path not in extras:
+                if path not in extras:  # one outside the dataset goes to OUT's top level, under a free name
                     inside = _inside(base, path)
-                    name, k = inside or path.name, 1
-                    while name in taken:  # one outside the dataset goes to OUT's top level, under a free name
-                        name, k = f"{path.stem}_{k}{path.suffix}", k + 1
-                    extras[path] = name
-                    taken.add(name)
+                    extras[path] = inside if inside is not None else _free_name("", path, taken)
                 heads[split][key] = extras[path]
     done, sizes = {}, set()  # done: output path -> (width, height)
     sources = {p.parent for p in placed}  # frames may name files outside the dataset folder: those stay too
