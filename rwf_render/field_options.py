@@ -196,7 +196,7 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
                         "steps (default 0.1)")
     t.add_argument("--lr-warmup", type=nonneg_int, default=None, metavar="STEPS",
                    help=f"the rate rises linearly to --lr over the first STEPS steps (default "
-                        f"{f'{d.lr_warmup} with a --width above the default, else 0' if d.lr_warmup else '0'}; "
+                        f"{f'{d.lr_warmup} with a --width above the default and no hash grid, else 0' if d.lr_warmup else '0'}; "
                         f"{LR_WARMUP_WHY})")
     t.add_argument("--decay-every", type=positive_int, default=d.decay_every,
                    help=f"--schedule step: steps between decays (default {d.decay_every})")

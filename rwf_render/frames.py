@@ -259,7 +259,7 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
 
     fx, fy = focal("fl_x", "camera_angle_x", w), focal("fl_y", "camera_angle_y", h)
     if fx is None and fy is None:
-        raise UserError(f"{where}: no focal length (fl_x or camera_angle_x)")
+        raise UserError(f"{where}: no focal length (fl_x, fl_y, camera_angle_x or camera_angle_y)")
     fx, fy = fx or fy, fy or fx  # one axis given: square pixels, as instant-ngp reads either alone
     cx, cy = _num(get("cx", w / 2), f"{where}: cx"), _num(get("cy", h / 2), f"{where}: cy")
     dist = tuple(_num(get(k, 0.0), f"{where}: {k}") for k in DIST_NAMES)

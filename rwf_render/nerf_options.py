@@ -121,15 +121,16 @@ def cascade_profile(cascades: int) -> dict:
 def profile_text(taken: dict) -> str:
     """The settings :func:`real_capture_config` took, as the options that set them."""
 
-    def value(v) -> str:
+    def value(k: str, v) -> str:
         if isinstance(v, str):
             return v
-        if isinstance(v, float) and 0 < v < 1 and float(round(1 / v)) == 1 / v:
+        # only --cone-angle reads a fraction: every other value is printed as it must be typed (--sigma 0.5)
+        if k == "cone_angle" and isinstance(v, float) and 0 < v < 1 and float(round(1 / v)) == 1 / v:
             return f"1/{round(1 / v)}"
         return format(v, "g")
 
     spelled = {"far_bounds": "--no-far-bounds"}
-    return " ".join(spelled.get(k) or f"--{k.replace('_', '-')} {value(v)}" for k, v in taken.items())
+    return " ".join(spelled.get(k) or f"--{k.replace('_', '-')} {value(k, v)}" for k, v in taken.items())
 
 
 def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:

@@ -8,7 +8,7 @@ command-line options override a preset's settings.
     default       built-in synthetic scene, generated on the fly: no data needed, a few minutes on a CPU
     lego          Blender-synthetic lego from $RWF_DATA/nerf/lego_400 at 100x100, sized for a 2-core CPU
     lego-gpu      lego at 400x400 with the hash grid, sized for a GPU
-    lego-tancik   the simplified-NeRF protocol of Tancik et al. 2020 (RWF.md), for the comparability check
+    lego-tancik   the simplified-NeRF protocol of Tancik et al. 2020 (its inverse-rendering experiment), for the comparability check
     bartoszek     a real photo capture: the COLMAP model in $RWF_DATA/colmap/bartoszek, converted on first use
 """
 

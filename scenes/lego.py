@@ -41,7 +41,7 @@ PRESETS = [
     ),
     Preset(
         name="lego-tancik",
-        description="the simplified-NeRF protocol of Tancik et al. 2020 (RWF.md), 400x400, for GPUs",
+        description="the simplified-NeRF protocol of Tancik et al. 2020 (its inverse-rendering experiment), 400x400, for GPUs",
         prepare=prepare,
         settings={
             **COMMON,

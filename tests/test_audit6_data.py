@@ -94,7 +94,7 @@ def test_a_horizontal_angle_with_a_vertical_one_gives_each_axis_its_own_focal(tm
 
 def test_a_dataset_with_no_focal_length_at_all_is_still_refused(tmp_path):
     _blender(tmp_path, ["r_0"], {})
-    with pytest.raises(UserError, match=r"no focal length \(fl_x or camera_angle_x\)$"):
+    with pytest.raises(UserError, match=r"no focal length \(fl_x, fl_y, camera_angle_x or camera_angle_y\)$"):
         load_transforms(tmp_path, "train")
 
 

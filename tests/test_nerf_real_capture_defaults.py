@@ -10,7 +10,7 @@ import pytest
 
 from rwf_render import cli
 from rwf_render.nerf_options import (REAL_CAPTURE, REAL_CAPTURE_BOUNDS, REAL_CAPTURE_FOURIER, config_from_args,
-                                     real_capture_config)
+                                     profile_text, real_capture_config)
 from test_datasets_nerfstudio_box import _nerfstudio
 
 TINY = ["--steps", "2", "--eval-every", "2", "--eval-images", "1", "--width", "16", "--features", "8",
@@ -88,3 +88,14 @@ def test_a_fourier_field_of_opaque_photos_takes_the_smoother_frequencies(tmp_pat
     args = _args(str(tmp_path))
     cfg, taken = real_capture_config(args, config_from_args(args), True, False, cascades=5)
     assert "sigma" not in taken and cfg.field.pos.sigma == 8.0 and cfg.field.pos_extent == 16.0
+
+
+def test_the_printed_settings_are_options_the_cli_accepts_and_mean_the_same(tmp_path):
+    """The line names each setting as the option that sets it: typed back, they parse and give the same config
+    (--sigma 0.5 was printed as '--sigma 1/2', which only --cone-angle reads)."""
+    cfg, taken = _cfg(tmp_path)
+    assert {"sigma", "cone_angle"} <= set(taken)
+    typed = profile_text(taken).split()
+    assert "0.5" in typed and "1/64" in typed
+    again, more = _cfg(tmp_path, *typed)
+    assert more == {} and again == cfg
