@@ -351,11 +351,11 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
         steps, seconds = int(state["step"]), round(float(state["seconds"]), 3)
     except (KeyError, TypeError, ValueError) as e:  # a checkpoint with weights but no training state
         raise checkpoint_mismatch(run / CHECKPOINT, e) from None
+    saved = read_json(run / METRICS) if (run / METRICS).is_file() else None  # unreadable: said before any work
     task = ImageTask(image, cfg, device)
     metrics = json_safe({**task.final_metrics(model), "steps": steps, "seconds": seconds, "param": cfg.mlp.param})
     print(json.dumps(metrics))
-    if (run / METRICS).is_file():
-        saved = read_json(run / METRICS)
+    if saved is not None:
         saved = saved if isinstance(saved, dict) else {}
 
         def differs(a, b) -> bool:

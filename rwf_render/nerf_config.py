@@ -14,7 +14,7 @@ from .errors import UserError
 from .field_options import hash_grid_problem, model_size_problem
 from .fields import from_dict, typed_settings
 from .nerf_data import BACKGROUNDS
-from .nerf_field import DENSITY_ACTIVATIONS, NeRFFieldConfig
+from .nerf_field import DENSITY_ACTIVATIONS, NeRFField, NeRFFieldConfig
 from .nerf_render import RenderConfig
 from .train_config import TrainConfig, check_train_config
 
@@ -112,6 +112,10 @@ class NeRFConfig:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UserError(f"not a valid nerf run config ({type(e).__name__}: {e})") from None
         check_config(cfg)
+        try:  # the field can be built (a hand-edited param, activation, width or SH degree), the grid aside
+            NeRFField([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], cfg.field)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"not a valid nerf run config ({type(e).__name__}: {e})") from None
         return cfg
 
 

@@ -103,8 +103,11 @@ class NeRFTask:
         return {"n_rays": self.n_rays, "total_samples": self.total_samples}
 
     def load_state_dict(self, state: dict) -> None:
-        self.n_rays = int(state.get("n_rays", self.n_rays))
-        self.total_samples = int(state.get("total_samples", 0))
+        n_rays, total = state.get("n_rays", self.n_rays), state.get("total_samples", 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n_rays, total)) or n_rays < 1 \
+                or total < 0:
+            raise ValueError(f"rays per step {n_rays!r} and samples so far {total!r} are not counts")
+        self.n_rays, self.total_samples = n_rays, total
 
     def batch(self, step: int, generator: torch.Generator) -> dict:
         self.last_step = step

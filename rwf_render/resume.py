@@ -38,7 +38,10 @@ def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False
     if not saved.is_file():
         raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
     saved_dict = read_json(saved)
-    cfg = from_dict(saved_dict)
+    try:
+        cfg = from_dict(saved_dict)
+    except UserError as e:  # name the file, once
+        raise (e if str(saved) in str(e) else UserError(f"{saved}: {e}")) from None
     check_dataset_unchanged(saved_dict, getattr(cfg, "data", None))
     if steps:
         cfg.train.steps = steps

@@ -274,6 +274,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     if resume:
         if not (path / CONFIG).is_file():
             raise UserError(f"{path}: nothing to resume (no {CONFIG})")
+        check_run_files(path)
         if _lock_run_dir(path):
             _remove_temporaries(path)
         _PREPARED.add(str(path))
@@ -312,10 +313,19 @@ def load_run_config(run: str | os.PathLike) -> dict:
             raise UserError(f"{run}: a --compare of runs, not one run; give one of them: "
                             + ", ".join(map(str, subruns)))
         raise UserError(f"{run}: not a run directory (no {CONFIG})")
+    check_run_files(run)
     cfg = read_json(run / CONFIG)
     if not isinstance(cfg, dict) or "kind" not in cfg:
         raise UserError(f"{run / CONFIG}: missing the 'kind' of run")
     return cfg
+
+
+def check_run_files(run: Path) -> None:
+    """UserError when one of the run's own file names holds something else (a folder): a checkpoint there would
+    read as none, and a fit or an eval would fail only when it writes, after its work."""
+    for name in (CONFIG, CHECKPOINT, METRICS, HISTORY):
+        if (run / name).exists() and not (run / name).is_file():
+            raise UserError(f"{run / name}: not a file (the run keeps its {name} there)")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -327,7 +337,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint without executing pickled code (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
+        raise UserError(f"{path}: " + ("not a file" if path.exists() else "checkpoint not found"))
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, or one holding objects beyond plain tensors and containers
@@ -357,7 +367,20 @@ def load_run_model(run: str | os.PathLike, model: torch.nn.Module) -> dict:
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError) as e:  # another run's checkpoint, or config.json edited since
         raise checkpoint_mismatch(path, e) from None
+    step = state.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise checkpoint_mismatch(path, ValueError(f"step {step!r} is not a count of steps"))
+    check_finite_weights(model, path)
     return state
+
+
+def check_finite_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """UserError when ``model``, loaded from the checkpoint ``path``, has a weight that is NaN or infinite, or a
+    buffer (a Fourier matrix, an occupancy density) that is NaN: its renders and metrics would be NaN (written as
+    black images and null figures). A buffer may hold infinity: a density grid's running max of exp(x)."""
+    if not (all(bool(torch.isfinite(p).all()) for p in model.parameters())
+            and not any(bool(torch.isnan(b).any()) for b in model.buffers() if b.is_floating_point())):
+        raise UserError(f"{path}: the weights are not all finite numbers (a damaged file, or a fit that diverged)")
 
 
 def write_history(path: str | os.PathLike, rows: list[dict]) -> None:

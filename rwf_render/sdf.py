@@ -114,7 +114,7 @@ def fit(args) -> int:
     if args.resume:
         cfg, saved = resume_run_config(out, "sdf", args, SDFConfig.from_dict, config_from_args, add_fit_arguments,
                                        ALIASES)
-        _check_saved(cfg, out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG))
+        _check_saved(cfg, out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG), saved)
     else:
         cfg = config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
@@ -217,12 +217,18 @@ def run_config(run: Path, cfg_dict: dict) -> tuple[SDFConfig, Normalization]:
             raise ValueError(f"normalization {cfg_dict['normalization']!r}")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{where}: not a valid sdf run config ({type(e).__name__}: {e})") from None
-    _check_saved(cfg, where)
+    _check_saved(cfg, where, cfg_dict)
     return cfg, norm
 
 
-def _check_saved(cfg: SDFConfig, where: Path) -> None:
-    """``check_options`` for a config read from ``where``: every failure is a UserError naming the file."""
+def _check_saved(cfg: SDFConfig, where: Path, saved: dict | None) -> None:
+    """``check_options`` for a config read from ``where`` (``saved``: its content): every failure is a UserError
+    naming the file. A run of a file whose path is gone from the config would be evaluated against the built-in
+    shape (a null path means that shape)."""
+    source = saved.get("source") if isinstance(saved, dict) else None
+    if cfg.path is None and isinstance(source, dict) and source.get("format", "builtin") != "builtin":
+        raise UserError(f"{where}: not a valid sdf run config (no path, but the run was fitted on a "
+                        f"{source.get('format')!r} file, not the built-in shape)")
     try:
         if cfg.path is not None and not isinstance(cfg.path, str):
             raise TypeError(f"path {cfg.path!r}")
@@ -255,13 +261,13 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
         steps, seconds = int(state["step"]), round(float(state["seconds"]), 3)
     except (KeyError, TypeError, ValueError) as e:  # a checkpoint with weights but no training state
         raise checkpoint_mismatch(run / CHECKPOINT, e) from None
+    saved = read_json(run / METRICS) if (run / METRICS).is_file() else None  # unreadable: said before any work
     task = ShapeTask(norm.apply(mesh), cfg, device)
     metrics = task.final_metrics(model)[0]
     metrics.update(steps=steps, seconds=seconds, param=cfg.mlp.param, target=cfg.target, mesh_res=cfg.mesh_res,
                    units="unit cube")
     print(json.dumps(metrics))
-    if (run / METRICS).is_file():
-        saved = read_json(run / METRICS)
+    if saved is not None:
         saved = saved if isinstance(saved, dict) else {}
         diff = [k for k in METRIC_KEYS if (saved.get(k) is None) != (metrics[k] is None)
                 or (metrics[k] is not None and (not isinstance(saved[k], (int, float))

@@ -27,7 +27,8 @@ from torch import nn
 
 from .errors import UserError
 from .layers import param_groups
-from .rundir import CHECKPOINT, HISTORY, checkpoint_mismatch, load_checkpoint, save_checkpoint, write_history
+from .rundir import (CHECKPOINT, HISTORY, check_finite_weights, checkpoint_mismatch, load_checkpoint, save_checkpoint,
+                     write_history)
 from .signals import StopAtStepBoundary
 from .train_config import TrainConfig, lr_factor  # noqa: F401  (TrainConfig, lr_factor: also imported from here)
 
@@ -187,10 +188,20 @@ class Trainer:
         step = state["step"]
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step {step!r} is not a count of steps")
+        history, last_eval = state["history"], state["last_eval"]
+        if not (isinstance(history, list) and all(isinstance(r, dict) and all(isinstance(k, str) for k in r)
+                                                  for r in history) and isinstance(last_eval, dict)):
+            raise ValueError("its history is not a list of rows")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # torch checks the groups' sizes, not the moments' shapes
+            for p in group["params"]:
+                for name, v in self.optimizer.state.get(p, {}).items():
+                    if torch.is_tensor(v) and v.dim() > 0 and v.shape != p.shape:
+                        raise ValueError(f"optimizer state {name!r} of shape {tuple(v.shape)} for a parameter "
+                                         f"of shape {tuple(p.shape)}")
         self.step_idx, self.seconds = step, float(state["seconds"])
-        self.history, self.last_eval = list(state["history"]), dict(state["last_eval"])
+        self.history, self.last_eval = list(history), dict(last_eval)
         if hasattr(self.task, "load_state_dict"):
             self.task.load_state_dict(state.get("task", {}))
         torch.set_rng_state(state["rng"]["torch"])
@@ -210,5 +221,6 @@ class Trainer:
             self.load_state_dict(load_checkpoint(path, map_location="cpu"))
         except (KeyError, ValueError, TypeError, RuntimeError) as e:  # another run's file, or a foreign one
             raise checkpoint_mismatch(path, e) from None
+        check_finite_weights(self.model, path)
         write_history(self.run_dir / HISTORY, self.history)  # drop rows written after the checkpoint
         return True
