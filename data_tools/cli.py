@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rwf_render.cli import Parser, int_in, nonneg_int, positive_float, positive_int, seed_number, standalone
+from rwf_render.cli import (Parser, int_in, nonneg_int, option_typed, positive_float, positive_int, seed_number,
+                            standalone)
 from rwf_render.errors import UserError
 
 
@@ -47,6 +48,8 @@ def _photos(args) -> int:
         raise UserError("with --video, give only OUT (rwf data photos --video FILE --fps F OUT)")
     if args.video is None and args.images is None:
         raise UserError("give IMAGES_DIR and OUT (or --video FILE OUT)")
+    if args.video is None and option_typed(args, "fps", 2.0):
+        raise UserError("--fps is the rate frames are taken from --video; photos have none")
     photos_to_dataset(args.out, images_dir=args.images, video=args.video, fps=args.fps, matching=args.matching,
                       camera_model=args.camera_model, single_camera=not args.camera_per_image,
                       max_image_size=args.max_image_size, min_registered=args.min_registered, force=args.force,

@@ -23,9 +23,9 @@ Format (close to nerfstudio's ``camera_path.json``, whose readers only need ``ca
 * ``fov``: *vertical* field of view in degrees. Focal lengths follow from it and ``render_height``:
   fx = fy = 0.5 * render_height / tan(fov / 2), principal point at the image centre (``aspect`` is informative;
   the image is render_width x render_height).
-* Limits, each refused with one line: ``fps`` and ``seconds`` finite positive numbers, fps at most
-  :data:`MAX_FPS`; at most :data:`MAX_FRAMES` frames (``camera_path`` entries, or ``round(fps * seconds)``); at most
-  :data:`MAX_RENDER_PIXELS` pixels a frame.
+* Limits, each refused with one line: ``fps`` and ``seconds`` finite positive numbers, fps from :data:`MIN_FPS`
+  to :data:`MAX_FPS`; at most :data:`MAX_FRAMES` frames (``camera_path`` entries, or ``round(fps * seconds)``); at
+  most :data:`MAX_RENDER_PIXELS` pixels a frame; a rotation in each ``camera_to_world``; ``is_cycle`` a boolean.
 * ``camera_path`` holds every frame to render. When it is absent, the frames are interpolated from
   ``keyframes``: positions along a uniform Catmull-Rom spline through the keyframes, rotations by slerp between
   consecutive keyframes, fov linearly; frame i of N sits at s = i / (N - 1) * (K - 1) keyframe intervals (a cycle:
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rwf_render.cameras import Cameras
+from rwf_render.cameras import Cameras, rotation_error
 from rwf_render.errors import UserError
 
 FORMAT, VERSION = "rwf-camera-path", 1
@@ -53,6 +53,9 @@ More is a slip (``--orbit 1000000000`` grew to 24 GB before the kernel killed it
 allocated."""
 MAX_FPS = 1000
 """a camera path's or ``--fps``'s frame rate at most (video players and ffmpeg's H.264 levels stop far below)"""
+MIN_FPS = 0.01
+"""a camera path's frame rate at least: imageio-ffmpeg passes it with two decimals, so less reached ffmpeg as 0 and
+no video was written"""
 MAX_RENDER_PIXELS = 2**26
 """a camera path's render_width x render_height at most: about 8192 x 8192 (float32 RGB: 0.8 GB a frame), the limit of
 ``rwf render --scale`` for image runs"""
@@ -196,12 +199,16 @@ def _matrix_of(entry, where: str) -> np.ndarray:
     m = m.reshape(-1, 4)
     out = np.eye(4)
     out[:3] = m[:3]
+    err = float(rotation_error(torch.from_numpy(out)))
+    if err > 1e-3 or np.linalg.det(out[:3, :3]) < 0:  # a zero, scaled or mirrored matrix: a blank or wrong frame
+        raise UserError(f"{where}: 'camera_to_world' needs a rotation (orthonormal, determinant +1) in its 3 x 3 "
+                        f"block, got max |R^T R - I| = {err:.3g}")
     return out
 
 
 def _fov_of(entry, where: str) -> float:
     fov = entry.get("fov") if isinstance(entry, dict) else None
-    if not isinstance(fov, (int, float)) or not 0 < fov < 180:
+    if isinstance(fov, bool) or not isinstance(fov, (int, float)) or not 0 < fov < 180:
         raise UserError(f"{where}: 'fov' must be a vertical field of view in degrees in (0, 180), got {fov!r}")
     return float(fov)
 
@@ -246,8 +253,11 @@ def load_camera_path(path: str | os.PathLike):
         raise UserError(f"{path}: render size {width}x{height} is more than {MAX_RENDER_PIXELS} pixels (about 8192 x "
                         "8192); use a smaller render_width and render_height")
     fps = _number(obj.get("fps", 24), f"{path}: 'fps'")
-    if fps > MAX_FPS:
-        raise UserError(f"{path}: 'fps' must be at most {MAX_FPS} frames per second, got {obj['fps']!r}")
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise UserError(f"{path}: 'fps' must be from {MIN_FPS} to {MAX_FPS} frames per second, got {obj['fps']!r}")
+    is_cycle = obj.get("is_cycle", False)
+    if not isinstance(is_cycle, bool):
+        raise UserError(f"{path}: 'is_cycle' must be true or false, got {is_cycle!r}")
     frames = obj.get("camera_path")
     if isinstance(frames, list) and frames:
         check_frame_count(len(frames), f"{path}: camera_path")
@@ -261,7 +271,7 @@ def load_camera_path(path: str | os.PathLike):
         fov = np.array([_fov_of(k, f"{path}: keyframes[{i}]") for i, k in enumerate(keys)])
         seconds = _number(obj.get("seconds", len(keys)), f"{path}: 'seconds'")
         check_frame_count(fps * seconds, f"{path}: fps {fps:g} x seconds {seconds:g}")
-        c2w, fov = interpolate(c2w, fov, max(1, round(fps * seconds)), bool(obj.get("is_cycle", False)))
+        c2w, fov = interpolate(c2w, fov, max(1, round(fps * seconds)), is_cycle)
     focal = 0.5 * height / np.tan(np.radians(fov) / 2)
     n = len(c2w)
     f32 = lambda a: torch.as_tensor(np.asarray(a, np.float64), dtype=torch.float32)  # noqa: E731

@@ -163,7 +163,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    if getattr(args, "scale", 1.0) != 1.0:
+    if option_typed(args, "scale", 1.0):  # even at its default: README's rule for another kind's options
         raise UserError("--scale is for image runs; a NeRF render takes --downscale K")
     if not args.video and option_typed(args, "fps", 24):
         raise UserError("--fps is the frame rate of --video; without --video no video is written")
@@ -305,7 +305,7 @@ class VideoWriter:
         _need_ffmpeg()
         import imageio_ffmpeg  # noqa: PLC0415
 
-        self.pad = (height % 2, width % 2)
+        self.path, self.pad = Path(path), (height % 2, width % 2)
         self._gen = imageio_ffmpeg.write_frames(str(path), (width + self.pad[1], height + self.pad[0]), fps=fps,
                                                 codec="libx264", quality=5, macro_block_size=1)
         self._gen.send(None)  # starts ffmpeg
@@ -326,3 +326,5 @@ class VideoWriter:
         except Exception:  # noqa: BLE001
             if not ignore_errors:
                 raise
+        if not ignore_errors and not (self.path.is_file() and self.path.stat().st_size > 0):
+            raise OSError(f"{self.path}: ffmpeg wrote no video (its messages are above)")

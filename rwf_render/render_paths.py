@@ -236,7 +236,8 @@ def spiral_cameras(train: Cameras, n_frames: int, near_far=None, aabb=None) -> t
         N cameras (float64), their (N, 2) bounds or None, and the focus depth.
     Raises:
         UserError where the training cameras look in all directions; an RwfWarning where they look more than
-        :data:`SPIRAL_SPREAD` degrees away from their mean viewing direction on average.
+        :data:`SPIRAL_SPREAD` degrees away from their mean viewing direction on average, or all stand at one place
+        (one camera: every frame the same view).
     """
     train = train.to(dtype=torch.float64, device="cpu")
     c2w = train.c2w.numpy()
@@ -251,9 +252,12 @@ def spiral_cameras(train: Cameras, n_frames: int, near_far=None, aabb=None) -> t
         distance = np.linalg.norm(c2w[:, :3, 3] - box.mean(0), axis=1)
         focus = max(float(np.median(distance)), 0.02 * float(np.linalg.norm(box[1] - box[0])))
     try:
-        frames, avg, _ = spiral_path(c2w, n_frames, focus)
+        frames, avg, radii = spiral_path(c2w, n_frames, focus)
     except ValueError as e:
         raise UserError(f"--spiral: {e}; it circles forward-facing captures (--orbit circles a scene)") from None
+    if n_frames > 1 and not (radii > 1e-9 * max(focus, 1e-300)).any():
+        warnings.warn(f"--spiral: the {len(c2w)} training camera(s) stand at one place, so the spiral has no radius "
+                      "and its frames are all the same view (--orbit circles a scene)", RwfWarning, stacklevel=2)
     spread = float(np.degrees(np.arccos(np.clip(c2w[:, :3, 2] @ avg[:3, 2], -1, 1))).mean())
     if spread > SPIRAL_SPREAD:
         warnings.warn(f"--spiral: the training cameras look {spread:.0f} degrees away from their mean viewing "
