@@ -177,6 +177,8 @@ def export_cameras_run(run: Path, cfg_dict: dict, args) -> int:
     except (UserError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"{run / CONFIG}: {e}") from None
     split = getattr(args, "split", None) or "all"
+    if args.out and args.out.endswith(("/", os.sep)):  # Path() drops the slash: a file of the folder's name was written
+        raise UserError(f"{args.out}: names a folder; --out names the file to write")
     out = Path(args.out) if args.out else default_out(run, split)
     _check_out(out, getattr(args, "force", False), cfg.data, run)
     delta = run_corrections(run, cfg)

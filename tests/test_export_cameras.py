@@ -228,6 +228,8 @@ def test_bad_input_is_one_message(blender_run, tmp_path, capsys):
     assert "not a run directory" in one_cli_error(capsys, ["export", "cameras", tmp_path])
     assert "no such run directory" in one_cli_error(capsys, ["export", "cameras", tmp_path / "none"])
     assert "is a folder" in one_cli_error(capsys, ["export", "cameras", blender_run, "--out", tmp_path])
+    line = one_cli_error(capsys, ["export", "cameras", blender_run, "--out", f"{tmp_path / 'new'}/"])
+    assert "names a folder" in line and not (tmp_path / "new").exists()
     assert "does not exist" in one_cli_error(capsys, ["export", "cameras", blender_run, "--out", tmp_path / "a" / "b"])
     one_cli_error(capsys, ["export", "cameras", blender_run, "--split", "nope"])
 
