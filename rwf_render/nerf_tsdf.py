@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,13 +35,16 @@ import torch
 import trimesh
 
 from .cli import option_typed
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .nerf_export import MIN_OPACITY, stop_distance
 
 VOXELS_PER_DIAGONAL = 256
 """default voxel: the box diagonal / 256, the detail of the marching-cubes export's default --res 256"""
 MAX_VOXELS_PER_DIAGONAL = 2048
 """a finer --tsdf-voxel is refused: the grid's memory grows with the surface area in voxels, 64x the default's"""
+MIN_VOXELS_PER_DIAGONAL = 8
+"""a coarser --tsdf-voxel is refused: on the still life of tests/test_nerf_render_paths.py, 8 voxels across the
+box's diagonal fuse 11 faces and 4 none at all"""
 TRUNC_VOXELS = 4.0
 """truncation of the signed distance, in voxels. On the still life of tests/test_nerf_render_paths.py (1000 steps),
 Chamfer-L1 to the source mesh 0.0318 at 2 voxels, 0.0320 at 4, 0.0359 at 8 (F-score 0.406, 0.423, 0.426): 4 keeps
@@ -107,7 +111,8 @@ def check_downscale(width: torch.Tensor, height: torch.Tensor, k: int) -> None:
 
 def voxel_size(box: np.ndarray, voxel: float | None) -> float:
     """``voxel`` (a length in the scene's units), default the box diagonal / ``VOXELS_PER_DIAGONAL``; UserError when
-    the box diagonal would span more than ``MAX_VOXELS_PER_DIAGONAL`` of them."""
+    the box diagonal would span more than ``MAX_VOXELS_PER_DIAGONAL`` of them or fewer than
+    ``MIN_VOXELS_PER_DIAGONAL``."""
     diag = float(np.linalg.norm(np.subtract(box[1], box[0])))
     if voxel is None:
         return diag / VOXELS_PER_DIAGONAL
@@ -116,6 +121,10 @@ def voxel_size(box: np.ndarray, voxel: float | None) -> float:
     if diag / voxel > MAX_VOXELS_PER_DIAGONAL:
         raise UserError(f"--tsdf-voxel {voxel:g}: the box diagonal ({diag:.4g}) would span {diag / voxel:.0f} "
                         f"voxels, more than {MAX_VOXELS_PER_DIAGONAL}; the default is {diag / VOXELS_PER_DIAGONAL:.4g}")
+    if diag / voxel < MIN_VOXELS_PER_DIAGONAL:
+        raise UserError(f"--tsdf-voxel {voxel:g}: the box diagonal ({diag:.4g}) would span {diag / voxel:.2g} "
+                        f"voxels, fewer than {MIN_VOXELS_PER_DIAGONAL}, too coarse for a surface; the default is "
+                        f"{diag / VOXELS_PER_DIAGONAL:.4g}")
     return float(voxel)
 
 
@@ -233,7 +242,8 @@ def fuse(frames, box: np.ndarray, voxel: float, trunc_voxels: float = TRUNC_VOXE
 def tsdf_mesh(model, box: np.ndarray, voxel: float | None = None, views: int | None = None,
               downscale: int | None = None, progress: bool = True) -> tuple[trimesh.Trimesh, int, float]:
     """The fused mesh of ``model``'s training cameras (the module docstring's steps); returns it, the number of
-    cameras fused and the voxel length."""
+    cameras fused and the voxel length. UserError when it holds no face, saying whether any view saw surface in the
+    box."""
     from .nerf_outputs import cameras_missing, scaled_cameras  # noqa: PLC0415
 
     if model.train_cameras is None:
@@ -243,8 +253,23 @@ def tsdf_mesh(model, box: np.ndarray, voxel: float | None = None, views: int | N
     check_downscale(cams.width, cams.height, k)  # check_sizes saw it before the model loaded; the dataset may differ
     cams = pinhole_cameras(scaled_cameras(cams, k))
     voxel = voxel_size(box, voxel)
+    if views is not None and views > len(cams):
+        warnings.warn(f"--tsdf-views {views}: the run has {len(cams)} training cameras; fusing all of them",
+                      RwfWarning, stacklevel=2)
     indices = view_indices(len(cams), views)
-    mesh = fuse(depth_frames(model, cams, indices, box, progress), box, voxel)
+    seen = []  # the views with surface pixels inside the box
+
+    def counted(frames):
+        for frame in frames:
+            seen.extend([1] if (frame[2] > 0).any() else [])
+            yield frame
+
+    mesh = fuse(counted(depth_frames(model, cams, indices, box, progress)), box, voxel)
+    if len(mesh.faces) == 0:
+        why = (f"{len(seen)} of the {len(indices)} views see surface there, fused with voxels of {voxel:.4g}: a "
+               "smaller --tsdf-voxel may find it" if seen else
+               f"no training view has pixels of opacity >= {MIN_OPACITY} there")
+        raise UserError(f"the TSDF holds no surface inside the box: {why}")
     return mesh, len(indices), voxel
 
 
@@ -255,9 +280,6 @@ def export_tsdf(model, box: np.ndarray, out: Path, fmt: str, args) -> int:
 
     mesh, n_views, voxel = tsdf_mesh(model, box, getattr(args, "tsdf_voxel", None), getattr(args, "tsdf_views", None),
                                      getattr(args, "downscale", None), progress=not getattr(args, "quiet", False))
-    if len(mesh.faces) == 0:
-        raise UserError("the TSDF holds no surface inside the box: no training view has pixels of opacity >= "
-                        f"{MIN_OPACITY} there")
     mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)
     save_mesh(mesh, out, fmt)
     print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces (TSDF of {n_views} views, voxel "

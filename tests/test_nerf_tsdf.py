@@ -232,3 +232,37 @@ def test_tsdf_without_open3d_is_one_clear_error(fitted, tmp_path, capsys, monkey
     assert "--tsdf needs open3d" in one_cli_error(capsys, ["export", "mesh", fitted, "--tsdf", "--out",
                                                         tmp_path / "m.ply"])
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_crop_seen_but_fused_too_coarse_says_so_and_a_finer_voxel_finds_it():
+    """A slab of the sphere 0.1 thick, seen by every camera, fused with voxels of 1/8 of its diagonal: no face lies
+    inside it. The message said "no training view has pixels of opacity >= 0.5 there", blaming the views; it now
+    names the voxel, and the default voxel does find the slab's ring."""
+    from rwf_render.errors import UserError
+    from rwf_render.nerf_tsdf import tsdf_mesh
+
+    slab = np.array([[-1.0, -1.0, CENTER[2] - 0.05], [1.0, 1.0, CENTER[2] + 0.05]])
+    coarse = np.linalg.norm(slab[1] - slab[0]) / 8.01
+    with pytest.raises(UserError, match="20 of the 20 views see surface there.*smaller --tsdf-voxel"):
+        tsdf_mesh(SphereModel(_sphere_cameras()), slab, voxel=coarse, progress=False)
+    mesh, _, _ = tsdf_mesh(SphereModel(_sphere_cameras()), slab, progress=False)
+    assert len(mesh.faces) > 100
+
+
+def test_more_tsdf_views_than_cameras_warns_and_fuses_them_all():
+    from rwf_render.errors import RwfWarning
+    from rwf_render.nerf_tsdf import tsdf_mesh
+
+    with pytest.warns(RwfWarning, match="--tsdf-views 50: the run has 20 training cameras; fusing all of them"):
+        _, n_views, _ = tsdf_mesh(SphereModel(_sphere_cameras()), BOX, views=50, progress=False)
+    assert n_views == 20
+
+
+@pytest.mark.parametrize("voxel", ["1e9", "0.4"])
+def test_a_voxel_coarser_than_an_eighth_of_the_box_diagonal_is_refused(fitted, tmp_path, capsys, voxel):
+    """The still life's box diagonal is 5.25: a voxel of 1e9 (or 0.4 on a crop of diagonal 3) was fused to
+    nothing and blamed on the views' opacity; now refused before any render, naming the voxel count."""
+    crop = ["--crop", "-0.87", "-0.87", "-0.87", "0.87", "0.87", "0.87"] if voxel == "0.4" else []
+    says = one_cli_error(capsys, ["export", "mesh", fitted, "--tsdf", "--tsdf-voxel", voxel, *crop,
+                                  "--out", tmp_path / "m.ply", "--quiet"])
+    assert "fewer than 8, too coarse for a surface" in says and sorted(tmp_path.iterdir()) == []
