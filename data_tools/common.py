@@ -18,7 +18,11 @@ import numpy as np
 from rwf_render.scene_box import NGP_HALF, bulk_cube, holding_scale
 from rwf_render.errors import UserError
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+READ_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+"""the photo files a dataset can hold (what ``rwf fit`` reads; its EXR is for rendered data, not photos)"""
+IMAGE_EXTS = READ_EXTS + (".bmp", ".webp")
+"""what counts as an image in a folder: BMP and WebP too, so that they are refused by name (:func:`check_readable`)
+rather than passed over"""
 
 
 def check_output(out: str | Path, force: bool, inputs: tuple = (), holders: tuple | None = None) -> Path:
@@ -124,7 +128,7 @@ def list_images(folder: str | Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir()
                    if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file())
     if not files:
-        raise UserError(f"{folder}: no images ({', '.join(IMAGE_EXTS)})")
+        raise UserError(f"{folder}: no images ({', '.join(READ_EXTS)})")
     return files
 
 

@@ -102,7 +102,8 @@ def test_missing_pycolmap_and_bad_arguments(tmp_path, monkeypatch, capsys):
     (tmp_path / "imgs").mkdir()
     shutil.copy(__file__, tmp_path / "imgs" / "not_an_image.txt")
     assert main(["data", "photos", str(tmp_path / "imgs"), str(tmp_path / "o")]) == 2
-    assert "no images" in capsys.readouterr().err
+    says = capsys.readouterr().err
+    assert "no images (.png, .jpg, .jpeg, .tif, .tiff)" in says, says  # not the .bmp and .webp that are refused
     assert main(["data", "photos", "--video", "v.mp4", "a", "b"]) == 2
     assert "give only OUT" in capsys.readouterr().err
     from data_tools.common import save_image  # noqa: PLC0415
