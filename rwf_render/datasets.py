@@ -141,6 +141,29 @@ def dataset_files(path: str | Path) -> dict[str, Path]:
     return found
 
 
+def dataset_inputs(path: str | Path) -> set[Path]:
+    """The files of a dataset, resolved: its transforms JSON files, every frame's image, mask and depth map, and the
+    files its top level names (``mesh_file_path`` of data_tools' scenes, nerfstudio's ``ply_file_path``); what
+    ``rwf render --out`` and ``rwf export mesh --out`` must not write over or among. Only the JSON files when a
+    split does not load (the command says why when it reads the cameras); none when the dataset is gone."""
+    try:
+        files = dataset_files(path)
+    except UserError:
+        return set()
+    found = {p.resolve() for p in files.values()}
+    with warnings.catch_warnings():  # a frame without its image is said when the cameras are read
+        warnings.simplefilter("ignore")
+        try:
+            t = load_transforms(path, "all")
+        except UserError:
+            return found
+    found |= {p.resolve() for p in (*t.image_paths, *t.mask_paths, *t.depth_paths) if p is not None}
+    for key in ("mesh_file_path", "ply_file_path"):
+        if isinstance(t.meta.get(key), str) and t.meta[key].strip():
+            found.add((t.path.parent / t.meta[key]).resolve())
+    return found
+
+
 def _select(frames: list, top: dict, split: str, base: Path) -> list[tuple[int, object]]:
     """(index in ``frames``, frame) of a split. Split lists name frames by ``file_path`` and are compared as paths
     (``./a.png`` is ``a.png``). As in nerfstudio, once any ``{split}_filenames`` list is given the lists decide: a

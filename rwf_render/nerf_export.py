@@ -20,7 +20,7 @@ from .errors import RwfWarning, UserError
 from .nerf import load_scene_model
 from .nerf_outputs import cameras_missing, frame_bounds, scaled_cameras
 from .nerf_render import NeRFModel
-from .rundir import atomic_path
+from .rundir import atomic_path, refuse_among_inputs
 
 DEFAULT_DENSITY_LEVEL = 10.0  # sigma * (box diagonal / 512) ~ 0.1 for a 3-unit box: a surface, not haze
 MIN_OPACITY = 0.5
@@ -222,6 +222,8 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     default = ("pointcloud.ply" if args.pointcloud else f"mesh_poisson.{fmt}" if poisson else
                f"mesh_tsdf.{fmt}" if tsdf else f"mesh.{fmt}")
     out = _out_file(Path(args.out) if args.out else run / default)  # Poisson, TSDF beside marching cubes, not over it
+    if args.out:
+        refuse_among_inputs(out, cfg_dict.get("data"))
     if poisson or tsdf:
         from .mesh import require_open3d  # noqa: PLC0415
 

@@ -41,7 +41,7 @@ from .imgio import write_image
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel
 from .render_paths import orbit_cameras
-from .rundir import read_json, temp_prefix, write_json
+from .rundir import read_json, refuse_among_inputs, temp_prefix, write_json
 
 
 def scaled_cameras(cams: Cameras, k: int) -> Cameras:
@@ -167,6 +167,8 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         raise UserError("--scale is for image runs; a NeRF render takes --downscale K")
     if not args.video and option_typed(args, "fps", 24):
         raise UserError("--fps is the frame rate of --video; without --video no video is written")
+    if args.out:
+        refuse_among_inputs(Path(args.out), cfg_dict.get("data"))
     model = load_scene_model(run, args.device)
     cams, name, fps, near_far = _cameras(model, args)
     cams = scaled_cameras(cams, args.downscale or 1)

@@ -204,6 +204,27 @@ def refuse_source_as_output(out: Path, source: str | None) -> None:
         raise UserError(f"{out}: is the run's source {source}; writing there would replace it (choose another --out)")
 
 
+def refuse_among_inputs(out: Path, data) -> None:
+    """UserError when ``out`` (``rwf render --out`` of a NeRF run: a folder of frames; ``rwf export mesh --out``: a
+    file) is a file of the run's dataset ``data`` (an image, a transforms file, its source mesh) or a folder holding
+    one: frames written among the training photos, or a mesh over the scene's own mesh.ply, change the data the run
+    was fitted to, which ``rwf eval`` and ``--resume`` read again. Another file or folder inside the dataset is
+    allowed."""
+    from .datasets import dataset_inputs  # noqa: PLC0415
+
+    if not isinstance(data, (str, os.PathLike)):
+        return  # config.json without a dataset: said where the cameras are read
+    inputs = dataset_inputs(data)
+    target = Path(out).resolve()
+    if target in inputs:
+        raise UserError(f"{out}: is a file of the run's dataset {data}; writing there would replace it (choose "
+                        "another --out)")
+    held = sorted(p for p in inputs if p.parent == target)
+    if held:
+        raise UserError(f"{out}: holds files of the run's dataset {data} ({held[0].name}, ...); the frames would go "
+                        "among them (choose another --out)")
+
+
 _LOCKS: dict[str, int] = {}
 """run folders this process holds (real path -> open descriptor with an exclusive flock)"""
 
