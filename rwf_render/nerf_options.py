@@ -232,8 +232,9 @@ def refuse_ignored_options(args, cfg: NeRFConfig, scene: str | None) -> None:
     spelling = {True: ["--far-bounds"], False: ["--no-far-bounds"]}.get(getattr(args, "far_bounds", None), [])
     cases = [
         (typed("features", "sigma"), cfg.field.pos.kind == "pe", "--encoding fourier, not pe"),
-        (typed("dir_encoding"), not cfg.field.view_dependent, "a colour that depends on the view direction, not "
-                                                              "--no-view-dependence"),
+        (typed("dir_encoding", "appearance_dim"), not cfg.field.view_dependent,
+         "a colour that depends on the view direction (the colour head takes it and the appearance code), not "
+         f"--no-view-dependence{preset_set('no_view_dependence')}"),
         (typed("occlusion_margin", "occlusion_warmup"), cfg.occlusion_weight == 0,
          "--occlusion-loss (a weight > 0), off here"),
         (typed("depth_rays"), cfg.depth_weight == 0, "--depth-loss (a weight > 0), off here"),
@@ -258,6 +259,10 @@ ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"
            "distortion_loss": ("train.loss_weights.distortion",), "camera_reg": ("train.loss_weights.camera_reg",)}
 """config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
 
+LOSS_DEFAULTS = {"depth": 0.0, "distortion": 0.0, "occlusion": 0.0, "camera_reg": 1.0}
+"""the loss weights a config uses when its ``train.loss_weights`` does not name them (``NeRFConfig.depth_weight``
+and its siblings)"""
+
 
 def resume_config_from_args(args) -> NeRFConfig:
     """The saved config of the run to resume, with ``--steps`` and ``--device`` applied (``--deterministic`` can
@@ -281,6 +286,8 @@ def resume_config_from_args(args) -> NeRFConfig:
     fresh = _config(args, data, cfg.scene, {}).to_dict()
     fresh["data"], saved_dict = str(Path(data).resolve()), cfg.to_dict()
     saved_dict["data"] = str(Path(cfg.data).resolve())
+    for d in (fresh, saved_dict):  # a weight left at its default is not stored: compare the values the fit uses
+        d["train"]["loss_weights"] = {**LOSS_DEFAULTS, **(d["train"].get("loss_weights") or {})}
     clash = option_clashes(args, add_fit_arguments, fresh, saved_dict, ALIASES, {"steps", "device", "deterministic"})
     if clash:
         raise UserError(f"{run}: --resume continues the run as configured in {CONFIG}; these options differ from "
@@ -338,6 +345,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--width", type=positive_int, help="trunk width (default 128; 64 with hashgrid)")
     m.add_argument("--no-view-dependence", action="store_true", default=None,
                    help="colour from position only (default off: from the view direction too)")
+    m.add_argument("--view-dependence", dest="no_view_dependence", action="store_false", default=None,
+                   help="colour from the view direction too (the default; undoes a preset's --no-view-dependence)")
     m.add_argument("--dir-encoding", choices=sorted(DIR_ENCODINGS),
                    help="view direction encoding for the colour head: sh, spherical harmonics up to degree 3 "
                         "(instant-ngp's; default), or pe, NeRF's positional encoding with 4 frequencies")
