@@ -20,7 +20,7 @@ import torch
 
 from .errors import RwfWarning, UserError, out_of_memory
 from .nerf_config import NeRFConfig, check_config
-from .nerf_data import PosedImages, check_bounds, dataset_fingerprint, load_split, summary
+from .nerf_data import PosedImages, changed_splits, check_bounds, dataset_fingerprint, load_split, summary
 from .nerf_options import add_fit_arguments, config_from_args, resume_config_from_args  # noqa: F401 (the CLI's)
 from .nerf_options import (add_spiral_argument, add_tsdf_arguments, cascade_profile, profile_text,
                            real_capture_config)
@@ -128,7 +128,8 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
     """Rebuild a NeRF run's model from config.json and checkpoint.pt; also attaches ``train_cameras`` (with their
     learned corrections when the fit refined them), ``train_dataset_cameras`` (the same at the dataset's poses: what
     ``model.pose_correction`` refines, so a viewer that reloads the checkpoint can correct them anew),
-    ``train_image_paths``, ``train_near_far``, ``background`` (3,) and ``cfg`` for the viewer."""
+    ``train_image_paths``, ``train_mask_paths``, ``train_near_far``, ``background`` (3,) and ``cfg`` for the
+    viewer."""
     from .datasets import load_transforms  # noqa: PLC0415
 
     cfg_dict = read_json(Path(run) / CONFIG)
@@ -155,13 +156,18 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
         if model.pose_correction is not None:  # the poses the field was fitted to
             if len(cams) == model.pose_correction.delta.shape[0]:
                 cams = replace(cams, c2w=model.pose_correction.refined(cams.c2w))
+                if changed_splits(cfg_dict, cfg.data, ("train",)):  # reordered, replaced or moved photos
+                    warnings.warn(f"{cfg.data}: the training split changed since the fit; its refined poses are "
+                                  "applied in frame order, as learned for the photos it held then", RwfWarning)
             else:
                 warnings.warn(f"{cfg.data}: the training split has {len(cams)} photos now, the run refined "
                               f"{model.pose_correction.delta.shape[0]}; showing the dataset's poses", RwfWarning)
         model.train_cameras, model.train_image_paths = cams, list(tf.image_paths)
+        model.train_mask_paths = list(tf.mask_paths)  # None where a frame has no mask
         model.train_near_far = tf.near_far  # (N, 2) per-image bounds of the dataset, or None
     except UserError as e:  # the dataset moved, or no longer loads: say why where the cameras are needed
         model.train_cameras, model.train_image_paths, model.train_near_far = None, [], None
+        model.train_mask_paths = []
         model.train_dataset_cameras, model.train_cameras_missing = None, str(e)
     model.cfg = cfg
     model.background_color = torch.ones(3) if eval_background(cfg.background) == "white" else torch.zeros(3)
@@ -204,6 +210,9 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     saved = saved if isinstance(saved, dict) else {}  # not an object of metrics: replaced
     if split != "test":
         print(f"rwf: {cfg.data} has no test split; scoring its {split} split", file=sys.stderr)
+    if changed_splits(cfg_dict, cfg.data, (split,)):
+        print(f"rwf: warning: {cfg.data}: the {split} split changed since the fit; these figures score the views it "
+              "holds now and replace the fit's", file=sys.stderr)
     metrics = test_metrics(model, images, cfg.background, None, progress=None, split=split)  # a bar on a terminal
     metrics["psnr_split"] = split
     saved.update(metrics)

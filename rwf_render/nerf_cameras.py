@@ -196,11 +196,12 @@ def export_cameras_run(run: Path, cfg_dict: dict, args) -> int:
                         f"poses of {len(delta)}: the dataset changed since the fit")
     saved = cfg_dict.get("dataset")
     if delta is not None and isinstance(saved, dict) and isinstance(saved.get("sha256"), str):
-        from .nerf_data import dataset_fingerprint  # noqa: PLC0415
+        from .nerf_data import changed_splits, dataset_fingerprint  # noqa: PLC0415
 
-        if dataset_fingerprint(cfg.data)["sha256"] != saved["sha256"]:
-            warnings.warn(f"{cfg.data}: the dataset changed since the fit; the corrections written were learned for "
-                          "the training poses it held then", RwfWarning, stacklevel=2)
+        changed = changed_splits(cfg_dict, cfg.data, ("train",))  # None: a run without them, the whole dataset's
+        if changed if changed is not None else dataset_fingerprint(cfg.data)["sha256"] != saved["sha256"]:
+            warnings.warn(f"{cfg.data}: the training split changed since the fit; the corrections written were "
+                          "learned for the training poses it held then", RwfWarning, stacklevel=2)
     folder = out.parent
     frames = {name: split_frames(tf, folder, delta if name == "train" else None) for name, tf in loaded.items()}
     meta = loaded["train"].meta if "train" in loaded else next(iter(loaded.values())).meta

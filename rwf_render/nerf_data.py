@@ -323,7 +323,8 @@ def dataset_fingerprint(path: str | Path) -> dict:
     it runs at disk speed, far below the decoding the fit does anyway (100 images of 500 kB: about 0.1 s).
 
     Returns:
-        {"sha256": str, "files": {relative path: str}}
+        {"sha256": str, "files": {relative path: str}, "splits": {split: str}} (``split_fingerprint`` of each
+        split that loads)
     """
     files = dataset_files(path)
     root = next(iter(files.values())).parent
@@ -348,10 +349,61 @@ def dataset_fingerprint(path: str | Path) -> dict:
                     found[p] = None
     digests = {}
     for p in found:
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):  # (hashlib.file_digest: Python 3.11+)
-                digest.update(block)
-        digests[Path(os.path.relpath(p, root)).as_posix()] = digest.hexdigest()
+        digests[Path(os.path.relpath(p, root)).as_posix()] = _file_digest(p)
     total = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(digests.items())).encode()).hexdigest()
-    return {"sha256": total, "files": {k: v[:16] for k, v in digests.items()}}
+    splits = {}
+    for split in SPLIT_NAMES:
+        digest = split_fingerprint(path, split, {p: digests[Path(os.path.relpath(p, root)).as_posix()] for p in found})
+        if digest is not None:
+            splits[split] = digest
+    return {"sha256": total, "files": {k: v[:16] for k, v in digests.items()}, "splits": splits}
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _file_digest(p: Path) -> str:
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_fingerprint(path: str | Path, split: str, known: dict | None = None) -> str | None:
+    """One sha256 (16 hex digits) of a split as a fit reads it: in frame order, each frame's image path, the bytes
+    of its image, mask and depth map, its camera (pose, intrinsics, lens) and near/far, with the split's scene box
+    and the top level of its transforms file. None when the split does not load (absent, or no longer valid).
+
+    A run records one per split (``dataset_fingerprint``), so that a command can tell which split changed since the
+    fit: ``--resume`` refuses a changed training split only, the refined poses of ``--optimize-cameras`` warn when
+    applied to a changed one, ``rwf eval`` says the split it scores changed. ``known``: file -> sha256 already
+    computed."""
+    known = known or {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            tf = load_transforms(path, split)
+        except UserError:
+            return None
+    h = hashlib.sha256()
+    cams = tf.cameras
+    for i, image in enumerate(tf.image_paths):
+        h.update(f"{image.name}\0".encode())
+        for p in (image, tf.mask_paths[i], tf.depth_paths[i]):
+            h.update((known.get(p) or (_file_digest(p) if p is not None and p.is_file() else "-")).encode())
+    for t in (cams.c2w, cams.fx, cams.fy, cams.cx, cams.cy, cams.width, cams.height, cams.model, cams.dist, tf.aabb,
+              tf.near_far if tf.near_far is not None else torch.zeros(0)):
+        h.update(np.ascontiguousarray(torch.as_tensor(t).double().cpu().numpy()).tobytes())
+    h.update(repr(sorted((k, repr(v)) for k, v in tf.meta.items())).encode())
+    return h.hexdigest()[:16]
+
+
+def changed_splits(saved: dict | None, data, splits=SPLIT_NAMES) -> list[str] | None:
+    """The ``splits`` whose :func:`split_fingerprint` differs from the one a run saved in its config.json (``saved``:
+    the config's dict), an absent split's included; None when the run saved none (fitted before they were)."""
+    old = saved.get("dataset") if isinstance(saved, dict) else None
+    old = old.get("splits") if isinstance(old, dict) else None
+    if not isinstance(old, dict) or not isinstance(data, (str, os.PathLike)):
+        return None
+    return [s for s in splits if split_fingerprint(data, s) != old.get(s)]

@@ -109,6 +109,8 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
         res = model.render_camera(cams[i], **frame_bounds(near_far, i))
         o, d = pixel_rays(cams[i].to(device=model.aabb.device))
         t, keep = stop_distance(res)
+        trained = trained_pixels(model, i, k, keep.shape)
+        keep = keep if trained is None else keep & trained.to(keep.device)
         pts.append((o + d * t[..., None])[keep].cpu())
         cols.append(res["rgb"][keep].cpu())
         origins.append(o[keep].cpu())
@@ -117,6 +119,22 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
         pick = np.random.default_rng(0).choice(len(pts), max_points, replace=False)
         pts, cols, origins = pts[pick], cols[pick], origins[pick]
     return pts, cols, origins
+
+
+def trained_pixels(model: NeRFModel, i: int, k: int, shape: tuple) -> torch.Tensor | None:
+    """(H, W) bool, the pixels of training image ``i`` its ``mask_path`` keeps (mask >= 0.5), at the render size
+    ``shape``: ``k`` times smaller again than the fit's images (``model.train_cameras``); None without a mask. The
+    field was never fitted where a mask leaves pixels out, so the point exports and --tsdf drop them too."""
+    from .nerf_data import downscale_image, read_mask  # noqa: PLC0415
+
+    paths = getattr(model, "train_mask_paths", None) or []
+    if i >= len(paths) or paths[i] is None:
+        return None
+    mask = downscale_image(read_mask(paths[i])[..., None], max(1, int(model.cfg.downscale)) * k)[..., 0]
+    if mask.shape != tuple(shape):
+        raise UserError(f"{paths[i]}: the mask is {mask.shape[1]}x{mask.shape[0]} at the export's scale, its view "
+                        f"{shape[1]}x{shape[0]}: the dataset changed since the fit")
+    return torch.from_numpy(mask >= 0.5)
 
 
 def stop_distance(res: dict) -> tuple[torch.Tensor, torch.Tensor]:

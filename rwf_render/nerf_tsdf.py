@@ -36,7 +36,7 @@ import trimesh
 
 from .cli import option_typed
 from .errors import RwfWarning, UserError
-from .nerf_export import MIN_OPACITY, stop_distance
+from .nerf_export import MIN_OPACITY, stop_distance, trained_pixels
 
 VOXELS_PER_DIAGONAL = 256
 """default voxel: the box diagonal / 256, the detail of the marching-cubes export's default --res 256"""
@@ -154,10 +154,10 @@ def view_indices(n: int, views: int | None) -> list[int]:
 
 
 @torch.no_grad()
-def depth_frames(model, cams, indices, box: np.ndarray, progress: bool = True):
+def depth_frames(model, cams, indices, box: np.ndarray, progress: bool = True, k: int = 1):
     """Render pinhole ``cams[i]`` for i in ``indices``; yield (camera (1 camera), rgb (H, W, 3) uint8, z-depth
-    (H, W) float32, 0 where there is no surface: opacity below ``MIN_OPACITY``, not finite, or the point outside
-    ``box`` (2, 3)).
+    (H, W) float32, 0 where there is no surface: opacity below ``MIN_OPACITY``, not finite, the point outside
+    ``box`` (2, 3), or a pixel the image's mask leaves out (``cams`` are the training cameras ``k`` times smaller).
 
     ``model.render_camera`` returns ``depth = sum_i w_i t_i`` along unit rays and ``opacity = sum_i w_i``: the
     ray stops at depth / opacity, whose z-depth is that over the length of the pixel's z-depth-1 direction."""
@@ -177,6 +177,8 @@ def depth_frames(model, cams, indices, box: np.ndarray, progress: bool = True):
         z = t / d1.norm(dim=-1)
         x = o + d * t[..., None]
         keep = surface & torch.isfinite(z) & (z > 0) & ((x >= lo) & (x <= hi)).all(-1)
+        trained = trained_pixels(model, i, k, keep.shape)
+        keep = keep if trained is None else keep & trained
         rgb = np.round(res["rgb"].float().clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
         yield cam, rgb, torch.where(keep, z, torch.zeros_like(z)).numpy().astype(np.float32)
 
@@ -264,7 +266,7 @@ def tsdf_mesh(model, box: np.ndarray, voxel: float | None = None, views: int | N
             seen.extend([1] if (frame[2] > 0).any() else [])
             yield frame
 
-    mesh = fuse(counted(depth_frames(model, cams, indices, box, progress)), box, voxel)
+    mesh = fuse(counted(depth_frames(model, cams, indices, box, progress, k)), box, voxel)
     if len(mesh.faces) == 0:
         why = (f"{len(seen)} of the {len(indices)} views see surface there, fused with voxels of {voxel:.4g}: a "
                "smaller --tsdf-voxel may find it" if seen else

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, load_checkpoint, prepare_run_dir, read_json)
 
 
@@ -170,10 +171,17 @@ def check_dataset_unchanged(saved: dict | None, data) -> None:
     old = saved.get("dataset") if isinstance(saved, dict) else None
     if not isinstance(old, dict) or not isinstance(old.get("sha256"), str) or not isinstance(data, str):
         return
-    from .nerf_data import dataset_fingerprint  # noqa: PLC0415  (the image and sdf pipelines need none of it)
+    from .nerf_data import changed_splits, dataset_fingerprint  # noqa: PLC0415  (image and sdf runs need none)
 
     new = dataset_fingerprint(data)
     if new["sha256"] == old["sha256"]:
+        return
+    changed = changed_splits(saved, data)
+    if changed is not None and "train" not in changed:  # the data fitted is the same: only what is scored moved
+        if changed:
+            warnings.warn(f"{data}: the {' and '.join(changed)} split{'s' if len(changed) > 1 else ''} changed since "
+                          "the run was trained; it goes on with the same training data and scores the views "
+                          f"{'they hold' if len(changed) > 1 else 'it holds'} now", RwfWarning, stacklevel=2)
         return
     before, after = (old.get("files") if isinstance(old.get("files"), dict) else {}), new["files"]
     what = ([f"{k} differs" for k in after if k in before and before[k] != after[k]]

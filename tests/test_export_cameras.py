@@ -244,11 +244,24 @@ def test_a_dataset_changed_since_a_refined_fit_is_said(refined_run, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RwfWarning)
         assert cli.main(["export", "cameras", str(run), "--force"]) == 0  # (an earlier test may have exported)
-    cfg = json.loads((run / "config.json").read_text())
-    cfg["dataset"]["sha256"] = "0" * 64
-    (run / "config.json").write_text(json.dumps(cfg))
-    with pytest.warns(RwfWarning, match="changed since the fit"):
-        assert cli.main(["export", "cameras", str(run), "--force"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+
+    def export_with(**changes):
+        cfg = json.loads(json.dumps(saved))
+        cfg["dataset"] = {k: v for k, v in {**cfg["dataset"], **changes}.items() if v is not None}
+        (run / "config.json").write_text(json.dumps(cfg))
+        return cli.main(["export", "cameras", str(run), "--force"])
+
+    splits = saved["dataset"]["splits"]
+    assert sorted(splits) == ["test", "train", "val"]
+    # only the test split changed: the training poses are the fitted ones, nothing to say (it warned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RwfWarning)
+        assert export_with(sha256="0" * 64, splits={**splits, "test": "0" * 16}) == 0
+    with pytest.warns(RwfWarning, match="the training split changed since the fit"):
+        assert export_with(sha256="0" * 64, splits={**splits, "train": "0" * 16}) == 0
+    with pytest.warns(RwfWarning, match="changed since the fit"):  # a run fitted before splits were saved
+        assert export_with(sha256="0" * 64, splits=None) == 0
 
 
 def test_a_nerfstudio_datasets_camera_box_is_kept_in_a_one_split_export(tmp_path):
