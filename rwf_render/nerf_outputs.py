@@ -205,7 +205,8 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
 
         for i in tqdm(range(len(cams)), desc=f"{out}", unit="frame", disable=getattr(args, "quiet", False),
                       dynamic_ncols=True):
-            res = model.render_camera(cams[i], **frame_bounds(near_far, i), **extra)
+            own = {"image_idx": i} if args.split == "train" else {}  # a training view: its own appearance code
+            res = model.render_camera(cams[i], **frame_bounds(near_far, i), **own, **extra)
             rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
             if depth_range is None:  # one range for the whole sequence, so videos do not flicker
                 hit = depth[opacity >= 0.5]

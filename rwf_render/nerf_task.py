@@ -185,7 +185,7 @@ class NeRFTask:
         split = self.val if self.val is not None else refined_split(model, self.train)
         scores = []
         for i in range(min(self.cfg.val_images, len(split))):
-            pred, target = render_and_target(model, split, i, self.cfg.background)
+            pred, target = render_and_target(model, split, i, self.cfg.background, trained=self.val is None)
             scores.append(psnr(pred, target))
             if self.run_dir is not None and i == 0:  # periodic validation render: truth | prediction
                 from .imgio import write_image  # noqa: PLC0415
@@ -208,15 +208,17 @@ def refined_split(model: NeRFModel, train: PosedImages) -> PosedImages:
     return replace(train, cameras=replace(train.cameras, c2w=c2w.to(train.cameras.c2w.dtype)))
 
 
-def render_and_target(model: NeRFModel, split: PosedImages, i: int, background: str):
-    """Render image i of a split and its ground truth on the evaluation background: (H, W, 3) each."""
+def render_and_target(model: NeRFModel, split: PosedImages, i: int, background: str, trained: bool = False):
+    """Render image i of a split and its ground truth on the evaluation background: (H, W, 3) each. ``trained``: the
+    split is the training split, in the fit's order, so image i is rendered with its own appearance code (where the
+    field has them), as nerfstudio renders a training camera; other views get the codes' mean."""
     bg = torch.ones(3) if eval_background(background) == "white" else torch.zeros(3)
     rgba = split.image(i)
     target = composite_background(rgba.reshape(-1, 4), bg).reshape(*rgba.shape[:2], 3)
     near = far = None
     if split.near_far is not None:
         near, far = float(split.near_far[i, 0]), float(split.near_far[i, 1])
-    out = model.render_camera(split.cameras[i], near=near, far=far)
+    out = model.render_camera(split.cameras[i], image_idx=i if trained else None, near=near, far=far)
     return out["rgb"].cpu(), target
 
 
@@ -249,7 +251,7 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
     bar = tqdm(picks, desc=f"{split} views", unit="view", disable=None if progress is None else not progress,
                dynamic_ncols=True, leave=False, file=sys.stderr, mininterval=0)  # each view: seconds to minutes
     for i in bar:
-        pred, target = render_and_target(model, test, int(i), background)
+        pred, target = render_and_target(model, test, int(i), background, trained=split == "train")
         if renders is not None and i == 0:
             renders[0] = (pred, target)
         p.append(psnr(pred, target))
@@ -307,7 +309,7 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
     metrics = test_metrics(model, test, cfg.background, n_images, renders=first, progress=progress, split=split)
     if model.pose_correction is not None:
         metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data, task.train.paths))
-    metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, train, 0, cfg.background)),
+    metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, train, 0, cfg.background, True)),
                    steps=trainer.step_idx,
                    seconds=round(trainer.seconds, 3), param=cfg.field.trunk.param,
                    samples_per_s=task.total_samples / max(trainer.seconds, 1e-9),

@@ -110,3 +110,40 @@ def test_a_reordered_training_split_warns_where_refined_poses_are_applied_and_re
         load_scene_model(run)
     says = one_cli_error(capsys, ["fit", "nerf", data, "--out", run, "--resume", "--steps", "3", "--device", "cpu"])
     assert "the dataset changed since the run was trained" in says
+
+
+def test_training_views_are_rendered_with_their_own_appearance_codes(tmp_path, capsys):
+    """A fit with --appearance-dim whose codes differ (set here, large): `rwf render --split train` and `rwf eval`
+    of a dataset with only a training split render view i with code i, as nerfstudio renders a training camera (they
+    used the codes' mean, the novel-view code, while their poses were the refined ones)."""
+    import numpy as np
+
+    from rwf_render.imgio import read_image
+    from rwf_render.nerf import load_scene_model
+    from rwf_render.nerf_data import load_split
+    from rwf_render.nerf_task import render_and_target
+    from rwf_render.metrics import psnr
+
+    data = random_views_scene(tmp_path / "data", {"train": 4}, channels=3)
+    run = tmp_path / "run"
+    _fit(data, run, "--appearance-dim", "4", "--background", "white")
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    key = next(k for k in ckpt["model"] if "appearance" in k)
+    ckpt["model"][key] = torch.randn(ckpt["model"][key].shape, generator=torch.Generator().manual_seed(0)) * 3
+    torch.save(ckpt, run / "checkpoint.pt")
+
+    model = load_scene_model(run)
+    train = load_split(str(data), "train", 1)
+    own = [render_and_target(model, train, i, "white", trained=True) for i in range(4)]
+    mean = [render_and_target(model, train, i, "white")[0] for i in range(4)]
+    assert all(float((o[0] - m).abs().max()) > 0.05 for o, m in zip(own, mean))  # the codes matter
+
+    assert cli.main(["render", str(run), "--split", "train", "--out", str(tmp_path / "frames"), "--quiet"]) == 0
+    for i, (pred, _) in enumerate(own):
+        frame, _ = read_image(tmp_path / "frames" / f"rgb_{i:04d}.png")
+        assert np.abs(frame[..., :3] - pred.numpy()).max() <= 1 / 255 + 1e-6, i
+
+    assert cli.main(["eval", str(run), "--device", "cpu"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["psnr_split"] == "train"
+    assert metrics["psnr"] == pytest.approx(np.mean([psnr(p, t) for p, t in own]), abs=1e-4)
