@@ -29,13 +29,14 @@ that the commands on the run read it back (``load_stored_cloud``) instead of est
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .rundir import atomic_write
 
 CLOUD_SUFFIXES = (".xyz",)
@@ -163,7 +164,20 @@ def checked_cloud(points: np.ndarray, normals: np.ndarray | None = None, name: s
     if bad.any():
         raise UserError(f"{name}: {int(bad.sum())} normals are zero, NaN or infinite (the first: point "
                         f"{int(np.argmax(bad))}); fix them or drop the nx ny nz columns to have them estimated")
-    return PointCloud(points, normals / length[:, None])
+    normals = normals / length[:, None]
+    if inward(points, normals):  # the fit would take the outside for the inside: a solid box with a shape-shaped hole
+        warnings.warn(f"{name}: the given normals point inward on the whole; flipped to point outward, as an "
+                      "inside-out mesh is turned (negate nx ny nz in the file to keep this)", RwfWarning, stacklevel=2)
+        normals = -normals
+    return PointCloud(points, normals)
+
+
+def inward(points: np.ndarray, normals: np.ndarray) -> bool:
+    """Whether unit ``normals`` (N, 3) of ``points`` (N, 3) point inward on the whole: for a closed surface
+    sum_i n_i . (p_i - c) approximates the integral of n . (x - c) over it, 3 x its volume > 0 (divergence theorem)
+    when they point outward; negative when they point inward."""
+    centred = points - points.mean(0)
+    return float(np.einsum("ij,ij->", normals, centred / max(float(np.abs(centred).max()), 1e-300))) < 0
 
 
 def estimate_normals(points: np.ndarray) -> np.ndarray:
@@ -188,7 +202,7 @@ def estimate_normals(points: np.ndarray) -> np.ndarray:
     cloud.orient_normals_consistent_tangent_plane(ORIENT_K)
     normals = np.asarray(cloud.normals, np.float64)
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-300)
-    if np.einsum("ij,ij->", normals, unit - unit.mean(0)) < 0:
+    if inward(unit, normals):
         normals = -normals
     return normals
 
