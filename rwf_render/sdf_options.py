@@ -36,6 +36,16 @@ def config_from_args(args) -> SDFConfig:
         losses = [f"--{n}" for n in ("eikonal", "normal") if typed(args, n)]
         if args.target == "occupancy" and losses:
             raise ignored_options(losses, "--target sdf only")
+        if typed(args, "vote_dirs") and args.path and Path(args.path).is_file():
+            from .point_cloud import is_point_cloud_file  # noqa: PLC0415
+
+            try:
+                cloud = is_point_cloud_file(args.path)
+            except OSError:  # unreadable: the loader says so
+                cloud = False
+            if cloud:
+                raise ignored_options(["--vote-dirs"], "a mesh source; a point cloud's inside is decided by its "
+                                                       "normals (the nearest points' tangent planes)")
         if typed(args, "near_sigmas") and args.mix[1] == args.mix[2] == 0:
             raise UserError("--near-sigmas applies to the near and far --mix shares, both 0 here")
         if args.batch > args.pool:  # each step draws its batch from the pool: it would be cut to the pool's size

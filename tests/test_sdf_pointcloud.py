@@ -276,3 +276,16 @@ def test_given_normals_pointing_inward_are_flipped_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RwfWarning)
         np.testing.assert_allclose(checked_cloud(p, n).normals, n, atol=1e-12)
+
+
+@pytest.mark.parametrize("votes", ["5", "0"])
+def test_vote_dirs_on_a_point_cloud_is_refused(tmp_path, capsys, votes):
+    """--vote-dirs (rays voting inside/outside of an open mesh) was stored and ignored on a cloud; typed at all, even
+    at its default, it is refused as the fit's other unused options are."""
+    from conftest import one_cli_error  # noqa: PLC0415
+
+    p, n = sphere_cloud(500)
+    np.savetxt(tmp_path / "ball.xyz", np.hstack([p, n]))
+    says = one_cli_error(capsys, ["fit", "sdf", tmp_path / "ball.xyz", "--vote-dirs", votes, "--out", tmp_path / "run",
+                                  "--steps", "1"])
+    assert "--vote-dirs applies to a mesh source" in says and not (tmp_path / "run").exists()
