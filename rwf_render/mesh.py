@@ -310,6 +310,14 @@ def extract_mesh(field_fn: FieldFn, box=UNIT_BOX, res: int = 256, level: float =
     return trimesh.Trimesh(v, f, process=False)
 
 
+def capped_vertices(mesh: trimesh.Trimesh, box=UNIT_BOX) -> int:
+    """How many vertices of an ``extract_mesh`` mesh over ``box`` lie on the box's faces: where the surface left the
+    box and was capped flat (a crossing exactly on a grid point of the boundary counts too, a rare tie)."""
+    v = np.asarray(mesh.vertices, np.float64)
+    lo, hi = (np.asarray(b, np.float64) for b in box)
+    return int(((v == lo) | (v == hi)).any(axis=1).sum()) if len(v) else 0
+
+
 def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
     """Drop connected pieces with fewer than ``min_fraction`` of all faces (floaters); 0 keeps everything."""
     if min_fraction <= 0 or len(mesh.faces) == 0:

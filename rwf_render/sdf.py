@@ -29,14 +29,16 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import RwfWarning, UserError
 from .field_options import checked_field
 from .imgio import output_image_path, write_image
-from .mesh import Normalization, check_grid_res, extract_mesh, remove_small_components, require_open3d
+from .mesh import (Normalization, capped_vertices, check_grid_res, extract_mesh, remove_small_components,
+                   require_open3d)
 from .mesh_io import EXPORT_FORMATS, save_mesh
 from .plots import curve_png
 from .point_cloud import STORED_CLOUD, PointCloud, save_cloud
@@ -303,6 +305,12 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     seconds = time.perf_counter() - t0
     if len(mesh.faces) == 0:
         raise UserError(f"{run}: the field has no surface at level {level} on a {args.res}^3 grid")
+    capped = capped_vertices(mesh)
+    if capped:  # e.g. a --level that moves the surface beyond the box the field was fitted in
+        margin = (1 - cfg.fill) / 2 / norm.scale
+        warnings.warn(f"the surface at level {level:g} reaches the box the field was fitted in and is capped flat on "
+                      f"its faces ({capped} of {len(mesh.vertices)} vertices); the box reaches {margin:.3g} (the "
+                      f"mesh's units) beyond the source along its longest side", RwfWarning, stacklevel=2)
     mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)
     save_mesh(norm.apply(mesh, inverse=True), out, fmt)
     print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces; {args.res}^3 grid in {seconds:.1f} s")
