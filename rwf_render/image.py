@@ -100,7 +100,7 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
         pixels = getattr(data, BUILTIN)().astype(np.float32) / 255.0
         info = {"format": "builtin", "name": BUILTIN, "bit_depth": 8, "channels": 3}
     else:
-        pixels, info = read_image(cfg.path)
+        pixels, info = read_image(cfg.path, grey_alpha=True)
         info["sha256"] = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()
         orientation = exif_orientation(cfg.path)  # a phone's portrait photo, stored sideways: fitted as it is seen
         if orientation != 1:
@@ -121,6 +121,14 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
                         f"{pixels.shape[1]}x{pixels.shape[0]}{f' after --size {cfg.size}' if resized else ''} "
                         f"(use --split all{', or a larger --size' if resized else ''})")
     return pixels, info
+
+
+def as_fitted(image: np.ndarray, channels) -> np.ndarray:
+    """``image`` as a run with ``channels`` was fitted to it: a grey + alpha image (2 channels) of a run fitted before
+    30 Nov 2026 was read as RGBA, the grey repeated; such runs keep evaluating, rendering and resuming as fitted."""
+    if image.shape[2] == 2 and channels == 4:
+        return np.concatenate([np.repeat(image[..., :1], 3, axis=2), image[..., 1:]], axis=2)
+    return image
 
 
 def shrink(pixels: np.ndarray, shape: tuple) -> np.ndarray:
@@ -277,6 +285,7 @@ def fit(args) -> int:
         cfg = _config_from_args(args)
     cfg.train.device = args.device if args.device != "auto" else cfg.train.device
     image, info = load_target(cfg)  # validate the input before anything is written
+    image = as_fitted(image, saved.get("channels") if isinstance(saved, dict) else None)
     checked_field(lambda: build_model(cfg, image.shape[2]))  # and the field: no run folder for an impossible one
     if not args.resume:
         check_out_holds_no_input(out, [cfg.path])
@@ -323,7 +332,7 @@ def load_model(run: Path, cfg_dict: dict, device_name: str):
     """The run's config (validated), its trained model on the device, the checkpoint state and the device."""
     cfg = ImageConfig.from_run(run / CONFIG, cfg_dict)
     size = {k: cfg_dict.get(k) for k in ("height", "width", "channels")}
-    if not all(isinstance(v, int) and v > 0 for v in size.values()) or size["channels"] not in (1, 3, 4):
+    if not all(isinstance(v, int) and v > 0 for v in size.values()) or size["channels"] not in (1, 2, 3, 4):
         raise UserError(f"{run / CONFIG}: not a valid image run config (height, width, channels: {size})")
     device = resolve_device(device_name)
     model = build_model(cfg, size["channels"])
@@ -335,6 +344,7 @@ def load_run(run: Path, cfg_dict: dict, device_name: str):
     """The config, the target image (as fitted), the model on the device, the checkpoint state and the device."""
     cfg, model, state, device = load_model(run, cfg_dict, device_name)
     image, info = load_target(cfg)
+    image = as_fitted(image, cfg_dict.get("channels"))
     saved_sha = cfg_dict.get("source", {}).get("sha256") if isinstance(cfg_dict.get("source"), dict) else None
     if saved_sha and info.get("sha256") != saved_sha:
         print(f"rwf: warning: {cfg.path} changed since the fit; metrics refer to the new file", file=sys.stderr)
@@ -381,7 +391,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     cfg, model, _, device = load_model(run, cfg_dict, args.device)
     refuse_source_as_output(out, cfg.path)
     pixels = render(model, h, w, args.scale, device)
-    if pixels.shape[2] == 4 and out.suffix.lower() in (".jpg", ".jpeg"):
+    if pixels.shape[2] in (2, 4) and out.suffix.lower() in (".jpg", ".jpeg"):
         warnings.warn(f"{out}: JPEG has no alpha channel, so the colour is written without it (transparent parts "
                       "show the field's colour there); .png, .tif or .exr keep it", RwfWarning, stacklevel=1)
     source = cfg_dict.get("source") if isinstance(cfg_dict.get("source"), dict) else {}

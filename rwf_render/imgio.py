@@ -292,11 +292,15 @@ def _read_exr(path: Path) -> tuple[np.ndarray, int]:
     raise ValueError(f"no RGB, RGBA or Y channels (has {', '.join(channels)})")
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+def read_image(path: str | os.PathLike, grey_alpha: bool = False) -> tuple[np.ndarray, dict]:
     """Read an image file.
 
+    Args:
+        grey_alpha: keep grey + alpha as two channels (the image fit's: a grey image is fitted and written grey);
+            else (the NeRF loader, data tools) it becomes RGBA, the grey repeated.
     Returns:
-        pixels: float32 (H, W, C), C in {1, 3, 4}; integer formats in [0, 1], float formats as stored.
+        pixels: float32 (H, W, C), C in {1, 3, 4} (2 with ``grey_alpha``); integer formats in [0, 1], float formats
+            as stored.
         info: {"format", "bit_depth", "channels", "height", "width"}.
     Raises:
         UserError: missing path, not an image, truncated or corrupt file, zero-size image.
@@ -328,9 +332,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         pixels = pixels[0]
     if pixels.ndim != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise UserError(f"{path}: zero-size or unsupported image shape {pixels.shape}")
-    if pixels.shape[2] == 2:  # grey + alpha: RGBA, so the transparency reaches the NeRF loader and the image fit
+    if pixels.shape[2] == 2 and not grey_alpha:  # grey + alpha: RGBA, so the transparency reaches the NeRF loader
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
-    if pixels.shape[2] not in (1, 3, 4):
+    if pixels.shape[2] not in ((1, 2, 3, 4) if grey_alpha else (1, 3, 4)):
         raise UserError(f"{path}: unsupported number of channels {pixels.shape[2]}")
     if not np.isfinite(pixels).all():
         raise UserError(f"{path}: image holds NaN or infinite values")
@@ -376,9 +380,10 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> Non
 def write_image(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> None:
     """Write by extension: .png (8/16-bit), .exr (float32), .tif/.tiff (16-bit or float), .jpg (8-bit).
 
-    ``pixels`` (H, W, C) with C in {1, 3, 4}; four channels are colour and straight alpha, as ``read_image`` returns
-    them. An EXR stores the colour multiplied by alpha (OpenEXR's RGBA is premultiplied), so ``read_image`` gives
-    back the straight colour (to float32 rounding) where alpha > 0, and 0 where alpha is 0.
+    ``pixels`` (H, W, C) with C in {1, 2, 3, 4}; two and four channels are grey or colour and straight alpha, as
+    ``read_image`` returns them. An EXR stores the colour multiplied by alpha (OpenEXR's RGBA, and Y with A, are
+    premultiplied), so ``read_image`` gives back the straight colour (to float32 rounding) where alpha > 0, and 0
+    where alpha is 0. A JPEG has no alpha: the grey or colour alone is written.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -390,23 +395,30 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> N
     if ext == ".exr":
         import OpenEXR  # noqa: PLC0415
 
-        name = {1: "Y", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
-        data = pixels[..., 0] if name == "Y" else pixels
-        if name == "RGBA":  # straight colour -> premultiplied (associated) colour, the meaning OpenEXR gives RGBA
-            colour = pixels[..., :3].astype(np.float64) * pixels[..., 3:].astype(np.float64)
-            data = np.concatenate([colour.astype(np.float32), pixels[..., 3:]], axis=-1)
+        c = pixels.shape[2]
+        if c in (2, 4):  # straight colour -> premultiplied (associated) colour, the meaning OpenEXR gives alpha
+            colour = pixels[..., :-1].astype(np.float64) * pixels[..., -1:].astype(np.float64)
+            pixels = np.concatenate([colour.astype(np.float32), pixels[..., -1:]], axis=-1)
+        if c == 2:
+            channels = {"Y": pixels[..., 0], "A": pixels[..., 1]}
+        else:
+            channels = {{1: "Y", 3: "RGB", 4: "RGBA"}[c]: pixels[..., 0] if c == 1 else pixels}
         header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
         with atomic_path(path) as tmp:
-            OpenEXR.File(header, {name: np.ascontiguousarray(data)}).write(tmp)
+            OpenEXR.File(header, {k: np.ascontiguousarray(v) for k, v in channels.items()}).write(tmp)
         return None
     import imageio.v3 as iio  # noqa: PLC0415
 
     if ext in (".tif", ".tiff"):
         arr = pixels if bits == 32 else np.round(np.clip(pixels, 0, 1) * 65535).astype(np.uint16)
         arr = arr[..., 0] if arr.shape[2] == 1 else arr
-        return atomic_write_bytes(path, iio.imwrite("<bytes>", arr, extension=".tif"))
+        # grey + alpha: two samples per pixel, the second straight alpha (else it reads as a volume of 2 planes)
+        extra = ({"photometric": "minisblack", "planarconfig": "contig", "extrasamples": ["unassalpha"]}
+                 if arr.ndim == 3 and arr.shape[2] == 2 else {})
+        return atomic_write_bytes(path, iio.imwrite("<bytes>", arr, extension=".tif", **extra))
     if ext in (".jpg", ".jpeg"):
-        arr = np.round(np.clip(pixels[..., :3], 0, 1) * 255).astype(np.uint8)
+        arr = np.round(np.clip(pixels[..., :1] if pixels.shape[2] < 3 else pixels[..., :3], 0, 1) * 255)
+        arr = arr.astype(np.uint8)
         arr = arr[..., 0] if arr.shape[2] == 1 else arr
         return atomic_write_bytes(path, iio.imwrite("<bytes>", arr, extension=".jpg", quality=95))
     raise ValueError(f"unsupported image extension {ext!r}")

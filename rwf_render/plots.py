@@ -78,8 +78,9 @@ def crops_png(path: str | os.PathLike, images: dict[str, np.ndarray], runs: dict
         ch, cw = max(h // 3, 1), max(w // 3, 1)
         crop = img[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
         ax = fig.add_subplot(grid[1, i])
-        shown = np.clip(crop[..., 0] if crop.shape[2] == 1 else crop[..., :3], 0, 1)
-        ax.imshow(shown, cmap="gray" if crop.shape[2] == 1 else None, vmin=0, vmax=1, interpolation="nearest")
+        grey = crop.shape[2] < 3  # grey, or grey + alpha: the grey
+        shown = np.clip(crop[..., 0] if grey else crop[..., :3], 0, 1)
+        ax.imshow(shown, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     if title:

@@ -1,0 +1,74 @@
+"""`rwf fit image` of a grey + alpha image (PNG LA, TIFF or EXR with Y and A): fitted and written as two channels.
+
+It was read as RGBA with the grey repeated, so the reconstruction came back in colour (R, G and B differing by up to
+0.17) and PSNR counted the grey's error three times (a helper's hunt, 30 Nov 2026). The NeRF loader and the data
+tools still read grey + alpha as RGBA; runs fitted the old way (config.json: 4 channels) still evaluate as fitted.
+"""
+
+import hashlib
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rwf_render import cli
+from rwf_render.errors import RwfWarning
+from rwf_render.imgio import read_image
+
+FIT = ["--steps", "30", "--size", "32", "--width", "32", "--features", "16", "--device", "cpu", "--quiet"]
+
+
+def _grey_alpha(path) -> np.ndarray:
+    """A 32x32 LA PNG: a grey ramp, transparent on its left quarter; returns its pixels (32, 32, 2) in [0, 1]."""
+    y, x = np.mgrid[0:32, 0:32]
+    la = np.stack([(x * 8 + y * 3) % 256, np.where(x < 8, 0, 255)], -1).astype(np.uint8)
+    Image.fromarray(la, "LA").save(path)
+    return la.astype(np.float32) / 255
+
+
+def _fit(src, run):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "image", str(src), "--out", str(run), *FIT]) == 0
+
+
+def test_a_grey_alpha_image_is_fitted_and_written_as_two_channels(tmp_path):
+    _grey_alpha(tmp_path / "la.png")
+    assert read_image(tmp_path / "la.png")[0].shape == (32, 32, 4)  # the NeRF loader's reading, unchanged
+    run = tmp_path / "run"
+    _fit(tmp_path / "la.png", run)
+    assert json.loads((run / "config.json").read_text())["channels"] == 2
+    assert Image.open(run / "reconstruction.png").mode == "LA"
+    for suffix in (".png", ".exr", ".tif"):
+        assert cli.main(["render", str(run), "--out", str(tmp_path / f"r{suffix}")]) == 0
+        pixels, info = read_image(tmp_path / f"r{suffix}", grey_alpha=True)
+        assert pixels.shape == (32, 32, 2) and info["channels"] == 2, suffix
+    reference = read_image(tmp_path / "r.png", grey_alpha=True)[0]
+    for suffix in (".exr", ".tif"):
+        assert np.abs(read_image(tmp_path / f"r{suffix}", grey_alpha=True)[0] - reference).max() <= 0.5 / 255 + 1e-3
+    with pytest.warns(RwfWarning, match="JPEG has no alpha channel"):
+        assert cli.main(["render", str(run), "--out", str(tmp_path / "r.jpg")]) == 0
+    assert read_image(tmp_path / "r.jpg")[0].shape == (32, 32, 1)
+
+
+def test_a_run_fitted_when_grey_alpha_was_read_as_rgba_still_evaluates(tmp_path):
+    """Fit the RGBA image (the grey repeated), then put the LA file of the same pixels in its place, with its sha256:
+    what a run fitted before the change holds. eval gives the same figures and a render keeps 4 channels."""
+    la = _grey_alpha(tmp_path / "la.png")
+    rgba = np.concatenate([np.repeat(la[..., :1], 3, -1), la[..., 1:]], -1)
+    Image.fromarray(np.round(rgba * 255).astype(np.uint8), "RGBA").save(tmp_path / "src.png")
+    run = tmp_path / "run"
+    _fit(tmp_path / "src.png", run)
+    before = json.loads((run / "metrics.json").read_text())
+    (tmp_path / "src.png").write_bytes((tmp_path / "la.png").read_bytes())
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["source"]["sha256"] = hashlib.sha256((tmp_path / "src.png").read_bytes()).hexdigest()
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert cfg["channels"] == 4
+    assert cli.main(["eval", str(run), "--device", "cpu"]) == 0
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["psnr"] == pytest.approx(before["psnr"], abs=1e-6) and after["ssim"] == pytest.approx(before["ssim"])
+    assert cli.main(["render", str(run), "--out", str(tmp_path / "old.png")]) == 0
+    assert read_image(tmp_path / "old.png")[0].shape == (32, 32, 4)
