@@ -191,6 +191,9 @@ def export_cameras_run(run: Path, cfg_dict: dict, args) -> int:
             absent = "no transforms_" in str(e) or "no frame with an existing image" in str(e)
             if not absent or name == "train" or split != "all":
                 raise
+    if {"val", "test"} <= loaded.keys() and loaded["val"].image_paths == loaded["test"].image_paths \
+            and "val_filenames" not in loaded["val"].meta:  # a val split that is the test split's frames (nerfstudio's
+        del loaded["val"]  # fallback): not written as a split of its own, which the file then falls back to again
     if delta is not None and "train" in loaded and len(loaded["train"]) != len(delta):
         raise UserError(f"{cfg.data}: the training split has {len(loaded['train'])} photos now, the run refined the "
                         f"poses of {len(delta)}: the dataset changed since the fit")

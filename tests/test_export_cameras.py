@@ -143,6 +143,10 @@ def test_ngp_run_with_distortion_and_per_frame_intrinsics_round_trips(ngp_run):
     top = json.loads(out.read_text())
     for split in ("train", "val", "test"):
         assert_same_cameras(_load(out, split), _load(data, split))
+    # its val split is its test frames (no val_filenames: nerfstudio's fallback), so the file lists no val split of
+    # its own and falls back alike (it listed the test frames as val_filenames, counting them twice)
+    assert _load(data, "val").image_paths == _load(data, "test").image_paths
+    assert "val_filenames" not in top and "test_filenames" in top
     # what every camera shares sits at the top level, what differs in the frames
     assert top["camera_model"] == "OPENCV" and top["cy"] == 15.5 and top["k2"] == -0.003
     assert "fl_x" not in top and "cx" not in top and "k1" not in top
