@@ -109,7 +109,7 @@ def _add_point_options(p) -> None:
 def register(subparsers) -> None:
     """Add ``data`` with its commands to an ``rwf`` sub-command parser group."""
     data = subparsers.add_parser("data", help="make, convert and check posed-image datasets",
-                                 description=__doc__.split("\n\n")[0])
+                                 description=__doc__.split("\n\n")[0].replace("``", ""))
     sub = data.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     force = {"action": "store_true", "help": "replace OUT if it exists"}
@@ -162,7 +162,8 @@ def register(subparsers) -> None:
                    help="COLMAP camera model to estimate (default: SIMPLE_RADIAL)")
     p.add_argument("--camera-per-image", action="store_true", help="one camera per image (zooms, mixed cameras)")
     p.add_argument("--max-image-size", type=positive_int, default=1600,
-                   help="SIFT on images downscaled to at most this many pixels per side (default: 1600)")
+                   help="SIFT on images downscaled to at most this many pixels per side (default: 1600); with "
+                        "--video also the size of the frames written into the dataset")
     p.add_argument("--min-registered", type=_fraction, default=0.5, metavar="FRACTION",
                    help="fail when fewer than this fraction of the images is registered, 0..1 (default: 0.5)")
     p.add_argument("--seed", type=seed_number, default=0,
@@ -176,7 +177,8 @@ def register(subparsers) -> None:
     p.add_argument("out", metavar="OUT")
     p.add_argument("--images", default="images", help="image sub-folder (default: images)")
     p.add_argument("--no-copy", action="store_true", help="refer to the images instead of copying them")
-    p.add_argument("--no-orient", action="store_true", help="keep the input axes")
+    p.add_argument("--no-orient", action="store_true",
+                   help="keep the input axes (default: mean camera up -> +Z)")
     p.add_argument("--force", **force)
     p.set_defaults(func=_llff)
 

@@ -265,7 +265,8 @@ def build_parser() -> Parser:
         live = p.add_argument_group("live viewer")
         live.add_argument("--view", action="store_true", help="serve the live viewer while training")
         live.add_argument("--host", default="127.0.0.1", help="viewer address (default: this machine only)")
-        live.add_argument("--port", type=port_number, default=8080, help="viewer port (default 8080; 0: any free port)")
+        live.add_argument("--port", type=port_number, default=8080, help="viewer port (default 8080, the next free one when it is busy; 0: any free "
+                                                                   "port)")
         p.set_defaults(func=_with_live_viewer(module.fit))
 
     ev = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
@@ -284,7 +285,8 @@ def build_parser() -> Parser:
     ex = sub.add_parser("export", help="export a run's geometry or cameras")
     ex_sub = ex.add_subparsers(dest="what", metavar="WHAT", parser_class=Parser)
     ex_sub.required = True
-    mesh = ex_sub.add_parser("mesh", help="marching-cubes mesh of an sdf or nerf run")
+    mesh = ex_sub.add_parser("mesh", help="an sdf or nerf run's surface as a mesh (marching cubes; nerf runs also "
+                                            "--poisson, --tsdf or a --pointcloud)")
     mesh.add_argument("run", metavar="RUN", help="run directory")
     mesh.add_argument("--res", type=positive_int, default=256, help="grid resolution per axis (default: 256)")
     mesh.add_argument("--format", choices=["ply", "obj", "glb"], default=None, help="default: from --out, else ply")

@@ -186,7 +186,7 @@ def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> N
     t.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {d.steps})")
     t.add_argument("--lr", type=learning_rate, default=None,
                    help=f"Adam learning rate (default {DEFAULT_LR:g}; {SIREN_LR:g} with --activation sine, SIREN's; "
-                        f"{HASH_LR:g} with --encoding hashgrid, instant-ngp's)")
+                        f"{HASH_LR:g} with --encoding hashgrid, instant-ngp's; both: sine's)")
     t.add_argument("--scale-lr", type=learning_rate, default=None,
                    help="--param rwf: learning rate of the RWF scales (default: --lr)")
     t.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,

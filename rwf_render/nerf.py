@@ -265,7 +265,8 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"video frame rate, 1..{MAX_FPS} (default 24; with --camera-path, the file's own rate unless "
                         "--fps is typed)")
     g.add_argument("--downscale", type=positive_int, default=None, metavar="K",
-                   help="render at 1/K of the camera resolution (default 1: the cameras' own)")
+                   help="render at 1/K of the resolution the run was fitted at (default 1: that resolution, the "
+                        "cameras' own divided by the fit's --downscale)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -303,14 +303,41 @@ def resume_config_from_args(args) -> NeRFConfig:
     return cfg
 
 
+def defaults_epilog() -> str:
+    """The end of ``rwf fit nerf --help``: where the defaults the options list do not apply (the built-in scene and
+    the other presets, real captures), from the presets' and REAL_CAPTURE's own settings."""
+    import textwrap  # noqa: PLC0415
+
+    try:
+        presets = scene_presets()
+    except Exception:  # noqa: BLE001  (a broken third-party preset must not break --help)
+        presets = {}
+    default = presets.get("default")
+    built_in = (f" Without SCENE the built-in scene is fitted with the 'default' preset's settings: "
+                f"{profile_text({k: v for k, (v, _) in default.settings.items()})}." if default else "")
+    paragraphs = [
+        "Defaults: the options above give a dataset's defaults; a preset sets its own, and a typed option overrides "
+        "it (another --encoding drops the preset's field size and learning rate)." + built_in,
+        "Opaque photos without a preset (a real capture) take, where no option sets them: "
+        f"{profile_text(REAL_CAPTURE)}; a Fourier field over the scene box (aabb_scale 1) also "
+        f"{profile_text(REAL_CAPTURE_FOURIER)}; with per-photo near/far bounds also "
+        f"{profile_text(REAL_CAPTURE_BOUNDS)}. The fit says which in one line.",
+        "Presets: " + ("; ".join(f"{name} ({preset.description})" for name, preset in sorted(presets.items()))
+                       or "none installed") + "."]
+    return "\n\n".join(textwrap.fill(text, 100, break_on_hyphens=False) for text in paragraphs)
+
+
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_run_arguments, nonneg_int, nonneg_ratio, positive_float, positive_int  # noqa: PLC0415
     from .field_options import learning_rate  # noqa: PLC0415
 
     p.add_argument("scene", nargs="?", metavar="SCENE",
-                   help="dataset folder (transforms.json) or a preset name (default: a built-in synthetic scene)")
+                   help="dataset folder (transforms.json or transforms_{train,val,test}.json), one transforms JSON "
+                        "file, or a preset name (default: a built-in synthetic scene, the 'default' preset; see "
+                        "below)")
+    p.formatter_class, p.epilog = argparse.RawDescriptionHelpFormatter, defaults_epilog()
     add_run_arguments(p, "nerf", compare=False)
-    d = p.add_argument_group("data (defaults: the preset's, else these)")
+    d = p.add_argument_group("data (defaults: a preset's, else these; see below)")
     d.add_argument("--downscale", type=positive_int, help="integer image downscale (default 1)")
     d.add_argument("--background", choices=BACKGROUNDS,
                    help="white (default) | black | random (a random colour per training ray behind transparent "
@@ -326,7 +353,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="use the dataset's per-image far bounds (default); --no-far-bounds: rays end where they "
                         "leave the grid (captures around an object, whose background lies beyond the farthest "
                         "point structure from motion found)")
-    m = p.add_argument_group("field")
+    m = p.add_argument_group("field (defaults: a preset's, else these; see below)")
     m.add_argument("--param", choices=["plain", "wn", "rwf"], help="linear layers (default rwf)")
     m.add_argument("--encoding", choices=["fourier", "pe", "hashgrid"],
                    help="position encoding (default fourier); hashgrid: instant-ngp's multiresolution hash tables, "
@@ -334,7 +361,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                         "the preset's depth, width, features, sigma and lr")
     m.add_argument("--features", type=positive_int, help="--encoding fourier: features (default 128)")
     m.add_argument("--sigma", type=positive_float,
-                   help="--encoding fourier: sigma, cycles per box side (default 8)")
+                   help="--encoding fourier: sigma, cycles per side of the box the field spans: the scene box, "
+                        "or with aabb_scale > 1 the whole scene its cascades reach (default 8)")
     m.add_argument("--hash-levels", type=positive_int, help="hash grid resolution levels (default 16)")
     m.add_argument("--hash-log2-size", type=positive_int,
                    help="log2 of a hashed level's table entries (default 17: 16 levels x 2^17 x 2 features; "
@@ -355,7 +383,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="integrate the position encoding over each sample's footprint, its length along the ray "
                         "and its pixel's cone (mip-NeRF): features finer than a sample fade instead of aliasing "
                         "(default off)")
-    r = p.add_argument_group("marching")
+    r = p.add_argument_group("marching (defaults: a preset's, else these; see below)")
     r.add_argument("--sampler", choices=["grid", "dense"], help="occupancy grid (default) or every lattice point")
     r.add_argument("--grid-resolution", type=positive_int,
                    help="--sampler grid: occupancy cells per axis (default 128)")
@@ -368,7 +396,7 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                         "number or a fraction such as 1/256, as instant-ngp writes it; default 0; 1/256 for a "
                         "dataset whose aabb_scale exceeds 1, as instant-ngp; 1/64 for opaque photos)")
     r.add_argument("--target-samples", type=positive_int, help="samples per training step (default 32768)")
-    t = p.add_argument_group("training")
+    t = p.add_argument_group("training (defaults: a preset's, else these; see below)")
     t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")
     t.add_argument("--lr", type=learning_rate, help="Adam learning rate (default 3e-3; 1e-2 with hashgrid)")
     t.add_argument("--schedule", choices=["const", "exp", "cos"], help="lr schedule (default exp to 0.1x)")
@@ -434,8 +462,8 @@ def add_tsdf_arguments(g) -> None:
                         "(undistorted pinhole views), instead of marching cubes on density; writes "
                         "RUN/mesh_tsdf.<format>; no --res or --threshold")
     g.add_argument("--tsdf-voxel", type=positive_float, default=None, metavar="L",
-                   help="--tsdf voxel length in scene units (default: the box diagonal / 256); the truncation is 4 "
-                        "voxels")
+                   help="--tsdf voxel length in scene units (default: the box diagonal / 256; from 1/2048 to 1/8 "
+                        "of it); the truncation is 4 voxels")
     g.add_argument("--tsdf-views", type=positive_int, default=None, metavar="N",
                    help="--tsdf: fuse N training cameras, evenly spaced (default: all)")
     g.add_argument("--downscale", type=positive_int, default=None, metavar="K",

@@ -164,7 +164,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     import tempfile  # noqa: PLC0415
 
     if option_typed(args, "scale", 1.0):  # even at its default: README's rule for another kind's options
-        raise UserError("--scale is for image runs; a NeRF render takes --downscale K")
+        raise UserError("--scale is for image and sdf runs; a NeRF render takes --downscale K")
     if not args.video and option_typed(args, "fps", 24):
         raise UserError("--fps is the frame rate of --video; without --video no video is written")
     if args.out:
