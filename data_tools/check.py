@@ -23,7 +23,7 @@ import torch
 from rwf_render.cameras import Cameras, fov_from_focal
 from rwf_render.datasets import _select, camera_errors, check_fields, dataset_files, image_size, parse_frame
 from rwf_render.errors import UserError
-from rwf_render.frames import MissingImage
+from rwf_render.frames import MissingImage, depth_units
 from rwf_render.imgio import read_image, sniff_format
 from rwf_render.lenses import fisheye_theta
 from rwf_render.nerf_data import read_mask
@@ -116,6 +116,7 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
     path = Path(path)
     files = dataset_files(path)
     errors, warnings = [], []
+    units, ignored_depth = {}, []  # depth unit -> the first frame using it; frames whose depth_path is not read
     log(f"dataset {path} ({'single transforms.json' if 'all' in files else 'Blender layout: ' + ', '.join(files)})")
     if "all" not in files and "train" not in files:
         errors.append(f"{path}: no transforms_train.json, so no training frame (rwf fit needs one)")
@@ -155,6 +156,10 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             except UserError as e:
                 errors.append(str(e))
                 continue
+            if info.depth is not None:  # the units of the depth maps, as the loader compares them
+                units.setdefault(depth_units(top)[info.depth_key == "depth_path"], f"{where} ({info.depth_key})")
+            elif info.depth_key == "depth_path":
+                ignored_depth.append(where)
             size = _check_frame(info, where, decode, errors, warnings)
             if size is not None:
                 shared_sizes.add(size)
@@ -180,6 +185,14 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             errors.append(f"{json_path.name}: no usable frame")
             continue
         _check_box(infos, wheres, box, json_path.name, errors, warnings, log, split, len(top["frames"]), levels)
+    if len(units) > 1:  # rwf fit refuses the dataset, with or without --depth-loss
+        (a, first), (b, second) = list(units.items())[:2]
+        errors.append(f"depth maps in different units: {first} in {a!r}, {second} in {b!r} (depth_file_path: "
+                      "depth_unit_scale_factor, 1e-3 when absent; depth_path: integer_depth_scale); give every depth "
+                      "map one unit")
+    if ignored_depth:
+        warnings.append(f"{len(ignored_depth)} frame(s) give instant-ngp's depth_path but no positive "
+                        f"integer_depth_scale (first: {ignored_depth[0]}): their depth maps are not used")
     log(("FAILED" if errors else "OK") + f": {len(errors)} error(s), {len(warnings)} warning(s)")
     for title, items in (("error", errors), ("warning", warnings)):
         for msg in items[:50]:

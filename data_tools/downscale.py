@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rwf_render.datasets import dataset_files, native_path, parse_frame, resolve_image
+from rwf_render.datasets import _select, dataset_files, native_path, parse_frame, resolve_image
 from rwf_render.errors import RwfWarning, UserError
 from rwf_render.nerf_depth import thin_depth
 from rwf_render.rundir import read_json, write_json
@@ -80,7 +80,11 @@ def _implicit_intrinsics(frame: dict, top: dict, base: Path, factor: int, where:
     """fl_x, fl_y, cx, cy (full size) of a frame that leaves some of them to the loader (``camera_angle_x``, the
     image center), when its size is not a multiple of ``factor``; else {}. The loader would derive them from the
     cropped size: cx = floor(w / K) / 2 instead of w / (2 K), and the focal off by a factor floor(w / K) K / w."""
-    if all(frame.get(k, top.get(k)) is not None for k in INTRINSIC_KEYS):
+    def given(length: str, angle: str) -> bool:  # the loader's focal: the frame's fl_x, else its camera_angle_x,
+        return frame.get(length) is not None or (frame.get(angle) is None and top.get(length) is not None)  # else top
+
+    if given("fl_x", "camera_angle_x") and given("fl_y", "camera_angle_y") \
+            and all(frame.get(k, top.get(k)) is not None for k in ("cx", "cy")):
         return {}
     info = parse_frame(frame, top, base, where=where)
     if info.width % factor == 0 and info.height % factor == 0:
@@ -117,9 +121,14 @@ def _free_name(folder: str, path: Path, taken: set) -> str:
     return name
 
 
+def _left_out(base: Path, name, placed: dict) -> bool:
+    """Whether a split list's entry names an image that is not written (missing in the source)."""
+    return isinstance(name, str) and Path(resolve_image(base, name)).resolve() not in placed
+
+
 def _moved(base: Path, name, placed: dict):
-    """A split list's entry (an image path as a frame's file_path names it) as the output names that image; an
-    entry whose image was not written (missing) stays as it was: it names no frame either way."""
+    """A split list's entry (an image path as a frame's file_path names it) as the output names that image (one whose
+    image was not written, :func:`_left_out`, is dropped from the list)."""
     if not isinstance(name, str):
         return name
     return placed.get(Path(resolve_image(base, name)).resolve(), name)
@@ -136,6 +145,7 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             raise UserError(f"{files[split]}: expected an object with a list of 'frames'")
     base = next(iter(files.values())).parent
     # every frame's files, checked before anything is written
+    dropped = set()  # the splits (files) a frame was left out of, its image missing
     jobs, heads, head_aux = {}, {}, {}  # split -> [(frame, image, {key: aux path})]; top-level keys, scaled; and
     for split, top in tops.items():   # the mask and depth files named there, which the loader gives every frame
         heads[split] = _scaled({k: v for k, v in top.items() if k != "frames"}, factor, files[split].name)
@@ -149,6 +159,7 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             image = resolve_image(base, frame["file_path"])
             if not image.is_file():
                 warnings.warn(f"{image} is missing; frame left out", RwfWarning, stacklevel=2)
+                dropped.add(split)
                 continue
             scaled = _scaled(frame, factor, where)
             scaled.update({k: v / factor for k, v in _implicit_intrinsics(frame, top, base, factor, where).items()})
@@ -166,9 +177,21 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
         if p.resolve() not in placed:
             placed[p.resolve()] = _free_name("images/", p, taken)
     for split, top in tops.items():  # the split lists name frames by their images' paths, which have moved
-        for key in (f"{s}_filenames" for s in ("train", "val", "test")):
-            if isinstance(top.get(key), list):
-                heads[split][key] = [_moved(base, name, placed) for name in top[key]]
+        keys = [f"{s}_filenames" for s in ("train", "val", "test")]
+        for key in keys:
+            if isinstance(top.get(key), list):  # a frame left out leaves its lists too (a name of no frame is an
+                heads[split][key] = [_moved(base, name, placed) for name in top[key]  # error to the loader)
+                                     if not _left_out(base, name, placed)]
+        if split == "all" and split in dropped and not any(k in top for k in keys):
+            # the every-8th-frame hold-out counts frames by position, so a frame left out would move it: the frames
+            # held out are named instead, as lists (nerfstudio's keys), so that OUT holds out the same photos
+            held = [placed[resolve_image(base, f["file_path"]).resolve()] for _, f in _select(top["frames"], top, "val",
+                                                                                             base)
+                    if isinstance(f, dict) and isinstance(f.get("file_path"), str)
+                    and not _left_out(base, f["file_path"], placed)]
+            heads[split]["val_filenames"] = heads[split]["test_filenames"] = held
+            log(f"a frame was left out: the {len(held)} frame(s) held out for val/test are named in val_filenames "
+                "and test_filenames, so that the every-8th-frame rule does not move to others")
     extras = {}  # a point cloud or mesh file the dataset names: source -> output path, inside OUT
     for split, top in tops.items():
         for key in ("ply_file_path", "mesh_file_path"):
@@ -213,5 +236,7 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             # cameras.json), so that OUT is a dataset the loader and --force recognize
             write_json(stage / ("transforms.json" if split == "all" else files[split].name),
                        {**heads[split], "frames": frames})
-    log(f"downscaled {len(done)} images by {factor} to {', '.join(f'{w}x{h}' for w, h in sorted(sizes))} -> {out}")
+    photos = len({f["file_path"] for js in jobs.values() for f, _, _ in js})
+    more = f" (and {len(done) - photos} masks and depth maps)" if len(done) > photos else ""
+    log(f"downscaled {photos} photos{more} by {factor} to {', '.join(f'{w}x{h}' for w, h in sorted(sizes))} -> {out}")
     return {"n_files": len(done), "sizes": sorted(sizes)}

@@ -180,6 +180,14 @@ def _select(frames: list, top: dict, split: str, base: Path) -> list[tuple[int, 
         for s, names in lists.items():
             if not isinstance(names, list):
                 raise UserError(f"{s}_filenames: expected a list of file paths, got {type(names).__name__}")
+        frame_keys = {key(f["file_path"]) for f in frames
+                      if isinstance(f, dict) and isinstance(f.get("file_path"), str)}
+        for s, names in lists.items():  # as nerfstudio: a listed name no frame has is an error, not a lost split
+            stray = [p for p in names if not isinstance(p, str) or key(p) not in frame_keys]
+            if stray:
+                raise UserError(f"{s}_filenames: {len(stray)} of its {len(names)} name(s) match no frame's file_path "
+                                f"(first: {stray[0]!r}); names are paths from the transforms file's folder, compared "
+                                "with their case")
 
         def named(f) -> bool:
             return isinstance(f, dict) and isinstance(f.get("file_path"), str) and key(f["file_path"]) in wanted
