@@ -265,8 +265,8 @@ def build_parser() -> Parser:
         live = p.add_argument_group("live viewer")
         live.add_argument("--view", action="store_true", help="serve the live viewer while training")
         live.add_argument("--host", default="127.0.0.1", help="viewer address (default: this machine only)")
-        live.add_argument("--port", type=port_number, default=8080, help="viewer port (default 8080, the next free one when it is busy; 0: any free "
-                                                                   "port)")
+        live.add_argument("--port", type=port_number, default=8080,
+                          help="viewer port (default 8080, the next free one when it is busy; 0: any free port)")
         p.set_defaults(func=_with_live_viewer(module.fit))
 
     ev = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")

@@ -309,7 +309,8 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
     metrics = test_metrics(model, test, cfg.background, n_images, renders=first, progress=progress, split=split)
     if model.pose_correction is not None:
         metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data, task.train.paths))
-    metrics.update(psnr_split=split, psnr_train=psnr(*render_and_target(model, train, 0, cfg.background, True)),
+    train_view = render_and_target(model, train, 0, cfg.background, trained=True)
+    metrics.update(psnr_split=split, psnr_train=psnr(*train_view),
                    steps=trainer.step_idx,
                    seconds=round(trainer.seconds, 3), param=cfg.field.trunk.param,
                    samples_per_s=task.total_samples / max(trainer.seconds, 1e-9),

@@ -1,4 +1,4 @@
-"""fit a mesh or point cloud: a coordinate MLP maps 3D points to signed distance or occupancy (Tancik et al. 2020, sec. 6)
+"""fit a mesh or point cloud: a coordinate MLP maps 3D points to signed distance or occupancy (Tancik et al. 2020)
 
 The mesh (OBJ, PLY, STL, OFF, GLB; with no MESH a built-in trefoil knot) is moved into the unit cube
 [-0.5, 0.5]^3 (bounding-box centre to the origin, longest side to ``--fill``); the transform is stored in

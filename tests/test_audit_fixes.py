@@ -66,9 +66,9 @@ def fitted(tmp_path_factory):
     data = blender_scene(root / "data", {"train": 3, "val": 1, "test": 2})
     calls, real = [], nerf_task.render_and_target
 
-    def counted(model, split, i, background):
+    def counted(model, split, i, background, **kw):
         calls.append((tuple(split.names), i))
-        return real(model, split, i, background)
+        return real(model, split, i, background, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(nerf_task, "render_and_target", counted)

@@ -115,6 +115,7 @@ COMPANY["lr_final"], COMPANY["decay_every"] = ["--schedule", "exp"], ["--schedul
 COMPANY["occlusion_margin"] = COMPANY["occlusion_warmup"] = ["--occlusion-loss", "1"]
 COMPANY["depth_rays"] = ["--depth-loss", "1"]
 COMPANY["coarse_to_fine"] = ["--optimize-cameras", "--encoding", "hashgrid"]
+BY_OPTION = {"--view-dependence": ["--no-view-dependence"]}  # company of one spelling of a shared dest (it undoes it)
 PIPELINES = {  # how each pipeline builds its config from the options, its aliases, options needing company
     "image": (image.add_fit_arguments, image._config_from_args, MODEL_ALIASES, COMPANY),
     "sdf": (sdf_options.add_fit_arguments, sdf_options.config_from_args, sdf_options.ALIASES,
@@ -136,7 +137,7 @@ def test_every_fit_option_maps_to_the_config_entries_it_sets(kind):
     for action in parser._actions:
         if not action.option_strings or action.dest in RUN_OPTIONS | {"device"}:
             continue
-        extra = company.get(action.dest, [])
+        extra = BY_OPTION.get(action.option_strings[0], company.get(action.dest, []))
         before = _leaves(build(parser.parse_args(extra)).to_dict()) if extra else base
         keys = option_leaves(action.dest, before, aliases)
         assert keys, f"{kind}: {action.option_strings[0]} names no config entry"
