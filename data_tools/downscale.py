@@ -185,10 +185,9 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
         if split == "all" and split in dropped and not any(k in top for k in keys):
             # the every-8th-frame hold-out counts frames by position, so a frame left out would move it: the frames
             # held out are named instead, as lists (nerfstudio's keys), so that OUT holds out the same photos
-            held = [placed[resolve_image(base, f["file_path"]).resolve()] for _, f in _select(top["frames"], top, "val",
-                                                                                             base)
-                    if isinstance(f, dict) and isinstance(f.get("file_path"), str)
-                    and not _left_out(base, f["file_path"], placed)]
+            held = [f["file_path"] for _, f in _select(top["frames"], top, "val", base)
+                    if isinstance(f, dict) and isinstance(f.get("file_path"), str)]
+            held = [_moved(base, name, placed) for name in held if not _left_out(base, name, placed)]
             heads[split]["val_filenames"] = heads[split]["test_filenames"] = held
             log(f"a frame was left out: the {len(held)} frame(s) held out for val/test are named in val_filenames "
                 "and test_filenames, so that the every-8th-frame rule does not move to others")

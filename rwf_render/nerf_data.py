@@ -373,7 +373,8 @@ def _file_digest(p: Path) -> str:
 def split_fingerprint(path: str | Path, split: str, known: dict | None = None) -> str | None:
     """One sha256 (16 hex digits) of a split as a fit reads it: in frame order, each frame's image path, the bytes
     of its image, mask and depth map, its camera (pose, intrinsics, lens) and near/far, with the split's scene box
-    and the top level of its transforms file. None when the split does not load (absent, or no longer valid).
+    and the top level of its transforms file (but its split lists). None when the split does not load (absent, or no
+    longer valid).
 
     A run records one per split (``dataset_fingerprint``), so that a command can tell which split changed since the
     fit: ``--resume`` refuses a changed training split only, the refined poses of ``--optimize-cameras`` warn when
@@ -395,7 +396,9 @@ def split_fingerprint(path: str | Path, split: str, known: dict | None = None) -
     for t in (cams.c2w, cams.fx, cams.fy, cams.cx, cams.cy, cams.width, cams.height, cams.model, cams.dist, tf.aabb,
               tf.near_far if tf.near_far is not None else torch.zeros(0)):
         h.update(np.ascontiguousarray(torch.as_tensor(t).double().cpu().numpy()).tobytes())
-    h.update(repr(sorted((k, repr(v)) for k, v in tf.meta.items())).encode())
+    # the top level but its split lists: what they select is the frames hashed above (an edited test list is no
+    # change of the training split)
+    h.update(repr(sorted((k, repr(v)) for k, v in tf.meta.items() if not k.endswith("_filenames"))).encode())
     return h.hexdigest()[:16]
 
 

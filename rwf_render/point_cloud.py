@@ -167,7 +167,7 @@ def checked_cloud(points: np.ndarray, normals: np.ndarray | None = None, name: s
     normals = normals / length[:, None]
     if inward(points, normals):  # the fit would take the outside for the inside: a solid box with a shape-shaped hole
         warnings.warn(f"{name}: the given normals point inward on the whole; flipped to point outward, as an "
-                      "inside-out mesh is turned (negate nx ny nz in the file to keep this)", RwfWarning, stacklevel=2)
+                      "inside-out mesh is turned", RwfWarning, stacklevel=2)
         normals = -normals
     return PointCloud(points, normals)
 

@@ -147,3 +147,20 @@ def test_training_views_are_rendered_with_their_own_appearance_codes(tmp_path, c
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["psnr_split"] == "train"
     assert metrics["psnr"] == pytest.approx(np.mean([psnr(p, t) for p, t in own]), abs=1e-4)
+
+
+def test_an_edited_test_list_of_one_transforms_file_leaves_the_training_split_unchanged(tmp_path):
+    """In a single transforms.json the split lists sit at the top level, which every split's fingerprint covers:
+    a test_filenames edit (the training frames the same) is a change of the test split only."""
+    from rwf_render.nerf_data import split_fingerprint
+
+    from test_data_tools_combos import _dataset  # noqa: PLC0415
+
+    names = [f"images/img{i:02d}.png" for i in range(12)]
+    data = _dataset(tmp_path / "d", val_filenames=names[:2], test_filenames=names[2:4], train_filenames=names[4:])
+    before = {s: split_fingerprint(data, s) for s in ("train", "val", "test")}
+    top = json.loads((data / "transforms.json").read_text())
+    top["test_filenames"] = names[2:3]
+    (data / "transforms.json").write_text(json.dumps(top))
+    after = {s: split_fingerprint(data, s) for s in ("train", "val", "test")}
+    assert after["train"] == before["train"] and after["val"] == before["val"] and after["test"] != before["test"]
