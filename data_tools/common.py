@@ -17,6 +17,7 @@ import numpy as np
 
 from rwf_render.scene_box import NGP_HALF, bulk_cube, holding_scale
 from rwf_render.errors import UserError
+from rwf_render.signals import uninterrupted
 
 READ_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 """the photo files a dataset can hold (what ``rwf fit`` reads; its EXR is for rendered data, not photos)"""
@@ -94,14 +95,15 @@ def staged_output(out: str | Path, force: bool, inputs: tuple = (), holders: tup
         yield stage
         _umask_permissions(stage)
         check_output(out, force, inputs, holders)  # someone may have created OUT meanwhile
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-        moved = True
+        with uninterrupted():  # a Ctrl+C here waits for the swap (it left OUT gone, or the old one hidden beside it)
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                os.replace(out, old / "x")
+                os.replace(stage, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(stage, out)
+            moved = True
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)

@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import RwfWarning, UserError, out_of_memory
-from .signals import deferred_interrupts, terminate_like_interrupt
+from .signals import deferred_interrupts, restore_signals, stop_if_interrupted, terminate_like_interrupt
 
 PIPELINES = {"image": "rwf_render.image", "sdf": "rwf_render.sdf", "nerf": "rwf_render.nerf"}
 
@@ -330,12 +330,14 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
     Failures of the machine rather than of the input (a folder that cannot be written, a full disk, memory run
     out) are one line and exit 1; ``RWF_DEBUG=1`` keeps their traceback.
     """
-    terminate_like_interrupt()
+    handlers = terminate_like_interrupt()
     args = None
     try:
         args = parser.parse_args(argv)
         args.given_options = given_options(parser, argv)
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        stop_if_interrupted()  # a Ctrl+C a library swallowed (trimesh catches BaseException): still interrupted
+        return rc
     except UserError as e:
         print(f"rwf: error: {e}", file=sys.stderr)
         return 2
@@ -367,6 +369,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
         rundir = sys.modules.get(f"{__package__}.rundir")  # not imported: no run folder was locked
         if rundir is not None:
             rundir.release_run_dirs()  # the command's run folders are free for the next one (in-process callers)
+        restore_signals(handlers)
 
 
 def given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> frozenset[str]:

@@ -42,6 +42,7 @@ from .nerf import load_scene_model
 from .nerf_render import NeRFModel
 from .render_paths import orbit_cameras
 from .rundir import read_json, refuse_among_inputs, temp_prefix, write_json
+from .signals import uninterrupted
 
 
 def scaled_cameras(cams: Cameras, k: int) -> Cameras:
@@ -232,15 +233,16 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
             with _writing(out / file):
                 videos.pop(file).close()
         new = {p.name for p in staging.iterdir()}
-        with _writing(out):
-            out.mkdir(parents=True, exist_ok=True)
-        for old in _earlier_render(out) - new:  # an earlier render's frames and videos that this one does not replace
-            (out / old).unlink(missing_ok=True)
-        for name_ in sorted(new):
-            with _writing(out / name_):
-                (staging / name_).replace(out / name_)
-        with _writing(out / MANIFEST):
-            write_json(out / MANIFEST, {"files": sorted(new)})
+        with uninterrupted():  # a Ctrl+C here waits for the frames to be in place (half of them, unlisted, lingered)
+            with _writing(out):
+                out.mkdir(parents=True, exist_ok=True)
+            for old in _earlier_render(out) - new:  # an earlier render's frames and videos not replaced by this one
+                (out / old).unlink(missing_ok=True)
+            for name_ in sorted(new):
+                with _writing(out / name_):
+                    (staging / name_).replace(out / name_)
+            with _writing(out / MANIFEST):
+                write_json(out / MANIFEST, {"files": sorted(new)})
     finally:
         for video in videos.values():  # a render that failed or was interrupted: its partial videos are dropped
             video.close(ignore_errors=True)

@@ -43,7 +43,11 @@ _UMASK = _umask()
 
 
 def _publish(tmp: str, path: Path) -> None:
-    """Give ``tmp`` the permissions a plain ``open()`` would have (mkstemp makes it 0600), then move it to ``path``."""
+    """Give ``tmp`` the permissions a plain ``open()`` would have (mkstemp makes it 0600), then move it to ``path``;
+    not after a Ctrl+C or SIGTERM, even one a library swallowed (:func:`signals.stop_if_interrupted`)."""
+    from .signals import stop_if_interrupted  # noqa: PLC0415
+
+    stop_if_interrupted()
     os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
 

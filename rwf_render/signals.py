@@ -8,16 +8,64 @@ import sys
 import threading
 
 
-def terminate_like_interrupt() -> None:
-    """SIGTERM (``kill``, a job scheduler's stop) unwinds like Ctrl+C, so staging folders and temporary files are
-    cleaned up; without this, Python dies on the spot and leaves them behind."""
-    if threading.current_thread() is not threading.main_thread():
-        return
+_pending = False
+"""a Ctrl+C or SIGTERM arrived during this command (set by :func:`terminate_like_interrupt`'s handler)"""
 
-    def on_term(signum, frame):
+
+def terminate_like_interrupt() -> dict:
+    """SIGTERM (``kill``, a job scheduler's stop) unwinds like Ctrl+C, so staging folders and temporary files are
+    cleaned up; without this, Python dies on the spot and leaves them behind. Either signal is also remembered
+    (:func:`interrupt_pending`): a library that catches every exception (trimesh's ``except BaseException``) can
+    swallow the KeyboardInterrupt, and the command then ran on and exited 0; the outputs check the flag before they
+    are published, and the command ends as interrupted. Called at the start of each command: clears the flag;
+    returns the handlers it replaced, for :func:`restore_signals` when the command ends."""
+    global _pending
+    _pending = False
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum, frame):
+        global _pending
+        _pending = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def restore_signals(previous: dict) -> None:
+    """The handlers :func:`terminate_like_interrupt` replaced, back; the flag cleared (a caller in the same process,
+    a test or a library user, starts afresh)."""
+    global _pending
+    _pending = False
+    for sig, handler in previous.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+def interrupt_pending() -> bool:
+    """Whether a Ctrl+C or SIGTERM arrived during this command (even one a library swallowed)."""
+    return _pending
+
+
+def stop_if_interrupted() -> None:
+    """KeyboardInterrupt when a Ctrl+C or SIGTERM arrived, even one a library swallowed: called before an output is
+    published, so an interrupted command writes nothing more."""
+    if _pending:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Run a short block that must not stop half-way (moving finished outputs into place: a frames folder, a
+    dataset replacing the old one) with Ctrl+C and SIGTERM held; one that arrived meanwhile is raised as
+    KeyboardInterrupt once the block is done, and one that arrived before stops it from starting."""
+    stop_if_interrupted()
+    with deferred_interrupts() as received:
+        yield
+    if received:
+        global _pending
+        _pending = True
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
