@@ -124,10 +124,13 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
 
 
 def as_fitted(image: np.ndarray, channels) -> np.ndarray:
-    """``image`` as a run with ``channels`` was fitted to it: a grey + alpha image (2 channels) of a run fitted before
-    30 Nov 2026 was read as RGBA, the grey repeated; such runs keep evaluating, rendering and resuming as fitted."""
+    """``image`` as a run with ``channels`` was fitted to it: a grey + alpha image (2 channels) was read as its grey
+    alone before 28 Nov 2026 (1 channel) and as RGBA, the grey repeated, until 30 Nov 2026 (4); such runs keep
+    evaluating, rendering and resuming as fitted."""
     if image.shape[2] == 2 and channels == 4:
         return np.concatenate([np.repeat(image[..., :1], 3, axis=2), image[..., 1:]], axis=2)
+    if image.shape[2] == 2 and channels == 1:
+        return image[..., :1]
     return image
 
 
@@ -374,7 +377,9 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
             return abs(a - b) > 1e-4
         diff = [k for k in ("psnr", "psnr_train", "ssim") if differs(saved.get(k), metrics[k])]
         if diff:
-            print(f"rwf: warning: {', '.join(diff)} differ from {run / METRICS}", file=sys.stderr)
+            print(f"rwf: warning: {', '.join(diff)} differ from {run / METRICS}, the fit's figures (left as they "
+                  "are): the source changed since, or the fit ran an earlier version that defined them otherwise",
+                  file=sys.stderr)
     return 0
 
 

@@ -275,7 +275,9 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
                 or (metrics[k] is not None and (not isinstance(saved[k], (int, float))
                                                 or abs(saved[k] - metrics[k]) > 1e-4 * max(1.0, abs(saved[k]))))]
         if diff:
-            print(f"rwf: warning: {', '.join(diff)} differ from {run / METRICS}", file=sys.stderr)
+            print(f"rwf: warning: {', '.join(diff)} differ from {run / METRICS}, the fit's figures (left as they "
+                  "are): the source changed since, or the fit ran an earlier version that defined them otherwise",
+                  file=sys.stderr)
     return 0
 
 

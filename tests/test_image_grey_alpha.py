@@ -53,12 +53,15 @@ def test_a_grey_alpha_image_is_fitted_and_written_as_two_channels(tmp_path):
     assert read_image(tmp_path / "r.jpg")[0].shape == (32, 32, 1)
 
 
-def test_a_run_fitted_when_grey_alpha_was_read_as_rgba_still_evaluates(tmp_path):
-    """Fit the RGBA image (the grey repeated), then put the LA file of the same pixels in its place, with its sha256:
-    what a run fitted before the change holds. eval gives the same figures and a render keeps 4 channels."""
+@pytest.mark.parametrize("then", ["RGBA", "L"])
+def test_a_run_fitted_when_grey_alpha_was_read_otherwise_still_evaluates_and_resumes(tmp_path, then):
+    """Fit the image as an earlier version read the LA file (RGBA, the grey repeated, until 30 Nov 2026; the grey
+    alone, alpha dropped, before 28 Nov), then put the LA file of the same pixels in its place, with its sha256: what
+    such a run holds. eval gives the same figures, a render keeps the run's channels, --resume goes on."""
     la = _grey_alpha(tmp_path / "la.png")
-    rgba = np.concatenate([np.repeat(la[..., :1], 3, -1), la[..., 1:]], -1)
-    Image.fromarray(np.round(rgba * 255).astype(np.uint8), "RGBA").save(tmp_path / "src.png")
+    pixels = np.concatenate([np.repeat(la[..., :1], 3, -1), la[..., 1:]], -1) if then == "RGBA" else la[..., 0]
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8), then).save(tmp_path / "src.png")
+    channels = {"RGBA": 4, "L": 1}[then]
     run = tmp_path / "run"
     _fit(tmp_path / "src.png", run)
     before = json.loads((run / "metrics.json").read_text())
@@ -66,9 +69,14 @@ def test_a_run_fitted_when_grey_alpha_was_read_as_rgba_still_evaluates(tmp_path)
     cfg = json.loads((run / "config.json").read_text())
     cfg["source"]["sha256"] = hashlib.sha256((tmp_path / "src.png").read_bytes()).hexdigest()
     (run / "config.json").write_text(json.dumps(cfg))
-    assert cfg["channels"] == 4
+    assert cfg["channels"] == channels
     assert cli.main(["eval", str(run), "--device", "cpu"]) == 0
     after = json.loads((run / "metrics.json").read_text())
     assert after["psnr"] == pytest.approx(before["psnr"], abs=1e-6) and after["ssim"] == pytest.approx(before["ssim"])
     assert cli.main(["render", str(run), "--out", str(tmp_path / "old.png")]) == 0
-    assert read_image(tmp_path / "old.png")[0].shape == (32, 32, 4)
+    assert read_image(tmp_path / "old.png")[0].shape == (32, 32, channels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "image", str(tmp_path / "src.png"), "--out", str(run), "--resume", "--steps", "40",
+                         "--quiet", "--device", "cpu"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 40
