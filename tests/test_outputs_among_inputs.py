@@ -52,9 +52,9 @@ def test_every_file_of_the_dataset_and_every_folder_holding_one_is_refused(tmp_p
 @pytest.mark.parametrize("out", ["renders", "images/extra", "mesh.ply", "images/other.ply", "../elsewhere"])
 def test_other_places_in_or_beside_the_dataset_are_allowed(tmp_path, out):
     data = _ngp_dataset(tmp_path / "data")
-    refuse_among_inputs(data / out, str(data))  # no UserError
-    refuse_among_inputs(data / out, str(tmp_path / "gone"))  # a dataset no longer there protects nothing
-    refuse_among_inputs(data / out, None)
+    assert refuse_among_inputs(data / out, str(data)) is None  # no UserError
+    assert refuse_among_inputs(data / out, str(tmp_path / "gone")) is None  # a dataset no longer there protects nothing
+    assert refuse_among_inputs(data / out, None) is None
 
 
 def _digest(folder: Path) -> dict:
