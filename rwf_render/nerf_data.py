@@ -313,7 +313,12 @@ def check_reach(train: PosedImages, near: float | None, far: float | None, far_b
                     f"{float(d_min.min()):.3g} to {float(d_max.max()):.3g} from the {n} training camera(s)")
 
 
-def dataset_fingerprint(path: str | Path) -> dict:
+FINGERPRINT_KEYS = ("file_path", "mask_path", "depth_file_path", "depth_path")
+"""the frame keys whose files a fingerprint hashes; runs fitted before 29 Nov 2026 20:22 hashed all but
+``depth_path`` (:func:`rwf_render.resume.check_dataset_unchanged` accepts their record)"""
+
+
+def dataset_fingerprint(path: str | Path, keys: tuple = FINGERPRINT_KEYS) -> dict:
     """What a NeRF run records of its dataset so that ``--resume`` can refuse changed data
     (:func:`rwf_render.resume.check_dataset_unchanged`): the sha256 of the bytes of each transforms JSON file and
     of each image, mask and depth map its frames name (those that exist, every split), by path relative to the
@@ -340,7 +345,7 @@ def dataset_fingerprint(path: str | Path) -> dict:
             if not isinstance(frame, dict):
                 continue
             # a frame's own path, else the top level's (instant-ngp's depth_path as nerfstudio's depth_file_path)
-            for key in ("file_path", "mask_path", "depth_file_path", "depth_path"):
+            for key in keys:
                 value = frame.get(key) if frame.get(key) is not None or key == "file_path" else top.get(key)
                 if not isinstance(value, str) or not value.strip():
                     continue

@@ -259,16 +259,17 @@ def tsdf_mesh(model, box: np.ndarray, voxel: float | None = None, views: int | N
         warnings.warn(f"--tsdf-views {views}: the run has {len(cams)} training cameras; fusing all of them",
                       RwfWarning, stacklevel=2)
     indices = view_indices(len(cams), views)
-    seen = []  # the views with surface pixels inside the box
+    seen = 0  # the views with surface pixels inside the box
 
     def counted(frames):
+        nonlocal seen
         for frame in frames:
-            seen.extend([1] if (frame[2] > 0).any() else [])
+            seen += bool((frame[2] > 0).any())
             yield frame
 
     mesh = fuse(counted(depth_frames(model, cams, indices, box, progress, k)), box, voxel)
     if len(mesh.faces) == 0:
-        why = (f"{len(seen)} of the {len(indices)} views see surface there, fused with voxels of {voxel:.4g}: a "
+        why = (f"{seen} of the {len(indices)} views see surface there, fused with voxels of {voxel:.4g}: a "
                "smaller --tsdf-voxel may find it" if seen else
                f"no training view has pixels of opacity >= {MIN_OPACITY} there")
         raise UserError(f"the TSDF holds no surface inside the box: {why}")

@@ -163,6 +163,10 @@ def check_source_unchanged(saved: dict | None, info: dict, path) -> None:
                         f"data (start a new run instead)")
 
 
+LEGACY_KEYS = ("file_path", "mask_path", "depth_file_path")
+"""the frame keys a NeRF run's fingerprint hashed before 29 Nov 2026 20:22 (no instant-ngp ``depth_path``)"""
+
+
 def check_dataset_unchanged(saved: dict | None, data) -> None:
     """--resume must fit the same posed images: UserError, naming what changed, when the dataset ``data`` differs
     from the fingerprint the run saved under "dataset" in its config.json
@@ -177,6 +181,8 @@ def check_dataset_unchanged(saved: dict | None, data) -> None:
     if new["sha256"] == old["sha256"]:
         return
     changed = changed_splits(saved, data)
+    if changed is None and dataset_fingerprint(data, LEGACY_KEYS)["sha256"] == old["sha256"]:
+        return  # a run recorded before depth_path maps were hashed: the data is the same as then
     if changed is not None and "train" not in changed:  # the data fitted is the same: only what is scored moved
         if changed:
             warnings.warn(f"{data}: the {' and '.join(changed)} split{'s' if len(changed) > 1 else ''} changed since "

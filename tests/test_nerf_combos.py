@@ -164,3 +164,34 @@ def test_an_edited_test_list_of_one_transforms_file_leaves_the_training_split_un
     (data / "transforms.json").write_text(json.dumps(top))
     after = {s: split_fingerprint(data, s) for s in ("train", "val", "test")}
     assert after["train"] == before["train"] and after["val"] == before["val"] and after["test"] != before["test"]
+
+
+def test_a_run_recorded_before_depth_path_maps_were_hashed_resumes_on_the_same_data(tmp_path, capsys):
+    """Runs fitted before 29 Nov 2026 hashed no instant-ngp depth_path map and recorded no split: their dataset,
+    unchanged, read as changed ("depth/d0.png is new") and --resume was refused. An edited image still is."""
+    import numpy as np
+
+    from rwf_render.imgio import write_image
+    from rwf_render.nerf_data import dataset_fingerprint
+    from rwf_render.resume import LEGACY_KEYS
+
+    from test_data_tools_combos import _dataset  # noqa: PLC0415
+
+    data = _dataset(tmp_path / "d", n=6, integer_depth_scale=0.002)
+    (data / "depth").mkdir()
+    top = json.loads((data / "transforms.json").read_text())
+    for i, f in enumerate(top["frames"]):
+        write_image(data / "depth" / f"d{i}.png", np.full((12, 16, 1), 0.5, np.float32))
+        f["depth_path"] = f"depth/d{i}.png"
+    (data / "transforms.json").write_text(json.dumps(top))
+    run = tmp_path / "run"
+    _fit(data, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["dataset"] = {k: v for k, v in dataset_fingerprint(data, LEGACY_KEYS).items() if k != "splits"}
+    assert "depth/d0.png" not in cfg["dataset"]["files"] and "depth/d0.png" in dataset_fingerprint(data)["files"]
+    (run / "config.json").write_text(json.dumps(cfg))
+    _fit(data, run, "--resume", "--steps", "3")
+    cfg["dataset"]["sha256"] = "0" * 64  # as if an image had changed since
+    (run / "config.json").write_text(json.dumps(cfg))
+    says = one_cli_error(capsys, ["fit", "nerf", data, "--out", run, "--resume", "--steps", "4", "--device", "cpu"])
+    assert "the dataset changed since the run was trained" in says
