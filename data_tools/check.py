@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from rwf_render.cameras import Cameras, fov_from_focal
-from rwf_render.datasets import _select, camera_errors, check_fields, dataset_files, image_size, parse_frame
+from rwf_render.datasets import (_select, camera_errors, check_fields, dataset_files, ignored_depth_text, image_size,
+                                 mixed_units_text, note_depth_unit, parse_frame)
 from rwf_render.errors import UserError
-from rwf_render.frames import MissingImage, depth_units
+from rwf_render.frames import MissingImage
 from rwf_render.imgio import read_image, sniff_format
 from rwf_render.lenses import fisheye_theta
 from rwf_render.nerf_data import read_mask
@@ -156,10 +157,7 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             except UserError as e:
                 errors.append(str(e))
                 continue
-            if info.depth is not None:  # the units of the depth maps, as the loader compares them
-                units.setdefault(depth_units(top)[info.depth_key == "depth_path"], f"{where} ({info.depth_key})")
-            elif info.depth_key == "depth_path":
-                ignored_depth.append(where)
+            note_depth_unit(info, top, where, units, ignored_depth)  # the depth maps' units, as the loader checks
             size = _check_frame(info, where, decode, errors, warnings)
             if size is not None:
                 shared_sizes.add(size)
@@ -186,13 +184,9 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             continue
         _check_box(infos, wheres, box, json_path.name, errors, warnings, log, split, len(top["frames"]), levels)
     if len(units) > 1:  # rwf fit refuses the dataset, with or without --depth-loss
-        (a, first), (b, second) = list(units.items())[:2]
-        errors.append(f"depth maps in different units: {first} in {a!r}, {second} in {b!r} (depth_file_path: "
-                      "depth_unit_scale_factor, 1e-3 when absent; depth_path: integer_depth_scale); give every depth "
-                      "map one unit")
+        errors.append(mixed_units_text(units))
     if ignored_depth:
-        warnings.append(f"{len(ignored_depth)} frame(s) give instant-ngp's depth_path but no positive "
-                        f"integer_depth_scale (first: {ignored_depth[0]}): their depth maps are not used")
+        warnings.append(ignored_depth_text(ignored_depth))
     log(("FAILED" if errors else "OK") + f": {len(errors)} error(s), {len(warnings)} warning(s)")
     for title, items in (("error", errors), ("warning", warnings)):
         for msg in items[:50]:

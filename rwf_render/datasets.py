@@ -141,27 +141,50 @@ def dataset_files(path: str | Path) -> dict[str, Path]:
     return found
 
 
+FRAME_FILE_KEYS = ("file_path", "mask_path", "depth_file_path", "depth_path")
+"""the frame keys that name a file: the image, its mask, its depth map (nerfstudio's or instant-ngp's)"""
+
+
+def named_files(path: str | Path, keys: tuple = FRAME_FILE_KEYS, top_keys: tuple = ()) -> list[Path]:
+    """The existing files a dataset names, in order, each once: its transforms JSON files, and for each file the
+    files its frames name under ``keys`` (a frame's own path, else the top level's, which stands for every frame)
+    and its top level under ``top_keys``. Frames and files that do not parse name nothing; UserError only when there
+    is no dataset."""
+    found: dict[Path, None] = {}  # ordered set
+    for json_path in dataset_files(path).values():
+        found[json_path] = None
+        try:
+            top = read_json(json_path)
+        except UserError:
+            continue
+        if not isinstance(top, dict):
+            continue
+        frames = top.get("frames")
+        for frame in frames if isinstance(frames, list) else []:
+            if not isinstance(frame, dict):
+                continue
+            for key in keys:
+                value = frame.get(key) if frame.get(key) is not None or key == "file_path" else top.get(key)
+                if isinstance(value, str) and value.strip():
+                    p = (resolve_image if key == "file_path" else native_path)(json_path.parent, value)
+                    if p.is_file():
+                        found[p] = None
+        for key in top_keys:
+            value = top.get(key)
+            if isinstance(value, str) and value.strip() and native_path(json_path.parent, value).is_file():
+                found[native_path(json_path.parent, value)] = None
+    return list(found)
+
+
 def dataset_inputs(path: str | Path) -> set[Path]:
     """The files of a dataset, resolved: its transforms JSON files, every frame's image, mask and depth map, and the
     files its top level names (``mesh_file_path`` of data_tools' scenes, nerfstudio's ``ply_file_path``); what
-    ``rwf render --out`` and ``rwf export mesh --out`` must not write over or among. Only the JSON files when a
-    split does not load (the command says why when it reads the cameras); none when the dataset is gone."""
+    ``rwf render --out`` and ``rwf export mesh --out`` must not write over or among. None when the dataset is
+    gone."""
     try:
-        files = dataset_files(path)
+        return {p.resolve() for p in named_files(path, top_keys=("mesh_file_path", "ply_file_path"))}
     except UserError:
         return set()
-    found = {p.resolve() for p in files.values()}
-    with warnings.catch_warnings():  # a frame without its image is said when the cameras are read
-        warnings.simplefilter("ignore")
-        try:
-            t = load_transforms(path, "all")
-        except UserError:
-            return found
-    found |= {p.resolve() for p in (*t.image_paths, *t.mask_paths, *t.depth_paths) if p is not None}
-    for key in ("mesh_file_path", "ply_file_path"):
-        if isinstance(t.meta.get(key), str) and t.meta[key].strip():
-            found.add((t.path.parent / t.meta[key]).resolve())
-    return found
 
 
 def _select(frames: list, top: dict, split: str, base: Path) -> list[tuple[int, object]]:
@@ -202,6 +225,30 @@ def _select(frames: list, top: dict, split: str, base: Path) -> list[tuple[int, 
         return []
     held = split in ("val", "test")
     return [(i, f) for i, f in indexed if (i % HOLDOUT_EVERY == 0) == held]
+
+
+def note_depth_unit(info: FrameInfo, top: dict, label: str, units: dict, ignored: list) -> None:
+    """Record a frame's depth map for the unit check: ``units`` (unit -> the first frame using it) or, for an
+    instant-ngp ``depth_path`` without a positive ``integer_depth_scale`` (not read), ``ignored`` (frame labels)."""
+    if info.depth is not None:
+        units.setdefault(depth_units(top)[info.depth_key == "depth_path"], f"{label} ({info.depth_key})")
+    elif info.depth_key == "depth_path":
+        ignored.append(label)
+
+
+def mixed_units_text(units: dict) -> str:
+    """Why depth maps in more than one unit (``note_depth_unit``'s ``units``) are refused."""
+    (a, first), (b, second) = list(units.items())[:2]
+    return (f"depth maps in different units: {first} in {a!r}, {second} in {b!r} (the unit of depth_file_path: "
+            "depth_unit_scale_factor, nerfstudio's default 1e-3 when absent; of depth_path: integer_depth_scale); "
+            "give every depth map one unit")
+
+
+def ignored_depth_text(ignored: list) -> str:
+    """The warning for frames whose instant-ngp depth maps are not read (``note_depth_unit``'s ``ignored``)."""
+    return (f"{len(ignored)} frame(s) give instant-ngp's depth_path but no positive integer_depth_scale (first: "
+            f"{ignored[0]}): their depth maps are not used, as instant-ngp does not use them; add "
+            "integer_depth_scale, scene units per stored depth value")
 
 
 def load_transforms(path: str | Path, split: str = "train") -> Transforms:
@@ -269,11 +316,7 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
                     raise UserError(f"{label}: {problems[0]}")
                 infos.append(info)
                 labels.append(label)
-                if info.depth is not None:
-                    unit = depth_units(top)[info.depth_key == "depth_path"]
-                    units.setdefault(unit, f"{label} ({info.depth_key})")
-                elif info.depth_key == "depth_path":
-                    ignored.append(label)
+                note_depth_unit(info, top, label, units, ignored)
             else:
                 skipped.append(str(frame["file_path"]))
     if skipped:
@@ -283,15 +326,9 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
     if held_out:
         raise UserError(f"{path}: split {split!r} has no frame: {held_out}")
     if ignored:
-        warnings.warn(f"{path}: {len(ignored)} frame(s) give instant-ngp's depth_path but no positive "
-                      f"integer_depth_scale (first: {ignored[0]}): their depth maps are not used, as instant-ngp does "
-                      "not use them; add integer_depth_scale, scene units per stored depth value", RwfWarning,
-                      stacklevel=2)
+        warnings.warn(f"{path}: {ignored_depth_text(ignored)}", RwfWarning, stacklevel=2)
     if len(units) > 1:
-        (a, first), (b, second) = list(units.items())[:2]
-        raise UserError(f"{path}: depth maps in different units: {first} in {a!r}, {second} in {b!r} (the unit of "
-                        "depth_file_path: depth_unit_scale_factor, nerfstudio's default 1e-3 when absent; of "
-                        "depth_path: integer_depth_scale); give every depth map one unit")
+        raise UserError(f"{path}: {mixed_units_text(units)}")
     if any(info.depth_key == "depth_path" and info.depth is not None for info in infos):  # ngp's unit, under the
         meta = {**meta, "depth_unit_scale_factor": next(iter(units))}  # key the depth loss and written files read
     if not infos and empty is not None and not skipped:  # an empty split is an error, not an absent one

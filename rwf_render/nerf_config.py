@@ -18,6 +18,11 @@ from .nerf_field import DENSITY_ACTIVATIONS, NeRFField, NeRFFieldConfig
 from .nerf_render import RenderConfig
 from .train_config import TrainConfig, check_train_config
 
+LOSS_DEFAULTS = {"depth": 0.0, "distortion": 0.0, "occlusion": 0.0, "camera_reg": 1.0}
+"""the weight of each loss term a config's ``train.loss_weights`` does not name (0: off; the camera corrections'
+regularizer at nerfstudio's 1)"""
+
+
 @dataclass
 class NeRFConfig:
     data: str = ""
@@ -72,22 +77,22 @@ class NeRFConfig:
     @property
     def depth_weight(self) -> float:
         """The depth loss weight (``--depth-loss``; 0: off, the dataset's depth maps are not read)."""
-        return self.train.loss_weights.get("depth", 0.0)
+        return self.train.loss_weights.get("depth", LOSS_DEFAULTS["depth"])
 
     @property
     def camera_reg(self) -> float:
         """The weight of the camera corrections' regularizer (``--camera-reg``; default 1: nerfstudio's)."""
-        return self.train.loss_weights.get("camera_reg", 1.0)
+        return self.train.loss_weights.get("camera_reg", LOSS_DEFAULTS["camera_reg"])
 
     @property
     def distortion_weight(self) -> float:
         """The distortion loss weight (``--distortion-loss``; 0: off)."""
-        return self.train.loss_weights.get("distortion", 0.0)
+        return self.train.loss_weights.get("distortion", LOSS_DEFAULTS["distortion"])
 
     @property
     def occlusion_weight(self) -> float:
         """The occlusion loss weight (``--occlusion-loss``; 0: off)."""
-        return self.train.loss_weights.get("occlusion", 0.0)
+        return self.train.loss_weights.get("occlusion", LOSS_DEFAULTS["occlusion"])
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -18,12 +18,10 @@ import numpy as np
 import torch
 
 from .cameras import Cameras, pixel_rays
-from .datasets import Transforms, dataset_files, load_transforms
+from .datasets import FRAME_FILE_KEYS, Transforms, load_transforms, named_files
 from .errors import RwfWarning, UserError
-from .frames import native_path, resolve_image
 from .imgio import read_image
 from .nerf_depth import DepthPixels, load_depths
-from .rundir import read_json
 from .scene_box import outer_box
 
 BACKGROUNDS = ("white", "black", "random", "learned")
@@ -313,7 +311,7 @@ def check_reach(train: PosedImages, near: float | None, far: float | None, far_b
                     f"{float(d_min.min()):.3g} to {float(d_max.max()):.3g} from the {n} training camera(s)")
 
 
-FINGERPRINT_KEYS = ("file_path", "mask_path", "depth_file_path", "depth_path")
+FINGERPRINT_KEYS = FRAME_FILE_KEYS
 """the frame keys whose files a fingerprint hashes; runs fitted before 29 Nov 2026 20:22 hashed all but
 ``depth_path`` (:func:`rwf_render.resume.check_dataset_unchanged` accepts their record)"""
 
@@ -331,36 +329,12 @@ def dataset_fingerprint(path: str | Path, keys: tuple = FINGERPRINT_KEYS) -> dic
         {"sha256": str, "files": {relative path: str}, "splits": {split: str}} (``split_fingerprint`` of each
         split that loads)
     """
-    files = dataset_files(path)
-    root = next(iter(files.values())).parent
-    found: dict[Path, None] = {}  # ordered set
-    for json_path in files.values():
-        found[json_path] = None
-        try:
-            top = read_json(json_path)
-        except UserError:
-            continue
-        frames = top.get("frames") if isinstance(top, dict) else None
-        for frame in frames if isinstance(frames, list) else []:
-            if not isinstance(frame, dict):
-                continue
-            # a frame's own path, else the top level's (instant-ngp's depth_path as nerfstudio's depth_file_path)
-            for key in keys:
-                value = frame.get(key) if frame.get(key) is not None or key == "file_path" else top.get(key)
-                if not isinstance(value, str) or not value.strip():
-                    continue
-                p = (resolve_image if key == "file_path" else native_path)(json_path.parent, value)
-                if p.is_file():
-                    found[p] = None
-    digests = {}
-    for p in found:
-        digests[Path(os.path.relpath(p, root)).as_posix()] = _file_digest(p)
+    found = named_files(path, keys)
+    root = found[0].parent  # the (first) transforms file's folder
+    full = {p: _file_digest(p) for p in found}
+    digests = {Path(os.path.relpath(p, root)).as_posix(): d for p, d in full.items()}
     total = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(digests.items())).encode()).hexdigest()
-    splits = {}
-    for split in SPLIT_NAMES:
-        digest = split_fingerprint(path, split, {p: digests[Path(os.path.relpath(p, root)).as_posix()] for p in found})
-        if digest is not None:
-            splits[split] = digest
+    splits = {split: d for split in SPLIT_NAMES if (d := split_fingerprint(path, split, full)) is not None}
     return {"sha256": total, "files": {k: v[:16] for k, v in digests.items()}, "splits": splits}
 
 
@@ -407,11 +381,13 @@ def split_fingerprint(path: str | Path, split: str, known: dict | None = None) -
     return h.hexdigest()[:16]
 
 
-def changed_splits(saved: dict | None, data, splits=SPLIT_NAMES) -> list[str] | None:
+def changed_splits(saved: dict | None, data, splits=SPLIT_NAMES, current: dict | None = None) -> list[str] | None:
     """The ``splits`` whose :func:`split_fingerprint` differs from the one a run saved in its config.json (``saved``:
-    the config's dict), an absent split's included; None when the run saved none (fitted before they were)."""
+    the config's dict), an absent split's included; None when the run saved none (fitted before they were).
+    ``current``: the fingerprints of ``data`` already computed (``dataset_fingerprint(data)["splits"]``)."""
     old = saved.get("dataset") if isinstance(saved, dict) else None
     old = old.get("splits") if isinstance(old, dict) else None
     if not isinstance(old, dict) or not isinstance(data, (str, os.PathLike)):
         return None
-    return [s for s in splits if split_fingerprint(data, s) != old.get(s)]
+    now = current.get if current is not None else lambda s: split_fingerprint(data, s)
+    return [s for s in splits if now(s) != old.get(s)]

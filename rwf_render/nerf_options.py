@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import UserError, ignored_options
 from .field_options import LR_WARMUP, LR_WARMUP_WHY, default_lr_warmup
 from .fields import EncodingConfig
-from .nerf_config import OCCLUSION_WARMUP, NeRFConfig
+from .nerf_config import LOSS_DEFAULTS, OCCLUSION_WARMUP, NeRFConfig
 from .nerf_data import BACKGROUNDS
 from .resume import option_clashes, resume_config, typed_options
 from .rundir import CHECKPOINT, CONFIG, load_checkpoint, read_json
@@ -258,10 +258,6 @@ ALIASES = {"scene": ("data",), "param": ("field.trunk.param", "field.head.param"
            "depth_loss": ("train.loss_weights.depth",), "occlusion_loss": ("train.loss_weights.occlusion",),
            "distortion_loss": ("train.loss_weights.distortion",), "camera_reg": ("train.loss_weights.camera_reg",)}
 """config entries of the fit options not named like them, for the --resume check (``resume.option_clashes``)"""
-
-LOSS_DEFAULTS = {"depth": 0.0, "distortion": 0.0, "occlusion": 0.0, "camera_reg": 1.0}
-"""the loss weights a config uses when its ``train.loss_weights`` does not name them (``NeRFConfig.depth_weight``
-and its siblings)"""
 
 
 def resume_config_from_args(args) -> NeRFConfig:

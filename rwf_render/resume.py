@@ -180,7 +180,7 @@ def check_dataset_unchanged(saved: dict | None, data) -> None:
     new = dataset_fingerprint(data)
     if new["sha256"] == old["sha256"]:
         return
-    changed = changed_splits(saved, data)
+    changed = changed_splits(saved, data, current=new["splits"])
     if changed is None and dataset_fingerprint(data, LEGACY_KEYS)["sha256"] == old["sha256"]:
         return  # a run recorded before depth_path maps were hashed: the data is the same as then
     if changed is not None and "train" not in changed:  # the data fitted is the same: only what is scored moved
