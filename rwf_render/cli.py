@@ -187,9 +187,10 @@ def _run_command(action: str, owned: dict | None = None):
     (pipeline, action), so an option of another pipeline's runs is refused instead of silently ignored."""
 
     def handler(args) -> int:
-        from .rundir import load_run_config  # noqa: PLC0415
+        from .rundir import hold_run, load_run_config  # noqa: PLC0415
 
         cfg = load_run_config(args.run)
+        hold_run(Path(args.run))
         kind = cfg["kind"]
         module = _pipeline(kind)
         fn = getattr(module, f"{action}_run", None)
@@ -205,9 +206,10 @@ def _run_command(action: str, owned: dict | None = None):
 
 def _export_cameras(args) -> int:
     """``rwf export cameras RUN``: nerf runs only (an image or sdf run has no cameras)."""
-    from .rundir import load_run_config  # noqa: PLC0415
+    from .rundir import hold_run, load_run_config  # noqa: PLC0415
 
     cfg = load_run_config(args.run)
+    hold_run(Path(args.run))
     if cfg["kind"] != "nerf":
         raise UserError(f"'rwf export cameras' applies to nerf runs, not to {cfg['kind']} runs like {args.run} (their "
                         "input has no cameras)")

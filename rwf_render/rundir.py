@@ -240,6 +240,73 @@ _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
 """the names ``atomic_write`` and ``atomic_path`` give their temporary files"""
 
 
+_READING: list[int] = []
+"""descriptors of the runs' config.json files this command locks: shared by a reader (:func:`hold_run`), exclusive
+by ``--force`` before it empties a run (:func:`_refuse_if_read`)"""
+
+
+def _flock(path: Path, mode: int) -> int | None:
+    """An open descriptor of ``path`` holding ``flock(mode | LOCK_NB)``; None where the system or the file system
+    has no such locks or ``path`` cannot be opened; BlockingIOError when another process holds a conflicting lock."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # Windows: no advisory locks
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:  # a file system without locks (some network mounts)
+        os.close(fd)
+        return None
+    return fd
+
+
+def hold_run(run: Path) -> None:
+    """Mark the run ``run`` as read by this command (render, eval, export) until it ends: a shared lock on its
+    config.json, which ``rwf fit --force`` checks before it empties the folder (it would delete the checkpoint and
+    the frames being written under the reader). A fit running in the folder does not conflict (it locks the
+    folder, see ``_lock_run_dir``): rendering a checkpoint while training goes on stays possible."""
+    if os.name != "posix":
+        return
+    import fcntl  # noqa: PLC0415
+    try:
+        fd = _flock(run / CONFIG, fcntl.LOCK_SH)
+    except BlockingIOError:
+        raise UserError(f"{run}: an 'rwf fit --force' is replacing this run; wait for it to end") from None
+    if fd is not None:
+        _READING.append(fd)
+
+
+def _refuse_if_read(path: Path) -> list[int]:
+    """Before ``--force`` empties ``path``: UserError when a render, eval or export of its run (or of a --compare's
+    sub-run) is going on (:func:`hold_run`); else the exclusive locks taken on their config.json files, which keep a
+    reader from starting until the command ends."""
+    if os.name != "posix":
+        return []
+    import fcntl  # noqa: PLC0415
+    held = []
+    for config in [path / CONFIG] + [path / p / CONFIG for p in COMPARE_PARAMS]:
+        if not config.is_file() or config.is_symlink():
+            continue
+        try:
+            fd = _flock(config, fcntl.LOCK_EX)
+        except BlockingIOError:
+            for fd in held:
+                os.close(fd)
+            raise UserError(f"{config.parent}: an rwf render, eval or export of this run is going on; --force would "
+                            "delete the files it reads and writes (wait for it to end, or choose another --out)") \
+                from None
+        if fd is not None:
+            held.append(fd)
+    return held
+
+
 def _lock_run_dir(path: Path) -> bool:
     """Hold an exclusive lock on the folder ``path`` until :func:`release_run_dirs` (the end of the command) or the
     process's end, a kill -9 included; UserError when another process holds it (two fits into one --out would mix
@@ -270,6 +337,8 @@ def release_run_dirs() -> None:
     _PREPARED.clear()
     while _LOCKS:
         os.close(_LOCKS.popitem()[1])
+    while _READING:
+        os.close(_READING.pop())
 
 
 def run_dirs_prepared() -> bool:
@@ -315,6 +384,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         if not is_run_dir(path) and any(child.name not in KEPT_BY_FORCE for child in path.iterdir()):
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
                             f"of runs; --force replaces only those (choose another --out)")
+        _READING.extend(_refuse_if_read(path))  # released with the run folder's lock
         for child in path.iterdir():  # the folder itself stays: it carries the lock
             if child.name in KEPT_BY_FORCE and child.is_file() and not child.is_symlink():
                 continue

@@ -1,0 +1,99 @@
+"""``rwf fit --force`` and the commands that read a run (render, eval, export): the fit must not empty a run whose
+checkpoint another process is rendering from, and a render must not start in a run being emptied. A fit that is
+still training does not keep a render out (rendering a checkpoint during training is a use)."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from rwf_render import cli, rundir
+from rwf_render.imgio import write_image
+
+from conftest import one_cli_error
+from test_shape_image_bad_input_more import IMG_TINY
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="advisory file locks are POSIX only")
+
+
+@pytest.fixture
+def image_run(tmp_path):
+    image = tmp_path / "photo.png"
+    write_image(image, np.random.default_rng(0).random((12, 16, 3)).astype(np.float32))
+    run = tmp_path / "run"
+    assert cli.main(["fit", "image", str(image), "--out", str(run), *IMG_TINY]) == 0
+    return image, run
+
+
+class Holder:
+    """Another process that runs ``code`` (with ``run`` bound to the run's path) and keeps what it took until
+    closed, as a render would for its whole length."""
+
+    def __init__(self, code: str, run):
+        script = textwrap.dedent(f"""
+            import sys
+            from pathlib import Path
+            from rwf_render import rundir
+            run = Path({str(run)!r})
+            {code}
+            print("held", flush=True)
+            sys.stdin.read()
+        """)
+        self.proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def close(self):
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=60) == 0
+
+
+def test_force_refused_while_a_render_reads_the_run(image_run, capsys):
+    image, run = image_run
+    before = sorted(p.name for p in run.iterdir())
+    holder = Holder("rundir.hold_run(run)", run)
+    try:
+        line = one_cli_error(capsys, ["fit", "image", image, "--out", run, "--force", *IMG_TINY])
+        assert "render, eval or export of this run is going on" in line
+        assert sorted(p.name for p in run.iterdir()) == before  # nothing deleted
+    finally:
+        holder.close()
+    assert cli.main(["fit", "image", str(image), "--out", str(run), "--force", *IMG_TINY]) == 0
+
+
+def test_force_of_a_compare_refused_while_a_sub_run_is_read(tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    write_image(image, np.random.default_rng(1).random((12, 16, 3)).astype(np.float32))
+    out = tmp_path / "cmp"
+    assert cli.main(["fit", "image", str(image), "--out", str(out), "--compare", *IMG_TINY]) == 0
+    holder = Holder("rundir.hold_run(run / 'wn')", out)
+    try:
+        line = one_cli_error(capsys, ["fit", "image", image, "--out", out, "--force", "--compare", *IMG_TINY])
+        assert "wn: an rwf render, eval or export" in line
+        assert (out / "wn" / rundir.CHECKPOINT).is_file() and (out / "plain" / rundir.CHECKPOINT).is_file()
+    finally:
+        holder.close()
+
+
+def test_render_refused_while_force_empties_the_run(image_run, capsys, tmp_path):
+    _, run = image_run
+    holder = Holder("held = rundir._refuse_if_read(run); assert held", run)
+    try:
+        line = one_cli_error(capsys, ["render", run, "--out", tmp_path / "r.png"])
+        assert "'rwf fit --force' is replacing this run" in line
+        assert not (tmp_path / "r.png").exists()
+    finally:
+        holder.close()
+
+
+def test_render_during_training_and_locks_released(image_run, tmp_path):
+    _, run = image_run
+    holder = Holder("assert rundir._lock_run_dir(run)", run)  # what a fit in progress holds
+    try:
+        assert cli.main(["render", str(run), "--out", str(tmp_path / "r.png")]) == 0
+        assert cli.main(["eval", str(run)]) == 0
+    finally:
+        holder.close()
+    assert rundir._READING == [] and rundir._LOCKS == {}  # the command's locks end with it
