@@ -27,7 +27,8 @@ from .nerf_options import (add_spiral_argument, add_tsdf_arguments, cascade_prof
 from .nerf_render import NeRFModel
 from .nerf_task import (NeRFTask, build_model, eval_background, finish, optional_split, refined_split,
                         spaced_indices, test_metrics)
-from .rundir import (CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json, write_json)
+from .rundir import (CHECKPOINT, CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json,
+                     write_json)
 from .trainer import Trainer, resolve_device
 
 # -- fitting ------------------------------------------------------------------------------------------------------
@@ -199,6 +200,7 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     ``psnr_split``), written into metrics.json."""
     import json  # noqa: PLC0415
 
+    scored = _file_state(run / CHECKPOINT)  # before loading: a checkpoint replaced after this reads as changed
     model = load_scene_model(run, args.device)
     cfg = model.cfg
     split, images = "test", optional_split(cfg.data, "test", cfg.downscale)
@@ -215,10 +217,26 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
               "holds now and replace the fit's", file=sys.stderr)
     metrics = test_metrics(model, images, cfg.background, None, progress=None, split=split)  # a bar on a terminal
     metrics["psnr_split"] = split
+    print(json.dumps(metrics))
+    if _file_state(run / CHECKPOINT) != scored:  # a fit (--resume) went on meanwhile: its figures are newer
+        print(f"rwf: warning: {run / CHECKPOINT} changed while it was scored (a fit of the run is going on); "
+              f"{run / METRICS} is left to the fit (run rwf eval again when it ends)", file=sys.stderr)
+        return 0
+    if (run / METRICS).is_file():  # read again: the fit may have written its final figures during the renders
+        fresh = read_json(run / METRICS)
+        saved = fresh if isinstance(fresh, dict) else {}
     saved.update(metrics)
     write_json(run / METRICS, saved)
-    print(json.dumps(metrics))
     return 0
+
+
+def _file_state(path: Path) -> tuple | None:
+    """What tells one version of ``path`` from the next (an atomic replace gives a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def render_run(run: Path, cfg_dict: dict, args) -> int:

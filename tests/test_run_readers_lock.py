@@ -2,6 +2,9 @@
 checkpoint another process is rendering from, and a render must not start in a run being emptied. A fit that is
 still training does not keep a render out (rendering a checkpoint during training is a use)."""
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +16,7 @@ from rwf_render import cli, rundir
 from rwf_render.imgio import write_image
 
 from conftest import one_cli_error
+from test_nerf_bad_input_more import TINY
 from test_shape_image_bad_input_more import IMG_TINY
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="advisory file locks are POSIX only")
@@ -97,3 +101,46 @@ def test_render_during_training_and_locks_released(image_run, tmp_path):
     finally:
         holder.close()
     assert rundir._READING == [] and rundir._LOCKS == {}  # the command's locks end with it
+
+
+# -- rwf eval of a NeRF run while a fit of it goes on (--resume): metrics.json is the fit's, then the eval's ---------
+@pytest.fixture
+def nerf_run(tiny_scene, tmp_path):
+    run = tmp_path / "nerf"
+    assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(run), *TINY]) == 0
+    return run
+
+
+def _during_scoring(monkeypatch, action):
+    """Run ``action`` after the eval's renders, before it writes: what a fit finishing meanwhile does."""
+    from rwf_render import nerf
+
+    def scoring(*args, **kwargs):
+        result = real(*args, **kwargs)
+        action()
+        return result
+    real = nerf.test_metrics
+    monkeypatch.setattr(nerf, "test_metrics", scoring)
+
+
+def test_eval_leaves_metrics_to_a_fit_that_went_on(nerf_run, monkeypatch, capsys):
+    metrics = nerf_run / rundir.METRICS
+
+    def fit_writes():  # a newer checkpoint (atomically replaced) and the fit's final figures
+        shutil.copy(nerf_run / rundir.CHECKPOINT, nerf_run / "newer.pt")
+        os.replace(nerf_run / "newer.pt", nerf_run / rundir.CHECKPOINT)
+        rundir.write_json(metrics, {"steps": 99, "psnr": 12.5})
+    _during_scoring(monkeypatch, fit_writes)
+    capsys.readouterr()
+    assert cli.main(["eval", str(nerf_run)]) == 0
+    err = capsys.readouterr().err
+    assert "changed while it was scored" in err
+    assert json.loads(metrics.read_text()) == {"steps": 99, "psnr": 12.5}
+
+
+def test_eval_merges_into_the_metrics_as_they_are_when_it_writes(nerf_run, monkeypatch, capsys):
+    metrics = nerf_run / rundir.METRICS
+    _during_scoring(monkeypatch, lambda: rundir.write_json(metrics, {"written_meanwhile": 1, "psnr": -1.0}))
+    assert cli.main(["eval", str(nerf_run)]) == 0
+    saved = json.loads(metrics.read_text())
+    assert saved["written_meanwhile"] == 1 and saved["psnr"] > 0 and saved["psnr_split"] == "test"
