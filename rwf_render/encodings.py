@@ -131,8 +131,14 @@ class PositionalEncoding(nn.Module):
         self._tcnn = (tcnn.Encoding(in_dim, {"otype": "Frequency", "n_frequencies": n_freqs}, dtype=torch.float32)
                       if tcnn else None)
 
+    def _freqs_like(self, x: torch.Tensor) -> torch.Tensor:
+        """The frequencies 2^k pi in x's precision (the float32 buffer would round pi for a float64 x)."""
+        if x.dtype == self.freqs.dtype:
+            return self.freqs
+        return math.pi * 2.0 ** torch.arange(self.n_freqs, dtype=x.dtype, device=x.device)
+
     def encode_torch(self, x: torch.Tensor) -> torch.Tensor:
-        arg = x[..., :, None] * self.freqs  # (..., d, F)
+        arg = x[..., :, None] * self._freqs_like(x)  # (..., d, F)
         sc = torch.stack([torch.sin(arg), torch.cos(arg)], dim=-1)  # (..., d, F, 2)
         return sc.flatten(-3)  # (..., d * F * 2)
 
@@ -144,7 +150,7 @@ class PositionalEncoding(nn.Module):
         else:
             enc = self.encode_torch(x)
         if cov is not None:
-            var = torch.diagonal(cov, dim1=-2, dim2=-1)[..., :, None] * self.freqs**2  # (..., d, F)
+            var = torch.diagonal(cov, dim1=-2, dim2=-1)[..., :, None] * self._freqs_like(cov)**2  # (..., d, F)
             enc = (enc.unflatten(-1, (self.in_dim, self.n_freqs, 2)) * torch.exp(-0.5 * var)[..., None]).flatten(-3)
         return torch.cat([x, enc], dim=-1) if self.include_input else enc
 

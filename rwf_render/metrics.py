@@ -16,14 +16,19 @@ def mse_to_psnr(mse: float) -> float:
 
 
 def psnr(pred, target) -> float:
-    """PSNR between two arrays/tensors of equal shape, values in [0, 1], MSE over every entry."""
+    """PSNR between two arrays/tensors of equal shape, values in [0, 1], MSE over every entry. Integer images (0..255
+    read as they are would score about 48 dB too low) are refused."""
+    for a in (pred, target):
+        kind = a.dtype.is_floating_point if isinstance(a, torch.Tensor) else np.asarray(a).dtype.kind == "f"
+        if not kind:
+            raise TypeError(f"psnr takes floating-point images in [0, 1], got {a.dtype}")
     if isinstance(pred, torch.Tensor):
         return mse_to_psnr(float(torch.mean((pred.double() - target.double()) ** 2)))
     return mse_to_psnr(float(np.mean((np.asarray(pred, np.float64) - np.asarray(target, np.float64)) ** 2)))
 
 
 def ssim(pred: np.ndarray, target: np.ndarray) -> float:
-    """Structural similarity of (H, W, C) images in [0, 1] as NeRF papers report it (Wang et al. 2004; mip-NeRF's
+    """Structural similarity of (H, W, C) (or (H, W)) images in [0, 1] as NeRF papers report it (Wang et al. 2004; mip-NeRF's
     and nerfstudio's): an 11 x 11 Gaussian window of sigma 1.5, population (co)variances, K1 0.01, K2 0.03, the
     mean over the pixels whose window lies inside the image, averaged over channels (scikit-image's implementation
     with those settings; its default, a 7 x 7 uniform window, scores differently). Images narrower than 11 px keep
@@ -31,6 +36,8 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> float:
     from skimage.metrics import structural_similarity  # noqa: PLC0415
 
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    if pred.ndim == 2:  # (H, W): one channel
+        pred, target = pred[..., None], target[..., None]
     side = min(pred.shape[0], pred.shape[1])
     if side < 3:
         return float("nan")
