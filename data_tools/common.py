@@ -10,13 +10,13 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from rwf_render.scene_box import NGP_HALF, bulk_cube, holding_scale
 from rwf_render.errors import UserError
+from rwf_render.rundir import refuse_dangling_link, staging_dir, sweep_stale, temp_prefix
 from rwf_render.signals import uninterrupted
 
 READ_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -30,9 +30,13 @@ def check_output(out: str | Path, force: bool, inputs: tuple = (), holders: tupl
     """Validate OUT before any work: it may exist only with ``force``, must not contain or be an input, must not
     lie inside an input folder (a converter writing into the dataset it reads; ``holders``: those folders, when not
     every input), and its nearest existing folder must be writable."""
+    refuse_dangling_link(out)
     given, out = out, Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and os.path.ismount(out):
+        raise UserError(f"{given}: is a mount point; the dataset is made beside OUT and moved into place, which a "
+                        f"mount point does not allow (choose a folder inside it, e.g. {Path(given) / 'dataset'})")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"{out}: exists; pass --force to replace it")
     for src in inputs:
@@ -84,31 +88,74 @@ def staged_output(out: str | Path, force: bool, inputs: tuple = (), holders: tup
     """
     given, out = out, check_output(out, force, inputs, holders)
     created = [d for d in (out.parent, *out.parent.parents) if not d.exists()]  # deepest first
+    partial, old_prefix = temp_prefix(out.name) + "partial-", temp_prefix(out.name) + "old-"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        for prefix in (partial, old_prefix):  # what a tool killed with -9 left beside OUT
+            sweep_stale(out.parent, prefix)
+        stage, held = staging_dir(partial, "", out.parent)
     except OSError as e:
         _remove_created(created)
         raise UserError(f"{given}: cannot create the output folder ({e.strerror or e})") from None
     moved = False
     try:
-        yield stage
+        try:
+            yield stage
+        except OSError as e:  # name what the user asked for, not the hidden staging folder
+            raise _in_out(e, stage, Path(given)) from e
         _umask_permissions(stage)
         check_output(out, force, inputs, holders)  # someone may have created OUT meanwhile
         with uninterrupted():  # a Ctrl+C here waits for the swap (it left OUT gone, or the old one hidden beside it)
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-                os.replace(out, old / "x")
-                os.replace(stage, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(stage, out)
+            try:
+                _swap_in(stage, out, old_prefix)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(given)) from e
             moved = True
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+        if held is not None:
+            os.close(held)
         if not moved:  # the folders made to hold OUT go too: a failure leaves nothing behind
             _remove_created(created)
+
+
+def _swap_in(stage: Path, out: Path, old_prefix: str) -> None:
+    """Move ``stage`` to ``out``; an existing ``out`` goes only once the new one is in place (a failed move puts it
+    back, and leaves no hidden folder)."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    old, held = staging_dir(old_prefix, "", out.parent)
+    try:
+        os.replace(out, old / "x")
+        try:
+            os.replace(stage, out)
+        except OSError:
+            os.replace(old / "x", out)
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+        if held is not None:
+            os.close(held)
+
+
+def _in_out(e: OSError, stage: Path, out: Path) -> OSError:
+    """``e`` with the paths inside ``stage`` said as the same paths inside ``out`` (and OUT where it names none)."""
+    def mapped(name):
+        if name is None:
+            return None
+        path = Path(os.fsdecode(name))
+        try:
+            return str(out / path.relative_to(stage))
+        except ValueError:
+            return os.fsdecode(name)
+    first, second = mapped(e.filename), mapped(e.filename2)
+    if e.errno is None:
+        return e
+    if first is None:
+        return OSError(e.errno, e.strerror, str(out))
+    return OSError(e.errno, e.strerror, first, None, second)
 
 
 def _umask_permissions(root: Path) -> None:

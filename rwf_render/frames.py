@@ -145,6 +145,8 @@ def image_size(path: Path) -> tuple[int, int]:
     does not read (EXR, float TIFF)."""
     from PIL import Image  # noqa: PLC0415  (Pillow comes with imageio)
 
+    if path.exists() and not path.is_file():  # a named pipe would block the read for ever
+        raise UserError(f"{path}: not a file")
     try:
         with Image.open(path) as im:
             return im.size

@@ -28,13 +28,15 @@ from .nerf_render import NeRFModel
 from .nerf_task import (NeRFTask, build_model, eval_background, finish, optional_split, refined_split,
                         spaced_indices, test_metrics)
 from .rundir import (CHECKPOINT, CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json,
-                     write_json)
+                     refuse_lost_checkpoint, write_json)
 from .trainer import Trainer, resolve_device
 
 # -- fitting ------------------------------------------------------------------------------------------------------
 def fit(args) -> int:
     cfg = resume_config_from_args(args) if args.resume else config_from_args(args)
     check_config(cfg)
+    if args.resume and not (Path(args.out) / CHECKPOINT).is_file():  # said before the images are read
+        refuse_lost_checkpoint(Path(args.out), cfg.train.ckpt_every)
     device = resolve_device(cfg.train.device)
     # read and check every input before anything is written: the splits, the test views scored at the end
     train = load_split(cfg.data, "train", cfg.downscale, depth=cfg.depth_weight > 0)
@@ -81,8 +83,9 @@ def fit(args) -> int:
     run = prepare_run_dir(out, force=args.force, resume=args.resume)
     task = NeRFTask(model.to(device), train, val, cfg, device, run_dir=run)
     trainer = Trainer(model, task, cfg.train, run_dir=run, progress=not args.quiet)
-    if args.resume and trainer.resume():  # before config.json is rewritten: a refused resume changes nothing
-        print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}", file=sys.stderr)
+    if args.resume:  # before config.json is rewritten: a refused resume changes nothing
+        print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}" if trainer.resume()
+              else f"rwf: {run}: no checkpoint yet; training starts at step 0", file=sys.stderr)
     saved = {**cfg.to_dict(), "aabb": train.aabb.tolist(), "dataset": dataset_fingerprint(cfg.data)}
     write_json(run / CONFIG, saved)  # the fingerprint: --resume refuses a dataset changed since
     trainer.fit()

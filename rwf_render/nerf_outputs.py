@@ -41,7 +41,8 @@ from .imgio import write_image
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel
 from .render_paths import orbit_cameras
-from .rundir import read_json, refuse_among_inputs, temp_prefix, write_json
+from .rundir import (read_json, refuse_among_inputs, refuse_dangling_link, staging_dir, sweep_stale, temp_prefix,
+                     write_json)
 from .signals import uninterrupted
 
 
@@ -158,11 +159,10 @@ nothing else (a folder of the user's own files named like frames keeps them)"""
 
 
 def render_run(run: Path, cfg_dict: dict, args) -> int:
-    """Render the asked cameras into a folder beside ``out`` (or above it, while ``out`` does not exist), then move
-    the frames in: a render that fails half-way leaves ``out`` as it was (absent, if it was), and frames of an
+    """Render the asked cameras into a hidden folder inside ``out`` (above it, while ``out`` does not exist), then
+    move the frames in: a render that fails half-way leaves ``out`` as it was (absent, if it was), and frames of an
     earlier, longer render there (listed in its MANIFEST) do not linger beside the new ones."""
     import shutil  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
 
     if option_typed(args, "scale", 1.0):  # even at its default: README's rule for another kind's options
         raise UserError("--scale is for image and sdf runs; a NeRF render takes --downscale K")
@@ -186,15 +186,18 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
                             f"({sizes[0][0]}x{sizes[0][1]}, {sizes[1][0]}x{sizes[1][1]}, ...)")
     if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # e.g. on a read-only file system, even for root
         raise UserError(f"{out}: cannot write the frames there (folder not writable)")
-    # staging goes in the nearest existing folder above ``out``; ``out`` and the missing folders above it are made
-    # only once every frame is rendered, so an interrupted render leaves no empty folder behind either
-    parent = out.parent
+    refuse_dangling_link(out)
+    # staging goes in ``out`` when it exists (it may be a mount point: frames moved in from the folder above would
+    # cross file systems), else in the nearest existing folder above it; ``out`` and the missing folders above it
+    # are made only once every frame is rendered, so an interrupted render leaves no empty folder behind either
+    parent = out if out.is_dir() else out.parent
     while not parent.is_dir() and parent != parent.parent:
         if parent.exists():
             raise UserError(f"{out}: {parent} exists and is not a folder")
         parent = parent.parent
+    sweep_stale(parent, temp_prefix(out.name), ".tmp")  # what a render killed with -9 left
     try:
-        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=parent))
+        staging, held = staging_dir(temp_prefix(out.name), ".tmp", parent)
     except OSError as e:  # a folder the user cannot write to, as fit's --out (the staging name would only confuse)
         raise UserError(f"{out}: cannot write the frames there ({e.strerror or e})") from None
     videos = {}
@@ -236,17 +239,19 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         with uninterrupted():  # a Ctrl+C here waits for the frames to be in place (half of them, unlisted, lingered)
             with _writing(out):
                 out.mkdir(parents=True, exist_ok=True)
-            for old in _earlier_render(out) - new:  # an earlier render's frames and videos not replaced by this one
-                (out / old).unlink(missing_ok=True)
             for name_ in sorted(new):
                 with _writing(out / name_):
                     (staging / name_).replace(out / name_)
+            for old in _earlier_render(out) - new:  # an earlier render's frames and videos not replaced by this one
+                (out / old).unlink(missing_ok=True)  # only now: a move that failed leaves them as they were
             with _writing(out / MANIFEST):
                 write_json(out / MANIFEST, {"files": sorted(new)})
     finally:
         for video in videos.values():  # a render that failed or was interrupted: its partial videos are dropped
             video.close(ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
+        if held is not None:
+            os.close(held)
     also = " and ".join(n for n, on in (("opacity", getattr(args, "opacity", False)), ("rgba", rgba)) if on)
     also = f" with {also}" if also else ""
     print(f"{out}: {len(cams)} frames{also}{f' and rgb.mp4, depth.mp4 at {fps:g} fps' if args.video else ''}")
@@ -312,7 +317,8 @@ class VideoWriter:
 
         self.path, self.pad = Path(path), (height % 2, width % 2)
         self._gen = imageio_ffmpeg.write_frames(str(path), (width + self.pad[1], height + self.pad[0]), fps=fps,
-                                                codec="libx264", quality=5, macro_block_size=1)
+                                                codec="libx264", quality=5, macro_block_size=1,
+                                                ffmpeg_log_level="quiet")  # its failures are said by rwf, once
         self._gen.send(None)  # starts ffmpeg
 
     def append(self, frame: np.ndarray) -> None:

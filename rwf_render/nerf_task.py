@@ -21,7 +21,7 @@ from .nerf_data import PosedImages, background_color, composite_background, load
 from .nerf_depth import depth_loss
 from .nerf_reg import distortion_loss, near_opacity, occlusion_ramp
 from .nerf_render import NeRFModel, pixel_radius
-from .rundir import METRICS, write_json
+from .rundir import METRICS, VAL_RENDERS, write_json
 from .trainer import Trainer
 
 def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
@@ -190,8 +190,8 @@ class NeRFTask:
             if self.run_dir is not None and i == 0:  # periodic validation render: truth | prediction
                 from .imgio import write_image  # noqa: PLC0415
 
-                (self.run_dir / "val").mkdir(exist_ok=True)
-                write_image(self.run_dir / "val" / f"step_{self.last_step + 1:06d}.png",
+                (self.run_dir / VAL_RENDERS).mkdir(exist_ok=True)
+                write_image(self.run_dir / VAL_RENDERS / f"step_{self.last_step + 1:06d}.png",
                             np.concatenate([target.numpy(), pred.numpy()], axis=1))
         return {"psnr": float(np.mean(scores)), "occupied": self.model.grid.occupied_fraction}
 

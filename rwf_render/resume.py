@@ -54,6 +54,7 @@ def resume_trainer(trainer: "Trainer", run: Path) -> None:
 
     Shared by the image and sdf pipelines."""
     if not (run / CHECKPOINT).is_file():
+        trainer.resume()  # UserError where the run shows it had a checkpoint
         print(f"rwf: {run}: no checkpoint yet; training starts at step 0", file=sys.stderr)
         return
     done = load_checkpoint(run / CHECKPOINT).get("step", 0)

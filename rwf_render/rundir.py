@@ -31,6 +31,8 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 CHECKPOINT = "checkpoint.pt"
+VAL_RENDERS = "val"
+"""the folder of a NeRF fit's periodic validation renders"""
 
 
 def _umask() -> int:
@@ -52,6 +54,83 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def dangling_link(path: str | os.PathLike) -> Path | None:
+    """The first of ``path`` and the folders above it, up to the first that exists, that is a symbolic link to
+    nothing: making ``path`` there fails late and says only "File exists"."""
+    for p in (Path(path), *Path(path).parents):
+        if p.is_symlink() and not p.exists():
+            return p
+        if p.exists():
+            return None
+    return None
+
+
+def refuse_dangling_link(path: str | os.PathLike) -> None:
+    """UserError naming the link (and where it points) when ``path`` lies through a link to nothing."""
+    link = dangling_link(path)
+    if link is not None:
+        where = "" if link == Path(path) else f" ({link} is on the way)"
+        raise UserError(f"{path}: {link} is a link to {os.readlink(link)}, which does not exist{where}")
+
+
+def _naming(e: OSError, tmp: str, path: Path) -> OSError:
+    """``e`` as an OSError naming ``path``, the output, where it names the temporary file written first (or none):
+    the user never typed the hidden name."""
+    temporary = e.filename is not None and (os.fsdecode(e.filename) == tmp
+                                            or Path(os.fsdecode(e.filename)).name.startswith(temp_prefix(path.name)))
+    if e.errno is not None and (e.filename is None or temporary or e.filename2 is not None):
+        return OSError(e.errno, e.strerror, str(path))
+    return e
+
+
+STALE_AFTER_S = 30.0
+"""how long a staging folder must have been left untouched before another command may sweep it (with its lock
+free): a folder made a moment ago may not hold its maker's lock yet"""
+
+
+def staging_dir(prefix: str, suffix: str, folder: Path) -> tuple[Path, int | None]:
+    """``tempfile.mkdtemp`` in ``folder``, with an exclusive lock on the new folder held by the returned descriptor
+    (close it when done; None where there are no locks): :func:`sweep_stale` removes only folders whose maker has
+    gone (a kill -9 left its staging behind, and nothing else ever removed it)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=folder))
+    try:
+        import fcntl  # noqa: PLC0415
+        fd = _flock(path, fcntl.LOCK_EX)
+    except (ImportError, BlockingIOError):
+        fd = None
+    return path, fd
+
+
+def sweep_stale(folder: Path, prefix: str, suffix: str = "") -> None:
+    """Remove the staging folders ``PREFIX<8 characters>SUFFIX`` in ``folder`` that a killed command left: no
+    process holds their lock (:func:`staging_dir`) and nothing changed in them for ``STALE_AFTER_S`` seconds."""
+    import time  # noqa: PLC0415
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:
+        return
+    name = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix) + "$")
+    try:
+        children = list(folder.iterdir())
+    except OSError:
+        return
+    for child in children:
+        if not name.match(child.name) or child.is_symlink() or not child.is_dir():
+            continue
+        try:
+            if time.time() - child.stat().st_mtime < STALE_AFTER_S:
+                continue
+            fd = _flock(child, fcntl.LOCK_EX)
+        except (OSError, BlockingIOError):
+            continue  # its maker still runs
+        if fd is None:
+            continue  # no locks here: cannot tell a live maker from a dead one
+        try:
+            shutil.rmtree(child, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
 def temp_prefix(name: str) -> str:
     """``.NAME.``, the start of a temporary file's name beside NAME: NAME cut to 200 bytes, so that with
     mkstemp's 8 random characters and the suffixes it stays under the 255 bytes a file name may have."""
@@ -62,19 +141,22 @@ def temp_prefix(name: str) -> str:
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then move it over ``path`` in one step."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, path)
     except BaseException as e:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         cause = _os_error_behind(e) if isinstance(e, Exception) else None
-        if cause is not None and cause.filename is None and cause.errno is not None:  # names no file: name ours
-            raise OSError(cause.errno, cause.strerror, str(path)) from e
+        if cause is not None:
+            named = _naming(cause, tmp, path)
+            if named is not cause:
+                raise named from e
         raise
 
 
@@ -93,11 +175,19 @@ def _os_error_behind(e: BaseException) -> OSError | None:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path`` for a writer that wants a file name; moved over ``path`` on success."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp" + path.suffix[:40], dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp" + path.suffix[:40], dir=path.parent)
+    except OSError as e:
+        raise _naming(e, "", path) from None
     os.close(fd)
     try:
         yield tmp
         _publish(tmp, path)
+    except OSError as e:
+        named = _naming(e, tmp, path)
+        if named is e:
+            raise
+        raise named from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -365,10 +455,12 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a directory")
+    refuse_dangling_link(path)
     if resume:
         if not (path / CONFIG).is_file():
             raise UserError(f"{path}: nothing to resume (no {CONFIG})")
         check_run_files(path)
+        _check_writable(path)
         if _lock_run_dir(path):
             _remove_temporaries(path)
         _PREPARED.add(str(path))
@@ -377,6 +469,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
+    _check_writable(path)
     _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
     if any(path.iterdir()):
         if not force:
@@ -394,6 +487,13 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
                 child.unlink()
     _PREPARED.add(str(path))
     return path
+
+
+def _check_writable(path: Path) -> None:
+    """UserError before any work when the run folder cannot take files (a read-only file system, even for root;
+    --resume trained, then failed at its first write)."""
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot write the run's files there (folder not writable)")
 
 
 def load_run_config(run: str | os.PathLike) -> dict:
@@ -421,6 +521,30 @@ def check_run_files(run: Path) -> None:
     for name in (CONFIG, CHECKPOINT, METRICS, HISTORY):
         if (run / name).exists() and not (run / name).is_file():
             raise UserError(f"{run / name}: not a file (the run keeps its {name} there)")
+    if (run / VAL_RENDERS).exists() and not (run / VAL_RENDERS).is_dir():
+        raise UserError(f"{run / VAL_RENDERS}: not a folder (a NeRF run keeps its validation renders there)")
+
+
+def refuse_lost_checkpoint(run: Path, ckpt_every: int) -> None:
+    """For ``--resume`` of a run without a checkpoint file: UserError when the run shows that it had one (a link
+    to nothing, a finished fit's metrics.json, or history.csv past the first checkpoint step), since resuming
+    would silently start the fit over at step 0 and replace its history."""
+    path = run / CHECKPOINT
+    if path.is_symlink():
+        why = f"a link to {os.readlink(path)}, which does not exist"
+    elif (run / METRICS).is_file():
+        why = f"missing, though the fit finished ({METRICS})"
+    else:
+        try:
+            steps = [row.get("step", 0) for row in read_history(run / HISTORY)] if (run / HISTORY).is_file() else []
+            done = int(max((s for s in steps if math.isfinite(s)), default=0))
+        except (OSError, ValueError, csv.Error):
+            done = 0
+        if done < ckpt_every:
+            return  # killed before its first checkpoint: nothing was lost
+        why = f"missing, though {HISTORY} records step {done} (a checkpoint is written every {ckpt_every} steps)"
+    raise UserError(f"{path}: {why}; --resume would start the fit over at step 0 (put the checkpoint back, or "
+                    "refit with --force)")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:

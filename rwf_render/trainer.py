@@ -27,8 +27,8 @@ from torch import nn
 
 from .errors import UserError
 from .layers import param_groups
-from .rundir import (CHECKPOINT, HISTORY, check_finite_weights, checkpoint_mismatch, load_checkpoint, save_checkpoint,
-                     write_history)
+from .rundir import (CHECKPOINT, HISTORY, check_finite_weights, checkpoint_mismatch, load_checkpoint,
+                     refuse_lost_checkpoint, save_checkpoint, write_history)
 from .signals import StopAtStepBoundary
 from .train_config import TrainConfig, lr_factor  # noqa: F401  (TrainConfig, lr_factor: also imported from here)
 
@@ -216,6 +216,7 @@ class Trainer:
         """Load ``run_dir/checkpoint.pt`` if it exists; returns whether it did."""
         path = self.run_dir / CHECKPOINT
         if not path.is_file():
+            refuse_lost_checkpoint(self.run_dir, self.cfg.ckpt_every)
             return False
         try:
             self.load_state_dict(load_checkpoint(path, map_location="cpu"))

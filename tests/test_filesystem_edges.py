@@ -1,0 +1,274 @@
+"""File-system edge cases (a helper's hunt on mounts, links, full and read-only disks): a render into a folder on
+another file system, a checkpoint lost before --resume, links to nothing on the way to an output, a data tool's
+output that is a mount point, messages that named hidden temporary files, staging left by a kill -9."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import one_cli_error
+from rwf_render import cli, rundir
+from rwf_render.imgio import write_image
+from test_nerf_bad_input_more import TINY
+from test_shape_image_bad_input_more import IMG_TINY
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links, locks and mounts")
+
+SMALL = ["--downscale", "8", "--quiet"]
+SYNTH = ["--res", "8", "--views", "2", "--val", "0", "--test", "0", "--supersample", "1"]
+
+
+@pytest.fixture(scope="module")
+def nerf_run(tmp_path_factory):
+    from data_tools.synth import demo_mesh, render_dataset
+
+    root = tmp_path_factory.mktemp("fs")
+    render_dataset(demo_mesh(), root / "scene", res=32, n_views=6, n_val=1, n_test=1, log=lambda *a, **k: None)
+    assert cli.main(["fit", "nerf", str(root / "scene"), "--out", str(root / "run"), *TINY]) == 0
+    return root / "run"
+
+
+def _files(folder: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+# -- rwf render: frames moved in from inside OUT; an earlier render's frames go only after the moves -------------------
+def test_render_into_an_existing_folder_stages_inside_it(nerf_run, tmp_path, monkeypatch):
+    """OUT may be a mount point (or a link to another disk): a move from the folder above it fails with EXDEV.
+    Simulated: a move whose source is not inside OUT fails as across file systems."""
+    out = tmp_path / "frames"
+    assert cli.main(["render", str(nerf_run), "--orbit", "5", "--out", str(out), *SMALL]) == 0
+    real = Path.replace
+
+    def across_devices(src, dst):
+        if Path(src).parent.parent != Path(dst).parent:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
+        return real(src, dst)
+    monkeypatch.setattr(Path, "replace", across_devices)
+    assert cli.main(["render", str(nerf_run), "--orbit", "3", "--out", str(out), *SMALL]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f"{k}_{i:04d}.{ext}" for i in range(3) for k, ext in
+                            (("rgb", "png"), ("depth", "exr"), ("depth", "png"))] + [".rwf_render.json"])
+
+
+def test_render_whose_move_fails_keeps_the_earlier_frames(nerf_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "frames"
+    assert cli.main(["render", str(nerf_run), "--orbit", "5", "--out", str(out), *SMALL]) == 0
+    before = sorted(p.name for p in out.iterdir())
+    real, calls = Path.replace, []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src), None, str(dst))
+        return real(src, dst)
+    monkeypatch.setattr(Path, "replace", second_fails)
+    assert cli.main(["render", str(nerf_run), "--orbit", "3", "--out", str(out), *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'depth_0000.png'}" in err and ".tmp" not in err
+    assert sorted(p.name for p in out.iterdir()) == before  # frames 3 and 4 were deleted before the moves
+
+
+# -- links to nothing on the way to an output: said before any work ---------------------------------------------------
+def test_outputs_through_a_link_to_nothing(nerf_run, tmp_path, capsys):
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "no_such_folder")
+    image = tmp_path / "p.png"
+    write_image(image, np.random.default_rng(0).random((12, 16, 3)).astype(np.float32))
+    for argv in (["render", nerf_run, "--orbit", "2", "--out", link / "frames", *SMALL],
+                 ["fit", "image", image, "--out", link / "run", *IMG_TINY],
+                 ["data", "synth", "demo", link / "ds", *SYNTH]):
+        line = one_cli_error(capsys, argv)
+        assert f"{link} is a link to {tmp_path / 'no_such_folder'}, which does not exist" in line, line
+    assert not (tmp_path / "no_such_folder").exists()
+
+
+# -- --resume of a run whose checkpoint is gone -------------------------------------------------------------------------
+def _image_run(tmp_path, *extra):
+    image = tmp_path / "p.png"
+    write_image(image, np.random.default_rng(1).random((12, 16, 3)).astype(np.float32))
+    run = tmp_path / "run"
+    assert cli.main(["fit", "image", str(image), "--out", str(run), *IMG_TINY, *extra]) == 0
+    return run
+
+
+def test_resume_refuses_a_finished_run_without_its_checkpoint(tmp_path, capsys):
+    run = _image_run(tmp_path)
+    (run / rundir.CHECKPOINT).unlink()
+    history = (run / rundir.HISTORY).read_text()
+    line = one_cli_error(capsys, ["fit", "image", "--resume", "--out", run, "--steps", "4"])
+    assert "checkpoint.pt: missing, though the fit finished" in line
+    assert (run / rundir.HISTORY).read_text() == history and not (run / rundir.CHECKPOINT).exists()
+
+
+def test_resume_refuses_a_checkpoint_link_to_nothing(nerf_run, tmp_path, capsys):
+    import shutil
+
+    run = Path(shutil.copytree(nerf_run, tmp_path / "copy"))
+    (run / rundir.CHECKPOINT).unlink()
+    (run / rundir.CHECKPOINT).symlink_to(tmp_path / "elsewhere.pt")
+    line = one_cli_error(capsys, ["fit", "nerf", "--resume", "--out", run, "--quiet"])
+    assert "checkpoint.pt: a link to" in line and "start the fit over at step 0" in line
+
+
+def test_resume_refuses_history_past_the_first_checkpoint(tmp_path, capsys):
+    run = _image_run(tmp_path, "--ckpt-every", "1")
+    (run / rundir.CHECKPOINT).unlink()
+    (run / rundir.METRICS).unlink()
+    line = one_cli_error(capsys, ["fit", "image", "--resume", "--out", run, "--steps", "4"])
+    assert "history.csv records step 2 (a checkpoint is written every 1 steps)" in line
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path, capsys):
+    run = _image_run(tmp_path)  # 2 steps, a checkpoint every 500: a kill before it leaves history rows only
+    (run / rundir.CHECKPOINT).unlink()
+    (run / rundir.METRICS).unlink()
+    capsys.readouterr()
+    assert cli.main(["fit", "image", "--resume", "--out", str(run), "--steps", "3"]) == 0
+    assert "no checkpoint yet; training starts at step 0" in capsys.readouterr().err
+    assert json.loads((run / rundir.METRICS).read_text())["steps"] == 3
+
+
+def test_resume_of_a_nerf_run_without_a_checkpoint_says_so(nerf_run, tmp_path, capsys):
+    import shutil
+
+    run = Path(shutil.copytree(nerf_run, tmp_path / "copy"))
+    (run / rundir.CHECKPOINT).unlink()
+    (run / rundir.METRICS).unlink()
+    capsys.readouterr()
+    assert cli.main(["fit", "nerf", "--resume", "--out", str(run), "--quiet"]) == 0
+    assert "no checkpoint yet; training starts at step 0" in capsys.readouterr().err
+
+
+def test_resume_checks_the_run_folder_before_training(tmp_path, capsys, monkeypatch):
+    run = _image_run(tmp_path)
+    (run / "val").write_text("not the renders' folder")
+    assert "val: not a folder" in one_cli_error(capsys, ["fit", "image", "--resume", "--out", run, "--steps", "4"])
+    (run / "val").unlink()
+    real = os.access
+    monkeypatch.setattr(rundir.os, "access", lambda p, mode: False if Path(p) == run else real(p, mode))
+    line = one_cli_error(capsys, ["fit", "image", "--resume", "--out", run, "--steps", "4"])
+    assert line == f"rwf: error: {run}: cannot write the run's files there (folder not writable)"
+    assert json.loads((run / rundir.METRICS).read_text())["steps"] == 2
+
+
+# -- messages name the output, not the hidden file written first --------------------------------------------------------
+def test_atomic_writes_name_the_output(tmp_path, monkeypatch):
+    target = tmp_path / "curve.png"
+    target.mkdir()  # a folder where the file goes
+    with pytest.raises(OSError) as e:
+        rundir.atomic_write_text(target, "x")
+    assert e.value.filename == str(target) and e.value.filename2 is None
+    with pytest.raises(OSError) as e, rundir.atomic_path(target) as tmp:
+        Path(tmp).write_text("x")
+    assert e.value.filename == str(target)
+
+    def no_space(prefix="", suffix="", dir=None):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(dir, prefix + "abcdefgh" + suffix))
+    monkeypatch.setattr(rundir.tempfile, "mkstemp", no_space)
+    for write in (lambda p: rundir.atomic_write_text(p, "x"), lambda p: rundir.atomic_path(p).__enter__()):
+        with pytest.raises(OSError) as e:
+            write(tmp_path / "metrics.json")
+        assert e.value.filename == str(tmp_path / "metrics.json") and e.value.errno == errno.ENOSPC
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+
+
+# -- data tools: OUT a mount point, a failed swap, errors inside the staging folder, long names -------------------------
+def test_data_tool_refuses_a_mount_point_before_the_work(tmp_path, capsys, monkeypatch):
+    from data_tools import common
+
+    out = tmp_path / "mnt"
+    out.mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(common.os.path, "ismount", lambda p: Path(p) == out or real(p))
+    line = one_cli_error(capsys, ["data", "synth", "demo", out, *SYNTH])
+    assert "is a mount point" in line and str(out / "dataset") in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnt"] and not any(out.iterdir())
+
+
+def test_data_tool_swap_that_fails_restores_the_old_dataset(tmp_path, capsys, monkeypatch):
+    from data_tools import common
+    from data_tools.cli import main
+
+    out = tmp_path / "out"
+    assert main(["data", "synth", "demo", str(out), *SYNTH]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    real = os.replace
+
+    def stage_move_fails(src, dst):
+        if Path(src).name.startswith(".out.partial-"):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(src), None, str(dst))
+        return real(src, dst)
+    monkeypatch.setattr(common.os, "replace", stage_move_fails)
+    capsys.readouterr()
+    assert main(["data", "synth", "demo", str(out), *SYNTH, "--views", "3", "--force"]) == 1
+    err = capsys.readouterr().err
+    assert str(out) in err and ".partial-" not in err and ".old-" not in err, err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no hidden folder left beside it
+
+
+def test_data_tool_error_inside_staging_names_out(tmp_path):
+    from data_tools.common import staged_output
+
+    out = tmp_path / "ds"
+    with pytest.raises(OSError) as e, staged_output(out, force=False) as stage:
+        (stage / "images").mkdir()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(stage / "images" / "a.jpg"))
+    assert e.value.filename == str(out / "images" / "a.jpg")
+    with pytest.raises(OSError) as e, staged_output(out, force=False):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # trimesh's export names no file
+    assert e.value.filename == str(out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_tool_output_with_a_long_name(tmp_path):
+    from data_tools.cli import main
+
+    out = tmp_path / ("d" * 245)
+    assert main(["data", "synth", "demo", str(out), *SYNTH]) == 0
+    assert (out / "transforms_train.json").is_file()
+
+
+# -- staging left by a kill -9: swept by the next command once its maker is gone ---------------------------------------
+def _old(path: Path) -> Path:
+    path.mkdir()
+    (path / "half.png").write_bytes(b"x")
+    past = time.time() - 2 * rundir.STALE_AFTER_S
+    os.utime(path, (past, past))
+    return path
+
+
+def test_stale_staging_is_swept_and_a_live_one_kept(nerf_run, tmp_path):
+    from data_tools.cli import main
+
+    dead_data = _old(tmp_path / ".out.partial-abcd1234")
+    dead_old = _old(tmp_path / ".out.old-abcd1234")
+    dead_render = _old(tmp_path / ".frames.abcd1234.tmp")
+    live = _old(tmp_path / ".out.partial-live0000")
+    other = _old(tmp_path / ".notes.partial-abcd1234")  # another output's: not this command's to sweep
+    script = textwrap.dedent(f"""
+        import fcntl, os, sys
+        fd = os.open({str(live)!r}, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        sys.stdin.read()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["data", "synth", "demo", str(tmp_path / "out"), *SYNTH]) == 0
+        assert cli.main(["render", str(nerf_run), "--orbit", "2", "--out", str(tmp_path / "frames"), *SMALL]) == 0
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert not dead_data.exists() and not dead_old.exists() and not dead_render.exists()
+    assert live.is_dir() and other.is_dir()
