@@ -117,11 +117,20 @@ def frame_bounds(near_far: torch.Tensor | None, i: int) -> dict:
 
 
 def depth_colors(depth: np.ndarray, opacity: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """(H, W) depth -> (H, W, 3) turbo colours on [lo, hi]; black where opacity < 0.5."""
+    """(H, W) depth -> (H, W, 3) float32 turbo colours on [lo, hi]; black where opacity < 0.5. Turbo is a table of
+    256 colours, looked up here block by block of rows (matplotlib's call made float64 RGBA copies of the frame: 70
+    bytes a pixel)."""
     import matplotlib  # noqa: PLC0415
 
-    rgb = matplotlib.colormaps["turbo"](np.clip((depth - lo) / max(hi - lo, 1e-9), 0, 1))[..., :3]
-    return np.where(opacity[..., None] >= 0.5, rgb, 0.0).astype(np.float32)
+    turbo = matplotlib.colormaps["turbo"]
+    lut = turbo(np.arange(turbo.N))[:, :3].astype(np.float32)
+    out = np.empty((*depth.shape, 3), np.float32)
+    rows = max(1, (1 << 18) // max(depth.shape[1], 1))
+    for r in range(0, depth.shape[0], rows):
+        x = np.clip((depth[r:r + rows].astype(np.float64) - lo) / max(hi - lo, 1e-9), 0, 1)
+        index = np.minimum((x * turbo.N).astype(np.int64), turbo.N - 1)  # matplotlib's rule for a float in [0, 1]
+        out[r:r + rows] = np.where(opacity[r:r + rows, :, None] >= 0.5, lut[index], 0.0)
+    return out
 
 
 RGBA_BITS = 16

@@ -246,21 +246,25 @@ class NeRFModel(nn.Module):
         """Render one camera in chunks: rgb (H, W, 3), depth (H, W), opacity (H, W) on the model's device; with
         ``premultiplied`` also that (H, W, 3): the colour on black, sum_i w_i c_i, from the same samples."""
         device = self.aabb.device
-        cam = cam.to(device=device, dtype=torch.float32)
-        rays_o, rays_d = pixel_rays(cam)  # (H, W, 3) each
-        h, w = rays_o.shape[:2]
-        rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
-        radius = pixel_radius(cam).reshape(-1)[:1].expand(rays_o.shape[0])
-        out = {"rgb": [], "depth": [], "opacity": [], **({"premultiplied": []} if premultiplied else {})}
-        for i in range(0, rays_o.shape[0], self.render_cfg.chunk):
-            sl = slice(i, i + self.render_cfg.chunk)
-            idx = None if image_idx is None else torch.full((rays_o[sl].shape[0],), image_idx, device=device)
-            res = self.render_rays(rays_o[sl], rays_d[sl], near=near, far=far, image_idx=idx, radii=radius[sl])
-            for k in out:
-                out[k].append(res[k])
-        res = {"rgb": torch.cat(out["rgb"]).reshape(h, w, 3).clamp(0, 1),
-               "depth": torch.cat(out["depth"]).reshape(h, w),
-               "opacity": torch.cat(out["opacity"]).reshape(h, w)}
-        if premultiplied:
-            res["premultiplied"] = torch.cat(out["premultiplied"]).reshape(h, w, 3).clamp(0, 1)
+        cam = cam[:1].to(device=device, dtype=torch.float32)
+        w, h = int(cam.width[0]), int(cam.height[0])
+        radius = pixel_radius(cam).reshape(-1)[:1]
+        # the rays are made chunk by chunk and the results written into place: the memory of a frame is its outputs
+        # (whole-frame rays and a concatenation of the chunks took about 100 bytes a pixel: 7 GB at 8000 x 8000)
+        res = {"rgb": torch.empty(h * w, 3, device=device), "depth": torch.empty(h * w, device=device),
+               "opacity": torch.empty(h * w, device=device),
+               **({"premultiplied": torch.empty(h * w, 3, device=device)} if premultiplied else {})}
+        for i in range(0, h * w, self.render_cfg.chunk):
+            flat = torch.arange(i, min(i + self.render_cfg.chunk, h * w), device=device)
+            pixels = torch.stack([(flat % w).float() + 0.5, torch.div(flat, w, rounding_mode="floor").float() + 0.5], -1)
+            rays_o, rays_d = pixel_rays(cam, pixels)
+            idx = None if image_idx is None else torch.full((len(flat),), image_idx, device=device)
+            out = self.render_rays(rays_o, rays_d, near=near, far=far, image_idx=idx,
+                                   radii=radius.expand(len(flat)))
+            for k in res:
+                res[k][i:i + len(flat)] = out[k]
+        res = {k: v.reshape(h, w, *v.shape[1:]) for k, v in res.items()}
+        for k in ("rgb", "premultiplied"):
+            if k in res:
+                res[k].clamp_(0, 1)
         return res

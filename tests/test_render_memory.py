@@ -1,0 +1,63 @@
+"""Rendering memory proportional to the output (a helper measured about 100 bytes a pixel for a NeRF frame, 7 GB
+at 8000 x 8000, before any sample was taken): the rays of a frame are made chunk by chunk, the chunks' results
+written into place, and the depth colours looked up in blocks of rows. Checked as properties: no step makes rays
+for more than a chunk, the results equal the whole-frame computation, the depth colours equal matplotlib's."""
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from rwf_render import cli, nerf_render
+from rwf_render.cameras import pixel_rays
+from rwf_render.nerf import load_scene_model
+from rwf_render.nerf_outputs import depth_colors
+from test_nerf_bad_input_more import TINY
+
+
+@pytest.fixture(scope="module")
+def model(tiny_scene, tmp_path_factory):
+    run = tmp_path_factory.mktemp("mem") / "run"
+    assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(run), *TINY, "--steps", "30"]) == 0
+    return load_scene_model(run)
+
+
+@pytest.mark.parametrize("image_idx", [None, 0])
+def test_render_camera_in_chunks_equals_the_whole_frame(model, monkeypatch, image_idx):
+    cam = model.train_cameras[1:2]
+    cam = type(cam)(**{**cam.__dict__, "width": cam.width * 0 + 37, "height": cam.height * 0 + 23,
+                       "cx": cam.cx * 0 + 18.5, "cy": cam.cy * 0 + 11.5})
+    o, d = pixel_rays(cam)  # the whole frame at once: the reference
+    idx = None if image_idx is None else torch.full((37 * 23,), image_idx)
+    radius = nerf_render.pixel_radius(cam)[:1].expand(37 * 23)
+    with torch.no_grad():
+        whole = model.render_rays(o.reshape(-1, 3), d.reshape(-1, 3), image_idx=idx, radii=radius)
+    sizes, real = [], nerf_render.pixel_rays
+
+    def counted(cams, pixels=None, *a, **k):
+        sizes.append(None if pixels is None else len(pixels))
+        return real(cams, pixels, *a, **k)
+    monkeypatch.setattr(nerf_render, "pixel_rays", counted)
+    model.render_cfg.chunk, chunk = 97, model.render_cfg.chunk
+    try:
+        with torch.no_grad():
+            res = model.render_camera(cam, image_idx=image_idx, premultiplied=True)
+    finally:
+        model.render_cfg.chunk = chunk
+    assert sizes and max(sizes) <= 97 and None not in sizes and sum(sizes) == 37 * 23
+    assert res["rgb"].shape == (23, 37, 3) and res["premultiplied"].shape == (23, 37, 3)
+    assert torch.allclose(res["rgb"], whole["rgb"].reshape(23, 37, 3).clamp(0, 1), atol=1e-6)
+    assert torch.allclose(res["depth"], whole["depth"].reshape(23, 37), atol=1e-5)
+    assert torch.allclose(res["opacity"], whole["opacity"].reshape(23, 37), atol=1e-6)
+    assert float(res["opacity"].max()) > 0.05  # the frame shows something: a comparison of empty frames proves little
+
+
+def test_depth_colours_equal_matplotlibs_turbo():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(-1.0, 5.0, (700, 600)).astype(np.float32)  # more rows than one block
+    depth[0, :512] = np.linspace(0.5, 3.0, 512)  # the table's every boundary, and both ends
+    opacity = rng.random((700, 600)).astype(np.float32)
+    want = matplotlib.colormaps["turbo"](np.clip((depth.astype(np.float64) - 0.5) / 2.5, 0, 1))[..., :3]
+    want = np.where(opacity[..., None] >= 0.5, want, 0.0)
+    got = depth_colors(depth, opacity, 0.5, 3.0)
+    assert got.dtype == np.float32 and np.abs(got - want).max() < 1e-7
