@@ -256,22 +256,27 @@ def _first_crossing_skipping(field_fn, rays_o, rays_d, t0, dt, t1, rays, sign, l
     return out
 
 
-def field_normals(field_fn, points: torch.Tensor, outward: float = 1.0, h: float = 0.0) -> torch.Tensor:
+def field_normals(field_fn, points: torch.Tensor, outward: float = 1.0, h: float = 0.0,
+                  chunk: int = 2**16) -> torch.Tensor:
     """Unit gradient of the field, times ``outward`` (+1 for distances, -1 for occupancy logits): (N, 3).
 
     h = 0: autograd; h > 0: central differences over h, which averages away the tiny flat facets of a ReLU
-    network (its exact gradient is piecewise constant and shades as grain).
+    network (its exact gradient is piecewise constant and shades as grain). ``chunk`` points at a time: one graph
+    over every point held the activations of all (about 3 KB a point with the default field).
     """
-    if h > 0:
-        with torch.no_grad():
-            offsets = h * torch.eye(3, dtype=points.dtype, device=points.device)
-            grad = torch.stack([field_fn(points + o).reshape(-1) - field_fn(points - o).reshape(-1)
-                                for o in offsets], -1)
-    else:
-        with torch.enable_grad():
-            x = points.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(field_fn(x).sum(), x)
-    return outward * torch.nn.functional.normalize(grad, dim=-1)
+    grads = []
+    for part in points.split(chunk) if len(points) else [points]:
+        if h > 0:
+            with torch.no_grad():
+                offsets = h * torch.eye(3, dtype=part.dtype, device=part.device)
+                grads.append(torch.stack([field_fn(part + o).reshape(-1) - field_fn(part - o).reshape(-1)
+                                          for o in offsets], -1))
+        else:
+            with torch.enable_grad():
+                x = part.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(field_fn(x).sum(), x)
+                grads.append(grad.detach())
+    return outward * torch.nn.functional.normalize(torch.cat(grads), dim=-1)
 
 
 def shade(t: torch.Tensor, normals: torch.Tensor, rays_d: torch.Tensor, res: int) -> np.ndarray:
@@ -282,6 +287,10 @@ def shade(t: torch.Tensor, normals: torch.Tensor, rays_d: torch.Tensor, res: int
     facing = torch.where(((n * rays_d[hit].cpu()).sum(-1, keepdim=True) > 0), -n, n)  # toward the camera
     img[hit] = 0.5 + 0.5 * facing
     return img.reshape(res, res, 3).numpy()
+
+
+RAY_BLOCK = 2**18
+"""rays traced together by :func:`render_field` (each ray's search is its own, so blocks give the same image)"""
 
 
 def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0, views=VIEWS,
@@ -310,16 +319,19 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
         grid = CellGrid.from_field(fn, res=grid_res, level=level, inside="above", chunk=chunk, device=device)
     images = []
     for az, el in views:
-        o, d = (r.to(device) for r in orbit_rays(res, az, el))
-        if kind == "sdf":  # converged within a third of a pixel's footprint at the centre of the scene
-            eps = 0.3 * footprint
-            t = sphere_trace(lambda x: fn(x) - level, o, d, eps=eps)
-        else:
-            t = first_crossing(fn, o, d, level=level, inside="above", n_steps=n_steps, refine=refine, skip=grid)
-        hit = torch.isfinite(t)
-        pts = o[hit] + t[hit, None] * d[hit]
-        n = field_normals(fn, pts, 1.0 if kind == "sdf" else -1.0, normal_h) if hit.any() else torch.zeros(0, 3)
-        images.append(shade(t.cpu(), n, d.cpu(), res))
+        o_all, d_all = (r.to(device) for r in orbit_rays(res, az, el))
+        ts, normals = [], []
+        for o, d in zip(o_all.split(RAY_BLOCK), d_all.split(RAY_BLOCK)):  # each ray alone: blocks bound the memory
+            if kind == "sdf":  # converged within a third of a pixel's footprint at the centre of the scene
+                t = sphere_trace(lambda x: fn(x) - level, o, d, eps=0.3 * footprint)
+            else:
+                t = first_crossing(fn, o, d, level=level, inside="above", n_steps=n_steps, refine=refine, skip=grid)
+            hit = torch.isfinite(t)
+            pts = o[hit] + t[hit, None] * d[hit]
+            normals.append(field_normals(fn, pts, 1.0 if kind == "sdf" else -1.0, normal_h, chunk).cpu()
+                           if hit.any() else torch.zeros(0, 3))
+            ts.append(t.cpu())
+        images.append(shade(torch.cat(ts), torch.cat(normals), d_all.cpu(), res))
     return images
 
 
