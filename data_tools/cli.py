@@ -135,7 +135,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=seed_number, default=0,
                    help="seeds the procedural texture and the random val views, 0..2^32-1 (default: 0)")
     p.add_argument("--force", **force)
-    p.set_defaults(func=_synth, oom_hint="try a smaller --res or --supersample")
+    p.set_defaults(func=_synth, oom_hint="try a smaller --res")
 
     p = sub.add_parser("colmap", help="COLMAP model (text or binary) to transforms.json")
     p.add_argument("sparse", metavar="SPARSE_DIR", help="folder with cameras, images, points3D (.bin or .txt)")

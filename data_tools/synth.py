@@ -157,6 +157,10 @@ def make_cameras(dirs: np.ndarray, radius: float, res: int, fov_deg: float) -> C
 
 
 # ------------------------------------------------------------------------------------------------ rendering
+RAYS_PER_BLOCK = 2**18
+"""pixels :class:`Renderer` casts together (each ray is cast alone, so blocks give the same image)"""
+
+
 class Renderer:
     """Ray-casts one normalized mesh. ``render(cams[i])`` -> (H, W, 3) rgb, (H, W) alpha, (H, W) z-depth."""
 
@@ -195,15 +199,27 @@ class Renderer:
         return np.clip(albedo * light[:, None], 0, 1)
 
     def render(self, cam: Cameras) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(H, W, 3) straight colour, (H, W) alpha and (H, W) z-depth (0 where no surface), float32, cast in blocks of
+        rows (the whole frame at once held about 350 bytes a pixel: 23 GB at the largest --res)."""
         W, H, ss = int(cam.width[0]), int(cam.height[0]), self.ss
+        rgb, alpha, depth = (np.zeros((H, W, 3), np.float32), np.zeros((H, W), np.float32),
+                             np.zeros((H, W), np.float32))
+        rows = max(1, RAYS_PER_BLOCK // W)
+        for r0 in range(0, H, rows):
+            r1 = min(H, r0 + rows)
+            grid = np.stack(np.meshgrid(np.arange(W) + 0.5, np.arange(r0, r1) + 0.5), -1).reshape(-1, 2)
+            rgb[r0:r1], alpha[r0:r1], depth[r0:r1] = (a.reshape(r1 - r0, W, *a.shape[1:])
+                                                      for a in self._pixels(cam, grid, ss))
+        return rgb, alpha, depth
+
+    def _pixels(self, cam: Cameras, grid: np.ndarray, ss: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The colour (P, 3), alpha (P,) and z-depth (P,) of the pixels whose centres are ``grid`` (P, 2)."""
         # depth from the pixel-center rays, with z-depth-1 directions so t is the z-depth
-        o, d = pixel_rays(cam, normalize=False)
-        o, d = o.reshape(-1, 3).numpy(), d.reshape(-1, 3).numpy()
-        depth = self.cast(o, d)["t"].reshape(H, W)
+        o, d = pixel_rays(cam, torch.from_numpy(grid), normalize=False)
+        depth = self.cast(o.numpy(), d.numpy())["t"]
         # color: ss x ss sub-pixel rays per pixel, averaged
         offsets = (np.arange(ss) + 0.5) / ss - 0.5
-        rgb_sum, hits = np.zeros((H * W, 3)), np.zeros(H * W)
-        grid = np.stack(np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5), -1).reshape(-1, 2)
+        rgb_sum, hits = np.zeros((len(grid), 3)), np.zeros(len(grid))
         for dy in offsets:
             for dx in offsets:
                 o, d = pixel_rays(cam, torch.from_numpy(grid + [dx, dy]))
@@ -212,9 +228,8 @@ class Renderer:
                 ok = np.isfinite(hit["t"])
                 rgb_sum += np.where(ok[:, None], self.shade(hit, o, d), 0)
                 hits += ok
-        alpha = hits / ss ** 2
         rgb = rgb_sum / np.maximum(hits, 1)[:, None]  # straight (not premultiplied) color
-        return rgb.reshape(H, W, 3), alpha.reshape(H, W), np.where(np.isfinite(depth), depth, 0.0)
+        return rgb, hits / ss ** 2, np.where(np.isfinite(depth), depth, 0.0)
 
 
 def normalize_mesh(mesh):
