@@ -10,6 +10,10 @@ C++ kernel (OpenMP), both from the per-ray code in ``csrc/march.h``, and their p
 always works and is the tests' oracle. Importing never compiles: the C++ kernel is built ahead of time by
 ``python -m rwf_render.raymarch.build``, or on first use (once, with a message), into ``$RWF_CACHE`` or
 ``~/.cache/rwf_render``; where it cannot be built the torch marcher runs after one warning that says why.
+
+On a CPU, marching and compositing turn on ``torch.set_flush_denormal(True)`` for the process (densities near 0
+otherwise slow float math by up to 2.5x); torch has no way to read the setting back, so it stays on: numbers
+below about 1e-38 (float32) and 1e-308 (float64) then compute as 0 in the caller's code as well.
 """
 
 from .composite import accumulate_along_rays, composite, exclusive_sum, render_weight_from_density, volume_render

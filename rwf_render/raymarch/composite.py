@@ -39,11 +39,14 @@ after it: opacities above 1, then NaN (a fit of a real capture diverged so)."""
 
 
 def optical_thickness(sigmas: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor) -> torch.Tensor:
-    """(S,) sigma x (t_end - t_start) of packed samples, at most :data:`MAX_THICKNESS`; 0 for a sample of no width
+    """(S,) sigma x (t_end - t_start) of packed samples, in [0, :data:`MAX_THICKNESS`]; 0 for a sample of no width
     (float32 cannot part t_start from t_end far along a ray with a fine step), even at an infinite density, whose
-    product inf x 0 = NaN would spoil every ray packed after it as an unclamped inf did."""
+    product inf x 0 = NaN would spoil every ray packed after it as an unclamped inf did. A NaN density counts as
+    opaque (its ray ends there; its colour still shows the NaN) and a negative one as empty: through the batch-wide
+    sum either spoiled every ray packed after it too (NaN opacities, or opacities above 1)."""
     delta = t_ends - t_starts
-    return torch.where(delta > 0, sigmas * delta, torch.zeros_like(sigmas)).clamp(max=MAX_THICKNESS)
+    thickness = torch.where(delta > 0, sigmas * delta, torch.zeros_like(sigmas))
+    return torch.nan_to_num(thickness, nan=MAX_THICKNESS, posinf=MAX_THICKNESS, neginf=0.0).clamp(0.0, MAX_THICKNESS)
 
 
 def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,
@@ -90,6 +93,14 @@ def composite(rgbs: torch.Tensor, sigmas: torch.Tensor, t_starts: torch.Tensor, 
         >>> colors.tolist()  # the first slab is opaque: it hides the second
         [[1.0, 0.0, 0.0]]
     """
+    n = t_starts.shape[0]
+    if sigmas.numel() == n and sigmas.dim() == 2:  # (S, 1), as a field's density head returns it
+        sigmas = sigmas.reshape(-1)
+    if sigmas.shape != (n,) or t_ends.shape != (n,) or ray_indices.shape != (n,):
+        raise ValueError(f"sigmas, t_starts, t_ends and ray_indices must each be (S,): got {tuple(sigmas.shape)}, "
+                         f"{tuple(t_starts.shape)}, {tuple(t_ends.shape)}, {tuple(ray_indices.shape)}")
+    if rgbs.dim() != 2 or rgbs.shape[0] != n:  # an (S,) colour broadcast against the rays silently
+        raise ValueError(f"rgbs must be (S, C) with S = {n} samples, got {tuple(rgbs.shape)}")
     weights, trans, alphas = render_weight_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays)
     if early_stop_eps > 0:
         weights = torch.where(trans >= early_stop_eps, weights, torch.zeros_like(weights))

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..parity import inside_lattice
 from . import _backend
+from .composite import MAX_THICKNESS as _MAX_CELL_THICKNESS
 from .march import GridSpec, RaySamples, _cells_of_points, march, mip_pyramid
 
 _EVAL_CHUNK = 1 << 18
@@ -46,8 +47,9 @@ class OccupancyGrid(nn.Module):
         super().__init__()
         aabb = torch.as_tensor(aabb, dtype=torch.float32).reshape(-1)
         res = (resolution,) * 3 if isinstance(resolution, int) else tuple(int(r) for r in resolution)
-        if aabb.shape[0] != 6 or not bool((aabb[3:] > aabb[:3]).all()):
-            raise ValueError(f"aabb must be (xmin, ymin, zmin, xmax, ymax, zmax) with max > min, got {aabb.tolist()}")
+        if aabb.shape[0] != 6 or not bool((aabb[3:] > aabb[:3]).all()) or not bool(torch.isfinite(aabb).all()):
+            raise ValueError(f"aabb must be (xmin, ymin, zmin, xmax, ymax, zmax), finite, with max > min, got "
+                             f"{aabb.tolist()}")
         if len(res) != 3 or any(r < 2 or r % 2 for r in res):
             raise ValueError(f"resolution must be even and >= 2 per axis, got {resolution}")
         if levels < 1 or levels > 16 or (levels > 1 and any(r % 4 for r in res)):
@@ -266,6 +268,12 @@ class OccupancyGrid(nn.Module):
         for chunk in cells.split(_EVAL_CHUNK):
             jitter = _rand((chunk.numel(), 3), generator, chunk.device)
             sigmas = density_fn(self.cell_points(chunk, jitter)).reshape(-1).to(density.dtype)
+            if sigmas.numel() != chunk.numel():
+                raise ValueError(f"density_fn returned {sigmas.numel()} densities for {chunk.numel()} points")
+            # a NaN kept by maximum (or an inf, which never decays) stayed for good, and its mean switched the
+            # adaptive threshold off for the whole grid: NaN counts as empty, an inf as the most a cell can hold
+            cap = _MAX_CELL_THICKNESS / step_size
+            sigmas = torch.nan_to_num(sigmas, nan=0.0, posinf=cap, neginf=0.0).clamp(0.0, cap)
             density[chunk] = torch.maximum(density[chunk] * ema_decay, sigmas)
         thickness = self.density * step_size
         threshold = min(occ_thre, float(thickness[self.allowed].mean())) if bool(self.allowed.any()) else occ_thre

@@ -18,6 +18,7 @@ rays and steps); the kernels skip empty cells and find the same points.
 from __future__ import annotations
 
 import math
+import operator
 import os
 from typing import Callable, NamedTuple
 
@@ -289,7 +290,7 @@ def cuda_block() -> int:
 
 
 def _per_ray(value, n: int, like: torch.Tensor, name: str) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=torch.float32, device=like.device)
+    t = torch.as_tensor(value, dtype=torch.float32, device=like.device).detach()  # samples carry no gradient
     if t.dim() == 0:
         return t.expand(n).contiguous()
     t = t.reshape(-1)
@@ -330,10 +331,16 @@ def march(grid: GridSpec, rays_o: torch.Tensor, rays_d: torch.Tensor, near=0.0, 
     """
     if rays_o.dim() != 2 or rays_o.shape[-1] != 3 or rays_d.shape != rays_o.shape:
         raise ValueError(f"rays_o and rays_d must both be (N, 3), got {tuple(rays_o.shape)} and {tuple(rays_d.shape)}")
-    if not step_size > 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    if cone_angle < 0 or max_samples < 0:
-        raise ValueError("cone_angle and max_samples must be >= 0")
+    if not (step_size > 0 and math.isfinite(step_size)):
+        raise ValueError(f"step_size must be finite and > 0, got {step_size}")
+    if not (cone_angle >= 0 and math.isfinite(cone_angle)):  # NaN: the two backends read it differently
+        raise ValueError(f"cone_angle must be finite and >= 0, got {cone_angle}")
+    try:
+        max_samples = operator.index(max_samples)  # 2.5 gave 3 samples in one backend and 2 in the other
+    except TypeError:
+        raise ValueError(f"max_samples must be an integer, got {max_samples!r}") from None
+    if max_samples < 0:
+        raise ValueError("max_samples must be >= 0")
     max_step = float("inf") if max_step_size is None else float(max_step_size)
     if max_step < step_size:
         raise ValueError(f"max_step_size ({max_step}) must be >= step_size ({step_size})")
