@@ -180,6 +180,8 @@ class ImageTask:
         coords = pixel_coords(*image.shape[:2])
         target = torch.from_numpy(image)
         train, test = split_pixels(image, cfg.split)
+        self.train_slices, self.test_slices = train, test
+        self.same_split = train == test  # "all": the held-out pixels are the training pixels
         self.train_shape = target[train].shape  # (h, w, C) lattices, kept as images for SSIM
         self.test_shape = target[test].shape
         self.train_x = coords[train].reshape(-1, 2).to(device)
@@ -199,14 +201,24 @@ class ImageTask:
         return {"mse": mse}, {"psnr_train": mse_to_psnr(float(mse.detach()))}
 
     def evaluate(self, model) -> dict:
-        return {"psnr": psnr(predict(model, self.test_x), self.test_y),
-                "psnr_train": psnr(predict(model, self.train_x), self.train_y)}
-
-    def final_metrics(self, model) -> dict:
-        """Held-out and training PSNR, and SSIM on the held-out lattice seen as an image."""
         pred_test = predict(model, self.test_x)
+        pred_train = pred_test if self.same_split else predict(model, self.train_x)
+        return {"psnr": psnr(pred_test, self.test_y), "psnr_train": psnr(pred_train, self.train_y)}
+
+    def predict_image(self, model) -> torch.Tensor:
+        """The model on every pixel centre of the image: (H, W, C), unclamped, on the task's device."""
+        h, w, c = self.image.shape
+        return predict(model, pixel_coords(h, w).reshape(-1, 2).to(self.device)).reshape(h, w, c)
+
+    def final_metrics(self, model, full: torch.Tensor | None = None) -> dict:
+        """Held-out and training PSNR, and SSIM on the held-out lattice seen as an image; from ``full``
+        (:meth:`predict_image`) when the caller has it (a fit writes the reconstruction from it too: one pass over
+        the image instead of three)."""
+        full = self.predict_image(model) if full is None else full
+        c = full.shape[-1]
+        pred_test = full[self.test_slices].reshape(-1, c)
         return {"psnr": psnr(pred_test, self.test_y),
-                "psnr_train": psnr(predict(model, self.train_x), self.train_y),
+                "psnr_train": psnr(full[self.train_slices].reshape(-1, c), self.train_y),
                 "ssim": ssim(pred_test.reshape(self.test_shape).cpu().numpy(),
                              self.test_y.reshape(self.test_shape).cpu().numpy())}
 
@@ -247,12 +259,13 @@ def fit_one(cfg: ImageConfig, out: Path, image: np.ndarray, info: dict, resume: 
     write_json(run / CONFIG, {**cfg.to_dict(), "height": image.shape[0], "width": image.shape[1],
                               "channels": image.shape[2], "source": info})
     trainer.fit()
-    metrics = {**task.final_metrics(trainer.model), "steps": trainer.step_idx,
+    full = task.predict_image(trainer.model)
+    metrics = {**task.final_metrics(trainer.model, full), "steps": trainer.step_idx,
                "seconds": round(trainer.seconds, 3), "param": cfg.mlp.param}
     best = max(trainer.history, key=lambda r: r["psnr"]) if trainer.history else None
     if best:
         metrics.update(best_psnr=best["psnr"], best_step=best["step"])
-    recon = render(trainer.model, image.shape[0], image.shape[1], 1.0, device)
+    recon = full.clamp(0, 1).cpu().numpy()  # what render() at scale 1 gives
     bits = 16 if info.get("bit_depth", 8) > 8 else 8
     write_image(run / "reconstruction.png", recon, bits)
     write_image(run / "error.png", error_map(recon, image))

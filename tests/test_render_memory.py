@@ -115,3 +115,39 @@ def test_synth_renders_in_blocks_of_rows_as_in_one(monkeypatch):
     for a, b in zip(whole, blocks):
         assert a.dtype == np.float32 and np.array_equal(a, b)
     assert 0.05 < whole[1].mean() < 0.95  # the object covers part of the frame
+
+
+# -- rwf fit image: the end of a fit predicts the image once, not three times -----------------------------------------
+@pytest.mark.parametrize("split", ["all", "tancik"])
+def test_image_fit_predicts_the_image_once_at_the_end(tmp_path, monkeypatch, split):
+    import json
+
+    from rwf_render import image as image_mod
+    from rwf_render.imgio import read_image, write_image
+
+    src = tmp_path / "p.png"
+    write_image(src, np.random.default_rng(0).random((20, 30, 3)).astype(np.float32))
+    rows, real = [], image_mod.predict
+
+    def counted(model, x, chunk=65536):
+        rows.append(len(x))
+        return real(model, x, chunk)
+    monkeypatch.setattr(image_mod, "predict", counted)
+    run = tmp_path / "run"
+    assert cli.main(["fit", "image", str(src), "--out", str(run), "--steps", "1", "--eval-every", "1",
+                     "--width", "16", "--features", "8", "--split", split, "--quiet"]) == 0
+    # the last step's evaluation (the held-out and training lattices: one image's worth for "all", half for
+    # "tancik"), then one prediction of the whole image for the metrics and the reconstruction
+    assert sum(rows) == (600 if split == "all" else 300) + 600, rows
+    monkeypatch.setattr(image_mod, "predict", real)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert cli.main(["render", str(run), "--out", str(tmp_path / "again.png")]) == 0
+    assert np.array_equal(read_image(run / "reconstruction.png")[0], read_image(tmp_path / "again.png")[0])
+    cfg = image_mod.ImageConfig.from_dict(json.loads((run / "config.json").read_text()))
+    _, img, model, _, device = image_mod.load_run(run, json.loads((run / "config.json").read_text()), "cpu")
+    task = image_mod.ImageTask(img, cfg, device)
+    separately = {"psnr": real(model, task.test_x), "psnr_train": real(model, task.train_x)}  # the split lattices
+    for key, pred in separately.items():
+        y = task.test_y if key == "psnr" else task.train_y
+        assert metrics[key] == pytest.approx(float(-10 * torch.log10(((pred.double() - y.double()) ** 2).mean())),
+                                             abs=1e-4)
