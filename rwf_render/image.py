@@ -37,7 +37,7 @@ from .trainer import TrainConfig, Trainer, resolve_device
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
 SPLITS = ("tancik", "all")
 IMAGE_WIDTH = 256  # the MLP's default width (the paper's); wider fits warm up (--lr-warmup)
-MAX_RENDER_PIXELS = 2**26  # rwf render --scale: at most about 8192 x 8192 pixels (float32 RGB: 0.8 GB)
+MAX_RENDER_PIXELS = 2**26  # rwf render --scale: at most about 8192 x 8192 pixels (peak about 40 bytes a pixel)
 
 
 @dataclass
