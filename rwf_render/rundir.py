@@ -530,6 +530,8 @@ def refuse_lost_checkpoint(run: Path, ckpt_every: int) -> None:
     to nothing, a finished fit's metrics.json, or history.csv past the first checkpoint step), since resuming
     would silently start the fit over at step 0 and replace its history."""
     path = run / CHECKPOINT
+    if path.exists():
+        return  # something else than a file: check_run_files names it
     if path.is_symlink():
         why = f"a link to {os.readlink(path)}, which does not exist"
     elif (run / METRICS).is_file():
