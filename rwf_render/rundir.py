@@ -31,6 +31,8 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 CHECKPOINT = "checkpoint.pt"
+FIGURES = ("curve.png", "preview.png", "reconstruction.png", "error.png", "mesh.ply")
+"""the files a fit writes at its end besides metrics.json (a folder of that name failed the fit after training)"""
 VAL_RENDERS = "val"
 """the folder of a NeRF fit's periodic validation renders"""
 
@@ -518,7 +520,7 @@ def load_run_config(run: str | os.PathLike) -> dict:
 def check_run_files(run: Path) -> None:
     """UserError when one of the run's own file names holds something else (a folder): a checkpoint there would
     read as none, and a fit or an eval would fail only when it writes, after its work."""
-    for name in (CONFIG, CHECKPOINT, METRICS, HISTORY):
+    for name in (CONFIG, CHECKPOINT, METRICS, HISTORY, *FIGURES):
         if (run / name).exists() and not (run / name).is_file():
             raise UserError(f"{run / name}: not a file (the run keeps its {name} there)")
     if (run / VAL_RENDERS).exists() and not (run / VAL_RENDERS).is_dir():

@@ -153,6 +153,10 @@ def test_resume_checks_the_run_folder_before_training(tmp_path, capsys, monkeypa
     (run / "val").write_text("not the renders' folder")
     assert "val: not a folder" in one_cli_error(capsys, ["fit", "image", "--resume", "--out", run, "--steps", "4"])
     (run / "val").unlink()
+    (run / "curve.png").unlink()
+    (run / "curve.png").mkdir()  # failed the fit after training, naming a hidden temporary file
+    assert "curve.png: not a file" in one_cli_error(capsys, ["fit", "image", "--resume", "--out", run, "--steps", "4"])
+    (run / "curve.png").rmdir()
     real = os.access
     monkeypatch.setattr(rundir.os, "access", lambda p, mode: False if Path(p) == run else real(p, mode))
     line = one_cli_error(capsys, ["fit", "image", "--resume", "--out", run, "--steps", "4"])
