@@ -14,7 +14,7 @@ _EXPORTS = {
     "FactorizedLinear": "layers", "WeightNormLinear": "layers", "PlainLinear": "layers", "make_linear": "layers",
     "param_groups": "layers", "rwf_scale_parameters": "layers", "PARAMS": "layers",
     "GaussianFourierFeatures": "encodings", "PositionalEncoding": "encodings", "SphericalHarmonics": "encodings",
-    "Identity": "encodings", "make_encoding": "encodings",
+    "Identity": "encodings", "HashGrid": "encodings", "make_encoding": "encodings",
     "MLP": "fields", "NeuralField": "fields", "MLPConfig": "fields", "EncodingConfig": "fields",
     "UserError": "errors",
 }

@@ -89,12 +89,22 @@ class GaussianFourierFeatures(nn.Module):
             self.register_buffer("B", b)
         self.out_dim = 2 * m + (in_dim if include_input else 0)
 
+    def _apply(self, fn, recurse: bool = True):
+        """``.half()`` / ``.to(torch.bfloat16)`` leave a fixed B in float32: 8 bits of mantissa put the phase of a
+        feature of 20 cycles off by up to half a turn (the features are computed in float32 anyway)."""
+        b = self.B
+        super()._apply(fn, recurse)
+        if not isinstance(b, nn.Parameter) and self.B.dtype in (torch.float16, torch.bfloat16):
+            self.B = b.to(device=self.B.device, dtype=torch.promote_types(b.dtype, torch.float32))
+        return self
+
     def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., d); cov (..., d, d) (broadcast over x) or None: the expected features of x ~ N(x, cov) (see the
         module doc).
 
         Computed in float32 (or float64) also under autocast: a bfloat16 product x B^T (8 bits of mantissa) puts
         the phase of a feature of 20 cycles off by up to half a turn."""
+        x_dtype = x.dtype
         with torch.autocast(x.device.type, enabled=False):
             dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 kept
             x, b = x.to(dtype), self.B.to(dtype)
@@ -106,7 +116,7 @@ class GaussianFourierFeatures(nn.Module):
                 var = (2 * math.pi) ** 2 * (cov.to(dtype).flatten(-2) @ outer.T)  # (..., m): each phase's variance
                 damp = torch.exp(-0.5 * var)
                 sin, cos = sin * damp, cos * damp
-            return torch.cat(parts + [sin, cos], dim=-1)
+            return _as_input(torch.cat(parts + [sin, cos], dim=-1), x_dtype)
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, m={self.m}, sigma={self.sigma}, "
@@ -132,8 +142,9 @@ class PositionalEncoding(nn.Module):
                       if tcnn else None)
 
     def _freqs_like(self, x: torch.Tensor) -> torch.Tensor:
-        """The frequencies 2^k pi in x's precision (the float32 buffer would round pi for a float64 x)."""
-        if x.dtype == self.freqs.dtype:
+        """The frequencies 2^k pi in x's precision: the float32 buffer would round pi for a float64 x, and after
+        ``.double()`` it holds those rounded values in float64 (kept for the checkpoints that hold it)."""
+        if x.dtype == torch.float32 and self.freqs.dtype == torch.float32:
             return self.freqs
         return math.pi * 2.0 ** torch.arange(self.n_freqs, dtype=x.dtype, device=x.device)
 
@@ -145,14 +156,17 @@ class PositionalEncoding(nn.Module):
     def forward(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., d); cov (..., d, d) (broadcast over x) or None: the expected encoding of x ~ N(x, cov) (see the
         module doc). Each sinusoid reads one axis, so only the variances (the diagonal of ``cov``) matter."""
+        x_dtype = x.dtype
+        x = x.to(torch.promote_types(x.dtype, torch.float32))  # a half input's phases: float32 (as the Fourier's)
         if self._tcnn is not None:
             enc = self._tcnn(x.reshape(-1, self.in_dim)).float().reshape(*x.shape[:-1], -1)
         else:
             enc = self.encode_torch(x)
         if cov is not None:
+            cov = cov.to(x.dtype)
             var = torch.diagonal(cov, dim1=-2, dim2=-1)[..., :, None] * self._freqs_like(cov)**2  # (..., d, F)
             enc = (enc.unflatten(-1, (self.in_dim, self.n_freqs, 2)) * torch.exp(-0.5 * var)[..., None]).flatten(-3)
-        return torch.cat([x, enc], dim=-1) if self.include_input else enc
+        return _as_input(torch.cat([x, enc], dim=-1) if self.include_input else enc, x_dtype)
 
     def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, n_freqs={self.n_freqs}, out_dim={self.out_dim}, backend={self.backend}"
@@ -205,12 +219,16 @@ class SphericalHarmonics(nn.Module):
                       if tcnn else None)
 
     def encode_torch(self, d: torch.Tensor) -> torch.Tensor:
+        if d.dim() < 1 or d.shape[-1] != 3:  # another size was normalized whole and read by its first 3 entries
+            raise ValueError(f"spherical harmonics take 3-D directions (..., 3), got shape {tuple(d.shape)}")
         d = torch.nn.functional.normalize(d, dim=-1)
         terms = _sh_terms(d[..., 0], d[..., 1], d[..., 2])[: self.out_dim]
         return torch.stack(terms, dim=-1)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         if self._tcnn is not None:
+            if d.dim() < 1 or d.shape[-1] != 3:
+                raise ValueError(f"spherical harmonics take 3-D directions (..., 3), got shape {tuple(d.shape)}")
             d = torch.nn.functional.normalize(d, dim=-1)
             return self._tcnn(((d + 1) / 2).reshape(-1, 3)).float().reshape(*d.shape[:-1], self.out_dim)
         return self.encode_torch(d)
@@ -343,7 +361,7 @@ class HashGrid(nn.Module):
         lead = x.shape[:-1]
         with torch.autocast(x.device.type, enabled=False):
             flat = (x.reshape(-1, self.in_dim).float() - self.origin).clamp(0.0, 1.0)
-            if self.position_weights is not None and flat.requires_grad:
+            if (self.position_weights is not None and flat.requires_grad) or _transformed(flat):
                 out = self.encode_torch(flat)
             elif self._tcnn is not None:
                 out = self._tcnn(flat).float()
@@ -351,13 +369,29 @@ class HashGrid(nn.Module):
                 out = _hashgrid_kernel(self, flat)
                 if out is None:
                     out = self.encode_torch(flat)
-        return out.reshape(*lead, self.out_dim)
+        return _as_input(out.reshape(*lead, self.out_dim), x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, origin={self.origin:g}, levels={self.levels}, "
                 f"level_features={self.level_features}, "
                 f"log2_size={self.log2_size}, base_res={self.base_res}, max_res={self.max_res}, "
                 f"params={self.n_params * self.level_features}, backend={self.backend}")
+
+
+def _as_input(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An encoding computed in float32 for accuracy, back in a half-precision input's dtype (the MLP of a
+    ``.half()`` or bfloat16 model takes that; float32 features failed its first product)."""
+    return out.to(dtype) if dtype in (torch.float16, torch.bfloat16) else out
+
+
+def _transformed(x: torch.Tensor) -> bool:
+    """Whether ``x`` is seen through torch.func (vmap, grad, jvp), forward-mode AD or a trace: the compiled
+    lookup (an autograd Function with no vmap or jvp rule) fails there, the torch lookup works."""
+    import torch.autograd.forward_ad as fwad  # noqa: PLC0415
+
+    functorch = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    return (torch.jit.is_tracing() or (functorch is not None and functorch(x))
+            or fwad.unpack_dual(x).tangent is not None)
 
 
 def _hashgrid_kernel(enc: HashGrid, x: torch.Tensor) -> torch.Tensor | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral
 from typing import Sequence
 
 import torch
@@ -137,8 +138,9 @@ class MLP(nn.Module):
     Shapes: x (..., in_dim) -> (..., out_dim).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, cfg: MLPConfig = MLPConfig(), seed: int = 0):
+    def __init__(self, in_dim: int, out_dim: int, cfg: MLPConfig | None = None, seed: int = 0):
         super().__init__()
+        cfg = MLPConfig() if cfg is None else cfg  # one object per model: a shared default changed every later one
         if cfg.param not in PARAMS:
             raise ValueError(f"unknown param {cfg.param!r}; expected one of {', '.join(PARAMS)}")
         if cfg.depth < 1 or cfg.width < 1:
@@ -150,7 +152,10 @@ class MLP(nn.Module):
         if sine and not (isinstance(cfg.omega0, (int, float)) and math.isfinite(cfg.omega0) and cfg.omega0 > 0):
             raise ValueError(f"omega0 must be a finite number > 0, got {cfg.omega0!r}")
         self.in_dim, self.out_dim, self.cfg = in_dim, out_dim, cfg
-        self.skips = tuple(int(s) for s in cfg.skips)
+        bad = [k for k in cfg.skips if not (isinstance(k, Integral) and not isinstance(k, bool) and 1 <= k < cfg.depth)]
+        if bad:  # 0, the depth or beyond, negative or 2.7 (read as 2) were ignored or changed without a word
+            raise ValueError(f"skips must be layer indices 1 .. depth - 1 = {cfg.depth - 1}, got {list(cfg.skips)}")
+        self.skips = tuple(int(k) for k in cfg.skips)
         # Separate streams for W0 and the RWF scales: the same seed gives the same W0 for plain, wn and rwf,
         # so the three start from one function.
         gen_w = torch.Generator().manual_seed(seed)
@@ -193,9 +198,10 @@ class NeuralField(nn.Module):
     Shapes: x (..., in_dim) -> (..., out_dim).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, enc: EncodingConfig = EncodingConfig(),
-                 mlp: MLPConfig = MLPConfig(), seed: int = 0):
+    def __init__(self, in_dim: int, out_dim: int, enc: EncodingConfig | None = None, mlp: MLPConfig | None = None,
+                 seed: int = 0):
         super().__init__()
+        enc = EncodingConfig() if enc is None else enc
         gen_b = torch.Generator().manual_seed(seed + 104729)
         self.encoding = build_encoding(enc, in_dim, gen_b)
         self.mlp = MLP(self.encoding.out_dim, out_dim, mlp, seed)
