@@ -10,6 +10,10 @@ class UserError(Exception):
     """A problem with the user's input (path, file contents, options), reported as one line, exit code 2."""
 
 
+class Diverged(UserError):
+    """The fit's loss (or its weights) stopped being finite: training stops, the last finite checkpoint stays."""
+
+
 class RwfWarning(UserWarning):
     """A warning of this toolkit about the user's data or setup (a frame without its image, a backend fallback):
     the ``rwf`` commands print it as one line ``rwf: warning: ...``; other warnings keep Python's form."""

@@ -16,6 +16,7 @@ set ``trainer.stop_requested`` or block in ``on_step`` (pause); they never edit 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import Diverged, UserError
 from .layers import param_groups
 from .rundir import (CHECKPOINT, HISTORY, check_finite_weights, checkpoint_mismatch, load_checkpoint,
                      refuse_lost_checkpoint, save_checkpoint, write_history)
@@ -87,6 +88,7 @@ class Trainer:
         self.callbacks = list(callbacks or []) + _PROCESS_CALLBACKS
         self.progress = progress
         self.step_idx = 0  # steps done
+        self.saved_step: int | None = None  # the step of the checkpoint on disk (this process's or a resumed one)
         self.seconds = 0.0  # wall time spent in step(), excluding evaluation and checkpoints
         self.history: list[dict] = []
         self.last_eval: dict = {}
@@ -142,6 +144,8 @@ class Trainer:
         try:
             while self.step_idx < self.cfg.steps and not self.stop_requested:
                 stats = self.step()
+                if not math.isfinite(stats["loss"]):  # NaN weights would follow into every output and checkpoint
+                    raise self._diverged(f"the loss became {stats['loss']} at step {self.step_idx}")
                 last = self.step_idx == self.cfg.steps
                 if self.step_idx % self.cfg.eval_every == 0 or last:
                     metrics = self.evaluate()
@@ -210,7 +214,19 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
     def save(self) -> None:
+        """Write the checkpoint; never one with weights that are not all finite (the step's update diverged
+        although its loss was finite): :class:`Diverged`, the last finite checkpoint kept."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise self._diverged(f"the weights stopped being finite numbers at step {self.step_idx}")
         save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+        self.saved_step = self.step_idx
+
+    def _diverged(self, what: str) -> Diverged:
+        where = f"{self.run_dir}: " if self.run_dir is not None else ""
+        kept = (f"its last checkpoint (step {self.saved_step}) is kept" if self.saved_step is not None
+                else "no checkpoint was written")
+        return Diverged(f"{where}{what}: the fit diverged and stopped; {kept}. Fit again (--force) with a lower "
+                        "--lr or a longer --lr-warmup")
 
     def resume(self) -> bool:
         """Load ``run_dir/checkpoint.pt`` if it exists; returns whether it did."""
@@ -223,5 +239,6 @@ class Trainer:
         except (KeyError, ValueError, TypeError, RuntimeError) as e:  # another run's file, or a foreign one
             raise checkpoint_mismatch(path, e) from None
         check_finite_weights(self.model, path)
+        self.saved_step = self.step_idx
         write_history(self.run_dir / HISTORY, self.history)  # drop rows written after the checkpoint
         return True

@@ -1,0 +1,77 @@
+"""A fit whose loss or weights stop being finite stops with one message and keeps its last finite checkpoint (a
+helper's hunt: every pipeline ran on to exit 0, wrote metrics of null and an IoU of 0.0 for a NaN field, black
+error maps, and a NaN checkpoint over the last good one, which --resume then refused)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import one_cli_error
+from rwf_render.errors import Diverged
+from rwf_render.rundir import CHECKPOINT, load_checkpoint
+from rwf_render.trainer import TrainConfig, Trainer
+from test_nerf_bad_input_more import TINY
+from test_trainer import LineTask, _model
+
+
+class BlowUp(LineTask):
+    """The line task whose loss becomes NaN from step ``at`` on (1-based)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def loss(self, model, idx):
+        self.calls += 1
+        terms, stats = super().loss(model, idx)
+        if self.calls >= self.at:
+            terms["mse"] = terms["mse"] * float("nan")
+        return terms, stats
+
+
+def test_a_nan_loss_stops_the_fit_and_keeps_the_last_checkpoint(tmp_path):
+    trainer = Trainer(_model(), BlowUp(at=13), TrainConfig(steps=40, lr=1e-2, eval_every=5, ckpt_every=5),
+                      run_dir=tmp_path, progress=False)
+    with pytest.raises(Diverged, match=r"the loss became nan at step 13: .* last checkpoint \(step 10\) is kept"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / CHECKPOINT)
+    assert state["step"] == 10
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    trainer = Trainer(_model(), LineTask(), TrainConfig(steps=10, lr=1e-2, eval_every=5, ckpt_every=5),
+                      run_dir=tmp_path, progress=False)
+    trainer.fit()
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("inf"))
+    with pytest.raises(Diverged, match=r"weights stopped being finite numbers at step 10"):
+        trainer.save()
+    assert (tmp_path / CHECKPOINT).read_bytes() == before
+
+
+def test_image_fit_that_diverges_exits_with_one_message(tmp_path, capsys):
+    run = tmp_path / "run"
+    line = one_cli_error(capsys, ["fit", "image", "--out", run, "--size", "32", "--width", "32", "--features", "16",
+                                  "--steps", "60", "--eval-every", "5", "--ckpt-every", "5", "--rwf-log-scale",
+                                  "--lr", "30", "--lr-warmup", "40", "--quiet"])
+    assert "the fit diverged and stopped" in line and "lower --lr" in line
+    assert not (run / "metrics.json").exists() and not (run / "reconstruction.png").exists()
+    if (run / CHECKPOINT).exists():
+        state = load_checkpoint(run / CHECKPOINT)
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_nerf_fit_that_diverges_exits_with_one_message(tiny_scene, tmp_path, capsys):
+    from rwf_render import cli
+
+    capsys.readouterr()
+    assert cli.main(["fit", "nerf", str(tiny_scene), "--out", str(tmp_path / "run"), *TINY, "--steps", "20",
+                     "--lr", "1000"]) == 2
+    errors = [s for s in capsys.readouterr().err.splitlines() if s.startswith("rwf: error:")]  # after the summary
+    assert len(errors) == 1 and "the fit diverged and stopped" in errors[0], errors
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["train"]["lr"] == 1000
