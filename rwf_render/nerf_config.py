@@ -159,6 +159,9 @@ def check_config(cfg: NeRFConfig) -> None:
     need(isinstance(r.steps_per_diagonal, int) and r.steps_per_diagonal >= 1,
          f"--steps-per-diagonal must be >= 1, got {r.steps_per_diagonal!r}")
     need(finite(r.cone_angle) and r.cone_angle >= 0, f"--cone-angle must be a finite number >= 0, got {r.cone_angle!r}")
+    need(r.cone_angle < 1, f"--cone-angle {r.cone_angle:g}: a step is C times the distance from the camera, so from "
+                           "C = 1 on steps jump over the scene (1000 left no ray a sample; instant-ngp uses 1/256 to "
+                           "1/64): use a value below 1")
     for name in ("near", "far"):
         value = getattr(r, name)
         need(value is None or (finite(value) and value > 0), f"--{name} must be a positive number, got {value!r}")

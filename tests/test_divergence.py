@@ -75,3 +75,10 @@ def test_nerf_fit_that_diverges_exits_with_one_message(tiny_scene, tmp_path, cap
     assert not (tmp_path / "run" / "metrics.json").exists()
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["train"]["lr"] == 1000
+
+
+@pytest.mark.parametrize("cone", ["1", "1000"])
+def test_a_cone_angle_that_jumps_over_the_scene_is_refused(capsys, cone):
+    """--cone-angle 1000 left every ray without a sample; the collapse warning then blamed the learning rate."""
+    line = one_cli_error(capsys, ["fit", "nerf", "--cone-angle", cone, "--steps", "2"])
+    assert f"--cone-angle {cone}: a step is C times the distance" in line
