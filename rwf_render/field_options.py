@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from dataclasses import dataclass
 
-from .errors import UserError, ignored_options, out_of_memory
+from .errors import RwfWarning, UserError, ignored_options, out_of_memory
 from .fields import EncodingConfig, MLPConfig
 from .rundir import COMPARE_PARAMS
 from .train_config import MAX_LR, SCHEDULES, TrainConfig
@@ -311,6 +312,14 @@ def hash_grid_problem(enc: EncodingConfig) -> str | None:
     return None
 
 
+def warn_warmup_past_end(steps: int, warmup: int) -> None:
+    """A typed --lr-warmup longer than the fit: its rate never reaches --lr (5 steps of a 100-step warm-up ended at
+    1.5e-5 of 3e-3). Warned, not refused: a short trial fit with a long run's settings is a use."""
+    if warmup > steps:
+        warnings.warn(f"--lr-warmup {warmup} is longer than the fit's {steps} steps: the learning rate rises to "
+                      f"{steps / warmup:.2g} of --lr at most", RwfWarning, stacklevel=2)
+
+
 def train_from_args(args, steps: int, loss_weights: dict | None = None, lr_warmup: int = 0) -> TrainConfig:
     """``lr_warmup``: the warm-up unless --lr-warmup was typed (``default_lr_warmup``)."""
     hashgrid = getattr(args, "encoding", None) == "hashgrid"
@@ -318,6 +327,8 @@ def train_from_args(args, steps: int, loss_weights: dict | None = None, lr_warmu
           else HASH_LR if hashgrid else DEFAULT_LR)
     typed_warmup = getattr(args, "lr_warmup", None)
     lr_warmup = typed_warmup if typed_warmup is not None else lr_warmup
+    if typed_warmup is not None:
+        warn_warmup_past_end(args.steps or steps, typed_warmup)
     return TrainConfig(steps=args.steps or steps, lr=lr, scale_lr=args.scale_lr, schedule=args.schedule,
                        lr_final=args.lr_final, decay_every=args.decay_every,
                        lr_warmup=lr_warmup, seed=args.seed,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError, ignored_options
-from .field_options import LR_WARMUP, LR_WARMUP_WHY, default_lr_warmup
+from .field_options import LR_WARMUP, LR_WARMUP_WHY, default_lr_warmup, warn_warmup_past_end
 from .fields import EncodingConfig
 from .nerf_config import LOSS_DEFAULTS, OCCLUSION_WARMUP, NeRFConfig
 from .nerf_data import BACKGROUNDS
@@ -185,6 +185,8 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     t = cfg.train
     t.steps, t.lr, t.schedule = pick("steps", 3000), pick("lr", 1e-2 if hashgrid else 3e-3), pick("schedule", "exp")
     t.lr_warmup = pick("lr_warmup", default_lr_warmup(cfg.field.trunk.width, FOURIER_WIDTH, hashgrid))
+    if getattr(args, "lr_warmup", None) is not None:
+        warn_warmup_past_end(t.steps, t.lr_warmup)
     t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
     cfg.eval_images = pick("eval_images", 8)
     cfg.depth_rays = pick("depth_rays", 256)

@@ -82,3 +82,15 @@ def test_a_cone_angle_that_jumps_over_the_scene_is_refused(capsys, cone):
     """--cone-angle 1000 left every ray without a sample; the collapse warning then blamed the learning rate."""
     line = one_cli_error(capsys, ["fit", "nerf", "--cone-angle", cone, "--steps", "2"])
     assert f"--cone-angle {cone}: a step is C times the distance" in line
+
+
+@pytest.mark.parametrize("kind", ["image", "nerf"])
+def test_a_warm_up_longer_than_the_fit_is_warned(tmp_path, kind):
+    from rwf_render import cli
+    from rwf_render.errors import RwfWarning
+
+    tiny = (["--size", "16", "--width", "16", "--features", "8"] if kind == "image" else
+            ["--width", "16", "--features", "8", "--grid-resolution", "16", "--eval-images", "1"])
+    with pytest.warns(RwfWarning, match=r"--lr-warmup 100 is longer than the fit's 3 steps: .* 0\.03 of --lr"):
+        assert cli.main(["fit", kind, "--out", str(tmp_path / "run"), "--steps", "3", "--lr-warmup", "100", "--quiet",
+                         *tiny]) == 0
