@@ -264,9 +264,9 @@ def is_run_dir(path: Path) -> bool:
     if _is_single_run(path):
         return True
     subruns = 0
-    for child in path.iterdir():
+    for child in _contents(path):
         if child.name in COMPARE_PARAMS and child.is_dir() and not child.is_symlink():
-            if not (_is_single_run(child) or not any(child.iterdir())):
+            if not (_is_single_run(child) or not _contents(child)):
                 return False
             subruns += 1
         elif not (child.is_file() and not child.is_symlink()
@@ -333,19 +333,25 @@ _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
 
 
 _READING: list[int] = []
-"""descriptors of the runs' config.json files this command locks: shared by a reader (:func:`hold_run`), exclusive
+"""descriptors of the runs' reader-lock files this command locks: shared by a reader (:func:`hold_run`), exclusive
 by ``--force`` before it empties a run (:func:`_refuse_if_read`)"""
 
+READ_LOCK = ".rwf-readers"
+"""an empty file a fit makes in its run folder, never replaced (a lock is held on a file, not on its name: locks on
+config.json were lost when --resume rewrote it) and kept by --force: renders, evals and exports hold a shared lock
+on it, --force an exclusive one"""
 
-def _flock(path: Path, mode: int) -> int | None:
-    """An open descriptor of ``path`` holding ``flock(mode | LOCK_NB)``; None where the system or the file system
-    has no such locks or ``path`` cannot be opened; BlockingIOError when another process holds a conflicting lock."""
+
+def _flock(path: Path, mode: int, create: bool = False) -> int | None:
+    """An open descriptor of ``path`` (made, empty, with ``create``) holding ``flock(mode | LOCK_NB)``; None where the
+    system or the file system has no such locks or ``path`` cannot be opened; BlockingIOError when another process
+    holds a conflicting lock."""
     try:
         import fcntl  # noqa: PLC0415
     except ImportError:  # Windows: no advisory locks
         return None
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o666)
     except OSError:
         return None
     try:
@@ -361,18 +367,23 @@ def _flock(path: Path, mode: int) -> int | None:
 
 def hold_run(run: Path) -> None:
     """Mark the run ``run`` as read by this command (render, eval, export) until it ends: a shared lock on its
-    config.json, which ``rwf fit --force`` checks before it empties the folder (it would delete the checkpoint and
-    the frames being written under the reader). A fit running in the folder does not conflict (it locks the
-    folder, see ``_lock_run_dir``): rendering a checkpoint while training goes on stays possible."""
+    :data:`READ_LOCK` file (config.json for a run fitted before it existed), which ``rwf fit --force`` checks before
+    it empties the folder (it would delete the checkpoint and the frames being written under the reader). A fit
+    running in the folder does not conflict (it locks the folder, see ``_lock_run_dir``): rendering a checkpoint
+    while training goes on stays possible, and so does --resume."""
     if os.name != "posix":
         return
     import fcntl  # noqa: PLC0415
-    try:
-        fd = _flock(run / CONFIG, fcntl.LOCK_SH)
-    except BlockingIOError:
-        raise UserError(f"{run}: an 'rwf fit --force' is replacing this run; wait for it to end") from None
-    if fd is not None:
-        _READING.append(fd)
+    for target in (run / READ_LOCK, run / CONFIG):  # config.json: a run fitted before the reader lock existed
+        if not target.is_file():
+            continue
+        try:
+            fd = _flock(target, fcntl.LOCK_SH)
+        except BlockingIOError:
+            raise UserError(f"{run}: an 'rwf fit --force' is replacing this run; wait for it to end") from None
+        if fd is not None:
+            _READING.append(fd)
+        return
 
 
 def _refuse_if_read(path: Path) -> list[int]:
@@ -383,19 +394,20 @@ def _refuse_if_read(path: Path) -> list[int]:
         return []
     import fcntl  # noqa: PLC0415
     held = []
-    for config in [path / CONFIG] + [path / p / CONFIG for p in COMPARE_PARAMS]:
-        if not config.is_file() or config.is_symlink():
-            continue
-        try:
-            fd = _flock(config, fcntl.LOCK_EX)
-        except BlockingIOError:
-            for fd in held:
-                os.close(fd)
-            raise UserError(f"{config.parent}: an rwf render, eval or export of this run is going on; --force would "
-                            "delete the files it reads and writes (wait for it to end, or choose another --out)") \
-                from None
-        if fd is not None:
-            held.append(fd)
+    for run in [path] + [path / p for p in COMPARE_PARAMS]:
+        for target in (run / READ_LOCK, run / CONFIG):
+            if not target.is_file() or target.is_symlink():
+                continue
+            try:
+                fd = _flock(target, fcntl.LOCK_EX)
+            except BlockingIOError:
+                for fd in held:
+                    os.close(fd)
+                raise UserError(f"{run}: an rwf render, eval or export of this run is going on; --force would "
+                                "delete the files it reads and writes (wait for it to end, or choose another "
+                                "--out)") from None
+            if fd is not None:
+                held.append(fd)
     return held
 
 
@@ -465,6 +477,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         _check_writable(path)
         if _lock_run_dir(path):
             _remove_temporaries(path)
+        _make_read_lock(path)
         _PREPARED.add(str(path))
         return path
     try:
@@ -473,22 +486,35 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
     _check_writable(path)
     _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
-    if any(path.iterdir()):
+    if _contents(path):
         if not force:
             raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
-        if not is_run_dir(path) and any(child.name not in KEPT_BY_FORCE for child in path.iterdir()):
+        if not is_run_dir(path) and any(child.name not in KEPT_BY_FORCE for child in _contents(path)):
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
                             f"of runs; --force replaces only those (choose another --out)")
         _READING.extend(_refuse_if_read(path))  # released with the run folder's lock
-        for child in path.iterdir():  # the folder itself stays: it carries the lock
+        for child in _contents(path):  # the folder itself stays: it carries the lock, as the reader lock does
             if child.name in KEPT_BY_FORCE and child.is_file() and not child.is_symlink():
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
                 child.unlink()
+    _make_read_lock(path)
     _PREPARED.add(str(path))
     return path
+
+
+def _make_read_lock(path: Path) -> None:
+    """The run's :data:`READ_LOCK` file, made once (an old run gets it at its first --resume)."""
+    if not (path / READ_LOCK).exists():
+        with contextlib.suppress(OSError):
+            os.close(os.open(path / READ_LOCK, os.O_WRONLY | os.O_CREAT, 0o666))
+
+
+def _contents(path: Path) -> list[Path]:
+    """What ``path`` holds besides the reader-lock file."""
+    return [child for child in path.iterdir() if child.name != READ_LOCK]
 
 
 def _check_writable(path: Path) -> None:

@@ -67,6 +67,33 @@ def test_force_refused_while_a_render_reads_the_run(image_run, capsys):
     assert cli.main(["fit", "image", str(image), "--out", str(run), "--force", *IMG_TINY]) == 0
 
 
+def test_force_refused_after_a_resume_rewrote_the_config(image_run, capsys):
+    """A lock is held on a file, not on its name: held on config.json, it was lost when --resume replaced that file
+    (a helper's hunt: --force then emptied the run under the render)."""
+    image, run = image_run
+    holder = Holder("rundir.hold_run(run)", run)
+    try:
+        assert cli.main(["fit", "image", "--resume", "--out", str(run), "--steps", "3"]) == 0  # a reader allows it
+        line = one_cli_error(capsys, ["fit", "image", image, "--out", run, "--force", *IMG_TINY])
+        assert "render, eval or export of this run is going on" in line
+        assert (run / rundir.CHECKPOINT).is_file()
+    finally:
+        holder.close()
+
+
+def test_a_run_of_an_earlier_version_is_held_by_its_config(image_run, capsys):
+    image, run = image_run
+    (run / rundir.READ_LOCK).unlink()  # fitted before the reader-lock file existed
+    holder = Holder("rundir.hold_run(run)", run)
+    try:
+        line = one_cli_error(capsys, ["fit", "image", image, "--out", run, "--force", *IMG_TINY])
+        assert "render, eval or export of this run is going on" in line
+    finally:
+        holder.close()
+    assert cli.main(["fit", "image", str(image), "--out", str(run), "--force", *IMG_TINY]) == 0
+    assert (run / rundir.READ_LOCK).is_file()
+
+
 def test_force_of_a_compare_refused_while_a_sub_run_is_read(tmp_path, capsys):
     image = tmp_path / "photo.png"
     write_image(image, np.random.default_rng(1).random((12, 16, 3)).astype(np.float32))
