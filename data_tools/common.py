@@ -34,7 +34,7 @@ def check_output(out: str | Path, force: bool, inputs: tuple = (), holders: tupl
     given, out = out, Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    if out.is_dir() and os.path.ismount(out):
+    if out.is_dir() and _mount_point(out):
         raise UserError(f"{given}: is a mount point; the dataset is made beside OUT and moved into place, which a "
                         f"mount point does not allow (choose a folder inside it, e.g. {Path(given) / 'dataset'})")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -52,6 +52,20 @@ def check_output(out: str | Path, force: bool, inputs: tuple = (), holders: tupl
                         f"--force replaces only datasets (choose another OUT)")
     _check_writable(given, out)
     return out
+
+
+def _mount_point(path: Path, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether ``path`` (resolved) is a mount point: ``os.path.ismount`` sees another device only, so a bind mount
+    of a folder of the same file system is looked up in /proc/self/mountinfo (Linux) too."""
+    if os.path.ismount(path):
+        return True
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return False
+    escaped = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space as \040, a backslash as \134
+    points = {escaped.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in lines if len(line.split()) > 4}
+    return str(path) in points
 
 
 def is_dataset(folder: Path) -> bool:

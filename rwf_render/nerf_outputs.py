@@ -127,7 +127,7 @@ def depth_colors(depth: np.ndarray, opacity: np.ndarray, lo: float, hi: float) -
     out = np.empty((*depth.shape, 3), np.float32)
     rows = max(1, (1 << 18) // max(depth.shape[1], 1))
     for r in range(0, depth.shape[0], rows):
-        x = np.clip((depth[r:r + rows].astype(np.float64) - lo) / max(hi - lo, 1e-9), 0, 1)
+        x = np.clip(np.nan_to_num((depth[r:r + rows].astype(np.float64) - lo) / max(hi - lo, 1e-9)), 0, 1)
         index = np.minimum((x * turbo.N).astype(np.int64), turbo.N - 1)  # matplotlib's rule for a float in [0, 1]
         out[r:r + rows] = np.where(opacity[r:r + rows, :, None] >= 0.5, lut[index], 0.0)
     return out

@@ -290,7 +290,8 @@ def shade(t: torch.Tensor, normals: torch.Tensor, rays_d: torch.Tensor, res: int
 
 
 RAY_BLOCK = 2**18
-"""rays traced together by :func:`render_field` (each ray's search is its own, so blocks give the same image)"""
+"""rays traced together by :func:`render_field` (each ray's search is its own, so blocks give the same image up to
+the float rounding of batched products: a ray grazing the surface may flip, 2 pixels in 1.6 million measured)"""
 
 
 def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0, views=VIEWS,

@@ -276,3 +276,16 @@ def test_stale_staging_is_swept_and_a_live_one_kept(nerf_run, tmp_path):
         holder.wait(timeout=60)
     assert not dead_data.exists() and not dead_old.exists() and not dead_render.exists()
     assert live.is_dir() and other.is_dir()
+
+
+def test_a_bind_mount_is_a_mount_point(tmp_path):
+    """os.path.ismount sees another device only: a bind mount of a folder of the same file system passed, and the
+    data tool failed at its final swap, after all the work."""
+    from data_tools.common import _mount_point
+
+    target = tmp_path / "my data"
+    target.mkdir()
+    info = tmp_path / "mountinfo"
+    info.write_text("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                    f"97 22 8:1 /src {str(target).replace(' ', chr(92) + '040')} rw - ext4 /dev/sda1 rw\n")
+    assert _mount_point(target, str(info)) and not _mount_point(tmp_path, str(info))

@@ -61,6 +61,8 @@ def test_depth_colours_equal_matplotlibs_turbo():
     want = np.where(opacity[..., None] >= 0.5, want, 0.0)
     got = depth_colors(depth, opacity, 0.5, 3.0)
     assert got.dtype == np.float32 and np.abs(got - want).max() < 1e-7
+    depth[1, :3], opacity[1, :3] = np.nan, [0.0, 1.0, 1.0]  # a NaN depth raised IndexError (a huge negative index)
+    assert np.isfinite(depth_colors(depth, opacity, 0.5, 3.0)).all()
 
 
 # -- SDF previews and renders: normals by autograd chunk by chunk, rays traced in blocks ------------------------------
