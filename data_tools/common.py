@@ -16,7 +16,8 @@ import numpy as np
 
 from rwf_render.scene_box import NGP_HALF, bulk_cube, holding_scale
 from rwf_render.errors import UserError
-from rwf_render.rundir import refuse_dangling_link, staging_dir, sweep_stale, temp_prefix
+from rwf_render.locks import staging_dir, sweep_stale
+from rwf_render.rundir import refuse_dangling_link, temp_prefix
 from rwf_render.signals import uninterrupted
 
 READ_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")

@@ -41,8 +41,8 @@ from .imgio import write_image
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel
 from .render_paths import orbit_cameras
-from .rundir import (read_json, refuse_among_inputs, refuse_dangling_link, staging_dir, sweep_stale, temp_prefix,
-                     write_json)
+from .locks import staging_dir, sweep_stale
+from .rundir import read_json, refuse_among_inputs, refuse_dangling_link, temp_prefix, write_json
 from .signals import uninterrupted
 
 

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import UserError
+from .locks import flock
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -83,54 +84,6 @@ def _naming(e: OSError, tmp: str, path: Path) -> OSError:
     if e.errno is not None and (e.filename is None or temporary or e.filename2 is not None):
         return OSError(e.errno, e.strerror, str(path))
     return e
-
-
-STALE_AFTER_S = 30.0
-"""how long a staging folder must have been left untouched before another command may sweep it (with its lock
-free): a folder made a moment ago may not hold its maker's lock yet"""
-
-
-def staging_dir(prefix: str, suffix: str, folder: Path) -> tuple[Path, int | None]:
-    """``tempfile.mkdtemp`` in ``folder``, with an exclusive lock on the new folder held by the returned descriptor
-    (close it when done; None where there are no locks): :func:`sweep_stale` removes only folders whose maker has
-    gone (a kill -9 left its staging behind, and nothing else ever removed it)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=folder))
-    try:
-        import fcntl  # noqa: PLC0415
-        fd = _flock(path, fcntl.LOCK_EX)
-    except (ImportError, BlockingIOError):
-        fd = None
-    return path, fd
-
-
-def sweep_stale(folder: Path, prefix: str, suffix: str = "") -> None:
-    """Remove the staging folders ``PREFIX<8 characters>SUFFIX`` in ``folder`` that a killed command left: no
-    process holds their lock (:func:`staging_dir`) and nothing changed in them for ``STALE_AFTER_S`` seconds."""
-    import time  # noqa: PLC0415
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:
-        return
-    name = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix) + "$")
-    try:
-        children = list(folder.iterdir())
-    except OSError:
-        return
-    for child in children:
-        if not name.match(child.name) or child.is_symlink() or not child.is_dir():
-            continue
-        try:
-            if time.time() - child.stat().st_mtime < STALE_AFTER_S:
-                continue
-            fd = _flock(child, fcntl.LOCK_EX)
-        except (OSError, BlockingIOError):
-            continue  # its maker still runs
-        if fd is None:
-            continue  # no locks here: cannot tell a live maker from a dead one
-        try:
-            shutil.rmtree(child, ignore_errors=True)
-        finally:
-            os.close(fd)
 
 
 def temp_prefix(name: str) -> str:
@@ -342,29 +295,6 @@ config.json were lost when --resume rewrote it) and kept by --force: renders, ev
 on it, --force an exclusive one"""
 
 
-def _flock(path: Path, mode: int, create: bool = False) -> int | None:
-    """An open descriptor of ``path`` (made, empty, with ``create``) holding ``flock(mode | LOCK_NB)``; None where the
-    system or the file system has no such locks or ``path`` cannot be opened; BlockingIOError when another process
-    holds a conflicting lock."""
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:  # Windows: no advisory locks
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o666)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, mode | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise
-    except OSError:  # a file system without locks (some network mounts)
-        os.close(fd)
-        return None
-    return fd
-
-
 def hold_run(run: Path) -> None:
     """Mark the run ``run`` as read by this command (render, eval, export) until it ends: a shared lock on its
     :data:`READ_LOCK` file (config.json for a run fitted before it existed), which ``rwf fit --force`` checks before
@@ -378,7 +308,7 @@ def hold_run(run: Path) -> None:
         if not target.is_file():
             continue
         try:
-            fd = _flock(target, fcntl.LOCK_SH)
+            fd = flock(target, fcntl.LOCK_SH)
         except BlockingIOError:
             raise UserError(f"{run}: an 'rwf fit --force' is replacing this run; wait for it to end") from None
         if fd is not None:
@@ -399,7 +329,7 @@ def _refuse_if_read(path: Path) -> list[int]:
             if not target.is_file() or target.is_symlink():
                 continue
             try:
-                fd = _flock(target, fcntl.LOCK_EX)
+                fd = flock(target, fcntl.LOCK_EX)
             except BlockingIOError:
                 for fd in held:
                     os.close(fd)
@@ -415,22 +345,19 @@ def _lock_run_dir(path: Path) -> bool:
     """Hold an exclusive lock on the folder ``path`` until :func:`release_run_dirs` (the end of the command) or the
     process's end, a kill -9 included; UserError when another process holds it (two fits into one --out would mix
     their files). Returns whether the lock is held (False where the system has no such locks)."""
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:  # Windows: no advisory locks, concurrent fits go undetected
+    if os.name != "posix":  # Windows: no advisory locks, concurrent fits go undetected
         return False
+    import fcntl  # noqa: PLC0415
+
     key = os.path.realpath(path)
     if key in _LOCKS:
         return True
-    fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = flock(path, fcntl.LOCK_EX)
     except BlockingIOError:
-        os.close(fd)
         raise UserError(f"{path}: another rwf process is writing this run directory (wait for it to end, or "
                         f"choose another --out)") from None
-    except OSError:  # a file system without locks (some network mounts)
-        os.close(fd)
+    if fd is None:  # a file system without locks (some network mounts)
         return False
     _LOCKS[key] = fd
     return True

@@ -86,8 +86,8 @@ def test_unwritable_out_names_out_not_the_staging_folder(tmp_path, capsys, monke
         raise PermissionError(13, "Permission denied", os.path.join(dir, prefix + "nn46v5ca"))
 
     _flat_dataset(tmp_path)
-    from rwf_render import rundir
-    monkeypatch.setattr(rundir.tempfile, "mkdtemp", refuse)  # the staging folder is made by rundir.staging_dir
+    from rwf_render import locks
+    monkeypatch.setattr(locks.tempfile, "mkdtemp", refuse)  # the staging folder is made by locks.staging_dir
     out = tmp_path / "new" / "out"
     assert main(["data", "downscale", str(tmp_path / "ds"), str(out), "-k", "2"]) == 2
     err = capsys.readouterr().err.strip()

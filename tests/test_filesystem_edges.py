@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import one_cli_error
-from rwf_render import cli, rundir
+from rwf_render import cli, locks, rundir
 from rwf_render.imgio import write_image
 from test_nerf_bad_input_more import TINY
 from test_shape_image_bad_input_more import IMG_TINY
@@ -246,7 +246,7 @@ def test_data_tool_output_with_a_long_name(tmp_path):
 def _old(path: Path) -> Path:
     path.mkdir()
     (path / "half.png").write_bytes(b"x")
-    past = time.time() - 2 * rundir.STALE_AFTER_S
+    past = time.time() - 2 * locks.STALE_AFTER_S
     os.utime(path, (past, past))
     return path
 
