@@ -218,17 +218,20 @@ class SphericalHarmonics(nn.Module):
         self._tcnn = (tcnn.Encoding(3, {"otype": "SphericalHarmonics", "degree": degree + 1}, dtype=torch.float32)
                       if tcnn else None)
 
-    def encode_torch(self, d: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _check(d: torch.Tensor) -> None:
         if d.dim() < 1 or d.shape[-1] != 3:  # another size was normalized whole and read by its first 3 entries
             raise ValueError(f"spherical harmonics take 3-D directions (..., 3), got shape {tuple(d.shape)}")
+
+    def encode_torch(self, d: torch.Tensor) -> torch.Tensor:
+        self._check(d)
         d = torch.nn.functional.normalize(d, dim=-1)
         terms = _sh_terms(d[..., 0], d[..., 1], d[..., 2])[: self.out_dim]
         return torch.stack(terms, dim=-1)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         if self._tcnn is not None:
-            if d.dim() < 1 or d.shape[-1] != 3:
-                raise ValueError(f"spherical harmonics take 3-D directions (..., 3), got shape {tuple(d.shape)}")
+            self._check(d)
             d = torch.nn.functional.normalize(d, dim=-1)
             return self._tcnn(((d + 1) / 2).reshape(-1, 3)).float().reshape(*d.shape[:-1], self.out_dim)
         return self.encode_torch(d)

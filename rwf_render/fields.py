@@ -163,7 +163,7 @@ class MLP(nn.Module):
         dims = [in_dim] + [cfg.width] * (cfg.depth - 1) + [out_dim]
         self.layers = nn.ModuleList()
         for i in range(cfg.depth):
-            d_in = dims[i] + (in_dim if i in self.skips and i > 0 else 0)
+            d_in = dims[i] + (in_dim if i in self.skips else 0)  # skips are 1 .. depth - 1
             w0 = siren_uniform(dims[i + 1], d_in, cfg.omega0, i == 0, gen_w) if sine else None  # None: Glorot
             self.layers.append(make_linear(d_in, dims[i + 1], cfg.param, generator=gen_w, scale_generator=gen_s,
                                            rwf_mu=cfg.rwf_mu, rwf_sigma=cfg.rwf_sigma,
@@ -174,7 +174,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for i, layer in enumerate(self.layers):
-            if i in self.skips and i > 0:
+            if i in self.skips:
                 h = torch.cat([h, x], dim=-1)
             h = layer(h)
             h = self.act(h) if i < len(self.layers) - 1 else self.out_act(h)

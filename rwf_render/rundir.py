@@ -57,23 +57,15 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def dangling_link(path: str | os.PathLike) -> Path | None:
-    """The first of ``path`` and the folders above it, up to the first that exists, that is a symbolic link to
-    nothing: making ``path`` there fails late and says only "File exists"."""
-    for p in (Path(path), *Path(path).parents):
-        if p.is_symlink() and not p.exists():
-            return p
-        if p.exists():
-            return None
-    return None
-
-
 def refuse_dangling_link(path: str | os.PathLike) -> None:
-    """UserError naming the link (and where it points) when ``path`` lies through a link to nothing."""
-    link = dangling_link(path)
-    if link is not None:
-        where = "" if link == Path(path) else f" ({link} is on the way)"
-        raise UserError(f"{path}: {link} is a link to {os.readlink(link)}, which does not exist{where}")
+    """UserError naming the link (and where it points) when ``path`` or a folder above it, up to the first that
+    exists, is a symbolic link to nothing: making ``path`` there would fail late and say only "File exists"."""
+    for link in (Path(path), *Path(path).parents):
+        if link.is_symlink() and not link.exists():
+            where = "" if link == Path(path) else f" ({link} is on the way)"
+            raise UserError(f"{path}: {link} is a link to {os.readlink(link)}, which does not exist{where}")
+        if link.exists():
+            return
 
 
 def _naming(e: OSError, tmp: str, path: Path) -> OSError:

@@ -265,14 +265,14 @@ class OccupancyGrid(nn.Module):
                     occupied[_randperm(occupied.numel(), generator, occupied.device)[: occupied.numel() // 4]]]
             cells = torch.unique(torch.cat(pick))
         density = self.density.view(-1)
+        # a NaN kept by maximum (or an inf, which never decays) stayed for good, and its mean switched the adaptive
+        # threshold off for the whole grid: NaN counts as empty, an inf as the most a cell can hold
+        cap = _MAX_CELL_THICKNESS / step_size
         for chunk in cells.split(_EVAL_CHUNK):
             jitter = _rand((chunk.numel(), 3), generator, chunk.device)
             sigmas = density_fn(self.cell_points(chunk, jitter)).reshape(-1).to(density.dtype)
             if sigmas.numel() != chunk.numel():
                 raise ValueError(f"density_fn returned {sigmas.numel()} densities for {chunk.numel()} points")
-            # a NaN kept by maximum (or an inf, which never decays) stayed for good, and its mean switched the
-            # adaptive threshold off for the whole grid: NaN counts as empty, an inf as the most a cell can hold
-            cap = _MAX_CELL_THICKNESS / step_size
             sigmas = torch.nan_to_num(sigmas, nan=0.0, posinf=cap, neginf=0.0).clamp(0.0, cap)
             density[chunk] = torch.maximum(density[chunk] * ema_decay, sigmas)
         thickness = self.density * step_size
