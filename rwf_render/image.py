@@ -29,7 +29,7 @@ from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_di
 from .imgio import exif_orientation, output_image_path, read_image, upright, write_image
 from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
-from .resume import check_source_unchanged, compare_runs, resume_run_config, resume_trainer
+from .resume import check_source_unchanged, compare_runs, fit_each, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, checkpoint_mismatch,
                      json_safe, load_run_model, prepare_run_dir, read_json, refuse_source_as_output, write_json)
 from .trainer import TrainConfig, Trainer, resolve_device
@@ -315,24 +315,31 @@ def fit(args) -> int:
         return 0
     # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
     root, runs = compare_runs(cfg, out, args.resume, args.force)
-    results, histories, images = {}, {}, {"target": image}
-    for param, sub, sub_dir, resume in runs:
-        results[param], images[param], histories[param] = fit_one(sub, sub_dir, image, info, resume, False,
-                                                                  not args.quiet, param)
-        print(f"{param:>5}: psnr {_num(results[param]['psnr'], 2)} dB, {results[param]['seconds']:.1f} s")
-    write_compare(root, results, histories, images)
+
+    def fit_param(param, sub, sub_dir, resume):
+        m, recon, history = fit_one(sub, sub_dir, image, info, resume, False, not args.quiet, param)
+        print(f"{param:>5}: psnr {_num(m['psnr'], 2)} dB, {m['seconds']:.1f} s")
+        return m, recon, history
+
+    done, diverged = fit_each(runs, fit_param)
+    results = {p: done[p][0] if p in done else {"param": p, "diverged": diverged[p]} for p in COMPARE_PARAMS}
+    write_compare(root, results, {p: done[p][2] for p in done}, {"target": image, **{p: done[p][1] for p in done}})
     return 0
 
 
 def write_compare(root: Path, results: dict, histories: dict, images: dict) -> None:
-    """compare.json, compare.md (table) and compare.png (overlaid curves, side-by-side crops)."""
-    plain_final = results["plain"]["psnr"]
+    """compare.json, compare.md (table) and compare.png (overlaid curves, side-by-side crops). A parameterization
+    that diverged has ``{"param", "diverged"}`` in ``results`` and nothing in ``histories`` and ``images``."""
+    plain_final = results["plain"].get("psnr")
     for param, rows in histories.items():
-        results[param]["steps_to_plain_final"] = steps_to_reach(rows, plain_final)
+        results[param]["steps_to_plain_final"] = None if plain_final is None else steps_to_reach(rows, plain_final)
     write_json(root / "compare.json", results)
     lines = ["| param | test PSNR (dB) | best test PSNR | train PSNR | SSIM | steps to plain's final | seconds |",
              "|---|---|---|---|---|---|---|"]
     for param, m in results.items():
+        if "diverged" in m:
+            lines.append(f"| {param} | diverged | - | - | - | - | - |")
+            continue
         reach = m["steps_to_plain_final"]
         lines.append(f"| {param} | {_num(m['psnr'], 2)} | {_num(m.get('best_psnr', float('nan')), 2)} | "
                      f"{_num(m['psnr_train'], 2)} | {_num(m['ssim'], 4)} | {'-' if reach is None else int(reach)} | "

@@ -181,6 +181,21 @@ class FactorizedLinear(PlainLinear):
     def effective_weight(self) -> torch.Tensor:
         return self.s()[:, None] * self.v  # diag(s) V: O(d_out * d_in), negligible beside the matmul
 
+    def get_extra_state(self) -> torch.Tensor:
+        # Saved beside the weights (as a tensor, like them) so that a state dict says which ``scale`` it holds.
+        return torch.tensor(int(self.log_scale))
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        if bool(state) != self.log_scale:
+            held, wanted = ("g = log s", "s") if bool(state) else ("s", "g = log s")
+            raise ValueError(f"this state's RWF scale holds {held} but the layer trains {wanted}: build the layer "
+                             f"with log_scale={bool(state)}")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # State dicts saved before the flag was have none; the CLI kept the choice in config.json then.
+        state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def extra_repr(self) -> str:
         return (f"d_in={self.d_in}, d_out={self.d_out}, param=rwf, mu={self.mu}, sigma={self.sigma}, "
                 f"log_scale={self.log_scale}")

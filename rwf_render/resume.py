@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import RwfWarning, UserError
+from .errors import Diverged, RwfWarning, UserError
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, load_checkpoint, prepare_run_dir, read_json)
 
 
@@ -27,6 +27,25 @@ def compare_runs(cfg, out: Path, resume: bool, force: bool) -> tuple[Path, list]
         sub.mlp.param = param
         runs.append((param, sub, root / param, resume and (root / param / CONFIG).is_file()))
     return root, runs
+
+
+def fit_each(runs: list, fit_param) -> tuple[dict, dict]:
+    """For ``--compare``: ``fit_param(param, cfg, run_dir, resume)`` for each of :func:`compare_runs`'s runs.
+
+    A parameterization that diverges is part of the comparison's result (plain diverging where RWF trains is what
+    the method is about): a warning, and the others still train. Returns (what each fit returned, the message of
+    each that diverged); raises the first :class:`Diverged` when none trained.
+    """
+    done, diverged = {}, {}
+    for param, sub, sub_dir, resume in runs:
+        try:
+            done[param] = fit_param(param, sub, sub_dir, resume)
+        except Diverged as e:
+            diverged[param] = str(e)
+            warnings.warn(f"--compare: {param}: {e}; the comparison goes on without it", RwfWarning, stacklevel=2)
+    if not done:
+        raise Diverged(diverged[runs[0][0]])
+    return done, diverged
 
 
 def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False):

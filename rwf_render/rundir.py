@@ -288,7 +288,7 @@ on it, --force an exclusive one"""
 
 
 def hold_run(run: Path) -> None:
-    """Mark the run ``run`` as read by this command (render, eval, export) until it ends: a shared lock on its
+    """Mark the run ``run`` as read by this command (render, eval, export, view) until it ends: a shared lock on its
     :data:`READ_LOCK` file (config.json for a run fitted before it existed), which ``rwf fit --force`` checks before
     it empties the folder (it would delete the checkpoint and the frames being written under the reader). A fit
     running in the folder does not conflict (it locks the folder, see ``_lock_run_dir``): rendering a checkpoint
@@ -309,9 +309,9 @@ def hold_run(run: Path) -> None:
 
 
 def _refuse_if_read(path: Path) -> list[int]:
-    """Before ``--force`` empties ``path``: UserError when a render, eval or export of its run (or of a --compare's
-    sub-run) is going on (:func:`hold_run`); else the exclusive locks taken on their config.json files, which keep a
-    reader from starting until the command ends."""
+    """Before ``--force`` empties ``path``: UserError when a render, eval, export or view of its run (or of a
+    --compare's sub-run) is going on (:func:`hold_run`); else the exclusive locks taken on their config.json files,
+    which keep a reader from starting until the command ends."""
     if os.name != "posix":
         return []
     import fcntl  # noqa: PLC0415
@@ -325,8 +325,8 @@ def _refuse_if_read(path: Path) -> list[int]:
             except BlockingIOError:
                 for fd in held:
                     os.close(fd)
-                raise UserError(f"{run}: an rwf render, eval or export of this run is going on; --force would "
-                                "delete the files it reads and writes (wait for it to end, or choose another "
+                raise UserError(f"{run}: an rwf render, eval, export or view of this run is going on; --force "
+                                "would delete the files it reads and writes (wait for it to end, or choose another "
                                 "--out)") from None
             if fd is not None:
                 held.append(fd)

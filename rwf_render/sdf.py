@@ -42,7 +42,7 @@ from .mesh import (Normalization, capped_vertices, check_grid_res, extract_mesh,
 from .mesh_io import EXPORT_FORMATS, save_mesh
 from .plots import curve_png
 from .point_cloud import STORED_CLOUD, PointCloud, save_cloud
-from .resume import check_source_unchanged, compare_runs, resume_run_config, resume_trainer
+from .resume import check_source_unchanged, compare_runs, fit_each, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
                      check_out_holds_no_input, checkpoint_mismatch, load_run_model, prepare_run_dir, read_json,
                      refuse_source_as_output, write_json)
@@ -147,14 +147,19 @@ def fit(args) -> int:
         return 0
     # --compare: plain, wn and rwf with identical seed, data and budget, each a run of its own under OUT
     root, runs = compare_runs(cfg, out, args.resume, args.force)
-    results, histories, views = {}, {}, {}
-    for param, sub, sub_dir, resume in runs:
-        results[param], histories[param], v = fit_one(sub, sub_dir, mesh, info, resume, False, not args.quiet, param,
-                                                      warning if param == COMPARE_PARAMS[0] else "")
+    views = {}
+
+    def fit_param(param, sub, sub_dir, resume):
+        m, history, v = fit_one(sub, sub_dir, mesh, info, resume, False, not args.quiet, param,
+                                warning if param == COMPARE_PARAMS[0] else "")
         views[param], views["source"] = v["field"][0], v["source"][0]
-        print(f"{param:>5}: iou {results[param]['iou']:.4f} (near-surface {results[param]['iou_surface']:.4f}), "
-              f"{_surface_text(results[param])}, {results[param]['seconds']:.1f} s")
-    write_compare(root, results, histories, views)
+        print(f"{param:>5}: iou {m['iou']:.4f} (near-surface {m['iou_surface']:.4f}), {_surface_text(m)}, "
+              f"{m['seconds']:.1f} s")
+        return m, history
+
+    done, diverged = fit_each(runs, fit_param)
+    results = {p: done[p][0] if p in done else {"param": p, "diverged": diverged[p]} for p in COMPARE_PARAMS}
+    write_compare(root, results, {p: done[p][1] for p in done}, views)
     return 0
 
 
@@ -174,6 +179,9 @@ def write_compare(root: Path, results: dict, histories: dict, views: dict) -> No
     lines = ["| param | IoU | IoU near-surface | Chamfer-L1 | Chamfer-L2 | F-score@1% | normal consistency | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     for param, m in results.items():
+        if "diverged" in m:
+            lines.append(f"| {param} | diverged | - | - | - | - | - | - |")
+            continue
         lines.append(f"| {param} | {m['iou']:.4f} | {m['iou_surface']:.4f} | {_fmt(m['chamfer_l1'], 5)} | "
                      f"{_fmt(m['chamfer_l2'], 6)} | {m['fscore']:.4f} | {_fmt(m['normal_consistency'], 4)} | "
                      f"{m['seconds']:.1f} |")

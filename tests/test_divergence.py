@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from conftest import one_cli_error
-from rwf_render.errors import Diverged
+from rwf_render.cli import main as cli_main
+from rwf_render.errors import Diverged, RwfWarning
+from rwf_render.resume import fit_each
 from rwf_render.rundir import CHECKPOINT, load_checkpoint
 from rwf_render.trainer import TrainConfig, Trainer
 from test_nerf_bad_input_more import TINY
@@ -94,3 +96,28 @@ def test_a_warm_up_longer_than_the_fit_is_warned(tmp_path, kind):
     with pytest.warns(RwfWarning, match=r"--lr-warmup 100 is longer than the fit's 3 steps: .* 0\.03 of --lr"):
         assert cli.main(["fit", kind, "--out", str(tmp_path / "run"), "--steps", "3", "--lr-warmup", "100", "--quiet",
                          *tiny]) == 0
+
+
+def test_compare_goes_on_past_a_parameterization_that_diverges(tmp_path):
+    # RWF with log scales at lr 30 goes to NaN within the warm-up; plain and WN stay finite. A diverged fit is a
+    # result of the comparison: it is in the table, and the others are still trained and written.
+    run = tmp_path / "cmp"
+    with pytest.warns(RwfWarning, match="--compare: rwf: .*the loss became nan.*goes on without it"):
+        assert cli_main(["fit", "image", "--compare", "--out", str(run), "--size", "16", "--width", "32",
+                         "--features", "16", "--steps", "30", "--eval-every", "5", "--ckpt-every", "5",
+                         "--rwf-log-scale", "--lr", "30", "--lr-warmup", "30", "--quiet"]) == 0
+    results = json.loads((run / "compare.json").read_text())
+    assert "the fit diverged" in results["rwf"]["diverged"] and "psnr" not in results["rwf"]
+    assert all(results[p]["steps"] == 30 for p in ("plain", "wn"))
+    assert "| rwf | diverged |" in (run / "compare.md").read_text()
+    assert (run / "compare.png").is_file()
+
+
+def test_compare_where_every_parameterization_diverges_is_an_error():
+    def fit_param(param, cfg, run_dir, resume):
+        raise Diverged(f"{param} diverged")
+
+    runs = [(p, None, None, False) for p in ("plain", "wn", "rwf")]
+    with pytest.warns(RwfWarning), pytest.raises(Diverged, match="^plain diverged$"):
+        fit_each(runs, fit_param)
+    assert fit_each(runs[:1], lambda *a: 7) == ({"plain": 7}, {})

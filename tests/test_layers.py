@@ -130,3 +130,22 @@ def test_rwf_layer_overhead_is_only_the_elementwise_product():
     w = layer.scale[:, None] * layer.v
     assert torch.equal(layer(x), torch.nn.functional.linear(x, w, layer.bias))
     assert "param=rwf" in repr(layer)
+
+
+def test_rwf_state_says_which_scale_it_holds():
+    # The key `scale` holds s for one layer and g = log s for the other: loading one into the other would give
+    # W = g V (or exp(s) V) without a word. The state carries the flag, and a mismatch is refused.
+    torch.manual_seed(0)
+    plain_scale, log_scale = FactorizedLinear(3, 4), FactorizedLinear(3, 4, log_scale=True)
+    with pytest.raises(ValueError, match="log_scale=False"):
+        log_scale.load_state_dict(plain_scale.state_dict())
+    with pytest.raises(ValueError, match="log_scale=True"):
+        plain_scale.load_state_dict(log_scale.state_dict())
+    twin = FactorizedLinear(3, 4, log_scale=True, mu=0.0)
+    twin.load_state_dict(log_scale.state_dict())
+    x = torch.randn(5, 3)
+    assert torch.equal(twin(x), log_scale(x))
+    # A state saved before the flag was (no "_extra_state") still loads, as the CLI's config.json says which.
+    legacy = {k: v for k, v in plain_scale.state_dict().items() if k != "_extra_state"}
+    assert set(legacy) == {"scale", "v", "bias"}
+    FactorizedLinear(3, 4).load_state_dict(legacy)

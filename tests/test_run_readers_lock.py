@@ -1,5 +1,5 @@
-"""``rwf fit --force`` and the commands that read a run (render, eval, export): the fit must not empty a run whose
-checkpoint another process is rendering from, and a render must not start in a run being emptied. A fit that is
+"""``rwf fit --force`` and the commands that read a run (render, eval, export, view): the fit must not empty a run
+whose checkpoint another process is rendering from, and a render must not start in a run being emptied. A fit that is
 still training does not keep a render out (rendering a checkpoint during training is a use)."""
 
 import json
@@ -60,7 +60,7 @@ def test_force_refused_while_a_render_reads_the_run(image_run, capsys):
     holder = Holder("rundir.hold_run(run)", run)
     try:
         line = one_cli_error(capsys, ["fit", "image", image, "--out", run, "--force", *IMG_TINY])
-        assert "render, eval or export of this run is going on" in line
+        assert "render, eval, export or view of this run is going on" in line
         assert sorted(p.name for p in run.iterdir()) == before  # nothing deleted
     finally:
         holder.close()
@@ -75,7 +75,7 @@ def test_force_refused_after_a_resume_rewrote_the_config(image_run, capsys):
     try:
         assert cli.main(["fit", "image", "--resume", "--out", str(run), "--steps", "3"]) == 0  # a reader allows it
         line = one_cli_error(capsys, ["fit", "image", image, "--out", run, "--force", *IMG_TINY])
-        assert "render, eval or export of this run is going on" in line
+        assert "render, eval, export or view of this run is going on" in line
         assert (run / rundir.CHECKPOINT).is_file()
     finally:
         holder.close()
@@ -87,7 +87,7 @@ def test_a_run_of_an_earlier_version_is_held_by_its_config(image_run, capsys):
     holder = Holder("rundir.hold_run(run)", run)
     try:
         line = one_cli_error(capsys, ["fit", "image", image, "--out", run, "--force", *IMG_TINY])
-        assert "render, eval or export of this run is going on" in line
+        assert "render, eval, export or view of this run is going on" in line
     finally:
         holder.close()
     assert cli.main(["fit", "image", str(image), "--out", str(run), "--force", *IMG_TINY]) == 0
@@ -102,7 +102,7 @@ def test_force_of_a_compare_refused_while_a_sub_run_is_read(tmp_path, capsys):
     holder = Holder("rundir.hold_run(run / 'wn')", out)
     try:
         line = one_cli_error(capsys, ["fit", "image", image, "--out", out, "--force", "--compare", *IMG_TINY])
-        assert "wn: an rwf render, eval or export" in line
+        assert "wn: an rwf render, eval, export or view" in line
         assert (out / "wn" / rundir.CHECKPOINT).is_file() and (out / "plain" / rundir.CHECKPOINT).is_file()
     finally:
         holder.close()
@@ -171,3 +171,16 @@ def test_eval_merges_into_the_metrics_as_they_are_when_it_writes(nerf_run, monke
     assert cli.main(["eval", str(nerf_run)]) == 0
     saved = json.loads(metrics.read_text())
     assert saved["written_meanwhile"] == 1 and saved["psnr"] > 0 and saved["psnr_split"] == "test"
+
+
+def test_force_refused_while_the_viewer_shows_the_run(image_run, capsys):
+    # `rwf view RUN` reads the checkpoint and writes camera_path.json into the run for as long as it runs.
+    image, run = image_run
+    holder = Holder("import torch; from viewer.sources import open_run; source = open_run(run, torch.device('cpu'))",
+                    run)
+    try:
+        line = one_cli_error(capsys, ["fit", "image", image, "--out", run, "--force", *IMG_TINY])
+        assert "render, eval, export or view of this run is going on" in line
+        assert (run / rundir.CHECKPOINT).is_file()
+    finally:
+        holder.close()

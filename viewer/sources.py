@@ -268,10 +268,13 @@ def open_run(run: str | Path, device: torch.device) -> Source:
     """The source for a finished (or checkpointed) run directory."""
     from rwf_render.rundir import CHECKPOINT  # noqa: PLC0415
 
+    from rwf_render.rundir import hold_run  # noqa: PLC0415
+
     run = Path(run)
     cfg = check_run_dir(run)
     if cfg["kind"] not in ("image", "sdf", "nerf"):
         raise UserError(f"{run}: the viewer does not know runs of kind {cfg['kind']!r}")
+    hold_run(run)  # a reader of the run while the viewer runs: 'rwf fit --force' on it is refused meanwhile
     try:
         return _open(run, cfg, device)
     except UserError as e:
