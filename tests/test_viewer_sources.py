@@ -10,6 +10,7 @@ from rwf_render import cli
 from rwf_render.cameras import Cameras, look_at, pixel_rays, project
 from rwf_render.errors import UserError
 from rwf_render.mesh import Normalization
+from rwf_render.rundir import CHECKPOINT, load_checkpoint, save_checkpoint
 from viewer.camera import ViewCamera, image_size
 from viewer.nerf_source import NeRFSource, nerf_api
 from viewer.sdf_source import SDFSource
@@ -252,3 +253,23 @@ def test_nerf_source_renders_sizes_and_z_depth():
 def test_nerf_pipeline_missing_is_one_readable_error():
     with pytest.raises(UserError, match="NeRF pipeline"):
         nerf_api("rwf_render.no_such_pipeline")
+
+
+def test_reload_takes_a_checkpoint_saved_before_rwf_layers_recorded_their_kind(image_run, tmp_path):
+    # Checkpoints written before the RWF layers' `_extra_state` have no such keys; the run's config.json says the
+    # kind. A checkpoint of RWF layers of the other kind (log scales) is refused, as one of another model.
+    source = open_run(image_run, CPU)
+    original = (image_run / CHECKPOINT).read_bytes()
+    state = load_checkpoint(image_run / CHECKPOINT)
+    try:
+        extra = [k for k in state["model"] if k.endswith("_extra_state")]
+        assert extra
+        legacy = {**state, "model": {k: v for k, v in state["model"].items() if k not in extra}}
+        save_checkpoint(image_run / CHECKPOINT, legacy)
+        assert source.reload() and source.sync()
+        flipped = {**state, "model": {**state["model"], **{k: torch.tensor(1) for k in extra}}}
+        save_checkpoint(image_run / CHECKPOINT, flipped)
+        with pytest.raises(UserError, match="does not fit the model shown"):
+            source.reload()
+    finally:
+        (image_run / CHECKPOINT).write_bytes(original)

@@ -138,8 +138,11 @@ class Source:
         path = self.run / CHECKPOINT
         state = load_checkpoint(path).get("model")
         current = self.model.state_dict()
+        if isinstance(state, dict):  # a checkpoint from before RWF layers saved their kind: load_state_dict takes it
+            current = {k: v for k, v in current.items() if k in state or not k.endswith("_extra_state")}
         if not isinstance(state, dict) or set(state) != set(current) or any(
-                not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape for k, v in current.items()):
+                not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape
+                or (k.endswith("_extra_state") and not torch.equal(state[k], v)) for k, v in current.items()):
             # checked here: a mismatch found by load_state_dict in a render thread would end that thread
             raise UserError(f"{path}: does not fit the model shown (was the run replaced by another fit?)")
         self.offer_state(state)
