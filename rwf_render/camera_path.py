@@ -221,6 +221,19 @@ def _number(value, what: str) -> float:
     return float(value)
 
 
+def frame_rate(text: str) -> float:
+    """An argparse type: a frame rate from MIN_FPS to MAX_FPS (a decimal, such as NTSC's 29.97), else one line."""
+    import argparse  # noqa: PLC0415
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frame rate (frames per second), got {text!r}") from None
+    if not MIN_FPS <= value <= MAX_FPS:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be from {MIN_FPS:g} to {MAX_FPS} frames per second, got {text}")
+    return value
+
+
 def load_camera_path(path: str | os.PathLike):
     """Read a camera path file.
 
@@ -256,6 +269,10 @@ def load_camera_path(path: str | os.PathLike):
     fps = _number(obj.get("fps", 24), f"{path}: 'fps'")
     if not MIN_FPS <= fps <= MAX_FPS:
         raise UserError(f"{path}: 'fps' must be from {MIN_FPS} to {MAX_FPS} frames per second, got {obj['fps']!r}")
+    kind = obj.get("camera_type", "perspective")  # nerfstudio's key; its other kinds need other ray models
+    if kind != "perspective":
+        raise UserError(f"{path}: camera_type {kind!r}: only perspective camera paths are rendered (nerfstudio's "
+                        "fisheye, equirectangular and omnidirectional kinds are not)")
     is_cycle = obj.get("is_cycle", False)
     if not isinstance(is_cycle, bool):
         raise UserError(f"{path}: 'is_cycle' must be true or false, got {is_cycle!r}")

@@ -77,6 +77,7 @@ def fit(args) -> int:
             raise
         raise UserError(f"the field does not fit in memory ({str(e).splitlines()[0][:120]}); use a smaller "
                         "--width, --depth or --features") from None
+    cfg.field.density_scale = model.field.density_scale  # recorded: the run keeps it whatever its box rule becomes
     print(summary(train, cfg.render.near, cfg.render.far, cfg.data, model.default_near(), cfg.render.far_bounds,
                   cfg.render.grid_levels)
           + f", background {cfg.background}", file=sys.stderr)
@@ -228,6 +229,15 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     if (run / METRICS).is_file():  # read again: the fit may have written its final figures during the renders
         fresh = read_json(run / METRICS)
         saved = fresh if isinstance(fresh, dict) else {}
+    if saved.get("test_images") == metrics["test_images"] and saved.get("psnr_split", "test") == split:
+        # the fit scored the same views (all of the split): figures that differ were defined otherwise
+        diff = [k for k in ("psnr", "ssim") if isinstance(saved.get(k), (int, float))
+                and not isinstance(saved.get(k), bool) and abs(saved[k] - metrics[k]) > 1e-4]
+        if diff:
+            print(f"rwf: warning: {', '.join(diff)} differ from the fit's in {run / METRICS} over the same "
+                  f"{metrics['test_images']} views ({', '.join(f'{saved[k]:.4f}' for k in diff)}), now replaced: the "
+                  "dataset changed since, or the fit ran an earlier version that defined them otherwise (its other "
+                  "figures, psnr_train, stay as the fit wrote them)", file=sys.stderr)
     saved.update(metrics)
     write_json(run / METRICS, saved)
     return 0
@@ -255,7 +265,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
 
 
 def add_render_arguments(p: argparse.ArgumentParser) -> None:
-    from .camera_path import MAX_FPS, MAX_FRAMES  # noqa: PLC0415
+    from .camera_path import MAX_FPS, MAX_FRAMES, MIN_FPS, frame_rate  # noqa: PLC0415
     from .cli import int_in, positive_int  # noqa: PLC0415
 
     g = p.add_argument_group("nerf runs")
@@ -282,9 +292,9 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
                         "render on black / opacity (0 where alpha is 0), from the same samples as the rgb. Over the "
                         "white or black that rgb_XXXX.png was rendered on it gives that file back; with a learned "
                         "background it is the only output without that background. --video makes no rgba video")
-    g.add_argument("--fps", type=int_in(1, MAX_FPS, "a frame rate (frames per second)"), default=24,
-                   help=f"video frame rate, 1..{MAX_FPS} (default 24; with --camera-path, the file's own rate unless "
-                        "--fps is typed)")
+    g.add_argument("--fps", type=frame_rate, default=24,
+                   help=f"video frame rate, {MIN_FPS:g}..{MAX_FPS}, decimals too (23.976 is written as the exact "
+                        "2997/125; default 24; with --camera-path, the file's own rate unless --fps is typed)")
     g.add_argument("--downscale", type=positive_int, default=None, metavar="K",
                    help="render at 1/K of the resolution the run was fitted at (default 1: that resolution, the "
                         "cameras' own divided by the fit's --downscale)")
@@ -295,7 +305,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import int_in, unit_fraction  # noqa: PLC0415
 
     g = p.add_argument_group("nerf runs")
-    g.add_argument("--threshold", type=float, default=None, help="density level of the surface (default 10)")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="density level of the surface (default 10), per 1/5.25 of the box diagonal as the field's "
+                        "density (runs fitted before 30 Nov 2026: per scene unit)")
     g.add_argument("--crop", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), default=None,
                    help="box to extract (default: the scene box)")
     g.add_argument("--pointcloud", action="store_true", help="a coloured point cloud from depth instead of a mesh")

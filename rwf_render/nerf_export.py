@@ -22,7 +22,7 @@ from .nerf_outputs import cameras_missing, frame_bounds, scaled_cameras
 from .nerf_render import NeRFModel
 from .rundir import atomic_path, refuse_among_inputs
 
-DEFAULT_DENSITY_LEVEL = 10.0  # sigma * (box diagonal / 512) ~ 0.1 for a 3-unit box: a surface, not haze
+DEFAULT_DENSITY_LEVEL = 10.0  # per reference length, as the field's density: a surface, not haze
 MIN_OPACITY = 0.5
 """a training pixel whose accumulated weight is below this sees background: no point (as ``--tsdf``'s depths)"""
 
@@ -269,7 +269,10 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         return 0
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
     cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))
-    mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=args.res, level=level, inside="above",
+    # the level is a density per reference length (nerf_field.REFERENCE_DIAGONAL), as the field's: the same
+    # surface for one scene in any units
+    mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=args.res,
+                        level=level * model.field.density_scale, inside="above",
                         device=model.aabb.device, progress=not getattr(args, "quiet", False))
     if len(mesh.faces) == 0:
         if args.crop:

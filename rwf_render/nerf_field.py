@@ -21,6 +21,16 @@ from .encodings import make_encoding
 from .fields import MLP, EncodingConfig, MLPConfig, build_encoding, config_dict, from_dict, typed_settings
 
 DENSITY_ACTIVATIONS = ("trunc_exp", "softplus", "relu")
+REFERENCE_DIAGONAL = 3 ** 0.5 / 0.33
+"""the diagonal of instant-ngp's unit cube at its default scale 0.33 (+-1.515 about the origin): the box of the
+Blender scenes and of every built-in scene. A field's density is per this length (see ``density_scale``)."""
+
+
+def density_scale_of(aabb) -> float:
+    """``REFERENCE_DIAGONAL`` / the box's diagonal, to 6 significant digits (1 for the +-1.515 box): the factor that
+    turns the field's density, per reference length, into density per unit of the scene's own coordinates."""
+    box = torch.as_tensor(aabb, dtype=torch.float64).flatten()
+    return float(f"{REFERENCE_DIAGONAL / float((box[3:] - box[:3]).norm()):.6g}")
 
 
 class _TruncExp(torch.autograd.Function):
@@ -73,6 +83,11 @@ class NeRFFieldConfig:
     pos_extent: float = 1.0
     """the encoding sees the box scaled by this about its centre (a hash grid spans the occupancy grid's cascades:
     2^(levels - 1)); 1: the box itself"""
+    density_scale: float | None = None
+    """the density in scene units is the activation's output times this. None: ``density_scale_of`` the box, so
+    that one scene in other units (millimetres, an instant-ngp file's ``scale``) starts as transparent and trains
+    alike, as the field sees box-normalized positions (instant-ngp's density is per unit of its unit cube). A run's
+    config.json records the number; runs fitted before it existed read 1 (their density per scene unit)."""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -81,6 +96,7 @@ class NeRFFieldConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NeRFFieldConfig":
+        d = {"density_scale": 1.0, **d}  # a run fitted before the density was per reference length
         simple = typed_settings(cls, {k: v for k, v in d.items() if k not in ("pos", "dirs", "trunk", "head")})
         return cls(pos=from_dict(EncodingConfig, d.get("pos")), dirs=from_dict(EncodingConfig, d.get("dirs")),
                    trunk=from_dict(MLPConfig, d.get("trunk")), head=from_dict(MLPConfig, d.get("head")), **simple)
@@ -105,6 +121,9 @@ class NeRFField(nn.Module):
         self.cfg = cfg
         aabb = torch.as_tensor(aabb, dtype=torch.float32).flatten()
         self.register_buffer("aabb", aabb)
+        self.density_scale = density_scale_of(aabb) if cfg.density_scale is None else cfg.density_scale
+        if not (isinstance(self.density_scale, (int, float)) and 0 < self.density_scale < float("inf")):
+            raise ValueError(f"density_scale must be a positive number, not {self.density_scale!r}")
         gen = torch.Generator().manual_seed(seed + 104729)
         p = cfg.pos
         self.pos_enc = build_encoding(p, 3, gen)
@@ -138,12 +157,16 @@ class NeRFField(nn.Module):
     def density(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
         """sigma (N,) at world points x (N, 3), or (``mip``) over Gaussians N(x, cov (N, 3, 3)): what the occupancy
         grid and mesh export query."""
-        return density_activation(self.cfg.density_act, self._trunk(x, cov)[..., 0])
+        return self._density(self._trunk(x, cov)[..., 0])
+
+    def _density(self, raw: torch.Tensor) -> torch.Tensor:
+        sigma = density_activation(self.cfg.density_act, raw)
+        return sigma if self.density_scale == 1 else sigma * self.density_scale
 
     def forward(self, x: torch.Tensor, d: torch.Tensor | None = None, image_idx: torch.Tensor | None = None,
                 cov: torch.Tensor | None = None):
         h = self._trunk(x, cov)
-        sigma = density_activation(self.cfg.density_act, h[..., 0])
+        sigma = self._density(h[..., 0])
         if not self.cfg.view_dependent:
             return torch.sigmoid(h[..., 1:4]), sigma
         if d is None:  # colour without a view (mesh vertex colours): look along -normal is unknown, use +z

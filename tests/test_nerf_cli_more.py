@@ -72,6 +72,23 @@ def test_eval_with_a_test_split_scores_it_and_says_nothing_more(fitted, capsys):
     assert "no test split" not in captured.err
 
 
+def test_eval_says_when_it_replaces_the_fits_figures_over_the_same_views(fitted, tmp_path, capsys):
+    """A run of an earlier version scored otherwise (SSIM's window, alpha-weighted downscaling): `rwf eval` replaced
+    its figures over the same views without a word, as image and SDF evals warn (a helper's hunt)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted, run)
+    saved = json.loads((run / "metrics.json").read_text())
+    for views, warned in ((2, True), (1, False)):  # the fit scored all 2 test views / only 1 of them
+        (run / "metrics.json").write_text(json.dumps({**saved, "test_images": views, "psnr": 99.0}))
+        capsys.readouterr()
+        assert cli.main(["eval", str(run), "--device", "cpu"]) == 0
+        err = capsys.readouterr().err
+        assert ("psnr differ from the fit's" in err and "99.0000), now replaced" in err) == warned, err
+        assert json.loads((run / "metrics.json").read_text())["psnr"] < 99
+
+
 # -- 2: a typed --fps wins over a camera path's rate; an untyped one takes the file's --------------------------------
 @pytest.mark.parametrize("fps_option, expected", [([], 3), (["--fps", "7"], 7), (["--fps", "24"], 24)])
 def test_camera_path_video_frame_rate(fitted, tmp_path, fps_option, expected):

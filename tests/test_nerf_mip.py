@@ -79,7 +79,8 @@ def test_pixel_radius_is_a_pixel_width_over_root_three():
 
 def test_mip_field_reads_the_covariance_and_only_then():
     """A mip field equals the point field at zero covariance and differs under a wide one; a point field ignores
-    the covariance. The box normalization scales the covariance: a box twice as large halves the spread."""
+    the covariance. The box normalization scales the covariance: a box twice as large halves the spread (and
+    halves the density per scene unit, as the field's density is per a length of its box)."""
     aabb = [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]
     x, d = torch.rand(50, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(50, 3), dim=1)
     cov = torch.eye(3).expand(50, 3, 3) * 0.01
@@ -91,7 +92,7 @@ def test_mip_field_reads_the_covariance_and_only_then():
         assert (mip(x, d, None, cov)[1] - plain(x, d)[1]).abs().max() > 1e-3
         assert torch.equal(plain(x, d, None, cov)[1], plain(x, d)[1])
         big = NeRFField([2 * v for v in aabb], NeRFFieldConfig(mip=True), seed=0)
-        assert torch.allclose(big.density(2 * x, 4 * cov), mip.density(x, cov), rtol=1e-4, atol=1e-5)
+        assert torch.allclose(2 * big.density(2 * x, 4 * cov), mip.density(x, cov), rtol=1e-4, atol=1e-5)
 
 
 def test_mip_rendering_converges_to_point_rendering_as_the_footprint_shrinks():

@@ -53,6 +53,24 @@ def test_fov_and_is_cycle_of_the_wrong_type_are_refused(tmp_path):
     assert len(load_camera_path(_path(tmp_path, **keys, is_cycle=False))[0]) == 24
 
 
+@pytest.mark.parametrize("kind", ["equirectangular", "fisheye", "omnidirectional", None])
+def test_a_nerfstudio_path_of_another_camera_type_is_refused(tmp_path, kind):
+    # nerfstudio's camera_path.json names its camera type; a 360-degree path rendered as perspective frames,
+    # without a word, was what the file did not ask for (a helper's hunt)
+    with pytest.raises(UserError, match=f"camera_type {kind!r}: only perspective camera paths are rendered"):
+        load_camera_path(_path(tmp_path, camera_type=kind))
+    assert len(load_camera_path(_path(tmp_path, camera_type="perspective"))[0]) == 1
+
+
+def test_fps_takes_a_decimal_rate(still_life_run, tmp_path, capsys):
+    from rwf_render.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["render", "RUN", "--fps", "29.97"]).fps == 29.97  # refused as not an integer before
+    assert "must be from 0.01 to 1000" in one_cli_error(capsys, ["render", still_life_run, "--orbit", "2", "--video",
+                                                                 "--fps", "nan", "--out", tmp_path / "o"])
+
+
 def test_a_video_ffmpeg_did_not_write_is_an_error_not_a_success(tmp_path, monkeypatch):
     import imageio_ffmpeg  # noqa: PLC0415
 
