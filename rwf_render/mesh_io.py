@@ -148,15 +148,19 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike, fmt: str | None = 
     # 1e-6 of its size goes to PLY as double and to GLB as float32 offsets from its centre, the centre in the node's
     # matrix (JSON numbers, full precision).
     coarse = len(v) > 0 and float(np.abs(v.astype(np.float32) - v).max()) > 1e-6 * size
+    normals = "vertex_normals" in mesh._cache  # written when the mesh has them, as trimesh's own export does
+    if fmt == "glb":
+        mesh = _linear_colors(mesh)
     try:
         with atomic_path(path) as tmp:
             if fmt == "ply" and coarse:
-                Path(tmp).write_bytes(_ply_float64(mesh))
+                Path(tmp).write_bytes(_ply_float64(mesh, normals))
             elif fmt == "glb" and coarse:
                 center = (v.min(0) + v.max(0)) / 2
+                moved = trimesh.Trimesh(v - center, mesh.faces, process=False, visual=mesh.visual.copy(),
+                                        vertex_normals=mesh.vertex_normals if normals else None)
                 scene = trimesh.Scene()
-                scene.add_geometry(mesh.copy().apply_translation(-center),
-                                   transform=trimesh.transformations.translation_matrix(center))
+                scene.add_geometry(moved, transform=trimesh.transformations.translation_matrix(center))
                 scene.export(tmp, file_type="glb")
             elif fmt == "obj":  # fixed-point decimals: as many as keep 1e-8 of the mesh's size
                 digits = 8 if size <= 0 else int(np.clip(8 - np.floor(np.log10(size)), 8, 330))
@@ -169,15 +173,35 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike, fmt: str | None = 
     return path
 
 
-def _ply_float64(mesh: trimesh.Trimesh) -> bytes:
-    """Binary PLY with double vertex coordinates (and the vertex colours, when the mesh has them)."""
+def _linear_colors(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """For glTF, whose COLOR_0 is linear (a multiplier of the material's colour), not sRGB as PLY's and OBJ's colours
+    are: a copy of ``mesh`` with its vertex colours turned from sRGB to linear (the 8 bits trimesh writes keep
+    sRGB 0..12 as linear 0..1 of 255: the darkest shades merge); the mesh itself when it has none."""
+    if mesh.visual.kind != "vertex":
+        return mesh
+    rgba = np.asarray(mesh.visual.vertex_colors, np.float64) / 255.0
+    c = rgba[:, :3]
+    rgba[:, :3] = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    normals = mesh.vertex_normals if "vertex_normals" in mesh._cache else None  # kept: the export writes them
+    return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False, vertex_normals=normals,
+                           vertex_colors=np.round(rgba * 255.0).astype(np.uint8))
+
+
+def _ply_float64(mesh: trimesh.Trimesh, normals: bool = False) -> bytes:
+    """Binary PLY with double vertex coordinates (and the vertex colours, and with ``normals`` float32 vertex
+    normals, when the mesh has them)."""
     fields = [("xyz", "<f8", (3,))]
     props = [f"property double {c}" for c in "xyz"]
+    if normals:
+        fields.append(("n", "<f4", (3,)))
+        props += [f"property float {c}" for c in ("nx", "ny", "nz")]
     if mesh.visual.kind == "vertex":
         fields.append(("rgba", "u1", (4,)))
         props += [f"property uchar {c}" for c in ("red", "green", "blue", "alpha")]
     vert = np.empty(len(mesh.vertices), fields)
     vert["xyz"] = np.asarray(mesh.vertices, np.float64)
+    if normals:
+        vert["n"] = np.asarray(mesh.vertex_normals, np.float32)
     if mesh.visual.kind == "vertex":
         vert["rgba"] = np.asarray(mesh.visual.vertex_colors, np.uint8)
     face = np.empty(len(mesh.faces), [("n", "u1"), ("index", "<i4", (3,))])

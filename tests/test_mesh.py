@@ -306,6 +306,39 @@ def test_export_formats_round_trip_and_are_atomic(tmp_path):
         save_mesh(mesh, tmp_path / "missing" / "out.ply")
 
 
+def _glb_json(path) -> dict:
+    import json
+    import struct
+
+    data = path.read_bytes()
+    return json.loads(data[20:20 + struct.unpack("<I", data[12:16])[0]])
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["near", "far"])
+def test_glb_colours_are_linear_and_normals_stay_far_from_the_origin(tmp_path, offset):
+    """glTF's COLOR_0 is linear (PLY's and OBJ's colours are sRGB, as rendered): the GLB held the sRGB bytes, which
+    Blender and three.js show washed out. A mesh far from the origin (written as double PLY, or as offsets in GLB)
+    lost its vertex normals in both formats (a helper's hunt)."""
+    mesh = trimesh.creation.icosphere(2, 0.3)
+    mesh.apply_translation([offset, 0.0, 0.0])
+    srgb = np.array([128, 64, 10, 200], np.uint8)
+    mesh.visual.vertex_colors = np.tile(srgb, (len(mesh.vertices), 1))
+    normals = mesh.vertex_normals.copy()
+    ply = trimesh.load(save_mesh(mesh, tmp_path / "m.ply"), process=False)
+    assert np.array_equal(ply.visual.vertex_colors[0], srgb)
+    assert b"property float nx" in (tmp_path / "m.ply").read_bytes()[:600]
+    np.testing.assert_allclose(ply.vertex_normals, normals, atol=1e-6)
+    glb_path = save_mesh(mesh, tmp_path / "m.glb")
+    attributes = _glb_json(glb_path)["meshes"][0]["primitives"][0]["attributes"]
+    assert {"POSITION", "NORMAL", "COLOR_0"} <= set(attributes)
+    glb = trimesh.load(glb_path, force="mesh", process=False)
+    c = srgb[:3] / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    assert np.array_equal(glb.visual.vertex_colors[0], [*np.round(linear * 255).astype(int), 200])  # [55, 13, 1]
+    np.testing.assert_allclose(glb.vertices, mesh.vertices, atol=1e-4)
+    assert np.array_equal(mesh.visual.vertex_colors[0], srgb)  # the caller's mesh is left as it was
+
+
 def test_small_components_are_removed():
     big = trimesh.creation.icosphere(3, 0.3)
     small = trimesh.creation.icosphere(0, 0.02)
