@@ -197,6 +197,8 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone ``rwf`` with only the data commands (same parsing and error handling as ``rwf``)."""
-    return standalone(register, "rwf", "rwf data commands", argv, "rwf: interrupted (nothing was written)")
+    """``python -m data_tools data ...``: the ``rwf data`` commands alone (same parsing and error handling as
+    ``rwf``; the usage lines name this command, as ``python -m viewer``'s)."""
+    return standalone(register, "python -m data_tools", "The rwf data commands (rwf data ...).", argv,
+                      "rwf: interrupted (nothing was written)")
 

@@ -4,7 +4,8 @@ Each image is cropped to a multiple of K at its right and bottom edges (at most 
 move the origin) and box-filtered, so every new pixel covers exactly K x K old ones: fl_x, fl_y, cx and cy are
 divided by K with no approximation, w and h become floor(w / K) and floor(h / K). RGBA is averaged with
 premultiplied alpha; masks are box-filtered; depth maps take, per block, the sample nearest its centre among those
-that have a depth (no mixing of depths, and a sparse map from ``rwf data colmap --depth`` keeps its points).
+that have a depth (no mixing of depths across an edge, and a sparse map from ``rwf data colmap --depth`` keeps its
+points), or for an even K the mean of the four central samples where they lie on one surface (the block's centre).
 """
 
 from __future__ import annotations
@@ -46,13 +47,28 @@ def box_downscale(img: np.ndarray, k: int) -> np.ndarray:
     return x.astype(img.dtype)
 
 
+SMOOTH_DEPTH = 0.05
+"""an even factor's four central depths of a block are one surface when they agree within this fraction"""
+
+
 def depth_downscale(img: np.ndarray, k: int) -> np.ndarray:
     """(H, W) depth map -> (H // k, W // k): the sample nearest each block's centre among those with a depth
-    (non-zero; :func:`rwf_render.nerf_depth.thin_depth`), 0 where a block has none."""
+    (non-zero; :func:`rwf_render.nerf_depth.thin_depth`), 0 where a block has none. For an even ``k`` no sample lies
+    at the centre: where the four around it have depths within SMOOTH_DEPTH of each other (one surface), their
+    mean, which a plane gives exactly at the centre (the nearest sample sat a quarter of a new pixel up and left at
+    k = 2: 0.019 off a unit sphere's surface in a 20-pixel view); at an edge (a jump), the nearest sample still."""
     z = img[..., 0] if img.ndim == 3 else img
     rows, cols = thin_depth(z, k)
     out = np.zeros((z.shape[0] // k, z.shape[1] // k), dtype=img.dtype)
     out[rows // k, cols // k] = z[rows, cols]
+    if k % 2 == 0:
+        h, w = out.shape
+        mid = z[: h * k, : w * k].reshape(h, k, w, k)[:, k // 2 - 1: k // 2 + 1, :, k // 2 - 1: k // 2 + 1]
+        mid = mid.astype(np.float64)
+        lo, hi = mid.min(axis=(1, 3)), mid.max(axis=(1, 3))
+        smooth = (lo > 0) & (hi - lo <= SMOOTH_DEPTH * lo)  # NaN anywhere: not smooth
+        mean = mid.mean(axis=(1, 3))[smooth]
+        out[smooth] = np.round(mean) if np.issubdtype(out.dtype, np.integer) else mean
     return out
 
 
@@ -77,9 +93,12 @@ def _scaled(d: dict, factor: int, where: str) -> dict:
 
 
 def _implicit_intrinsics(frame: dict, top: dict, base: Path, factor: int, where: str) -> dict:
-    """fl_x, fl_y, cx, cy (full size) of a frame that leaves some of them to the loader (``camera_angle_x``, the
-    image center), when its size is not a multiple of ``factor``; else {}. The loader would derive them from the
-    cropped size: cx = floor(w / K) / 2 instead of w / (2 K), and the focal off by a factor floor(w / K) K / w."""
+    """fl_x, fl_y, cx, cy of the downscaled frame, for one that leaves some of them to the loader
+    (``camera_angle_x``, the image center) when its size is not a multiple of ``factor``; else {}. The loader would
+    derive them from the cropped size: cx = floor(w / K) / 2 instead of w / (2 K), and the focal off by a factor
+    floor(w / K) K / w. The frame's field-of-view angles (``camera_angle_x``, ``_y``) are rewritten for the new
+    size and focal too, for readers that take the focal from them (the original NeRF's, nerfstudio's Blender
+    loader; their principal point, the image centre, stays up to (K - 1) / (2 K) pixel off)."""
     def given(length: str, angle: str) -> bool:  # the loader's focal: the frame's fl_x, else its camera_angle_x,
         return frame.get(length) is not None or (frame.get(angle) is None and top.get(length) is not None)  # else top
 
@@ -89,7 +108,10 @@ def _implicit_intrinsics(frame: dict, top: dict, base: Path, factor: int, where:
     info = parse_frame(frame, top, base, where=where)
     if info.width % factor == 0 and info.height % factor == 0:
         return {}
-    return {"fl_x": info.fx, "fl_y": info.fy, "cx": info.cx, "cy": info.cy}
+    fx, fy = info.fx / factor, info.fy / factor
+    return {"fl_x": fx, "fl_y": fy, "cx": info.cx / factor, "cy": info.cy / factor,
+            "camera_angle_x": 2 * math.atan(info.width // factor / (2 * fx)),
+            "camera_angle_y": 2 * math.atan(info.height // factor / (2 * fy))}
 
 
 def _inside(base: Path, path: Path) -> str | None:
@@ -146,6 +168,7 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
     base = next(iter(files.values())).parent
     # every frame's files, checked before anything is written
     dropped = set()  # the splits (files) a frame was left out of, its image missing
+    top_angles = {}  # (split, camera_angle_x or _y) -> the rewritten angles of the frames taking the top's
     jobs, heads, head_aux = {}, {}, {}  # split -> [(frame, image, {key: aux path})]; top-level keys, scaled; and
     for split, top in tops.items():   # the mask and depth files named there, which the loader gives every frame
         heads[split] = _scaled({k: v for k, v in top.items() if k != "frames"}, factor, files[split].name)
@@ -162,8 +185,19 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
                 dropped.add(split)
                 continue
             scaled = _scaled(frame, factor, where)
-            scaled.update({k: v / factor for k, v in _implicit_intrinsics(frame, top, base, factor, where).items()})
+            implicit = _implicit_intrinsics(frame, top, base, factor, where)
+            for key in ("camera_angle_x", "camera_angle_y"):  # the angles a frame gives, and the top's (below)
+                angle = implicit.pop(key, None)
+                if angle is not None and frame.get(key) is not None:
+                    scaled[key] = angle
+                if angle is not None and top.get(key) is not None:
+                    top_angles.setdefault((split, key), set()).add(round(angle, 12))
+            scaled.update(implicit)
             jobs[split].append((scaled, image, _aux_paths(base, frame, where)))
+        for key in ("camera_angle_x", "camera_angle_y"):  # the top's angle, where every frame it serves agrees
+            angles = top_angles.get((split, key), set())
+            if len(angles) == 1:
+                heads[split][key] = angles.pop()
     if not any(jobs.values()):  # an empty dataset written and exit 0; the fit and the check refuse it
         names, listed = ", ".join(f.name for f in files.values()), sum(len(t["frames"]) for t in tops.values())
         raise UserError(f"{src}: no frame with an existing image to downscale ({names}: {listed} frame(s) listed)")
@@ -236,6 +270,10 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
             write_json(stage / ("transforms.json" if split == "all" else files[split].name),
                        {**heads[split], "frames": frames})
     photos = len({f["file_path"] for js in jobs.values() for f, _, _ in js})
-    more = f" (and {len(done) - photos} masks and depth maps)" if len(done) > photos else ""
+    named = [aux for js in jobs.values() for _, _, aux in js] + list(head_aux.values())  # {key: mask or depth file}
+    masks = len({placed[p.resolve()] for aux in named for key, p in aux.items() if key == "mask_path"})
+    depths = len(done) - photos - masks
+    more = ", ".join(f"{n} {what}" for n, what in ((masks, "masks"), (depths, "depth maps")) if n > 0)
+    more = f" (and {more})" if more else ""
     log(f"downscaled {photos} photos{more} by {factor} to {', '.join(f'{w}x{h}' for w, h in sorted(sizes))} -> {out}")
     return {"n_files": len(done), "sizes": sorted(sizes)}

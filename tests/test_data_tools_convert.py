@@ -165,3 +165,21 @@ def test_depth_downscale_keeps_sparse_points_and_dense_centres():
     has = (blocks > 0).any(-1)
     np.testing.assert_array_equal(small > 0, has)
     assert all(small[i, j] in blocks[i, j] for i, j in zip(*np.nonzero(has)))
+
+
+def test_depth_downscale_at_an_even_factor_gives_the_block_centre_of_a_surface():
+    """At K = 2 no sample lies at a block's centre: the nearest one sat a quarter of a new pixel up and left (a
+    helper's hunt). On a plane the four central samples' mean is the centre's depth; across an edge (a jump) no
+    depths are mixed."""
+    from data_tools.downscale import depth_downscale  # noqa: PLC0415
+
+    yy, xx = np.mgrid[0:12, 0:16].astype(np.float32)
+    plane = 2.0 + 0.01 * (xx + 0.5) + 0.02 * (yy + 0.5)  # depth at pixel centres
+    small = depth_downscale(plane, 2)
+    cy, cx = np.mgrid[0:6, 0:8] * 2.0 + 1.0  # the new pixels' centres in old pixels
+    np.testing.assert_allclose(small, 2.0 + 0.01 * cx + 0.02 * cy, rtol=1e-6)
+    edge = plane.copy()
+    edge[:, 9:] += 3.0  # a jump inside the blocks of columns 8..9
+    small = depth_downscale(edge, 2)
+    assert set(np.unique(small[:, 4])) <= set(np.unique(edge[:, 8:10]))  # one sample of the block, not a mean
+    np.testing.assert_allclose(small[:, :4], 2.0 + 0.01 * cx[:, :4] + 0.02 * cy[:, :4], rtol=1e-6)

@@ -56,7 +56,7 @@ def test_split_lists_follow_images_moved_into_images(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["mask_path", "depth_file_path"])
-def test_a_top_level_mask_or_depth_map_is_downscaled_with_the_frames(tmp_path, key):
+def test_a_top_level_mask_or_depth_map_is_downscaled_with_the_frames(tmp_path, key, capsys):
     """The loader gives a top-level mask_path / depth_file_path to every frame; downscale kept the key but wrote no
     file, so every frame of OUT named a missing mask."""
     src = _dataset(tmp_path / "ds", w=17, h=13, **{key: "aux.png"})
@@ -64,6 +64,8 @@ def test_a_top_level_mask_or_depth_map_is_downscaled_with_the_frames(tmp_path, k
     aux[:, :8] = 1.0 if key == "mask_path" else 0.5
     write_image(src / "aux.png", aux, 16 if key == "depth_file_path" else 8)
     assert main(["data", "downscale", str(src), str(tmp_path / "half"), "-k", "2"]) == 0
+    said = "(and 1 masks)" if key == "mask_path" else "(and 1 depth maps)"  # it said "masks and depth maps"
+    assert said in capsys.readouterr().out
     out = json.loads((tmp_path / "half" / "transforms.json").read_text())
     small, _ = read_image(tmp_path / "half" / out[key])
     assert small.shape[:2] == (6, 8)
@@ -120,3 +122,18 @@ def test_a_split_whose_images_are_all_missing_stays_absent_and_a_null_mask_is_no
     assert len(load_transforms(tmp_path / "half", "train")) == 3
     assert json.loads((tmp_path / "half" / "transforms_train.json").read_text())["mask_path"] is None
     shutil.rmtree(tmp_path / "half")
+
+
+def test_the_field_of_view_follows_the_focal_of_a_cropped_size(tmp_path):
+    """A size not a multiple of K is cropped, so the focal in pixels is not the one camera_angle_x gives at the new
+    width: the frames get fl_x, and camera_angle_x was left as it was, 4% off for readers that use only it (a
+    helper's hunt: the original NeRF loader, nerfstudio's Blender parser)."""
+    src = _dataset(tmp_path / "ds", w=50, h=50)
+    assert main(["data", "downscale", str(src), str(tmp_path / "third"), "-k", "3"]) == 0
+    out = json.loads((tmp_path / "third" / "transforms.json").read_text())
+    fl = 50 / (2 * math.tan(0.4)) / 3
+    assert all(f["fl_x"] == pytest.approx(fl, rel=1e-12) for f in out["frames"])
+    assert 16 / (2 * math.tan(out["camera_angle_x"] / 2)) == pytest.approx(fl, rel=1e-9)
+    assert "camera_angle_y" not in out  # only the angles the source gave
+    cams = load_transforms(tmp_path / "third", "train").cameras
+    assert float(cams.fx[0]) == pytest.approx(fl, rel=1e-6)
