@@ -32,7 +32,7 @@ from .plots import crops_png, curve_png, error_map
 from .resume import check_source_unchanged, compare_runs, fit_each, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, checkpoint_mismatch,
                      json_safe, load_run_model, prepare_run_dir, read_json, refuse_source_as_output, write_json)
-from .trainer import TrainConfig, Trainer, resolve_device
+from .trainer import ConstantWatch, TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
 SPLITS = ("tancik", "all")
@@ -177,6 +177,7 @@ class ImageTask:
 
     def __init__(self, image: np.ndarray, cfg: ImageConfig, device: torch.device):
         self.image, self.cfg, self.device = image, cfg, device
+        self.dead = ConstantWatch("test pixel")
         coords = pixel_coords(*image.shape[:2])
         target = torch.from_numpy(image)
         train, test = split_pixels(image, cfg.split)
@@ -202,6 +203,7 @@ class ImageTask:
 
     def evaluate(self, model) -> dict:
         pred_test = predict(model, self.test_x)
+        self.dead.check(pred_test)
         pred_train = pred_test if self.same_split else predict(model, self.train_x)
         return {"psnr": psnr(pred_test, self.test_y), "psnr_train": psnr(pred_train, self.train_y)}
 

@@ -492,8 +492,8 @@ def refuse_lost_checkpoint(run: Path, ckpt_every: int) -> None:
         if done < ckpt_every:
             return  # killed before its first checkpoint: nothing was lost
         why = f"missing, though {HISTORY} records step {done} (a checkpoint is written every {ckpt_every} steps)"
-    raise UserError(f"{path}: {why}; --resume would start the fit over at step 0 (put the checkpoint back, or "
-                    "refit with --force)")
+    raise UserError(f"{path}: {why}; --resume would start the fit over at step 0 (if the checkpoint was moved, put "
+                    "it back; else, as after a fit that stopped before writing it, refit with --force)")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:

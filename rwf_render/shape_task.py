@@ -21,7 +21,7 @@ from .mesh_io import load_mesh, mesh_report
 from .point_cloud import (STORED_CLOUD, CloudQuery, PointCloud, cloud_report, is_point_cloud_file,
                           load_point_cloud, load_stored_cloud)
 from .shape_samples import draw_samples, orient_outward, trefoil
-from .trainer import TrainConfig
+from .trainer import ConstantWatch, TrainConfig
 
 BUILTIN = "trefoil"
 TARGETS = ("sdf", "occupancy")
@@ -143,6 +143,7 @@ class ShapeTask:
 
     def __init__(self, mesh, cfg: SDFConfig, device: torch.device):
         self.cfg, self.device = cfg, device
+        self.dead = ConstantWatch("evaluation point")
         self.cloud = isinstance(mesh, PointCloud)
         if self.cloud:  # targets, labels and metrics from the cloud's own signed distance (``point_cloud``)
             self.query, self.mesh = CloudQuery(mesh), mesh
@@ -189,13 +190,15 @@ class ShapeTask:
                 terms["normal"] = (1 - F.cosine_similarity(grad[b.surface], b.normals[b.surface], dim=-1)).mean()
         return terms, {}
 
-    def inside_of(self, model, points: np.ndarray) -> np.ndarray:
+    def inside_of(self, model, points: np.ndarray, watch: bool = False) -> np.ndarray:
         values = predict(model, torch.from_numpy(points).to(self.device))
+        if watch:
+            self.dead.check(values.reshape(values.shape[0], -1))
         return (values < 0 if self.cfg.target == "sdf" else values > 0).cpu().numpy()
 
     def evaluate(self, model) -> dict:
         n = HISTORY_POINTS
-        return {"iou": iou(self.inside_of(model, self.uniform[:n]), self.in_uniform[:n]),
+        return {"iou": iou(self.inside_of(model, self.uniform[:n], watch=True), self.in_uniform[:n]),
                 "iou_surface": iou(self.inside_of(model, self.near[:n]), self.in_near[:n])}
 
     def final_metrics(self, model) -> tuple[dict, object]:

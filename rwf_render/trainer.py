@@ -20,13 +20,14 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import Diverged, UserError
+from .errors import Diverged, RwfWarning, UserError
 from .layers import param_groups
 from .rundir import (CHECKPOINT, HISTORY, check_finite_weights, checkpoint_mismatch, load_checkpoint,
                      refuse_lost_checkpoint, save_checkpoint, write_history)
@@ -61,6 +62,24 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+
+
+class ConstantWatch:
+    """Warns once when a field gives one value at every evaluation point: a dead network (sigmoid outputs
+    saturated, every ReLU unit off), whose gradients are zero, so that no further step changes it (an image fit at
+    --lr 10 sat at one colour from step 10 to its end, its loss bit-identical at every evaluation)."""
+
+    def __init__(self, where: str):
+        self.where, self.warned = where, False
+
+    def check(self, values: torch.Tensor) -> None:
+        """``values``: the field at the evaluation points, (N, C)."""
+        if self.warned or values.shape[0] < 2 or not bool((values == values[:1]).all()):
+            return
+        self.warned = True
+        warnings.warn(f"the field gives one value at every {self.where} (a dead network: its units saturated or "
+                      "switched off, and it cannot train out of that); refit (--force) with a lower --lr or a "
+                      "longer --lr-warmup", RwfWarning, stacklevel=3)
 
 
 class Trainer:

@@ -121,3 +121,32 @@ def test_compare_where_every_parameterization_diverges_is_an_error():
     with pytest.warns(RwfWarning), pytest.raises(Diverged, match="^plain diverged$"):
         fit_each(runs, fit_param)
     assert fit_each(runs[:1], lambda *a: 7) == ({"plain": 7}, {})
+
+
+def test_a_dead_network_is_warned_about_once(tmp_path):
+    # At --lr 10 the image field's sigmoid saturates within ten steps: one colour at every pixel, a loss
+    # bit-identical at every evaluation, and nothing said (the NeRF collapse warning has no image counterpart).
+    argv = ["fit", "image", "--size", "24", "--width", "32", "--features", "16", "--steps", "30", "--eval-every", "10",
+            "--quiet"]
+    with pytest.warns(RwfWarning, match="the field gives one value at every test pixel") as seen:
+        assert cli_main([*argv, "--out", str(tmp_path / "dead"), "--lr", "10"]) == 0
+    assert sum("one value" in str(w.message) for w in seen) == 1
+    rows = (tmp_path / "dead" / "history.csv").read_text().splitlines()[1:]
+    assert len({row.split(",")[2] for row in rows}) == 1  # the loss column: the network did not move
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RwfWarning)
+        assert cli_main([*argv, "--out", str(tmp_path / "alive")]) == 0
+
+
+def test_constant_watch_needs_every_value_equal():
+    from rwf_render.trainer import ConstantWatch
+
+    watch = ConstantWatch("point")
+    watch.check(torch.tensor([[0.5, 1.0], [0.5, 1.0 + 1e-7]]))
+    assert not watch.warned
+    with pytest.warns(RwfWarning, match="one value at every point"):
+        watch.check(torch.full((5, 2), 0.25))
+    watch.check(torch.full((5, 2), 0.25))  # once
+    assert watch.warned
