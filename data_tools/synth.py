@@ -85,6 +85,13 @@ def load_mesh(mesh):
         raise UserError(f"{path}: cannot read mesh ({type(e).__name__}: {e})") from None
     if not isinstance(out, trimesh.Trimesh) or len(out.faces) == 0:
         raise UserError(f"{path}: no triangles in the mesh")
+    if path.suffix.lower() in (".glb", ".gltf") and out.visual.kind in ("vertex", "face"):
+        from rwf_render.mesh_io import linear_to_srgb  # noqa: PLC0415  (glTF's colours are linear; renders are sRGB)
+
+        key = "vertex_colors" if out.visual.kind == "vertex" else "face_colors"
+        rgba = np.asarray(getattr(out.visual, key), np.float64) / 255
+        rgba[:, :3] = linear_to_srgb(rgba[:, :3])
+        setattr(out.visual, key, np.round(rgba * 255).astype(np.uint8))
     faces = np.asarray(out.faces)
     if faces.min() < 0 or faces.max() >= len(out.vertices):
         raise UserError(f"{path}: faces refer to vertices that do not exist (indices {faces.min()}..{faces.max()}, "

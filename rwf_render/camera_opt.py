@@ -51,15 +51,26 @@ class PoseCorrection(nn.Module):
     Args:
         n_images: training images.
         lr: their Adam learning rate (an optimizer group of its own, ``camera_poses``; see ``layers.param_groups``).
+        unit: the scene length of one unit of the translations trained (the parameters): Adam moves a parameter by
+            about ``lr`` a step whatever its gradient's size, so translations in scene units moved cameras 3e-4 of
+            a metre or of a millimetre alike; the NeRF pipeline gives 1 / the field's ``density_scale``, a length of
+            the scene box (1 for the +-1.515 box, and for runs fitted before).
     """
 
-    def __init__(self, n_images: int, lr: float = 3e-4):
+    def __init__(self, n_images: int, lr: float = 3e-4, unit: float = 1.0):
         super().__init__()
         self.delta = nn.Parameter(torch.zeros(n_images, 6))
         self.param_group = {"name": "camera_poses", "lr": lr}
+        self.unit = float(unit)
+
+    def scene_delta(self) -> torch.Tensor:
+        """(N, 6) the corrections (omega in radians, tau in scene units)."""
+        if self.unit == 1.0:
+            return self.delta
+        return torch.cat([self.delta[:, :3], self.delta[:, 3:] * self.unit], dim=1)
 
     def extra_repr(self) -> str:
-        return f"n_images={self.delta.shape[0]}, lr={self.param_group['lr']:g}"
+        return f"n_images={self.delta.shape[0]}, lr={self.param_group['lr']:g}, unit={self.unit:g}"
 
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, image_idx: torch.Tensor, c2w: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +83,7 @@ class PoseCorrection(nn.Module):
             rays_o, rays_d: (R, 3); unit directions, as ``cameras.pixel_rays`` gives for the corrected poses.
         """
         rot, pos = c2w[:, :3, :3].to(rays_o), c2w[:, :3, 3].to(rays_o)
-        delta = self.delta.to(rays_o)
+        delta = self.scene_delta().to(rays_o)
         # (N, 3, 3): the turn about each camera's centre; the inverse, not the transpose, so a pose whose rotation
         # block is slightly scaled or sheared (datasets are not checked for it) is left alone at zero correction
         m = rot @ so3_exp(delta[:, :3]) @ torch.linalg.inv(rot)
@@ -89,17 +100,17 @@ class PoseCorrection(nn.Module):
         shares) stays where the dataset put it."""
         unit = diagonal / (2.0 * math.sqrt(3.0))
         return (1e-3 * self.delta[:, :3].norm(dim=-1).mean()
-                + 1e-2 * (self.delta[:, 3:] / unit).norm(dim=-1).mean())
+                + 1e-2 * (self.delta[:, 3:] * (self.unit / unit)).norm(dim=-1).mean())
 
     @torch.no_grad()
     def refined(self, c2w: torch.Tensor) -> torch.Tensor:
         """(N, 3, 4) the corrected poses of the training cameras ``c2w`` (N, 3|4, 4)."""
-        return corrected_c2w(c2w.double(), self.delta.detach().double().to(c2w.device)).to(c2w.dtype)
+        return corrected_c2w(c2w.double(), self.scene_delta().detach().double().to(c2w.device)).to(c2w.dtype)
 
     @torch.no_grad()
     def magnitudes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) rotation of each correction in degrees and (N,) its translation, in the dataset's units."""
-        d = self.delta.detach().double()
+        d = self.scene_delta().detach().double()
         return d[:, :3].norm(dim=-1) * (180.0 / math.pi), d[:, 3:].norm(dim=-1)
 
 

@@ -222,7 +222,8 @@ def _number(value, what: str) -> float:
 
 
 def frame_rate(text: str) -> float:
-    """An argparse type: a frame rate from MIN_FPS to MAX_FPS (a decimal, such as NTSC's 29.97), else one line."""
+    """An argparse type: a frame rate from MIN_FPS to MAX_FPS, decimals too (29.97 is written as 2997/100, not
+    NTSC's 30000/1001), else one line."""
     import argparse  # noqa: PLC0415
 
     try:

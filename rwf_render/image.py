@@ -177,7 +177,6 @@ class ImageTask:
 
     def __init__(self, image: np.ndarray, cfg: ImageConfig, device: torch.device):
         self.image, self.cfg, self.device = image, cfg, device
-        self.dead = ConstantWatch("test pixel")
         coords = pixel_coords(*image.shape[:2])
         target = torch.from_numpy(image)
         train, test = split_pixels(image, cfg.split)
@@ -189,6 +188,7 @@ class ImageTask:
         self.train_y = target[train].reshape(-1, image.shape[2]).to(device)
         self.test_x = coords[test].reshape(-1, 2).to(device)
         self.test_y = target[test].reshape(-1, image.shape[2]).to(device)
+        self.dead = ConstantWatch("test pixel", self.test_y)
 
     def batch(self, step: int, generator: torch.Generator):
         n = self.train_x.shape[0]
@@ -323,8 +323,7 @@ def fit(args) -> int:
         print(f"{param:>5}: psnr {_num(m['psnr'], 2)} dB, {m['seconds']:.1f} s")
         return m, recon, history
 
-    done, diverged = fit_each(runs, fit_param)
-    results = {p: done[p][0] if p in done else {"param": p, "diverged": diverged[p]} for p in COMPARE_PARAMS}
+    done, results = fit_each(runs, fit_param)
     write_compare(root, results, {p: done[p][2] for p in done}, {"target": image, **{p: done[p][1] for p in done}})
     return 0
 

@@ -148,7 +148,7 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike, fmt: str | None = 
     # 1e-6 of its size goes to PLY as double and to GLB as float32 offsets from its centre, the centre in the node's
     # matrix (JSON numbers, full precision).
     coarse = len(v) > 0 and float(np.abs(v.astype(np.float32) - v).max()) > 1e-6 * size
-    normals = "vertex_normals" in mesh._cache  # written when the mesh has them, as trimesh's own export does
+    normals = _has_normals(mesh)
     if fmt == "glb":
         mesh = _linear_colors(mesh)
     try:
@@ -173,18 +173,34 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike, fmt: str | None = 
     return path
 
 
+def _has_normals(mesh: trimesh.Trimesh) -> bool:
+    """Whether the mesh carries vertex normals: what trimesh's own exports write them for."""
+    return "vertex_normals" in mesh._cache
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB values in [0, 1] to linear ones (IEC 61966-2-1)."""
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """Linear values in [0, 1] to sRGB ones: the inverse of :func:`srgb_to_linear`."""
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
+
+
 def _linear_colors(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     """For glTF, whose COLOR_0 is linear (a multiplier of the material's colour), not sRGB as PLY's and OBJ's colours
-    are: a copy of ``mesh`` with its vertex colours turned from sRGB to linear (the 8 bits trimesh writes keep
-    sRGB 0..12 as linear 0..1 of 255: the darkest shades merge); the mesh itself when it has none."""
-    if mesh.visual.kind != "vertex":
+    are: a copy of ``mesh`` with its vertex (or face) colours turned from sRGB to linear (the 8 bits trimesh writes
+    keep sRGB 0..12 as linear 0..1 of 255: the darkest shades merge); the mesh itself when it has none."""
+    kind = mesh.visual.kind
+    if kind not in ("vertex", "face"):
         return mesh
-    rgba = np.asarray(mesh.visual.vertex_colors, np.float64) / 255.0
-    c = rgba[:, :3]
-    rgba[:, :3] = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    normals = mesh.vertex_normals if "vertex_normals" in mesh._cache else None  # kept: the export writes them
-    return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False, vertex_normals=normals,
-                           vertex_colors=np.round(rgba * 255.0).astype(np.uint8))
+    rgba = np.asarray(mesh.visual.vertex_colors if kind == "vertex" else mesh.visual.face_colors, np.float64) / 255
+    rgba[:, :3] = srgb_to_linear(rgba[:, :3])
+    colors = {f"{kind}_colors": np.round(rgba * 255.0).astype(np.uint8)}
+    return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False,
+                           vertex_normals=mesh.vertex_normals if _has_normals(mesh) else None, **colors)
 
 
 def _ply_float64(mesh: trimesh.Trimesh, normals: bool = False) -> bytes:

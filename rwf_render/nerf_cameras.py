@@ -66,8 +66,8 @@ def default_out(run: Path, split: str) -> Path:
 
 
 def run_corrections(run: Path, cfg: NeRFConfig) -> torch.Tensor | None:
-    """(N, 6) float64 corrections (omega, tau) of an ``--optimize-cameras`` run's training photos, from its
-    checkpoint; None for a run fitted without them."""
+    """(N, 6) float64 corrections (omega in radians, tau in scene units) of an ``--optimize-cameras`` run's training
+    photos, from its checkpoint; None for a run fitted without them."""
     if not cfg.optimize_cameras:
         return None
     state = load_checkpoint(run / CHECKPOINT)
@@ -75,7 +75,9 @@ def run_corrections(run: Path, cfg: NeRFConfig) -> torch.Tensor | None:
     if not isinstance(delta, torch.Tensor) or delta.ndim != 2 or delta.shape[1] != 6:
         raise UserError(f"{run / CHECKPOINT}: no camera corrections, though {run / CONFIG} says the fit refined the "
                         "cameras (--optimize-cameras)")
-    return delta.detach().double().cpu()
+    delta = delta.detach().double().cpu()
+    delta[:, 3:] /= cfg.field.density_scale or 1.0  # the parameters' translations are in lengths of the box
+    return delta
 
 
 def _intrinsics(cams: Cameras, i: int) -> dict:

@@ -122,7 +122,8 @@ class NeRFField(nn.Module):
         aabb = torch.as_tensor(aabb, dtype=torch.float32).flatten()
         self.register_buffer("aabb", aabb)
         self.density_scale = density_scale_of(aabb) if cfg.density_scale is None else cfg.density_scale
-        if not (isinstance(self.density_scale, (int, float)) and 0 < self.density_scale < float("inf")):
+        if isinstance(self.density_scale, bool) or not (isinstance(self.density_scale, (int, float))
+                                                        and 0 < self.density_scale < float("inf")):
             raise ValueError(f"density_scale must be a positive number, not {self.density_scale!r}")
         gen = torch.Generator().manual_seed(seed + 104729)
         p = cfg.pos
@@ -166,16 +167,28 @@ class NeRFField(nn.Module):
     def forward(self, x: torch.Tensor, d: torch.Tensor | None = None, image_idx: torch.Tensor | None = None,
                 cov: torch.Tensor | None = None):
         h = self._trunk(x, cov)
-        sigma = self._density(h[..., 0])
-        if not self.cfg.view_dependent:
-            return torch.sigmoid(h[..., 1:4]), sigma
-        if d is None:  # colour without a view (mesh vertex colours): look along -normal is unknown, use +z
+        if d is None and self.cfg.view_dependent:  # colour without a view (mesh vertex colours): +z
             d = torch.zeros_like(x)
             d[..., 2] = 1.0
+        return self.colour(h, d, image_idx), self._density(h[..., 0])
+
+    def trunk_features(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
+        """The trunk's output at x (N, 3): (N, 1 + features) (the density before its activation first), from which
+        :meth:`density_of` and :meth:`colour` give what ``forward`` gives, without running the trunk again."""
+        return self._trunk(x, cov)
+
+    def density_of(self, h: torch.Tensor) -> torch.Tensor:
+        """sigma (N,) from :meth:`trunk_features`."""
+        return self._density(h[..., 0])
+
+    def colour(self, h: torch.Tensor, d: torch.Tensor | None, image_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """rgb (N, 3) from :meth:`trunk_features` ``h`` and unit view directions d (N, 3)."""
+        if not self.cfg.view_dependent:
+            return torch.sigmoid(h[..., 1:4])
         parts = [h[..., 1:], self.dir_enc(d)]
         if self.appearance is not None:
             if image_idx is None:  # novel views: the mean appearance
-                parts.append(self.appearance.weight.mean(0).expand(x.shape[0], -1))
+                parts.append(self.appearance.weight.mean(0).expand(h.shape[0], -1))
             else:
                 parts.append(self.appearance(image_idx))
-        return self.head(torch.cat(parts, dim=-1)), sigma
+        return self.head(torch.cat(parts, dim=-1))

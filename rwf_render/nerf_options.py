@@ -424,7 +424,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--optimize-cameras", action=argparse.BooleanOptionalAction, default=None,
                    help="learn a rigid correction of each training camera's pose (nerfstudio's SO3xR3 camera "
                         "optimizer), for captures whose poses are off; writes cameras_refined.json (default off)")
-    t.add_argument("--camera-lr", type=learning_rate, help="learning rate of those corrections (default 3e-4)")
+    t.add_argument("--camera-lr", type=learning_rate, help="learning rate of those corrections (default 3e-4): radians, and "
+                   "translations in lengths of the box (1/5.25 of its diagonal), so a scene in any units moves alike")
     t.add_argument("--coarse-to-fine", type=float, nargs=2, metavar=("START", "END"),
                    help="with --optimize-cameras and --encoding hashgrid: only the coarsest level of the hash grid "
                         "moves the cameras until the fraction START of the steps, the finer ones join one after "

@@ -28,7 +28,7 @@ def build_model(cfg: NeRFConfig, aabb, n_images: int) -> NeRFModel:
     cfg.field.n_images = n_images
     model = NeRFModel(aabb, cfg.field, cfg.render, cfg.background, seed=cfg.model_seed)
     if cfg.optimize_cameras:
-        model.pose_correction = PoseCorrection(n_images, cfg.camera_lr)
+        model.pose_correction = PoseCorrection(n_images, cfg.camera_lr, unit=1.0 / model.field.density_scale)
     return model
 
 

@@ -33,19 +33,21 @@ def fit_each(runs: list, fit_param) -> tuple[dict, dict]:
     """For ``--compare``: ``fit_param(param, cfg, run_dir, resume)`` for each of :func:`compare_runs`'s runs.
 
     A parameterization that diverges is part of the comparison's result (plain diverging where RWF trains is what
-    the method is about): a warning, and the others still train. Returns (what each fit returned, the message of
-    each that diverged); raises the first :class:`Diverged` when none trained.
+    the method is about): a warning, and the others still train. Returns what each fit returned (a tuple whose
+    first item is its metrics), and the results of the comparison: each one's metrics, or ``{"param", "diverged":
+    its message}``; raises the first :class:`Diverged` when none trained.
     """
-    done, diverged = {}, {}
+    done, results = {}, {}
     for param, sub, sub_dir, resume in runs:
         try:
             done[param] = fit_param(param, sub, sub_dir, resume)
+            results[param] = done[param][0]
         except Diverged as e:
-            diverged[param] = str(e)
+            results[param] = {"param": param, "diverged": str(e)}
             warnings.warn(f"--compare: {param}: {e}; the comparison goes on without it", RwfWarning, stacklevel=2)
     if not done:
-        raise Diverged(diverged[runs[0][0]])
-    return done, diverged
+        raise Diverged(results[runs[0][0]]["diverged"])
+    return done, results
 
 
 def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False):

@@ -533,7 +533,7 @@ def load_run_model(run: str | os.PathLike, model: torch.nn.Module) -> dict:
     state = load_checkpoint(path)
     try:
         model.load_state_dict(state["model"])
-    except (KeyError, TypeError, RuntimeError) as e:  # another run's checkpoint, or config.json edited since
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:  # another run's checkpoint, config.json edited
         raise checkpoint_mismatch(path, e) from None
     step = state.get("step", 0)
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:

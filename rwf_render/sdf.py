@@ -157,8 +157,7 @@ def fit(args) -> int:
               f"{m['seconds']:.1f} s")
         return m, history
 
-    done, diverged = fit_each(runs, fit_param)
-    results = {p: done[p][0] if p in done else {"param": p, "diverged": diverged[p]} for p in COMPARE_PARAMS}
+    done, results = fit_each(runs, fit_param)
     write_compare(root, results, {p: done[p][1] for p in done}, views)
     return 0
 

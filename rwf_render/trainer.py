@@ -69,17 +69,24 @@ class ConstantWatch:
     saturated, every ReLU unit off), whose gradients are zero, so that no further step changes it (an image fit at
     --lr 10 sat at one colour from step 10 to its end, its loss bit-identical at every evaluation)."""
 
-    def __init__(self, where: str):
-        self.where, self.warned = where, False
+    def __init__(self, where: str, target: torch.Tensor | None = None):
+        """``target``: what the field is fitted to at those points; one value everywhere (a one-colour image) makes
+        a constant field the right answer, not a dead one: no warning then."""
+        self.where = where
+        self.warned = target is not None and target.shape[0] > 1 and _constant(target)
 
     def check(self, values: torch.Tensor) -> None:
         """``values``: the field at the evaluation points, (N, C)."""
-        if self.warned or values.shape[0] < 2 or not bool((values == values[:1]).all()):
+        if self.warned or values.shape[0] < 2 or not _constant(values):
             return
         self.warned = True
         warnings.warn(f"the field gives one value at every {self.where} (a dead network: its units saturated or "
                       "switched off, and it cannot train out of that); refit (--force) with a lower --lr or a "
                       "longer --lr-warmup", RwfWarning, stacklevel=3)
+
+
+def _constant(values: torch.Tensor) -> bool:
+    return bool((values == values[:1]).all())
 
 
 class Trainer:

@@ -183,3 +183,6 @@ def test_depth_downscale_at_an_even_factor_gives_the_block_centre_of_a_surface()
     small = depth_downscale(edge, 2)
     assert set(np.unique(small[:, 4])) <= set(np.unique(edge[:, 8:10]))  # one sample of the block, not a mean
     np.testing.assert_allclose(small[:, :4], 2.0 + 0.01 * cx[:, :4] + 0.02 * cy[:, :4], rtol=1e-6)
+    step = np.full((4, 4), 10.0, np.float32)
+    step[:, 1:] = 10.6  # a jump of 6 % between the central columns: an edge, not averaged to 10.3
+    assert set(np.unique(depth_downscale(step, 2)[:, 0])) <= {np.float32(10.0), np.float32(10.6)}

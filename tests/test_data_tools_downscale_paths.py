@@ -137,3 +137,20 @@ def test_the_field_of_view_follows_the_focal_of_a_cropped_size(tmp_path):
     assert "camera_angle_y" not in out  # only the angles the source gave
     cams = load_transforms(tmp_path / "third", "train").cameras
     assert float(cams.fx[0]) == pytest.approx(fl, rel=1e-6)
+
+
+def test_the_top_field_of_view_stays_for_frames_whose_size_needs_no_crop(tmp_path):
+    """Frames of 50 and 51 pixels sharing the top camera_angle_x, downscaled by 2: only the 51-pixel ones are cropped
+    and rewritten; the top angle, which the 50-pixel ones still read, must stay (the review of the fix above found
+    it rewritten for all: the 50-pixel frames' focal 2% off)."""
+    src = _dataset(tmp_path / "ds", w=50, h=50)
+    meta = json.loads((src / "transforms.json").read_text())
+    for i in (2, 3):
+        write_image(src / "images" / f"{i}.png", np.random.default_rng(i).random((51, 51, 3)).astype(np.float32))
+    (src / "transforms.json").write_text(json.dumps(meta))
+    before = load_transforms(src, "train").cameras
+    assert main(["data", "downscale", str(src), str(tmp_path / "half"), "-k", "2"]) == 0
+    out = json.loads((tmp_path / "half" / "transforms.json").read_text())
+    assert out["camera_angle_x"] == 0.8
+    after = load_transforms(tmp_path / "half", "train").cameras
+    np.testing.assert_allclose(after.fx.numpy(), before.fx.numpy() / 2, rtol=1e-9)

@@ -120,7 +120,7 @@ def test_compare_where_every_parameterization_diverges_is_an_error():
     runs = [(p, None, None, False) for p in ("plain", "wn", "rwf")]
     with pytest.warns(RwfWarning), pytest.raises(Diverged, match="^plain diverged$"):
         fit_each(runs, fit_param)
-    assert fit_each(runs[:1], lambda *a: 7) == ({"plain": 7}, {})
+    assert fit_each(runs[:1], lambda *a: (7,)) == ({"plain": (7,)}, {"plain": 7})
 
 
 def test_a_dead_network_is_warned_about_once(tmp_path):
@@ -150,3 +150,17 @@ def test_constant_watch_needs_every_value_equal():
         watch.check(torch.full((5, 2), 0.25))
     watch.check(torch.full((5, 2), 0.25))  # once
     assert watch.warned
+
+
+def test_a_one_colour_image_fitted_exactly_is_no_dead_network(tmp_path):
+    # The review of the warning: a white image fitted to its constant was called a dead network.
+    import warnings
+
+    from rwf_render.imgio import write_image
+
+    image = tmp_path / "white.png"
+    write_image(image, torch.ones(8, 8, 3).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RwfWarning)
+        assert cli_main(["fit", "image", str(image), "--out", str(tmp_path / "run"), "--width", "16",
+                         "--features", "8", "--steps", "60", "--lr", "0.1", "--eval-every", "20", "--quiet"]) == 0

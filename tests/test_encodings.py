@@ -150,3 +150,22 @@ def test_fourier_features_and_a_nerf_render_keep_float32_under_cuda_autocast():
         got = model.render_rays(rays_o, rays_d, train=True)
     assert (got["rgb"].float() - want["rgb"]).abs().max() < 1.5e-3
     assert (got["depth"].float() - want["depth"]).abs().max() < 5e-3
+
+
+@pytest.mark.parametrize("include_input", [True, False])
+@pytest.mark.parametrize("shape", [(257, 3), (4, 5, 3), (3,), (0, 3)])
+def test_fourier_features_without_autograd_are_the_same_floats(include_input, shape):
+    """Without autograd the features are written into one output (no concatenation); the same floats as the path
+    autograd takes, for every input shape and precision, and under inference mode."""
+    enc = GaussianFourierFeatures(3, 13, 6.0, include_input=include_input)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    slow = {}
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        xi = x.to(dtype)
+        with torch.no_grad():
+            fast = enc(xi)
+        slow[dtype] = enc(xi.clone().requires_grad_(True)).detach()
+        assert fast.shape == (*shape[:-1], 13 * 2 + (3 if include_input else 0)) and fast.dtype == dtype
+        assert torch.equal(fast, slow[dtype])
+    with torch.inference_mode():
+        assert torch.equal(enc(x), slow[torch.float32])

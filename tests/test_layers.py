@@ -148,4 +148,22 @@ def test_rwf_state_says_which_scale_it_holds():
     # A state saved before the flag was (no "_extra_state") still loads, as the CLI's config.json says which.
     legacy = {k: v for k, v in plain_scale.state_dict().items() if k != "_extra_state"}
     assert set(legacy) == {"scale", "v", "bias"}
-    FactorizedLinear(3, 4).load_state_dict(legacy)
+    loaded = FactorizedLinear(3, 4, mu=0.0)
+    loaded.load_state_dict(legacy)
+    assert torch.equal(loaded(x), plain_scale(x))
+
+
+def test_a_run_whose_checkpoint_holds_the_other_kind_of_scale_is_one_error(tmp_path, capsys):
+    # The review of the change above: render, eval and view caught the loader's RuntimeError but not this
+    # ValueError, and showed a traceback.
+    from conftest import one_cli_error
+    from rwf_render import cli
+    from test_shape_image_bad_input_more import IMG_TINY
+
+    runs = {kind: tmp_path / kind for kind in ("s", "log_s")}
+    assert cli.main(["fit", "image", "--size", "16", "--out", str(runs["s"]), *IMG_TINY]) == 0
+    assert cli.main(["fit", "image", "--size", "16", "--out", str(runs["log_s"]), "--rwf-log-scale", *IMG_TINY]) == 0
+    (runs["s"] / "checkpoint.pt").write_bytes((runs["log_s"] / "checkpoint.pt").read_bytes())
+    for command in (["render", runs["s"], "--out", tmp_path / "r.png"], ["eval", runs["s"]]):
+        line = one_cli_error(capsys, command)
+        assert "does not match this run's config.json" in line and "log_scale=True" in line

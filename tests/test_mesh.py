@@ -374,3 +374,16 @@ def test_surface_metrics_closed_forms():
 
 def test_unit_box_constant():
     assert UNIT_BOX == ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+
+
+def test_the_renderer_reads_glb_colours_back_as_srgb(tmp_path):
+    # rwf data synth renders sRGB images: a GLB's linear colours (as save_mesh writes them) are turned back, so an
+    # exported mesh renders as coloured (the review of the change above: it rendered 128 as 55)
+    from data_tools.synth import load_mesh as synth_mesh
+
+    mesh = trimesh.creation.icosphere(1, 0.3)
+    srgb = np.array([128, 64, 200, 255], np.uint8)
+    mesh.visual.vertex_colors = np.tile(srgb, (len(mesh.vertices), 1))
+    back = synth_mesh(save_mesh(mesh, tmp_path / "m.glb"))
+    assert np.abs(back.visual.vertex_colors[0].astype(int) - srgb).max() <= 2  # 8-bit linear: a level or two
+    assert np.array_equal(synth_mesh(save_mesh(mesh, tmp_path / "m.ply")).visual.vertex_colors[0], srgb)

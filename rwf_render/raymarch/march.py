@@ -386,22 +386,33 @@ def march(grid: GridSpec, rays_o: torch.Tensor, rays_d: torch.Tensor, near=0.0, 
 PRUNE_ROUND = 16  # samples per ray evaluated per round of _prune
 
 
-@torch.no_grad()
 def _prune(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_stop_eps: float,
            round_size: int = PRUNE_ROUND) -> RaySamples:
-    """Keep the samples with alpha >= ``alpha_thre`` and transmittance >= ``early_stop_eps``.
+    """Keep the samples with alpha >= ``alpha_thre`` and transmittance >= ``early_stop_eps`` (:func:`prune_keep`)."""
+    if samples.ray_indices.numel() == 0:
+        return samples
+    keep = prune_keep(samples, n_rays, sigma_fn, alpha_thre, early_stop_eps, round_size)
+    return RaySamples(*(v[keep] for v in samples))
+
+
+@torch.no_grad()
+def prune_keep(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_stop_eps: float,
+               round_size: int = PRUNE_ROUND, with_index: bool = False) -> torch.Tensor:
+    """Which samples have alpha >= ``alpha_thre`` and transmittance >= ``early_stop_eps``: (S,) bool.
 
     Densities are evaluated in rounds of ``round_size`` samples per ray, front to back, and a ray whose
     transmittance has fallen below ``early_stop_eps`` is not evaluated further: its later samples would be dropped
     anyway (transmittance only decreases), so the result equals one pass over every sample, at the cost of the
-    samples in front of each ray's termination only.
+    samples in front of each ray's termination only. ``with_index``: ``sigma_fn`` also receives the positions of
+    the samples it is asked for in ``samples`` (S',) int64, every kept sample among them, so that a caller can keep
+    what it computed for them (a NeRF render keeps the trunk's features for the colour pass).
     """
     from .composite import exclusive_sum, optical_thickness  # noqa: PLC0415  (composite imports nothing from here)
 
     ri, ts, te = samples
     n = ri.numel()
     if n == 0:
-        return samples
+        return torch.zeros(0, dtype=torch.bool, device=ri.device)
     counts = torch.bincount(ri, minlength=n_rays)
     longest = int(counts.max())
     if early_stop_eps <= 0:
@@ -418,9 +429,10 @@ def _prune(samples: RaySamples, n_rays: int, sigma_fn, alpha_thre: float, early_
         if idx.numel() == 0:
             break  # every ray has terminated
         r = ri[idx]
-        tau = optical_thickness(sigma_fn(ts[idx], te[idx], r).reshape(-1), ts[idx], te[idx]).double()
+        sigmas = sigma_fn(ts[idx], te[idx], r, idx) if with_index else sigma_fn(ts[idx], te[idx], r)
+        tau = optical_thickness(sigmas.reshape(-1), ts[idx], te[idx]).double()
         trans = torch.exp(-(optical[r] + exclusive_sum(tau, r, n_rays)))
         alphas = 1.0 - torch.exp(-tau)
         keep[idx] = (alphas >= alpha_thre) & (trans >= early_stop_eps)
         optical.index_add_(0, r, tau)
-    return RaySamples(ri[keep], ts[keep], te[keep])
+    return keep
