@@ -54,8 +54,8 @@ allocated."""
 MAX_FPS = 1000
 """a camera path's or ``--fps``'s frame rate at most (video players and ffmpeg's H.264 levels stop far below)"""
 MIN_FPS = 0.01
-"""a camera path's frame rate at least: imageio-ffmpeg passes it with two decimals, so less reached ffmpeg as 0 and
-no video was written"""
+"""a camera path's or ``--fps``'s frame rate at least: earlier imageio-ffmpeg versions passed it with two
+decimals, so less reached ffmpeg as 0 and no video was written (0.8 passes an exact fraction)"""
 MAX_RENDER_PIXELS = 2**26
 """a camera path's render_width x render_height at most: about 8192 x 8192, the limit of ``rwf render --scale`` for
 image runs (a NeRF frame of 8000 x 8000 peaked at 3.8 GB: its outputs, the depth colours and the PNG writes, about 55
