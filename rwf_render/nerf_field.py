@@ -149,7 +149,9 @@ class NeRFField(nn.Module):
             return (x - (lo + hi) / 2) / ((hi - lo) * self.cfg.pos_extent) + 0.5
         return (x - lo) / (hi - lo)
 
-    def _trunk(self, x: torch.Tensor, cov: torch.Tensor | None) -> torch.Tensor:
+    def trunk_features(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
+        """The trunk's output at x (N, 3): (N, 1 + features) (the density before its activation first), from which
+        :meth:`density_of` and :meth:`colour` give what ``forward`` gives, without running the trunk again."""
         if cov is None or not self.cfg.mip:
             return self.trunk(self.pos_enc(self.normalize(x)))
         inv = 1.0 / ((self.aabb[3:] - self.aabb[:3]) * self.cfg.pos_extent)  # the covariance in encoding units
@@ -158,28 +160,20 @@ class NeRFField(nn.Module):
     def density(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
         """sigma (N,) at world points x (N, 3), or (``mip``) over Gaussians N(x, cov (N, 3, 3)): what the occupancy
         grid and mesh export query."""
-        return self._density(self._trunk(x, cov)[..., 0])
+        return self.density_of(self.trunk_features(x, cov))
 
-    def _density(self, raw: torch.Tensor) -> torch.Tensor:
-        sigma = density_activation(self.cfg.density_act, raw)
+    def density_of(self, h: torch.Tensor) -> torch.Tensor:
+        """sigma (N,) from :meth:`trunk_features`."""
+        sigma = density_activation(self.cfg.density_act, h[..., 0])
         return sigma if self.density_scale == 1 else sigma * self.density_scale
 
     def forward(self, x: torch.Tensor, d: torch.Tensor | None = None, image_idx: torch.Tensor | None = None,
                 cov: torch.Tensor | None = None):
-        h = self._trunk(x, cov)
+        h = self.trunk_features(x, cov)
         if d is None and self.cfg.view_dependent:  # colour without a view (mesh vertex colours): +z
             d = torch.zeros_like(x)
             d[..., 2] = 1.0
-        return self.colour(h, d, image_idx), self._density(h[..., 0])
-
-    def trunk_features(self, x: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
-        """The trunk's output at x (N, 3): (N, 1 + features) (the density before its activation first), from which
-        :meth:`density_of` and :meth:`colour` give what ``forward`` gives, without running the trunk again."""
-        return self._trunk(x, cov)
-
-    def density_of(self, h: torch.Tensor) -> torch.Tensor:
-        """sigma (N,) from :meth:`trunk_features`."""
-        return self._density(h[..., 0])
+        return self.colour(h, d, image_idx), self.density_of(h)
 
     def colour(self, h: torch.Tensor, d: torch.Tensor | None, image_idx: torch.Tensor | None = None) -> torch.Tensor:
         """rgb (N, 3) from :meth:`trunk_features` ``h`` and unit view directions d (N, 3)."""

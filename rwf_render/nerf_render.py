@@ -201,12 +201,15 @@ class NeRFModel(nn.Module):
         def cov(t0, t1, ri):
             return frustum_cov(rays_d[ri], t0, t1, None if radii is None else radii[ri]) if mip else None
 
+        def point(t0, t1, ri):  # each sample's midpoint
+            return rays_o[ri] + rays_d[ri] * ((t0 + t1) * 0.5)[:, None]
+
         def rgb_sigma_fn(t_starts, t_ends, ray_indices):  # training, or rendering without pruning: the whole field
             clock.lap("march")
             rgbs, sigmas = [], []
             for sl in _slices(t_starts.shape[0], step):
                 ri = ray_indices[sl]
-                x = rays_o[ri] + rays_d[ri] * ((t_starts[sl] + t_ends[sl]) * 0.5)[:, None]
+                x = point(t_starts[sl], t_ends[sl], ri)
                 rgb, sigma = self.field(x, rays_d[ri], None if image_idx is None else image_idx[ri],
                                         cov(t_starts[sl], t_ends[sl], ri))
                 rgbs.append(rgb.float())
@@ -218,7 +221,7 @@ class NeRFModel(nn.Module):
             out = []
             for sl in _slices(t_starts.shape[0], step):
                 ri = ray_indices[sl]
-                x = rays_o[ri] + rays_d[ri] * ((t_starts[sl] + t_ends[sl]) * 0.5)[:, None]
+                x = point(t_starts[sl], t_ends[sl], ri)
                 out.append(self.field.density(x, cov(t_starts[sl], t_ends[sl], ri)))
             return torch.cat(out) if out else t_starts.new_zeros(0)
 
@@ -236,7 +239,7 @@ class NeRFModel(nn.Module):
                 out = []
                 for sl in _slices(t_starts.shape[0], step):
                     ri = ray_indices[sl]
-                    x = rays_o[ri] + rays_d[ri] * ((t_starts[sl] + t_ends[sl]) * 0.5)[:, None]
+                    x = point(t_starts[sl], t_ends[sl], ri)
                     h = self.field.trunk_features(x, cov(t_starts[sl], t_ends[sl], ri))
                     features.append(h)
                     out.append(self.field.density_of(h))

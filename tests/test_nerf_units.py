@@ -54,7 +54,7 @@ def test_a_config_without_the_factor_is_a_run_fitted_before_it():
     assert legacy.density_scale == 1.0
     field = NeRFField([0, 0, 0, 10, 10, 10], legacy)  # density_scale_of this box: 0.303
     x = torch.rand(8, 3) * 10
-    assert torch.allclose(field.density(x), torch.exp(field._trunk(x, None)[..., 0]))
+    assert torch.allclose(field.density(x), torch.exp(field.trunk_features(x)[..., 0]))
     with pytest.raises(ValueError, match="density_scale must be a positive number"):
         NeRFField(BOX, NeRFFieldConfig(density_scale=0.0))
 
