@@ -273,3 +273,12 @@ def test_reload_takes_a_checkpoint_saved_before_rwf_layers_recorded_their_kind(i
             source.reload()
     finally:
         (image_run / CHECKPOINT).write_bytes(original)
+
+
+def test_a_far_surface_of_a_large_scene_is_no_empty_pixel():
+    # "Nothing here" was a z-depth of 1e4 scene units, tested before the view scale: a surface 3.2e4 units away in a
+    # scene shown at 1e-4 went to viser as behind everything instead of at 3.2 viewer units (a units hunt).
+    from viewer.sources import VISER_MAX_DEPTH, viser_depth
+
+    got = viser_depth(np.array([[3.2e4, FAR, np.nan]]), 1e-4)
+    np.testing.assert_allclose(got, [[3.2, VISER_MAX_DEPTH, VISER_MAX_DEPTH]], rtol=1e-6)

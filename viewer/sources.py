@@ -29,7 +29,8 @@ from rwf_render.rundir import CONFIG, HISTORY, METRICS, load_run_config, read_hi
 
 from .camera import ViewCamera, image_size
 
-FAR = 1e4  # z-depth of "nothing here" pixels in a Frame (behind every scene node)
+FAR = math.inf  # z-depth of "nothing here" pixels in a Frame (behind every scene node; a finite 1e4 scene units
+# marked real surfaces that far away as nothing, a unit hunt found)
 # viser 1.1.1 sends the composited depth as 24-bit fixed point, 1e-5 per step (SceneApi.set_background_image), so the
 # browser reads every depth beyond 167.77 units as 167.77: a scene node farther than that from the camera is behind
 # the whole frame, background pixels included. Scenes larger than VIEW_EXTENT are shown scaled down (view_scale).
