@@ -23,8 +23,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}
-DEST=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_bench.XXXXXX")}
-mkdir -p "$DEST"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
 [ $# -ge 1 ] || usage
@@ -87,6 +85,8 @@ case $stage in
 esac
 echo "== ${cmd[*]}"
 [ "$PRINT" = 1 ] && exit 0
+DEST=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_bench.XXXXXX")}  # made only for a run: a refusal leaves nothing behind
+mkdir -p "$DEST"
 start=$(date +%s)
 log="$DEST/$stage${arg:+-${arg//:/-}}.log"  # no ':' in a file name that must travel back
 timeout --kill-after=10 "$LIMIT" "${cmd[@]}" 2>&1 | tee "$log"

@@ -151,3 +151,13 @@ def test_the_pair_stage_refuses_a_call_too_short_for_two_fits(tmp_path):
     assert r.returncode == 2 and "nerfpair needs at least 300 s" in r.stderr and "benchmarks/nerf.py" not in r.stdout
     r = device_run("nerfpair", tmp_path=tmp_path, DEVICE_RUN_LIMIT="30")
     assert r.returncode == 1 and "SKIPPED" in r.stdout  # a known stage, no time for it
+
+
+def test_gpu_bench_leaves_no_log_folder_behind_when_it_does_not_run(tmp_path):
+    """Every refusal and every printed command used to leave an empty gpu_bench.XXXXXX folder in TMPDIR (324 of them
+    in /tmp after a few dozen test runs); the folder is made only when a stage runs."""
+    bench_command("nerf", "rwf", TMPDIR=str(tmp_path))
+    bench_command("nerf", "rwf", GPU_BENCH_LIMIT="150", TMPDIR=str(tmp_path))
+    bench_command("nerf", "nonsense", TMPDIR=str(tmp_path))
+    bench_command(TMPDIR=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []

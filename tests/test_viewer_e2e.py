@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.request
 from pathlib import Path
@@ -55,12 +56,16 @@ class Chromium:
     """Headless Chromium with software WebGL (SwiftShader), one page, driven over the DevTools protocol."""
 
     def __init__(self, profile: Path, size=(800, 600)):
+        # Chromium keeps its singleton socket in a folder of its own under TMPDIR and does not remove it on exit,
+        # so each run left one in /tmp: give it a short-lived TMPDIR (short: a socket path has at most 107 bytes,
+        # too few for pytest's tmp_path) and remove that on close.
+        self.tmp = tempfile.mkdtemp(prefix="rwf-chromium-")
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
              "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
              "--remote-debugging-port=0", "about:blank"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            text=True)
+            text=True, env={**os.environ, "TMPDIR": self.tmp})
         port = Lines(self.proc.stderr).wait(r"DevTools listening on ws://[^:]+:(\d+)/", 60).group(1)
         pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30))
         from websockets.sync.client import connect
@@ -93,6 +98,8 @@ class Chromium:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(20)
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def test_view_serves_a_page_that_shows_the_rendered_field(tmp_path):
