@@ -409,7 +409,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the relative L1 between rendered depth and the dataset's depth maps "
                         "(depth_file_path; default 0: off)")
     t.add_argument("--depth-rays", type=positive_int,
-                   help="--depth-loss: rays through depth samples per step (default 256)")
+                   help="--depth-loss: rays through depth samples per step (default 256; never more than the colour "
+                        "rays, which adapt to --target-samples)")
     t.add_argument("--distortion-loss", type=float, metavar="W",
                    help="weight of mip-NeRF 360's distortion loss (each ray's weights in one compact interval, "
                         "distances over the scene box's diagonal: no haze or floaters; default 0: off)")

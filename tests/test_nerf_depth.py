@@ -162,6 +162,18 @@ def test_depth_loss_pulls_rendered_depth_to_the_depth_maps(depth_scene, tmp_path
                      "--quiet", "--depth-loss", "0.5"]) == 2
 
 
+def test_depth_rays_never_outnumber_the_colour_rays(depth_scene, tmp_path):
+    """With --target-samples far below one ray's samples the colour rays sit at their floor of 64; the depth rays
+    follow them down instead of adding a fixed 256 (320 rays a step, five times the target's share)."""
+    run = tmp_path / "run"
+    assert cli.main(["fit", "nerf", str(depth_scene), "--out", str(run), "--steps", "8", "--quiet", "--depth-loss",
+                     "1", "--target-samples", "64", "--eval-every", "8", "--eval-images", "1", "--grid-resolution",
+                     "16"]) == 0
+    last = (run / "history.csv").read_text().splitlines()
+    row = dict(zip(last[0].split(","), last[-1].split(",")))
+    assert int(row["rays"]) == 2 * 64, row
+
+
 def _preset_against(tmp_path, steps: int, variant: list[str]) -> tuple[dict, dict]:
     """Test metrics of the bartoszek preset and of the preset with the ``variant`` options, ``steps`` steps each."""
     metrics = []
