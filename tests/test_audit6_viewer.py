@@ -278,10 +278,11 @@ class NodeScene:
     add_box = add_image = add_mesh_simple = add_point_cloud = _add
 
 
-@pytest.mark.parametrize("scale, shown", [(1 / 400, 0.01), (1.0, 1.0)])
+@pytest.mark.parametrize("scale, shown", [(1 / 400, 0.01), (1.0, 1.0), (400.0, 100.0)])
 def test_an_sdf_in_millimetres_is_shown_scaled_with_its_slice_and_box(scale, shown):
-    """A mesh 800 units across (millimetres) is shown at 1:100: its box and slice in viewer units, and the depth of
-    a frame seen from its initial view within viser's range, at the sphere's z-depth x view_scale."""
+    """A mesh 800 units across (millimetres) is shown at 1:100, one 0.005 across (metres, of a thing millimetres
+    across) at 100:1, clear of viser's near plane: its box and slice in viewer units, and the depth of a frame seen
+    from its initial view within viser's range, at the sphere's z-depth x view_scale."""
     from rwf_render.mesh import Normalization
     from viewer.sdf_source import SDFSource
     from test_viewer_sources import Sphere
@@ -298,6 +299,7 @@ def test_an_sdf_in_millimetres_is_shown_scaled_with_its_slice_and_box(scale, sho
     assert args[1] == pytest.approx(shown / scale)  # render width
     np.testing.assert_allclose(kw["position"], center * shown, rtol=1e-6)
     eye, target = source.initial_view()
+    assert 0.1 < np.linalg.norm(eye - target) * shown < 100.0  # viser's near plane is 0.01 viewer units
     view = ViewCamera.from_c2w(look_at(torch.tensor(eye)[None], torch.tensor(target), up=(0.0, 1.0, 0.0))[0],
                                0.3, 1.0)
     client = types.SimpleNamespace(sent=[], client_id=0)

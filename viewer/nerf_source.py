@@ -345,7 +345,8 @@ class NeRFSource(Source):
                 mesh = server.gui.add_checkbox("exported mesh", initial_value=False)
                 mesh.on_update(lambda ev: setattr(self._mesh, "visible", ev.target.value))
             n = 0 if self.cameras is None else len(self.cameras)
-            shown = "" if self.view_scale == 1 else f"; shown at 1:{1 / self.view_scale:g} (viser's depth range)"
+            ratio = f"1:{1 / self.view_scale:g}" if self.view_scale < 1 else f"{self.view_scale:g}:1"
+            shown = "" if self.view_scale == 1 else f"; shown at {ratio} (viser's depth range and near plane)"
             server.gui.add_markdown(f"{n} training cameras; box {np.round(self.aabb, 3).tolist()}{shown}")
         if self._clicks is not None:
             server.on_client_disconnect(self._clicks.forget)

@@ -36,6 +36,10 @@ FAR = math.inf  # z-depth of "nothing here" pixels in a Frame (behind every scen
 # the whole frame, background pixels included. Scenes larger than VIEW_EXTENT are shown scaled down (view_scale).
 VISER_MAX_DEPTH = (2**24 - 1) / 100_000
 VIEW_EXTENT = 20.0  # scene units from the centre to the farthest content shown without scaling
+# and the nearest such extent: smaller content (a mesh in metres of a thing millimetres across) is shown scaled up,
+# else viser's near plane (0.01 units) clips it, a 1e-5 depth step is coarse against it, and the orbit controls cross
+# it in one drag
+VIEW_MIN_EXTENT = 0.2
 INITIAL_FOV = math.radians(50.0)  # vertical field of view of a new browser
 
 
@@ -50,12 +54,17 @@ class Frame:
 
 
 def view_scale_for(extent: float) -> float:
-    """Viewer units per scene unit for content within ``extent`` scene units of its centre: 1 up to
-    ``VIEW_EXTENT``, else the power of ten (0.1, 0.01, ...) that brings it within, so a browser orbiting a few
-    extents away stays inside viser's depth range (VISER_MAX_DEPTH)."""
-    if not math.isfinite(extent) or extent <= VIEW_EXTENT:
+    """Viewer units per scene unit for content within ``extent`` scene units of its centre: 1 from
+    ``VIEW_MIN_EXTENT`` to ``VIEW_EXTENT``; above, the power of ten (0.1, 0.01, ...) that brings it within, so a
+    browser orbiting a few extents away stays inside viser's depth range (VISER_MAX_DEPTH); below, the power of ten
+    (10, 100, ...) that brings it up to VIEW_MIN_EXTENT, clear of viser's near plane."""
+    if not math.isfinite(extent) or extent <= 0.0:
         return 1.0
-    return 10.0 ** -math.ceil(math.log10(extent / VIEW_EXTENT) - 1e-9)
+    if extent > VIEW_EXTENT:
+        return 10.0 ** -math.ceil(math.log10(extent / VIEW_EXTENT) - 1e-9)
+    if extent < VIEW_MIN_EXTENT:
+        return 10.0 ** math.ceil(math.log10(VIEW_MIN_EXTENT / extent) - 1e-9)
+    return 1.0
 
 
 def viser_depth(depth: np.ndarray | None, scale: float = 1.0) -> np.ndarray | None:
