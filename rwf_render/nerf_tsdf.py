@@ -205,6 +205,11 @@ def fuse(frames, box: np.ndarray, voxel: float, trunc_voxels: float = TRUNC_VOXE
                                    voxel_size=voxel, block_resolution=BLOCK_RESOLUTION, block_count=BLOCK_COUNT,
                                    device=core.Device("CPU:0"))
     flip = np.diag([1.0, -1.0, -1.0])  # OpenGL camera axes -> OpenCV's (open3d looks down +z, y down)
+    # open3d's voxels sit on a lattice through its origin, in float32: fuse in coordinates whose origin is the box's
+    # corner, so the lattice moves with the scene (the same mesh, moved, for a moved scene) and a scene far from the
+    # world origin keeps its float32 precision
+    box = np.asarray(box, np.float64).reshape(2, 3)
+    origin = box[0]
     fused = 0
     for cam, rgb, z in frames:
         if not (z > 0).any():
@@ -213,7 +218,7 @@ def fuse(frames, box: np.ndarray, voxel: float, trunc_voxels: float = TRUNC_VOXE
         c2w = cam.c2w[0].double().cpu().numpy()
         rot = c2w[:, :3] @ flip
         w2c = np.eye(4)
-        w2c[:3, :3], w2c[:3, 3] = rot.T, -rot.T @ c2w[:, 3]
+        w2c[:3, :3], w2c[:3, 3] = rot.T, -rot.T @ (c2w[:, 3] - origin)
         # cx, cy as they are: open3d's pixel (i, j) spans [i, i + 1) x [j, j + 1), as cameras.py's does
         k = np.array([[float(cam.fx[0]), 0.0, float(cam.cx[0])], [0.0, float(cam.fy[0]), float(cam.cy[0])],
                       [0.0, 0.0, 1.0]])
@@ -224,15 +229,14 @@ def fuse(frames, box: np.ndarray, voxel: float, trunc_voxels: float = TRUNC_VOXE
         # finds none in a small one)
         o, d = pixel_rays(cam.to(device="cpu", dtype=torch.float64), normalize=False)  # z-depth-1 directions
         points = (o + d * torch.from_numpy(z.astype(np.float64))[..., None])[torch.from_numpy(z > 0)]  # (P, 3)
-        cloud = geometry.PointCloud(core.Tensor(points.float().numpy()))
+        cloud = geometry.PointCloud(core.Tensor((points.numpy() - origin).astype(np.float32)))
         blocks = grid.compute_unique_block_coordinates(cloud, trunc_voxels)
         grid.integrate(blocks, depth, color, k, w2c, 1.0, float(z.max()) * 1.01 + voxel, trunc_voxels)
     if not fused:  # no voxel block was made: open3d refuses to extract from an empty grid (a traceback)
         return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
     mesh = grid.extract_triangle_mesh(weight_threshold=weight_threshold).to_legacy()
-    v, f = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+    v, f = np.asarray(mesh.vertices) + origin, np.asarray(mesh.triangles)
     colors = np.asarray(mesh.vertex_colors) if mesh.has_vertex_colors() else np.ones((len(v), 3))
-    box = np.asarray(box, np.float64).reshape(2, 3)
     inside = ((v >= box[0]) & (v <= box[1])).all(1) if len(v) else np.zeros(0, bool)
     rgba = np.concatenate([np.round(np.clip(colors, 0, 1) * 255), np.full((len(v), 1), 255)], 1).astype(np.uint8)
     out = trimesh.Trimesh(v, f[inside[f].all(1)] if len(f) else np.zeros((0, 3), np.int64), vertex_colors=rgba,
