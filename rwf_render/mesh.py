@@ -334,7 +334,8 @@ def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trime
 # -- metrics against a reference mesh -----------------------------------------------------------------------------
 def surface_metrics(pred: trimesh.Trimesh, ref, n_points: int = 100_000, seed: int = 0,
                     fscore_tau: float = 0.01) -> dict:
-    """Distances between ``n_points`` fixed-seed samples on each surface (Occupancy Networks' definitions):
+    """Distances between ``n_points`` fixed-seed samples on each surface (Occupancy Networks' Chamfer and normal
+    consistency; their F-score's tau is 0.01 absolute, not relative to the diagonal):
 
         chamfer_l1          (mean |p - nn_ref(p)| + mean |q - nn_pred(q)|) / 2   (Euclidean distances)
         chamfer_l2          the same with squared distances
