@@ -1,4 +1,4 @@
-"""``python -m data_tools data <command> ...``: the ``rwf data`` commands without the rwf entry point."""
+"""``python -m data_tools [data] <command> ...``: the ``rwf data`` commands without the rwf entry point."""
 
 import sys
 

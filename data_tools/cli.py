@@ -16,6 +16,7 @@ same commands stand-alone. Every command validates its inputs before writing, ne
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rwf_render.cli import (Parser, int_in, nonneg_int, option_typed, positive_float, positive_int, seed_number,
@@ -197,8 +198,12 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m data_tools data ...``: the ``rwf data`` commands alone (same parsing and error handling as
-    ``rwf``; the usage lines name this command, as ``python -m viewer``'s)."""
+    """``python -m data_tools [data] ...``: the ``rwf data`` commands alone (same parsing and error handling as
+    ``rwf``; the usage lines name this command, as ``python -m viewer``'s). The ``data`` word of ``rwf data`` may be
+    left out: ``python -m data_tools synth ...`` is ``rwf data synth ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] != "data":
+        argv = ["data", *argv]  # an unknown command is then refused with the list of the data commands
     return standalone(register, "python -m data_tools", "The rwf data commands (rwf data ...).", argv,
                       "rwf: interrupted (nothing was written)")
 

@@ -322,3 +322,19 @@ def test_synth_demo_beside_a_folder_named_demo_renders_the_built_in_scene(tmp_pa
 
     meta = json.loads((tmp_path / "out" / "transforms_train.json").read_text())
     assert len(trimesh.load(tmp_path / "out" / meta["mesh_file_path"], process=False).faces) == len(demo_mesh().faces)
+
+
+def test_the_standalone_entry_point_takes_the_commands_without_the_data_word(tmp_path, capsys):
+    """``python -m data_tools synth ...`` is ``rwf data synth ...`` (the ``data`` word is optional there, as a
+    user coming from the module name expects); an unknown command is one line listing the commands, exit 2."""
+    assert main(["synth", "demo", str(tmp_path / "a"), "--res", "8", "--views", "2", "--val", "1", "--test",
+                 "1"]) == 0
+    assert main(["data", "synth", "demo", str(tmp_path / "b"), "--res", "8", "--views", "2", "--val", "1", "--test",
+                 "1"]) == 0
+    assert (tmp_path / "a" / "transforms_train.json").read_text() == (tmp_path / "b" / "transforms_train.json"
+                                                                      ).read_text()
+    capsys.readouterr()
+    assert main(["sinth", "demo", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid choice: 'sinth'" in err[0] and "'synth'" in err[0]
+    assert not (tmp_path / "c").exists()
