@@ -372,6 +372,47 @@ def test_surface_metrics_closed_forms():
     assert iou([1, 1, 0, 0], [1, 0, 1, 0]) == pytest.approx(1 / 3) and iou([0, 0], [0, 0]) == 1.0
 
 
+def test_surface_metrics_of_half_a_sphere_follow_their_formulas():
+    """The upper half of a sphere against the whole: where precision (about 1) and recall (about 1/2) differ and the
+    two directions of Chamfer and normal consistency differ, each formula shows. Closed forms: a point at angle phi
+    below the equator is 2 r sin(phi / 2) from the rim, its normal at cos(phi) to the rim's; area weight cos(phi)."""
+    ref = trimesh.creation.icosphere(5, R)
+    upper = ref.submesh([np.flatnonzero(ref.triangles_center[:, 2] > 0)], append=True)
+    m = surface_metrics(upper, ref, n_points=40_000)
+    phi = np.linspace(0, np.pi / 2, 100_001)
+    lower_gap = np.trapezoid(2 * R * np.sin(phi / 2) * np.cos(phi), phi)  # mean over the lower half's area
+    lower_nc = np.trapezoid(np.cos(phi) ** 2, phi)  # pi / 4
+    tau = 0.01 * np.linalg.norm(ref.extents)
+    recall = 0.5 + np.sin(2 * np.arcsin(tau / (2 * R))) / 2  # the upper half and a band of chord tau below
+    # (0 + (0 + lower_gap) / 2) / 2, plus the gap to the nearest sample rather than the surface (one-sided: 0.003)
+    assert m["chamfer_l1"] == pytest.approx(lower_gap / 4, rel=0.1)
+    assert m["fscore"] == pytest.approx(2 * recall / (1 + recall), abs=0.01)
+    assert m["normal_consistency"] == pytest.approx((1 + (1 + lower_nc) / 2) / 2, abs=0.01)
+    # scale: the F-score's tau follows the diagonal and normals do not care; Chamfer scales as a length
+    big = surface_metrics(upper.copy().apply_scale(10.0), ref.copy().apply_scale(10.0), n_points=40_000)
+    assert big["fscore"] == pytest.approx(m["fscore"], abs=1e-6)
+    assert big["normal_consistency"] == pytest.approx(m["normal_consistency"], abs=1e-6)
+    assert big["chamfer_l1"] == pytest.approx(10 * m["chamfer_l1"], rel=1e-5)
+    assert big["chamfer_l2"] == pytest.approx(100 * m["chamfer_l2"], rel=1e-5)
+    # a mesh whose faces point inwards (the other inside convention) is as consistent: |cos|
+    flipped = ref.copy()
+    flipped.invert()
+    assert surface_metrics(flipped, ref, n_points=20_000)["normal_consistency"] > 0.99
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.03])
+def test_iou_near_points_scatter_about_the_surface_by_sigma(sigma):
+    """Tancik's "hard" IoU points: surface samples plus N(0, sigma^2) noise, so their distance to a sphere has a
+    standard deviation of sigma (the normal component of the noise) and a mean of about 0."""
+    from rwf_render.mesh import iou_points
+
+    sphere = trimesh.creation.icosphere(5, R)
+    uniform, near = iou_points(sphere, n=50_000, seed=3, near_sigma=sigma)
+    off = np.linalg.norm(near, axis=1) - R
+    assert off.std() == pytest.approx(sigma, rel=0.1) and abs(off.mean()) < 0.2 * sigma
+    assert uniform.min() >= -0.5 and uniform.max() <= 0.5 and abs(uniform.mean()) < 0.01
+
+
 def test_unit_box_constant():
     assert UNIT_BOX == ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
 

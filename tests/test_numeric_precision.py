@@ -33,6 +33,17 @@ def test_integrated_positional_encoding_float64_variance():
     assert np.abs(enc(x, cov).numpy().reshape(-1) - want).max() < 1e-13
 
 
+def test_ssim_of_small_images_is_finite_down_to_three_pixels():
+    """The window shrinks to the image (odd sides): a 5 x 6 or a 3 px image still scores, close to 1 for a slightly
+    noisy copy; below 3 px there is no window and the score is NaN, as documented."""
+    rng = np.random.default_rng(3)
+    for shape in ((5, 6, 3), (4, 4), (3, 7)):
+        a = rng.random(shape)
+        b = np.clip(a + rng.normal(0, 0.01, a.shape), 0, 1)
+        assert 0.95 < ssim(a, b) < 1.0, shape
+    assert math.isnan(ssim(np.zeros((2, 9)), np.zeros((2, 9))))
+
+
 def test_ssim_of_a_two_dimensional_grey_image_equals_the_one_channel_score():
     rng = np.random.default_rng(1)
     a = rng.random((24, 20))
@@ -46,4 +57,6 @@ def test_psnr_refuses_integer_images(to):
     a = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     with pytest.raises(TypeError, match="floating-point"):
         psnr(to(a), to(a.astype(np.float32) / 255))
+    with pytest.raises(TypeError, match="floating-point"):  # the target too: 0..255 against [0, 1] is ~48 dB off
+        psnr(to(a.astype(np.float32) / 255), to(a))
     assert psnr(to(a.astype(np.float32) / 255), to(a.astype(np.float32) / 255)) == math.inf

@@ -171,6 +171,10 @@ def test_axis_aligned_example(backend):
     s = grid.sampling(torch.tensor([[-1.0, 0.5, 0.5]]), torch.tensor([[1.0, 0.0, 0.0]]), step_size=0.25,
                       backend=backend)
     assert s.t_starts.tolist() == [1.0, 1.25, 1.5, 1.75] and s.t_ends.tolist() == [1.25, 1.5, 1.75, 2.0]
+    # a far bound on the lattice keeps the sample that ends there (t_end <= far), on every backend alike
+    s = grid.sampling(torch.tensor([[-1.0, 0.5, 0.5]]), torch.tensor([[1.0, 0.0, 0.0]]), step_size=0.25, far=1.75,
+                      backend=backend)
+    assert s.t_ends.tolist() == [1.25, 1.5, 1.75]
 
 
 def test_the_cap_keeps_the_first_samples_of_each_ray(backend):
@@ -265,6 +269,9 @@ def test_bad_arguments_are_rejected():
         grid.sampling(o, o, step_size=0.1, cone_angle=0.1, max_step_size=0.01, backend="torch")
     with pytest.raises(ValueError, match="near"):
         grid.sampling(o, o, near=torch.zeros(3), backend="torch")
+    for near in (-0.5, torch.full((4,), -0.5)):  # a number and one per ray: the lattice would start behind the eye
+        with pytest.raises(ValueError, match="near must be >= 0"):
+            grid.sampling(o, o, near=near, backend="torch")
 
 
 # -- the compiled CPU kernel against the torch twin ---------------------------------------------------------------

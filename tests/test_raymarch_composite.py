@@ -115,6 +115,9 @@ def test_early_termination_drops_light_only_below_the_threshold():
     dropped = full[3]["trans"] < eps
     assert dropped.any() and bool((cut[3]["weights"][dropped] == 0).all())
     assert (full[0] - cut[0]).abs().max() <= eps  # what is left behind carries less than eps of the light
+    # volume_render, the public wrapper, terminates alike (no caller inside the toolkit passes early_stop_eps)
+    wrapped = volume_render(ts, te, ri, 3, lambda *_: (rgb, sig), early_stop_eps=eps)
+    assert torch.equal(wrapped[3]["weights"], cut[3]["weights"]) and torch.equal(wrapped[0], cut[0])
 
 
 def test_volume_render_with_marched_samples_and_a_closed_form_density():
