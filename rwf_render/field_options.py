@@ -180,11 +180,15 @@ def learning_rate(text: str) -> float:
 
 
 def add_training_arguments(p: argparse.ArgumentParser, d: TrainingDefaults) -> None:
-    from .cli import nonneg_int, positive_at_most, positive_int  # noqa: PLC0415
+    from .cli import nonneg_int, positive_at_most, positive_float, positive_int  # noqa: PLC0415
 
     decay_factor = positive_at_most(1.0, " (a decay: above 1 the rate grows until it overflows)")
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {d.steps})")
+    t.add_argument("--max-seconds", type=positive_float, default=None, metavar="S",
+                   help="stop once training has taken S seconds (steps only, counted over --resume; metrics.json's "
+                        "seconds), evaluating and saving that step as the last; the learning-rate schedule still "
+                        "spans --steps (default: no limit)")
     t.add_argument("--lr", type=learning_rate, default=None,
                    help=f"Adam learning rate (default {DEFAULT_LR:g}; {SIREN_LR:g} with --activation sine, SIREN's; "
                         f"{HASH_LR:g} with --encoding hashgrid, instant-ngp's; both: sine's)")
@@ -333,4 +337,5 @@ def train_from_args(args, steps: int, loss_weights: dict | None = None, lr_warmu
                        lr_final=args.lr_final, decay_every=args.decay_every,
                        lr_warmup=lr_warmup, seed=args.seed,
                        deterministic=args.deterministic, device=args.device, eval_every=args.eval_every,
-                       ckpt_every=args.ckpt_every, loss_weights=dict(loss_weights or {}))
+                       ckpt_every=args.ckpt_every, loss_weights=dict(loss_weights or {}),
+                       max_seconds=getattr(args, "max_seconds", None))

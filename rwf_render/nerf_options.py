@@ -188,6 +188,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     if getattr(args, "lr_warmup", None) is not None:
         warn_warmup_past_end(t.steps, t.lr_warmup)
     t.eval_every, t.ckpt_every = pick("eval_every", 250), pick("ckpt_every", 500)
+    t.max_seconds = getattr(args, "max_seconds", None)  # the command's, never a preset's
     cfg.eval_images = pick("eval_images", 8)
     cfg.depth_rays = pick("depth_rays", 256)
     depth_weight = pick("depth_loss", 0.0)
@@ -273,7 +274,7 @@ def resume_config_from_args(args) -> NeRFConfig:
     kind = saved.get("kind") if isinstance(saved, dict) else None
     if kind != "nerf":
         raise UserError(f"{run}: not a nerf run (its config.json says kind {kind!r})")
-    cfg = resume_config(run, NeRFConfig.from_dict, args.steps)
+    cfg = resume_config(run, NeRFConfig.from_dict, args.steps, max_seconds=getattr(args, "max_seconds", None))
     for name in ("camera_lr", "camera_reg", "coarse_to_fine"):
         if getattr(args, name, None) is not None and not cfg.optimize_cameras:
             raise UserError(f"{run}: --{name.replace('_', '-')} applies to --optimize-cameras, and this run was "
@@ -286,11 +287,12 @@ def resume_config_from_args(args) -> NeRFConfig:
     saved_dict["data"] = str(Path(cfg.data).resolve())
     for d in (fresh, saved_dict):  # a weight left at its default is not stored: compare the values the fit uses
         d["train"]["loss_weights"] = {**LOSS_DEFAULTS, **(d["train"].get("loss_weights") or {})}
-    clash = option_clashes(args, add_fit_arguments, fresh, saved_dict, ALIASES, {"steps", "device", "deterministic"})
+    clash = option_clashes(args, add_fit_arguments, fresh, saved_dict, ALIASES,
+                           {"steps", "max_seconds", "device", "deterministic"})
     if clash:
         raise UserError(f"{run}: --resume continues the run as configured in {CONFIG}; these options differ from "
-                        f"it: {'; '.join(clash)} (only --steps and --device may change, and --deterministic be "
-                        "turned on; start a new run instead)")
+                        f"it: {'; '.join(clash)} (only --steps, --max-seconds and --device may change, and "
+                        "--deterministic be turned on; start a new run instead)")
     cfg.train.device = args.device  # where to continue is this machine's business, not the saved run's
     cfg.train.deterministic = cfg.train.deterministic or args.deterministic
     if (run / CHECKPOINT).is_file():
@@ -396,6 +398,10 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--target-samples", type=positive_int, help="samples per training step (default 32768)")
     t = p.add_argument_group("training (defaults: a preset's, else these; see below)")
     t.add_argument("--steps", type=positive_int, help="optimizer steps (default 3000)")
+    t.add_argument("--max-seconds", type=positive_float, metavar="S",
+                   help="stop once training has taken S seconds (steps only, counted over --resume; metrics.json's "
+                        "seconds), evaluating and saving that step as the last; the learning-rate schedule still "
+                        "spans --steps (default: no limit)")
     t.add_argument("--lr", type=learning_rate, help="Adam learning rate (default 3e-3; 1e-2 with hashgrid)")
     t.add_argument("--schedule", choices=["const", "exp", "cos"], help="lr schedule (default exp to 0.1x)")
     t.add_argument("--lr-warmup", type=nonneg_int, metavar="STEPS",

@@ -50,8 +50,9 @@ def fit_each(runs: list, fit_param) -> tuple[dict, dict]:
     return done, results
 
 
-def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False):
-    """The saved config of the run in ``out``, to resume it (``compare``: of its first run), with ``steps`` if given.
+def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False, max_seconds: float | None = None):
+    """The saved config of the run in ``out``, to resume it (``compare``: of its first run), with ``steps`` and
+    ``max_seconds`` if given.
 
     Raises UserError when there is nothing to resume, or when the run recorded its dataset's fingerprint and the
     dataset changed since (:func:`check_dataset_unchanged`).
@@ -67,6 +68,8 @@ def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False
     check_dataset_unchanged(saved_dict, getattr(cfg, "data", None))
     if steps:
         cfg.train.steps = steps
+    if max_seconds is not None:
+        cfg.train.max_seconds = max_seconds
     return cfg
 
 
@@ -107,13 +110,13 @@ def resume_run_config(out: Path, kind: str, args, from_dict, config_from_args, a
         raise UserError(f"{saved_path}: a run of kind {other!r}, not {kind!r}; resume it with 'rwf fit {other}'"
                         if isinstance(other, str) else f"{saved_path}: not a valid {kind} run config")
     try:
-        cfg = resume_config(out, from_dict, args.steps, compare)
+        cfg = resume_config(out, from_dict, args.steps, compare, getattr(args, "max_seconds", None))
         from .train_config import check_train_config  # noqa: PLC0415
 
         check_train_config(cfg.train)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{saved_path}: not a valid {kind} run config ({type(e).__name__}: {e})") from None
-    free = {"steps", "device", "deterministic"} | ({"param"} if compare else set())
+    free = {"steps", "max_seconds", "device", "deterministic"} | ({"param"} if compare else set())
     clash = option_clashes(args, add_fit_arguments, config_from_args(args).to_dict(), cfg.to_dict(), aliases, free)
     if clash:
         raise UserError(f"{out}: --resume continues the run as configured in {saved_path.name}; these options "

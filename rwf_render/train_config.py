@@ -46,6 +46,10 @@ class TrainConfig:
     """write checkpoint.pt every this many steps (and at the end)"""
     loss_weights: dict = field(default_factory=dict)
     """weight of each named loss term (1.0 when absent)"""
+    max_seconds: float | None = None
+    """stop once the training time (metrics.json's ``seconds``: steps only, counted over resumes) reaches this many
+    seconds, at most ``steps``; the last step reached is evaluated and saved as a last step is. The learning-rate
+    schedule still spans ``steps``. None: train all ``steps``"""
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -76,7 +80,10 @@ def check_train_config(cfg: TrainConfig) -> None:
         (isinstance(cfg.loss_weights, dict) and all(
             isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             and v >= 0 for k, v in cfg.loss_weights.items()),
-         f"loss_weights {cfg.loss_weights!r} (names to finite numbers >= 0)")]
+         f"loss_weights {cfg.loss_weights!r} (names to finite numbers >= 0)"),
+        (cfg.max_seconds is None or (isinstance(cfg.max_seconds, (int, float)) and not isinstance(cfg.max_seconds, bool)
+                                     and math.isfinite(cfg.max_seconds) and cfg.max_seconds > 0),
+         f"max_seconds {cfg.max_seconds!r} (null or a number > 0)")]
     bad = [what for ok, what in problems if not ok]
     if bad:
         raise ValueError(f"train: {'; '.join(bad)}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -167,12 +168,13 @@ class Trainer:
         bar = tqdm(total=self.cfg.steps, initial=self.step_idx, disable=not self.progress, dynamic_ncols=True,
                    leave=False, desc="fit")
         signals = StopAtStepBoundary(self)
+        budget, first = getattr(self.cfg, "max_seconds", None), self.step_idx
         try:
-            while self.step_idx < self.cfg.steps and not self.stop_requested:
+            while self.step_idx < self.cfg.steps and not self.stop_requested and not self.out_of_time():
                 stats = self.step()
                 if not math.isfinite(stats["loss"]):  # NaN weights would follow into every output and checkpoint
                     raise self._diverged(f"the loss became {stats['loss']} at step {self.step_idx}")
-                last = self.step_idx == self.cfg.steps
+                last = self.step_idx == self.cfg.steps or self.out_of_time()
                 if self.step_idx % self.cfg.eval_every == 0 or last:
                     metrics = self.evaluate()
                     self.history.append({"step": self.step_idx, "seconds": round(self.seconds, 4),
@@ -195,6 +197,11 @@ class Trainer:
         finally:
             bar.close()
             signals.restore()
+        if self.out_of_time() and self.step_idx < self.cfg.steps:
+            print(f"rwf: --max-seconds {budget:g} reached at step {self.step_idx} of {self.cfg.steps} "
+                  f"({self.seconds:.1f} s of training" + ("" if self.step_idx > first else
+                                                        ", all before this call: pass a larger --max-seconds to go on")
+                  + ")", file=sys.stderr)
         if self.stop_requested and self.run_dir is not None:
             self.save()
         if signals.received:  # saved at a step boundary: --resume continues exactly here
@@ -203,6 +210,11 @@ class Trainer:
             if hasattr(cb, "on_end"):
                 cb.on_end(self)
         return self.last_eval
+
+    def out_of_time(self) -> bool:
+        """True once the training time has reached the config's ``max_seconds`` (never without one)."""
+        budget = getattr(self.cfg, "max_seconds", None)
+        return budget is not None and self.seconds >= budget
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -149,3 +149,25 @@ def test_every_fit_option_maps_to_the_config_entries_it_sets(kind):
         checked += 1
     assert checked >= 15
 
+
+
+@pytest.mark.parametrize("kind", ["image", "nerf"])
+def test_max_seconds_may_change_on_resume_and_is_recorded(kind, tmp_path, capsys, tiny_scene):
+    """--max-seconds is a budget of the run's training time, like --steps a limit the resume may move: a resume
+    with another one continues (no clash), and config.json records the one in force. A budget of 1e-9 s stops after
+    the first step, evaluated and saved as a last step; resumed with the same budget, no step is taken."""
+    run = tmp_path / "run"
+    common = (["fit", "image", "--size", "16", "--features", "8", "--width", "16"] if kind == "image" else
+              ["fit", "nerf", str(tiny_scene), "--grid-resolution", "16", "--width", "16", "--features", "16",
+               "--eval-images", "1", "--target-samples", "2048"]) + ["--quiet", "--out", str(run), "--steps", "50"]
+    assert cli.main(common + ["--max-seconds", "1e-9"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 1 and "--max-seconds 1e-09 reached at step 1 of 50" in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["train"]["max_seconds"] == 1e-9
+    assert cli.main(common + ["--resume"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 1
+    assert "pass a larger --max-seconds" in capsys.readouterr().err
+    assert cli.main([*common[:-1], "3", "--resume", "--max-seconds", "1e6"]) == 0  # to --steps 3, within 1e6 s
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 3
+    assert json.loads((run / "config.json").read_text())["train"]["max_seconds"] == 1e6
+    assert "max-seconds" in _fails(capsys, common + ["--max-seconds", "0"])

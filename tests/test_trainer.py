@@ -117,3 +117,54 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(a, b), k
     assert [r["step"] for r in resumed.history] == [10, 20, 30, 40]
     torch.use_deterministic_algorithms(False)
+
+
+class Clock:
+    """A stand-in for time.perf_counter that advances ``tick`` seconds per call: a step (read at its start and its
+    end) takes one tick, whatever the machine's load."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_max_seconds_stops_at_the_budget_and_resume_extends_it(tmp_path, monkeypatch, capsys):
+    """--max-seconds: with each step taking 0.5 s, a 2 s budget stops after step 4 of 100, which is evaluated and
+    checkpointed as a last step; a resume with the same budget takes no step and says so; a resume with 3 s goes
+    on to step 6, and the schedule still spans the 100 steps."""
+    import rwf_render.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module.time, "perf_counter", Clock(0.5))
+    cfg = TrainConfig(steps=100, lr=1e-2, eval_every=50, ckpt_every=50, device="cpu", schedule="exp",
+                      max_seconds=2.0)
+    trainer = Trainer(_model(), LineTask(), cfg, run_dir=tmp_path, progress=False)
+    trainer.fit()
+    assert trainer.step_idx == 4 and trainer.seconds == pytest.approx(2.0)
+    assert [r["step"] for r in read_history(tmp_path / "history.csv")] == [4]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
+    assert "--max-seconds 2 reached at step 4 of 100" in capsys.readouterr().err
+
+    again = Trainer(_model(), LineTask(), cfg, run_dir=tmp_path, progress=False)
+    assert again.resume()
+    again.fit()
+    assert again.step_idx == 4 and "pass a larger --max-seconds" in capsys.readouterr().err
+
+    longer = Trainer(_model(), LineTask(), TrainConfig(**{**cfg.__dict__, "max_seconds": 3.0}), run_dir=tmp_path,
+                     progress=False)
+    assert longer.resume()
+    longer.fit()
+    assert longer.step_idx == 6 and [r["step"] for r in read_history(tmp_path / "history.csv")] == [4, 6]
+    assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.1 ** (5 / 99))  # not at its end
+
+
+def test_max_seconds_must_be_positive():
+    from rwf_render.train_config import check_train_config
+
+    for bad in (0.0, -1.0, math.inf, math.nan, True, "60"):
+        with pytest.raises(ValueError, match="max_seconds"):
+            check_train_config(TrainConfig(max_seconds=bad))
+    check_train_config(TrainConfig(max_seconds=None))
+    check_train_config(TrainConfig(max_seconds=1))
