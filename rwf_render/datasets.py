@@ -123,6 +123,24 @@ def camera_errors(info: FrameInfo) -> list[str]:
     return out
 
 
+def _conversion_hint(path: Path) -> str:
+    """What turns the folder into a dataset, when it looks like a COLMAP model, an LLFF capture or plain photos."""
+    try:
+        names = {p.name.lower() for p in path.iterdir()}
+        photos = path / "images" if (path / "images").is_dir() else path
+        model = next((m for m in (path / "sparse" / "0", path / "sparse", path)
+                      if (m / "cameras.bin").is_file() or (m / "cameras.txt").is_file()), None)
+        if model is not None:
+            return f" (a COLMAP model: convert it with 'rwf data colmap {model} {photos} OUT')"
+        if "poses_bounds.npy" in names:
+            return f" (an LLFF capture: convert it with 'rwf data llff {path} OUT')"
+        if any(p.suffix.lower() in (".jpg", ".jpeg", ".png") for p in photos.iterdir()):
+            return f" (photos without poses: 'rwf data photos {photos} OUT' finds them by structure from motion)"
+    except OSError:
+        pass
+    return ""
+
+
 def dataset_files(path: str | Path) -> dict[str, Path]:
     """The JSON file of each split: {"train": ..., "val": ..., "test": ...} (Blender) or {"all": transforms.json}."""
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
@@ -137,7 +155,7 @@ def dataset_files(path: str | Path) -> dict[str, Path]:
         return {"all": path / "transforms.json"}
     found = {s: path / f"transforms_{s}.json" for s in SPLITS if (path / f"transforms_{s}.json").is_file()}
     if not found:
-        raise UserError(f"{path}: no transforms.json or transforms_{{train,val,test}}.json")
+        raise UserError(f"{path}: no transforms.json or transforms_{{train,val,test}}.json{_conversion_hint(path)}")
     return found
 
 

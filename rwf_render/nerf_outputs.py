@@ -167,6 +167,11 @@ MANIFEST = ".rwf_render.json"
 nothing else (a folder of the user's own files named like frames keeps them)"""
 
 
+MEDIA_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".png", ".jpg", ".jpeg", ".exr", ".tif",
+                            ".tiff"})
+"""an ``--out`` ending so is taken for a file, which a NeRF render (a folder of frames) would not write"""
+
+
 def render_run(run: Path, cfg_dict: dict, args) -> int:
     """Render the asked cameras into a hidden folder inside ``out`` (above it, while ``out`` does not exist), then
     move the frames in: a render that fails half-way leaves ``out`` as it was (absent, if it was), and frames of an
@@ -179,6 +184,10 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         raise UserError("--fps is the frame rate of --video; without --video no video is written")
     if args.out:
         refuse_among_inputs(Path(args.out), cfg_dict.get("data"))
+        suffix = Path(args.out).suffix.lower()
+        if suffix in MEDIA_SUFFIXES and not Path(args.out).is_dir():  # it would become a folder of that name
+            raise UserError(f"{args.out}: --out names the folder of a NeRF render's frames (and of rgb.mp4 and "
+                            f"depth.mp4 with --video), not a {suffix} file; give a folder")
     model = load_scene_model(run, args.device)
     cams, name, fps, near_far = _cameras(model, args)
     cams = scaled_cameras(cams, args.downscale or 1)

@@ -230,6 +230,41 @@ def test_render_into_a_path_below_a_file_is_refused_before_rendering(trained, tm
     assert afile.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+@pytest.mark.parametrize("name", ["orbit.mp4", "frame.PNG"])
+def test_render_out_named_like_a_file_is_refused(trained, tmp_path, capsys, monkeypatch, name):
+    """--out o.mp4 made a folder o.mp4/ holding rgb.mp4, depth.mp4 and the frames (a feature-gap hunt); a NeRF
+    render's --out is a folder, so a file-like name is refused before the model loads. An existing folder of that
+    name is still a folder."""
+    from rwf_render import nerf_outputs
+
+    monkeypatch.setattr(nerf_outputs, "load_scene_model", lambda *a, **k: pytest.fail("loaded before checking"))
+    err = _fails_cleanly(capsys, ["render", str(trained), "--orbit", "1", "--out", str(tmp_path / name)])
+    assert "names the folder" in err and not (tmp_path / name).exists()
+    monkeypatch.undo()
+    (tmp_path / name).mkdir()
+    assert cli.main(["render", str(trained), "--orbit", "1", "--out", str(tmp_path / name)]) == 0
+
+
+@pytest.mark.parametrize("layout, says", [("colmap", "rwf data colmap {d}/sparse/0 {d}/images OUT"),
+                                          ("llff", "rwf data llff {d} OUT"), ("photos", "rwf data photos {d} OUT"),
+                                          ("empty", "transforms_{{train,val,test}}.json")])
+def test_a_folder_without_transforms_says_how_to_convert_it(tmp_path, capsys, layout, says):
+    """A COLMAP model, an LLFF capture or plain photos given to fit nerf: the error names the converter."""
+    d = tmp_path / "capture"
+    d.mkdir()
+    if layout == "colmap":
+        (d / "sparse" / "0").mkdir(parents=True)
+        (d / "sparse" / "0" / "cameras.bin").write_bytes(b"")
+        (d / "images").mkdir()
+    elif layout == "llff":
+        (d / "poses_bounds.npy").write_bytes(b"")
+    elif layout == "photos":
+        (d / "IMG_1.JPG").write_bytes(b"")
+    err = _fails_cleanly(capsys, ["fit", "nerf", str(d), "--steps", "1", "--out", str(tmp_path / "run")])
+    assert says.format(d=d) in err and ("rwf data" in err) == (layout != "empty"), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_point_cloud_into_a_missing_folder_is_refused_before_rendering(trained, tmp_path, capsys, monkeypatch):
     """--pointcloud --out missing/pc.ply rendered every training camera, then failed at the atomic write: exit 1
     ("a failure of the machine") naming the temporary file."""
