@@ -25,6 +25,7 @@ from .nerf_options import add_fit_arguments, config_from_args, resume_config_fro
 from .nerf_options import (add_spiral_argument, add_tsdf_arguments, cascade_profile, profile_text,
                            real_capture_config)
 from .nerf_render import NeRFModel
+from .raymarch import resolve_backend
 from .nerf_task import (NeRFTask, build_model, eval_background, finish, optional_split, refined_split,
                         spaced_indices, test_metrics)
 from .rundir import (CHECKPOINT, CONFIG, METRICS, check_out_holds_no_input, load_run_model, prepare_run_dir, read_json,
@@ -84,6 +85,10 @@ def fit(args) -> int:
     run = prepare_run_dir(out, force=args.force, resume=args.resume)
     task = NeRFTask(model.to(device), train, val, cfg, device, run_dir=run)
     trainer = Trainer(model, task, cfg.train, run_dir=run, progress=not args.quiet)
+    # the marcher's kernel, built here on first use: not inside the first step, where Ctrl+C only asks the trainer to
+    # stop after the step (a build or a wait for another process's build would go on) and the build's minute counted
+    # as training time in metrics.json
+    resolve_backend("auto", device)
     if args.resume:  # before config.json is rewritten: a refused resume changes nothing
         print(f"rwf: resuming {run} at step {trainer.step_idx}/{cfg.train.steps}" if trainer.resume()
               else f"rwf: {run}: no checkpoint yet; training starts at step 0", file=sys.stderr)
@@ -188,13 +193,15 @@ def data_name(data: str) -> str:
     return p.parent.resolve().name if p.stem.lower().startswith("transforms") else p.stem
 
 
-def render_camera(model: NeRFModel, cam, max_samples: int | None = None, chunk: int | None = None) -> dict:
-    """Render one camera: rgb (H, W, 3), depth (H, W), opacity (H, W); memory bounded by ``chunk`` rays."""
+def render_camera(model: NeRFModel, cam, max_samples: int | None = None, chunk: int | None = None,
+                  near: float | None = None, far: float | None = None) -> dict:
+    """Render one camera: rgb (H, W, 3), depth (H, W), opacity (H, W); memory bounded by ``chunk`` rays; ``near``
+    and ``far`` bound every ray (default: the run's)."""
     old = (model.render_cfg.max_samples, model.render_cfg.chunk)
     model.render_cfg.max_samples = max_samples or old[0]
     model.render_cfg.chunk = chunk or old[1]
     try:
-        return model.render_camera(cam)
+        return model.render_camera(cam, near=near, far=far)
     finally:
         model.render_cfg.max_samples, model.render_cfg.chunk = old
 

@@ -99,17 +99,60 @@ def build(kind: str, verbose: bool = False) -> ModuleType:
         raise RuntimeError(reason)
     out = build_dir(kind)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"rwf_render: building the ray marcher's {kind.upper()} kernel (once, ~45 s) into {out} ...",
-          file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    module = cpp_extension.load(
-        name=module_name(kind), sources=[str(CSRC / s) for s in SOURCES[kind]], build_directory=str(out),
-        extra_cflags=list(CFLAGS) + (["-DRWF_WITH_CUDA"] if kind == "cuda" else []), extra_ldflags=list(LDFLAGS),
-        extra_cuda_cflags=list(CUDA_CFLAGS), extra_include_paths=[str(CSRC)], with_cuda=kind == "cuda",
-        verbose=verbose)  # copies: torch appends to the lists it is given
-    print(f"rwf_render: built the {kind.upper()} kernel in {time.perf_counter() - start:.0f} s",
-          file=sys.stderr, flush=True)
-    return module
+    fd = _builder_lock(out, kind)
+    try:
+        module = _import_built(kind)  # another process built it while this one waited
+        if module is not None:
+            return module
+        # torch's own lock file (a FileBaton it polls forever): a builder killed mid-build leaves it behind, and every
+        # later build waited for it without end. Whoever holds BUILD_LOCK is the only live builder, so it is stale.
+        (out / "lock").unlink(missing_ok=True)
+        print(f"rwf_render: building the ray marcher's {kind.upper()} kernel (once, ~45 s) into {out} ...",
+              file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        module = cpp_extension.load(
+            name=module_name(kind), sources=[str(CSRC / s) for s in SOURCES[kind]], build_directory=str(out),
+            extra_cflags=list(CFLAGS) + (["-DRWF_WITH_CUDA"] if kind == "cuda" else []),
+            extra_ldflags=list(LDFLAGS), extra_cuda_cflags=list(CUDA_CFLAGS), extra_include_paths=[str(CSRC)],
+            with_cuda=kind == "cuda", verbose=verbose)  # copies: torch appends to the lists it is given
+        print(f"rwf_render: built the {kind.upper()} kernel in {time.perf_counter() - start:.0f} s",
+              file=sys.stderr, flush=True)
+        return module
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+BUILD_LOCK = ".rwf-build.lock"
+"""held (flock, exclusive) by the process building a kernel into its folder: the lock goes with the process, however
+it ends, where torch's lock file stays behind a killed build"""
+
+
+def _builder_lock(out: Path, kind: str) -> int | None:
+    """A descriptor holding the exclusive lock on ``out / BUILD_LOCK``, waiting (Ctrl+C stops the wait) while another
+    process builds; None where there are no advisory locks (Windows, some network file systems)."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:
+        return None
+    try:
+        fd = os.open(out / BUILD_LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"rwf_render: waiting for another process building the {kind.upper()} kernel into {out} ...",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # no locks on this file system
+        os.close(fd)
+        return None
+    except BaseException:  # Ctrl+C while waiting
+        os.close(fd)
+        raise
+    return fd
 
 
 def load(kind: str, allow_build: bool = True) -> ModuleType | None:
