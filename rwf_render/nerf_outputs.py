@@ -40,7 +40,7 @@ from .errors import UserError, out_of_memory
 from .imgio import write_image
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel
-from .render_paths import orbit_cameras
+from .render_paths import bounds_at_distance, orbit_cameras
 from .locks import staging_dir, sweep_stale
 from .rundir import read_json, refuse_among_inputs, refuse_dangling_link, temp_prefix, write_json
 from .signals import uninterrupted
@@ -77,8 +77,12 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
             raise UserError(f"training cameras unavailable ({cameras_missing(model)}); --orbit needs them")
         check_frame_count(args.orbit, f"--orbit {args.orbit}")  # before the cameras: N of them are made at once
         center = ((model.aabb[:3] + model.aabb[3:]) / 2).cpu()
-        return (orbit_cameras(model.train_cameras, center, args.orbit).to(dtype=torch.float32), "orbit", args.fps,
-                None)
+        cams = orbit_cameras(model.train_cameras, center, args.orbit)
+        # a real capture's per-image bounds, carried to the orbit's distance: without them the frames near the
+        # training cameras looked through what the field paints in front of each photo's near bound
+        near_far = bounds_at_distance(model.train_cameras, center, getattr(model, "train_near_far", None),
+                                      (cams.c2w[:, :3, 3].double().cpu() - center.double()).norm(dim=1))
+        return cams.to(dtype=torch.float32), "orbit", args.fps, near_far
     if getattr(args, "interpolate", None):
         from .render_paths import training_path_cameras  # noqa: PLC0415
 
@@ -114,6 +118,15 @@ def cameras_missing(model: NeRFModel) -> str:
 def frame_bounds(near_far: torch.Tensor | None, i: int) -> dict:
     """The ``near`` / ``far`` keywords of ``render_camera`` for frame ``i`` (none without per-frame bounds)."""
     return {} if near_far is None else {"near": float(near_far[i, 0]), "far": float(near_far[i, 1])}
+
+
+def preview_depth(depth: np.ndarray, opacity: np.ndarray) -> np.ndarray:
+    """What the depth preview colours: the distance where the ray stops, ``depth`` (sum_i w_i t_i, as the EXR holds
+    it) over the opacity, where the opacity is at least 0.5 (0 elsewhere, drawn black). Coloured undivided, an edge
+    pixel of opacity 0.5 read as half its distance: it took the near colours and set the low end of the range (a
+    quality hunt: 44 % of the colour map coded no surface)."""
+    solid = opacity >= 0.5
+    return np.where(solid, depth / np.where(solid, opacity, 1.0), 0.0).astype(np.float32)
 
 
 def depth_colors(depth: np.ndarray, opacity: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -230,10 +243,11 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
             own = {"image_idx": i} if args.split == "train" else {}  # a training view: its own appearance code
             res = model.render_camera(cams[i], **frame_bounds(near_far, i), **own, **extra)
             rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
+            stop = preview_depth(depth, opacity)
             if depth_range is None:  # one range for the whole sequence, so videos do not flicker
-                hit = depth[opacity >= 0.5]
+                hit = stop[opacity >= 0.5]
                 depth_range = (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
-            depth_rgb = depth_colors(depth, opacity, *depth_range)
+            depth_rgb = depth_colors(stop, opacity, *depth_range)
             frames = [(f"rgb_{i:04d}.png", rgb, 8), (f"depth_{i:04d}.exr", depth[..., None], 8),
                       (f"depth_{i:04d}.png", depth_rgb, 8)]
             if getattr(args, "opacity", False):  # 16 bits: depth / opacity keeps about 4 digits down to opacity 0.1

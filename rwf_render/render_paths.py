@@ -35,6 +35,23 @@ from rwf_render.lenses import fisheye_theta
 
 
 # -- a circle around the scene (rwf render RUN --orbit N) ---------------------------------------------------------
+def bounds_at_distance(train: Cameras, center, near_far, distance) -> torch.Tensor | None:
+    """(near, far) for cameras ``distance`` (M,) from ``center`` looking at it, from the training cameras' per-image
+    bounds ``near_far`` (K, 2) (LLFF, ``rwf data colmap --bounds``; None: none, and None is returned): each bound as
+    a fraction of its camera's distance to the centre, the smallest near fraction (x 0.9, as NeRF's spiral) and the
+    largest far one, times ``distance``. A real capture's field is fitted only beyond each photo's near bound; in
+    front of it, where no ray of the fit marched, it may paint anything (a view from the training cameras' ring
+    without the bound looked through that haze). Returns (M, 2) float64."""
+    if near_far is None:
+        return None
+    near_far = torch.as_tensor(near_far, dtype=torch.float64).reshape(-1, 2)
+    d = (train.c2w[:, :3, 3].double().cpu() - torch.as_tensor(center, dtype=torch.float64)).norm(dim=1)
+    d = d.clamp_min(1e-12)
+    near, far = 0.9 * float((near_far[:, 0] / d).min()), float((near_far[:, 1] / d).max())
+    distance = torch.as_tensor(distance, dtype=torch.float64).reshape(-1)
+    return torch.stack([near * distance, far * distance], 1)
+
+
 def orbit_cameras(train: Cameras, center, n: int) -> Cameras:
     """``n`` cameras on a circle around ``center``, looking at it: up is the training cameras' mean up vector,
     radius and elevation their median distance and elevation.

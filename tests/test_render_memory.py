@@ -65,6 +65,20 @@ def test_depth_colours_equal_matplotlibs_turbo():
     assert np.isfinite(depth_colors(depth, opacity, 0.5, 3.0)).all()
 
 
+def test_the_depth_preview_colours_where_a_ray_stops_whatever_its_opacity():
+    """An edge pixel of opacity 0.6 whose ray stops at 3 (expected depth 1.8, as the EXR holds it) takes the colour
+    of an opaque pixel at 3, not that of one at 1.8; below opacity 0.5 nothing is coloured."""
+    from rwf_render.nerf_outputs import preview_depth
+
+    depth = np.array([[3.0, 1.8, 1.8, 0.2]], np.float32)
+    opacity = np.array([[1.0, 0.6, 1.0, 0.4]], np.float32)
+    stop = preview_depth(depth, opacity)
+    np.testing.assert_allclose(stop, [[3.0, 3.0, 1.8, 0.0]], rtol=1e-6)
+    colours = depth_colors(stop, opacity, 1.0, 4.0)
+    assert np.array_equal(colours[0, 0], colours[0, 1]) and not np.array_equal(colours[0, 1], colours[0, 2])
+    assert (colours[0, 3] == 0).all()
+
+
 # -- SDF previews and renders: normals by autograd chunk by chunk, rays traced in blocks ------------------------------
 def _mlp_field():
     torch.manual_seed(0)

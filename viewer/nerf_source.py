@@ -228,7 +228,7 @@ class NeRFSource(Source):
     # -- rendering ----------------------------------------------------------------------------------------------
     def render(self, cams: Cameras, mode: str):
         cams = cams.to(self.device)
-        out = self.api.render_camera(self.model, cams, chunk=int(cams.width[0] * cams.height[0]))
+        out = self.api.render_camera(self.model, cams, chunk=int(cams.width[0] * cams.height[0]), **self._bounds(cams))
         rgb, depth = out["rgb"].float(), out["depth"].float()
         opacity = out["opacity"].float().reshape(depth.shape)
         if RAY_DISTANCE_DEPTH:
@@ -244,6 +244,19 @@ class NeRFSource(Source):
         elif mode == "opacity":
             rgb = opacity[..., None].expand(*opacity.shape, 3)
         return rgb, zdepth
+
+    def _bounds(self, cams: Cameras) -> dict:
+        """``near``/``far`` for a browser camera of a real capture with per-image bounds: those of the training
+        cameras carried to its distance from the scene centre (``render_paths.bounds_at_distance``: without them
+        a view from the photos' ring looked through what the field paints in front of each photo); none else."""
+        near_far = getattr(self.model, "train_near_far", None)
+        if near_far is None or self.cameras is None or len(self.cameras) == 0:
+            return {}
+        from rwf_render.render_paths import bounds_at_distance  # noqa: PLC0415
+
+        dist = float(np.linalg.norm(cams.c2w[0, :, 3].double().cpu().numpy() - self.center))
+        near, far = bounds_at_distance(self.cameras.to(device="cpu"), self.center, near_far, [dist])[0].tolist()
+        return {"near": near, "far": far}
 
     # -- scene --------------------------------------------------------------------------------------------------
     def setup_scene(self, server) -> None:
