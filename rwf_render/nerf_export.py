@@ -49,7 +49,7 @@ def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tenso
 
 
 def point_cloud(model: NeRFModel, box: np.ndarray | None = None, max_points: int = 1_000_000, size: int = 200,
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                progress: bool = True, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Points where training rays stop (:func:`depth_points`) inside ``box`` (2, 3) when given, with their rendered
     colours and outward normals from the density field (``nerf_poisson.density_normals``, as ``--poisson`` orients
     its points; towards the camera that saw a point where the gradient is noise): positions (P, 3), colours (P, 3) in
@@ -57,7 +57,7 @@ def point_cloud(model: NeRFModel, box: np.ndarray | None = None, max_points: int
     minutes on a 100-view scene)."""
     from .nerf_poisson import density_normals  # noqa: PLC0415
 
-    pts, cols, origins = depth_points(model, max_points, size, progress)
+    pts, cols, origins = depth_points(model, max_points, size, progress, k)
     if box is not None:
         inside = ((pts >= box[0]) & (pts <= box[1])).all(1)
         pts, cols, origins = pts[inside], cols[inside], origins[inside]
@@ -84,10 +84,11 @@ def write_point_ply(path, points: np.ndarray, colors: np.ndarray, normals: np.nd
 
 
 @torch.no_grad()
-def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True):
+def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True,
+                 k: int | None = None):
     """The points of :func:`point_cloud` as arrays: positions (P, 3), colours (P, 3) in [0, 1] and the centre of the
-    camera that saw each (P, 3), at most ``max_points`` (a fixed-seed sample); training images are rendered at about
-    ``size`` pixels across.
+    camera that saw each (P, 3), at most ``max_points`` (a fixed-seed sample); training images are rendered at 1 /
+    ``k`` of their resolution (``--downscale``), else at about ``size`` pixels across.
 
     A pixel of opacity ``sum_i w_i`` >= ``MIN_OPACITY`` gives the point at distance ``sum_i w_i t_i / sum_i w_i``
     along its unit ray: the weights' mean distance. ``render_camera``'s depth, ``sum_i w_i t_i``, is that times the
@@ -100,7 +101,10 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
     if model.train_cameras is None:
         raise UserError(f"--pointcloud and --poisson need the run's training cameras ({cameras_missing(model)})")
     cams = model.train_cameras
-    k = max(1, int(cams.width.max()) // size)
+    k = k or max(1, int(cams.width.max()) // size)
+    from .nerf_tsdf import check_downscale  # noqa: PLC0415
+
+    check_downscale(cams.width, cams.height, k)
     cams = scaled_cameras(cams, k)
     pts, cols, origins = [], [], []
     near_far = getattr(model, "train_near_far", None)
@@ -259,7 +263,9 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         return export_tsdf(model, box, out, fmt, args)
     if args.pointcloud:
         points, colors, normals = point_cloud(model, box if args.crop else None,
-                                              progress=not getattr(args, "quiet", False))
+                                              getattr(args, "num_points", None) or 1_000_000,
+                                              progress=not getattr(args, "quiet", False),
+                                              k=getattr(args, "downscale", None))
         if len(points) == 0:
             raise UserError("no training ray reaches an opaque surface" + (" inside --crop" if args.crop else "")
                             + ": nothing to export")

@@ -141,7 +141,8 @@ def export_poisson(model, box: np.ndarray, out: Path, fmt: str, args) -> int:
     from .nerf_export import depth_points, vertex_colors, voxel_cov  # noqa: PLC0415
 
     # 1. where the training rays stop, and who saw each point; floaters out
-    points, _, origins = depth_points(model, progress=not getattr(args, "quiet", False))
+    points, _, origins = depth_points(model, getattr(args, "num_points", None) or 1_000_000,
+                                      progress=not getattr(args, "quiet", False), k=getattr(args, "downscale", None))
     inside = ((points >= box[0]) & (points <= box[1])).all(1)
     points, origins = points[inside], origins[inside]
     keep = inliers(points)

@@ -60,10 +60,15 @@ BLOCK_RESOLUTION, BLOCK_COUNT = 16, 4096
 
 def check_options(args) -> None:
     """Refuse option combinations ``--tsdf`` would not use (typed at their default value too), before any work."""
+    renders = getattr(args, "pointcloud", False) or getattr(args, "poisson", False)  # they render the cameras too
+    if not renders and option_typed(args, "num_points", None):
+        raise UserError("--num-points applies to --pointcloud and --poisson (the points where training rays stop)")
     if not getattr(args, "tsdf", False):
-        for dest in ("tsdf_voxel", "tsdf_views", "downscale"):
+        for dest in ("tsdf_voxel", "tsdf_views") + (() if renders else ("downscale",)):
             if option_typed(args, dest, None):
-                raise UserError(f"--{dest.replace('_', '-')} applies to --tsdf only")
+                raise UserError(f"--{dest.replace('_', '-')} applies to --tsdf only" if dest != "downscale" else
+                                "--downscale applies to the exports that render the training cameras: --tsdf, "
+                                "--pointcloud and --poisson")
         return
     if args.pointcloud or getattr(args, "poisson", False):
         other = "--pointcloud" if args.pointcloud else "--poisson"
@@ -82,13 +87,13 @@ def check_sizes(cfg_dict: dict, args) -> None:
     against the smallest training image (the dataset's cameras, at the fit's downscale), before the model loads: a
     bad option costs no checkpoint read. What cannot be read here (a config.json without a box, a malformed
     ``--crop``, a dataset that does not load) is left to the steps that need it, which say why."""
-    if not getattr(args, "tsdf", False):
+    if not getattr(args, "tsdf", False) and getattr(args, "downscale", None) is None:
         return
     try:
         box = np.asarray(getattr(args, "crop", None) or cfg_dict["aabb"], np.float64).reshape(2, 3)
     except (KeyError, TypeError, ValueError):
         box = None
-    if box is not None and np.isfinite(box).all() and (box[1] > box[0]).all():
+    if getattr(args, "tsdf", False) and box is not None and np.isfinite(box).all() and (box[1] > box[0]).all():
         voxel_size(box, getattr(args, "tsdf_voxel", None))
     if getattr(args, "downscale", None) is None:
         return  # the default adapts to the images

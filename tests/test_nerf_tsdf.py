@@ -249,7 +249,11 @@ def test_a_failed_write_keeps_the_earlier_export(fitted, tmp_path, monkeypatch):
     (["--tsdf", "--poisson-depth", "9"], "--poisson only"),
     (["--tsdf-voxel", "0.01"], "--tsdf only"),
     (["--tsdf-views", "4"], "--tsdf only"),
-    (["--poisson", "--downscale", "2"], "--tsdf only"),
+    (["--downscale", "2"], "--tsdf, --pointcloud and --poisson"),
+    (["--num-points", "5"], "--pointcloud and --poisson"),
+    (["--tsdf", "--num-points", "5"], "--pointcloud and --poisson"),
+    (["--pointcloud", "--downscale", "1000"], "no pixel left"),
+    (["--poisson", "--num-points", "0"], "argument --num-points:"),
     (["--tsdf", "--tsdf-voxel", "0"], "argument --tsdf-voxel: must be a positive"),
     (["--tsdf", "--tsdf-voxel", "1e-6"], "more than 2048"),
     (["--tsdf", "--tsdf-views", "0"], "argument --tsdf-views:"),
@@ -261,6 +265,22 @@ def test_tsdf_refuses_options_it_would_not_use(fitted, tmp_path, capsys, monkeyp
     monkeypatch.setattr(nerf_export, "depth_points", lambda *a, **k: pytest.fail("rendered before refusing"))
     assert says in one_cli_error(capsys, ["export", "mesh", fitted, "--out", tmp_path / "m.ply", *extra])
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_point_cloud_takes_a_downscale_and_a_number_of_points(fitted, tmp_path):
+    """--pointcloud --downscale K renders the training cameras at 1/K (a quarter of the pixels at K = 2, so about a
+    quarter of the points of the default, full-size renders of this 32 px scene) and --num-points N keeps N of them
+    (nerfstudio's ns-export pointcloud --num-points)."""
+    import trimesh
+
+    counts = {}
+    for name, extra in (("full", []), ("half", ["--downscale", "2"]), ("few", ["--downscale", "2", "--num-points",
+                                                                             "100"])):
+        out = tmp_path / f"{name}.ply"
+        assert cli.main(["export", "mesh", str(fitted), "--pointcloud", "--quiet", "--out", str(out), *extra]) == 0
+        counts[name] = len(trimesh.load(out, process=False).vertices)
+    assert 0.15 * counts["full"] < counts["half"] < 0.35 * counts["full"], counts
+    assert counts["few"] == 100
 
 
 def test_tsdf_without_open3d_is_one_clear_error(fitted, tmp_path, capsys, monkeypatch):
