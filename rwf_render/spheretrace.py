@@ -295,12 +295,14 @@ the float rounding of batched products: a ray grazing the surface may flip, 2 pi
 
 
 def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0, views=VIEWS,
-                 device: str | torch.device = "cpu", chunk: int = 2**16, normal_h: float = 0.0,
+                 device: str | torch.device = "cpu", chunk: int = 2**16, normal_h: float | None = None,
                  grid_res: int = 64, n_steps: int = 256, refine: int | None = None) -> list[np.ndarray]:
     """The learned shape from each (azimuth, elevation) view: list of (res, res, 3) images.
 
     kind: "sdf" (sphere tracing, inside below ``level``) or "occupancy" (first crossing, inside above).
-    normal_h: finite-difference step of the normals (0: autograd), see ``field_normals``.
+    normal_h: finite-difference step of the normals (0: autograd), see ``field_normals``; None: a pixel's footprint
+        at the centre of the scene, what the image resolves (autograd normals of a ReLU field shade as grain: on a
+        1000-step bunny the preview's median |cos| to the source's normals was 0.912, 0.982 at the footprint).
     occupancy: the first crossing over ``n_steps`` steps across the box, with empty-space skipping by a
         ``CellGrid`` of the field on ``grid_res``^3 lattice points, built once for all views (0: no skipping, every
         step evaluated). It finds what the search without skipping finds, independent of any mesh resolution.
@@ -312,6 +314,7 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
         return torch.cat([field_fn(c).reshape(-1) for c in x.split(chunk)]) if len(x) else x[:, 0]
 
     footprint = 2 * RADIUS * math.tan(math.radians(FOV) / 2) / res  # a pixel's side at the origin
+    normal_h = footprint if normal_h is None else normal_h
     if refine is None:  # the longest step of the search, halved until it is below footprint / 32
         longest = math.dist(*UNIT_BOX) / n_steps
         refine = min(10, max(1, math.ceil(math.log2(32 * longest / footprint))))

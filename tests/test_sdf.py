@@ -272,6 +272,23 @@ def test_bad_export_options_are_user_errors(tiny_run, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_preview_normals_average_a_fields_grain_over_a_pixel():
+    """A sphere with a fine sawtooth on it (slopes of 0.4 in every direction, a ReLU network's facets writ large):
+    the preview's normals, central differences over a pixel's footprint, shade it as the sphere (measured: mean
+    colour error 0.011); exact gradients (normal_h=0, the preview before) shade the grain (0.07 to 0.20)."""
+    from rwf_render.mesh import MeshQuery
+    from rwf_render.spheretrace import render_field, render_mesh
+
+    def grain(x):
+        return x.norm(dim=-1) - 0.3 + 0.002 * torch.frac(200 * x).sum(-1)
+
+    reference = render_mesh(MeshQuery(trimesh.creation.icosphere(5, 0.3)), res=32)
+    for h, bound in ((None, lambda e: e < 0.02), (0.0, lambda e: e > 0.05)):
+        for img, ref in zip(render_field(grain, 32, "sdf", normal_h=h), reference):
+            both = ~(img == 1).all(-1) & ~(ref == 1).all(-1)
+            assert both.sum() > 100 and bound(np.abs(img[both] - ref[both]).mean()), h
+
+
 def test_preview_renders_of_closed_form_fields_match_the_ray_cast_mesh():
     """Sphere tracing an exact sphere SDF, and the first crossing of sphere occupancy logits, show the same
     silhouette (to one pixel) and normals as open3d ray casting a fine icosphere."""

@@ -154,7 +154,10 @@ class SDFSource(Source):
             rgb[hit] = torch.from_numpy(vals).to(rgb)
         elif hit.any():
             pts = o_u[hit] + t_u[hit, None] * dn[hit]
-            n = field_normals(self.field, pts, outward=1.0 if self.target == "sdf" else -1.0)
+            # central differences over a pixel's footprint at the surface (unit-cube units): autograd normals of a
+            # ReLU field shade as grain (spheretrace.render_field)
+            step = float(t_u[hit].median()) / float(cams.fy[0])
+            n = field_normals(self.field, pts, outward=1.0 if self.target == "sdf" else -1.0, h=step)
             facing = (n * dn[hit]).sum(-1, keepdim=True)
             n = torch.where(facing > 0, -n, n)  # toward the camera
             if mode == "normals":
