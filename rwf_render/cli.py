@@ -187,9 +187,11 @@ def _run_command(action: str, owned: dict | None = None):
     (pipeline, action), so an option of another pipeline's runs is refused instead of silently ignored."""
 
     def handler(args) -> int:
-        from .rundir import hold_run, load_run_config  # noqa: PLC0415
+        from .rundir import check_writable, hold_run, load_run_config  # noqa: PLC0415
 
         cfg = load_run_config(args.run)
+        if action == "eval":  # it writes metrics.json: said before the renders (minutes on a NeRF test split)
+            check_writable(Path(args.run))
         hold_run(Path(args.run))
         kind = cfg["kind"]
         module = _pipeline(kind)
@@ -350,6 +352,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
             rundir = sys.modules.get(f"{__package__}.rundir")
             if rundir is None or not rundir.run_dirs_prepared():  # still reading the input: no folder, no checkpoint
                 interrupted = "rwf: interrupted (before the run folder was made: nothing to resume)"
+            elif not rundir.run_dirs_resumable():  # the folder, but not yet its config.json (an SDF fit's sampling)
+                interrupted = ("rwf: interrupted (before the run's config.json was written: nothing to resume; run "
+                               "the same command again)")
         print(interrupted, file=sys.stderr)
         return 130
     except (OSError, MemoryError) as e:

@@ -369,6 +369,11 @@ def run_dirs_prepared() -> bool:
     return bool(_PREPARED)
 
 
+def run_dirs_resumable() -> bool:
+    """Whether a run folder this command prepared holds its ``config.json`` yet (what ``--resume`` reads)."""
+    return any((Path(p) / CONFIG).is_file() for p in _PREPARED)
+
+
 def _remove_temporaries(path: Path) -> None:
     """Remove the temporary files a killed writer left in ``path`` (kill -9 during a checkpoint leaves one each)."""
     for child in path.iterdir():
@@ -393,7 +398,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         if not (path / CONFIG).is_file():
             raise UserError(f"{path}: nothing to resume (no {CONFIG})")
         check_run_files(path)
-        _check_writable(path)
+        check_writable(path)
         if _lock_run_dir(path):
             _remove_temporaries(path)
         _make_read_lock(path)
@@ -403,7 +408,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
-    _check_writable(path)
+    check_writable(path)
     _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
     if _contents(path):
         if not force:
@@ -436,7 +441,7 @@ def _contents(path: Path) -> list[Path]:
     return [child for child in path.iterdir() if child.name != READ_LOCK]
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
     """UserError before any work when the run folder cannot take files (a read-only file system, even for root;
     --resume trained, then failed at its first write)."""
     if not os.access(path, os.W_OK | os.X_OK):

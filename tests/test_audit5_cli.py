@@ -19,22 +19,27 @@ def _interrupt(args):
     raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("command, started, resume", [("fit", True, True), ("fit", False, False),
-                                                     ("export", True, False)])
-def test_ctrl_c_mentions_resume_only_for_a_fit_that_made_its_run_folder(tmp_path, capsys, command, started, resume):
-    """A fit stopped while it still read its input has made no folder: --resume would say 'nothing to resume'."""
-    from rwf_render.rundir import prepare_run_dir  # noqa: PLC0415
+@pytest.mark.parametrize("command, started, resume", [("fit", "config", True), ("fit", "folder", False),
+                                                     ("fit", "", False), ("export", "config", False)])
+def test_ctrl_c_mentions_resume_only_for_a_fit_that_wrote_its_config(tmp_path, capsys, command, started, resume):
+    """A fit stopped while it still read its input has made no folder, and one stopped after making the folder but
+    before writing its config.json (an SDF fit computing its samples: seconds) has nothing --resume could read:
+    'nothing to resume' (a kill/resume hunt: the message pointed at a --resume that was then refused)."""
+    from rwf_render.rundir import CONFIG, prepare_run_dir  # noqa: PLC0415
 
     def run(args):
         if started:
             prepare_run_dir(tmp_path / "run")
+        if started == "config":
+            (tmp_path / "run" / CONFIG).write_text("{}")
         raise KeyboardInterrupt
 
     assert cli.dispatch(_parser(run), [command]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rwf: interrupted")
     assert ("--resume" in err[0]) == resume
-    assert ("nothing to resume" in err[0]) == (command == "fit" and not started)
+    assert ("nothing to resume" in err[0]) == (command == "fit" and not resume)
+    assert ("run the same command again" in err[0]) == (command == "fit" and started == "folder")
 
 
 def test_a_tools_own_interrupt_line_is_kept(capsys):

@@ -164,6 +164,18 @@ def test_resume_checks_the_run_folder_before_training(tmp_path, capsys, monkeypa
     assert json.loads((run / rundir.METRICS).read_text())["steps"] == 2
 
 
+def test_eval_of_a_run_it_cannot_write_is_refused_before_the_renders(nerf_run, capsys, monkeypatch):
+    """rwf eval writes metrics.json: on a read-only run it rendered and scored every test view (minutes), printed
+    the figures, then failed at the write (exit 1). Now one line and exit 2 before any render."""
+    from rwf_render import nerf
+
+    real = os.access
+    monkeypatch.setattr(rundir.os, "access", lambda p, mode: False if Path(p) == nerf_run else real(p, mode))
+    monkeypatch.setattr(nerf, "test_metrics", lambda *a, **k: pytest.fail("scored before checking the folder"))
+    line = one_cli_error(capsys, ["eval", nerf_run])
+    assert line == f"rwf: error: {nerf_run}: cannot write the run's files there (folder not writable)"
+
+
 # -- messages name the output, not the hidden file written first --------------------------------------------------------
 def test_atomic_writes_name_the_output(tmp_path, monkeypatch):
     target = tmp_path / "curve.png"
