@@ -289,6 +289,30 @@ def test_preview_normals_average_a_fields_grain_over_a_pixel():
             assert both.sum() > 100 and bound(np.abs(img[both] - ref[both]).mean()), h
 
 
+def test_sphere_tracing_finds_the_surface_of_a_field_steeper_than_a_distance():
+    """A learned field is not a distance: 3 (|x| - r) made every 0.9 f step overshoot 2.7 times the distance, jump
+    over the sphere or oscillate away, and the preview was blank. render_field shortens its steps by the field's
+    slope (``field_slope``: 3 here), and sphere_trace bisects a step that lands inside: the silhouette is the
+    sphere's (to its rim) and a ray through the centre stops at the surface."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    from rwf_render.mesh import MeshQuery
+    from rwf_render.spheretrace import field_slope, render_field, render_mesh, sphere_trace
+
+    def steep(x):
+        return 3 * (x.norm(dim=-1) - 0.3)
+
+    assert field_slope(steep) == pytest.approx(3.0, rel=1e-3)
+    reference = render_mesh(MeshQuery(trimesh.creation.icosphere(5, 0.3)), res=32)
+    for img, ref in zip(render_field(steep, 32, "sdf"), reference):
+        bg, ref_bg = (img == 1).all(-1), (ref == 1).all(-1)
+        rim = binary_dilation(~ref_bg) & ~binary_erosion(~ref_bg)
+        assert (~ref_bg).sum() > 100 and not ((bg != ref_bg) & ~rim).any()
+    # a plain 0.9 f step from x = -0.5 lands at x = +0.04, inside: bisected back to the surface at -0.3
+    t = sphere_trace(steep, torch.tensor([[-2.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]]), eps=1e-4)
+    assert float(t[0]) == pytest.approx(1.7, abs=1e-4)
+
+
 def test_preview_renders_of_closed_form_fields_match_the_ray_cast_mesh():
     """Sphere tracing an exact sphere SDF, and the first crossing of sphere occupancy logits, show the same
     silhouette (to one pixel) and normals as open3d ray casting a fine icosphere."""
