@@ -191,12 +191,17 @@ def save_camera_path(path: str | os.PathLike, keyframes_c2w, keyframes_fov, widt
 
 
 def _matrix_of(entry, where: str) -> np.ndarray:
-    try:
-        m = np.asarray(entry["camera_to_world"], np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{where}: needs 'camera_to_world' (16 numbers)") from None
+    """A frame's camera-to-world matrix: 16 numbers, a row-major 4 x 4 whose last row is 0 0 0 1 (nerfstudio's
+    flattening), or its top 12. A column-major list (the last four its translation and 1) was read as a camera at
+    the world origin, and strings or booleans as numbers; both are refused."""
+    values = entry.get("camera_to_world") if isinstance(entry, dict) else None
+    flat = [v for row in values for v in (row if isinstance(row, list) else [row])] if isinstance(values, list) else None
+    if flat is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
+        raise UserError(f"{where}: needs 'camera_to_world', a list of 16 numbers")
+    m = np.asarray(flat, np.float64)
     if m.size not in (12, 16) or not np.isfinite(m).all():
         raise UserError(f"{where}: 'camera_to_world' must hold 16 (or 12) finite numbers, got {m.size}")
+    bottom = m[12:].tolist()
     m = m.reshape(-1, 4)
     out = np.eye(4)
     out[:3] = m[:3]
@@ -204,6 +209,9 @@ def _matrix_of(entry, where: str) -> np.ndarray:
     if err > 1e-3 or np.linalg.det(out[:3, :3]) < 0:  # a zero, scaled or mirrored matrix: a blank or wrong frame
         raise UserError(f"{where}: 'camera_to_world' needs a rotation (orthonormal, determinant +1) in its 3 x 3 "
                         f"block, got max |R^T R - I| = {err:.3g}")
+    if bottom and bottom != [0.0, 0.0, 0.0, 1.0]:  # a transposed rotation is a rotation too: the last row tells
+        raise UserError(f"{where}: 'camera_to_world' is read as a row-major 4 x 4 whose last row is 0 0 0 1, got "
+                        f"{bottom} (a column-major list? its translation would be there)")
     return out
 
 

@@ -44,6 +44,22 @@ def test_a_pose_that_is_no_rotation_is_refused_naming_the_frame(tmp_path, matrix
         load_camera_path(_path(tmp_path, frames))
 
 
+@pytest.mark.parametrize("matrix, says", [
+    (np.asarray(POSE, float).reshape(4, 4).T.reshape(-1).tolist(), r"last row is 0 0 0 1, got \[0.0, 0.0, 4.0, 1.0\]"),
+    (POSE[:12] + [5, 5, 5, 9], "last row is 0 0 0 1"),
+    (["1"] + POSE[1:], "a list of 16 numbers"), ([True] + POSE[1:], "a list of 16 numbers"),
+    ("1 0 0 0", "a list of 16 numbers")], ids=["column-major", "bottom-row", "string", "boolean", "text"])
+def test_a_pose_not_written_as_a_row_major_matrix_of_numbers_is_refused(tmp_path, matrix, says):
+    """A column-major list was read as a camera at the world origin (a fuzzing hunt: a frame 23.6 levels off, exit
+    0); a bottom row other than 0 0 0 1 was dropped and strings or booleans read as numbers. The nested 4 x 4 and
+    the 12 numbers of its top rows are read as the flat 16."""
+    with pytest.raises(UserError, match=says):
+        load_camera_path(_path(tmp_path, [{"camera_to_world": matrix, "fov": 50}]))
+    flat = load_camera_path(_path(tmp_path))[0]
+    for same in (np.asarray(POSE).reshape(4, 4).tolist(), POSE[:12]):
+        assert torch.equal(load_camera_path(_path(tmp_path, [{"camera_to_world": same, "fov": 50}]))[0], flat)
+
+
 def test_fov_and_is_cycle_of_the_wrong_type_are_refused(tmp_path):
     with pytest.raises(UserError, match=r"'fov' must be a vertical field of view"):
         load_camera_path(_path(tmp_path, [{"camera_to_world": POSE, "fov": True}]))
