@@ -79,8 +79,15 @@ def load_mesh(mesh):
     path = Path(mesh)
     if not path.is_file():
         raise UserError(f"{path}: mesh file not found")
+    from rwf_render.mesh_io import SUFFIXES, check_complete, quiet_trimesh  # noqa: PLC0415
+
     try:
-        out = trimesh.load(path, force="mesh", process=False)
+        with quiet_trimesh():
+            out = trimesh.load(path, force="mesh", process=False)
+            if path.suffix.lower() in SUFFIXES:  # what trimesh reads wrongly without a word, as rwf fit sdf refuses it
+                check_complete(path, path.suffix.lower(), out)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001  (trimesh raises many types on bad files)
         raise UserError(f"{path}: cannot read mesh ({type(e).__name__}: {e})") from None
     if not isinstance(out, trimesh.Trimesh) or len(out.faces) == 0:
@@ -101,6 +108,9 @@ def load_mesh(mesh):
     used = np.asarray(out.vertices)[np.unique(faces)]
     if (used.max(axis=0) <= used.min(axis=0)).all():  # (no subtraction: coordinates near 1e308 overflow it)
         raise UserError(f"{path}: the mesh's triangles have no extent (all their vertices coincide)")
+    v = np.asarray(out.vertices, np.float64) / np.abs(used).max()  # scaled: areas of 1e300 units overflow
+    if not np.linalg.norm(np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]]), axis=1).max() > 0:
+        raise UserError(f"{path}: the mesh's triangles have no area (their vertices lie on a line): nothing to see")
     return out
 
 

@@ -5,6 +5,8 @@ coordinates' precision far from the origin.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import warnings
@@ -18,6 +20,21 @@ from .rundir import atomic_path
 
 SUFFIXES = {".obj": "obj", ".ply": "ply", ".stl": "stl", ".off": "off", ".glb": "glb", ".gltf": "gltf"}
 EXPORT_FORMATS = ("ply", "obj", "glb")
+
+
+@contextlib.contextmanager
+def quiet_trimesh():
+    """Python warnings and trimesh's log lines (``unable to convert colors!`` before a refusal) kept off the user's
+    terminal while a file is read: what is wrong is said once, by this toolkit."""
+    log = logging.getLogger("trimesh")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
@@ -38,10 +55,9 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
     try:
         if path.stat().st_size == 0:
             raise UserError(f"{path}: empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_trimesh():
             loaded = trimesh.load(str(path), file_type=SUFFIXES[ext], process=False)
-        _check_complete(path, ext, loaded)
+        check_complete(path, ext, loaded)
         parts = loaded.dump() if isinstance(loaded, trimesh.Scene) else [loaded]
         parts = [p for p in parts if isinstance(p, trimesh.Trimesh) and len(p.faces)]
         vertices = np.concatenate([np.asarray(p.vertices, np.float64) for p in parts]) if parts else np.zeros((0, 3))
@@ -55,7 +71,7 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
     return checked_mesh(vertices, faces, str(path))
 
 
-def _check_complete(path: Path, ext: str, loaded) -> None:
+def check_complete(path: Path, ext: str, loaded) -> None:
     """UserError for what trimesh reads without complaint but wrongly: a truncated ASCII PLY or OFF (fewer rows than
     the header declares: part of the surface), an OBJ with 0-based indices (OBJ counts from 1; index 0 was read as
     -1, the last vertex, so every face came out shifted), and a binary STL whose size contradicts its triangle count

@@ -103,7 +103,7 @@ def is_point_cloud_file(path: str | os.PathLike) -> bool:
 def load_point_cloud(path: str | os.PathLike) -> PointCloud:
     """Read a PLY without faces (x y z, optional nx ny nz) or XYZ text (``x y z [nx ny nz]`` per line, SIREN's
     format; '#' starts a comment) and check it (``checked_cloud``). UserError for anything unreadable."""
-    from .mesh_io import _check_complete  # noqa: PLC0415  (the truncated-PLY check meshes get)
+    from .mesh_io import check_complete  # noqa: PLC0415  (the truncated-PLY check meshes get)
 
     path = Path(path)
     if not path.exists():
@@ -118,7 +118,7 @@ def load_point_cloud(path: str | os.PathLike) -> PointCloud:
             import trimesh  # noqa: PLC0415
 
             loaded = trimesh.load(str(path), file_type="ply", process=False)
-            _check_complete(path, ".ply", loaded)
+            check_complete(path, ".ply", loaded)
             vertex = (loaded.metadata.get("_ply_raw") or {}).get("vertex", {}).get("data")
             # a dict of columns (ASCII) or a structured array (binary)
             names = set(vertex.dtype.names or ()) if isinstance(vertex, np.ndarray) else set(vertex or ())

@@ -144,11 +144,18 @@ def test_synth_impossible_options(tmp_path, capsys, extra, message):
 @pytest.mark.parametrize("text, message", [
     ("v 0 0 0\nv 1 0 0\nv nan 1 0\nf 1 2 3\n", "non-finite coordinates"),
     ("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n", "no extent"),
+    # a fuzzing hunt: what rwf fit sdf refused, synth rendered (a shifted cube, 0 % of every image)
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 0 1 2\nf 1 2 3\n", "OBJ indices start at 1"),
+    ("v 0 0 0\nv 1 1 1\nv 2 2 2\nf 1 2 3\n", "no area"),
+    ("ply\nformat ascii 1.0\nelement vertex 5\nproperty float x\nproperty float y\nproperty float z\n"
+     "element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n",
+     "truncated"),
 ])
 def test_synth_unusable_meshes(tmp_path, capsys, text, message):
     pytest.importorskip("trimesh")
-    (tmp_path / "m.obj").write_text(text)
-    _fails_cleanly(capsys, ["data", "synth", str(tmp_path / "m.obj"), str(tmp_path / "out")], message, tmp_path)
+    name = "m.ply" if text.startswith("ply") else "m.obj"
+    (tmp_path / name).write_text(text)
+    _fails_cleanly(capsys, ["data", "synth", str(tmp_path / name), str(tmp_path / "out")], message, tmp_path)
 
 
 def test_synth_face_index_beyond_the_vertices(tmp_path, capsys):
