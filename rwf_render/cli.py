@@ -339,6 +339,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
     try:
         args = parser.parse_args(argv)
         args.given_options = given_options(parser, argv)
+        refuse_empty_values(sys.argv[1:] if argv is None else argv)
         rc = int(args.func(args) or 0)
         stop_if_interrupted()  # a Ctrl+C a library swallowed (trimesh catches BaseException): still interrupted
         return rc
@@ -377,6 +378,18 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
         if rundir is not None:
             rundir.release_run_dirs()  # the command's run folders are free for the next one (in-process callers)
         restore_signals(handlers)
+
+
+def refuse_empty_values(argv: list[str]) -> None:
+    """UserError for an empty string typed as an argument (``rwf fit image ""``, ``--out ""``, ``--out=``): each
+    was read as "not given", so a script with an unset variable fitted the built-in image or wrote to the default
+    run folder (a fuzzing hunt)."""
+    for i, arg in enumerate(argv):
+        option, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if (eq or not option) and not value.strip():
+            after = argv[i - 1] if not eq and i and argv[i - 1].startswith("-") else option
+            raise UserError(f"an empty value{f' for {after}' if after else ' as an argument'} (an unset shell "
+                            "variable?); give a value or leave it out")
 
 
 def given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> frozenset[str]:

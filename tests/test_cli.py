@@ -235,3 +235,19 @@ def test_abbreviated_options_are_refused(tmp_path, capsys):
     assert cli.main(["fit", "image", "--ste", "5", "--out", str(run)]) == 2
     assert "--ste" in capsys.readouterr().err
     assert not run.exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["fit", "image", "", "--steps", "2"], "an empty value as an argument"),
+    (["fit", "image", "--out", "", "--steps", "2"], "an empty value for --out"),
+    (["fit", "image", "--out=", "--steps", "2"], "an empty value for --out"),
+    (["render", " "], "an empty value as an argument"),
+])
+def test_an_empty_argument_is_refused_not_read_as_left_out(tmp_path, monkeypatch, capsys, argv, says):
+    """A fuzzing hunt: rwf fit image "" fitted the built-in image into runs/ and --out "" wrote to the default run
+    folder, as if the argument were absent (a script's unset variable); now one line, exit 2, nothing written."""
+    from conftest import one_cli_error  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    assert says in one_cli_error(capsys, argv)
+    assert list(tmp_path.iterdir()) == []
