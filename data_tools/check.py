@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from rwf_render.cameras import Cameras, fov_from_focal
-from rwf_render.datasets import (_select, camera_errors, check_fields, dataset_files, ignored_depth_text, image_size,
-                                 mixed_units_text, note_depth_unit, parse_frame)
+from rwf_render.datasets import (_select, camera_errors, check_fields, dataset_files, held_out_training_images,
+                                 held_out_training_text, ignored_depth_text, image_size, mixed_units_text,
+                                 note_depth_unit, parse_frame)
 from rwf_render.errors import UserError
 from rwf_render.frames import MissingImage
 from rwf_render.imgio import read_image, sniff_format
@@ -183,6 +184,10 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             errors.append(f"{json_path.name}: no usable frame")
             continue
         _check_box(infos, wheres, box, json_path.name, errors, warnings, log, split, len(top["frames"]), levels)
+    if not errors:
+        shared = held_out_training_images(path)
+        if shared:
+            warnings.append(held_out_training_text(shared))
     if len(units) > 1:  # rwf fit refuses the dataset, with or without --depth-loss
         errors.append(mixed_units_text(units))
     if ignored_depth:

@@ -269,6 +269,37 @@ def ignored_depth_text(ignored: list) -> str:
             "integer_depth_scale, scene units per stored depth value")
 
 
+def held_out_training_images(path: str | Path) -> dict[str, list[Path]]:
+    """Images the training split holds that a held-out split lists too: {"val" | "test": [paths]} (none: {}). A
+    frames list written twice, or one photo in transforms_train.json and transforms_test.json, scored training
+    photos as held-out views without a word (a fuzzing hunt)."""
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings():  # missing images are said once, by the loader proper
+        warnings.simplefilter("ignore")
+        try:
+            train = {p.resolve() for p in load_transforms(path, "train").image_paths}
+        except UserError:
+            return {}
+        shared = {}
+        for split in ("val", "test"):
+            try:
+                paths = load_transforms(path, split).image_paths
+            except UserError:
+                continue
+            both = [p for p in paths if p.resolve() in train]
+            if both:
+                shared[split] = both
+    return shared
+
+
+def held_out_training_text(shared: dict[str, list[Path]]) -> str:
+    """The warning for :func:`held_out_training_images`'s result (not empty)."""
+    said = "; ".join(f"{len(v)} of the {k} split (first: {v[0].name})" for k, v in shared.items())
+    return (f"training images are listed in a held-out split too: {said}; their scores measure photos the fit "
+            "trained on")
+
+
 def load_transforms(path: str | Path, split: str = "train") -> Transforms:
     """Read one split of a dataset.
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .datasets import held_out_training_images, held_out_training_text
 from .errors import RwfWarning, UserError, out_of_memory
 from .nerf_config import NeRFConfig, check_config
 from .nerf_data import PosedImages, changed_splits, check_bounds, dataset_fingerprint, load_split, summary
@@ -65,6 +66,9 @@ def fit(args) -> int:
         print(f"rwf: opaque photos (a real capture): {profile_text(taken)} (type an option to choose otherwise)",
               file=sys.stderr)
     check_background(cfg.background, train, cfg.data, resuming=bool(args.resume))
+    shared = held_out_training_images(cfg.data)
+    if shared:
+        warnings.warn(held_out_training_text(shared), RwfWarning, stacklevel=2)
     val = optional_split(cfg.data, "val", cfg.downscale, range(cfg.val_images))
     test = optional_split(cfg.data, "test", cfg.downscale, spaced_indices(cfg.data, "test", cfg.eval_images))
     check_bounds(train, cfg.render.near, cfg.render.far, cfg.render.far_bounds, cfg.render.grid_levels)

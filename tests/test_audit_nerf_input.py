@@ -300,3 +300,24 @@ def test_a_transforms_json_with_a_byte_order_mark_loads(tmp_path):
     text = (root / "transforms.json").read_text()
     (root / "transforms.json").write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert len(load_transforms(root, "all")) == 4
+
+
+def test_training_images_listed_as_held_out_views_are_said(tiny_scene, tmp_path, capsys):
+    """A fuzzing hunt: a frames list written twice (or one photo in transforms_train.json and transforms_test.json)
+    put training photos into the test split, and the test PSNR measured them without a word. rwf data check and
+    rwf fit nerf warn, naming the split and a first image."""
+    import shutil
+
+    from data_tools.cli import main as data_main
+    from rwf_render.errors import RwfWarning
+
+    data = tmp_path / "scene"
+    shutil.copytree(tiny_scene, data)
+    assert data_main(["data", "check", str(data)]) == 0
+    assert "held-out split" not in capsys.readouterr().out
+    (data / "transforms_test.json").write_text((data / "transforms_train.json").read_text())
+    assert data_main(["data", "check", str(data)]) == 0
+    assert "training images are listed in a held-out split too: 24 of the test split" in capsys.readouterr().out
+    with pytest.warns(RwfWarning, match="24 of the test split .first: r_0.png.; their scores measure photos"):
+        assert cli.main(["fit", "nerf", str(data), "--steps", "1", "--quiet", "--out", str(tmp_path / "run"),
+                         "--grid-resolution", "16", "--eval-images", "1"]) == 0
