@@ -511,8 +511,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: " + ("not a file" if path.exists() else "checkpoint not found"))
+    import pickle  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's own notes on old pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # Python objects (code would run to rebuild them): refused, never loaded
+        raise UserError(f"{path}: not a checkpoint of this toolkit (it holds Python objects, which are not loaded: "
+                        "loading them could run code)") from None
     except Exception as e:  # corrupt file, or one holding objects beyond plain tensors and containers
         raise UserError(f"{path}: cannot load checkpoint ({one_line(e)})") from None
     if not isinstance(state, dict):

@@ -301,3 +301,33 @@ def test_a_bind_mount_is_a_mount_point(tmp_path):
     info.write_text("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
                     f"97 22 8:1 /src {str(target).replace(' ', chr(92) + '040')} rw - ext4 /dev/sda1 rw\n")
     assert _mount_point(target, str(info)) and not _mount_point(tmp_path, str(info))
+
+
+class _Payload:
+    """What a malicious checkpoint holds: unpickling it would call ``touch`` on ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("write", ["pickle", "torch"])
+def test_a_checkpoint_holding_python_objects_is_refused_unrun_in_one_line(tmp_path, capsys, write):
+    """A pickle renamed checkpoint.pt (a fuzzing hunt): never executed (weights_only), and said in one line of our
+    own, not torch's two warning lines and its advice to load with weights_only=False."""
+    import pickle
+
+    import torch
+
+    run = _image_run(tmp_path)
+    marker = tmp_path / "PWNED"
+    payload = {"model": _Payload(marker)}
+    if write == "pickle":
+        (run / "checkpoint.pt").write_bytes(pickle.dumps(payload, protocol=4))
+    else:
+        torch.save(payload, run / "checkpoint.pt")
+    line = one_cli_error(capsys, ["eval", run])
+    assert "not a checkpoint of this toolkit (it holds Python objects" in line and "weights_only" not in line
+    assert not marker.exists()
