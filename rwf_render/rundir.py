@@ -518,7 +518,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         with warnings.catch_warnings():  # torch's own notes on old pickle protocols: the error below says it all
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # Python objects (code would run to rebuild them): refused, never loaded
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # not a pickle at all: a corrupt or foreign file
+            raise UserError(f"{path}: cannot load checkpoint ({one_line(e)})") from None
+        # Python objects (code would run to rebuild them): refused by weights_only, never loaded
         raise UserError(f"{path}: not a checkpoint of this toolkit (it holds Python objects, which are not loaded: "
                         "loading them could run code)") from None
     except Exception as e:  # corrupt file, or one holding objects beyond plain tensors and containers
