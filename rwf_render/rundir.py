@@ -518,12 +518,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         with warnings.catch_warnings():  # torch's own notes on old pickle protocols: the error below says it all
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():  # not a pickle at all: a corrupt or foreign file
-            raise UserError(f"{path}: cannot load checkpoint ({one_line(e)})") from None
-        # Python objects (code would run to rebuild them): refused by weights_only, never loaded
-        raise UserError(f"{path}: not a checkpoint of this toolkit (it holds Python objects, which are not loaded: "
-                        "loading them could run code)") from None
+    except pickle.UnpicklingError as e:  # torch's safe loader stopped (its message advises weights_only=False)
+        text = str(e)
+        if "unsupported global" in text.lower():  # Python objects: code would run to rebuild them; never loaded
+            raise UserError(f"{path}: not a checkpoint of this toolkit (it holds Python objects, which are not "
+                            "loaded: loading them could run code)") from None
+        advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        why = next((line.strip() for line in text.splitlines() if line.strip() and not line.startswith(advice)
+                    and not line.strip().startswith("WeightsUnpickler error")), type(e).__name__)
+        raise UserError(f"{path}: cannot load checkpoint (not a file torch.save wrote, or a damaged one: the safe "
+                        f"loader stopped at '{why[:120]}')") from None
     except Exception as e:  # corrupt file, or one holding objects beyond plain tensors and containers
         raise UserError(f"{path}: cannot load checkpoint ({one_line(e)})") from None
     if not isinstance(state, dict):
