@@ -232,6 +232,10 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
     c2w[:3] = m[:3]
     if abs(np.linalg.det(c2w[:3, :3])) < 1e-6:
         raise UserError(f"{where}: transform_matrix is singular (rotation block has determinant ~0)")
+    if m.shape == (4, 4) and not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], rtol=0, atol=1e-6):
+        # the row was dropped and the pose used as it was (a fuzzing hunt)
+        raise UserError(f"{where}: transform_matrix's last row is {m[3].tolist()}, not 0 0 0 1: not a camera-to-world "
+                        "pose (a projective or column-major matrix?)")
 
     def get(key, default=None):  # the frame's own value, else the top level's (null counts as not given)
         for source in (frame, top):

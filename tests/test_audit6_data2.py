@@ -181,6 +181,12 @@ def test_a_flat_row_major_transform_matrix_is_the_same_camera(tmp_path):
     with pytest.raises(UserError, match=r"frame 0: transform_matrix has shape \(16,\), expected 4x4 or 3x4 \(a flat "
                                         "list of 16 is read as a row-major 4x4 only when its last four are 0 0 0 1"):
         load_transforms(cols, "all")
+    # nested rows whose last row is not 0 0 0 1 (a fuzzing hunt: the row was dropped, the pose used as it was)
+    bottom = _flat_dataset(tmp_path / "bottom", lambda m: [*m[:3], [0, 0, 0, 2]])
+    with pytest.raises(UserError, match=r"frame 0: transform_matrix's last row is \[0.0, 0.0, 0.0, 2.0\], not 0 0 0 1"):
+        load_transforms(bottom, "all")
+    near = _flat_dataset(tmp_path / "near", lambda m: [*m[:3], [0, 0, 1e-9, 1]])  # float noise is fine
+    assert torch.equal(load_transforms(near, "all").cameras.c2w, nested.cameras.c2w)
 
 
 # -- a palette PNG indexing past its palette -----------------------------------------------------------------------
