@@ -37,8 +37,12 @@ def read_poses_bounds(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
         raise UserError(f"{path}: an .npz archive, not a .npy array")
     if arr.dtype.kind not in "fiu":
         raise UserError(f"{path}: expected a real-valued (N, 17) array, got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != 17 or len(arr) == 0 or not np.isfinite(arr).all():
+    if arr.ndim != 2 or arr.shape[1] != 17 or len(arr) == 0:
         raise UserError(f"{path}: expected a finite (N, 17) array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():  # the shape was right: say what is wrong (a fuzzing hunt)
+        row, col = (int(v) for v in np.argwhere(~np.isfinite(arr))[0])
+        raise UserError(f"{path}: row {row} holds a non-finite value ({arr[row, col]}) at column {col}; expected "
+                        "finite numbers")
     m = arr[:, :15].reshape(-1, 3, 5).astype(np.float64)
     c2w = np.tile(np.eye(4), (len(arr), 1, 1))
     c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = m[:, :, 1], -m[:, :, 0], m[:, :, 2], m[:, :, 3]

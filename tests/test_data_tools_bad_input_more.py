@@ -115,6 +115,7 @@ def _set(col, value):
     (_set(14, -35.0), "height, width, focal"),
     (_set(15, 9.0), "expected 0 < near < far"),
     (lambda a: np.concatenate([a[:, :15] * 3, a[:, 15:]], 1), "is not a rotation"),
+    (_set(16, np.nan), "row 0 holds a non-finite value (nan) at column 16"),  # said "got shape (3, 17)"
 ])
 def test_llff_bad_arrays_fail_cleanly(tmp_path, capsys, edit, message):
     src = tmp_path / "scene"
