@@ -209,7 +209,8 @@ def _matrix_of(entry, where: str) -> np.ndarray:
     if err > 1e-3 or np.linalg.det(out[:3, :3]) < 0:  # a zero, scaled or mirrored matrix: a blank or wrong frame
         raise UserError(f"{where}: 'camera_to_world' needs a rotation (orthonormal, determinant +1) in its 3 x 3 "
                         f"block, got max |R^T R - I| = {err:.3g}")
-    if bottom and bottom != [0.0, 0.0, 0.0, 1.0]:  # a transposed rotation is a rotation too: the last row tells
+    if bottom and not np.allclose(bottom, [0.0, 0.0, 0.0, 1.0], rtol=0, atol=1e-6):  # a transposed rotation is a
+        # rotation too: the last row tells (float noise there is fine, as in a transforms.json)
         raise UserError(f"{where}: 'camera_to_world' is read as a row-major 4 x 4 whose last row is 0 0 0 1, got "
                         f"{bottom} (a column-major list? its translation would be there)")
     return out

@@ -339,7 +339,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
     try:
         args = parser.parse_args(argv)
         args.given_options = given_options(parser, argv)
-        refuse_empty_values(sys.argv[1:] if argv is None else argv)
+        refuse_empty_values(sys.argv[1:] if argv is None else argv, _flags(parser))
         rc = int(args.func(args) or 0)
         stop_if_interrupted()  # a Ctrl+C a library swallowed (trimesh catches BaseException): still interrupted
         return rc
@@ -380,14 +380,27 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
         restore_signals(handlers)
 
 
-def refuse_empty_values(argv: list[str]) -> None:
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The option strings of ``parser`` and its sub-commands that take no value (``--quiet``)."""
+    flags = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _flags(sub)
+        elif action.option_strings and action.nargs == 0:
+            flags.update(action.option_strings)
+    return flags
+
+
+def refuse_empty_values(argv: list[str], flags: set[str] = frozenset()) -> None:
     """UserError for an empty string typed as an argument (``rwf fit image ""``, ``--out ""``, ``--out=``): each
     was read as "not given", so a script with an unset variable fitted the built-in image or wrote to the default
     run folder (a fuzzing hunt)."""
     for i, arg in enumerate(argv):
         option, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
         if (eq or not option) and not value.strip():
-            after = argv[i - 1] if not eq and i and argv[i - 1].startswith("-") else option
+            after = (argv[i - 1] if not eq and i and argv[i - 1].startswith("-") and argv[i - 1] not in flags
+                     else option)
             raise UserError(f"an empty value{f' for {after}' if after else ' as an argument'} (an unset shell "
                             "variable?); give a value or leave it out")
 

@@ -242,6 +242,7 @@ def test_abbreviated_options_are_refused(tmp_path, capsys):
     (["fit", "image", "--out", "", "--steps", "2"], "an empty value for --out"),
     (["fit", "image", "--out=", "--steps", "2"], "an empty value for --out"),
     (["render", " "], "an empty value as an argument"),
+    (["fit", "image", "--quiet", ""], "an empty value as an argument"),  # --quiet takes none: not its value
 ])
 def test_an_empty_argument_is_refused_not_read_as_left_out(tmp_path, monkeypatch, capsys, argv, says):
     """A fuzzing hunt: rwf fit image "" fitted the built-in image into runs/ and --out "" wrote to the default run

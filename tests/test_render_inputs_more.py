@@ -56,7 +56,7 @@ def test_a_pose_not_written_as_a_row_major_matrix_of_numbers_is_refused(tmp_path
     with pytest.raises(UserError, match=says):
         load_camera_path(_path(tmp_path, [{"camera_to_world": matrix, "fov": 50}]))
     flat = load_camera_path(_path(tmp_path))[0]
-    for same in (np.asarray(POSE).reshape(4, 4).tolist(), POSE[:12]):
+    for same in (np.asarray(POSE).reshape(4, 4).tolist(), POSE[:12], POSE[:12] + [1e-9, 0, 0, 1 - 1e-12]):
         assert torch.equal(load_camera_path(_path(tmp_path, [{"camera_to_world": same, "fov": 50}]))[0], flat)
 
 
