@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 
 
-def flock(path: Path, mode: int) -> int | None:
+def flock(path: Path, mode: int, wait: bool = False) -> int | None:
     """An open descriptor of ``path`` (a file or a folder) holding ``flock(mode | LOCK_NB)``; None where the system
     or the file system has no such locks or ``path`` cannot be opened; BlockingIOError when another process holds a
-    conflicting lock."""
+    conflicting lock. ``wait``: block until the lock is free instead (Ctrl+C stops the wait)."""
     try:
         import fcntl  # noqa: PLC0415
     except ImportError:  # Windows: no advisory locks
@@ -25,13 +25,16 @@ def flock(path: Path, mode: int) -> int | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise
     except OSError:  # a file system without locks (some network mounts)
         os.close(fd)
         return None
+    except BaseException:  # Ctrl+C while waiting
+        os.close(fd)
+        raise
     return fd
 
 

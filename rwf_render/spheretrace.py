@@ -275,6 +275,12 @@ def field_normals(field_fn, points: torch.Tensor, outward: float = 1.0, h: float
     network (its exact gradient is piecewise constant and shades as grain). ``chunk`` points at a time: one graph
     over every point held the activations of all (about 3 KB a point with the default field).
     """
+    return outward * torch.nn.functional.normalize(field_gradients(field_fn, points, h, chunk), dim=-1)
+
+
+def field_gradients(field_fn, points: torch.Tensor, h: float = 0.0, chunk: int = 2**16) -> torch.Tensor:
+    """The field's gradient at ``points`` (N, 3): autograd (h = 0) or central differences over h (then 2 h times
+    the gradient: only its direction is meant), ``chunk`` points at a time."""
     grads = []
     for part in points.split(chunk) if len(points) else [points]:
         if h > 0:
@@ -287,7 +293,7 @@ def field_normals(field_fn, points: torch.Tensor, outward: float = 1.0, h: float
                 x = part.detach().requires_grad_(True)
                 (grad,) = torch.autograd.grad(field_fn(x).sum(), x)
                 grads.append(grad.detach())
-    return outward * torch.nn.functional.normalize(torch.cat(grads), dim=-1)
+    return torch.cat(grads)
 
 
 def shade(t: torch.Tensor, normals: torch.Tensor, rays_d: torch.Tensor, res: int) -> np.ndarray:
@@ -311,13 +317,7 @@ def field_slope(field_fn, res: int = 24, device: str | torch.device = "cpu", chu
     much steeper than a distance the field is (1 for an exact SDF). Autograd, ``chunk`` points at a time."""
     ticks = (torch.arange(res, dtype=torch.float32, device=device) + 0.5) / res - 0.5
     pts = torch.stack(torch.meshgrid(ticks, ticks, ticks, indexing="ij"), -1).reshape(-1, 3)
-    norms = []
-    for part in pts.split(chunk):
-        with torch.enable_grad():
-            x = part.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(field_fn(x).sum(), x)
-        norms.append(grad.detach().norm(dim=-1))
-    norms = torch.cat(norms)
+    norms = field_gradients(field_fn, pts, 0.0, chunk).norm(dim=-1)
     norms = norms[torch.isfinite(norms)]
     return float(torch.quantile(norms.float().cpu(), quantile)) if len(norms) else 1.0
 

@@ -131,28 +131,19 @@ it ends, where torch's lock file stays behind a killed build"""
 def _builder_lock(out: Path, kind: str) -> int | None:
     """A descriptor holding the exclusive lock on ``out / BUILD_LOCK``, waiting (Ctrl+C stops the wait) while another
     process builds; None where there are no advisory locks (Windows, some network file systems)."""
+    from ..locks import flock  # noqa: PLC0415
+
     try:
         import fcntl  # noqa: PLC0415
-    except ImportError:
+        (out / BUILD_LOCK).touch()
+    except (ImportError, OSError):  # no advisory locks (Windows), or a folder that takes no file
         return None
     try:
-        fd = os.open(out / BUILD_LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"rwf_render: waiting for another process building the {kind.upper()} kernel into {out} ...",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:  # no locks on this file system
-        os.close(fd)
-        return None
-    except BaseException:  # Ctrl+C while waiting
-        os.close(fd)
-        raise
-    return fd
+        return flock(out / BUILD_LOCK, fcntl.LOCK_EX)
+    except BlockingIOError:
+        print(f"rwf_render: waiting for another process building the {kind.upper()} kernel into {out} ...",
+              file=sys.stderr, flush=True)
+        return flock(out / BUILD_LOCK, fcntl.LOCK_EX, wait=True)
 
 
 def load(kind: str, allow_build: bool = True) -> ModuleType | None:
