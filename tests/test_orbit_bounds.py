@@ -52,7 +52,7 @@ def test_orbit_frames_render_with_the_training_bounds(with_bounds):
     assert (bounds[:, 0] > 6.0).all() and (bounds[:, 1] > bounds[:, 0]).all()
 
 
-def test_the_viewer_renders_a_browser_camera_with_bounds_at_its_distance():
+def test_the_viewer_renders_a_browser_camera_with_bounds_at_its_distance(monkeypatch):
     from viewer.nerf_source import NeRFSource
 
     cams = _ring([10.0, 10.0, 10.0])
@@ -71,5 +71,13 @@ def test_the_viewer_renders_a_browser_camera_with_bounds_at_its_distance():
     source.render(_ring([5.0]), "rgb")
     assert seen[-1]["near"] == pytest.approx(0.9 * 0.8 * 5.0) and seen[-1]["far"] == pytest.approx(1.2 * 5.0)
     model.train_near_far = None  # a synthetic scene: the run's own bounds
-    source.render(_ring([5.0]), "rgb")
+    NeRFSource(model, torch.device("cpu"), Api).render(_ring([5.0]), "rgb")
     assert seen[-1] == {}
+    # a fit in progress (the live viewer): the bounds come from the trainer's training split
+    trainer = SimpleNamespace(model=model, device=torch.device("cpu"), run_dir=None,
+                              task=SimpleNamespace(train=SimpleNamespace(cameras=cams,
+                                                                         near_far=torch.tensor([[8.0, 12.0]] * 3))))
+    monkeypatch.setattr(NeRFSource, "snapshot", staticmethod(lambda m: m))  # the stand-in model is no nn.Module
+    live = NeRFSource.from_trainer(trainer, {}, api=Api)
+    live.render(_ring([5.0]), "rgb")
+    assert seen[-1]["near"] == pytest.approx(0.9 * 0.8 * 5.0)

@@ -100,19 +100,21 @@ class NeRFSource(Source):
 
     def __init__(self, model, device: torch.device, api, run: Path | None = None, mesh=None,
                  cameras: Cameras | None = None, thumbnail=None, follow_corrections: bool = False,
-                 dataset_cameras: Cameras | None = None):
+                 dataset_cameras: Cameras | None = None, near_far=None):
         """cameras: training cameras (default ``model.train_cameras``); thumbnail(i) -> (H, W, C) image i in
         [0, 1] (default: read ``model.train_image_paths[i]``); follow_corrections: the frustums are drawn at the
         dataset's poses corrected by ``model.pose_correction`` (when the model has one for as many cameras),
         following it at each :meth:`refresh_gui`; dataset_cameras: those poses (default ``cameras``: a fit in
         progress; a finished run's ``train_cameras`` come already corrected, so its ``train_dataset_cameras`` are
-        given here, and the corrections are never applied twice)."""
+        given here, and the corrections are never applied twice); near_far: the training images' (near, far) (K, 2)
+        of a real capture (default ``model.train_near_far``; none: the run's own bounds)."""
         super().__init__(model, device, run)
         self.api, self.mesh = api, mesh
         self.aabb = np.asarray(torch.as_tensor(model.aabb).detach().cpu(), np.float64).reshape(6)
         self.center = (self.aabb[:3] + self.aabb[3:]) / 2
         self.cameras: Cameras | None = cameras if cameras is not None else getattr(model, "train_cameras", None)
         self.image_paths = list(getattr(model, "train_image_paths", None) or [])
+        self.near_far = near_far if near_far is not None else getattr(model, "train_near_far", None)
         self.thumbnail = thumbnail or self._read_thumbnail
         self.follow_corrections = follow_corrections
         self.dataset_cameras: Cameras | None = dataset_cameras if dataset_cameras is not None else self.cameras
@@ -151,7 +153,7 @@ class NeRFSource(Source):
         cameras = getattr(split, "cameras", None)
         thumb = (lambda i: split.image(i).numpy()) if hasattr(split, "image") else None
         return cls(cls.snapshot(trainer.model), trainer.device, api or nerf_api(), trainer.run_dir,
-                   cameras=cameras, thumbnail=thumb, follow_corrections=True)
+                   cameras=cameras, thumbnail=thumb, follow_corrections=True, near_far=getattr(split, "near_far", None))
 
     # -- geometry -----------------------------------------------------------------------------------------------
     def _extent(self) -> float:
@@ -249,7 +251,7 @@ class NeRFSource(Source):
         """``near``/``far`` for a browser camera of a real capture with per-image bounds: those of the training
         cameras carried to its distance from the scene centre (``render_paths.bounds_at_distance``: without them
         a view from the photos' ring looked through what the field paints in front of each photo); none else."""
-        near_far = getattr(self.model, "train_near_far", None)
+        near_far = self.near_far
         if near_far is None or self.cameras is None or len(self.cameras) == 0:
             return {}
         from rwf_render.render_paths import bounds_at_distance  # noqa: PLC0415
