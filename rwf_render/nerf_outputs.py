@@ -107,7 +107,12 @@ def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor 
 
     cams, fps = path_cameras(args.camera_path)
     fps = args.fps if option_typed(args, "fps", 24) else fps  # a typed --fps wins over the file's rate
-    return cams.to(dtype=torch.float32), Path(args.camera_path).stem, fps, None
+    near_far = None
+    if getattr(model, "train_cameras", None) is not None:  # a real capture's bounds, as for --orbit and the viewer
+        center = ((model.aabb[:3] + model.aabb[3:]) / 2).cpu()
+        near_far = bounds_at_distance(model.train_cameras, center, getattr(model, "train_near_far", None),
+                                      (cams.c2w[:, :3, 3].double().cpu() - center.double()).norm(dim=1))
+    return cams.to(dtype=torch.float32), Path(args.camera_path).stem, fps, near_far
 
 
 def cameras_missing(model: NeRFModel) -> str:

@@ -81,3 +81,25 @@ def test_the_viewer_renders_a_browser_camera_with_bounds_at_its_distance(monkeyp
     live = NeRFSource.from_trainer(trainer, {}, api=Api)
     live.render(_ring([5.0]), "rgb")
     assert seen[-1]["near"] == pytest.approx(0.9 * 0.8 * 5.0)
+
+
+@pytest.mark.parametrize("with_bounds", [True, False])
+def test_camera_path_frames_render_with_the_training_bounds(with_bounds, tmp_path, monkeypatch):
+    """A path recorded in the viewer (which renders with the bounds) renders the same way from the command line: each
+    frame with the training bounds carried to its distance from the box centre, not the run's own near."""
+    import rwf_render.camera_path as camera_path
+
+    cams = _ring([10.0, 10.0, 10.0])
+    path = _ring([4.0, 6.0])
+    monkeypatch.setattr(camera_path, "path_cameras", lambda p: (path, 30.0))
+    near_far = torch.tensor([[8.0, 12.0]] * 3) if with_bounds else None
+    model = SimpleNamespace(train_cameras=cams, aabb=torch.tensor([-2.0, -2.0, -2.0, 2.0, 2.0, 2.0]),
+                            train_near_far=near_far)
+    args = SimpleNamespace(split=None, orbit=None, camera_path=str(tmp_path / "p.json"), interpolate=None,
+                           spiral=None, fps=24, given_options=frozenset())
+    got, name, fps, bounds = _cameras(model, args)
+    assert name == "p" and fps == 30.0 and len(got) == 2
+    if not with_bounds:
+        assert bounds is None
+        return
+    np.testing.assert_allclose(bounds.numpy(), [[0.9 * 0.8 * 4, 1.2 * 4], [0.9 * 0.8 * 6, 1.2 * 6]], rtol=1e-6)
