@@ -17,6 +17,7 @@ _EXPORTS = {
     "Identity": "encodings", "HashGrid": "encodings", "make_encoding": "encodings",
     "MLP": "fields", "NeuralField": "fields", "MLPConfig": "fields", "EncodingConfig": "fields",
     "UserError": "errors",
+    "load_run": "api", "ImageRun": "api", "ShapeRun": "api", "NeRFRun": "api",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

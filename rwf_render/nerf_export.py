@@ -211,8 +211,27 @@ def _out_file(out: Path) -> Path:
     return out
 
 
+def density_mesh(model: NeRFModel, box, res: int, level: float = DEFAULT_DENSITY_LEVEL, min_component: float = 0.0,
+                 progress: bool = False):
+    """Marching cubes of {density = ``level``} on a res^3 grid over ``box`` (2, 3), components under
+    ``min_component`` of the largest dropped, vertex colours from the field (seen along +z when view-dependent): the
+    mesh ``rwf export mesh`` writes, in the run's world coordinates (empty when nothing crosses the level). The level
+    is a density per reference length (``nerf_field.REFERENCE_DIAGONAL``), as the field's: the same surface for one
+    scene in any units."""
+    from .mesh import extract_mesh, remove_small_components  # noqa: PLC0415
+
+    cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (res - 1))
+    mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=res, level=level * model.field.density_scale,
+                        inside="above", device=model.aabb.device, progress=progress)
+    if len(mesh.faces) == 0:
+        return mesh
+    mesh = remove_small_components(mesh, min_component)
+    mesh.visual.vertex_colors = vertex_colors(model, mesh, cov=cov)
+    return mesh
+
+
 def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
-    from .mesh import check_grid_res, extract_mesh, remove_small_components  # noqa: PLC0415
+    from .mesh import check_grid_res  # noqa: PLC0415
     from .mesh_io import EXPORT_FORMATS, save_mesh  # noqa: PLC0415
     from .nerf_poisson import check_options, export_poisson  # noqa: PLC0415
     from .nerf_tsdf import check_options as check_tsdf_options, check_sizes, export_tsdf  # noqa: PLC0415
@@ -274,19 +293,13 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         print(f"{out}: {len(points)} points with normals")
         return 0
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
-    cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))
-    # the level is a density per reference length (nerf_field.REFERENCE_DIAGONAL), as the field's: the same
-    # surface for one scene in any units
-    mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=args.res,
-                        level=level * model.field.density_scale, inside="above",
-                        device=model.aabb.device, progress=not getattr(args, "quiet", False))
+    mesh = density_mesh(model, box, args.res, level, getattr(args, "min_component", 0.0) or 0.0,
+                        progress=not getattr(args, "quiet", False))
     if len(mesh.faces) == 0:
         if args.crop:
             raise UserError(f"no surface at density {level:g} inside --crop {_box_text(box)}: the crop box holds none "
                             "of the surface; try a larger --crop (the scene box: no --crop) or a lower --threshold")
         raise UserError(f"no surface at density {level:g} inside the scene box; try a lower --threshold")
-    mesh = remove_small_components(mesh, getattr(args, "min_component", 0.0) or 0.0)
-    mesh.visual.vertex_colors = vertex_colors(model, mesh, cov=cov)
     save_mesh(mesh, out, fmt)
     print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces (density {level:g})")
     return 0
