@@ -134,7 +134,11 @@ class Cameras:
 
     def __getitem__(self, index) -> "Cameras":
         """Select cameras (int, slice, index tensor or mask); the result keeps the batch axis."""
-        if isinstance(index, int):
+        if isinstance(index, torch.Tensor) and index.ndim == 0 and not index.is_floating_point() \
+                and index.dtype != torch.bool:
+            index = int(index)  # a 0-d tensor as one camera too (tensor indexing would drop the batch axis)
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            index = int(index)
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
         return Cameras(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 

@@ -62,7 +62,10 @@ def distort(xy: torch.Tensor, model: torch.Tensor, dist: torch.Tensor) -> torch.
 def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters: int = 20) -> torch.Tensor:
     """Invert :func:`distort` by Newton iterations.
 
-    OPENCV: 2-D Newton on ``distort(xy) = xy_d`` with the analytic Jacobian, starting at ``xy_d``.
+    OPENCV: the radius first, r (1 + k1 r^2 + ... + k4 r^8) = |xy_d| by Newton steps kept between the axis and
+    the radius where that polynomial first stops rising (:func:`_radial_turn`; COLMAP's inverse lies on that rising
+    stretch: beyond it a second root reprojects to the same pixel); then 2-D Newton on ``distort(xy) = xy_d`` with
+    the analytic Jacobian from there, each step halved until the residual shrinks (tangential terms).
     OPENCV_FISHEYE: 1-D Newton on ``theta_d(theta) = |xy_d|`` (:func:`fisheye_theta`), then r = tan(theta), short of
     90 degrees (X / Z ends there; rays by angle: :func:`fisheye_directions`).
     Valid inside the region where the distortion is monotonic (the usable image of a calibrated lens).
@@ -80,20 +83,7 @@ def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters
         return out
     k1, k2, k3, k4, p1, p2 = torch.broadcast_to(dist, (*xy_d.shape[:-1], 6)).unbind(-1)
     if bool((model == 1).any()):  # OPENCV
-        xy = xy_d.clone()
-        for _ in range(iters):
-            x, y = xy.unbind(-1)
-            r2 = x * x + y * y
-            radial = 1 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
-            d_radial = k1 + r2 * (2 * k2 + r2 * (3 * k3 + r2 * 4 * k4))  # d radial / d r2
-            fx = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xy_d[..., 0]
-            fy = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - xy_d[..., 1]
-            j11 = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
-            j12 = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y  # = j21
-            j22 = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
-            det = j11 * j22 - j12 * j12
-            det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
-            xy = torch.stack([x - (j22 * fx - j12 * fy) / det, y - (j11 * fy - j12 * fx) / det], -1)
+        xy = _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters)
         out = torch.where((model == 1)[..., None], xy, out)
     if bool((model == 2).any()):  # OPENCV_FISHEYE: X / Z exists only short of 90 degrees off axis
         rd = xy_d.norm(dim=-1)
@@ -101,6 +91,81 @@ def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters
         ratio = torch.where(rd > 1e-12, torch.tan(theta) / rd.clamp_min(1e-12), torch.ones_like(rd))
         out = torch.where((model == 2)[..., None], xy_d * ratio[..., None], out)
     return out
+
+
+def _radial_turn(k: torch.Tensor) -> torch.Tensor:
+    """The smallest r > 0 where r (1 + k1 r^2 + k2 r^4 + k3 r^6 + k4 r^8) stops rising (its derivative
+    1 + 3 k1 s + 5 k2 s^2 + 7 k3 s^3 + 9 k4 s^4, s = r^2, reaches 0), inf where it never does: (...) for k (..., 4).
+    The roots are found once per distinct lens (a batch of rays holds a few)."""
+    flat = k.detach().reshape(-1, 4).double().cpu()
+    if len(flat) and bool((flat == flat[0]).all()):  # one lens (the usual batch): no sort
+        lenses, which = flat[:1], torch.zeros(len(flat), dtype=torch.long)
+    else:
+        lenses, which = torch.unique(flat, dim=0, return_inverse=True)
+    turns = []
+    for k1, k2, k3, k4 in lenses.tolist():
+        roots = np.roots([9 * k4, 7 * k3, 5 * k2, 3 * k1, 1.0])  # in s; leading zeros are dropped
+        s = [z.real for z in roots if abs(z.imag) <= 1e-9 * max(1.0, abs(z)) and z.real > 0]
+        turns.append(math.sqrt(min(s)) if s else math.inf)
+    return torch.tensor(turns, dtype=k.dtype, device=k.device)[which.to(k.device)].reshape(k.shape[:-1])
+
+
+def _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters: int) -> torch.Tensor:
+    """:func:`undistort` of the OPENCV model (see there)."""
+    rd = xy_d.norm(dim=-1)
+    tol = 8 * torch.finfo(rd.dtype).eps
+    lo, hi = torch.zeros_like(rd), _radial_turn(torch.stack([k1, k2, k3, k4], -1)).to(rd.dtype)
+    r = torch.where(rd < hi, rd, 0.5 * hi)  # a start on the rising stretch (the turn is finite there)
+    for i in range(max(iters, 60)):  # bracketed Newton: a step leaving [lo, hi] bisects instead
+        s = r * r
+        g = r * (1 + s * (k1 + s * (k2 + s * (k3 + s * k4)))) - rd
+        if i % 4 == 3 and not bool((g.abs() > tol * (1 + rd)).any()):
+            break
+        dg = 1 + s * (3 * k1 + s * (5 * k2 + s * (7 * k3 + s * 9 * k4)))
+        lo, hi = torch.where(g < 0, r, lo), torch.where(g > 0, r, hi)
+        step = r - g / torch.where(dg > 0, dg, torch.ones_like(dg))
+        ok = (dg > 0) & (step >= lo) & (step <= hi)  # False for NaN too
+        r = torch.where(ok, step, torch.where(torch.isfinite(hi), 0.5 * (lo + hi), step))
+    xy = xy_d * torch.where(rd > 0, r / rd.clamp_min(torch.finfo(rd.dtype).tiny), torch.ones_like(rd))[..., None]
+    if not bool(((p1 != 0) | (p2 != 0)).any()):
+        return xy
+
+    def residual(xy):
+        x, y = xy.unbind(-1)
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+        return torch.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xy_d[..., 0],
+                            y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - xy_d[..., 1]], -1)
+
+    f = residual(xy)
+    for _ in range(iters):  # 2-D Newton from the radial solution, each step halved until the residual shrinks
+        norm = f.norm(dim=-1)
+        live = norm > tol * (1 + rd)
+        if not bool(live.any()):
+            break
+        x, y = xy.unbind(-1)
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * (k3 + r2 * k4)))
+        d_radial = k1 + r2 * (2 * k2 + r2 * (3 * k3 + r2 * 4 * k4))  # d radial / d r2
+        j11 = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
+        j12 = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y  # = j21
+        j22 = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
+        det = j11 * j22 - j12 * j12
+        det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
+        delta = torch.stack([(j22 * f[..., 0] - j12 * f[..., 1]) / det, (j11 * f[..., 1] - j12 * f[..., 0]) / det], -1)
+        t = torch.ones_like(rd)
+        cand = xy - delta
+        f_cand = residual(cand)
+        for _ in range(12):
+            worse = live & ~(f_cand.norm(dim=-1) < norm)
+            if not bool(worse.any()):
+                break
+            t = torch.where(worse, 0.5 * t, t)
+            cand = xy - t[..., None] * delta
+            f_cand = residual(cand)
+        better = (f_cand.norm(dim=-1) < norm)[..., None]
+        xy, f = torch.where(better, cand, xy), torch.where(better, f_cand, f)
+    return xy
 
 
 # ----------------------------------------------------------------------------------------------- fisheye by angle
@@ -222,6 +287,15 @@ def lens_problems(cams) -> list[str | None]:
         flag(fish & before_fold[:, -1] & (need > td[:, -1]),
              "its image border lies more than 180 degrees from the optical axis (a field of view over 360 degrees), "
              "where the OPENCV_FISHEYE model has no ray")
+    past = torch.zeros_like(fish)  # OPENCV: the border lies beyond where r (1 + k1 r^2 + ...) stops rising, and the
+    if bool((cams.model == 1).any()):  # polynomial rises again (two directions share those pixels)
+        k = dist[:, 0, :4]
+        turn = _radial_turn(k)
+        t2 = turn * turn
+        reach = turn * (1 + t2 * (k[:, 0] + t2 * (k[:, 1] + t2 * (k[:, 2] + t2 * k[:, 3]))))
+        lead = torch.tensor([next((c for c in reversed(row) if c != 0), 0.0) for row in k.tolist()],
+                            dtype=torch.float64)  # the highest power's coefficient: > 0 rises again
+        past = (cams.model == 1) & torch.isfinite(turn) & (lead > 0) & (rd.amax(-1) > reach)
     xy64 = None
     for dtype in (torch.float64, torch.float32):
         xy = undistort(xy_d.to(dtype), model, dist.to(dtype)).double()
@@ -235,6 +309,7 @@ def lens_problems(cams) -> list[str | None]:
         err = ((back - xy_d) * f).norm(dim=-1)
         bad = ~(torch.isfinite(xy).all(-1) & torch.isfinite(err) & (err < 0.05))  # (L, P)
         name = str(dtype).replace("torch.", "")
+        flag(past & bad.any(-1), fold)
         flag(bad.any(-1), lambda i, bad=bad, name=name: (
             "its distortion cannot be inverted at pixel ({:g}, {:g}) of the image border (in {}): no ray through "
             "it").format(*pix[i, int(bad[i].nonzero()[0])].tolist(), name))

@@ -135,7 +135,7 @@ def test_per_frame_intrinsics_and_downscale_match_the_reference(tmp_path):
 
 SMALL = {"fl_x": 40.0, "fl_y": 40.0, "cx": 32.0, "cy": 24.0, "w": 64, "h": 48}  # corners at |xy_d| = 1
 BAD_LENSES = [
-    ({"camera_model": "OPENCV", "k1": 1e20, **SMALL}, "cannot be inverted"),  # inversion overflows: NaN rays
+    ({"camera_model": "OPENCV", "k1": -1e20, **SMALL}, "cannot be inverted"),  # folds 6e-11 off axis: no ray
     ({"camera_model": "OPENCV", "k1": -0.35, **SMALL}, "cannot be inverted"),  # corners beyond the fold: no ray
     ({"camera_model": "OPENCV", "k1": -0.7, "k2": 0.2, **SMALL, "cx": 50.0, "cy": 50.0, "w": 100, "h": 100},
      "not monotonic"),  # the corners invert (outer branch) but the image folds between them and the axis
@@ -156,7 +156,7 @@ def test_a_lens_without_rays_for_its_pixels_is_refused_at_load(tmp_path, lens, m
 
 
 def test_cli_refuses_nan_rays_with_one_line_and_exit_2(tmp_path, capsys):
-    root = _write_dataset(tmp_path / "ds", [{}, {}, {}], {"camera_model": "OPENCV", "k1": 1e20})
+    root = _write_dataset(tmp_path / "ds", [{}, {}, {}], {"camera_model": "OPENCV", "k1": -1e20})
     out = tmp_path / "run"
     assert cli.main(["fit", "nerf", str(root), "--out", str(out), "--steps", "2", "--device", "cpu", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

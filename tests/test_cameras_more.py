@@ -176,12 +176,12 @@ def _dataset(root, frames, top):
 
 def test_lens_error_names_the_json_frame_and_its_file_not_the_loaded_position(tmp_path):
     """Frame 1's image is missing, so frame 3 is the third camera loaded: the error used to say "camera 2"."""
-    bad = {"camera_model": "OPENCV", "k1": 1e20}
+    bad = {"camera_model": "OPENCV", "k1": -1e20}
     root = _dataset(tmp_path / "ds", [{}, {"_missing": True}, {}, bad, {}], {"fl_x": 14.0, "w": 16, "h": 12})
     with pytest.warns(UserWarning, match="skipped 1 frame"), pytest.raises(UserError, match="cannot be inverted") as e:
         load_transforms(root, "all")
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("transforms.json: frame 3, images/im3.png (OPENCV k1=1e+20")
+    assert "\n" not in msg and msg.startswith("transforms.json: frame 3, images/im3.png (OPENCV k1=-1e+20")
     assert "camera 2" not in msg
 
 
@@ -203,3 +203,12 @@ def test_a_frames_own_focal_length_beats_the_top_levels_whichever_key_each_uses(
     cams = load_transforms(root, "all").cameras
     assert cams.fx.tolist() == pytest.approx([8 / math.tan(0.35), 8 / math.tan(0.25)], rel=1e-12)
     assert torch.equal(cams.fy, cams.fx)
+
+
+@pytest.mark.parametrize("index", [2, np.int64(2), torch.tensor(2), -1, np.int32(-1)])
+def test_one_camera_by_any_integer_keeps_the_batch_axis(index):
+    """A numpy integer or a 0-d tensor selected rows of c2w instead (len 3, a (3, 4) c2w): a library-API trap."""
+    cams = Cameras.create(torch.eye(4).expand(5, 4, 4), fx=torch.arange(5.0) + 10, width=20, height=10)
+    one = cams[index]
+    assert len(one) == 1 and one.c2w.shape == (1, 3, 4)
+    assert float(one.fx[0]) == 10 + (int(index) % 5)

@@ -23,8 +23,8 @@ def test_check_reports_a_fisheyes_own_field_of_view_beyond_180_degrees(tmp_path)
 def test_check_reports_a_lens_without_rays_as_an_error_naming_its_frame(tmp_path):
     """Such a lens made `rwf data check` stop on the first one (an exception out of the box test) and name it by
     its position among the usable frames; it is now an error in the report, named by JSON frame and file."""
-    bad = {"camera_model": "OPENCV", "k1": 1e20}
+    bad = {"camera_model": "OPENCV", "k1": -1e20}
     root = _dataset(tmp_path / "ds", [{}, {"_missing": True}, {}, bad], {"fl_x": 14.0, "w": 16, "h": 12})
     errors, _ = check_dataset(root, log=lambda *a: None)
     lens = [e for e in errors if "cannot be inverted" in e]
-    assert len(lens) == 1 and lens[0].startswith("transforms.json frame 3 (images/im3.png) (OPENCV k1=1e+20"), errors
+    assert len(lens) == 1 and lens[0].startswith("transforms.json frame 3 (images/im3.png) (OPENCV k1=-1e+20"), errors
