@@ -319,7 +319,8 @@ def capped_vertices(mesh: trimesh.Trimesh, box=UNIT_BOX) -> int:
 
 
 def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
-    """Drop connected pieces with fewer than ``min_fraction`` of all faces (floaters); 0 keeps everything."""
+    """Drop connected pieces with fewer than ``min_fraction`` of all faces (floaters); 0 keeps everything. Vertex
+    colours are kept with their vertices; vertices of the dropped pieces go."""
     if min_fraction <= 0 or len(mesh.faces) == 0:
         return mesh
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
@@ -327,8 +328,14 @@ def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trime
     keep = sizes[labels] >= min_fraction * len(mesh.faces)
     if not keep.any():
         keep = labels == sizes.argmax()
-    out = mesh.submesh([np.flatnonzero(keep)], append=True)
-    return trimesh.Trimesh(out.vertices, out.faces, process=False)
+    faces = np.asarray(mesh.faces)[keep]
+    used = np.unique(faces)
+    remap = np.full(len(mesh.vertices), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    out = trimesh.Trimesh(np.asarray(mesh.vertices)[used], remap[faces], process=False)
+    if mesh.visual.kind == "vertex":  # colours stay with their vertices (a TSDF mesh is coloured before this)
+        out.visual.vertex_colors = np.asarray(mesh.visual.vertex_colors)[used]
+    return out
 
 
 # -- metrics against a reference mesh -----------------------------------------------------------------------------

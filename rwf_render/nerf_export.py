@@ -57,10 +57,7 @@ def point_cloud(model: NeRFModel, box: np.ndarray | None = None, max_points: int
     minutes on a 100-view scene)."""
     from .nerf_poisson import density_normals  # noqa: PLC0415
 
-    pts, cols, origins = depth_points(model, max_points, size, progress, k)
-    if box is not None:
-        inside = ((pts >= box[0]) & (pts <= box[1])).all(1)
-        pts, cols, origins = pts[inside], cols[inside], origins[inside]
+    pts, cols, origins = depth_points(model, max_points, size, progress, k, box)
     normals, _ = density_normals(model.field.density, pts, origins, device=model.aabb.device)
     return pts, cols, normals
 
@@ -85,10 +82,12 @@ def write_point_ply(path, points: np.ndarray, colors: np.ndarray, normals: np.nd
 
 @torch.no_grad()
 def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200, progress: bool = True,
-                 k: int | None = None):
+                 k: int | None = None, box: np.ndarray | None = None):
     """The points of :func:`point_cloud` as arrays: positions (P, 3), colours (P, 3) in [0, 1] and the centre of the
-    camera that saw each (P, 3), at most ``max_points`` (a fixed-seed sample); training images are rendered at 1 /
-    ``k`` of their resolution (``--downscale``), else at about ``size`` pixels across.
+    camera that saw each (P, 3), those inside ``box`` (2, 3) when given, at most ``max_points`` of them (a fixed-seed
+    sample, drawn after the crop: ``--num-points N --crop`` gives N points in the crop when it holds that many);
+    training images are rendered at 1 / ``k`` of their resolution (``--downscale``), else at about ``size`` pixels
+    across.
 
     A pixel of opacity ``sum_i w_i`` >= ``MIN_OPACITY`` gives the point at distance ``sum_i w_i t_i / sum_i w_i``
     along its unit ray: the weights' mean distance. ``render_camera``'s depth, ``sum_i w_i t_i``, is that times the
@@ -115,7 +114,11 @@ def depth_points(model: NeRFModel, max_points: int = 1_000_000, size: int = 200,
         t, keep = stop_distance(res)
         trained = trained_pixels(model, i, k, keep.shape)
         keep = keep if trained is None else keep & trained.to(keep.device)
-        pts.append((o + d * t[..., None])[keep].cpu())
+        p = o + d * t[..., None]
+        if box is not None:
+            lo, hi = (torch.as_tensor(np.asarray(b), dtype=p.dtype, device=p.device) for b in box)
+            keep = keep & ((p >= lo) & (p <= hi)).all(-1)
+        pts.append(p[keep].cpu())
         cols.append(res["rgb"][keep].cpu())
         origins.append(o[keep].cpu())
     pts, cols, origins = (torch.cat(x).numpy() for x in (pts, cols, origins))

@@ -129,7 +129,16 @@ def poisson_mesh(points: np.ndarray, normals: np.ndarray, box, depth: int = 8, t
     keep = ((v >= box[0]) & (v <= box[1])).all(1)
     if trim > 0 and len(dens):
         keep &= dens >= np.quantile(dens, trim)
-    out = trimesh.Trimesh(v, f[keep[f].all(1)], process=False)
+    f = f[keep[f].all(1)]
+    # open3d leaves a few faces without area and pairs of faces over the same three vertices wound both ways (23 and
+    # 2 of 245k on a real export): neither is surface
+    tri = v[f]
+    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    f = f[area2 > 1e-12 * max(1.0, float(np.abs(v).max(initial=0.0))) ** 2]
+    key = np.sort(f, axis=1)
+    _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
+    f = f[np.sort(first[counts == 1])] if len(f) else f
+    out = trimesh.Trimesh(v, f, process=False)
     out.remove_unreferenced_vertices()
     return out
 
@@ -142,9 +151,8 @@ def export_poisson(model, box: np.ndarray, out: Path, fmt: str, args) -> int:
 
     # 1. where the training rays stop, and who saw each point; floaters out
     points, _, origins = depth_points(model, getattr(args, "num_points", None) or 1_000_000,
-                                      progress=not getattr(args, "quiet", False), k=getattr(args, "downscale", None))
-    inside = ((points >= box[0]) & (points <= box[1])).all(1)
-    points, origins = points[inside], origins[inside]
+                                      progress=not getattr(args, "quiet", False), k=getattr(args, "downscale", None),
+                                      box=box)
     keep = inliers(points)
     points, origins = points[keep], origins[keep]
     if len(points) < 16:
