@@ -157,7 +157,11 @@ def load_scene_model(run: Path, device="cpu") -> NeRFModel:
         raise UserError(f"{Path(run) / CONFIG}: the scene box (aabb) is not a box: {aabb.tolist()}")
     device = resolve_device(device) if isinstance(device, str) else device
     model = build_model(cfg, aabb.tolist(), cfg.field.n_images)
-    load_run_model(run, model)
+    state = load_run_model(run, model)
+    model.checkpoint_step = int(state.get("step", 0))  # what ``rwf eval`` records with its figures
+    seconds = state.get("seconds")
+    model.checkpoint_seconds = float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) \
+        else None
     model.to(device).eval()
     try:
         tf = load_transforms(cfg.data, "train")
@@ -240,7 +244,16 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     if (run / METRICS).is_file():  # read again: the fit may have written its final figures during the renders
         fresh = read_json(run / METRICS)
         saved = fresh if isinstance(fresh, dict) else {}
-    if saved.get("test_images") == metrics["test_images"] and saved.get("psnr_split", "test") == split:
+    step = getattr(model, "checkpoint_step", None)
+    fit_step = saved.get("steps")
+    if saved and step is not None and fit_step != step:
+        # a fit killed after a later checkpoint (or one going on past it when the renders began): the file's other
+        # figures (psnr_train, seconds, ...) describe other weights; they go, and the steps are the checkpoint's
+        print(f"rwf: warning: {run / METRICS} held the figures of step {fit_step}, the checkpoint is at step {step} "
+              "(a fit stopped after a later checkpoint, before its final figures): replaced by these, of the "
+              "checkpoint", file=sys.stderr)
+        saved = {}
+    elif saved.get("test_images") == metrics["test_images"] and saved.get("psnr_split", "test") == split:
         # the fit scored the same views (all of the split): figures that differ were defined otherwise
         diff = [k for k in ("psnr", "ssim") if isinstance(saved.get(k), (int, float))
                 and not isinstance(saved.get(k), bool) and abs(saved[k] - metrics[k]) > 1e-4]
@@ -250,6 +263,10 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
                   "dataset changed since, or the fit ran an earlier version that defined them otherwise (its other "
                   "figures, psnr_train, stay as the fit wrote them)", file=sys.stderr)
     saved.update(metrics)
+    if step is not None and saved.get("steps") != step:  # replaced above, or no figures of the fit's own yet
+        saved["steps"] = step
+        if getattr(model, "checkpoint_seconds", None) is not None:
+            saved["seconds"] = round(model.checkpoint_seconds, 3)
     write_json(run / METRICS, saved)
     return 0
 

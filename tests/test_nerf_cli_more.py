@@ -89,6 +89,33 @@ def test_eval_says_when_it_replaces_the_fits_figures_over_the_same_views(fitted,
         assert json.loads((run / "metrics.json").read_text())["psnr"] < 99
 
 
+def test_eval_of_a_checkpoint_newer_than_the_figures_records_its_steps(fitted, tmp_path, capsys):
+    """A --resume killed after a later checkpoint, before its final figures: `rwf eval` put the new weights' PSNR
+    beside the old step count, seconds and psnr_train, and blamed the dataset (a filesystem hunt). The figures are
+    now the checkpoint's, with its steps and seconds, and the warning names the steps."""
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["steps"] == state["step"] == 2
+    (run / "metrics.json").write_text(json.dumps({**saved, "steps": 1, "seconds": 0.5, "psnr_train": 99.0}))
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "held the figures of step 1, the checkpoint is at step 2" in err and "dataset changed" not in err
+    now = json.loads((run / "metrics.json").read_text())
+    assert now["steps"] == 2 and now["seconds"] == pytest.approx(state["seconds"], abs=1e-3)
+    assert "psnr_train" not in now and math.isfinite(now["psnr"]) and now["test_images"] == 2
+    # no figures of the fit at all (killed before its first evaluation): eval's own, with the checkpoint's steps
+    (run / "metrics.json").unlink()
+    assert cli.main(["eval", str(run), "--device", "cpu"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 2
+
+
 # -- 2: a typed --fps wins over a camera path's rate; an untyped one takes the file's --------------------------------
 @pytest.mark.parametrize("fps_option, expected", [([], 3), (["--fps", "7"], 7), (["--fps", "24"], 24)])
 def test_camera_path_video_frame_rate(fitted, tmp_path, fps_option, expected):
