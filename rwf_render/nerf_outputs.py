@@ -232,6 +232,8 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
             raise UserError(f"{out}: {parent} exists and is not a folder")
         parent = parent.parent
     sweep_stale(parent, temp_prefix(out.name), ".tmp")  # what a render killed with -9 left
+    if parent == out and out.parent.is_dir():  # ... also beside ``out``, where it staged before ``out`` existed
+        sweep_stale(out.parent, temp_prefix(out.name), ".tmp")
     try:
         staging, held = staging_dir(temp_prefix(out.name), ".tmp", parent)
     except OSError as e:  # a folder the user cannot write to, as fit's --out (the staging name would only confuse)

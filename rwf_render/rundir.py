@@ -85,12 +85,71 @@ def temp_prefix(name: str) -> str:
     return f".{cut}."
 
 
+def _hold(fd: int) -> None:
+    """Lock the temporary file open on ``fd`` for as long as it is open: :func:`sweep_temporaries` leaves it alone."""
+    try:
+        import fcntl  # noqa: PLC0415
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):  # no locks here: such files are then swept by age alone
+        pass
+
+
+_SWEPT: set[str] = set()
+"""the folders this process has swept of stale temporaries (once each: a render writes thousands of frames)"""
+
+
+def sweep_temporaries(folder: Path, min_age: float | None = None, once: bool = True) -> None:
+    """Remove the temporary files (``.NAME.XXXXXXXX.tmp``, ``atomic_write``'s and ``atomic_path``'s) in ``folder``
+    that a killed writer left: untouched for ``min_age`` seconds (default ``locks.STALE_AFTER_S``) and locked by no
+    process (a live writer holds its file's lock, :func:`_hold`; where the file system has no locks, none is
+    removed). With ``once``, a folder this process swept before is left alone."""
+    import time  # noqa: PLC0415
+
+    from .locks import STALE_AFTER_S  # noqa: PLC0415
+
+    key = os.path.abspath(folder)
+    if once and key in _SWEPT:
+        return
+    _SWEPT.add(key)
+    min_age = STALE_AFTER_S if min_age is None else min_age
+    try:
+        children = list(os.scandir(folder))
+    except OSError:
+        return
+    for child in children:
+        if not _TEMPORARY.match(child.name) or not child.is_file(follow_symlinks=False):
+            continue
+        try:
+            if time.time() - child.stat(follow_symlinks=False).st_mtime < min_age:
+                continue
+            fd = os.open(child.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            import fcntl  # noqa: PLC0415
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass
+        except OSError:  # its writer still runs
+            os.close(fd)
+            continue
+        try:
+            os.unlink(child.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, then move it over ``path`` in one step."""
+    """Call ``write(f)`` on a temporary file beside ``path``, then move it over ``path`` in one step (the stale
+    temporaries of ``path`` a killed writer left go first: :func:`sweep_temporaries`)."""
     path = Path(path)
     tmp = ""
     try:
+        sweep_temporaries(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+        _hold(fd)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -122,11 +181,12 @@ def _os_error_behind(e: BaseException) -> OSError | None:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path`` for a writer that wants a file name; moved over ``path`` on success."""
     path = Path(path)
+    sweep_temporaries(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp" + path.suffix[:40], dir=path.parent)
     except OSError as e:
         raise _naming(e, "", path) from None
-    os.close(fd)
+    _hold(fd)  # held open (locked) until published or removed; the writer opens the path itself
     try:
         yield tmp
         _publish(tmp, path)
@@ -138,6 +198,7 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -375,11 +436,9 @@ def run_dirs_resumable() -> bool:
 
 
 def _remove_temporaries(path: Path) -> None:
-    """Remove the temporary files a killed writer left in ``path`` (kill -9 during a checkpoint leaves one each)."""
-    for child in path.iterdir():
-        if _TEMPORARY.match(child.name) and child.is_file() and not child.is_symlink():
-            with contextlib.suppress(OSError):
-                child.unlink()
+    """Remove the temporary files a killed writer left in ``path`` (kill -9 during a checkpoint leaves one each), at
+    any age: the fit holds the run, but an ``rwf eval`` writing its metrics.json keeps its own (locked)."""
+    sweep_temporaries(path, min_age=0.0, once=False)
 
 
 def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool = False) -> Path:

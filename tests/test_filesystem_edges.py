@@ -333,3 +333,79 @@ def test_a_checkpoint_holding_python_objects_is_refused_unrun_in_one_line(tmp_pa
     says = "not a checkpoint of this toolkit (it holds Python objects" if write == "torch" else "cannot load checkpoint"
     assert says in line and "weights_only" not in line
     assert not marker.exists()
+
+
+# -- temporary files left by a kill -9: swept by the next writer in that folder once stale and unheld -----------------
+def _stale_file(path: Path) -> Path:
+    path.write_bytes(b"half a file")
+    past = time.time() - 2 * locks.STALE_AFTER_S
+    os.utime(path, (past, past))
+    return path
+
+
+def test_a_killed_writers_temporaries_are_swept_by_the_next_write_there(tmp_path, monkeypatch):
+    """A render or export killed during its write left ``.NAME.XXXXXXXX.tmp`` for good (only --resume swept a run's);
+    the README promised the next command writing there removes it once 30 s old and unheld (a filesystem hunt)."""
+    monkeypatch.setattr(rundir, "_SWEPT", set())
+    dead = [_stale_file(tmp_path / ".m.ply.qqn0a93d.tmp.ply"), _stale_file(tmp_path / ".other.png.abcd1234.tmp")]
+    fresh = tmp_path / ".m.ply.fresh000.tmp.ply"
+    fresh.write_bytes(b"a writer started a moment ago")
+    held = _stale_file(tmp_path / ".m.ply.held0000.tmp.ply")
+    mine = _stale_file(tmp_path / "notes.tmp")  # not a name rwf gives its temporaries
+    script = textwrap.dedent(f"""
+        import fcntl, os, sys
+        fd = os.open({str(held)!r}, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        sys.stdin.read()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with rundir.atomic_path(tmp_path / "m.ply") as tmp:
+            Path(tmp).write_text("ply")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert not any(p.exists() for p in dead)
+    assert fresh.exists() and held.exists() and mine.exists() and (tmp_path / "m.ply").read_text() == "ply"
+    # once per folder and process: the frames of a render do not list their folder again each
+    again = _stale_file(tmp_path / ".x.png.abcd1234.tmp")
+    rundir.atomic_write_text(tmp_path / "x.json", "{}")
+    assert again.exists()
+
+
+def test_a_live_writers_temporary_is_locked_while_it_writes(tmp_path, monkeypatch):
+    """What keeps a sweep off a write in progress: the writer's lock on its own temporary (an old mtime alone would
+    not: a slow video writer may leave its file untouched for a while)."""
+    import fcntl
+
+    seen = []
+
+    def write(f):
+        tmp = next(p for p in tmp_path.iterdir() if p.name.startswith(".out.json."))
+        past = time.time() - 2 * locks.STALE_AFTER_S
+        os.utime(tmp, (past, past))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        monkeypatch.setattr(rundir, "_SWEPT", set())
+        rundir.sweep_temporaries(tmp_path)  # another command's sweep, here
+        seen.append(tmp.exists())
+        f.write(b"{}")
+
+    rundir.atomic_write(tmp_path / "out.json", write)
+    assert seen == [True] and (tmp_path / "out.json").read_text() == "{}"
+
+
+def test_a_killed_renders_staging_beside_an_existing_output_folder_is_swept(nerf_run, tmp_path):
+    """A render killed before its --out folder existed staged beside it; once a later render had made the folder,
+    renders staged and swept only inside it, and the dead staging stayed."""
+    out = tmp_path / "frames"
+    out.mkdir()
+    dead = _old(tmp_path / ".frames.be9o598a.tmp")
+    assert cli.main(["render", str(nerf_run), "--orbit", "2", "--out", str(out), *SMALL]) == 0
+    assert not dead.exists() and len(list(out.glob("rgb_*.png"))) == 2
