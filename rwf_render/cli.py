@@ -21,6 +21,7 @@ Python's usual warning output.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
@@ -361,6 +362,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
     except (OSError, MemoryError) as e:
         if os.environ.get("RWF_DEBUG"):
             raise
+        if isinstance(e, OSError) and e.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # a path the user typed
+            print(f"rwf: error: {system_failure(e)}", file=sys.stderr)
+            return 2
         print(f"rwf: error: {system_failure(e, getattr(args, 'oom_hint', None))} (RWF_DEBUG=1 shows the "
               "traceback)", file=sys.stderr)
         return 1

@@ -463,9 +463,13 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         _make_read_lock(path)
         _PREPARED.add(str(path))
         return path
+    created = [d for d in (path, *path.parents) if not d.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        for d in created:  # the folders made on the way (bad input leaves nothing behind)
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
     check_writable(path)
     _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files

@@ -409,3 +409,20 @@ def test_a_killed_renders_staging_beside_an_existing_output_folder_is_swept(nerf
     dead = _old(tmp_path / ".frames.be9o598a.tmp")
     assert cli.main(["render", str(nerf_run), "--orbit", "2", "--out", str(out), *SMALL]) == 0
     assert not dead.exists() and len(list(out.glob("rgb_*.png"))) == 2
+
+
+@pytest.mark.parametrize("argv", [["fit", "image", "--steps", "1", "--quiet", "--out", "{long}"],
+                                  ["render", "{long}"], ["eval", "{long}"], ["fit", "image", "{long}.png"],
+                                  ["data", "check", "{long}"]])
+def test_a_name_too_long_is_bad_input(tmp_path, capsys, argv):
+    """A path component over 255 bytes failed the first stat of it: exit 1, "a failure of the machine"."""
+    long = str(tmp_path / ("a" * 300))
+    line = one_cli_error(capsys, [a.replace("{long}", long) for a in argv])
+    assert "File name too long" in line
+
+
+def test_a_run_folder_that_cannot_be_made_leaves_no_folder_on_the_way(tmp_path, capsys):
+    out = tmp_path / "x" / "y" / ("a" * 300) / "run"
+    assert "cannot create the run directory" in one_cli_error(capsys, ["fit", "image", "--steps", "1", "--quiet",
+                                                                       "--out", out])
+    assert sorted(tmp_path.iterdir()) == []
