@@ -191,8 +191,8 @@ def _run_command(action: str, owned: dict | None = None):
         from .rundir import check_writable, hold_run, load_run_config  # noqa: PLC0415
 
         cfg = load_run_config(args.run)
-        if action == "eval":  # it writes metrics.json: said before the renders (minutes on a NeRF test split)
-            check_writable(Path(args.run))
+        if action == "eval" and cfg.get("kind") == "nerf":  # it writes metrics.json: said before the renders
+            check_writable(Path(args.run))  # (minutes on a NeRF test split); image and sdf evals only print
         hold_run(Path(args.run))
         kind = cfg["kind"]
         module = _pipeline(kind)

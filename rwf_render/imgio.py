@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .rundir import atomic_path, atomic_write_bytes
+from .rundir import atomic_path, atomic_write_bytes, check_output_folder
 
 _MAGIC = {
     b"\x89PNG\r\n\x1a\n": "png",
@@ -355,8 +355,7 @@ def output_image_path(out: str | os.PathLike | None, default: Path) -> Path:
     if path.suffix.lower() not in WRITE_SUFFIXES:
         raise UserError(f"{path}: cannot tell the image format from the suffix; use one of "
                         f"{', '.join(WRITE_SUFFIXES)}")
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: folder {path.parent} does not exist")
+    check_output_folder(path)
     return path
 
 

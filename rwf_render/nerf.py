@@ -246,7 +246,7 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
         saved = fresh if isinstance(fresh, dict) else {}
     step = getattr(model, "checkpoint_step", None)
     fit_step = saved.get("steps")
-    if saved and step is not None and fit_step != step:
+    if step is not None and isinstance(fit_step, int) and not isinstance(fit_step, bool) and fit_step != step:
         # a fit killed after a later checkpoint (or one going on past it when the renders began): the file's other
         # figures (psnr_train, seconds, ...) describe other weights; they go, and the steps are the checkpoint's
         print(f"rwf: warning: {run / METRICS} held the figures of step {fit_step}, the checkpoint is at step {step} "

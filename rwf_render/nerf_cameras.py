@@ -158,8 +158,9 @@ def _check_out(out: Path, force: bool, data: str, run: Path) -> None:
     existing file without --force, and (even with --force) the dataset's own transforms files or the run's files."""
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out names the file to write")
-    if not out.parent.is_dir():
-        raise UserError(f"{out}: folder {out.parent} does not exist")
+    from .rundir import check_output_folder  # noqa: PLC0415
+
+    check_output_folder(out)
     if out.exists():
         try:
             protected = [p.resolve() for p in dataset_files(data).values()]

@@ -209,8 +209,9 @@ def _out_file(out: Path) -> Path:
     exist (the point cloud's atomic write failed there as a failure of the machine, exit 1, after rendering)."""
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out names the file to write")
-    if not out.parent.is_dir():
-        raise UserError(f"{out}: folder {out.parent} does not exist")
+    from .rundir import check_output_folder  # noqa: PLC0415
+
+    check_output_folder(out)
     return out
 
 

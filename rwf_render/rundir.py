@@ -371,8 +371,8 @@ def hold_run(run: Path) -> None:
 
 def _refuse_if_read(path: Path) -> list[int]:
     """Before ``--force`` empties ``path``: UserError when a render, eval, export or view of its run (or of a
-    --compare's sub-run) is going on (:func:`hold_run`); else the exclusive locks taken on their config.json files,
-    which keep a reader from starting until the command ends."""
+    --compare's sub-run) is going on (:func:`hold_run`); else the exclusive locks taken on their reader-lock and
+    config.json files, which keep a reader from starting until they are closed (once the run is emptied)."""
     if os.name != "posix":
         return []
     import fcntl  # noqa: PLC0415
@@ -479,14 +479,18 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         if not is_run_dir(path) and any(child.name not in KEPT_BY_FORCE for child in _contents(path)):
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
                             f"of runs; --force replaces only those (choose another --out)")
-        _READING.extend(_refuse_if_read(path))  # released with the run folder's lock
-        for child in _contents(path):  # the folder itself stays: it carries the lock, as the reader lock does
-            if child.name in KEPT_BY_FORCE and child.is_file() and not child.is_symlink():
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        emptying = _refuse_if_read(path)
+        try:
+            for child in _contents(path):  # the folder itself stays: it carries the lock, as the reader lock does
+                if child.name in KEPT_BY_FORCE and child.is_file() and not child.is_symlink():
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        finally:  # emptied: readers may come, as to any fit in progress (a render reads its last checkpoint)
+            for fd in emptying:
+                os.close(fd)
     _make_read_lock(path)
     _PREPARED.add(str(path))
     return path
@@ -502,6 +506,21 @@ def _make_read_lock(path: Path) -> None:
 def _contents(path: Path) -> list[Path]:
     """What ``path`` holds besides the reader-lock file."""
     return [child for child in path.iterdir() if child.name != READ_LOCK]
+
+
+def check_output_folder(out: Path) -> None:
+    """UserError before any work when the file ``out`` cannot be written where it is named: its folder is a file
+    (or lies under one), does not exist, or cannot take files (a read-only folder or file system)."""
+    out = Path(out)
+    for above in out.parents:
+        if above.exists():
+            if not above.is_dir():
+                raise UserError(f"{out}: {above} is a file, not a folder")
+            break
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{out}: cannot write there (folder {out.parent} is not writable)")
 
 
 def check_writable(path: Path) -> None:

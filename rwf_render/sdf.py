@@ -44,7 +44,7 @@ from .plots import curve_png
 from .point_cloud import STORED_CLOUD, PointCloud, save_cloud
 from .resume import check_source_unchanged, compare_runs, fit_each, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
-                     check_out_holds_no_input, checkpoint_mismatch, load_run_model, prepare_run_dir, read_json,
+                     check_out_holds_no_input, check_output_folder, checkpoint_mismatch, load_run_model, prepare_run_dir, read_json,
                      refuse_source_as_output, write_json)
 from .sdf_options import (ALIASES, MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
@@ -299,8 +299,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     out = Path(args.out) if args.out else run / f"mesh_{args.res}.{fmt}"
     if out.suffix.lower().lstrip(".") != fmt:
         raise UserError(f"{out}: the suffix does not match --format {fmt}")
-    if not out.parent.is_dir():
-        raise UserError(f"{out}: folder {out.parent} does not exist")
+    check_output_folder(out)
     level = getattr(args, "level", None) or 0.0
     if not math.isfinite(level):
         raise UserError(f"--level must be a finite number, got {level}")

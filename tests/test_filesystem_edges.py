@@ -426,3 +426,40 @@ def test_a_run_folder_that_cannot_be_made_leaves_no_folder_on_the_way(tmp_path, 
     assert "cannot create the run directory" in one_cli_error(capsys, ["fit", "image", "--steps", "1", "--quiet",
                                                                        "--out", out])
     assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def image_run_dir(tmp_path):
+    run = tmp_path / "img"
+    assert cli.main(["fit", "image", "--size", "16", "--out", str(run), *IMG_TINY]) == 0
+    return run
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """``folder`` as a read-only file system shows it (root passes permission bits, so os.access is asked)."""
+    real = os.access
+
+    def access(path, mode, *a, **k):
+        if Path(path).resolve() == folder.resolve() and mode & os.W_OK:
+            return False
+        return real(path, mode, *a, **k)
+    monkeypatch.setattr(os, "access", access)
+
+
+def test_render_and_export_into_a_folder_they_cannot_write_are_refused_before_the_work(image_run_dir, tmp_path,
+                                                                                      capsys, monkeypatch):
+    """They rendered, or ran marching cubes for a minute, and then failed at the write with exit 1."""
+    from rwf_render import image
+
+    _read_only(monkeypatch, image_run_dir)
+    monkeypatch.setattr(image, "render", lambda *a, **k: pytest.fail("rendered before checking"))
+    line = one_cli_error(capsys, ["render", image_run_dir])
+    assert "cannot write there" in line and "not writable" in line
+    # eval of an image run writes nothing there: a read-only run can be scored
+    assert cli.main(["eval", str(image_run_dir)]) == 0
+
+
+def test_an_output_under_a_file_says_so(image_run_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    line = one_cli_error(capsys, ["render", image_run_dir, "--out", tmp_path / "afile" / "x.png"])
+    assert "afile is a file, not a folder" in line

@@ -130,6 +130,22 @@ def test_render_during_training_and_locks_released(image_run, tmp_path):
     assert rundir._READING == [] and rundir._LOCKS == {}  # the command's locks end with it
 
 
+def test_a_force_fit_lets_readers_in_once_it_has_emptied_the_run(image_run, tmp_path):
+    """The locks that keep readers out while --force deletes the old run's files were held until the fit ended, so a
+    --force fit refused renders for its whole length where a plain fit allows them (a filesystem hunt)."""
+    image, run = image_run
+    other = tmp_path / "other"
+    assert cli.main(["fit", "image", str(image), "--out", str(other), *IMG_TINY]) == 0
+    holder = Holder("rundir.prepare_run_dir(run, force=True); import shutil; "
+                    "[shutil.copy(p, run / p.name) for p in Path(sys.argv[1] if len(sys.argv) > 1 else "
+                    f"{str(other)!r}).iterdir() if p.is_file()]", run)  # emptied; a first checkpoint written
+    try:
+        assert not (run / "metrics.json").read_text() == ""
+        assert cli.main(["render", str(run), "--out", str(tmp_path / "r.png")]) == 0
+    finally:
+        holder.close()
+
+
 # -- rwf eval of a NeRF run while a fit of it goes on (--resume): metrics.json is the fit's, then the eval's ---------
 @pytest.fixture
 def nerf_run(tiny_scene, tmp_path):
