@@ -191,3 +191,22 @@ def test_pruning_by_transmittance_is_not_spoiled_by_another_ray():
     alone = _prune(RaySamples(ri[8:] * 0, ts[8:], ts[8:] + 1), 1, lambda t0, t1, r: dens[8 + t0.long()], 0.0, 1e-2)
     assert kept.t_starts[kept.ray_indices == 1].tolist() == alone.t_starts.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert kept.t_starts[kept.ray_indices == 0].tolist() == [0.0]  # the opaque sample hides the rest of ray 0
+
+
+def test_rays_packed_in_any_order_composite_as_when_sorted():
+    """Samples grouped by ray, the rays not in index order (a caller's own packing): each ray's start was taken as
+    if the rays came sorted, and sigma 1 on unit intervals gave transmittances above 1 and an opacity of 4.7."""
+    t0 = torch.tensor([0.0, 0.0, 1.0])
+    t1 = t0 + 1.0
+    sigma = torch.ones(3)
+    rgb = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    shuffled = composite(rgb, sigma, t0, t1, torch.tensor([1, 0, 0]), 2)
+    order = torch.tensor([1, 2, 0])  # the same samples with ray 0 first
+    sorted_ = composite(rgb[order], sigma[order], t0[order], t1[order], torch.tensor([0, 0, 1]), 2)
+    for a, b in zip(shuffled[:3], sorted_[:3]):
+        assert torch.allclose(a, b)
+    assert torch.allclose(shuffled[3]["weights"][order], sorted_[3]["weights"])
+    opacity = shuffled[1].reshape(-1)
+    assert torch.allclose(opacity, torch.tensor([1 - math.exp(-2.0), 1 - math.exp(-1.0)]))
+    assert torch.equal(exclusive_sum(torch.tensor([5.0, 1.0, 2.0, 3.0]), torch.tensor([2, 2, 0, 1]), 3),
+                       torch.tensor([0.0, 5.0, 0.0, 0.0]))

@@ -94,12 +94,17 @@ def test_the_schedule_warm_up_then_quarters_with_decay():
     assert (pts - centers).abs().max() > 0.3 * 2 / 16, "the points are jittered within their cells"
 
     before = grid.density.clone().view(-1)
-    n_occupied = int(grid.occupancy.sum())
+    occupied_before = grid.occupancy.clone().view(-1)
+    n_occupied = int(occupied_before.sum())
     seen.clear()
     assert grid.update(256, recording(lambda x: torch.zeros(x.shape[0])), step_size=0.01, generator=gen)
     _, flat = grid.cells_of(torch.cat(seen))
     quarter = grid.n_cells // 4
-    assert quarter <= flat.numel() <= quarter + n_occupied // 4, "a quarter of all cells plus of the occupied ones"
+    assert 0 < n_occupied < quarter
+    assert quarter <= flat.numel() <= quarter + n_occupied, "a quarter of all cells plus the occupied ones"
+    evaluated = torch.zeros(grid.n_cells, dtype=torch.bool)
+    evaluated[flat] = True
+    assert evaluated[occupied_before].all(), "fewer occupied cells than a quarter: every one of them (nerfacc)"
     after = grid.density.view(-1)
     assert torch.allclose(after[flat], before[flat] * 0.95), "updated cells decay by 0.95 (new density 0)"
     untouched = torch.ones(grid.n_cells, dtype=torch.bool)

@@ -20,14 +20,15 @@ import torch
 
 
 def exclusive_sum(values: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
-    """Per-ray exclusive cumulative sum of packed ``values`` (S,): out_i = sum of the earlier samples of i's ray."""
+    """Per-ray exclusive cumulative sum of packed ``values`` (S,): out_i = sum of the earlier samples of i's ray.
+    Each ray's samples lie together, in order; the rays themselves may come in any order."""
     if values.numel() == 0:
         return values.clone()
-    total = torch.cumsum(values.double(), dim=0)  # (S,)
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    ray_start = counts.cumsum(0) - counts  # (n_rays,) index of each ray's first sample
-    before_ray = torch.cat([total.new_zeros(1), total])[ray_start]  # sum of all earlier rays' samples
-    return (total - values.double() - before_ray[ray_indices]).to(values.dtype)
+    ahead = torch.cumsum(values.double(), dim=0) - values.double()  # (S,) sum of every sample packed before i
+    position = torch.arange(values.numel(), device=values.device)
+    first = torch.full((n_rays,), values.numel(), dtype=position.dtype, device=values.device)
+    first = first.scatter_reduce(0, ray_indices, position, reduce="amin")  # (n_rays,) each ray's first sample
+    return (ahead - ahead[first[ray_indices]]).to(values.dtype)
 
 
 MAX_THICKNESS = 100.0

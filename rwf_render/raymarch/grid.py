@@ -246,8 +246,9 @@ class OccupancyGrid(nn.Module):
         """Refresh the grid from ``density_fn(points (M, 3)) -> densities (M,)`` (instant-ngp's schedule, as in
         nerfacc's ``OccGridEstimator``). Call it every training step; it acts every ``every_n`` steps.
 
-        Which cells: all of them while ``step < warmup_steps``; afterwards a random quarter of all cells plus a
-        random quarter of the occupied ones. Each is evaluated at one uniformly jittered point; its density
+        Which cells: all of them while ``step < warmup_steps``; afterwards a random quarter of all cells plus as
+        many of the occupied ones (all of them when fewer: each occupied cell of a sparse grid decays at every update,
+        so a floater the field dropped empties after 90 updates, as in nerfacc and instant-ngp). Each is evaluated at one uniformly jittered point; its density
         becomes max(density * ema_decay, new). A cell is occupied when its optical thickness density * step_size
         exceeds min(occ_thre, mean thickness over the allowed cells).
 
@@ -262,7 +263,7 @@ class OccupancyGrid(nn.Module):
             all_cells = allowed.nonzero()[:, 0]
             occupied = self.occupancy.view(-1).nonzero()[:, 0]
             pick = [all_cells[_randperm(all_cells.numel(), generator, all_cells.device)[: all_cells.numel() // 4]],
-                    occupied[_randperm(occupied.numel(), generator, occupied.device)[: occupied.numel() // 4]]]
+                    occupied[_randperm(occupied.numel(), generator, occupied.device)[: all_cells.numel() // 4]]]
             cells = torch.unique(torch.cat(pick))
         density = self.density.view(-1)
         # a NaN kept by maximum (or an inf, which never decays) stayed for good, and its mean switched the adaptive
