@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import RwfWarning, UserError
+from .evalchunk import eval_chunk
 from .field_options import (ALIASES, LR_WARMUP, ModelDefaults, TrainingDefaults, add_model_arguments,
                             add_training_arguments, checked_field, default_lr_warmup, model_from_args,
                             model_size_problem, train_from_args)
@@ -229,6 +230,9 @@ class ImageTask:
 def predict(model, x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """model(x) in chunks of ``chunk`` coordinates; x (N, 2) -> (N, C)."""
     model.eval()
+    chunk = eval_chunk(x.device, chunk)
+    if x.shape[0] == 0:
+        return model(x)
     return torch.cat([model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)], dim=0)
 
 

@@ -31,6 +31,7 @@ import torch
 import trimesh
 
 from .errors import UserError
+from .evalchunk import eval_chunk
 from .parity import inside_points
 
 UNIT_BOX = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
@@ -237,7 +238,7 @@ def _eval_planes(field_fn: FieldFn, axes, i0: int, i1: int, chunk: int, device,
     y, z = (torch.as_tensor(a, dtype=torch.float32) for a in axes[1:])
     pts = torch.stack(torch.meshgrid(x, y, z, indexing="ij"), -1).reshape(-1, 3)  # (n * ny * nz, 3)
     vals = []
-    for c in pts.split(chunk):
+    for c in pts.split(eval_chunk(device, chunk)):
         vals.append(torch.as_tensor(field_fn(c.to(device))).reshape(-1).float().cpu())
         if done is not None:
             done(len(c))

@@ -18,6 +18,7 @@ from torch import nn
 
 from .cameras import Cameras, pixel_rays
 from .encodings import SphericalHarmonics
+from .evalchunk import eval_chunk
 from .nerf_field import NeRFField, NeRFFieldConfig
 from .raymarch import OccupancyGrid, RaySamples, volume_render
 from .raymarch.march import prune_keep
@@ -195,7 +196,7 @@ class NeRFModel(nn.Module):
 
         # without gradients, the field runs on at most SAMPLE_CHUNK samples at a time: memory stays bounded even
         # when a chunk of rays holds up to max_samples samples each
-        step = None if train else SAMPLE_CHUNK
+        step = None if train else eval_chunk(rays_o.device, SAMPLE_CHUNK)
         mip = self.field.cfg.mip
 
         def cov(t0, t1, ri):

@@ -44,8 +44,8 @@ from .plots import curve_png
 from .point_cloud import STORED_CLOUD, PointCloud, save_cloud
 from .resume import check_source_unchanged, compare_runs, fit_each, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
-                     check_out_holds_no_input, check_output_folder, checkpoint_mismatch, load_run_model, prepare_run_dir, read_json,
-                     refuse_source_as_output, write_json)
+                     check_out_holds_no_input, check_output_folder, checkpoint_mismatch, load_run_model,
+                     prepare_run_dir, read_json, refuse_source_as_output, write_json)
 from .sdf_options import (ALIASES, MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
 from .shape_task import BUILTIN, SDFConfig, ShapeTask, build_model, field_fn, load_source

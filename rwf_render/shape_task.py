@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import RwfWarning
+from .evalchunk import eval_chunk
 from .fields import EncodingConfig, MLPConfig, NeuralField, config_dict, from_dict
 from .mesh import MeshQuery, closed_parts, extract_mesh, iou, iou_points, surface_metrics
 from .mesh_io import load_mesh, mesh_report
@@ -236,7 +237,7 @@ def field_fn(model):
 def predict(model, x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """model(x)[:, 0] in chunks: x (N, 3) -> (N,)."""
     model.eval()
-    return torch.cat([model(c)[:, 0] for c in x.split(chunk)]) if len(x) else x[:, 0]
+    return torch.cat([model(c)[:, 0] for c in x.split(eval_chunk(x.device, chunk))]) if len(x) else x[:, 0]
 
 
 def build_model(cfg: SDFConfig) -> NeuralField:

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import torch
 
+from .evalchunk import eval_chunk
 from .mesh import UNIT_BOX
 
 VIEWS = ((45.0, 25.0), (135.0, 25.0), (225.0, 25.0), (315.0, 25.0))  # (azimuth, elevation) in degrees
@@ -339,7 +340,8 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
         ``n_steps``; 5 at 128^2 with 256 steps), at most 10.
     """
     def fn(x):
-        return torch.cat([field_fn(c).reshape(-1) for c in x.split(chunk)]) if len(x) else x[:, 0]
+        return torch.cat([field_fn(c).reshape(-1) for c in x.split(eval_chunk(x.device, chunk))]) if len(x) \
+            else x[:, 0]
 
     footprint = 2 * RADIUS * math.tan(math.radians(FOV) / 2) / res  # a pixel's side at the origin
     normal_h = footprint if normal_h is None else normal_h

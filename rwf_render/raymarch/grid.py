@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..evalchunk import eval_chunk
 from ..parity import inside_lattice
 from . import _backend
 from .composite import MAX_THICKNESS as _MAX_CELL_THICKNESS
@@ -247,10 +248,11 @@ class OccupancyGrid(nn.Module):
         nerfacc's ``OccGridEstimator``). Call it every training step; it acts every ``every_n`` steps.
 
         Which cells: all of them while ``step < warmup_steps``; afterwards a random quarter of all cells plus as
-        many of the occupied ones (all of them when fewer: each occupied cell of a sparse grid decays at every update,
-        so a floater the field dropped empties after 90 updates, as in nerfacc and instant-ngp). Each is evaluated at one uniformly jittered point; its density
-        becomes max(density * ema_decay, new). A cell is occupied when its optical thickness density * step_size
-        exceeds min(occ_thre, mean thickness over the allowed cells).
+        many of the occupied ones (all of them when fewer: each occupied cell of a sparse grid decays at every
+        update, so a floater the field dropped empties after 90 updates, as in nerfacc and instant-ngp). Each is
+        evaluated at one uniformly jittered point; its density becomes max(density * ema_decay, new). A cell is
+        occupied when its optical thickness density * step_size exceeds min(occ_thre, mean thickness over the
+        allowed cells).
 
         Returns whether the grid was updated.
         """
@@ -269,7 +271,7 @@ class OccupancyGrid(nn.Module):
         # a NaN kept by maximum (or an inf, which never decays) stayed for good, and its mean switched the adaptive
         # threshold off for the whole grid: NaN counts as empty, an inf as the most a cell can hold
         cap = _MAX_CELL_THICKNESS / step_size
-        for chunk in cells.split(_EVAL_CHUNK):
+        for chunk in cells.split(eval_chunk(density.device, _EVAL_CHUNK)):
             jitter = _rand((chunk.numel(), 3), generator, chunk.device)
             sigmas = density_fn(self.cell_points(chunk, jitter)).reshape(-1).to(density.dtype)
             if sigmas.numel() != chunk.numel():
