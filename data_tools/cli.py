@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and argv[0] != "data":
         argv = ["data", *argv]  # an unknown command is then refused with the list of the data commands
-    return standalone(register, "python -m data_tools", "The rwf data commands (rwf data ...).", argv,
+    return standalone(register, "python -m data_tools", "The rwf data commands (rwf data ...): python -m data_tools "
+                      "[data] COMMAND, the word data may be left out.", argv,
                       "rwf: interrupted (nothing was written)")
 

@@ -8,6 +8,9 @@ they were given: a tensor for a tensor (on its device), else a numpy array.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import numbers
 import os
 from pathlib import Path
 
@@ -17,6 +20,44 @@ import torch
 from .errors import UserError
 
 CHUNK = 1 << 16
+
+
+def _number(value, name: str) -> float | None:
+    """``value`` as a float: a Python, numpy or 0-d tensor real number (None stays None); UserError for a bool, a
+    string or an array."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise UserError(f"{name}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _whole(value, name: str, lo: int, hi: int) -> int:
+    """``value`` as an int in lo..hi: a Python, numpy or 0-d tensor integer; UserError otherwise (bools too)."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)) \
+            or not lo <= int(value) <= hi:
+        raise UserError(f"{name}: expected a whole number in {lo}..{hi}, got {value!r}")
+    return int(value)
+
+
+@contextlib.contextmanager
+def _flushed_denormals(device: torch.device):
+    """Tiny densities and gradients slow CPU math by up to 2.5x unless denormals flush to zero; the setting is
+    global to the process, so a notebook gets its own back after each call."""
+    if device.type != "cpu":
+        yield
+        return
+    before = float(torch.tensor([1e-39]) * 1.0) == 0.0  # a denormal float32: flushed already?
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 class _Run:
@@ -47,28 +88,46 @@ class _Run:
         """history.csv's rows (one per logged step)."""
         from .rundir import HISTORY, read_history  # noqa: PLC0415
 
-        return read_history(self.path / HISTORY) if (self.path / HISTORY).is_file() else []
-
-    def _points(self, x, dim: int, what: str) -> tuple[torch.Tensor, tuple, callable]:
-        """``x`` (..., dim) as float32 (N, dim) on the model's device, the leading shape, and the function that gives
-        a result back in the caller's type and device."""
-        given = x
+        if not (self.path / HISTORY).is_file():
+            return []
         try:
-            t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))
+            rows = read_history(self.path / HISTORY)
+        except (OSError, ValueError, csv.Error) as e:
+            raise UserError(f"{self.path / HISTORY}: unreadable ({e})") from None
+        return [{k: int(v) if k == "step" and v == v else v for k, v in row.items()} for row in rows]
+
+    def _points(self, x, dim: int, what: str, dtype=torch.float32) -> tuple[torch.Tensor, tuple, callable]:
+        """``x`` (..., dim) of real numbers (floats or integers; no bools, complex numbers, masked or object arrays)
+        as ``dtype`` (N, dim) on the model's device, the leading shape, and the function that gives a result back
+        in the caller's type and device."""
+        given = x
+        if isinstance(x, np.ma.MaskedArray):
+            raise UserError(f"{what}: a masked array (its mask would be ignored); pass the points to use")
+        try:
+            if isinstance(x, torch.Tensor):
+                if x.layout != torch.strided or x.is_meta:
+                    raise TypeError(f"a {x.layout} tensor{' on the meta device' if x.is_meta else ''}")
+                t = x.detach()
+            else:
+                a = np.asarray(x)
+                if a.dtype.kind not in "fiu":
+                    raise TypeError(f"{a.dtype} values")
+                t = torch.as_tensor(a.astype(np.float64 if dtype == torch.float64 else np.float32, copy=False))
         except (TypeError, ValueError) as e:
-            raise UserError(f"{what}: expected an array of shape (..., {dim}), got {type(given).__name__} ({e})") \
-                from None
+            raise UserError(f"{what}: expected an array of real numbers of shape (..., {dim}), got "
+                            f"{type(given).__name__} ({e})") from None
         if t.ndim == 0 or t.shape[-1] != dim:
             raise UserError(f"{what}: expected shape (..., {dim}), got {tuple(t.shape)}")
-        if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.int16)):
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int16, torch.int32, torch.int64,
+                                                                        torch.uint8, torch.int8)):
             raise UserError(f"{what}: expected real numbers, got {t.dtype}")
         lead = tuple(t.shape[:-1])
-        flat = t.reshape(-1, dim).to(device=self.device, dtype=torch.float32)
+        flat = t.reshape(-1, dim).to(device=self.device, dtype=dtype)
         if not torch.isfinite(flat).all():
             raise UserError(f"{what}: holds NaN or infinite values")
 
         def back(y: torch.Tensor):
-            y = y.reshape(*lead, *y.shape[1:])
+            y = y.reshape(lead + tuple(y.shape[1:]))
             return y.to(given.device) if isinstance(given, torch.Tensor) else y.cpu().numpy()
         return flat, lead, back
 
@@ -98,7 +157,8 @@ class ImageRun(_Run):
 
         flat, _, back = self._points(xy, 2, "xy")
         w, h = self.size
-        out = predict(self.model, flat / max(w, h), CHUNK)
+        with _flushed_denormals(self.device):
+            out = predict(self.model, flat / max(w, h), CHUNK)
         return back(out.clamp(0, 1))
 
     @torch.no_grad()
@@ -107,12 +167,14 @@ class ImageRun(_Run):
         render RUN --scale`` writes it: float32 (H', W', channels) in [0, 1]."""
         from .image import MAX_RENDER_PIXELS, render  # noqa: PLC0415
 
-        if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
+        value = _number(scale, "scale")
+        if not (np.isfinite(value) and value > 0):
             raise UserError(f"scale must be a positive number, got {scale!r}")
         w, h = self.size
-        if max(1, round(h * scale)) * max(1, round(w * scale)) > MAX_RENDER_PIXELS:
-            raise UserError(f"scale {scale:g}: more than {MAX_RENDER_PIXELS} pixels (the run is {w}x{h})")
-        return render(self.model, h, w, scale, self.device)
+        if max(1, round(h * value)) * max(1, round(w * value)) > MAX_RENDER_PIXELS:
+            raise UserError(f"scale {value:g}: more than {MAX_RENDER_PIXELS} pixels (the run is {w}x{h})")
+        with _flushed_denormals(self.device):
+            return render(self.model, h, w, value, self.device)
 
 
 class ShapeRun(_Run):
@@ -137,28 +199,46 @@ class ShapeRun(_Run):
         field was fitted in (the source's bounding box, ``fill`` of the unit cube) the field extrapolates."""
         from .shape_task import predict  # noqa: PLC0415
 
-        flat, _, back = self._points(points, 3, "points")
-        norm = self.normalization
+        flat, _, back = self._points(points, 3, "points", torch.float64)  # moved in float64: far from the origin
+        norm = self.normalization                                           # float32 points would snap to a lattice
         center = torch.as_tensor(norm.center, dtype=torch.float64, device=self.device)
-        unit = ((flat.double() - center) * norm.scale).float()
-        f = predict(self.model, unit, CHUNK)
+        unit = ((flat - center) * norm.scale).float()
+        with _flushed_denormals(self.device):
+            f = predict(self.model, unit, CHUNK)
         out = f.double() / norm.scale if self.target == "sdf" else torch.sigmoid(f.double())
         return back(out)
 
-    def mesh(self, res: int = 256, level: float = 0.0):
-        """The surface {field = ``level``} by marching cubes on a res^3 grid over the unit cube, as ``rwf export mesh
-        RUN`` extracts it (``level`` a distance in the source's units for sdf runs, a logit for occupancy runs):
-        a ``trimesh.Trimesh`` in the source's units, faces outward; empty when nothing crosses the level."""
-        from .mesh import extract_mesh  # noqa: PLC0415
+    def mesh(self, res: int = 256, level: float = 0.0, min_component: float = 0.0):
+        """The surface {field = ``level``} by marching cubes on a res^3 grid over the unit cube the field was fitted
+        in, as ``rwf export mesh RUN`` extracts it (``level`` a distance in the source's units for sdf runs, a logit
+        for occupancy runs; pieces under ``min_component`` of all faces dropped): a ``trimesh.Trimesh`` in the
+        source's units, faces outward. Empty when no part of the box is inside; where the inside reaches the box's
+        faces (a level beyond what the box holds) the surface is capped flat there, with a warning, as the
+        command's."""
+        import warnings  # noqa: PLC0415
+
+        from .errors import RwfWarning  # noqa: PLC0415
+        from .mesh import MAX_GRID_RES, capped_vertices, extract_mesh, remove_small_components  # noqa: PLC0415
         from .shape_task import field_fn  # noqa: PLC0415
 
-        if not (isinstance(level, (int, float)) and np.isfinite(level)):
+        res = _whole(res, "res", 2, MAX_GRID_RES)
+        value = _number(level, "level")
+        if not np.isfinite(value):
             raise UserError(f"level must be a finite number, got {level!r}")
-        field_level = level * self.normalization.scale if self.target == "sdf" else level
-        with torch.no_grad():
+        fraction = _number(min_component, "min_component")
+        if not 0 <= fraction <= 1:
+            raise UserError(f"min_component must be a fraction in [0, 1], got {min_component!r}")
+        field_level = value * self.normalization.scale if self.target == "sdf" else value
+        with torch.no_grad(), _flushed_denormals(self.device):
             mesh = extract_mesh(field_fn(self.model), res=res, level=field_level, inside=self.sdf_config.inside,
                                 device=self.device)
-        return self.normalization.apply(mesh, inverse=True) if len(mesh.faces) else mesh
+        if not len(mesh.faces):
+            return mesh
+        capped = capped_vertices(mesh)
+        if capped:
+            warnings.warn(f"the surface at level {value:g} reaches the box the field was fitted in and is capped flat "
+                          f"on its faces ({capped} of {len(mesh.vertices)} vertices)", RwfWarning, stacklevel=2)
+        return self.normalization.apply(remove_small_components(mesh, fraction), inverse=True)
 
 
 class NeRFRun(_Run):
@@ -178,11 +258,19 @@ class NeRFRun(_Run):
         """The scene box (2, 3): min and max corners."""
         return self.model.aabb.detach().cpu().numpy().astype(np.float64).reshape(2, 3)
 
+    @property
+    def density_scale(self) -> float:
+        """What :meth:`query`'s densities are per unit of ``mesh(threshold=)`` and ``rwf export mesh --threshold``:
+        those count density per reference length (a box diagonal of 2 x 1.515 x sqrt 3), the same surface for one
+        scene in any units, so a threshold T is the density T x density_scale per unit of the scene's length."""
+        return float(self.model.field.density_scale)
+
     @torch.no_grad()
     def query(self, points, directions=None):
         """(rgb (..., 3) in [0, 1], density (...,)) at ``points`` (..., 3) seen along unit ``directions`` (..., 3)
         (default +z, as mesh colours are; ignored by a field without view dependence). The density is per unit of
-        the scene's length, as the renderer integrates it; outside the scene box the field extrapolates."""
+        the scene's length, as the renderer integrates it (``mesh(threshold=T)`` is the surface of density
+        T x :attr:`density_scale`); outside the scene box the field extrapolates."""
         flat, _, back = self._points(points, 3, "points")
         d = None
         if directions is not None:
@@ -191,10 +279,11 @@ class NeRFRun(_Run):
                 raise UserError(f"directions: expected one per point, {tuple(flat.shape)}, got {tuple(d.shape)}")
             d = torch.nn.functional.normalize(d, dim=-1)
         rgb, sigma = [], []
-        for i in range(0, flat.shape[0], CHUNK):
-            c, s = self.model.field(flat[i:i + CHUNK], None if d is None else d[i:i + CHUNK])
-            rgb.append(c.float())
-            sigma.append(s.float())
+        with _flushed_denormals(self.device):
+            for i in range(0, flat.shape[0], CHUNK):
+                c, s = self.model.field(flat[i:i + CHUNK], None if d is None else d[i:i + CHUNK])
+                rgb.append(c.float())
+                sigma.append(s.float())
         empty = flat.new_zeros(0)
         return (back(torch.cat(rgb) if rgb else empty.reshape(0, 3)), back(torch.cat(sigma) if sigma else empty))
 
@@ -206,28 +295,29 @@ class NeRFRun(_Run):
         render`` computes its frames (depth the expected distance along the ray, sum_i w_i t_i; divide by the
         opacity for where the ray stops).
 
-        Either ``camera=i``, training camera i as the fit saw it, or a pinhole camera: ``c2w`` (3, 4) or (4, 4)
-        OpenGL camera-to-world, ``width`` and ``height`` in pixels, and ``fov`` (vertical, degrees) or ``fx`` (and
-        ``fy``, ``cx``, ``cy``; default the image centre). ``near`` / ``far`` bound the rays (default: a real
-        capture's per-photo bounds carried to the camera's distance, as ``rwf render --orbit`` and the viewer,
-        else the run's).
+        Either ``camera=i``, training camera i as the fit saw it (its pose, intrinsics, near/far bounds and, with
+        ``--appearance-dim``, its appearance: ``rwf render --split train``'s frame i), or a pinhole camera: ``c2w``
+        (3, 4) or (4, 4) OpenGL camera-to-world (x right, y up, looking down -z; a rotation and a position),
+        ``width`` and ``height`` in pixels, and ``fov`` (vertical, degrees) or ``fx`` (and ``fy``, ``cx``, ``cy``;
+        default the image centre). Rays start at ``near`` and end at ``far`` when given (they win over the run's
+        --near/--far and --no-far-bounds); else a real capture's per-photo bounds carried to the camera's distance,
+        as ``rwf render --orbit`` and the viewer, else the run's. Images are at most 16384 pixels a side and 64
+        million pixels.
         """
-        from .cameras import Cameras  # noqa: PLC0415
         from .nerf_outputs import frame_bounds  # noqa: PLC0415
         from .render_paths import bounds_at_distance  # noqa: PLC0415
 
         train = self.cameras
-        bounds = {}
+        bounds, own = {}, {}
         if camera is not None:
             if c2w is not None or any(v is not None for v in (width, height, fov, fx, fy, cx, cy)):
                 raise UserError("camera=i renders training camera i: give no c2w, size or intrinsics with it")
             if train is None:
-                raise UserError(f"{self.config.get('data')}: the training cameras are unavailable")
-            if not (isinstance(camera, (int, np.integer)) and -len(train) <= camera < len(train)):
-                raise UserError(f"camera must be an index among the {len(train)} training cameras, got {camera!r}")
-            i = int(camera) % len(train)
+                raise UserError(f"the training cameras are unavailable ({self._missing()})")
+            i = _whole(camera, "camera", -len(train), len(train) - 1) % len(train)
             cam = train[i:i + 1]
             bounds = frame_bounds(getattr(self.model, "train_near_far", None), i)
+            own = {"image_idx": i}  # its own appearance code, as the fit and --split train render it
         else:
             cam = self._pinhole(c2w, width, height, fov, fx, fy, cx, cy)
             if train is not None:
@@ -235,55 +325,85 @@ class NeRFRun(_Run):
                 nf = bounds_at_distance(train, center, getattr(self.model, "train_near_far", None),
                                         (cam.c2w[:, :3, 3].double().cpu() - center).norm(dim=1))
                 bounds = frame_bounds(nf, 0)
+        typed = {}
         for name, v in (("near", near), ("far", far)):
-            if v is not None:
-                if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
+            value = _number(v, name)
+            if value is not None:
+                if not (np.isfinite(value) and value >= 0):
                     raise UserError(f"{name} must be a finite distance >= 0, got {v!r}")
-                bounds[name] = float(v)
-        if "near" in bounds and "far" in bounds and not bounds["far"] > bounds["near"]:
-            raise UserError(f"far ({bounds['far']:g}) must exceed near ({bounds['near']:g})")
-        res = self.model.render_camera(cam.to(dtype=torch.float32), **bounds)
+                typed[name] = value
+        cfg = self.model.render_cfg
+        start = typed.get("near", cfg.near if cfg.near is not None else bounds.get("near", self.model.default_near()))
+        end = typed.get("far", cfg.far if cfg.far is not None else bounds.get("far") if cfg.far_bounds else None)
+        if end is not None and not end > start:
+            raise UserError(f"far ({end:g}) must exceed near ({start:g}): the rays would be empty")
+        saved = (cfg.near, cfg.far, cfg.far_bounds)
+        try:  # a typed bound wins over the run's --near / --far / --no-far-bounds, which render_rays applies first
+            if "near" in typed:
+                cfg.near = typed["near"]
+            if "far" in typed:
+                cfg.far, cfg.far_bounds = typed["far"], True
+            with _flushed_denormals(self.device):
+                res = self.model.render_camera(cam.to(dtype=torch.float32), **own, **bounds)
+        finally:
+            cfg.near, cfg.far, cfg.far_bounds = saved
         return {k: res[k].float().cpu().numpy() for k in ("rgb", "depth", "opacity")}
+
+    def _missing(self) -> str:
+        return getattr(self.model, "train_cameras_missing", None) or f"{self.config.get('data')}: dataset not found"
 
     def _pinhole(self, c2w, width, height, fov, fx, fy, cx, cy):
         from .cameras import Cameras  # noqa: PLC0415
 
         if c2w is None:
             raise UserError("render needs a camera: c2w with width, height and fov or fx, or camera=i")
-        m = np.asarray(c2w.detach().cpu() if isinstance(c2w, torch.Tensor) else c2w, dtype=np.float64)
+        try:
+            m = np.asarray(c2w.detach().cpu() if isinstance(c2w, torch.Tensor) else c2w, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"c2w: expected a (3, 4) or (4, 4) camera-to-world matrix ({e})") from None
         if m.shape not in ((3, 4), (4, 4)) or not np.isfinite(m).all():
             raise UserError(f"c2w: expected a finite (3, 4) or (4, 4) camera-to-world matrix, got shape {m.shape}")
-        for name, v in (("width", width), ("height", height)):
-            if not (isinstance(v, (int, np.integer)) and 0 < v <= 16384):
-                raise UserError(f"{name}: expected a whole number of pixels in 1..16384, got {v!r}")
+        if m.shape == (4, 4) and not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
+            raise UserError(f"c2w: the last row of a 4x4 camera-to-world is 0 0 0 1, got {m[3].tolist()}")
+        rot = m[:3, :3]
+        if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-4) or np.linalg.det(rot) <= 0:
+            raise UserError("c2w: its 3x3 part is not a rotation (orthonormal columns, determinant 1)")
+        w = _whole(width, "width", 1, 16384)
+        h = _whole(height, "height", 1, 16384)
+        if w * h > 64_000_000:
+            raise UserError(f"{w}x{h}: more than 64 million pixels in one view")
+        fov, fx, fy, cx, cy = (_number(v, n) for v, n in ((fov, "fov"), (fx, "fx"), (fy, "fy"), (cx, "cx"),
+                                                            (cy, "cy")))
         if (fov is None) == (fx is None):
             raise UserError("give the focal length as fov (vertical, degrees) or fx (pixels), one of them")
         if fov is not None:
-            if not (isinstance(fov, (int, float)) and 0 < fov < 180):
-                raise UserError(f"fov: expected degrees in (0, 180), got {fov!r}")
-            fx = 0.5 * height / np.tan(np.radians(fov) / 2)
+            if not 0 < fov < 180:
+                raise UserError(f"fov: expected degrees in (0, 180), got {fov:g}")
+            fx = 0.5 * h / np.tan(np.radians(fov) / 2)
         for name, v in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):
-            if v is not None and not (isinstance(v, (int, float, np.floating)) and np.isfinite(v)):
+            if v is not None and not np.isfinite(v):
                 raise UserError(f"{name}: expected a finite number, got {v!r}")
         if fx <= 0 or (fy is not None and fy <= 0):
             raise UserError("fx and fy must be positive")
-        return Cameras.create(torch.as_tensor(m[:3]), fx=float(fx), fy=None if fy is None else float(fy),
-                              cx=None if cx is None else float(cx), cy=None if cy is None else float(cy),
-                              width=int(width), height=int(height))
+        return Cameras.create(torch.as_tensor(m[:3]), fx=fx, fy=fy, cx=cx, cy=cy, width=w, height=h)
 
     def mesh(self, res: int = 256, threshold: float | None = None, min_component: float = 0.0):
-        """The surface where the density crosses ``threshold`` (default that of ``rwf export mesh``, 10 per reference
-        length) by marching cubes on a res^3 grid over the scene box, with vertex colours: a ``trimesh.Trimesh`` in
-        the scene's coordinates, as ``rwf export mesh RUN`` writes it (empty when nothing crosses)."""
+        """The surface where the density crosses ``threshold`` (``rwf export mesh --threshold``'s units: a density
+        per reference length, default 10; :meth:`query`'s density there is threshold x :attr:`density_scale`) by
+        marching cubes on a res^3 grid over the scene box, with vertex colours: a ``trimesh.Trimesh`` in the
+        scene's coordinates, as ``rwf export mesh RUN`` writes it (empty when nothing crosses)."""
+        from .mesh import MAX_GRID_RES  # noqa: PLC0415
         from .nerf_export import DEFAULT_DENSITY_LEVEL, density_mesh  # noqa: PLC0415
 
-        level = DEFAULT_DENSITY_LEVEL if threshold is None else threshold
-        if not (isinstance(level, (int, float)) and np.isfinite(level) and level > 0):
+        res = _whole(res, "res", 2, MAX_GRID_RES)
+        level = DEFAULT_DENSITY_LEVEL if threshold is None else _number(threshold, "threshold")
+        if not (np.isfinite(level) and level > 0):
             raise UserError(f"threshold must be a positive density, got {threshold!r}")
-        if not (isinstance(min_component, (int, float)) and 0 <= min_component <= 1):
+        fraction = _number(min_component, "min_component")
+        if not 0 <= fraction <= 1:
             raise UserError(f"min_component must be a fraction in [0, 1], got {min_component!r}")
-        with torch.no_grad():
-            return density_mesh(self.model, self.aabb, res, float(level), float(min_component))
+        with torch.no_grad(), _flushed_denormals(self.device):
+            return density_mesh(self.model, self.aabb, res, level, fraction)
 
 
 def load_run(run: str | os.PathLike, device: str = "auto") -> ImageRun | ShapeRun | NeRFRun:
@@ -293,12 +413,20 @@ def load_run(run: str | os.PathLike, device: str = "auto") -> ImageRun | ShapeRu
     it (a NeRF run reads its training cameras). Errors are :class:`rwf_render.UserError` with the message the
     commands print."""
     from .rundir import load_run_config  # noqa: PLC0415
-    from .trainer import resolve_device  # noqa: PLC0415
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    path = Path(run)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda': no CUDA device is available")
+    path = Path(run).expanduser()
     config = load_run_config(path)
+    with _flushed_denormals(torch.device("cpu")):  # the loaders set it for the commands; a notebook keeps its own
+        return _load(path, config, device)
+
+
+def _load(path: Path, config: dict, device: str):
+    from .trainer import resolve_device  # noqa: PLC0415
+
     kind = config["kind"]
     if kind == "image":
         from . import image  # noqa: PLC0415

@@ -13,7 +13,8 @@ import trimesh
 
 from rwf_render import ImageRun, NeRFRun, ShapeRun, UserError, cli, load_run
 
-SDF_TINY = ["--steps", "300", "--width", "64", "--features", "32", "--sigma", "1", "--eval-every", "300", "--mesh-res", "32",
+SDF_TINY = ["--steps", "300", "--width", "64", "--features", "32", "--sigma", "1", "--eval-every", "300",
+            "--mesh-res", "32",
             "--preview-res", "16", "--eval-points", "4096", "--metric-points", "5000", "--pool", "8192",
             "--batch", "1024", "--refresh-every", "100", "--quiet"]
 
@@ -183,7 +184,7 @@ def test_bad_nerf_cameras_are_user_errors(still_life_run):
         warnings.simplefilter("ignore")
         run = load_run(still_life_run, device="cpu")
     eye = np.eye(4)
-    for kwargs, message in [({}, "needs a camera"), ({"camera": 24}, "index among the 24"),
+    for kwargs, message in [({}, "needs a camera"), ({"camera": 24}, r"-24\.\.23, got 24"),
                             ({"camera": 0, "width": 8}, "give no c2w"),
                             ({"c2w": eye, "width": 8, "height": 8}, "fov .* or fx"),
                             ({"c2w": eye, "width": 8, "height": 8, "fov": 30, "fx": 5}, "one of them"),
@@ -207,3 +208,78 @@ def test_load_run_refuses_what_is_not_a_run(tmp_path, image_run):
         load_run(tmp_path / "empty")
     with pytest.raises(UserError, match="device"):
         load_run(image_run[0], device="gpu")
+
+
+# -- an API review: what a notebook user met -------------------------------------------------------------------------
+def test_one_point_empty_inputs_and_numpy_numbers(image_run, sphere_run):
+    img = load_run(image_run[0], device="cpu")
+    assert img.query([5.5, 5.5]).shape == (3,) and img.query(np.zeros((0, 2))).shape == (0, 3)
+    shape = load_run(sphere_run, device="cpu")
+    assert shape.query([5.0, -1.0, 3.0]).shape == () and shape.query(torch.zeros(3)).shape == ()
+    assert img.render(np.float32(0.5)).shape == (8, 12, 3)
+    assert len(shape.mesh(res=np.int64(16), level=np.float32(0.0)).faces) > 0
+    for bad in (True, "64", 3.5):
+        with pytest.raises(UserError, match="res"):
+            shape.mesh(res=bad)
+    with pytest.raises(UserError, match="masked"):
+        shape.query(np.ma.masked_array(np.zeros((2, 3)), mask=[[1, 0, 0], [0, 0, 0]]))
+    with pytest.raises(UserError, match="real numbers"):
+        shape.query(np.zeros((2, 3), dtype=bool))
+
+
+def test_sdf_queries_far_from_the_origin_keep_their_precision(sphere_run):
+    """The same field with its source moved 500000 units along x: float32 points snapped to a 1/32 lattice there
+    (distances in steps of 0.03); the points are moved into the unit cube in float64."""
+    from rwf_render.mesh import Normalization
+
+    run = load_run(sphere_run, device="cpu")
+    near = np.array([5.0, -1.0, 3.0]) + np.linspace(0, 0.19, 20)[:, None] * [1.0, 0.0, 0.0] + [2.0, 0, 0]
+    here = run.query(near)
+    norm = run.normalization
+    run.normalization = Normalization((norm.center[0] + 5e5, *norm.center[1:]), norm.scale)
+    far = run.query(near + [5e5, 0.0, 0.0])
+    np.testing.assert_allclose(far, here, atol=1e-5)
+    assert np.all(np.diff(here) > 0)  # outward along the radius: distances grow at every step
+
+
+def test_nerf_render_bounds_win_over_the_runs_and_the_view_gets_its_appearance(still_life_run, monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = load_run(still_life_run, device="cpu")
+    cfg = run.model.render_cfg
+    before = (cfg.near, cfg.far, cfg.far_bounds)
+    cfg.near, cfg.far_bounds = 0.01, False  # as a fit with --near and --no-far-bounds
+    try:
+        assert run.render(camera=3, near=100.0, far=200.0)["opacity"].max() < 1e-3  # beyond the scene: empty
+        assert run.render(camera=3, far=0.5)["opacity"].max() < run.render(camera=3)["opacity"].max()
+        assert (cfg.near, cfg.far_bounds) == (0.01, False)  # the run's own settings are back
+        with pytest.raises(UserError, match="must exceed near"):
+            run.render(camera=3, far=0.005)
+    finally:
+        cfg.near, cfg.far, cfg.far_bounds = before
+    seen = []
+    real = run.model.render_camera
+    monkeypatch.setattr(run.model, "render_camera", lambda cam, **kw: seen.append(kw) or real(cam, **kw))
+    run.render(camera=np.int64(5))
+    assert seen[-1].get("image_idx") == 5  # its own appearance code, as rwf render --split train
+    run.render(np.eye(4)[:3] + [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 3.0]], 8, 8, fov=np.float32(40))
+    assert "image_idx" not in seen[-1]
+    for kwargs, message in [({"camera": True}, "whole number"),
+                            ({"c2w": np.zeros((4, 4)), "width": 8, "height": 8, "fov": 30}, "last row"),
+                            ({"c2w": 2 * np.eye(4)[:3], "width": 8, "height": 8, "fov": 30}, "not a rotation"),
+                            ({"c2w": "eye", "width": 8, "height": 8, "fov": 30}, "camera-to-world")]:
+        with pytest.raises(UserError, match=message):
+            run.render(**kwargs)
+
+
+def test_loading_and_querying_leave_the_notebooks_float_settings(image_run):
+    """The loaders flush denormal floats to zero for speed (a process-wide switch): a notebook's own arithmetic
+    changed after load_run."""
+    torch.set_flush_denormal(False)
+    try:
+        run = load_run(image_run[0], device="cpu")
+        run.query([[1.5, 1.5]])
+        run.render()
+        assert float(torch.tensor([1e-40]) * 1.0) > 0
+    finally:
+        torch.set_flush_denormal(True)
