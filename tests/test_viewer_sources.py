@@ -282,3 +282,28 @@ def test_a_far_surface_of_a_large_scene_is_no_empty_pixel():
 
     got = viser_depth(np.array([[3.2e4, FAR, np.nan]]), 1e-4)
     np.testing.assert_allclose(got, [[3.2, VISER_MAX_DEPTH, VISER_MAX_DEPTH]], rtol=1e-6)
+
+
+class SteepSphere(Sphere):
+    """The sphere's distance times 3: the same surface, a field three times steeper than a distance (learned fields
+    reach 2 to 7)."""
+
+    def forward(self, x):
+        return 3.0 * super().forward(x)
+
+
+def test_a_steep_field_is_traced_to_its_surface():
+    """Steps of 0.9 f overshot a slope-3 field by far: every ray stepped over the sphere and the view was blank.
+    Steps are shortened by the field's slope (once per model version), as the fit's preview does."""
+    norm = Normalization((0.0, 0.0, 0.0), 1.0)
+    eye = torch.tensor([0.0, 0.0, 2.5])
+    c2w = look_at(eye.double(), torch.zeros(3, dtype=torch.float64), up=torch.tensor([0.0, 1.0, 0.0]))
+    exact = render_view(SDFSource(Sphere(0.3), "sdf", norm, CPU), ViewCamera.from_c2w(c2w, 0.6, 1.0), 31, "depth")
+    steep_source = SDFSource(SteepSphere(0.3), "sdf", norm, CPU)
+    steep = render_view(steep_source, ViewCamera.from_c2w(c2w, 0.6, 1.0), 31, "depth")
+    assert steep_source.slope() == pytest.approx(3.0, rel=0.05)
+    hits, found = exact.depth < FAR, steep.depth < FAR
+    assert hits.sum() > 100 and not (found & ~hits).any()
+    assert found.sum() >= 0.9 * hits.sum()  # measured 113 of 121: a few grazing rays at the silhouette run out
+    close = np.abs(steep.depth[found] - exact.depth[found]) < 5e-3  # (a few grazing rays land a little off)
+    assert close.mean() > 0.95
