@@ -163,7 +163,17 @@ def load_depths(tf, cams: Cameras, downscale: int) -> DepthPixels:
     return out
 
 
-def depth_loss(t_pred: torch.Tensor, t_target: torch.Tensor) -> torch.Tensor:
+def depth_loss(t_pred: torch.Tensor, t_target: torch.Tensor, opacity: torch.Tensor | None = None) -> torch.Tensor:
     """Mean relative L1 between rendered and target ray distances (R,): scale-free, so a scene's units and a far
-    point's larger triangulation error do not weigh in."""
-    return ((t_pred - t_target).abs() / t_target).mean()
+    point's larger triangulation error do not weigh in.
+
+    ``t_pred`` is the rendered ``sum_i w_i t_i``; with the rays' ``opacity`` o = sum_i w_i the error is
+    |sum_i w_i t_i - o t| / t + (1 - o): o times the relative error of the expected depth (nerfstudio's,
+    sum_i w_i t_i / o), least where the weights sit at the target whatever the opacity, plus the transparency of a
+    ray that should end at a surface. Both terms have bounded gradients (no division by o), and for an opaque ray
+    the sum is the relative error itself. Against the target alone (|sum_i w_i t_i - t| / t) a ray of opacity 0.6
+    was best served by a surface at t / 0.6, behind the true one; with the first term alone an empty ray scored
+    0 (a fit emptied its depth rays)."""
+    if opacity is None:
+        return ((t_pred - t_target).abs() / t_target).mean()
+    return ((t_pred - opacity * t_target).abs() / t_target + (1 - opacity)).mean()

@@ -161,7 +161,7 @@ class NeRFTask:
         terms, stats = {"mse": mse}, {"psnr_train": mse_to_psnr(float(mse.detach())), "rays": total,
                                       "samples_per_ray": samples / total}
         if b["depth"] is not None:
-            terms["depth"] = depth_loss(out["depth"][n:], b["depth"])
+            terms["depth"] = depth_loss(out["depth"][n:], b["depth"], out["opacity"][n:])
         if model.pose_correction is not None and self.cfg.camera_reg > 0:
             terms["camera_reg"] = model.pose_correction.penalty(model.diagonal)
         if self.cfg.distortion_weight > 0:  # mip-NeRF 360: each ray's weight in one compact interval

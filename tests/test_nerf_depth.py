@@ -240,3 +240,21 @@ def test_occlusion_loss_improves_the_held_out_views_of_the_real_capture(shared_c
     as in the far-bounds test above (on this capture SSIM has rated a flat render above one holding the statue)."""
     preset, without = _preset_against(tmp_path, 600, ["--occlusion-loss", "0"])
     assert preset["psnr"] > without["psnr"] + 0.2, (preset, without)
+
+
+def test_the_depth_loss_is_least_at_the_target_whatever_the_opacity():
+    """One ray, all its weight o in one sample at distance s (rendered depth o s): measured against the target
+    alone, |o s - t| / t, a ray of opacity 0.6 was best served by a surface at t / 0.6, behind the true one (a
+    review of the losses). The loss is now o |s - t| / t + (1 - o): least at s = t, the relative error itself for an
+    opaque ray, and an empty ray scores the most, not the least."""
+    from rwf_render.nerf_depth import depth_loss
+
+    t = torch.tensor([2.025])
+    s = torch.linspace(1.0, 4.0, 3001)
+    for o in (0.6, 0.9, 1.0):
+        opacity = torch.full_like(s, o)
+        losses = torch.stack([depth_loss(o * si[None], t, opacity[:1]) for si in s])
+        assert float(s[losses.argmin()]) == pytest.approx(2.025, abs=1e-3)
+    assert float(depth_loss(torch.tensor([2.2]), t, torch.tensor([1.0]))) == pytest.approx(0.175 / 2.025)
+    empty = float(depth_loss(torch.tensor([0.0]), t, torch.tensor([0.0])))
+    assert empty == pytest.approx(1.0) and empty > float(depth_loss(torch.tensor([0.6 * 3.0]), t, torch.tensor([0.6])))
