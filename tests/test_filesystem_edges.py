@@ -255,6 +255,21 @@ def test_data_tool_output_with_a_long_name(tmp_path):
 
 
 # -- staging left by a kill -9: swept by the next command once its maker is gone ---------------------------------------
+def _lock_holder(path: Path) -> subprocess.Popen:
+    """Another process holding an exclusive flock on ``path`` (as a live command holds its staging or temporary)
+    until its stdin is closed."""
+    script = textwrap.dedent(f"""
+        import fcntl, os, sys
+        fd = os.open({str(path)!r}, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        sys.stdin.read()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def _old(path: Path) -> Path:
     path.mkdir()
     (path / "half.png").write_bytes(b"x")
@@ -271,16 +286,8 @@ def test_stale_staging_is_swept_and_a_live_one_kept(nerf_run, tmp_path):
     dead_render = _old(tmp_path / ".frames.abcd1234.tmp")
     live = _old(tmp_path / ".out.partial-live0000")
     other = _old(tmp_path / ".notes.partial-abcd1234")  # another output's: not this command's to sweep
-    script = textwrap.dedent(f"""
-        import fcntl, os, sys
-        fd = os.open({str(live)!r}, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        print("held", flush=True)
-        sys.stdin.read()
-    """)
-    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = _lock_holder(live)
     try:
-        assert holder.stdout.readline().strip() == "held"
         assert main(["data", "synth", "demo", str(tmp_path / "out"), *SYNTH]) == 0
         assert cli.main(["render", str(nerf_run), "--orbit", "2", "--out", str(tmp_path / "frames"), *SMALL]) == 0
     finally:
@@ -352,16 +359,8 @@ def test_a_killed_writers_temporaries_are_swept_by_the_next_write_there(tmp_path
     fresh.write_bytes(b"a writer started a moment ago")
     held = _stale_file(tmp_path / ".m.ply.held0000.tmp.ply")
     mine = _stale_file(tmp_path / "notes.tmp")  # not a name rwf gives its temporaries
-    script = textwrap.dedent(f"""
-        import fcntl, os, sys
-        fd = os.open({str(held)!r}, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        print("held", flush=True)
-        sys.stdin.read()
-    """)
-    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = _lock_holder(held)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with rundir.atomic_path(tmp_path / "m.ply") as tmp:
             Path(tmp).write_text("ply")
     finally:
