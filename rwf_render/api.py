@@ -208,6 +208,21 @@ class ShapeRun(_Run):
         out = f.double() / norm.scale if self.target == "sdf" else torch.sigmoid(f.double())
         return back(out)
 
+    def normals(self, points):
+        """Unit outward normals (..., 3) of the field's level sets at ``points`` (..., 3) in the source's units:
+        the normalized gradient of the distance (sdf runs; of minus the logit for occupancy runs), by autograd
+        through the network (a ReLU network's gradient is piecewise constant: at a mesh's vertices it may vary
+        from one to the next)."""
+        from .spheretrace import field_gradients  # noqa: PLC0415
+
+        flat, _, back = self._points(points, 3, "points", torch.float64)
+        center = torch.as_tensor(self.normalization.center, dtype=torch.float64, device=self.device)
+        unit = ((flat - center) * self.normalization.scale).float()
+        with _flushed_denormals(self.device):
+            grad = field_gradients(lambda x: self.model(x)[:, 0], unit, 0.0, CHUNK)
+        outward = grad if self.target == "sdf" else -grad  # logits grow inward
+        return back(torch.nn.functional.normalize(outward, dim=-1))
+
     def mesh(self, res: int = 256, level: float = 0.0, min_component: float = 0.0):
         """The surface {field = ``level``} by marching cubes on a res^3 grid over the unit cube the field was fitted
         in, as ``rwf export mesh RUN`` extracts it (``level`` a distance in the source's units for sdf runs, a logit
@@ -257,6 +272,21 @@ class NeRFRun(_Run):
     def aabb(self) -> np.ndarray:
         """The scene box (2, 3): min and max corners."""
         return self.model.aabb.detach().cpu().numpy().astype(np.float64).reshape(2, 3)
+
+    def cameras_of(self, split: str):
+        """The cameras of the dataset's ``split`` ("train", "val", "test"; ``cameras.Cameras``) at the fit's
+        ``--downscale``, as ``rwf render --split`` renders them: the training split with an ``--optimize-cameras``
+        fit's corrections (:attr:`cameras`), the others as the dataset gives them. UserError for a split the
+        dataset lacks."""
+        from .datasets import load_transforms  # noqa: PLC0415
+        from .nerf_outputs import scaled_cameras  # noqa: PLC0415
+
+        if split not in ("train", "val", "test"):
+            raise UserError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if split == "train" and self.cameras is not None:
+            return self.cameras
+        tf = load_transforms(self.config.get("data"), split)
+        return scaled_cameras(tf.cameras.to(dtype=torch.float32), int(self.config.get("downscale", 1) or 1))
 
     @property
     def density_scale(self) -> float:
@@ -325,6 +355,37 @@ class NeRFRun(_Run):
                 nf = bounds_at_distance(train, center, getattr(self.model, "train_near_far", None),
                                         (cam.c2w[:, :3, 3].double().cpu() - center).norm(dim=1))
                 bounds = frame_bounds(nf, 0)
+        with self._bounds(near, far, bounds):
+            res = self.model.render_camera(cam.to(dtype=torch.float32), **own, **bounds)
+        return {k: res[k].float().cpu().numpy() for k in ("rgb", "depth", "opacity")}
+
+    @torch.no_grad()
+    def render_rays(self, origins, directions, near: float | None = None, far: float | None = None) -> dict:
+        """Render rays from ``origins`` (..., 3) along ``directions`` (..., 3) (normalized here): {"rgb" (..., 3),
+        "depth" (...,), "opacity" (...,)}, in the type the origins came in; depth along the unit direction. Bounds
+        as in :meth:`render` (without per-photo bounds: ``near``/``far``, else the run's). A ``mip`` field sees
+        points, not cones (rays carry no pixel footprint here)."""
+        o, _, back = self._points(origins, 3, "origins")
+        d, _, _ = self._points(directions, 3, "directions")
+        if d.shape != o.shape:
+            raise UserError(f"directions: expected one per origin, {tuple(o.shape)}, got {tuple(d.shape)}")
+        if bool((d.norm(dim=-1) == 0).any()):
+            raise UserError("directions: a zero vector has no direction")
+        d = torch.nn.functional.normalize(d, dim=-1)
+        parts = {"rgb": [], "depth": [], "opacity": []}
+        with self._bounds(near, far, {}):
+            for i in range(0, o.shape[0], self.model.render_cfg.chunk):
+                res = self.model.render_rays(o[i:i + self.model.render_cfg.chunk], d[i:i + self.model.render_cfg.chunk])
+                for k in parts:
+                    parts[k].append(res[k].float())
+        empty = {"rgb": o.new_zeros(0, 3), "depth": o.new_zeros(0), "opacity": o.new_zeros(0)}
+        return {k: back(torch.cat(v) if v else empty[k]) for k, v in parts.items()}
+
+    @contextlib.contextmanager
+    def _bounds(self, near, far, bounds: dict):
+        """Render with typed ``near`` / ``far`` winning over the run's --near / --far / --no-far-bounds (which
+        ``render_rays`` applies first) and over ``bounds`` (per-photo ones); UserError for bounds that leave the
+        rays empty. The run's settings are back afterwards."""
         typed = {}
         for name, v in (("near", near), ("far", far)):
             value = _number(v, name)
@@ -338,16 +399,15 @@ class NeRFRun(_Run):
         if end is not None and not end > start:
             raise UserError(f"far ({end:g}) must exceed near ({start:g}): the rays would be empty")
         saved = (cfg.near, cfg.far, cfg.far_bounds)
-        try:  # a typed bound wins over the run's --near / --far / --no-far-bounds, which render_rays applies first
+        try:
             if "near" in typed:
                 cfg.near = typed["near"]
             if "far" in typed:
                 cfg.far, cfg.far_bounds = typed["far"], True
             with _flushed_denormals(self.device):
-                res = self.model.render_camera(cam.to(dtype=torch.float32), **own, **bounds)
+                yield
         finally:
             cfg.near, cfg.far, cfg.far_bounds = saved
-        return {k: res[k].float().cpu().numpy() for k in ("rgb", "depth", "opacity")}
 
     def _missing(self) -> str:
         return getattr(self.model, "train_cameras_missing", None) or f"{self.config.get('data')}: dataset not found"

@@ -283,3 +283,37 @@ def test_loading_and_querying_leave_the_notebooks_float_settings(image_run):
         assert float(torch.tensor([1e-40]) * 1.0) > 0
     finally:
         torch.set_flush_denormal(True)
+
+
+def test_sdf_normals_point_away_from_the_sphere_centre(sphere_run):
+    run = load_run(sphere_run, device="cpu")
+    rng = np.random.default_rng(1)
+    d = rng.normal(size=(200, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    n = run.normals(np.array([5.0, -1.0, 3.0]) + 2.0 * d)  # on the surface, in the mesh's units
+    assert n.shape == (200, 3)
+    np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, atol=1e-5)
+    cos = (n * d).sum(1)  # a 300-step fit: measured median 0.92 (a flipped sign or swapped axes: about -1 or 0)
+    assert np.median(cos) > 0.85 and (cos > 0).mean() > 0.95
+
+
+def test_nerf_rays_render_as_the_camera_does_and_other_splits_have_cameras(still_life_run):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = load_run(still_life_run, device="cpu")
+    from rwf_render.cameras import pixel_rays
+
+    cam = run.cameras[2]
+    view = run.render(cam.c2w[0], int(cam.width[0]), int(cam.height[0]), fx=float(cam.fx[0]), fy=float(cam.fy[0]),
+                      cx=float(cam.cx[0]), cy=float(cam.cy[0]))
+    o, d = pixel_rays(cam)
+    rays = run.render_rays(o.reshape(-1, 3).numpy(), 3.0 * d.reshape(-1, 3).numpy())  # directions normalized
+    np.testing.assert_allclose(rays["rgb"].reshape(view["rgb"].shape), view["rgb"], atol=1e-4)
+    np.testing.assert_allclose(rays["depth"].reshape(view["depth"].shape), view["depth"], atol=1e-4)
+    test = run.cameras_of("test")
+    assert len(test) == 2 and int(test.width[0]) == 32
+    assert len(run.cameras_of("train")) == 24
+    with pytest.raises(UserError, match="split"):
+        run.cameras_of("all")
+    with pytest.raises(UserError, match="zero vector"):
+        run.render_rays(np.zeros((1, 3)), np.zeros((1, 3)))
