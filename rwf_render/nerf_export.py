@@ -218,7 +218,7 @@ def _out_file(out: Path) -> Path:
 def density_mesh(model: NeRFModel, box, res: int, level: float = DEFAULT_DENSITY_LEVEL, min_component: float = 0.0,
                  progress: bool = False):
     """Marching cubes of {density = ``level``} on a res^3 grid over ``box`` (2, 3), components under
-    ``min_component`` of the largest dropped, vertex colours from the field (seen along +z when view-dependent): the
+    ``min_component`` of all faces dropped, vertex colours from the field (seen along +z when view-dependent): the
     mesh ``rwf export mesh`` writes, in the run's world coordinates (empty when nothing crosses the level). The level
     is a density per reference length (``nerf_field.REFERENCE_DIAGONAL``), as the field's: the same surface for one
     scene in any units."""
