@@ -290,7 +290,7 @@ def test_radial_turn_of_lenses_that_share_k1():
     assert float((distort(got, torch.tensor(1), dist) - xy_d).abs().max()) < 1e-12
 
 
-# -- rundir.py: temporaries ----------------------------------------------------------------------------------------------
+# -- rundir.py: temporaries ---------------------------------------------------------------------------------------
 def test_atomic_paths_temporary_is_locked_while_it_is_written(tmp_path):
     """Mutation rundir.py:189 (``_hold(fd)`` dropped from atomic_path) survived: only atomic_write's lock was tested.
     atomic_path writes meshes, PNGs, plots and videos: a writer slower than 30 s lost its file to another command's
