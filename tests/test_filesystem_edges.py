@@ -350,6 +350,20 @@ def _stale_file(path: Path) -> Path:
     return path
 
 
+def aged_and_held(path: Path) -> None:
+    """Make ``path`` look stale (untouched for twice the sweep's age) and check that some process holds its lock."""
+    import fcntl
+
+    past = time.time() - 2 * locks.STALE_AFTER_S
+    os.utime(path, (past, past))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
 def test_a_killed_writers_temporaries_are_swept_by_the_next_write_there(tmp_path, monkeypatch):
     """A render or export killed during its write left ``.NAME.XXXXXXXX.tmp`` for good (only --resume swept a run's);
     the README promised the next command writing there removes it once 30 s old and unheld (a filesystem hunt)."""
@@ -377,20 +391,11 @@ def test_a_killed_writers_temporaries_are_swept_by_the_next_write_there(tmp_path
 def test_a_live_writers_temporary_is_locked_while_it_writes(tmp_path, monkeypatch):
     """What keeps a sweep off a write in progress: the writer's lock on its own temporary (an old mtime alone would
     not: a slow video writer may leave its file untouched for a while)."""
-    import fcntl
-
     seen = []
 
     def write(f):
         tmp = next(p for p in tmp_path.iterdir() if p.name.startswith(".out.json."))
-        past = time.time() - 2 * locks.STALE_AFTER_S
-        os.utime(tmp, (past, past))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        finally:
-            os.close(fd)
+        aged_and_held(tmp)
         monkeypatch.setattr(rundir, "_SWEPT", set())
         rundir.sweep_temporaries(tmp_path)  # another command's sweep, here
         seen.append(tmp.exists())

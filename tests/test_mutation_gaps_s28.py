@@ -295,21 +295,12 @@ def test_atomic_paths_temporary_is_locked_while_it_is_written(tmp_path):
     """Mutation rundir.py:189 (``_hold(fd)`` dropped from atomic_path) survived: only atomic_write's lock was tested.
     atomic_path writes meshes, PNGs, plots and videos: a writer slower than 30 s lost its file to another command's
     sweep."""
-    import fcntl
-
     from rwf_render import rundir
-    from rwf_render.locks import STALE_AFTER_S
+    from test_filesystem_edges import aged_and_held
 
     with rundir.atomic_path(tmp_path / "m.ply") as tmp:
         Path(tmp).write_text("ply")
-        past = time.time() - 2 * STALE_AFTER_S
-        os.utime(tmp, (past, past))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        finally:
-            os.close(fd)
+        aged_and_held(Path(tmp))
         rundir.sweep_temporaries(tmp_path, once=False)
         assert Path(tmp).exists()
     assert (tmp_path / "m.ply").read_text() == "ply"
