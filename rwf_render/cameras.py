@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .lenses import _t, distort, fisheye_directions, fisheye_distort_dirs, lens_problems, undistort  # noqa: F401
+from .lenses import (_radial_turn, _t, distort, fisheye_directions, fisheye_distort_dirs,  # noqa: F401
+                     lens_problems, undistort)
 # (distort, undistort: also imported from here)
 
 PINHOLE, OPENCV, OPENCV_FISHEYE = "PINHOLE", "OPENCV", "OPENCV_FISHEYE"
@@ -336,7 +337,10 @@ def pixel_rays(cams: Cameras, pixels=None, cam_idx=None, normalize: bool = True
     xy_d = torch.stack([(pixels[:, 0] - cams.cx[cam_idx]) / cams.fx[cam_idx],
                         (pixels[:, 1] - cams.cy[cam_idx]) / cams.fy[cam_idx]], -1)
     model, dist = cams.model[cam_idx], cams.dist[cam_idx]
-    xy = undistort(xy_d, model, dist)
+    turn = None
+    if bool((cams.model == 1).any()):  # OPENCV: each lens's turning point once per camera, not per ray
+        turn = _radial_turn(cams.dist[:, :4])[cam_idx]
+    xy = undistort(xy_d, model, dist, turn=turn)
     d_cv = torch.cat([xy, torch.ones_like(xy[:, :1])], -1)  # OpenCV camera frame, z-depth 1
     fish = model == 2
     if bool(fish.any()):  # the fisheye by angle (theta up to 180 degrees): unit directions

@@ -59,7 +59,8 @@ def distort(xy: torch.Tensor, model: torch.Tensor, dist: torch.Tensor) -> torch.
     return out
 
 
-def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters: int = 20) -> torch.Tensor:
+def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters: int = 20,
+              turn: torch.Tensor | None = None) -> torch.Tensor:
     """Invert :func:`distort` by Newton iterations.
 
     OPENCV: the radius first, r (1 + k1 r^2 + ... + k4 r^8) = |xy_d| by Newton steps kept between the axis and
@@ -72,6 +73,8 @@ def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters
 
     Args:
         xy_d: (..., 2) distorted normalized coordinates; model: (...); dist: (..., 6) as in :func:`distort`.
+        turn: (...) each point's lens's :func:`_radial_turn` when the caller has it (once per camera: rays of many
+            cameras otherwise find the distinct lenses among all their rows, a sort of the whole batch).
     Returns:
         (..., 2) undistorted coordinates.
     """
@@ -83,7 +86,7 @@ def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters
         return out
     k1, k2, k3, k4, p1, p2 = torch.broadcast_to(dist, (*xy_d.shape[:-1], 6)).unbind(-1)
     if bool((model == 1).any()):  # OPENCV
-        xy = _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters)
+        xy = _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters, turn)
         out = torch.where((model == 1)[..., None], xy, out)
     if bool((model == 2).any()):  # OPENCV_FISHEYE: X / Z exists only short of 90 degrees off axis
         rd = xy_d.norm(dim=-1)
@@ -110,11 +113,13 @@ def _radial_turn(k: torch.Tensor) -> torch.Tensor:
     return torch.tensor(turns, dtype=k.dtype, device=k.device)[which.to(k.device)].reshape(k.shape[:-1])
 
 
-def _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters: int) -> torch.Tensor:
+def _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters: int, turn=None) -> torch.Tensor:
     """:func:`undistort` of the OPENCV model (see there)."""
     rd = xy_d.norm(dim=-1)
     tol = 8 * torch.finfo(rd.dtype).eps
-    lo, hi = torch.zeros_like(rd), _radial_turn(torch.stack([k1, k2, k3, k4], -1)).to(rd.dtype)
+    if turn is None:
+        turn = _radial_turn(torch.stack([k1, k2, k3, k4], -1))
+    lo, hi = torch.zeros_like(rd), torch.broadcast_to(turn.to(device=rd.device, dtype=rd.dtype), rd.shape).clone()
     r = torch.where(rd < hi, rd, 0.5 * hi)  # a start on the rising stretch (the turn is finite there)
     for i in range(max(iters, 60)):  # bracketed Newton: a step leaving [lo, hi] bisects instead
         s = r * r

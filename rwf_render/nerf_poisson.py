@@ -132,12 +132,18 @@ def poisson_mesh(points: np.ndarray, normals: np.ndarray, box, depth: int = 8, t
     f = f[keep[f].all(1)]
     # open3d leaves a few faces without area and pairs of faces over the same three vertices wound both ways (23 and
     # 2 of 245k on a real export): neither is surface
-    tri = v[f]
-    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    f = f[area2 > 1e-12 * max(1.0, float(np.abs(v).max(initial=0.0))) ** 2]
-    key = np.sort(f, axis=1)
-    _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
-    f = f[np.sort(first[counts == 1])] if len(f) else f
+    if len(f):
+        tri = v[f]
+        area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        extent = float(np.ptp(v[np.unique(f)], 0).max())  # relative to the surface's size: the same in any units
+        f = f[area2 > 1e-12 * extent ** 2]
+    if len(f):  # a face listed twice keeps one copy; a pair wound both ways goes (no side of it is outside)
+        key = np.sort(f, axis=1)
+        parity = ((f[:, 0] > f[:, 1]).astype(int) + (f[:, 0] > f[:, 2]) + (f[:, 1] > f[:, 2])) % 2
+        _, first, which = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        which = which.reshape(-1)
+        ways = np.bincount(np.unique(np.stack([which, parity], 1), axis=0)[:, 0], minlength=len(first))
+        f = f[np.sort(first[ways == 1])]
     out = trimesh.Trimesh(v, f, process=False)
     out.remove_unreferenced_vertices()
     return out

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -90,39 +91,51 @@ def _hold(fd: int) -> None:
     try:
         import fcntl  # noqa: PLC0415
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (ImportError, OSError):  # no locks here: such files are then swept by age alone
-        pass
+    except (ImportError, OSError):  # no locks here (a sweep then leaves every temporary alone; on a system
+        pass                         # without fcntl at all it goes by age alone)
 
 
-_SWEPT: set[str] = set()
-"""the folders this process has swept of stale temporaries (once each: a render writes thousands of frames)"""
+_OWN_TAIL = re.compile(r"[a-z0-9_]{8}\.tmp(\.[^.]*)?")
+"""what follows ``temp_prefix(NAME)`` in the name of a temporary of NAME"""
+
+_FOUND: dict[str, list[str]] = {}
+"""per folder, the names of the temporaries this process found there when it first wrote into it (listed once: a
+render writes thousands of frames)"""
 
 
-def sweep_temporaries(folder: Path, min_age: float | None = None, once: bool = True) -> None:
-    """Remove the temporary files (``.NAME.XXXXXXXX.tmp``, ``atomic_write``'s and ``atomic_path``'s) in ``folder``
-    that a killed writer left: untouched for ``min_age`` seconds (default ``locks.STALE_AFTER_S``) and locked by no
-    process (a live writer holds its file's lock, :func:`_hold`; where the file system has no locks, none is
-    removed). With ``once``, a folder this process swept before is left alone."""
+def sweep_temporaries(folder: Path, name: str | None = None, min_age: float | None = None,
+                      fresh: bool = False) -> None:
+    """Remove the temporary files (``.NAME.XXXXXXXX.tmp``, ``atomic_write``'s and ``atomic_path``'s) a killed
+    writer left in ``folder``: those of the file ``name`` (every one with ``name`` None, as ``--resume`` does in its
+    own run folder), untouched for ``min_age`` seconds (default ``locks.STALE_AFTER_S``) and locked by no process (a
+    live writer holds its file's lock, :func:`_hold`; where the file system has no locks, none is removed). Only
+    the file's own temporaries: a hidden ``.x.XXXXXXXX.tmp`` of another program beside an output stays. The folder
+    is listed once per process (``fresh``: again)."""
     import time  # noqa: PLC0415
 
     from .locks import STALE_AFTER_S  # noqa: PLC0415
 
     key = os.path.abspath(folder)
-    if once and key in _SWEPT:
-        return
-    _SWEPT.add(key)
+    if fresh or key not in _FOUND:
+        try:
+            _FOUND[key] = [e.name for e in os.scandir(folder) if _TEMPORARY.match(e.name)]
+        except OSError:
+            _FOUND[key] = []
     min_age = STALE_AFTER_S if min_age is None else min_age
-    try:
-        children = list(os.scandir(folder))
-    except OSError:
-        return
-    for child in children:
-        if not _TEMPORARY.match(child.name) or not child.is_file(follow_symlinks=False):
+    prefix = None if name is None else temp_prefix(name)
+    for child in list(_FOUND[key]):
+        if prefix is not None and not (child.startswith(prefix) and _OWN_TAIL.fullmatch(child[len(prefix):])):
+            continue
+        target = os.path.join(key, child)
+        try:
+            st = os.lstat(target)
+        except OSError:
+            _FOUND[key].remove(child)
+            continue
+        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < min_age:
             continue
         try:
-            if time.time() - child.stat(follow_symlinks=False).st_mtime < min_age:
-                continue
-            fd = os.open(child.path, os.O_RDONLY)
+            fd = os.open(target, os.O_RDONLY)
         except OSError:
             continue
         try:
@@ -134,7 +147,8 @@ def sweep_temporaries(folder: Path, min_age: float | None = None, once: bool = T
             os.close(fd)
             continue
         try:
-            os.unlink(child.path)
+            os.unlink(target)
+            _FOUND[key].remove(child)
         except OSError:
             pass
         finally:
@@ -147,14 +161,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
     path = Path(path)
     tmp = ""
     try:
-        sweep_temporaries(path.parent)
+        sweep_temporaries(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
         _hold(fd)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        _publish(tmp, path)
+            _publish(tmp, path)  # still open, so still locked: a sweep cannot take it before it is in place
     except BaseException as e:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
@@ -181,7 +195,7 @@ def _os_error_behind(e: BaseException) -> OSError | None:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path`` for a writer that wants a file name; moved over ``path`` on success."""
     path = Path(path)
-    sweep_temporaries(path.parent)
+    sweep_temporaries(path.parent, path.name)
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp" + path.suffix[:40], dir=path.parent)
     except OSError as e:
@@ -196,9 +210,11 @@ def atomic_path(path: str | os.PathLike):
             raise
         raise named from e
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        os.close(fd)
+        try:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -438,7 +454,7 @@ def run_dirs_resumable() -> bool:
 def _remove_temporaries(path: Path) -> None:
     """Remove the temporary files a killed writer left in ``path`` (kill -9 during a checkpoint leaves one each), at
     any age: the fit holds the run, but an ``rwf eval`` writing its metrics.json keeps its own (locked)."""
-    sweep_temporaries(path, min_age=0.0, once=False)
+    sweep_temporaries(path, min_age=0.0, fresh=True)
 
 
 def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool = False) -> Path:

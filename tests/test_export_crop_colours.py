@@ -75,3 +75,20 @@ def test_poisson_drops_faces_without_area_and_doubled_faces(monkeypatch):
     key = {tuple(sorted(t)) for t in np.asarray(out.faces)}
     assert len(out.faces) == len(f) - 1 and tuple(sorted(f[0])) not in key  # both of the pair go: no surface
     assert (out.area_faces > 0).all()
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-5])
+def test_poisson_keeps_one_copy_of_a_face_listed_twice_in_any_units(monkeypatch, scale):
+    """A review: both copies of a face listed twice with one winding went (a hole), and the zero-area cut was an
+    absolute 1e-12 below one unit, so a sphere 1e-5 across lost every face."""
+    o3d = pytest.importorskip("open3d")
+    from rwf_render.nerf_poisson import poisson_mesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    v = np.asarray(sphere.vertices) * scale
+    f = np.asarray(sphere.faces)
+    made = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v), o3d.utility.Vector3iVector(np.vstack([f, f[:1]])))
+    monkeypatch.setattr(o3d.geometry.TriangleMesh, "create_from_point_cloud_poisson",
+                        staticmethod(lambda *a, **k: (made, o3d.utility.DoubleVector(np.ones(len(v))))))
+    out = poisson_mesh(v, v, np.array([[-2.0 * scale] * 3, [2.0 * scale] * 3]), trim=0.0)
+    assert len(out.faces) == len(f) and out.is_watertight

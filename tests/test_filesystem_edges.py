@@ -366,9 +366,11 @@ def aged_and_held(path: Path) -> None:
 
 def test_a_killed_writers_temporaries_are_swept_by_the_next_write_there(tmp_path, monkeypatch):
     """A render or export killed during its write left ``.NAME.XXXXXXXX.tmp`` for good (only --resume swept a run's);
-    the README promised the next command writing there removes it once 30 s old and unheld (a filesystem hunt)."""
-    monkeypatch.setattr(rundir, "_SWEPT", set())
-    dead = [_stale_file(tmp_path / ".m.ply.qqn0a93d.tmp.ply"), _stale_file(tmp_path / ".other.png.abcd1234.tmp")]
+    the README promised the next command writing that file there removes it once 30 s old and unheld (a filesystem
+    hunt). Only the file's own: another program's hidden temporary of that shape beside it stays (a review)."""
+    monkeypatch.setattr(rundir, "_FOUND", {})
+    dead = [_stale_file(tmp_path / ".m.ply.qqn0a93d.tmp.ply"), _stale_file(tmp_path / ".m.ply.abcd1234.tmp")]
+    other = _stale_file(tmp_path / ".thesis.docx.k3j9x_2a.tmp")
     fresh = tmp_path / ".m.ply.fresh000.tmp.ply"
     fresh.write_bytes(b"a writer started a moment ago")
     held = _stale_file(tmp_path / ".m.ply.held0000.tmp.ply")
@@ -382,8 +384,10 @@ def test_a_killed_writers_temporaries_are_swept_by_the_next_write_there(tmp_path
         holder.wait(timeout=60)
     assert not any(p.exists() for p in dead)
     assert fresh.exists() and held.exists() and mine.exists() and (tmp_path / "m.ply").read_text() == "ply"
-    # once per folder and process: the frames of a render do not list their folder again each
-    again = _stale_file(tmp_path / ".x.png.abcd1234.tmp")
+    assert other.exists()
+    # the folder is listed once per process (a render writes thousands of frames): a temporary that appears later
+    # is left to the next command
+    again = _stale_file(tmp_path / ".x.json.abcd1234.tmp")
     rundir.atomic_write_text(tmp_path / "x.json", "{}")
     assert again.exists()
 
@@ -396,8 +400,7 @@ def test_a_live_writers_temporary_is_locked_while_it_writes(tmp_path, monkeypatc
     def write(f):
         tmp = next(p for p in tmp_path.iterdir() if p.name.startswith(".out.json."))
         aged_and_held(tmp)
-        monkeypatch.setattr(rundir, "_SWEPT", set())
-        rundir.sweep_temporaries(tmp_path)  # another command's sweep, here
+        rundir.sweep_temporaries(tmp_path, "out.json", fresh=True)  # another command's sweep, here
         seen.append(tmp.exists())
         f.write(b"{}")
 

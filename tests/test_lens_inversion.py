@@ -80,3 +80,18 @@ def test_ordinary_lenses_are_unchanged_and_a_batch_of_lenses_inverts_each():
     turns = _radial_turn(dist[:, :4])
     assert torch.isinf(turns[0]) and float(turns[1]) == pytest.approx(2.5152, abs=1e-3)
 
+
+
+def test_rays_of_many_lenses_take_each_cameras_own_turning_point():
+    """pixel_rays finds each camera's turning point once (a sort of every ray's lens made a batch of 30 lenses 2.4x
+    slower than before); rays of two cameras in one batch are those of each camera alone."""
+    from rwf_render.cameras import pixel_rays
+
+    cams = Cameras.create(torch.eye(4).expand(2, 4, 4), fx=160.0, width=320, height=240, model="OPENCV",
+                          dist=[[WIDE["k1"], WIDE["k2"], WIDE["k3"], 0, 0, 0], [-0.1, 0.02, 0.0, 0, 0.001, 0.001]])
+    pix = torch.tensor(_border(320, 240), dtype=torch.float32)
+    idx = torch.arange(len(pix)) % 2
+    _, both = pixel_rays(cams, pix, idx)
+    for k in (0, 1):
+        _, alone = pixel_rays(cams[k], pix[idx == k])
+        torch.testing.assert_close(both[idx == k], alone)

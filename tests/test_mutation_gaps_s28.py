@@ -301,17 +301,17 @@ def test_atomic_paths_temporary_is_locked_while_it_is_written(tmp_path):
     with rundir.atomic_path(tmp_path / "m.ply") as tmp:
         Path(tmp).write_text("ply")
         aged_and_held(Path(tmp))
-        rundir.sweep_temporaries(tmp_path, once=False)
+        rundir.sweep_temporaries(tmp_path, fresh=True)
         assert Path(tmp).exists()
     assert (tmp_path / "m.ply").read_text() == "ply"
 
 
 def test_resume_sweeps_a_fresh_temporary_even_after_a_sweep_of_its_folder(tmp_path, monkeypatch):
-    """Mutations rundir.py:441 (``once=False`` ignored, or ``min_age=0.0`` dropped) survived: --resume removes every
-    unlocked temporary of its run, fresh ones too, whether or not the folder was swept before in this process."""
+    """Mutations rundir.py:441 (``fresh=True`` ignored, or ``min_age=0.0`` dropped) survived: --resume removes every
+    unlocked temporary of its run, fresh ones too, whether or not the folder was listed before in this process."""
     from rwf_render import rundir
 
-    monkeypatch.setattr(rundir, "_SWEPT", set())
+    monkeypatch.setattr(rundir, "_FOUND", {})
     rundir.sweep_temporaries(tmp_path)
     fresh = tmp_path / ".checkpoint.pt.abcd1234.tmp"
     fresh.write_bytes(b"half a checkpoint")
@@ -325,7 +325,7 @@ def test_atomic_write_sweeps_a_killed_writers_temporaries(tmp_path, monkeypatch)
     from rwf_render import rundir
     from rwf_render.locks import STALE_AFTER_S
 
-    monkeypatch.setattr(rundir, "_SWEPT", set())
+    monkeypatch.setattr(rundir, "_FOUND", {})
     dead = tmp_path / ".metrics.json.abcd1234.tmp"
     dead.write_bytes(b"{")
     past = time.time() - 2 * STALE_AFTER_S

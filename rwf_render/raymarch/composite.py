@@ -26,9 +26,10 @@ def exclusive_sum(values: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) 
         return values.clone()
     ahead = torch.cumsum(values.double(), dim=0) - values.double()  # (S,) sum of every sample packed before i
     position = torch.arange(values.numel(), device=values.device)
-    first = torch.full((n_rays,), values.numel(), dtype=position.dtype, device=values.device)
-    first = first.scatter_reduce(0, ray_indices, position, reduce="amin")  # (n_rays,) each ray's first sample
-    return (ahead - ahead[first[ray_indices]]).to(values.dtype)
+    starts = torch.ones_like(ray_indices, dtype=torch.bool)
+    starts[1:] = ray_indices[1:] != ray_indices[:-1]  # where each ray's samples begin
+    first = torch.cummax(torch.where(starts, position, torch.zeros_like(position)), 0).values  # (S,) its ray's start
+    return (ahead - ahead[first]).to(values.dtype)
 
 
 MAX_THICKNESS = 100.0
