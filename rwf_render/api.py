@@ -96,10 +96,10 @@ class _Run:
             raise UserError(f"{self.path / HISTORY}: unreadable ({e})") from None
         return [{k: int(v) if k == "step" and v == v else v for k, v in row.items()} for row in rows]
 
-    def _points(self, x, dim: int, what: str, dtype=torch.float32) -> tuple[torch.Tensor, tuple, callable]:
+    def _points(self, x, dim: int, what: str, dtype=torch.float32) -> tuple[torch.Tensor, callable]:
         """``x`` (..., dim) of real numbers (floats or integers; no bools, complex numbers, masked or object arrays)
-        as ``dtype`` (N, dim) on the model's device, the leading shape, and the function that gives a result back
-        in the caller's type and device."""
+        as ``dtype`` (N, dim) on the model's device, and the function that gives a result back in the caller's
+        shape, type and device."""
         given = x
         if isinstance(x, np.ma.MaskedArray):
             raise UserError(f"{what}: a masked array (its mask would be ignored); pass the points to use")
@@ -129,7 +129,7 @@ class _Run:
         def back(y: torch.Tensor):
             y = y.reshape(lead + tuple(y.shape[1:]))
             return y.to(given.device) if isinstance(given, torch.Tensor) else y.cpu().numpy()
-        return flat, lead, back
+        return flat, back
 
 
 class ImageRun(_Run):
@@ -155,7 +155,7 @@ class ImageRun(_Run):
         where it has few), beyond the image its extrapolation."""
         from .image import predict  # noqa: PLC0415
 
-        flat, _, back = self._points(xy, 2, "xy")
+        flat, back = self._points(xy, 2, "xy")
         w, h = self.size
         with _flushed_denormals(self.device):
             out = predict(self.model, flat / max(w, h), CHUNK)
@@ -199,14 +199,19 @@ class ShapeRun(_Run):
         field was fitted in (the source's bounding box, ``fill`` of the unit cube) the field extrapolates."""
         from .shape_task import predict  # noqa: PLC0415
 
-        flat, _, back = self._points(points, 3, "points", torch.float64)  # moved in float64: far from the origin
-        norm = self.normalization                                           # float32 points would snap to a lattice
-        center = torch.as_tensor(norm.center, dtype=torch.float64, device=self.device)
-        unit = ((flat - center) * norm.scale).float()
+        unit, back = self._unit_points(points)
+        norm = self.normalization
         with _flushed_denormals(self.device):
             f = predict(self.model, unit, CHUNK)
         out = f.double() / norm.scale if self.target == "sdf" else torch.sigmoid(f.double())
         return back(out)
+
+    def _unit_points(self, points) -> tuple[torch.Tensor, callable]:
+        """``points`` (..., 3) in the source's units moved into the fitted unit cube in float64 (float32 points far
+        from the origin snap to a lattice), then float32 (N, 3); and ``_points``' way back."""
+        flat, back = self._points(points, 3, "points", torch.float64)
+        center = torch.as_tensor(self.normalization.center, dtype=torch.float64, device=self.device)
+        return ((flat - center) * self.normalization.scale).float(), back
 
     def normals(self, points):
         """Unit outward normals (..., 3) of the field's level sets at ``points`` (..., 3) in the source's units:
@@ -215,9 +220,7 @@ class ShapeRun(_Run):
         from one to the next)."""
         from .spheretrace import field_gradients  # noqa: PLC0415
 
-        flat, _, back = self._points(points, 3, "points", torch.float64)
-        center = torch.as_tensor(self.normalization.center, dtype=torch.float64, device=self.device)
-        unit = ((flat - center) * self.normalization.scale).float()
+        unit, back = self._unit_points(points)
         with _flushed_denormals(self.device):
             grad = field_gradients(lambda x: self.model(x)[:, 0], unit, 0.0, CHUNK)
         outward = grad if self.target == "sdf" else -grad  # logits grow inward
@@ -301,17 +304,19 @@ class NeRFRun(_Run):
         (default +z, as mesh colours are; ignored by a field without view dependence). The density is per unit of
         the scene's length, as the renderer integrates it (``mesh(threshold=T)`` is the surface of density
         T x :attr:`density_scale`); outside the scene box the field extrapolates."""
-        flat, _, back = self._points(points, 3, "points")
+        flat, back = self._points(points, 3, "points")
         d = None
         if directions is not None:
-            d, _, _ = self._points(directions, 3, "directions")
+            d, _ = self._points(directions, 3, "directions")
             if d.shape != flat.shape:
                 raise UserError(f"directions: expected one per point, {tuple(flat.shape)}, got {tuple(d.shape)}")
             d = torch.nn.functional.normalize(d, dim=-1)
-        rgb, sigma = [], []
+        from .evalchunk import eval_chunk  # noqa: PLC0415
+
+        rgb, sigma, chunk = [], [], eval_chunk(self.device, CHUNK)  # page faults of big CPU calls: see evalchunk
         with _flushed_denormals(self.device):
-            for i in range(0, flat.shape[0], CHUNK):
-                c, s = self.model.field(flat[i:i + CHUNK], None if d is None else d[i:i + CHUNK])
+            for i in range(0, flat.shape[0], chunk):
+                c, s = self.model.field(flat[i:i + chunk], None if d is None else d[i:i + chunk])
                 rgb.append(c.float())
                 sigma.append(s.float())
         empty = flat.new_zeros(0)
@@ -365,8 +370,8 @@ class NeRFRun(_Run):
         "depth" (...,), "opacity" (...,)}, in the type the origins came in; depth along the unit direction. Bounds
         as in :meth:`render` (without per-photo bounds: ``near``/``far``, else the run's). A ``mip`` field sees
         points, not cones (rays carry no pixel footprint here)."""
-        o, _, back = self._points(origins, 3, "origins")
-        d, _, _ = self._points(directions, 3, "directions")
+        o, back = self._points(origins, 3, "origins")
+        d, _ = self._points(directions, 3, "directions")
         if d.shape != o.shape:
             raise UserError(f"directions: expected one per origin, {tuple(o.shape)}, got {tuple(d.shape)}")
         if bool((d.norm(dim=-1) == 0).any()):
