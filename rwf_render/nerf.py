@@ -236,7 +236,7 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
               "holds now and replace the fit's", file=sys.stderr)
     metrics = test_metrics(model, images, cfg.background, None, progress=None, split=split)  # a bar on a terminal
     metrics["psnr_split"] = split
-    print(json.dumps(metrics))
+    print(json.dumps({k: v for k, v in metrics.items() if k != "views"}))  # each view's own: in metrics.json
     if _file_state(run / CHECKPOINT) != scored:  # a fit (--resume) went on meanwhile: its figures are newer
         print(f"rwf: warning: {run / CHECKPOINT} changed while it was scored (a fit of the run is going on); "
               f"{run / METRICS} is left to the fit (run rwf eval again when it ends)", file=sys.stderr)

@@ -239,7 +239,8 @@ def spaced_indices(data: str, split: str, n: int) -> list[int]:
 
 def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images: int | None,
                  renders: dict | None = None, progress: bool | None = False, split: str = "test") -> dict:
-    """Mean per-image PSNR and SSIM over ``n_images`` evenly spaced test images (None: all); ``renders``, when
+    """Mean per-image PSNR and SSIM over ``n_images`` evenly spaced test images (None: all), and each image's own
+    figures under ``views`` (its file name, psnr, ssim, lpips: to find the views a fit gets wrong); ``renders``, when
     given, receives {index: (prediction, target)} of each image scored (the fit reuses image 0's for its view).
 
     ``progress``: a bar on stderr over the views (``split`` names them), each view's PSNR beside it; None: only on a
@@ -265,8 +266,10 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
                 lpips_score, lp, lpips_note = None, [], f"absent: {e if isinstance(e, ValueError) else repr(e)}"
         bar.set_postfix_str(f"view {int(i)}: {p[-1]:.2f} dB", refresh=False)
     bar.close()
+    views = [{"image": test.names[int(i)], "psnr": float(p[k]), "ssim": float(s[k]),
+              "lpips": float(lp[k]) if lp else None} for k, i in enumerate(picks)]
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),
-            "lpips": float(np.mean(lp)) if lp else None, "lpips_note": lpips_note}
+            "lpips": float(np.mean(lp)) if lp else None, "lpips_note": lpips_note, "views": views}
 
 
 def _absent(e: UserError) -> bool:

@@ -226,3 +226,20 @@ def test_the_real_capture_preset_keeps_its_learned_background(data_dir, tmp_path
     train = load_split(tmp_path / "out", "train", downscale=8, indices=[0, 1])
     assert not train.has_alpha
     check_background("learned", train, str(tmp_path / "out"))
+
+
+def test_each_scored_view_has_its_own_figures_and_their_mean_is_the_split_figure(fitted, capsys):
+    """metrics.json's `views`: one entry per view scored, named by its image file; the split's psnr and ssim are their
+    means (nerfstudio users look for the views a fit gets wrong; a mean alone hides them)."""
+    capsys.readouterr()
+    assert cli.main(["eval", str(fitted), "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((fitted / "metrics.json").read_text())
+    assert "views" not in printed  # the printed line stays one summary; each view's figures are in the file
+    views = saved["views"]
+    assert len(views) == saved["test_images"] == 2
+    test_files = sorted(p.name for p in (fitted.parent / "data" / "test").iterdir())
+    assert sorted(v["image"] for v in views) == test_files
+    assert math.isclose(np.mean([v["psnr"] for v in views]), saved["psnr"], rel_tol=1e-9)
+    assert math.isclose(np.mean([v["ssim"] for v in views]), saved["ssim"], rel_tol=1e-9)
+    assert all(v["lpips"] is None for v in views) == (saved["lpips"] is None)
