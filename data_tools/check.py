@@ -2,14 +2,16 @@
 
 Errors (make ``rwf data check`` exit 1): unreadable JSON, no training frame (no ``transforms_train.json``, or
 a ``transforms.json`` whose split lists hold out every frame), frames that do not parse, undecodable images,
-missing or undecodable masks or depth maps, image, mask and depth-map sizes that differ from their camera's (or,
-for shared intrinsics, images of different sizes), impossible intrinsics (focal <= 0, principal point outside the
+missing or undecodable masks or depth maps, image, mask and depth-map sizes that differ from their camera's,
+impossible intrinsics (focal <= 0, principal point outside the
 image), singular, non-orthonormal or mirrored rotations, cameras that see none of the scene box
 (:func:`rwf_render.scene_box.scene_box`), numeric fields that are not JSON numbers (``true``, ``"60"``), a frame with
 ``near`` but no ``far``. The camera and field checks are the NeRF loader's own (:mod:`rwf_render.datasets`), so
 ``rwf fit nerf`` refuses what this reports as such an error.
 Warnings: missing images (``rwf fit`` skips those frames, so a split is an error only when none is left), unusual
-field of view, off-center principal point, non-square pixels.
+field of view, off-center principal point, non-square pixels, images of different sizes sharing one focal length in
+pixels (``fl_x`` at the top, no ``w``/``h``: the loader gives each its own centre and that focal, right for crops,
+wrong for a resized copy; a shared ``camera_angle_x`` fits every size).
 """
 
 from __future__ import annotations
@@ -142,9 +144,9 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             errors.append(f"{json_path.name}: {e}")
             box, levels = scene_box({}), 1
         infos, wheres, shared_sizes = [], [], set()
-        # sizes taken from the images themselves (no w/h given): one shared camera needs one size
-        shared = "w" not in top and not any(k in f for f in top["frames"] if isinstance(f, dict)
-                                            for k in ("w", "h", "fl_x"))
+        # sizes taken from the images themselves (no w/h given) under one focal length in pixels: a resized copy?
+        shared = "w" not in top and any(k in top for k in ("fl_x", "fl_y")) and not any(
+            k in f for f in top["frames"] if isinstance(f, dict) for k in ("w", "h", "fl_x", "fl_y", "camera_angle_x"))
         for i, frame in enumerate(top["frames"]):
             name = frame.get("file_path", "?") if isinstance(frame, dict) else "?"
             where = f"{json_path.name} frame {i} ({name})"
@@ -165,8 +167,10 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
                 infos.append(info)
                 wheres.append(where)
         if shared and len(shared_sizes) > 1:
-            errors.append(f"{json_path.name}: frames share one camera but images have {len(shared_sizes)} sizes: "
-                          + ", ".join(f"{w}x{h}" for w, h in sorted(shared_sizes)))
+            warnings.append(f"{json_path.name}: the frames share one focal length in pixels but the images have "
+                            f"{len(shared_sizes)} sizes ({', '.join(f'{w}x{h}' for w, h in sorted(shared_sizes))}): "
+                            "rwf fit gives each image that focal length and its own centre, right for crops of one "
+                            "camera, wrong for a resized copy (give each frame its own fl_x, or camera_angle_x)")
         bounded = [w for f, w in zip(infos, wheres) if f.near_far is not None]
         if bounded and len(bounded) < len(infos):
             errors.append(f"{json_path.name}: {len(bounded)} of {len(infos)} frames give near/far (e.g. {bounded[0]}); "

@@ -302,6 +302,23 @@ def save_image(path: str | Path, img: np.ndarray) -> None:
     iio.imwrite(path, img, **({"quality": 95} if jpeg else {}))
 
 
+def _load_tiff(path: Path) -> np.ndarray:
+    """A TIFF's pixels as ``rwf fit`` reads them (min-is-white grey, palettes, premultiplied alpha and 1-bit samples
+    resolved), at the integer depth stored (8 or 16 bits; 1-bit: 8), else float32. Its raw samples would be written
+    back under another photometric interpretation: a 1-bit mask came out inverted."""
+    import tifffile  # noqa: PLC0415
+
+    from rwf_render.imgio import read_image  # noqa: PLC0415
+
+    pixels, info = read_image(path, grey_alpha=True)
+    with tifffile.TiffFile(path) as tif:
+        floating = int(tif.pages[0].sampleformat) == 3  # IEEE float samples: kept as stored
+    if not floating and info["bit_depth"] in (8, 16):  # (a palette's colours are 16-bit)
+        scale, dtype = (65535, np.uint16) if info["bit_depth"] == 16 else (255, np.uint8)
+        pixels = np.round(pixels * scale).astype(dtype)
+    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
+
+
 def _plain_png(path: Path, head: bytes) -> bool:
     """An 8-bit grey, RGB, grey + alpha or RGBA PNG without a transparent colour (tRNS): what Pillow decodes as
     stored. Palettes, a tRNS colour (Pillow drops the transparency), 16 bits and 1, 2, 4-bit greys go to
@@ -314,12 +331,15 @@ def _plain_png(path: Path, head: bytes) -> bool:
 def load_image(path: str | Path) -> np.ndarray:
     """Decode an image to a numpy array: uint8, uint16 for 16-bit PNGs (all bits kept), float32 for EXR; a palette
     or transparent-colour PNG becomes RGB(A) with its transparency as alpha, a 1, 2 or 4-bit grey 8-bit grey, a
-    CMYK JPEG RGB, as ``rwf fit`` reads them. UserError when it does not decode."""
+    CMYK JPEG RGB, a TIFF's samples what they mean (:func:`_load_tiff`), as ``rwf fit`` reads them. UserError when
+    it does not decode."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(26)
         png_head = head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return _load_tiff(path)
         if head[:4] == b"v/1\x01" or head[:3] == b"\xff\xd8\xff" or (png_head and not _plain_png(path, head)):
             from rwf_render.imgio import read_image  # noqa: PLC0415
 

@@ -1,8 +1,15 @@
 """`rwf data check` on lenses: wide fisheyes and lenses without a ray for every pixel."""
 
+import json
 import math
 
+import numpy as np
+import pytest
+
 from data_tools.check import check_dataset
+from rwf_render.cameras import look_at
+from rwf_render.datasets import load_transforms
+from rwf_render.imgio import write_image
 from tests.test_cameras_more import _dataset, theta_d_ref
 
 
@@ -28,3 +35,28 @@ def test_check_reports_a_lens_without_rays_as_an_error_naming_its_frame(tmp_path
     errors, _ = check_dataset(root, log=lambda *a: None)
     lens = [e for e in errors if "cannot be inverted" in e]
     assert len(lens) == 1 and lens[0].startswith("transforms.json frame 3 (images/im3.png) (OPENCV k1=-1e+20"), errors
+
+
+@pytest.mark.parametrize("where, camera", [("frame", {"camera_angle_x": 0.7}), ("top", {"camera_angle_x": 0.7}),
+                                           ("top", {"fl_x": 50.0})])
+def test_check_agrees_with_the_loader_on_images_of_two_sizes(tmp_path, where, camera):
+    """Without w/h, two images of different sizes were an error ("frames share one camera") though the loader, and
+    `rwf fit nerf`, take each image's size: a field of view fits every size (no message); one focal length in pixels
+    is right for crops, wrong for a resized copy (a warning, not an error)."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    frames = []
+    for i, (w, h) in enumerate([(40, 40), (60, 30)]):
+        write_image(root / f"{i}.png", np.full((h, w, 3), 0.5, np.float32))
+        frames.append({"file_path": f"{i}.png", **(camera if where == "frame" else {}),
+                       "transform_matrix": look_at([4.0, 2.0 * i, 1.0], (0.0, 0.0, 0.0)).tolist() + [[0, 0, 0, 1]]})
+    (root / "transforms.json").write_text(json.dumps({**(camera if where == "top" else {}), "frames": frames}))
+    loaded = [load_transforms(root, split).cameras for split in ("train", "test")]  # one frame each
+    assert sorted((int(c.width[0]), int(c.height[0])) for c in loaded) == [(40, 40), (60, 30)]
+    errors, warnings = check_dataset(root, log=lambda *a: None)
+    assert errors == []
+    sizes = [w for w in warnings if "sizes" in w]
+    if "fl_x" in camera:
+        assert len(sizes) == 1 and "40x40, 60x30" in sizes[0] and "resized" in sizes[0], warnings
+    else:
+        assert sizes == [], warnings
