@@ -45,6 +45,21 @@ def _whole(value, name: str, lo: int, hi: int) -> int:
     return int(value)
 
 
+def _count(value, kind):
+    """A checkpoint's step or seconds as ``kind``; None when it has none (weights without a training state)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return kind(value)
+
+
+def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """``t``, or UserError when a value overflowed float32 on the way in (finite before: |x| > 3.4e38)."""
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise UserError(f"{what}: values beyond float32's range (its largest is about 3.4e38) after moving them into "
+                        "the field's coordinates")
+    return t
+
+
 @contextlib.contextmanager
 def _flushed_denormals(device: torch.device):
     """Tiny densities and gradients slow CPU math by up to 2.5x unless denormals flush to zero; the setting is
@@ -62,19 +77,25 @@ def _flushed_denormals(device: torch.device):
 
 class _Run:
     """What every run has: its folder, ``kind``, ``config`` (config.json as a dict), the trained ``model`` (a torch
-    module in eval mode on ``device``), and ``metrics`` / ``history`` as the fit wrote them."""
+    module in eval mode on ``device``), ``step`` and ``seconds`` (the training steps and seconds of the checkpoint
+    loaded: a fit going on, or stopped, saves every --ckpt-every steps), and ``metrics`` / ``history`` as the fit
+    wrote them."""
 
     kind = ""
 
-    def __init__(self, path: Path, config: dict, model: torch.nn.Module, device: torch.device):
+    def __init__(self, path: Path, config: dict, model: torch.nn.Module, device: torch.device,
+                 state: dict | None = None):
         self.path, self.config, self.model, self.device = path, config, model, device
+        self.step = _count((state or {}).get("step"), int)
+        self.seconds = _count((state or {}).get("seconds"), float)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {str(self.path)!r} on {self.device}>"
 
     @property
     def metrics(self) -> dict:
-        """metrics.json ({} before the fit's end or when unreadable)."""
+        """metrics.json ({} before the fit's end or when unreadable). Its ``steps`` may be older than :attr:`step`:
+        a fit resumed, or stopped after a later checkpoint, has not written its figures yet."""
         from .rundir import METRICS, read_json  # noqa: PLC0415
 
         try:
@@ -112,7 +133,8 @@ class _Run:
                 a = np.asarray(x)
                 if a.dtype.kind not in "fiu":
                     raise TypeError(f"{a.dtype} values")
-                t = torch.as_tensor(a.astype(np.float64 if dtype == torch.float64 else np.float32, copy=False))
+                with np.errstate(over="ignore"):  # a finite long double beyond float64's range: said below
+                    t = torch.from_numpy(np.array(a, dtype=np.float64))  # a copy: read-only arrays too
         except (TypeError, ValueError) as e:
             raise UserError(f"{what}: expected an array of real numbers of shape (..., {dim}), got "
                             f"{type(given).__name__} ({e})") from None
@@ -122,9 +144,10 @@ class _Run:
                                                                         torch.uint8, torch.int8)):
             raise UserError(f"{what}: expected real numbers, got {t.dtype}")
         lead = tuple(t.shape[:-1])
-        flat = t.reshape(-1, dim).to(device=self.device, dtype=dtype)
-        if not torch.isfinite(flat).all():
+        flat = t.reshape(-1, dim)
+        if flat.is_floating_point() and not torch.isfinite(flat).all():
             raise UserError(f"{what}: holds NaN or infinite values")
+        flat = _finite(flat.to(device=self.device, dtype=dtype), what)
 
         def back(y: torch.Tensor):
             y = y.reshape(lead + tuple(y.shape[1:]))
@@ -183,8 +206,8 @@ class ShapeRun(_Run):
 
     kind = "sdf"
 
-    def __init__(self, path, config, model, device, sdf_config, normalization):
-        super().__init__(path, config, model, device)
+    def __init__(self, path, config, model, device, sdf_config, normalization, state: dict | None = None):
+        super().__init__(path, config, model, device, state)
         self.sdf_config, self.normalization = sdf_config, normalization
 
     @property
@@ -211,7 +234,7 @@ class ShapeRun(_Run):
         from the origin snap to a lattice), then float32 (N, 3); and ``_points``' way back."""
         flat, back = self._points(points, 3, "points", torch.float64)
         center = torch.as_tensor(self.normalization.center, dtype=torch.float64, device=self.device)
-        return ((flat - center) * self.normalization.scale).float(), back
+        return _finite(((flat - center) * self.normalization.scale).float(), "points"), back
 
     def normals(self, points):
         """Unit outward normals (..., 3) of the field's level sets at ``points`` (..., 3) in the source's units:
@@ -221,8 +244,8 @@ class ShapeRun(_Run):
         from .spheretrace import field_gradients  # noqa: PLC0415
 
         unit, back = self._unit_points(points)
-        with _flushed_denormals(self.device):
-            grad = field_gradients(lambda x: self.model(x)[:, 0], unit, 0.0, CHUNK)
+        with _flushed_denormals(self.device), torch.inference_mode(False):  # a notebook's inference_mode too
+            grad = field_gradients(lambda x: self.model(x)[:, 0], unit.clone(), 0.0, CHUNK)
         outward = grad if self.target == "sdf" else -grad  # logits grow inward
         return back(torch.nn.functional.normalize(outward, dim=-1))
 
@@ -310,6 +333,8 @@ class NeRFRun(_Run):
             d, _ = self._points(directions, 3, "directions")
             if d.shape != flat.shape:
                 raise UserError(f"directions: expected one per point, {tuple(flat.shape)}, got {tuple(d.shape)}")
+            if bool((d.norm(dim=-1) == 0).any()):
+                raise UserError("directions: a zero vector has no direction")
             d = torch.nn.functional.normalize(d, dim=-1)
         from .evalchunk import eval_chunk  # noqa: PLC0415
 
@@ -441,6 +466,8 @@ class NeRFRun(_Run):
                                                             (cy, "cy")))
         if (fov is None) == (fx is None):
             raise UserError("give the focal length as fov (vertical, degrees) or fx (pixels), one of them")
+        if fov is not None and fy is not None:
+            raise UserError("fy goes with fx: fov sets both focal lengths (square pixels)")
         if fov is not None:
             if not 0 < fov < 180:
                 raise UserError(f"fov: expected degrees in (0, 180), got {fov:g}")
@@ -477,7 +504,7 @@ def load_run(run: str | os.PathLike, device: str = "auto") -> ImageRun | ShapeRu
     the GPU when torch sees one, "cpu", "cuda"). The source image, mesh or dataset is read only where a method needs
     it (a NeRF run reads its training cameras). Errors are :class:`rwf_render.UserError` with the message the
     commands print."""
-    from .rundir import load_run_config  # noqa: PLC0415
+    from .rundir import CHECKPOINT, load_run_config  # noqa: PLC0415
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -485,7 +512,12 @@ def load_run(run: str | os.PathLike, device: str = "auto") -> ImageRun | ShapeRu
         raise UserError("device 'cuda': no CUDA device is available")
     path = Path(run).expanduser()
     config = load_run_config(path)
-    with _flushed_denormals(torch.device("cpu")):  # the loaders set it for the commands; a notebook keeps its own
+    if not (path / CHECKPOINT).exists():
+        raise UserError(f"{path}: no checkpoint yet (a fit writes its first after --ckpt-every steps, and one at "
+                        "its end)")
+    # the loaders set denormal flushing for the commands, a notebook keeps its own; parameters made under its
+    # inference_mode could not take part in autograd (ShapeRun.normals)
+    with _flushed_denormals(torch.device("cpu")), torch.inference_mode(False):
         return _load(path, config, device)
 
 
@@ -496,16 +528,17 @@ def _load(path: Path, config: dict, device: str):
     if kind == "image":
         from . import image  # noqa: PLC0415
 
-        _, model, _, dev = image.load_model(path, config, device)
-        return ImageRun(path, config, model.eval(), dev)
+        _, model, state, dev = image.load_model(path, config, device)
+        return ImageRun(path, config, model.eval(), dev, state)
     if kind == "sdf":
         from . import sdf  # noqa: PLC0415
 
-        cfg, model, norm, _, dev = sdf.load_run(path, config, device)
-        return ShapeRun(path, config, model.eval(), dev, cfg, norm)
+        cfg, model, norm, state, dev = sdf.load_run(path, config, device)
+        return ShapeRun(path, config, model.eval(), dev, cfg, norm, state)
     if kind == "nerf":
         from .nerf import load_scene_model  # noqa: PLC0415
 
         model = load_scene_model(path, resolve_device(device))
-        return NeRFRun(path, config, model, model.aabb.device)
+        state = {"step": getattr(model, "checkpoint_step", None), "seconds": getattr(model, "checkpoint_seconds", None)}
+        return NeRFRun(path, config, model, model.aabb.device, state)
     raise UserError(f"{path / 'config.json'}: unknown run kind {kind!r}")

@@ -317,3 +317,56 @@ def test_nerf_rays_render_as_the_camera_does_and_other_splits_have_cameras(still
         run.cameras_of("all")
     with pytest.raises(UserError, match="zero vector"):
         run.render_rays(np.zeros((1, 3)), np.zeros((1, 3)))
+
+
+# -- a second API review ----------------------------------------------------------------------------------------------
+def test_normals_work_inside_a_notebooks_inference_mode(sphere_run):
+    """normals() raised torch's "does not require grad" inside torch.inference_mode(), and a run loaded inside it
+    had inference-tensor parameters that autograd refused afterwards."""
+    outside = load_run(sphere_run, device="cpu")
+    p = np.array([[7.0, -1.0, 3.0], [5.0, 1.0, 3.0]])
+    want = outside.normals(p)
+    with torch.inference_mode():
+        inside = load_run(sphere_run, device="cpu")
+        np.testing.assert_allclose(outside.normals(p), want, atol=1e-6)
+        np.testing.assert_allclose(inside.normals(p), want, atol=1e-6)
+    np.testing.assert_allclose(inside.normals(p), want, atol=1e-6)
+
+
+def test_read_only_and_overflowing_inputs(image_run, sphere_run):
+    img, shape = load_run(image_run[0], device="cpu"), load_run(sphere_run, device="cpu")
+    grid = np.broadcast_to(np.array([5.5, 5.5], np.float32), (4, 2))  # read-only: torch warned about it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(img.query(grid), np.repeat(img.query([[5.5, 5.5]]), 4, axis=0), atol=1e-6)
+    with pytest.raises(UserError, match="float32's range"):  # the float64 points overflowed float32: NaN came back
+        shape.query([[1e300, 0.0, 0.0]])
+    with pytest.raises(UserError, match="float32's range"):  # said to hold NaN or infinite values
+        img.query(np.array([[1e39, 0.0]]))
+    with pytest.raises(UserError, match="NaN or infinite"):
+        img.query(np.array([[np.inf, 0.0]]))
+
+
+def test_checkpoint_step_and_a_run_without_checkpoint(image_run, sphere_run, still_life_run, tmp_path):
+    import shutil
+
+    for run, steps in ((image_run[0], 300), (sphere_run, 300), (still_life_run, 1000)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = load_run(run, device="cpu")
+        assert loaded.step == steps == loaded.metrics["steps"] and loaded.seconds > 0
+    young = tmp_path / "young"
+    young.mkdir()
+    shutil.copy(image_run[0] / "config.json", young / "config.json")  # a fit that has not saved yet
+    with pytest.raises(UserError, match="no checkpoint yet"):
+        load_run(young, device="cpu")
+
+
+def test_nerf_refuses_zero_directions_and_fy_beside_fov(still_life_run):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = load_run(still_life_run, device="cpu")
+    with pytest.raises(UserError, match="zero vector"):  # query gave SH colours of a zero direction
+        run.query(np.zeros((2, 3)), np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(UserError, match="fy goes with fx"):  # fy silently changed the vertical fov asked for
+        run.render(np.eye(4), 8, 6, fov=40, fy=5.0)
