@@ -121,16 +121,12 @@ def _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters: int, turn=None) -> to
         turn = _radial_turn(torch.stack([k1, k2, k3, k4], -1))
     lo, hi = torch.zeros_like(rd), torch.broadcast_to(turn.to(device=rd.device, dtype=rd.dtype), rd.shape).clone()
     r = torch.where(rd < hi, rd, 0.5 * hi)  # a start on the rising stretch (the turn is finite there)
-    for i in range(max(iters, 60)):  # bracketed Newton: a step leaving [lo, hi] bisects instead
+
+    def radial(r):
         s = r * r
-        g = r * (1 + s * (k1 + s * (k2 + s * (k3 + s * k4)))) - rd
-        if i % 4 == 3 and not bool((g.abs() > tol * (1 + rd)).any()):
-            break
-        dg = 1 + s * (3 * k1 + s * (5 * k2 + s * (7 * k3 + s * 9 * k4)))
-        lo, hi = torch.where(g < 0, r, lo), torch.where(g > 0, r, hi)
-        step = r - g / torch.where(dg > 0, dg, torch.ones_like(dg))
-        ok = (dg > 0) & (step >= lo) & (step <= hi)  # False for NaN too
-        r = torch.where(ok, step, torch.where(torch.isfinite(hi), 0.5 * (lo + hi), step))
+        return (r * (1 + s * (k1 + s * (k2 + s * (k3 + s * k4)))) - rd,
+                1 + s * (3 * k1 + s * (5 * k2 + s * (7 * k3 + s * 9 * k4))))
+    r = _safe_newton(radial, r, lo, hi, max(iters, 60), tol * (1 + rd))
     xy = xy_d * torch.where(rd > 0, r / rd.clamp_min(torch.finfo(rd.dtype).tiny), torch.ones_like(rd))[..., None]
     if not bool(((p1 != 0) | (p2 != 0)).any()):
         return xy
@@ -197,16 +193,35 @@ def fisheye_theta(theta_d: torch.Tensor, k: torch.Tensor, iters: int = 30) -> to
     """
     k1, k2, k3, k4 = k.unbind(-1)
     lo, hi = torch.zeros_like(theta_d), torch.full_like(theta_d, math.pi)
-    theta = theta_d.clamp(0, math.pi)
-    for _ in range(iters):
+
+    def distorted(theta):
         t2 = theta * theta
-        f = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - theta_d
-        df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
-        lo, hi = torch.where(f < 0, theta, lo), torch.where(f > 0, theta, hi)
-        step = theta - f / torch.where(df > 0, df, torch.ones_like(df))
-        ok = (df > 0) & (step >= lo) & (step <= hi)  # False for NaN too
-        theta = torch.where(ok, step, 0.5 * (lo + hi))
-    return theta
+        return (theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - theta_d,
+                1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4))))
+    tol = 8 * torch.finfo(theta_d.dtype).eps * (1 + theta_d)
+    return _safe_newton(distorted, theta_d.clamp(0, math.pi), lo, hi, iters, tol)
+
+
+def _safe_newton(fn, x, lo, hi, iters: int, tol):
+    """A root of ``fn`` (x -> (f, df/dx), f rising through its root) in [lo, hi] elementwise, from ``x``: Newton
+    steps inside a bracket that every evaluation narrows, bisecting instead when a step would leave it, the slope is
+    not positive, or the step is not under half the one before last (Numerical Recipes' rtsafe: plain bracketed
+    Newton can bounce between two points for ever, 60 px off on a pincushion lens). ``hi`` may be infinite (a lens
+    without a turning point: Newton alone). ``tol``: where |f| is below it x stays (a rounding-sized residual after
+    a zero step would bisect away from the root); the loop stops once every |f| is (checked every 4 steps)."""
+    dx_old = dx = hi - lo
+    for i in range(iters):
+        f, df = fn(x)
+        live = f.abs() > tol
+        if i % 4 == 3 and not bool(live.any()):
+            break
+        lo, hi = torch.where(f < 0, x, lo), torch.where(f > 0, x, hi)
+        step = x - f / torch.where(df > 0, df, torch.ones_like(df))
+        ok = (df > 0) & (step >= lo) & (step <= hi) & ~(2 * f.abs() > (dx_old * df).abs())  # False for NaN too
+        new = torch.where(ok, step, torch.where(torch.isfinite(hi), 0.5 * (lo + hi), step))
+        new = torch.where(live, new, x)
+        dx_old, dx, x = dx, (new - x).abs(), new
+    return x
 
 
 def fisheye_directions(xy_d: torch.Tensor, dist: torch.Tensor, iters: int = 30) -> torch.Tensor:
