@@ -164,3 +164,56 @@ def test_a_probe_connection_leaves_no_traceback(caplog):
     finally:
         app.stop()
     assert not [r for r in caplog.records if r.name.startswith("websockets") and r.levelno >= logging.ERROR]
+
+
+class _Ledger(DutyCycle):
+    """A duty cycle that records what it is charged and never waits."""
+
+    def __init__(self):
+        super().__init__(0.1)
+        self.charged = []
+
+    def rest(self, busy_seconds, stop):
+        self.charged.append(busy_seconds)
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_beside_a_trainer_a_starved_viewer_thread_is_charged_its_cpu_time(threads):
+    """Beside a trainer (one intra-op thread, nice 19) a live frame whose strips wait 0.2 s each for a core was
+    abandoned as too slow (wall time against --max-frame-s), the cost per pixel learned from the waits shrank frames
+    to the minimum, and the duty cycle rested 9 times the waits: on a loaded 2-core machine no frame came in 31 s.
+    The waits are stood in for by sleeps: no CPU time. Without ``threads`` (rwf view alone, or a GPU) work stays
+    wall time."""
+    source = tiny_image_source()
+    render = source.render
+
+    def waiting_render(cams, mode):
+        time.sleep(0.2)  # a nice-19 thread waiting for the trainer's cores
+        return render(cams, mode)
+
+    source.render = waiting_render
+    pos, target = source.initial_view()
+    from rwf_render.cameras import look_at
+
+    view = ViewCamera.from_c2w(look_at(torch.tensor(pos), torch.tensor(target), up=torch.tensor([0.0, 1, 0])),
+                               0.9, 1.5)
+    client, duty = FakeClient(view), _Ledger()
+    renderer = ClientRenderer(client, source, RenderSettings(mode="reconstruction", max_res=128, max_frame_s=0.05),
+                              duty, threads=threads)
+    renderer.has_camera, renderer.last_move = True, time.monotonic() - 10  # a still camera
+    renderer._once()
+    if threads == 1:
+        assert len(client.sent) == 1 and renderer.sec_per_pixel < 0.05 / 64**2  # shown; costed by its CPU time
+        assert duty.charged[-1] < 0.15  # not the 0.2 s waits
+    else:
+        assert client.sent == [] and duty.charged[-1] >= 0.2  # wall time: abandoned as longer than 2 x 0.05 s
+
+
+def test_the_run_panel_leaves_out_absent_figures_and_their_notes():
+    """A NeRF run without lpips showed a row "lpips | None" and the whole lpips_note paragraph."""
+    from viewer.panels import metrics_markdown
+
+    table = metrics_markdown({"psnr": 27.5, "lpips": None, "lpips_note": "absent: pip install lpips", "steps": 10,
+                              "views": [{"image": "r_0.png"}]})
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert rows == ["psnr", "steps"] and "27.5" in table

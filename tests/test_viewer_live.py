@@ -100,7 +100,7 @@ def test_live_viewer_does_not_change_training():
     assert [r["psnr"] for r in live._history] == [r["psnr"] for r in trainer.history]
 
 
-def test_pause_blocks_between_steps_until_resumed():
+def test_pause_blocks_between_steps_until_resumed(capsys):
     live = LiveViewer("image", port=0)
     trainer = make_trainer(12, [live])
     live.pause()
@@ -114,6 +114,10 @@ def test_pause_blocks_between_steps_until_resumed():
         live.resume()
         runner.join(120)
         assert not runner.is_alive() and trainer.step_idx == 12
+        said = [line for line in capsys.readouterr().err.splitlines() if "paused" in line or "resumed" in line]
+        # the terminal hears of the pause: a page closed after it left the fit waiting without a word there
+        assert said == ["rwf: training paused from the viewer at step 1; resume it on the page (or Ctrl+C: the fit "
+                        "saves a checkpoint and stops)", "rwf: training resumed at step 1"], said
     finally:
         live.resume()
         if live.app is not None:

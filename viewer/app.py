@@ -27,7 +27,7 @@ from rwf_render.errors import UserError
 from rwf_render.rundir import one_line
 
 from . import panels
-from .render_loop import ClientRenderer, DutyCycle, RenderSettings, limit_threads
+from .render_loop import ClientRenderer, DutyCycle, RenderSettings, limit_threads, work_clock
 from .sources import INITIAL_FOV, Source, run_history, run_metrics
 
 UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
@@ -268,6 +268,7 @@ class ViewerApp:
 
     def _panel_loop(self) -> None:
         limit_threads(self.threads)
+        clock = work_clock(self.threads, getattr(self.source, "device", None))
         shown_history, last_refresh, failed = None, -math.inf, None
         while not self._stop.is_set():
             wait = last_refresh + self.panel_every_s - time.perf_counter() if self._panels_dirty else None
@@ -275,7 +276,7 @@ class ViewerApp:
             self._panel_wake.clear()
             if self._stop.is_set():
                 return
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), clock()
             due = t0 - last_refresh >= self.panel_every_s
             try:
                 if self._panels_dirty and self.renderers and due:  # nobody watching: skip the model's panels
@@ -293,4 +294,4 @@ class ViewerApp:
                 failed = why
             else:
                 failed = None
-            self.duty.rest(time.perf_counter() - t0, self._stop)
+            self.duty.rest(clock() - c0, self._stop)  # the thread's CPU time beside a trainer (work_clock)

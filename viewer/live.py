@@ -155,12 +155,17 @@ class LiveViewer:
         """Block between two steps while paused; Ctrl+C (the trainer's ``stop_requested``: it then saves and
         stops) or a failed viewer ends the pause as the resume button does."""
         self.waiting.set()
+        # said in the terminal too: a page closed after a pause left the fit waiting without a word there
+        print(f"rwf: training paused from the viewer at step {trainer.step_idx}; resume it on the page (or Ctrl+C: "
+              "the fit saves a checkpoint and stops)", file=sys.stderr, flush=True)
         try:
             while not self._running.wait(0.2):
                 if getattr(trainer, "stop_requested", False) or self.app is None:
                     break
         finally:
             self.waiting.clear()
+        if self._running.is_set() and not getattr(trainer, "stop_requested", False):
+            print(f"rwf: training resumed at step {trainer.step_idx}", file=sys.stderr, flush=True)
         self._t0, self._step0 = time.perf_counter(), trainer.step_idx  # speed excludes the pause
         if self.app is not None:
             try:

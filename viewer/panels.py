@@ -52,6 +52,8 @@ def metrics_markdown(metrics: dict) -> str:
         return "no metrics yet"
     lines = ["| metric | value |", "|---|---|"]
     for k, v in metrics.items():
+        if v is None or k.endswith("_note"):  # an absent figure (lpips without its weights) and why: not a row
+            continue
         if isinstance(v, float):
             v = "-" if math.isnan(v) else f"{v:.4g}" if abs(v) < 1e5 else f"{v:.4e}"
         elif isinstance(v, (dict, list)):
@@ -82,7 +84,7 @@ def add_run_panel(app) -> None:
     gui = app.server.gui
     with gui.add_folder("Run"):
         app.metrics_md = gui.add_markdown(metrics_markdown(app.metrics))
-        cols = curve_columns(app.history) or ["psnr"]
+        cols = curve_columns(app.history) or ["iou" if app.source.kind == "sdf" else "psnr"]  # a fit's first
         app.curve_column = gui.add_dropdown("curve", tuple(cols), initial_value=cols[0])
         x, y = curve_data(app.history, cols[0])
         app.curve = gui.add_uplot((x, y), ({"label": "step"}, {"label": cols[0], "stroke": "#1f77b4", "width": 2}),
