@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ``rwf``; the usage lines name this command, as ``python -m viewer``'s). The ``data`` word of ``rwf data`` may be
     left out: ``python -m data_tools synth ...`` is ``rwf data synth ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and argv[0] != "data":
-        argv = ["data", *argv]  # an unknown command is then refused with the list of the data commands
+    if (argv and not argv[0].startswith("-") and argv[0] != "data") or argv[:1] in ([], ["-h"], ["--help"]):
+        argv = ["data", *argv]  # an unknown command is then refused, and --help answered, with the data commands
     return standalone(register, "python -m data_tools", "The rwf data commands (rwf data ...): python -m data_tools "
                       "[data] COMMAND, the word data may be left out.", argv,
                       "rwf: interrupted (nothing was written)")

@@ -5,7 +5,7 @@ generating or converting it into the cache on first use) and its settings, each 
 library finds them through the entry point ``rwf_render.scenes`` (it never imports this package); explicit
 command-line options override a preset's settings.
 
-    default       built-in synthetic scene, generated on the fly: no data needed, a few minutes on a CPU
+    default       built-in synthetic scene, generated on the fly: no data needed, about 2 minutes on a 2-core CPU
     lego          Blender-synthetic lego from $RWF_DATA/nerf/lego_400 at 100x100, sized for a 2-core CPU
     lego-gpu      lego at 400x400 with the hash grid, sized for a GPU
     lego-tancik   the simplified-NeRF protocol of Tancik et al. 2020 (its inverse-rendering experiment), for the comparability check

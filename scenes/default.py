@@ -29,7 +29,7 @@ def prepare(quiet: bool = False) -> Path:
 
 PRESET = Preset(
     name="default",
-    description="built-in procedural still life, 64x64, a few minutes on a 2-core CPU",
+    description="built-in procedural still life, 64x64, about 2 minutes on a 2-core CPU",
     prepare=prepare,
     settings={
         "background": ("random", "the renders are RGBA: on random colours the field leaves the empty space empty "

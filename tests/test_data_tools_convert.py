@@ -186,3 +186,11 @@ def test_depth_downscale_at_an_even_factor_gives_the_block_centre_of_a_surface()
     step = np.full((4, 4), 10.0, np.float32)
     step[:, 1:] = 10.6  # a jump of 6 % between the central columns: an edge, not averaged to 10.3
     assert set(np.unique(depth_downscale(step, 2)[:, 0])) <= {np.float32(10.0), np.float32(10.6)}
+
+
+def test_python_m_data_tools_help_lists_the_data_commands():
+    """``python -m data_tools --help`` listed one command, ``data``, though ``synth``, ``check`` ... work without it."""
+    r = subprocess.run([sys.executable, "-m", "data_tools", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    listed = {line.split()[0] for line in r.stdout.splitlines() if line.startswith("    ") and line.split()}
+    assert {"synth", "colmap", "photos", "llff", "check", "downscale"} <= listed, r.stdout
