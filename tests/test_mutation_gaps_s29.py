@@ -322,8 +322,8 @@ def test_the_fit_weighs_its_depth_rays_by_their_opacity(tmp_path, monkeypatch):
 
 
 def test_image_features_of_more_than_one_encoding_chunk_cover_every_pixel():
-    """The cached features are computed 65536 pixels at a time: an image with 72000 training pixels has all its rows, each the
-    encoding of its own pixel."""
+    """The cached features are computed 65536 pixels at a time: an image with 72000 training pixels has all its
+    rows, each the encoding of its own pixel."""
     from rwf_render import image
     from rwf_render.fields import EncodingConfig, MLPConfig, NeuralField
 
