@@ -145,8 +145,9 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             box, levels = scene_box({}), 1
         infos, wheres, shared_sizes = [], [], set()
         # sizes taken from the images themselves (no w/h given) under one focal length in pixels: a resized copy?
-        shared = "w" not in top and any(k in top for k in ("fl_x", "fl_y")) and not any(
-            k in f for f in top["frames"] if isinstance(f, dict) for k in ("w", "h", "fl_x", "fl_y", "camera_angle_x"))
+        # (frames with a size or focal of their own are not under it)
+        shared = "w" not in top and any(k in top for k in ("fl_x", "fl_y"))
+        own = ("w", "h", "fl_x", "fl_y", "camera_angle_x")
         for i, frame in enumerate(top["frames"]):
             name = frame.get("file_path", "?") if isinstance(frame, dict) else "?"
             where = f"{json_path.name} frame {i} ({name})"
@@ -163,7 +164,8 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             note_depth_unit(info, top, where, units, ignored_depth)  # the depth maps' units, as the loader checks
             size = _check_frame(info, where, decode, errors, warnings)
             if size is not None:
-                shared_sizes.add(size)
+                if not (isinstance(frame, dict) and any(k in frame for k in own)):
+                    shared_sizes.add(size)
                 infos.append(info)
                 wheres.append(where)
         if shared and len(shared_sizes) > 1:

@@ -302,6 +302,24 @@ def save_image(path: str | Path, img: np.ndarray) -> None:
     iio.imwrite(path, img, **({"quality": 95} if jpeg else {}))
 
 
+def load_depth_samples(path: str | Path) -> np.ndarray:
+    """A depth map's samples as stored: a TIFF's of any integer type (32-bit, signed) or float, as
+    :func:`rwf_render.nerf_depth.read_depth_map` reads them (not :func:`load_image`'s photo reading, whose 32-bit and
+    signed integers become floats in [0, 1]); other formats as :func:`load_image` gives them (PNG integers, EXR)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            tiff = f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    except OSError:
+        tiff = False  # load_image says why
+    if not tiff:
+        return load_image(path)
+    from rwf_render.imgio import read_image, tiff_samples  # noqa: PLC0415
+
+    read_image(path)  # its checks and messages: a corrupt or multi-page file is refused as rwf fit refuses it
+    return tiff_samples(path)[0]
+
+
 def _load_tiff(path: Path) -> np.ndarray:
     """A TIFF's pixels as ``rwf fit`` reads them (min-is-white grey, palettes, premultiplied alpha and 1-bit samples
     resolved), at the integer depth stored (8 or 16 bits; 1-bit: 8), else float32. Its raw samples would be written
@@ -310,7 +328,7 @@ def _load_tiff(path: Path) -> np.ndarray:
 
     from rwf_render.imgio import read_image  # noqa: PLC0415
 
-    pixels, info = read_image(path, grey_alpha=True)
+    pixels, info = read_image(path)  # grey + alpha as RGBA: written back as two samples, it became a page stack
     with tifffile.TiffFile(path) as tif:
         floating = int(tif.pages[0].sampleformat) == 3  # IEEE float samples: kept as stored
     if not floating and info["bit_depth"] in (8, 16):  # (a palette's colours are 16-bit)

@@ -23,7 +23,7 @@ from rwf_render.errors import RwfWarning, UserError
 from rwf_render.nerf_depth import thin_depth
 from rwf_render.rundir import read_json, write_json
 
-from .common import load_image, save_image, staged_output
+from .common import load_depth_samples, load_image, save_image, staged_output
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy")
 
@@ -247,8 +247,8 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
     with staged_output(out, force, inputs=(base, *sources), holders=holders) as stage:
         def convert(path: Path, how) -> str:
             rel = placed[path.resolve()]
-            if rel not in done:
-                img = how(load_image(path), factor)
+            if rel not in done:  # a depth map by its stored values (any integer type), as rwf fit reads one
+                img = how((load_depth_samples if how is depth_downscale else load_image)(path), factor)
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                 save_image(stage / rel, img)
                 done[rel] = img.shape[1::-1]

@@ -330,12 +330,7 @@ class NeRFRun(_Run):
         flat, back = self._points(points, 3, "points")
         d = None
         if directions is not None:
-            d, _ = self._points(directions, 3, "directions")
-            if d.shape != flat.shape:
-                raise UserError(f"directions: expected one per point, {tuple(flat.shape)}, got {tuple(d.shape)}")
-            if bool((d.norm(dim=-1) == 0).any()):
-                raise UserError("directions: a zero vector has no direction")
-            d = torch.nn.functional.normalize(d, dim=-1)
+            d = self._directions(directions, flat.shape, "point")
         from .evalchunk import eval_chunk  # noqa: PLC0415
 
         rgb, sigma, chunk = [], [], eval_chunk(self.device, CHUNK)  # page faults of big CPU calls: see evalchunk
@@ -345,7 +340,13 @@ class NeRFRun(_Run):
                 rgb.append(c.float())
                 sigma.append(s.float())
         empty = flat.new_zeros(0)
-        return (back(torch.cat(rgb) if rgb else empty.reshape(0, 3)), back(torch.cat(sigma) if sigma else empty))
+        rgb, sigma = torch.cat(rgb) if rgb else empty.reshape(0, 3), torch.cat(sigma) if sigma else empty
+        bad = ~(torch.isfinite(rgb).all(-1) & torch.isfinite(sigma))
+        if bool(bad.any()):  # finite float32 points so far out that the field's own coordinates overflow (1e38)
+            far = float(flat[bad].abs().max())
+            raise UserError(f"points: the field has no finite value at {int(bad.sum())} of them (the largest "
+                            f"coordinate there {far:.3g}: its math in float32 overflows that far from the scene)")
+        return back(rgb), back(sigma)
 
     @torch.no_grad()
     def render(self, c2w=None, width: int | None = None, height: int | None = None, *, fov: float | None = None,
@@ -396,12 +397,7 @@ class NeRFRun(_Run):
         as in :meth:`render` (without per-photo bounds: ``near``/``far``, else the run's). A ``mip`` field sees
         points, not cones (rays carry no pixel footprint here)."""
         o, back = self._points(origins, 3, "origins")
-        d, _ = self._points(directions, 3, "directions")
-        if d.shape != o.shape:
-            raise UserError(f"directions: expected one per origin, {tuple(o.shape)}, got {tuple(d.shape)}")
-        if bool((d.norm(dim=-1) == 0).any()):
-            raise UserError("directions: a zero vector has no direction")
-        d = torch.nn.functional.normalize(d, dim=-1)
+        d = self._directions(directions, o.shape, "origin")
         parts = {"rgb": [], "depth": [], "opacity": []}
         with self._bounds(near, far, {}):
             for i in range(0, o.shape[0], self.model.render_cfg.chunk):
@@ -410,6 +406,18 @@ class NeRFRun(_Run):
                     parts[k].append(res[k].float())
         empty = {"rgb": o.new_zeros(0, 3), "depth": o.new_zeros(0), "opacity": o.new_zeros(0)}
         return {k: back(torch.cat(v) if v else empty[k]) for k, v in parts.items()}
+
+    def _directions(self, directions, shape, per: str) -> torch.Tensor:
+        """(N, 3) unit float32 directions, one per ``per`` (shape ``shape``), normalized in float64 (a float32 norm
+        of 1e20 overflowed, of 1e-25 underflowed: both read as a zero vector)."""
+        d, _ = self._points(directions, 3, "directions", torch.float64)
+        if d.shape != shape:
+            raise UserError(f"directions: expected one per {per}, {tuple(shape)}, got {tuple(d.shape)}")
+        scale = d.abs().amax(dim=-1, keepdim=True)  # first to [-1, 1]: the norm then neither overflows nor underflows
+        if bool((scale == 0).any()):
+            raise UserError("directions: a zero vector has no direction")
+        d = d / scale
+        return (d / d.norm(dim=-1, keepdim=True)).float()
 
     @contextlib.contextmanager
     def _bounds(self, near, far, bounds: dict):
@@ -504,7 +512,7 @@ def load_run(run: str | os.PathLike, device: str = "auto") -> ImageRun | ShapeRu
     the GPU when torch sees one, "cpu", "cuda"). The source image, mesh or dataset is read only where a method needs
     it (a NeRF run reads its training cameras). Errors are :class:`rwf_render.UserError` with the message the
     commands print."""
-    from .rundir import CHECKPOINT, load_run_config  # noqa: PLC0415
+    from .rundir import CHECKPOINT, METRICS, load_run_config  # noqa: PLC0415
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -512,7 +520,12 @@ def load_run(run: str | os.PathLike, device: str = "auto") -> ImageRun | ShapeRu
         raise UserError("device 'cuda': no CUDA device is available")
     path = Path(run).expanduser()
     config = load_run_config(path)
-    if not (path / CHECKPOINT).exists():
+    ckpt = path / CHECKPOINT
+    if not ckpt.exists():
+        if ckpt.is_symlink():
+            raise UserError(f"{ckpt}: a link to {os.readlink(ckpt)}, which does not exist")
+        if (path / METRICS).is_file():  # a finished fit's: the checkpoint was deleted or moved
+            raise UserError(f"{ckpt}: missing, though the fit finished ({METRICS}); if it was moved, put it back")
         raise UserError(f"{path}: no checkpoint yet (a fit writes its first after --ckpt-every steps, and one at "
                         "its end)")
     # the loaders set denormal flushing for the commands, a notebook keeps its own; parameters made under its

@@ -5,6 +5,7 @@ command; the benchmark uses it directly.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from dataclasses import replace
@@ -266,10 +267,23 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
                 lpips_score, lp, lpips_note = None, [], f"absent: {e if isinstance(e, ValueError) else repr(e)}"
         bar.set_postfix_str(f"view {int(i)}: {p[-1]:.2f} dB", refresh=False)
     bar.close()
-    views = [{"image": test.names[int(i)], "psnr": float(p[k]), "ssim": float(s[k]),
+    names = view_names(test)
+    views = [{"image": names[int(i)], "psnr": float(p[k]), "ssim": float(s[k]),
               "lpips": float(lp[k]) if lp else None} for k, i in enumerate(picks)]
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),
             "lpips": float(np.mean(lp)) if lp else None, "lpips_note": lpips_note, "views": views}
+
+
+def view_names(split: PosedImages) -> list[str]:
+    """Each image of a split by its path from the folder holding them all (its file name when they share one), so
+    that left/0001.png and right/0001.png stay apart; the file names when the images came from no files."""
+    if not split.paths:
+        return list(split.names)
+    try:
+        top = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in split.paths])
+    except ValueError:  # paths on different drives (Windows)
+        return list(split.names)
+    return [Path(os.path.relpath(os.path.abspath(p), top)).as_posix() for p in split.paths]
 
 
 def _absent(e: UserError) -> bool:

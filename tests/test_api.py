@@ -370,3 +370,27 @@ def test_nerf_refuses_zero_directions_and_fy_beside_fov(still_life_run):
         run.query(np.zeros((2, 3)), np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
     with pytest.raises(UserError, match="fy goes with fx"):  # fy silently changed the vertical fov asked for
         run.render(np.eye(4), 8, 6, fov=40, fy=5.0)
+
+
+def test_nerf_directions_of_any_scale_and_points_too_far_for_float32(still_life_run):
+    """A direction of length 1e20 overflowed float32's norm (normalized to a zero vector: another colour), one of
+    1e-25 underflowed (refused as a zero vector); points at 1e38 gave NaN colours and densities."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = load_run(still_life_run, device="cpu")
+    p = np.array([[0.1, 0.2, 0.3]] * 3)
+    unit = np.array([[0.6, 0.0, 0.8]])
+    rgb, _ = run.query(p, np.concatenate([unit, unit * 1e20, unit * 1e-25]))
+    np.testing.assert_allclose(rgb[1:], rgb[:1].repeat(2, axis=0), atol=1e-6)
+    with pytest.raises(UserError, match="no finite value"):
+        run.query(np.array([[1e38, 0.0, 0.0]]))
+
+
+def test_a_finished_run_whose_checkpoint_is_gone_is_not_called_young(image_run, tmp_path):
+    import shutil
+
+    lost = tmp_path / "lost"
+    shutil.copytree(image_run[0], lost)
+    (lost / "checkpoint.pt").unlink()
+    with pytest.raises(UserError, match="missing, though the fit finished"):
+        load_run(lost, device="cpu")

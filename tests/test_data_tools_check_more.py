@@ -60,3 +60,18 @@ def test_check_agrees_with_the_loader_on_images_of_two_sizes(tmp_path, where, ca
         assert len(sizes) == 1 and "40x40, 60x30" in sizes[0] and "resized" in sizes[0], warnings
     else:
         assert sizes == [], warnings
+
+
+def test_the_shared_focal_warning_counts_only_the_frames_under_it(tmp_path):
+    """A third frame with its own camera_angle_x turned the warning off for the two that still share fl_x."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    frames = []
+    for i, (w, h) in enumerate([(24, 24), (32, 24), (40, 40)]):
+        write_image(root / f"{i}.png", np.full((h, w, 3), 0.5, np.float32))
+        frames.append({"file_path": f"{i}.png", **({"camera_angle_x": 0.7} if i == 2 else {}),
+                       "transform_matrix": look_at([4.0, 2.0 * i, 1.0], (0.0, 0.0, 0.0)).tolist() + [[0, 0, 0, 1]]})
+    (root / "transforms.json").write_text(json.dumps({"fl_x": 30.0, "frames": frames}))
+    errors, warnings = check_dataset(root, log=lambda *a: None)
+    sizes = [w for w in warnings if "sizes" in w]
+    assert errors == [] and len(sizes) == 1 and "(24x24, 32x24)" in sizes[0], warnings

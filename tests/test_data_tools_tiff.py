@@ -76,3 +76,47 @@ def test_tiff_samples_keep_their_depth_and_floats_stay_floats(tmp_path):
     tifffile.imwrite(tmp_path / "half.tif", half)
     got = load_image(tmp_path / "half.tif")
     assert got.dtype == np.float32 and np.array_equal(got, half.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int16, np.int32, np.uint16, np.float32])
+def test_tiff_depth_maps_of_any_sample_type_keep_their_depths(tmp_path, dtype):
+    """rwf fit reads a TIFF depth map by its stored values, any integer type; downscale read it as a photo (32-bit
+    and signed integers as fractions of their range) and wrote 3.5e-7 for 1500 mm (uint32), 34268 for 1500 (int16),
+    and rwf data check found nothing wrong."""
+    from rwf_render.nerf_depth import read_depth_map
+
+    src = tmp_path / "ds"
+    src.mkdir()
+    tifffile.imwrite(src / "a.tif", (np.random.default_rng(3).random((16, 16, 3)) * 255).astype(np.uint8))
+    z = np.full((16, 16), 1500, dtype=dtype)
+    z[:, 8:] = 2500
+    tifffile.imwrite(src / "d.tif", z)
+    root = _dataset(src, "a.tif")
+    meta = json.loads((root / "transforms.json").read_text())
+    meta["depth_unit_scale_factor"] = 0.001
+    for frame in meta["frames"]:
+        frame["depth_file_path"] = "d.tif"
+    (root / "transforms.json").write_text(json.dumps(meta))
+    assert main(["data", "downscale", str(root), str(tmp_path / "half"), "-k", "2"]) == 0
+    got = read_depth_map(tmp_path / "half" / "d.tif", 0.001, 8, 8)
+    np.testing.assert_allclose(got[:, :4], 1.5, rtol=1e-6)
+    np.testing.assert_allclose(got[:, 4:], 2.5, rtol=1e-6)
+
+
+def test_a_grey_and_alpha_tiff_photo_stays_one_image(tmp_path):
+    """A grey + alpha TIFF came out as a stack of 8 pages of 8x2 (two samples written as an image of two columns),
+    which rwf fit and rwf data check refuse."""
+    from data_tools.check import check_dataset
+
+    src = tmp_path / "ds"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    la = (rng.random((16, 16, 2)) * 255).astype(np.uint8)
+    la[..., 1] = 255  # opaque: the block means of the grey are the colour's
+    tifffile.imwrite(src / "a.tif", la, photometric="minisblack", extrasamples=["unassalpha"])
+    seen, _ = read_image(src / "a.tif")
+    assert seen.shape == (16, 16, 4)
+    assert main(["data", "downscale", str(_dataset(src, "a.tif")), str(tmp_path / "half"), "-k", "2"]) == 0
+    out, _ = read_image(tmp_path / "half" / "a.tif")
+    assert out.shape == (8, 8, 4) and np.abs(out - _block_means(seen, 2)).max() <= 0.5 / 255 + 1e-6
+    assert check_dataset(tmp_path / "half", log=lambda *a: None)[0] == []

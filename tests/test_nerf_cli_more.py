@@ -243,3 +243,21 @@ def test_each_scored_view_has_its_own_figures_and_their_mean_is_the_split_figure
     assert math.isclose(np.mean([v["psnr"] for v in views]), saved["psnr"], rel_tol=1e-9)
     assert math.isclose(np.mean([v["ssim"] for v in views]), saved["ssim"], rel_tol=1e-9)
     assert all(v["lpips"] is None for v in views) == (saved["lpips"] is None)
+
+
+def test_views_of_one_name_in_two_folders_stay_apart(tmp_path):
+    """Two cameras' folders with the same file names (left/0001.png, right/0001.png): metrics.json's views named
+    both "0001.png", so the bad one could not be told apart."""
+    from rwf_render.nerf_data import load_split
+    from rwf_render.nerf_task import view_names
+
+    data = _scene(tmp_path / "d", {"train": 2, "test": 2})
+    meta = json.loads((data / "transforms_test.json").read_text())
+    for side, frame in zip(("left", "right"), meta["frames"]):
+        (data / side).mkdir()
+        old = data / (frame["file_path"] + ("" if frame["file_path"].endswith(".png") else ".png"))
+        old.rename(data / side / "0001.png")
+        frame["file_path"] = f"{side}/0001.png"
+    (data / "transforms_test.json").write_text(json.dumps(meta))
+    assert view_names(load_split(data, "test", 1)) == ["left/0001.png", "right/0001.png"]
+    assert view_names(load_split(data, "train", 1)) == ["train_0.png", "train_1.png"]  # one folder: file names
