@@ -371,6 +371,7 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         log(f"reprojection error: none (no observation of a 3D point) -> {Path(out) / 'transforms.json'}")
         return report
     log(f"reprojection error of the converted cameras: {report['reproj_error_colmap_px']:.3f} px{resized} "
-        f"(COLMAP's, as stored with its points: {report['colmap_reproj_error']:.3f} px) -> "
+        f"(COLMAP's, as stored with its points: {report['colmap_reproj_error']:.3f} px, in the pixels of the images "
+        "its last bundle adjustment saw, which an undistorted or resized model keeps) -> "
         f"{Path(out) / 'transforms.json'}; means over {report['observations']} observations")
     return report

@@ -473,8 +473,9 @@ def add_tsdf_arguments(g) -> None:
     g.add_argument("--tsdf-views", type=positive_int, default=None, metavar="N",
                    help="--tsdf: fuse N training cameras, evenly spaced (default: all)")
     g.add_argument("--downscale", type=positive_int, default=None, metavar="K",
-                   help="--tsdf, --pointcloud, --poisson: render the training cameras at 1/K of their resolution "
-                        "(default: about 200 pixels across)")
+                   help="--tsdf, --pointcloud, --poisson: render the training cameras at 1/K of the resolution "
+                        "the run was fitted at (after the fit's own --downscale; default: divided down to about 200 "
+                        "pixels across, never up)")
     g.add_argument("--num-points", type=positive_int, default=None, metavar="N",
                    help="--pointcloud, --poisson: keep at most N of the points where training rays stop, a fixed-seed "
                         "sample (default 1000000)")

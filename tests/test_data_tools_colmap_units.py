@@ -84,13 +84,16 @@ def test_rescaled_images_report_the_error_in_colmap_pixels(tmp_path):
     # the printed line: ours in COLMAP's pixels next to COLMAP's, the rescaled images' figure labelled as such
     line = next(s for s in logs["small"] if s.startswith("reprojection error of the converted cameras"))
     shown = re.match(r"reprojection error of the converted cameras: ([\d.]+) px in the COLMAP cameras' pixels, "
-                     r"([\d.]+) px in the rescaled images' \(COLMAP's, as stored with its points: ([\d.]+) px\)", line)
+                     r"([\d.]+) px in the rescaled images' \(COLMAP's, as stored with its points: ([\d.]+) px, in the "
+                     r"pixels of the images its last bundle adjustment saw", line)
     assert shown, line
     assert float(shown.group(1)) == pytest.approx(float(shown.group(3)), abs=2e-3)
     assert float(shown.group(2)) == pytest.approx(small["reproj_error"], abs=1e-3)
     line = next(s for s in logs["full"] if s.startswith("reprojection error of the converted cameras"))
     assert line.split(" -> ")[0] == (f"reprojection error of the converted cameras: {full['reproj_error']:.3f} px "
-                                     f"(COLMAP's, as stored with its points: {full['colmap_reproj_error']:.3f} px)")  # one unit: as before
+                                     f"(COLMAP's, as stored with its points: {full['colmap_reproj_error']:.3f} px, "
+                                     "in the pixels of the images its last bundle adjustment saw, which an undistorted "
+                                     "or resized model keeps)")  # one unit: as before
 
 
 def test_reprojection_errors_units(tmp_path):
