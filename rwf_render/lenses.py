@@ -66,7 +66,8 @@ def undistort(xy_d: torch.Tensor, model: torch.Tensor, dist: torch.Tensor, iters
     OPENCV: the radius first, r (1 + k1 r^2 + ... + k4 r^8) = |xy_d| by Newton steps kept between the axis and
     the radius where that polynomial first stops rising (:func:`_radial_turn`; COLMAP's inverse lies on that rising
     stretch: beyond it a second root reprojects to the same pixel); then 2-D Newton on ``distort(xy) = xy_d`` with
-    the analytic Jacobian from there, each step halved until the residual shrinks (tangential terms).
+    the analytic Jacobian from there, each step halved until the residual shrinks (tangential terms; where that
+    stalls, the tangential terms are brought in by quarters from the radial solution).
     OPENCV_FISHEYE: 1-D Newton on ``theta_d(theta) = |xy_d|`` (:func:`fisheye_theta`), then r = tan(theta), short of
     90 degrees (X / Z ends there; rays by angle: :func:`fisheye_directions`).
     Valid inside the region where the distortion is monotonic (the usable image of a calibrated lens).
@@ -130,6 +131,26 @@ def _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters: int, turn=None) -> to
     xy = xy_d * torch.where(rd > 0, r / rd.clamp_min(torch.finfo(rd.dtype).tiny), torch.ones_like(rd))[..., None]
     if not bool(((p1 != 0) | (p2 != 0)).any()):
         return xy
+    radial_xy = xy
+    xy, f = _polish(radial_xy, xy_d, k1, k2, k3, k4, p1, p2, iters, tol * (1 + rd))
+    stuck = f.norm(dim=-1) > 1e3 * tol * (1 + rd)
+    if bool(stuck.any()):
+        # strong tangential terms: from the radial solution the Newton steps can stall in a valley (an accepted
+        # lens with p1 = -0.8 left a pixel 17.6 px off); there the tangential terms are brought in by quarters,
+        # each solve starting from the last (a homotopy), and the better of the two answers kept
+        i = stuck.nonzero(as_tuple=True)
+        sub = [v[i] for v in (xy_d, k1, k2, k3, k4, p1, p2, rd)]
+        cont = radial_xy[i]
+        for t in (0.25, 0.5, 0.75, 1.0):
+            cont, f_cont = _polish(cont, sub[0], *sub[1:5], t * sub[5], t * sub[6], iters, tol * (1 + sub[7]))
+        better = (f_cont.norm(dim=-1) < f[i].norm(dim=-1))[..., None]
+        xy = xy.index_put(i, torch.where(better, cont, xy[i]))
+    return xy
+
+
+def _polish(xy, xy_d, k1, k2, k3, k4, p1, p2, iters: int, tol):
+    """2-D Newton on the OPENCV model's ``distort(xy) = xy_d`` from ``xy``, each step halved until the residual
+    shrinks; (xy, residual) where every point stopped (its residual under ``tol``, or ``iters`` steps)."""
 
     def residual(xy):
         x, y = xy.unbind(-1)
@@ -141,7 +162,7 @@ def _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters: int, turn=None) -> to
     f = residual(xy)
     for _ in range(iters):  # 2-D Newton from the radial solution, each step halved until the residual shrinks
         norm = f.norm(dim=-1)
-        live = norm > tol * (1 + rd)
+        live = norm > tol
         if not bool(live.any()):
             break
         x, y = xy.unbind(-1)
@@ -154,7 +175,7 @@ def _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters: int, turn=None) -> to
         det = j11 * j22 - j12 * j12
         det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
         delta = torch.stack([(j22 * f[..., 0] - j12 * f[..., 1]) / det, (j11 * f[..., 1] - j12 * f[..., 0]) / det], -1)
-        t = torch.ones_like(rd)
+        t = torch.ones_like(norm)
         cand = xy - delta
         f_cand = residual(cand)
         for _ in range(12):
@@ -166,7 +187,7 @@ def _undistort_opencv(xy_d, k1, k2, k3, k4, p1, p2, iters: int, turn=None) -> to
             f_cand = residual(cand)
         better = (f_cand.norm(dim=-1) < norm)[..., None]
         xy, f = torch.where(better, cand, xy), torch.where(better, f_cand, f)
-    return xy
+    return xy, f
 
 
 # ----------------------------------------------------------------------------------------------- fisheye by angle

@@ -383,3 +383,17 @@ def test_poisson_filter_keeps_thin_faces_in_any_units(monkeypatch, scale):
     faces = np.vstack([f[1:], [[a, b, n], [b, c, n], [c, a, n]]])  # the first is the sliver
     out = _poisson_of(monkeypatch, v2, faces, scale)
     assert len(out.faces) == len(faces) and out.is_watertight
+
+
+@pytest.mark.parametrize("dtype, tol_px", [(torch.float64, 1e-6), (torch.float32, 2e-2)])
+def test_a_lens_with_strong_tangential_terms_inverts_at_every_pixel(dtype, tol_px):
+    """An accepted lens with p1 = -0.8: from the radial solution, the 2-D Newton steps stalled at two pixels (2.6 and
+    17.6 px off); the tangential terms are now brought in by quarters there (a homotopy)."""
+    dist = [1.44113, 0.0, 12.78619, -7.86791, -0.79619, 0.0]
+    fx, w, h, cx, cy = 68.05, 120, 90, 54.43, 38.28
+    Cameras.create(torch.eye(4), fx=fx, width=w, height=h, cx=cx, cy=cy, model="OPENCV", dist=dist)  # accepted
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).double()
+    xy_d = (pix - torch.tensor([cx, cy], dtype=torch.float64)) / fx
+    got = undistort(xy_d.to(dtype), OPENCV, _d(*dist).to(dtype)).double()
+    assert float((distort(got, OPENCV, _d(*dist)) - xy_d).norm(dim=-1).max()) * fx < tol_px
