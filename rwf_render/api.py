@@ -55,8 +55,8 @@ def _count(value, kind):
 def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
     """``t``, or UserError when a value overflowed float32 on the way in (finite before: |x| > 3.4e38)."""
     if t.is_floating_point() and not torch.isfinite(t).all():
-        raise UserError(f"{what}: values beyond float32's range (its largest is about 3.4e38) after moving them into "
-                        "the field's coordinates")
+        raise UserError(f"{what}: values beyond float32's range (about 3.4e38 in magnitude), in which the field "
+                        "computes")
     return t
 
 

@@ -241,7 +241,8 @@ def spaced_indices(data: str, split: str, n: int) -> list[int]:
 def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images: int | None,
                  renders: dict | None = None, progress: bool | None = False, split: str = "test") -> dict:
     """Mean per-image PSNR and SSIM over ``n_images`` evenly spaced test images (None: all), and each image's own
-    figures under ``views`` (its file name, psnr, ssim, lpips: to find the views a fit gets wrong); ``renders``, when
+    figures under ``views`` (its path from the split's folder, :func:`view_names`; psnr, ssim, lpips: to find the
+    views a fit gets wrong); ``renders``, when
     given, receives {index: (prediction, target)} of each image scored (the fit reuses image 0's for its view).
 
     ``progress``: a bar on stderr over the views (``split`` names them), each view's PSNR beside it; None: only on a
