@@ -40,7 +40,7 @@ setup(
         "all": ["pytest", "pycolmap>=3.10", "imageio-ffmpeg"],
     },
     entry_points={
-        "console_scripts": ["rwf = rwf_render.cli:main"],
+        "console_scripts": ["rwf = rwf_render.cli:console"],
         "rwf_render.commands": ["data = data_tools.cli:register", "view = viewer.cli:register"],
         "rwf_render.live": ["viewer = viewer.live:make_callback"],
         "rwf_render.scenes": ["presets = scenes:presets"],

@@ -491,5 +491,18 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         return dispatch(parser, argv)
 
+
+def console() -> int:
+    """The ``rwf`` command (and ``python -m rwf_render``): :func:`main`, after which a Ctrl+C ends the process at
+    once and silently. ``main`` gives Python's own SIGINT handler back when it returns (library callers keep theirs),
+    so a second Ctrl+C a few ms after the first, while torch's exit handlers ran, printed a KeyboardInterrupt
+    traceback."""
+    import signal  # noqa: PLC0415
+
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

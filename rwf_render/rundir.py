@@ -453,8 +453,12 @@ def run_dirs_resumable() -> bool:
 
 def _remove_temporaries(path: Path) -> None:
     """Remove the temporary files a killed writer left in ``path`` (kill -9 during a checkpoint leaves one each), at
-    any age: the fit holds the run, but an ``rwf eval`` writing its metrics.json keeps its own (locked)."""
+    any age: the fit holds the run, but an ``rwf eval`` writing its metrics.json keeps its own (locked); and in its
+    validation renders' folder (a kill during a NeRF's val/step_N.png left one that no later write swept: the
+    resumed fit writes step N once)."""
     sweep_temporaries(path, min_age=0.0, fresh=True)
+    if (path / VAL_RENDERS).is_dir() and not (path / VAL_RENDERS).is_symlink():
+        sweep_temporaries(path / VAL_RENDERS, min_age=0.0, fresh=True)
 
 
 def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool = False) -> Path:

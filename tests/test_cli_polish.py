@@ -142,3 +142,19 @@ def test_sdf_mesh_export_shows_progress_unless_quiet(tmp_path, capsys):
     assert cli.main(["export", "mesh", str(run), "--res", "24", "--out", str(tmp_path / "b.ply"), "--quiet"]) == 0
     assert capsys.readouterr().err.strip() == ""
     assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
+
+
+def test_the_rwf_command_leaves_ctrl_c_to_end_the_exit_silently():
+    """A second Ctrl+C a few ms after the first, while torch's exit handlers ran, printed a KeyboardInterrupt
+    traceback: main() gives Python's own handler back. The command's entry point then lets SIGINT end the process."""
+    import subprocess
+    import sys
+
+    code = ("import signal, sys\nfrom rwf_render import cli\nsys.argv = ['rwf', 'eval', '/nonexistent/run']\n"
+            "rc = cli.console()\nprint(rc, signal.getsignal(signal.SIGINT) is signal.SIG_DFL)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["2", "True"], (r.stdout, r.stderr)
+    from importlib import metadata
+
+    scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts") if e.name == "rwf"}
+    assert scripts == {"rwf": "rwf_render.cli:console"}

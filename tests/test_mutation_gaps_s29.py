@@ -397,3 +397,20 @@ def test_a_lens_with_strong_tangential_terms_inverts_at_every_pixel(dtype, tol_p
     xy_d = (pix - torch.tensor([cx, cy], dtype=torch.float64)) / fx
     got = undistort(xy_d.to(dtype), OPENCV, _d(*dist).to(dtype)).double()
     assert float((distort(got, OPENCV, _d(*dist)) - xy_d).norm(dim=-1).max()) * fx < tol_px
+
+
+def test_resume_sweeps_the_validation_renders_folder_too(tmp_path, monkeypatch):
+    """A kill during a NeRF's val/step_000040.png left its temporary there for good: --resume swept only the run's
+    top folder, and the resumed fit writes step 40's render once (a sweep at write time spares temporaries under
+    30 s old). Another program's hidden file stays."""
+    from rwf_render import rundir
+
+    monkeypatch.setattr(rundir, "_FOUND", {})
+    (tmp_path / "val").mkdir()
+    left = [tmp_path / "val" / ".step_000040.png.gt7188wp.tmp", tmp_path / "val" / ".step_000020.png.abcd1234.tmp.png"]
+    for path in left:
+        path.write_bytes(b"half a png")
+    other = tmp_path / "val" / ".notes.txt"
+    other.write_text("mine")
+    rundir._remove_temporaries(tmp_path)
+    assert not any(p.exists() for p in left) and other.exists()
