@@ -25,6 +25,7 @@ import torch
 from rwf_render.cameras import Cameras, focal_from_fov, look_at, pixel_rays
 from rwf_render.errors import UserError
 from rwf_render.rundir import write_json
+from rwf_render.signals import import_held
 
 from .common import save_image, staged_output
 
@@ -182,7 +183,7 @@ class Renderer:
     """Ray-casts one normalized mesh. ``render(cams[i])`` -> (H, W, 3) rgb, (H, W) alpha, (H, W) z-depth."""
 
     def __init__(self, mesh, ambient: float = 0.3, supersample: int = 2, seed: int = 0):
-        import open3d as o3d  # noqa: PLC0415
+        o3d = import_held("open3d")
 
         self.mesh = mesh
         self.scene = o3d.t.geometry.RaycastingScene()
@@ -193,7 +194,7 @@ class Renderer:
 
     def cast(self, rays_o: np.ndarray, rays_d: np.ndarray) -> dict:
         """Cast (R, 3) rays; returns t_hit (R,) (inf for misses, in units of |rays_d|), face ids, barycentrics."""
-        import open3d as o3d  # noqa: PLC0415
+        o3d = import_held("open3d")
 
         out = self.scene.cast_rays(o3d.core.Tensor(np.concatenate([rays_o, rays_d], 1).astype(np.float32)))
         uv = out["primitive_uvs"].numpy().astype(np.float64)

@@ -328,6 +328,22 @@ def build_parser() -> Parser:
 FIT_INTERRUPTED = "rwf: interrupted (a fit continues from its last checkpoint with --resume)"
 
 
+def _expand_home(args: argparse.Namespace) -> None:
+    """``~`` and ``~/...`` values as the home folder: the shell expands ``~`` only at the start of a word, so
+    ``--out=~/x`` (or a quoted "~/x") reached the command as is, and a run went into a folder named ``~`` in the
+    current one, printed as ``~/x`` as though it were in the home folder."""
+    def expand(v):
+        if isinstance(v, (str, Path)) and (str(v) == "~" or str(v).startswith("~/")):
+            return type(v)(os.path.expanduser(str(v)))
+        return v
+
+    for key, value in vars(args).items():
+        if isinstance(value, list):
+            setattr(args, key, [expand(v) for v in value])
+        else:
+            setattr(args, key, expand(value))
+
+
 def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupted: str = FIT_INTERRUPTED) -> int:
     """Parse, run ``args.func``; a UserError is one line on stderr and exit 2, Ctrl+C exit 130 (the default line
     ``interrupted`` mentions --resume only for ``rwf fit``: an export or a render has nothing to resume).
@@ -339,6 +355,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
     args = None
     try:
         args = parser.parse_args(argv)
+        _expand_home(args)
         args.given_options = given_options(parser, argv)
         refuse_empty_values(sys.argv[1:] if argv is None else argv, _flags(parser))
         rc = int(args.func(args) or 0)

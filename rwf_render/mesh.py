@@ -33,6 +33,7 @@ import trimesh
 from .errors import UserError
 from .evalchunk import eval_chunk
 from .parity import inside_points
+from .signals import import_held
 
 UNIT_BOX = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
 
@@ -84,7 +85,7 @@ def fibonacci_directions(n: int) -> np.ndarray:
 def require_open3d(what: str) -> None:
     """One clear error when open3d (a declared dependency, but one that a bare GPU machine may lack) is absent."""
     try:
-        import open3d  # noqa: F401, PLC0415
+        import_held("open3d")
     except ImportError as e:
         raise UserError(f"{what} needs open3d, which cannot be imported ({e}); pip install open3d-cpu") from None
 
@@ -128,7 +129,7 @@ class MeshQuery:
         rule = (f"winding number (signed ray crossings) over {len(self.dirs)} directions, the union of "
                 f"{closed_parts(mesh)} closed parts" if union else f"ray-parity vote over {len(self.dirs)} directions")
         try:
-            import open3d as o3d  # noqa: PLC0415
+            o3d = import_held("open3d")
         except ImportError:
             self.scene = self.all_faces = None
             self.method = f"{rule} (torch; open3d is not installed)"

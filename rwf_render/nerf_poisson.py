@@ -23,6 +23,7 @@ import trimesh
 
 from .cli import option_typed
 from .errors import UserError
+from .signals import import_held
 
 GRAD_FLOOR = 1e-3
 """a density gradient shorter than this fraction of the median one is noise (empty space, outside the box where the
@@ -94,7 +95,7 @@ def density_normals(density, points: np.ndarray, origins: np.ndarray, chunk: int
 
 def inliers(points: np.ndarray) -> np.ndarray:
     """Indices of the points that are not statistical outliers (``OUTLIER_NEIGHBOURS``, ``OUTLIER_STD``; open3d)."""
-    import open3d as o3d  # noqa: PLC0415
+    o3d = import_held("open3d")
 
     if len(points) <= OUTLIER_NEIGHBOURS:
         return np.arange(len(points))
@@ -116,7 +117,7 @@ def poisson_mesh(points: np.ndarray, normals: np.ndarray, box, depth: int = 8, t
     Returns:
         the mesh (faces wound so that their normals point outwards); empty when nothing is left.
     """
-    import open3d as o3d  # noqa: PLC0415
+    o3d = import_held("open3d")
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
     pcd.normals = o3d.utility.Vector3dVector(np.asarray(normals, np.float64))

@@ -37,6 +37,7 @@ import trimesh
 from .cli import option_typed
 from .errors import RwfWarning, UserError
 from .nerf_export import MIN_OPACITY, stop_distance, trained_pixels
+from .signals import import_held
 
 VOXELS_PER_DIAGONAL = 256
 """default voxel: the box diagonal / 256, the detail of the marching-cubes export's default --res 256"""
@@ -200,7 +201,7 @@ def fuse(frames, box: np.ndarray, voxel: float, trunc_voxels: float = TRUNC_VOXE
     Returns:
         the mesh with (V, 4) uint8 vertex colours (the fused renders); empty when nothing was seen.
     """
-    import open3d as o3d  # noqa: PLC0415
+    o3d = import_held("open3d")
 
     from .cameras import pixel_rays  # noqa: PLC0415
 

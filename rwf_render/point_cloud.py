@@ -38,6 +38,7 @@ import torch
 
 from .errors import RwfWarning, UserError
 from .rundir import atomic_write
+from .signals import import_held
 
 CLOUD_SUFFIXES = (".xyz",)
 """suffixes always read as point clouds; a PLY is a cloud when its header declares no faces"""
@@ -190,7 +191,7 @@ def estimate_normals(points: np.ndarray) -> np.ndarray:
     surface sum_i n_i . (p_i - c) approximates the integral of n . (x - c) over it, 3 x its volume > 0 (divergence
     theorem) when the normals point outward.
     """
-    import open3d as o3d  # noqa: PLC0415
+    o3d = import_held("open3d")
     from scipy.spatial import cKDTree  # noqa: PLC0415
 
     centred = points - (points.min(0) + points.max(0)) / 2

@@ -87,6 +87,24 @@ def deferred_interrupts():
             signal.signal(sig, handler)
 
 
+def import_held(name: str):
+    """``importlib.import_module(name)`` with Ctrl+C and SIGTERM held until it returns; one that came meanwhile is
+    raised then, as KeyboardInterrupt. open3d turns an interrupt during its set-up into an ImportError, which was
+    reported as a missing open3d ("pip install open3d-cpu"), or a traceback."""
+    import importlib  # noqa: PLC0415
+
+    with deferred_interrupts() as received:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            if received:
+                raise KeyboardInterrupt from None
+            raise
+    if received:
+        raise KeyboardInterrupt
+    return module
+
+
 class StopAtStepBoundary:
     """While a fit runs, the first Ctrl+C or SIGTERM asks the loop to stop after the current step, which then saves
     a checkpoint and raises KeyboardInterrupt; a second one interrupts at once. Main thread only (signals)."""

@@ -158,3 +158,23 @@ def test_the_rwf_command_leaves_ctrl_c_to_end_the_exit_silently():
 
     scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts") if e.name == "rwf"}
     assert scripts == {"rwf": "rwf_render.cli:console"}
+
+
+def test_a_tilde_inside_an_option_value_is_the_home_folder(tmp_path, monkeypatch, capsys):
+    """--out=~/x reaches rwf unexpanded (the shell expands ~ only at a word's start): the run went into ./~/x and was
+    printed as ~/x, as though in the home folder."""
+    import warnings
+
+    from rwf_render import cli
+
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "image", "--size", "16", "--steps", "2", "--width", "16", "--features", "16",
+                         "--quiet", "--device", "cpu", "--out=~/runs/img"]) == 0
+    assert (home / "runs" / "img" / "config.json").is_file()
+    assert not (here / "~").exists()

@@ -130,3 +130,30 @@ def test_ctrl_c_while_a_data_tool_swaps_its_output_in_leaves_the_new_dataset_who
     assert calls[-1] == out and (out / "transforms_train.json").is_file()
     assert len(list((out / "train").iterdir())) == 3  # the new dataset, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no hidden old or partial folder beside it
+
+
+def test_ctrl_c_while_open3d_sets_up_is_an_interrupt_not_a_missing_open3d(tmp_path, monkeypatch):
+    """open3d turns a KeyboardInterrupt during its set-up into ImportError("initialization failed"): a Ctrl+C 2 s
+    into `rwf fit sdf` said "needs open3d, which cannot be imported; pip install open3d-cpu", and `rwf data synth`
+    printed a traceback. Imports of open3d hold the interrupt until the import is done, then raise it."""
+    import signal
+    import sys
+
+    from rwf_render.signals import import_held
+
+    (tmp_path / "like_open3d_s29.py").write_text(
+        "import os, signal, time\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.05)\n"
+        "except KeyboardInterrupt:\n"
+        "    raise ImportError('initialization failed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "like_open3d_s29", raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        import_held("like_open3d_s29")
+    assert "like_open3d_s29" in sys.modules  # the import itself went through
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back
+    with pytest.raises(ImportError, match="no_such_module_s29"):  # a module really absent stays an ImportError
+        import_held("no_such_module_s29")

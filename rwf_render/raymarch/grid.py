@@ -16,6 +16,7 @@ from torch import nn
 
 from ..evalchunk import eval_chunk
 from ..parity import inside_lattice
+from ..signals import import_held
 from . import _backend
 from .composite import MAX_THICKNESS as _MAX_CELL_THICKNESS
 from .march import GridSpec, RaySamples, _cells_of_points, march, mip_pyramid
@@ -182,7 +183,7 @@ class OccupancyGrid(nn.Module):
         if method not in ("auto", "open3d", "parity"):
             raise ValueError(f"inside_method must be 'auto', 'open3d' or 'parity', got {method!r}")
         try:
-            import open3d as o3d  # noqa: PLC0415  (optional: the parity test below needs nothing)
+            o3d = import_held("open3d")  # optional: the parity test below needs nothing
         except ImportError as e:
             if method == "open3d":
                 raise ImportError(f"inside_method='open3d' needs open3d ({e}); pip install open3d-cpu") from None
