@@ -38,8 +38,8 @@ def check_output(out: str | Path, force: bool, inputs: tuple = (), holders: tupl
     if out.is_dir() and _mount_point(out):
         raise UserError(f"{given}: is a mount point; the dataset is made beside OUT and moved into place, which a "
                         f"mount point does not allow (choose a folder inside it, e.g. {Path(given) / 'dataset'})")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"{out}: exists; pass --force to replace it")
+    # what --force could not change is said first: "pass --force" then named the user's photo folder (OUT and the
+    # input swapped), which --force refuses as not a dataset
     for src in inputs:
         src = Path(src).resolve()
         if src == out or out in src.parents:
@@ -51,6 +51,8 @@ def check_output(out: str | Path, force: bool, inputs: tuple = (), holders: tupl
     if out.is_dir() and any(out.iterdir()) and not is_dataset(out):
         raise UserError(f"{out}: holds files but no transforms.json or transforms_*.json, so it is not a dataset; "
                         f"--force replaces only datasets (choose another OUT)")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"{out}: exists; pass --force to replace it")
     _check_writable(given, out)
     return out
 

@@ -494,11 +494,12 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     check_writable(path)
     _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
     if _contents(path):
-        if not force:
-            raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
-        if not is_run_dir(path) and any(child.name not in KEPT_BY_FORCE for child in _contents(path)):
+        other = not is_run_dir(path) and any(child.name not in KEPT_BY_FORCE for child in _contents(path))
+        if other:  # said first: --force and --resume were suggested for a dataset folder, and both then refused
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
                             f"of runs; --force replaces only those (choose another --out)")
+        if not force:
+            raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
         emptying = _refuse_if_read(path)
         try:
             for child in _contents(path):  # the folder itself stays: it carries the lock, as the reader lock does
