@@ -28,8 +28,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-import trimesh
 
+from ._lazy import trimesh
 from .errors import UserError
 from .evalchunk import eval_chunk
 from .parity import inside_points

@@ -13,8 +13,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
+from ._lazy import trimesh
 from .errors import UserError
 from .rundir import atomic_path
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import trimesh
 
+from ._lazy import trimesh
 from .mesh import UNIT_BOX, MeshQuery, extract_mesh, sample_surface
 from .mesh_io import checked_mesh
 
