@@ -127,6 +127,9 @@ def _conversion_hint(path: Path) -> str:
     """What turns the folder into a dataset, when it looks like a COLMAP model, an LLFF capture or plain photos."""
     try:
         names = {p.name.lower() for p in path.iterdir()}
+        if "config.json" in names and "checkpoint.pt" in names:  # its renders would read as photos without poses
+            return (" (a run of rwf fit: 'rwf render', 'rwf eval' or 'rwf view' it; a fit goes on with "
+                    f"'rwf fit ... --out {path} --resume')")
         photos = path / "images" if (path / "images").is_dir() else path
         model = next((m for m in (path / "sparse" / "0", path / "sparse", path)
                       if (m / "cameras.bin").is_file() or (m / "cameras.txt").is_file()), None)
@@ -147,6 +150,9 @@ def dataset_files(path: str | Path) -> dict[str, Path]:
         raise UserError(f"no dataset: expected the path of a dataset folder or transforms file, got {path!r}")
     path = Path(path)
     if path.is_file():  # transforms_{train,val,test}.json: that split; any other name: one file of every frame
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr"):  # read as JSON: "0x89 ..."
+            raise UserError(f"{path}: an image, not a dataset (a transforms.json or a folder of one); 'rwf fit image "
+                            f"{path}' fits one image, 'rwf data photos FOLDER OUT' poses a folder of photos")
         split = path.stem[len("transforms_"):] if path.stem.startswith("transforms_") else "all"
         return {split if split in SPLITS else "all": path}
     if not path.is_dir():

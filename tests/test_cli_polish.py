@@ -191,3 +191,17 @@ def test_the_parser_is_built_without_importing_trimesh():
             "print(before, 'trimesh' in sys.modules, len(box.faces))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["False", "True", "12"], (r.stdout, r.stderr)
+
+
+def test_a_run_or_an_image_given_as_a_dataset_is_named_as_such(tmp_path, still_life_run, capsys):
+    """A run folder given to `rwf fit nerf` was offered structure from motion on its renders ("photos without
+    poses"); an image was read as JSON ("not valid JSON ('utf-8' codec can't decode byte 0x89")."""
+    from conftest import one_cli_error
+    from rwf_render.imgio import write_image
+
+    said = one_cli_error(capsys, ["fit", "nerf", still_life_run, "--out", tmp_path / "o"])
+    assert "a run of rwf fit" in said and "data photos" not in said, said
+    write_image(tmp_path / "photo.png", np.zeros((4, 4, 3), np.float32))
+    said = one_cli_error(capsys, ["fit", "nerf", tmp_path / "photo.png", "--out", tmp_path / "o"])
+    assert "an image, not a dataset" in said and "rwf fit image" in said and "JSON" not in said, said
+    assert not (tmp_path / "o").exists()
