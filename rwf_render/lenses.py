@@ -160,7 +160,7 @@ def _polish(xy, xy_d, k1, k2, k3, k4, p1, p2, iters: int, tol):
                             y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - xy_d[..., 1]], -1)
 
     f = residual(xy)
-    for _ in range(iters):  # 2-D Newton from the radial solution, each step halved until the residual shrinks
+    for _ in range(iters):  # each step halved until the residual shrinks
         norm = f.norm(dim=-1)
         live = norm > tol
         if not bool(live.any()):
