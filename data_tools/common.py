@@ -308,15 +308,15 @@ def load_depth_samples(path: str | Path) -> np.ndarray:
     """A depth map's samples as stored: a TIFF's of any integer type (32-bit, signed) or float, as
     :func:`rwf_render.nerf_depth.read_depth_map` reads them (not :func:`load_image`'s photo reading, whose 32-bit and
     signed integers become floats in [0, 1]); other formats as :func:`load_image` gives them (PNG integers, EXR)."""
+    from rwf_render.imgio import read_image, sniff_format, tiff_samples  # noqa: PLC0415
+
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            tiff = f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+        tiff = sniff_format(path) == "tiff"
     except OSError:
         tiff = False  # load_image says why
     if not tiff:
         return load_image(path)
-    from rwf_render.imgio import read_image, tiff_samples  # noqa: PLC0415
 
     read_image(path)  # its checks and messages: a corrupt or multi-page file is refused as rwf fit refuses it
     return tiff_samples(path)[0]
@@ -353,12 +353,14 @@ def load_image(path: str | Path) -> np.ndarray:
     or transparent-colour PNG becomes RGB(A) with its transparency as alpha, a 1, 2 or 4-bit grey 8-bit grey, a
     CMYK JPEG RGB, a TIFF's samples what they mean (:func:`_load_tiff`), as ``rwf fit`` reads them. UserError when
     it does not decode."""
+    from rwf_render.imgio import format_of  # noqa: PLC0415
+
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(26)
         png_head = head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26
-        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        if format_of(head) == "tiff":
             return _load_tiff(path)
         if head[:4] == b"v/1\x01" or head[:3] == b"\xff\xd8\xff" or (png_head and not _plain_png(path, head)):
             from rwf_render.imgio import read_image  # noqa: PLC0415

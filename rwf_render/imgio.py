@@ -34,11 +34,12 @@ _MAGIC = {
 def sniff_format(path: Path) -> str | None:
     """The image format from the file's first bytes (not its name), or None."""
     with open(path, "rb") as f:
-        head = f.read(8)
-    for magic, fmt in _MAGIC.items():
-        if head.startswith(magic):
-            return fmt
-    return None
+        return format_of(f.read(8))
+
+
+def format_of(head: bytes) -> str | None:
+    """The image format of a file whose first bytes are ``head`` (at least 8 of them), or None."""
+    return next((fmt for magic, fmt in _MAGIC.items() if head.startswith(magic)), None)
 
 
 def _to_float(a: np.ndarray) -> np.ndarray:
