@@ -21,6 +21,7 @@ Python's usual warning output.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import importlib
 import importlib.util
@@ -50,6 +51,48 @@ class Parser(argparse.ArgumentParser):
         # the top level's prog is "rwf", which the printed "rwf: error: " already names
         where = f"{self.prog}: " if " " in self.prog else ""
         raise UserError(f"{where}{message} (see --help)")
+
+    def parse_args(self, args=None, namespace=None):  # noqa: D102
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse's own message came from the top level, without the command or a hint
+            chosen = _chosen_parser(self, sys.argv[1:] if args is None else list(args))
+            hints = [_option_hint(self, chosen, extra) for extra in extras]
+            hints = "; ".join(h for h in hints if h)
+            chosen.error(f"unrecognized arguments: {' '.join(extras)}{f' ({hints})' if hints else ''}")
+        return parsed
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub-)command parser that ``argv`` selects: ``rwf fit image ...`` -> the parser of ``rwf fit image``."""
+    for token in argv:
+        parser = _subcommands(parser).get(token, parser)
+    return parser
+
+
+def _long_options(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+
+
+def _option_hint(root: argparse.ArgumentParser, chosen: argparse.ArgumentParser, extra: str) -> str:
+    """"did you mean --steps" for a misspelt option; for an option of another command, which command has it (``rwf
+    fit sdf --res 32``: --res is ``rwf export mesh``'s; the nearest spelling, --resume, would mislead)."""
+    if not extra.startswith("--"):
+        return ""
+    name = extra.partition("=")[0]
+    elsewhere, stack = [], [root]
+    while stack:
+        parser = stack.pop()
+        stack.extend(dict.fromkeys(_subcommands(parser).values()))  # aliases share one parser
+        if parser is not chosen and not _subcommands(parser) and name in _long_options(parser):
+            elsewhere.append(parser.prog)
+    if elsewhere:
+        return f"{name} is an option of {' and '.join(sorted(elsewhere)[:3])}"
+    close = difflib.get_close_matches(name, _long_options(chosen), n=1, cutoff=0.75)
+    return f"did you mean {close[0]}?" if close else ""
 
 
 def positive_int(text: str) -> int:

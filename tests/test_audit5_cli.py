@@ -50,7 +50,7 @@ def test_a_tools_own_interrupt_line_is_kept(capsys):
 def test_an_unknown_option_names_rwf_once(capsys):
     assert cli.main(["eval", "/nonexistent", "--bogus"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "rwf: error: unrecognized arguments: --bogus (see --help)"
+    assert err == "rwf: error: rwf eval: unrecognized arguments: --bogus (see --help)"
 
 
 def test_a_subcommands_bad_value_names_the_subcommand(capsys):
