@@ -321,11 +321,14 @@ class HashGrid(nn.Module):
         self.backend = "tcnn" if tcnn else "torch"
         self._tcnn = None
         if tcnn:
+            # tiny-cuda-nn's module owns a flat parameter of its own; it is dropped, and each call hands the module
+            # a flat view of ``table`` instead, so a grid keeps one (n_params, F) parameter on either backend: the
+            # same state dict (a checkpoint loads into either) and the torch paths (open_levels, torch.func) work.
             self._tcnn = tcnn.Encoding(in_dim, self.tcnn_config(), dtype=torch.float32)
-            with torch.no_grad():
-                self._tcnn.params.copy_(self.table.detach().flatten())
-            del self.table
-            self.table = self._tcnn.params  # one parameter, seen under the same name
+            if self._tcnn.params.numel() != self.table.numel():
+                raise ValueError(f"hash grid: tiny-cuda-nn's table has {self._tcnn.params.numel()} values, this "
+                                 f"layout {self.table.numel()}; use backend='torch'")
+            del self._tcnn.params
 
     def tcnn_config(self) -> dict:
         return {"otype": "HashGrid", "n_levels": self.levels, "n_features_per_level": self.level_features,
@@ -384,6 +387,7 @@ class HashGrid(nn.Module):
             if (self.position_weights is not None and flat.requires_grad) or _transformed(flat):
                 out = self.encode_torch(flat)
             elif self._tcnn is not None:
+                self._tcnn.params = self.table.reshape(-1)  # read by tiny-cuda-nn's forward; gradients reach table
                 out = self._tcnn(flat).float()
             else:
                 out = _hashgrid_kernel(self, flat)

@@ -269,6 +269,7 @@ def model_from_args(args, out_activation: str = "none", in_dim: int = 3) -> tupl
         enc.log2_size = HASH_LOG2_SIZE if args.hash_log2_size is None else args.hash_log2_size
         enc.base_res = HASH_BASE_RES
         enc.max_res = getattr(args, "hash_max_res_default", 512) if args.hash_max_res is None else args.hash_max_res
+        enc.max_res = single_level_resolution(args, enc.levels, enc.base_res, enc.max_res)
         problem = hash_grid_problem(enc)
         if problem:
             raise UserError(problem)
@@ -303,6 +304,17 @@ def checked_field(build, options: str = "--sigma, --n-freqs, --omega0, --rwf-mu 
         raise UserError(f"the field's initial weights or outputs are not finite numbers (float32 overflows); check "
                         f"{options}")
     return model
+
+
+def single_level_resolution(args, levels: int, base_res: int, max_res: int) -> int:
+    """The finest resolution a hash grid of ``levels`` has: one level is at ``base_res`` whatever --hash-max-res
+    says (the config recorded 512 for a grid of resolution 16), so a typed --hash-max-res with one level is refused."""
+    if levels > 1:
+        return max_res
+    if getattr(args, "hash_max_res", None) is not None and args.hash_max_res != base_res:
+        raise UserError(f"--hash-max-res {args.hash_max_res} needs --hash-levels 2 or more: a grid of one level has "
+                        f"the coarsest resolution, {base_res}")
+    return base_res
 
 
 def hash_grid_problem(enc: EncodingConfig) -> str | None:

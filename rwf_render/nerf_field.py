@@ -116,9 +116,9 @@ class NeRFField(nn.Module):
         -> rgb (N, 3) in [0, 1], sigma (N,) >= 0.
     """
 
-    def __init__(self, aabb, cfg: NeRFFieldConfig = NeRFFieldConfig(), seed: int = 0):
+    def __init__(self, aabb, cfg: NeRFFieldConfig | None = None, seed: int = 0):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = NeRFFieldConfig() if cfg is None else cfg  # a shared default changed every later field
         aabb = torch.as_tensor(aabb, dtype=torch.float32).flatten()
         self.register_buffer("aabb", aabb)
         self.density_scale = density_scale_of(aabb) if cfg.density_scale is None else cfg.density_scale

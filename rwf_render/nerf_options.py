@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError, ignored_options
-from .field_options import LR_WARMUP, LR_WARMUP_WHY, default_lr_warmup, warn_warmup_past_end
+from .field_options import LR_WARMUP, LR_WARMUP_WHY, default_lr_warmup, single_level_resolution, warn_warmup_past_end
 from .fields import EncodingConfig
 from .nerf_config import LOSS_DEFAULTS, OCCLUSION_WARMUP, NeRFConfig
 from .nerf_data import BACKGROUNDS
@@ -161,7 +161,7 @@ def _config(args, data: str, scene: str | None, preset: dict) -> NeRFConfig:
     pos.m, pos.sigma = pick("features", 128), pick("sigma", 8.0)
     # 2^17 entries a level (not instant-ngp's 2^19): on the built-in scene 30.47 against 30.73 dB, 3x faster on a CPU
     pos.levels, pos.log2_size = pick("hash_levels", 16), pick("hash_log2_size", 17)
-    pos.max_res = pick("hash_max_res", 1024)
+    pos.max_res = single_level_resolution(args, pos.levels, pos.base_res, pick("hash_max_res", 1024))
     cfg.field.view_dependent = not pick("no_view_dependence", False)
     cfg.field.dirs = DIR_ENCODINGS[pick("dir_encoding", "sh")]()
     cfg.field.appearance_dim = pick("appearance_dim", 0)

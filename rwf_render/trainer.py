@@ -56,6 +56,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, numpy and torch. ``deterministic`` turns on torch's deterministic algorithms, a setting of the
+    whole process that stays on after the fit (torch has no scope for it); ``False`` leaves it as it was."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

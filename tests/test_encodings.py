@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rwf_render import GaussianFourierFeatures, PositionalEncoding, SphericalHarmonics, make_encoding
+from rwf_render.encodings import HashGrid
 
 
 def test_fourier_features_closed_form_and_out_dim():
@@ -124,6 +125,14 @@ def test_tcnn_backend_matches_torch():
     sh_t = SphericalHarmonics(3, backend="torch").cuda()
     sh_c = SphericalHarmonics(3, backend="tcnn").cuda()
     assert torch.allclose(sh_c(x), sh_t(x), atol=1e-4)
+    hg_t = HashGrid(3, levels=8, log2_size=14, base_res=16, max_res=256).cuda()
+    with torch.no_grad():
+        hg_t.table.uniform_(-1.0, 1.0)
+    hg_c = HashGrid(3, levels=8, log2_size=14, base_res=16, max_res=256, backend="tcnn").cuda()
+    assert hg_c.backend == "tcnn"
+    hg_c.load_state_dict(hg_t.state_dict())  # one table layout on both backends
+    u = (x + 1) / 2
+    assert torch.allclose(hg_c(u), hg_t(u), atol=1e-4)
 
 
 @pytest.mark.cuda

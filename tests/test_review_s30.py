@@ -1,0 +1,54 @@
+"""Findings of a review of the core library and of the command line (2026-12-01): a misspelt option's hint, a hash
+grid of one level and --hash-max-res, NeRFField's default configuration."""
+
+import json
+
+import pytest
+import torch
+
+from rwf_render import cli
+from rwf_render.nerf_field import NeRFField
+
+from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["fit", "image", "--stepz", "5"], "rwf fit image: unrecognized arguments: --stepz (did you mean --steps?)"),
+    (["fit", "nerf", "--downscal", "4"], "rwf fit nerf: unrecognized arguments: --downscal (did you mean "
+                                         "--downscale?)"),
+    # the nearest spelling of --res in ``rwf fit sdf`` is --resume: the command that has --res is named instead
+    (["fit", "sdf", "--res", "32"], "rwf fit sdf: unrecognized arguments: --res (--res is an option of rwf data "
+                                    "synth and rwf export mesh)"),
+    (["export", "mesh", "run", "--steps=3"], "rwf export mesh: unrecognized arguments: --steps=3 (--steps is an "
+                                             "option of rwf fit image and rwf fit nerf and rwf fit sdf)"),
+    (["eval", "run", "--bogus"], "rwf eval: unrecognized arguments: --bogus (see --help)"),
+    (["fit", "image", "a.png", "b.png"], "rwf fit image: unrecognized arguments: b.png (see --help)"),
+])
+def test_an_unknown_option_names_its_command_and_the_option_meant(capsys, argv, hint, tmp_path):
+    line = one_cli_error(capsys, argv + ["--out", tmp_path / "run"] if argv[0] == "fit" else argv)
+    assert line.startswith(f"rwf: error: {hint}") and line.count("rwf:") == 1, line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["image", "sdf", "nerf"])
+def test_a_typed_hash_max_res_needs_two_levels(capsys, kind, tmp_path):
+    line = one_cli_error(capsys, ["fit", kind, "--encoding", "hashgrid", "--hash-levels", "1", "--hash-max-res",
+                                  "512", "--out", tmp_path / "run"])
+    assert "--hash-max-res 512 needs --hash-levels 2 or more" in line and "16" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_one_level_grid_records_its_one_resolution(tmp_path):
+    run = tmp_path / "run"
+    assert cli.main(["fit", "image", "--encoding", "hashgrid", "--hash-levels", "1", "--steps", "2", "--size", "16",
+                     "--out", str(run), "--quiet"]) == 0
+    enc = json.loads((run / "config.json").read_text())["encoding"]
+    assert enc["levels"] == 1 and enc["max_res"] == enc["base_res"] == 16  # 512 was recorded, a grid of 16 built
+
+
+def test_nerf_fields_built_without_a_config_do_not_share_one():
+    a, b = NeRFField([-1, -1, -1, 1, 1, 1]), NeRFField([-1, -1, -1, 1, 1, 1])
+    assert a.cfg is not b.cfg
+    a.cfg.set_param("plain")
+    assert any(type(m).__name__ == "FactorizedLinear" for m in NeRFField(torch.tensor([-1.0] * 3 + [1.0] * 3))
+               .modules())
