@@ -16,7 +16,7 @@ setup(
     packages=["rwf_render", "rwf_render.raymarch", "scenes", "data_tools", "viewer"],
     package_data={"rwf_render.raymarch": ["csrc/*.h", "csrc/*.cpp", "csrc/*.cu"]},
     install_requires=[
-        "torch>=2.1,<2.15",  # a range, so a CUDA torch installed beforehand is kept
+        "torch>=2.4,<2.15",  # a range, so a CUDA torch installed beforehand is kept (2.4: fused Adam on a CPU)
         "numpy",
         "imageio>=2.28",
         "pillow",
