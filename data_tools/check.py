@@ -27,11 +27,11 @@ from rwf_render.datasets import (_select, camera_errors, check_fields, dataset_f
                                  held_out_training_text, ignored_depth_text, image_size, mixed_units_text,
                                  note_depth_unit, parse_frame)
 from rwf_render.errors import UserError
-from rwf_render.frames import MissingImage
+from rwf_render.frames import PINHOLE_DISTORTED, MissingImage
 from rwf_render.imgio import read_image, sniff_format
 from rwf_render.lenses import fisheye_theta
 from rwf_render.nerf_data import read_mask
-from rwf_render.nerf_depth import check_depth_channels
+from rwf_render.nerf_depth import check_depth_channels, depth_unit
 from rwf_render.rundir import read_json
 from rwf_render.scene_box import box_cascades, box_coverage, outer_box, scene_box
 
@@ -168,6 +168,9 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
                     shared_sizes.add(size)
                 infos.append(info)
                 wheres.append(where)
+        distorted = sum(info.distortion_as_opencv for info in infos)
+        if distorted:
+            warnings.append(f"{json_path.name}: {distorted} frame(s) with {PINHOLE_DISTORTED}")
         if shared and len(shared_sizes) > 1:
             warnings.append(f"{json_path.name}: the frames share one focal length in pixels but the images have "
                             f"{len(shared_sizes)} sizes ({', '.join(f'{w}x{h}' for w, h in sorted(shared_sizes))}): "
@@ -196,6 +199,11 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             warnings.append(held_out_training_text(shared))
     if len(units) > 1:  # rwf fit refuses the dataset, with or without --depth-loss
         errors.append(mixed_units_text(units))
+    for unit, first in units.items():  # as rwf fit nerf --depth-loss reads it (a unit of 0 or -1e-3 passed here)
+        try:
+            depth_unit({"depth_unit_scale_factor": unit}, first)
+        except UserError as e:
+            errors.append(f"{e} (rwf fit nerf --depth-loss refuses it)")
     if ignored_depth:
         warnings.append(ignored_depth_text(ignored_depth))
     log(("FAILED" if errors else "OK") + f": {len(errors)} error(s), {len(warnings)} warning(s)")

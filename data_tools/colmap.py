@@ -238,7 +238,7 @@ def _check_names(names: list[str], sparse_dir, copy_images: bool, depth: bool) -
 
 def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Path, force: bool = False,
                   copy_images: bool = True, orient: bool = True, attach: dict | None = None, log=print,
-                  bounds: bool = False, depth: bool = False) -> dict:
+                  bounds: bool = False, depth: bool = False, source: str | None = None) -> dict:
     """Convert a COLMAP model to OUT/transforms.json (+ OUT/images/, OUT/sparse_pc.ply).
 
     Args:
@@ -247,6 +247,8 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         copy_images: copy the images into OUT/images; otherwise frames point to ``images_dir`` by relative path.
         orient: rotate the mean camera up vector to +Z.
         attach: {relative path in OUT: file or folder} copied into OUT as well (e.g. the COLMAP model).
+        source: transforms.json's ``source`` (default ``colmap:<sparse_dir>``; ``rwf data photos`` names its
+            photos or video, as its model is made in a temporary folder and kept in OUT/colmap/sparse/0).
         bounds: write each frame's ``near``/``far`` from the points it observes (:func:`frame_bounds`).
         depth: write each frame's sparse depth map (``depth_file_path``, :func:`observation_depths`) and the
             top-level ``depth_unit_scale_factor``.
@@ -313,7 +315,7 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     unit = z_max * 1.05 / 65535 if z_max > 0 else 1e-3  # no depth at all: nerfstudio's default unit
     shared = all(d == intrinsics[0] for d in intrinsics)
     top = {**(intrinsics[0] if shared else {}), "aabb_scale": aabb_scale, "ply_file_path": "sparse_pc.ply",
-           "input_to_world": S.tolist(), "source": f"colmap:{Path(sparse_dir).resolve()}",
+           "input_to_world": S.tolist(), "source": source or f"colmap:{Path(sparse_dir).resolve()}",
            **({"depth_unit_scale_factor": unit} if depth else {})}
     depth_pixels = []
     with staged_output(out, force, inputs=(sparse_dir, images_dir)) as stage:

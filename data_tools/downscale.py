@@ -223,12 +223,17 @@ def downscale_dataset(src: str | Path, out: str | Path, factor: int, force: bool
         if split == "all" and split in dropped and not any(k in top for k in keys):
             # the every-8th-frame hold-out counts frames by position, so a frame left out would move it: the frames
             # held out are named instead, as lists (nerfstudio's keys), so that OUT holds out the same photos
-            held = [f["file_path"] for _, f in _select(top["frames"], top, "val", base)
-                    if isinstance(f, dict) and isinstance(f.get("file_path"), str)]
-            held = [_moved(base, name, placed) for name in held if not _left_out(base, name, placed)]
-            heads[split]["val_filenames"] = heads[split]["test_filenames"] = held
+            # (and the training frames too: nerfstudio refuses val and test lists without a train list)
+            named = {}
+            for part in ("train", "val"):
+                chosen = [f["file_path"] for _, f in _select(top["frames"], top, part, base)
+                          if isinstance(f, dict) and isinstance(f.get("file_path"), str)]
+                named[part] = [_moved(base, name, placed) for name in chosen if not _left_out(base, name, placed)]
+            heads[split]["train_filenames"] = named["train"]
+            heads[split]["val_filenames"] = heads[split]["test_filenames"] = held = named["val"]
             log(f"a frame was left out: the {len(held)} frame(s) held out for val/test are named in val_filenames "
-                "and test_filenames, so that the every-8th-frame rule does not move to others")
+                "and test_filenames, and the others in train_filenames, so that the every-8th-frame rule does not "
+                "move to others")
     extras = {}  # a point cloud or mesh file the dataset names: source -> output path, inside OUT
     for split, top in tops.items():
         for key in ("ply_file_path", "mesh_file_path"):

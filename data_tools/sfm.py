@@ -153,6 +153,7 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
         check_readable(list_images(images_dir), images_dir)
     import_pycolmap()
     t0 = time.perf_counter()
+    origin = f"{'video' if video is not None else 'photos'}:{Path(video or images_dir).resolve()}"
     with tempfile.TemporaryDirectory(prefix="rwf-sfm-") as tmp:
         work = Path(tmp)
         if video is not None:
@@ -191,7 +192,7 @@ def photos_to_dataset(out: str | Path, images_dir: str | Path | None = None, vid
         model_dir.mkdir()
         rec.write_binary(str(model_dir))
         report = convert_model(model_dir, images_dir, out, force=force, log=log, bounds=bounds, depth=depth,
-                               attach={"colmap/sparse/0": model_dir})
+                               attach={"colmap/sparse/0": model_dir}, source=f"{origin} (colmap/sparse/0)")
     registered_names = sorted(rec.image(i).name for i in rec.reg_image_ids())
     return {**report, "registered": registered, "total": total, "sfm_reproj_error": err,
             "points": rec.num_points3D(), "sfm_seconds": sfm_seconds, "seconds": time.perf_counter() - t0,

@@ -43,8 +43,8 @@ import torch
 
 from .cameras import MODELS, Cameras, rotation_error
 from .errors import RwfWarning, UserError
-from .frames import (FrameInfo, MissingImage, depth_units, image_size, native_path, parse_frame,  # noqa: F401
-                     resolve_image)
+from .frames import (PINHOLE_DISTORTED, FrameInfo, MissingImage, depth_units, image_size,  # noqa: F401
+                     native_path, parse_frame, resolve_image)
 from .rundir import read_json  # (FrameInfo, image_size, native_path: still imported from here by data_tools)
 from .scene_box import box_cascades, box_coverage, outer_box, scene_box
 
@@ -131,7 +131,9 @@ def _conversion_hint(path: Path) -> str:
             return (" (a run of rwf fit: 'rwf render', 'rwf eval' or 'rwf view' it; a fit goes on with "
                     f"'rwf fit ... --out {path} --resume')")
         photos = path / "images" if (path / "images").is_dir() else path
-        model = next((m for m in (path / "sparse" / "0", path / "sparse", path)
+        # the photos folder of a COLMAP project itself (its model beside it, in ../sparse/0) is one too
+        model = next((m for m in (path / "sparse" / "0", path / "sparse", path, path.parent / "sparse" / "0",
+                                  path.parent / "sparse")
                       if (m / "cameras.bin").is_file() or (m / "cameras.txt").is_file()), None)
         if model is not None:
             return f" (a COLMAP model: convert it with 'rwf data colmap {model} {photos} OUT')"
@@ -382,6 +384,9 @@ def load_transforms(path: str | Path, split: str = "train") -> Transforms:
         raise UserError(f"{path}: split {split!r} has no frame: {held_out}")
     if ignored:
         warnings.warn(f"{path}: {ignored_depth_text(ignored)}", RwfWarning, stacklevel=2)
+    distorted = sum(info.distortion_as_opencv for info in infos)
+    if distorted:
+        warnings.warn(f"{path}: {distorted} frame(s) with {PINHOLE_DISTORTED}", RwfWarning, stacklevel=2)
     if len(units) > 1:
         raise UserError(f"{path}: {mixed_units_text(units)}")
     if any(info.depth_key == "depth_path" and info.depth is not None for info in infos):  # ngp's unit, under the

@@ -55,6 +55,12 @@ class FrameInfo:
     depth: Path | None = None
     near_far: tuple | None = None
     depth_key: str | None = None  # the key that named a depth map ("depth_path" with depth None: ngp's, ignored)
+    distortion_as_opencv: bool = False  # camera_model PINHOLE with k1..p2 given: read as OPENCV (PINHOLE_DISTORTED)
+
+
+PINHOLE_DISTORTED = ("camera_model PINHOLE with distortion coefficients (k1, k2, k3, k4, p1, p2): read as OPENCV, "
+                     "as nerfstudio and instant-ngp apply them whatever the model")
+"""what the loader and ``rwf data check`` say of frames whose model names no distortion but that give some"""
 
 
 def _num(value, what: str) -> float:
@@ -276,6 +282,8 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
     if str(model).upper() not in _MODEL_ALIASES:
         raise UserError(f"{where}: unsupported camera_model {model!r} (supported: {', '.join(_MODEL_ALIASES)})")
     model = _MODEL_ALIASES[str(model).upper()]
+    as_opencv = model == "PINHOLE" and any(dist)
+    model = "OPENCV" if as_opencv else model
     mask = get("mask_path")
     mask = None if mask is None else _rel_path(base, mask, f"{where}: mask_path")
     depth, depth_key = _depth_map(frame, top, base, where, get("depth_file_path"))
@@ -286,5 +294,5 @@ def parse_frame(frame: dict, top: dict, base: Path, where: str = "frame") -> Fra
             raise UserError(f"{where}: near and far must satisfy 0 <= near < far, got {near_far[0]:g}, "
                             f"{near_far[1]:g}")
     return FrameInfo(image, c2w, fx, fy, cx, cy, w, h, model, dist, mask=mask, depth=depth, near_far=near_far,
-                     depth_key=depth_key)
+                     depth_key=depth_key, distortion_as_opencv=as_opencv)
 

@@ -1,5 +1,6 @@
 """photos: structure from motion on a synthetic capture recovers the true poses up to a similarity."""
 
+import json
 import shutil
 
 import numpy as np
@@ -56,6 +57,9 @@ def test_photos_registers_every_view_with_true_poses(capture, tmp_path):
     # the focal length SfM found (no EXIF) matches the renderer's
     assert est.cameras.fx[0].item() == pytest.approx(truth.cameras.fx[0].item(), rel=0.02)
     assert (tmp_path / "out" / "colmap" / "sparse" / "0" / "images.bin").is_file()
+    # the source is the photos, the model the one kept in OUT (the folder SfM wrote it in is gone)
+    source = json.loads((tmp_path / "out" / "transforms.json").read_text())["source"]
+    assert source == f"photos:{(capture / 'test').resolve()} (colmap/sparse/0)"
     assert main(["data", "check", str(tmp_path / "out")]) == 0
     _depths_lie_on_the_mesh(tmp_path / "out", capture / "mesh.ply", (s, R, t))
 
