@@ -152,6 +152,7 @@ def register(subparsers) -> None:
     p.add_argument("images", nargs="?", default=None, metavar="IMAGES_DIR",
                    help="folder of photos (left out with --video)")
     p.add_argument("out", metavar="OUT", help="dataset folder to write")
+    p.positionals_hint = "give IMAGES_DIR OUT, or --video FILE and OUT only"  # photos --video F OUT2: OUT2 unknown
     p.add_argument("--video", default=None, metavar="FILE",
                    help="take frames of this video instead of photos (then give only OUT)")
     p.add_argument("--fps", type=positive_float, default=2.0,
@@ -183,7 +184,8 @@ def register(subparsers) -> None:
     p.add_argument("--force", **force)
     p.set_defaults(func=_llff)
 
-    p = sub.add_parser("check", help="validate a dataset and print a report (exit 1 on errors)")
+    p = sub.add_parser("check", help="validate a dataset and print a report (exit 1 on errors in it; 2 when DIR is "
+                                     "no dataset at all)")
     p.add_argument("dir", metavar="DIR", help="dataset folder or transforms JSON")
     p.add_argument("--no-decode", action="store_true", help="read image headers only (faster)")
     p.set_defaults(func=_check)

@@ -307,6 +307,25 @@ def load_camera_path(path: str | os.PathLike):
             width, height, fps)
 
 
+def load_keyframes(path: str | os.PathLike) -> dict:
+    """The keyframes of a camera path file and its settings, for editing it again (the viewer's "load"): a dict of
+    ``c2w`` (K, 4, 4) float64, ``fov`` (K,) degrees, ``width``, ``height``, ``fps``, ``seconds``, ``is_cycle``.
+    The whole file is checked as :func:`load_camera_path` checks it; UserError for one without ``keyframes`` (a
+    list of frames alone has nothing to edit)."""
+    _, _, _, _, _, width, height, fps = load_camera_path(path)
+    obj = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    keys = obj.get("keyframes")
+    if not isinstance(keys, list) or not keys:
+        raise UserError(f"{path}: holds frames but no 'keyframes' to edit (rwf render renders it as it is)")
+    c2w = np.stack([_matrix_of(k, f"{path}: keyframes[{i}]") for i, k in enumerate(keys)])
+    fov = np.array([_fov_of(k, f"{path}: keyframes[{i}]") for i, k in enumerate(keys)])
+    frames = obj.get("camera_path")
+    default = len(frames) / fps if isinstance(frames, list) and frames else len(keys)
+    seconds = _number(obj.get("seconds", default), f"{path}: 'seconds'")
+    return {"c2w": c2w, "fov": fov, "width": width, "height": height, "fps": fps, "seconds": seconds,
+            "is_cycle": bool(obj.get("is_cycle", False))}
+
+
 def path_cameras(path: str | os.PathLike) -> tuple[Cameras, float]:
     """The frames of a camera path file as N PINHOLE :class:`Cameras`, and the fps."""
     c2w, fx, fy, cx, cy, width, height, fps = load_camera_path(path)

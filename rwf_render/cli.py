@@ -80,8 +80,8 @@ def _long_options(parser: argparse.ArgumentParser) -> list[str]:
 def _option_hint(root: argparse.ArgumentParser, chosen: argparse.ArgumentParser, extra: str) -> str:
     """"did you mean --steps" for a misspelt option; for an option of another command, which command has it (``rwf
     fit sdf --res 32``: --res is ``rwf export mesh``'s; the nearest spelling, --resume, would mislead)."""
-    if not extra.startswith("--"):
-        return ""
+    if not extra.startswith("--"):  # a command whose positionals are easy to get wrong says how they go
+        return getattr(chosen, "positionals_hint", "")
     name = extra.partition("=")[0]
     elsewhere, stack = [], [root]
     while stack:
@@ -89,8 +89,12 @@ def _option_hint(root: argparse.ArgumentParser, chosen: argparse.ArgumentParser,
         stack.extend(dict.fromkeys(_subcommands(parser).values()))  # aliases share one parser
         if parser is not chosen and not _subcommands(parser) and name in _long_options(parser):
             elsewhere.append(parser.prog)
-    if elsewhere:
-        return f"{name} is an option of {' and '.join(sorted(elsewhere)[:3])}"
+    if elsewhere:  # the commands nearest the one typed first (rwf export cameras before rwf data colmap)
+        family = chosen.prog.split()
+        elsewhere.sort(key=lambda prog: (-sum(a == b for a, b in zip(prog.split(), family)), len(prog.split()), prog))
+        shown = elsewhere[:3] + ([f"{len(elsewhere) - 3} more"] if len(elsewhere) > 3 else [])
+        listed = f"{', '.join(shown[:-1])} and {shown[-1]}" if len(shown) > 1 else shown[0]
+        return f"{name} is an option of {listed}"
     close = difflib.get_close_matches(name, _long_options(chosen), n=1, cutoff=0.75)
     return f"did you mean {close[0]}?" if close else ""
 
@@ -327,6 +331,9 @@ def build_parser() -> Parser:
     rd.add_argument("--scale", type=render_scale, default=1.0,
                     help="image and sdf runs: resolution factor (sdf: of the fit's --preview-res views; default: 1)")
     rd.add_argument("--out", default=None, help="output file or folder (default: inside RUN)")
+    rd.add_argument("--force", action="store_true",
+                    help="replace an existing output file (nerf runs: files in --out named like the frames that no "
+                         "earlier render there wrote; an earlier render's frames are replaced without it)")
     add_device_argument(rd)
     rd.set_defaults(func=_run_command("render", _add_pipeline_arguments(rd, "add_render_arguments")))
 
@@ -344,6 +351,7 @@ def build_parser() -> Parser:
                       "RUN/mesh_tsdf.<format>, with --pointcloud RUN/pointcloud.ply)")
     mesh.add_argument("--min-component", type=unit_fraction, default=0.0, metavar="FRACTION",
                       help="drop connected pieces with fewer than FRACTION of the faces (default 0: keep all)")
+    mesh.add_argument("--force", action="store_true", help="replace an existing output file")
     mesh.add_argument("--quiet", action="store_true",
                       help="no progress bar (the grid's evaluation; nerf --pointcloud, --poisson and --tsdf: the "
                       "renders)")
@@ -414,6 +422,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
             rundir = sys.modules.get(f"{__package__}.rundir")
             if rundir is None or not rundir.run_dirs_prepared():  # still reading the input: no folder, no checkpoint
                 interrupted = "rwf: interrupted (before the run folder was made: nothing to resume)"
+            elif rundir.run_dirs_replacing():  # put back as the command ends (release_run_dirs)
+                interrupted = ("rwf: interrupted before the new run's first checkpoint; the run --force was "
+                               "replacing is back as it was")
             elif not rundir.run_dirs_resumable():  # the folder, but not yet its config.json (an SDF fit's sampling)
                 interrupted = ("rwf: interrupted (before the run's config.json was written: nothing to resume; run "
                                "the same command again)")

@@ -32,7 +32,8 @@ from .metrics import mse_to_psnr, psnr, ssim, steps_to_reach
 from .plots import crops_png, curve_png, error_map
 from .resume import check_source_unchanged, compare_runs, fit_each, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, check_out_holds_no_input, checkpoint_mismatch,
-                     json_safe, load_run_model, prepare_run_dir, read_json, refuse_source_as_output, write_json)
+                     check_output_file, json_safe, load_run_model, prepare_run_dir, read_json, refuse_source_as_output,
+                     write_json)
 from .trainer import ConstantWatch, TrainConfig, Trainer, resolve_device
 
 BUILTIN = "astronaut"  # scikit-image's photo (NASA, public domain), shipped inside the installed package
@@ -447,6 +448,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     out = output_image_path(args.out, run / f"render_x{args.scale:g}.png")
     cfg, model, _, device = load_model(run, cfg_dict, args.device)
     refuse_source_as_output(out, cfg.path)
+    check_output_file(out, getattr(args, "force", False))
     pixels = render(model, h, w, args.scale, device)
     if pixels.shape[2] in (2, 4) and out.suffix.lower() in (".jpg", ".jpeg"):
         warnings.warn(f"{out}: JPEG has no alpha channel, so the colour is written without it (transparent parts "

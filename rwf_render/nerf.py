@@ -300,7 +300,8 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", choices=["train", "val", "test"], help="render every camera of a split")
     g.add_argument("--orbit", type=positive_int, metavar="N",
                    help=f"render N views on a circle around the scene (N at most {MAX_FRAMES})")
-    g.add_argument("--camera-path", metavar="FILE", help="render a camera_path.json recorded in the viewer")
+    g.add_argument("--camera-path", metavar="FILE",
+                   help="render a camera_path.json recorded in the viewer (a relative name not found here: in RUN)")
     g.add_argument("--interpolate", type=positive_int, metavar="N",
                    help="a smooth path through every training camera, N frames from one to the next "
                         "(N * (K - 1) + 1 frames for K cameras; suits real captures, where --orbit swings to views no "

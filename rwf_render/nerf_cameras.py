@@ -49,7 +49,7 @@ from .cameras import DIST_NAMES, MODELS, Cameras
 from .datasets import SPLITS, Transforms, dataset_files, load_transforms
 from .errors import RwfWarning, UserError
 from .nerf_config import NeRFConfig
-from .rundir import CHECKPOINT, CONFIG, HISTORY, METRICS, load_checkpoint, write_json
+from .rundir import CHECKPOINT, CONFIG, load_checkpoint, write_json
 from .scene_box import box_from_cameras
 
 BOX_KEYS = ("aabb", "aabb_scale", "scale", "offset")
@@ -153,24 +153,24 @@ def cameras_json(splits: dict[str, list[dict]], meta: dict, note: dict) -> dict:
     return top
 
 
-def _check_out(out: Path, force: bool, data: str, run: Path) -> None:
+def _check_out(out: Path, force: bool, data: str) -> None:
     """UserError before any work for an output that cannot or must not be written: a folder, a missing folder, an
-    existing file without --force, and (even with --force) the dataset's own transforms files or the run's files."""
+    existing file without --force, and (even with --force) a file of the run's dataset (its transforms files, a
+    photo: --force wrote JSON over a training image) or of a run."""
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out names the file to write")
-    from .rundir import check_output_folder  # noqa: PLC0415
+    from .rundir import check_output_file, check_output_folder, refuse_among_inputs  # noqa: PLC0415
 
     check_output_folder(out)
     if out.exists():
         try:
-            protected = [p.resolve() for p in dataset_files(data).values()]
+            transforms = [p.resolve() for p in dataset_files(data).values()]
         except UserError:  # the dataset is gone: said when its cameras are read
-            protected = []
-        protected += [(run / name).resolve() for name in (CONFIG, CHECKPOINT, METRICS, HISTORY)]
-        if out.resolve() in protected:
-            raise UserError(f"{out}: is a file of the run's dataset or of the run itself; --out names a new file")
-        if not force:
-            raise UserError(f"{out}: exists; --force replaces it")
+            transforms = []
+        if out.resolve() in transforms:
+            raise UserError(f"{out}: is a file of the run's dataset {data}; --out names a new file")
+        refuse_among_inputs(out, data)
+    check_output_file(out, force)
 
 
 def export_cameras_run(run: Path, cfg_dict: dict, args) -> int:
@@ -183,7 +183,7 @@ def export_cameras_run(run: Path, cfg_dict: dict, args) -> int:
     if args.out and args.out.endswith(("/", os.sep)):  # Path() drops the slash: a file of the folder's name was written
         raise UserError(f"{args.out}: names a folder; --out names the file to write")
     out = Path(args.out) if args.out else default_out(run, split)
-    _check_out(out, getattr(args, "force", False), cfg.data, run)
+    _check_out(out, getattr(args, "force", False), cfg.data)
     delta = run_corrections(run, cfg)
     wanted = SPLITS if split == "all" else (split,)
     loaded: dict[str, Transforms] = {}

@@ -20,7 +20,7 @@ from .errors import RwfWarning, UserError
 from .nerf import load_scene_model
 from .nerf_outputs import cameras_missing, frame_bounds, scaled_cameras
 from .nerf_render import NeRFModel
-from .rundir import atomic_path, refuse_among_inputs
+from .rundir import atomic_path, check_output_file, refuse_among_inputs
 
 DEFAULT_DENSITY_LEVEL = 10.0  # per reference length, as the field's density: a surface, not haze
 MIN_OPACITY = 0.5
@@ -269,6 +269,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     out = _out_file(Path(args.out) if args.out else run / default)  # Poisson, TSDF beside marching cubes, not over it
     if args.out:
         refuse_among_inputs(out, cfg_dict.get("data"))
+    check_output_file(out, getattr(args, "force", False))
     if poisson or tsdf:
         from .mesh import require_open3d  # noqa: PLC0415
 

@@ -206,6 +206,9 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         if suffix in MEDIA_SUFFIXES and not Path(args.out).is_dir():  # it would become a folder of that name
             raise UserError(f"{args.out}: --out names the folder of a NeRF render's frames (and of rgb.mp4 and "
                             f"depth.mp4 with --video), not a {suffix} file; give a folder")
+    path = getattr(args, "camera_path", None)
+    if path and not os.path.isabs(path) and not Path(path).exists() and (run / path).is_file():
+        args.camera_path = str(run / path)  # a name the viewer saved inside the run ("a relative name is inside it")
     model = load_scene_model(run, args.device)
     cams, name, fps, near_far = _cameras(model, args)
     cams = scaled_cameras(cams, args.downscale or 1)
@@ -222,6 +225,8 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
                             f"({sizes[0][0]}x{sizes[0][1]}, {sizes[1][0]}x{sizes[1][1]}, ...)")
     if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # e.g. on a read-only file system, even for root
         raise UserError(f"{out}: cannot write the frames there (folder not writable)")
+    if out.is_dir() and not getattr(args, "force", False):
+        _refuse_others_files(out, _frame_names(len(cams), args))
     refuse_dangling_link(out)
     # staging goes in ``out`` when it exists (it may be a mount point: frames moved in from the folder above would
     # cross file systems), else in the nearest existing folder above it; ``out`` and the missing folders above it
@@ -295,6 +300,26 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     also = f" with {also}" if also else ""
     print(f"{out}: {len(cams)} frames{also}{f' and rgb.mp4, depth.mp4 at {fps:g} fps' if args.video else ''}")
     return 0
+
+
+def _frame_names(count: int, args) -> set[str]:
+    """The files a render of ``count`` cameras with ``args`` writes."""
+    kinds = ["rgb_{:04d}.png", "depth_{:04d}.exr", "depth_{:04d}.png"]
+    kinds += ["opacity_{:04d}.png"] * bool(getattr(args, "opacity", False))
+    kinds += ["rgba_{:04d}.png"] * bool(getattr(args, "rgba", False))
+    names = {kind.format(i) for i in range(count) for kind in kinds}
+    return names | ({"rgb.mp4", "depth.mp4"} if args.video else set())
+
+
+def _refuse_others_files(out: Path, names: set[str]) -> None:
+    """UserError when the folder ``out`` holds a file this render would replace that no earlier render there wrote
+    (not in its MANIFEST): the user's own rgb_0000.png was replaced without a word. An earlier render's frames are
+    replaced freely, as re-rendering into one folder is the point of it."""
+    theirs = sorted(n for n in names - _earlier_render(out) if (out / n).exists() or (out / n).is_symlink())
+    if theirs:
+        more = f", ... ({len(theirs)} files)" if len(theirs) > 1 else ""
+        raise UserError(f"{out}: holds {theirs[0]}{more} that no earlier render there wrote; --force replaces them "
+                        "(or choose another --out)")
 
 
 class _writing:  # noqa: N801  (a context manager, used as ``with _writing(target):``)

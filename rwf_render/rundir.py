@@ -261,7 +261,32 @@ COMPARE_FILES = ("compare.json", "compare.md", "compare.png")
 
 KEPT_BY_FORCE = ("camera_path.json",)
 """the user's own work inside a run, which ``--force`` keeps: the camera path recorded in the viewer, in the scene's
-coordinates, still applies to a refit of the same data"""
+coordinates, still applies to a refit of the same data (and so does any camera path saved under another name:
+:func:`kept_by_force`)"""
+
+CAMERA_PATH_MAX_BYTES = 64 << 20
+"""a file larger than this is not read to see whether it is a camera path (a checkpoint is not one)"""
+
+
+def holds_camera_path(path: Path) -> bool:
+    """Whether the file ``path`` holds a camera path (a JSON object with ``camera_path`` or ``keyframes``)."""
+    try:
+        if path.stat().st_size > CAMERA_PATH_MAX_BYTES:
+            return False
+        obj = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and ("camera_path" in obj or "keyframes" in obj)
+
+
+def kept_by_force(child: Path) -> bool:
+    """Whether ``--force`` keeps the file ``child`` of a run: a camera path the viewer saved there, under any name
+    (the viewer saves a relative name inside the run; only camera_path.json was kept, the others deleted)."""
+    if not child.is_file() or child.is_symlink():
+        return False
+    if child.name in KEPT_BY_FORCE:
+        return True
+    return child.name not in (CONFIG, CHECKPOINT, METRICS, HISTORY) and holds_camera_path(child)
 
 
 def _is_single_run(path: Path) -> bool:
@@ -354,6 +379,14 @@ _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
 """the names ``atomic_write`` and ``atomic_path`` give their temporary files"""
 
 
+_REPLACING: dict[str, Path] = {}
+"""run folders this command's ``--force`` is replacing (real path -> the hidden folder inside it that holds the old
+run) until the new run's first checkpoint (:func:`save_checkpoint`); a command that ends before it puts the old
+run back (:func:`release_run_dirs`), and so does the next command on the folder after a kill -9"""
+
+REPLACED_PREFIX = ".replaced-"
+"""the name of the hidden folder that holds a run ``--force`` is replacing"""
+
 _READING: list[int] = []
 """descriptors of the runs' reader-lock files this command locks: shared by a reader (:func:`hold_run`), exclusive
 by ``--force`` before it empties a run (:func:`_refuse_if_read`)"""
@@ -433,7 +466,11 @@ def _lock_run_dir(path: Path) -> bool:
 
 
 def release_run_dirs() -> None:
-    """Release the run folders this process locked (``cli.dispatch`` calls it when a command ends)."""
+    """Release the run folders this process locked (``cli.dispatch`` calls it when a command ends), after putting
+    back a run that ``--force`` was replacing when the new one has no checkpoint yet (an error, or a Ctrl+C)."""
+    while _REPLACING:
+        key, held = _REPLACING.popitem()
+        _put_back(Path(key), held)
     _PREPARED.clear()
     while _LOCKS:
         os.close(_LOCKS.popitem()[1])
@@ -444,6 +481,61 @@ def release_run_dirs() -> None:
 def run_dirs_prepared() -> bool:
     """Whether this command has made or reopened a run folder yet (:func:`prepare_run_dir`)."""
     return bool(_PREPARED)
+
+
+def run_dirs_replacing() -> bool:
+    """Whether a run this command's ``--force`` replaces is still set aside (the new run has no checkpoint yet)."""
+    return bool(_REPLACING)
+
+
+def _set_aside(path: Path) -> Path:
+    """Move the run in ``path`` (all but :data:`KEPT_BY_FORCE` and the reader lock) into a hidden folder inside it,
+    for ``--force``: the old run stays whole until the new one has a checkpoint (emptying the folder at once lost a
+    finished run to a Ctrl+C a second later)."""
+    held = Path(tempfile.mkdtemp(prefix=REPLACED_PREFIX, dir=path))
+    for child in _contents(path):
+        if child == held or kept_by_force(child):
+            continue
+        child.rename(held / child.name)
+    _REPLACING[os.path.realpath(path)] = held
+    return held
+
+
+def _put_back(path: Path, held: Path) -> None:
+    """Undo :func:`_set_aside`: the new run's files go, the old run's come back."""
+    with contextlib.suppress(OSError):
+        for child in _contents(path):
+            if child == held or child.name.startswith(REPLACED_PREFIX) or kept_by_force(child):
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        for child in held.iterdir():
+            if not (path / child.name).exists():
+                child.rename(path / child.name)
+        shutil.rmtree(held)
+
+
+def _finish_replacing(run: Path) -> None:
+    """The new run in (or under, for a --compare's sub-run) a folder being replaced saved its first checkpoint: the
+    old run, set aside, goes."""
+    real = Path(os.path.realpath(run))
+    for key in [k for k in _REPLACING if Path(k) == real or Path(k) in real.parents]:
+        shutil.rmtree(_REPLACING.pop(key), ignore_errors=True)
+
+
+def _settle_stale_replacement(path: Path) -> None:
+    """A ``--force`` killed (-9) while replacing ``path`` left the old run set aside: put it back when the new run
+    never saved a checkpoint (in the folder, or in a --compare's sub-run), else let it go."""
+    for held in path.glob(f"{REPLACED_PREFIX}*"):
+        if not held.is_dir() or held.is_symlink() or held in _REPLACING.values():
+            continue
+        new = [path / CHECKPOINT] + [path / p / CHECKPOINT for p in COMPARE_PARAMS]
+        if any(c.is_file() for c in new):
+            shutil.rmtree(held, ignore_errors=True)
+        else:
+            _put_back(path, held)
 
 
 def run_dirs_resumable() -> bool:
@@ -465,7 +557,9 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     """Create (or reopen, with ``resume``) a run directory, locked for this process (see ``_lock_run_dir``).
 
     An existing non-empty folder is never overwritten unless ``force`` is given, and then only when it holds a run
-    (a folder with files but no ``config.json`` may be the user's data), whose files go except ``KEPT_BY_FORCE``;
+    (a folder with files but no ``config.json`` may be the user's data), whose files go except the camera paths
+    saved in it (:func:`kept_by_force`): set aside in a hidden folder until the new run's first checkpoint, and put
+    back should the command end before it (:func:`release_run_dirs`);
     ``resume`` requires a ``config.json``.
     Call this only after all inputs were validated, so bad input never leaves a folder behind.
     """
@@ -474,11 +568,13 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         raise UserError(f"{path}: exists and is not a directory")
     refuse_dangling_link(path)
     if resume:
+        if path.is_dir() and _lock_run_dir(path):
+            _settle_stale_replacement(path)
         if not (path / CONFIG).is_file():
             raise UserError(f"{path}: nothing to resume (no {CONFIG})")
         check_run_files(path)
         check_writable(path)
-        if _lock_run_dir(path):
+        if _lock_run_dir(path):  # held already: taken above
             _remove_temporaries(path)
         _make_read_lock(path)
         _PREPARED.add(str(path))
@@ -492,23 +588,18 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
                 d.rmdir()
         raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
     check_writable(path)
-    _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
+    if _lock_run_dir(path):  # before looking inside: a fit starting at the same moment sees this one's files
+        _settle_stale_replacement(path)
     if _contents(path):
-        other = not is_run_dir(path) and any(child.name not in KEPT_BY_FORCE for child in _contents(path))
+        other = not is_run_dir(path) and any(not kept_by_force(child) for child in _contents(path))
         if other:  # said first: --force and --resume were suggested for a dataset folder, and both then refused
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
                             f"of runs; --force replaces only those (choose another --out)")
         if not force:
             raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
         emptying = _refuse_if_read(path)
-        try:
-            for child in _contents(path):  # the folder itself stays: it carries the lock, as the reader lock does
-                if child.name in KEPT_BY_FORCE and child.is_file() and not child.is_symlink():
-                    continue
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+        try:  # the folder itself stays: it carries the lock, as the reader lock does
+            _set_aside(path)
         finally:  # emptied: readers may come, as to any fit in progress (a render reads its last checkpoint)
             for fd in emptying:
                 os.close(fd)
@@ -542,6 +633,24 @@ def check_output_folder(out: Path) -> None:
         raise UserError(f"{out}: folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise UserError(f"{out}: cannot write there (folder {out.parent} is not writable)")
+
+
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, HISTORY, READ_LOCK)
+"""the files that make a folder a run: a render or an export never writes over them, even with --force"""
+
+
+def check_output_file(out: Path, force: bool) -> None:
+    """UserError before any work when a render or an export must not write the file ``out``: one of the
+    :data:`RUN_FILES` of a run (any run: --out runs/other/config.json broke that run for good), or, without
+    ``force``, any existing file (``rwf render`` and ``rwf export mesh`` replaced one silently; ``rwf export
+    cameras`` refused)."""
+    out = Path(out)
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.name in RUN_FILES and _is_single_run(out.parent):
+        raise UserError(f"{out}: is a file of the run {out.parent}; --out names a new file")
+    if not force:
+        raise UserError(f"{out}: exists; --force replaces it")
 
 
 def check_writable(path: Path) -> None:
@@ -607,6 +716,8 @@ def refuse_lost_checkpoint(run: Path, ckpt_every: int) -> None:
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Save a dict of tensors, numbers, strings and nested dicts/lists (no arbitrary objects) atomically."""
     atomic_write(path, lambda f: torch.save(state, f))
+    if _REPLACING:
+        _finish_replacing(Path(path).parent)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -44,8 +44,8 @@ from .plots import curve_png
 from .point_cloud import STORED_CLOUD, PointCloud, save_cloud
 from .resume import check_source_unchanged, compare_runs, fit_each, resume_run_config, resume_trainer
 from .rundir import (CHECKPOINT, COMPARE_PARAMS, CONFIG, METRICS, atomic_path, atomic_write_text,
-                     check_out_holds_no_input, check_output_folder, checkpoint_mismatch, load_run_model,
-                     prepare_run_dir, read_json, refuse_source_as_output, write_json)
+                     check_out_holds_no_input, check_output_file, check_output_folder, checkpoint_mismatch,
+                     load_run_model, prepare_run_dir, read_json, refuse_source_as_output, write_json)
 from .sdf_options import (ALIASES, MAX_VIEW_RES, add_export_arguments, add_fit_arguments,  # noqa: F401 (the CLI's)
                           check_options, config_from_args)
 from .shape_task import BUILTIN, SDFConfig, ShapeTask, build_model, field_fn, load_source
@@ -305,6 +305,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
         raise UserError(f"--level must be a finite number, got {level}")
     cfg, model, norm, _, device = load_run(run, cfg_dict, args.device)
     refuse_source_as_output(out, cfg.path)
+    check_output_file(out, getattr(args, "force", False))
     # a distance level is given in the mesh's units, like the mesh written; the field's are the unit cube's
     field_level = level * norm.scale if cfg.target == "sdf" else level
     t0 = time.perf_counter()
@@ -332,6 +333,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         raise UserError(f"--scale {args.scale:g}: views of {res}x{res} pixels exceed {MAX_VIEW_RES} per side "
                         f"(the run's preview is {cfg.preview_res}); use a smaller --scale")
     out = output_image_path(args.out, run / f"render_x{args.scale:g}.png")
+    check_output_file(out, getattr(args, "force", False))
     cfg, model, _, _, device = load_run(run, cfg_dict, args.device)
     views = field_views(model, cfg, res, device)
     try:

@@ -81,7 +81,8 @@ def test_export_level_is_a_distance_in_the_mesh_units(sources, capsys, monkeypat
         return original(fn, **kw)
     monkeypatch.setattr(sdf, "extract_mesh", spy)
     for level in (0.5, -0.25):
-        run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet", "--level", level, "--out", tmp_path / "m.ply")
+        run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet", "--level", level, "--out", tmp_path / "m.ply",
+                "--force")
     expected = [0.5 * scale, -0.25 * scale] if target == "sdf" else [0.5, -0.25]
     assert seen == pytest.approx(expected)
 

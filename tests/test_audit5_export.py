@@ -51,17 +51,23 @@ def test_default_export_of_an_sdf_run_goes_beside_the_fits_mesh(run, capsys, fmt
     assert sorted(p.name for p in run.glob("mesh*")) == sorted({"mesh.ply", f"mesh_8.{fmt}"})  # no mesh.obj
 
 
-def test_an_earlier_export_of_the_same_grid_is_replaced(run, capsys):
+def test_an_earlier_export_of_the_same_grid_is_replaced_only_with_force(run, capsys):
     (run / "mesh_8.ply").write_bytes(b"an earlier export")
-    assert run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet")[0] == 0
+    assert run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet")[0] == 2
+    assert (run / "mesh_8.ply").read_bytes() == b"an earlier export"
+    assert run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet", "--force")[0] == 0
     assert len(load_mesh(run / "mesh_8.ply").faces) > 0
 
 
 def test_an_explicit_out_is_honoured_even_over_the_fits_mesh(run, capsys):
-    """The user named the file: ``--out RUN/mesh.ply`` replaces the fit's mesh, with the default export's mesh."""
-    assert run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet")[0] == 0
+    """The user named the file and gave --force: ``--out RUN/mesh.ply`` replaces the fit's mesh, with the default
+    export's mesh (without --force it is refused, as any existing file)."""
+    assert run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet", "--force")[0] == 0
     fit_mesh = (run / "mesh.ply").read_bytes()
-    assert run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet", "--out", run / "mesh.ply")[0] == 0
+    assert run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet", "--out", run / "mesh.ply")[0] == 2
+    assert (run / "mesh.ply").read_bytes() == fit_mesh
+    assert run_cli(capsys, "export", "mesh", run, "--res", "8", "--quiet", "--out", run / "mesh.ply",
+                   "--force")[0] == 0
     written = (run / "mesh.ply").read_bytes()
     assert written != fit_mesh  # a 12^3 extraction before, an 8^3 one now
     assert written == (run / "mesh_8.ply").read_bytes()

@@ -236,7 +236,7 @@ def test_a_failed_write_keeps_the_earlier_export(fitted, tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert cli.main(["export", "mesh", str(fitted), "--tsdf", "--tsdf-views", "4", "--quiet", "--out",
-                         str(out)]) == 130
+                         str(out), "--force"]) == 130
     assert out.read_bytes() == b"the earlier export"
     assert [p.name for p in tmp_path.iterdir()] == ["mesh.ply"]
 

@@ -20,8 +20,12 @@ from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under p
     (["fit", "sdf", "--res", "32"], "rwf fit sdf: unrecognized arguments: --res (--res is an option of rwf data "
                                     "synth and rwf export mesh)"),
     (["export", "mesh", "run", "--steps=3"], "rwf export mesh: unrecognized arguments: --steps=3 (--steps is an "
-                                             "option of rwf fit image and rwf fit nerf and rwf fit sdf)"),
+                                             "option of rwf fit image, rwf fit nerf and rwf fit sdf)"),
     (["eval", "run", "--bogus"], "rwf eval: unrecognized arguments: --bogus (see --help)"),
+    # nearest commands first: a top-level one (rwf render) before the data tools
+    (["eval", "run", "--force"], "rwf eval: unrecognized arguments: --force (--force is an option of rwf render, "),
+    (["data", "photos", "a", "--video", "v.mp4", "b"], "rwf data photos: unrecognized arguments: b (give "
+                                                       "IMAGES_DIR OUT, or --video FILE and OUT only)"),
     (["fit", "image", "a.png", "b.png"], "rwf fit image: unrecognized arguments: b.png (see --help)"),
 ])
 def test_an_unknown_option_names_its_command_and_the_option_meant(capsys, argv, hint, tmp_path):

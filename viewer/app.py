@@ -33,6 +33,25 @@ from .sources import INITIAL_FOV, Source, run_history, run_metrics
 UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reached from this machine only (127.0.0.1, ::1, localhost)."""
+    import ipaddress  # noqa: PLC0415
+
+    if str(host).lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(str(host).strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_port_note(host: str, live: bool) -> str:
+    """What a viewer listening on a host others can reach gives them, said in the terminal."""
+    rights = "sees the run, pauses the training and saves camera paths in the run folder" if live else \
+        "sees the run and saves camera paths in its folder"
+    return f"listening on {host}: whoever reaches this port {rights}"
+
+
 def listen_port(host: str, port: int, move: bool = True) -> int:
     """The port to serve on: ``port`` if it is free on ``host``, else (``move``) the next free one (0 stays 0: the
     system picks). UserError when ``host`` is not an address of this machine, when ``port`` is busy and not

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 def view(args) -> int:
     from rwf_render.trainer import resolve_device  # noqa: PLC0415
 
-    from .app import ViewerApp, listen_port  # noqa: PLC0415
+    from .app import ViewerApp, is_loopback, listen_port, open_port_note  # noqa: PLC0415
     from .sources import open_run  # noqa: PLC0415
 
     try:
@@ -65,12 +65,12 @@ def view(args) -> int:
         moved = port not in (0, app.port)
         print(f"viewer: {source.kind} run {args.run} at {url}" + (f" (port {port} was busy)" if moved else ""),
               flush=True)
-        if args.host in ("127.0.0.1", "localhost", "::1"):
-            there = "[::1]" if args.host == "::1" else "localhost"
+        if is_loopback(args.host):
+            there = {"::1": "[::1]", "127.0.0.1": "localhost"}.get(args.host, args.host)
             print(f"viewer: on a remote machine, forward the port first: ssh -L {app.port}:{there}:{app.port} HOST",
                   flush=True)
         else:
-            print(f"viewer: listening on {args.host}: whoever reaches this port sees the run", flush=True)
+            print(f"viewer: {open_port_note(args.host, live=False)}", flush=True)
         print("viewer: Ctrl+C to stop", flush=True)
         app.serve_forever()
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM: the server has stopped; exit 130 as every interrupted command

@@ -40,7 +40,7 @@ from rwf_render.cli import option_typed
 from rwf_render.errors import UserError
 from rwf_render.rundir import COMPARE_PARAMS, one_line
 
-from .app import ViewerApp, listen_port
+from .app import ViewerApp, is_loopback, listen_port, open_port_note
 from .sources import Source, live_source, state_copy
 
 DEFAULT_PORT = 8080  # the default of ``rwf fit --port``
@@ -123,6 +123,8 @@ class LiveViewer:
             moved = f"; port {self.port} was busy" if self.port not in (0, self.app.port) else ""
             print(f"rwf: live viewer at {url} (training continues; pause it from the page{moved})", file=sys.stderr,
                   flush=True)
+            if not is_loopback(self.host):  # rwf view says so; the live page can also hold the fit paused
+                print(f"rwf: live viewer {open_port_note(self.host, live=True)}", file=sys.stderr, flush=True)
         else:  # another trainer of the same command (--compare): show its model from now on
             self.app.source.replace_model(Source.snapshot(trainer.model))
             self.app.notify_model()

@@ -6,6 +6,7 @@ Each ``add_*`` function takes the :class:`~viewer.app.ViewerApp` and adds one fo
 from __future__ import annotations
 
 import math
+import os
 import threading
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 from rwf_render.errors import UserError
 
 from .camera import ViewCamera, viser_pose
-from rwf_render.camera_path import interpolate, save_camera_path
+from rwf_render.camera_path import MAX_FPS, MAX_FRAMES, MIN_FPS, interpolate, save_camera_path
 
 SKIP_CURVE = ("step", "seconds", "lr")
 OFF_TEXT = "field render off: the 3D scene only"
@@ -141,8 +142,9 @@ class CameraPathRecorder:
             undo = gui.add_button("remove last keyframe")
             clear = gui.add_button("clear")
             self.loop = gui.add_checkbox("loop", initial_value=False)
-            self.fps = gui.add_number("fps", 24, min=1, max=120, step=1)
-            self.seconds = gui.add_number("seconds", 4.0, min=0.1, max=600.0, step=0.1)
+            # steps of 0.01: a loaded file's 29.97 fps or 4.25 s were rounded to the field's step (29, 4.2)
+            self.fps = gui.add_number("fps", 24.0, min=MIN_FPS, max=MAX_FPS, step=0.01)  # a float: an int stays one
+            self.seconds = gui.add_number("seconds", 4.0, min=0.01, max=MAX_FRAMES / MIN_FPS, step=0.01)
             self.width = gui.add_number("render width", 640, min=16, max=8192, step=1)
             self.height = gui.add_number("render height", 480, min=16, max=8192, step=1)
             self.preview = gui.add_slider("preview (moves your camera)", 0.0, 1.0, 0.001, 0.0)
@@ -151,6 +153,7 @@ class CameraPathRecorder:
                                      hint="a relative name is inside the run directory")
             self.overwrite = gui.add_checkbox("overwrite an existing file", initial_value=False)
             save = gui.add_button("save camera_path.json")
+            load = gui.add_button("load (keyframes of the file)")
             self.status = gui.add_markdown("")
             self.note = None if app.source.kind == "nerf" else gui.add_markdown(
                 f"`rwf render RUN --camera-path FILE` renders NeRF runs; for {app.source.kind} runs the file only "
@@ -162,6 +165,9 @@ class CameraPathRecorder:
         self.loop.on_update(lambda _: self._draw())
         self.preview.on_update(lambda ev: self.preview_at(ev.target.value, ev.client))
         save.on_click(lambda _: self._save_clicked())
+        load.on_click(lambda _: self._load_clicked())
+        self.width.on_update(lambda _: self._draw())  # the frustums are drawn at the render's shape
+        self.height.on_update(lambda _: self._draw())
 
     def add(self, view: ViewCamera) -> None:
         self._set(self.keys + [(view.c2w(), math.degrees(view.fov), view.aspect)])
@@ -178,10 +184,14 @@ class CameraPathRecorder:
         self._nodes = []
         s = self.app.source.view_scale  # keyframes are in scene units, nodes in viewer units
         scale = 0.05 * self.app.source.scene_radius() * s
-        for i, (c2w, fov, aspect) in enumerate(self.keys):
+        try:  # the render's shape, which the file keeps, not the browser's at the keyframe (its sides were cut)
+            aspect = float(self.width.value) / float(self.height.value)
+        except (TypeError, ValueError, ZeroDivisionError):
+            aspect = None
+        for i, (c2w, fov, key_aspect) in enumerate(self.keys):
             wxyz, pos = viser_pose(c2w)
             self._nodes.append(scene.add_camera_frustum(
-                f"/camera_path/key_{i:03d}", fov=math.radians(fov), aspect=aspect, scale=scale,
+                f"/camera_path/key_{i:03d}", fov=math.radians(fov), aspect=aspect or key_aspect, scale=scale,
                 thickness=0.1 * scale, color=(230, 120, 30), wxyz=wxyz, position=pos * s))
         if len(self.keys) >= 2:
             frames, _ = self.frames(max(2, 16 * len(self.keys)))
@@ -212,9 +222,18 @@ class CameraPathRecorder:
         if not text:
             raise UserError("give a file name, e.g. camera_path.json")
         path = Path(text).expanduser()
-        if not path.is_absolute() and self.app.source.run is not None:
-            path = Path(self.app.source.run) / path
-        return path.absolute()
+        run = self.app.source.run
+        if not path.is_absolute() and run is not None:
+            path = Path(run) / path
+        path = path.absolute()
+        from .app import is_loopback  # noqa: PLC0415  (app imports this module)
+
+        if not is_loopback(getattr(self.app, "host", "127.0.0.1")):  # a visitor from elsewhere: inside the run only
+            inside = run is not None and Path(os.path.realpath(run)) in Path(os.path.realpath(path)).parents
+            if not inside:
+                raise UserError(f"the viewer listens on {self.app.host}: a camera path is saved inside the run "
+                                "folder only (give a relative name, e.g. camera_path.json)")
+        return path
 
     def save(self, path: Path, overwrite: bool = False) -> dict:
         """Write camera_path.json atomically (the old file or the new one, never half). An existing file is
@@ -242,6 +261,25 @@ class CameraPathRecorder:
             return save_camera_path(path, np.stack([k[0] for k in self.keys]), np.array([k[1] for k in self.keys]),
                                     *size, *timing, bool(self.loop.value))
 
+    def load(self, path: Path) -> None:
+        """Take the keyframes, size, timing and loop of a camera path file (one saved here, or edited by hand)."""
+        from rwf_render.camera_path import load_keyframes  # noqa: PLC0415
+
+        got = load_keyframes(path)
+        self.width.value, self.height.value = got["width"], got["height"]
+        self.fps.value, self.seconds.value, self.loop.value = got["fps"], got["seconds"], got["is_cycle"]
+        aspect = got["width"] / got["height"]
+        self._set([(c2w, float(fov), aspect) for c2w, fov in zip(got["c2w"], got["fov"])])
+
+    def _load_clicked(self) -> None:
+        try:
+            path = self.resolve(self.file.value)
+            self.load(path)
+        except (UserError, ValueError, OSError) as e:
+            self.status.content = f"**not loaded:** {e}"
+            return
+        self.status.content = f"loaded {len(self.keys)} keyframe{'s' * (len(self.keys) != 1)} from `{path.resolve()}`"
+
     def _save_clicked(self) -> None:
         try:
             path = self.resolve(self.file.value)
@@ -249,20 +287,17 @@ class CameraPathRecorder:
         except (UserError, ValueError, OSError) as e:
             self.status.content = f"**not saved:** {e}"
             return
+        path, keys = path.resolve(), len(self.keys)  # where it went (a typed "../x.json" said as typed)
         self.status.content = f"saved {len(obj['camera_path'])} frames to `{path}`"
-        print(f"viewer: camera path saved to {path} ({len(self.keys)} keyframes, {len(obj['camera_path'])} frames)",
-              flush=True)
+        print(f"viewer: camera path saved to {path} ({keys} keyframe{'s' * (keys != 1)}, {len(obj['camera_path'])} "
+              "frames)", flush=True)
 
 
 def is_camera_path(path: Path) -> bool:
     """Whether ``path`` holds a camera path (a JSON object with ``camera_path`` or ``keyframes``)."""
-    import json  # noqa: PLC0415
+    from rwf_render.rundir import holds_camera_path  # noqa: PLC0415
 
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(obj, dict) and ("camera_path" in obj or "keyframes" in obj)
+    return holds_camera_path(path)
 
 
 # -- live training -------------------------------------------------------------------------------------------------
