@@ -234,7 +234,8 @@ def eval_run(run: Path, cfg_dict: dict, args) -> int:
     if changed_splits(cfg_dict, cfg.data, (split,)):
         print(f"rwf: warning: {cfg.data}: the {split} split changed since the fit; these figures score the views it "
               "holds now and replace the fit's", file=sys.stderr)
-    metrics = test_metrics(model, images, cfg.background, None, progress=None, split=split)  # a bar on a terminal
+    progress = False if getattr(args, "quiet", False) else None  # None: a bar on a terminal
+    metrics = test_metrics(model, images, cfg.background, None, progress=progress, split=split)
     metrics["psnr_split"] = split
     print(json.dumps({k: v for k, v in metrics.items() if k != "views"}))  # each view's own: in metrics.json
     if _file_state(run / CHECKPOINT) != scored:  # a fit (--resume) went on meanwhile: its figures are newer

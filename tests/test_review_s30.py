@@ -56,3 +56,20 @@ def test_nerf_fields_built_without_a_config_do_not_share_one():
     a.cfg.set_param("plain")
     assert any(type(m).__name__ == "FactorizedLinear" for m in NeRFField(torch.tensor([-1.0] * 3 + [1.0] * 3))
                .modules())
+
+
+def test_eval_quiet_turns_the_views_bar_off(tmp_path, monkeypatch):
+    from conftest import random_views_scene  # noqa: PLC0415
+
+    from rwf_render import nerf
+
+    scene = random_views_scene(tmp_path / "scene", {"train": 3, "test": 1})
+    run = tmp_path / "run"
+    assert cli.main(["fit", "nerf", str(scene), "--out", str(run), "--steps", "2", "--grid-resolution", "16",
+                     "--width", "16", "--features", "8", "--eval-images", "1", "--quiet", "--device", "cpu"]) == 0
+    asked = []
+    real = nerf.test_metrics
+    monkeypatch.setattr(nerf, "test_metrics", lambda *a, **k: (asked.append(k["progress"]), real(*a, **k))[1])
+    assert cli.main(["eval", str(run), "--quiet"]) == 0
+    assert cli.main(["eval", str(run)]) == 0
+    assert asked == [False, None]  # None: a bar on a terminal only
