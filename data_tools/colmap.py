@@ -361,6 +361,9 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
     log(f"scene: scale {stats['scale']:.4g}, aabb_scale {aabb_scale} (box holds {stats['cameras_in_box']}/{len(ids)} "
         f"cameras{held}); camera distance to center "
         f"{stats['camera_distance'][0]:.2f}-{stats['camera_distance'][1]:.2f}")
+    if near_far is not None:  # said as llff says its bounds (--bounds printed nothing of them)
+        log(f"near/far bounds per frame: near {near_far[:, 0].min():.3g}-{near_far[:, 0].max():.3g}, far "
+            f"{near_far[:, 1].min():.3g}-{near_far[:, 1].max():.3g} (from the points each image observes)")
     if depth:
         log(f"depth maps: {min(depth_pixels)}/{int(np.median(depth_pixels))}/{max(depth_pixels)} pixels per image "
             f"(min/median/max), farthest z {z_max:.4g}, unit {unit:.4g} -> {Path(out) / 'depth'}")

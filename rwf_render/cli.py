@@ -21,6 +21,7 @@ Python's usual warning output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
 import importlib
@@ -298,6 +299,10 @@ def _with_live_viewer(fit):
             from .trainer import add_process_callback  # noqa: PLC0415
 
             add_process_callback(entries[0].load()(args))
+        if getattr(args, "out", None):  # a --force killed (-9) there: settled before --resume reads its config.json
+            from .rundir import settle_replaced  # noqa: PLC0415
+
+            settle_replaced(args.out)
         return fit(args)
     return run
 
@@ -432,6 +437,10 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
                                "the same command again)")
         print(interrupted, file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout read by a pipe that closed (rwf data check DIR | head): ended as by SIGPIPE
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to go
+        return 141
     except (OSError, MemoryError) as e:
         if os.environ.get("RWF_DEBUG"):
             raise

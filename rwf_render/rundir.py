@@ -269,9 +269,15 @@ CAMERA_PATH_MAX_BYTES = 64 << 20
 
 
 def holds_camera_path(path: Path) -> bool:
-    """Whether the file ``path`` holds a camera path (a JSON object with ``camera_path`` or ``keyframes``)."""
+    """Whether the file ``path`` holds a camera path (a JSON object with ``camera_path`` or ``keyframes``). Only a
+    file whose first 64 kB name one of those keys is read whole: ``--force`` asks this of every file of a run."""
     try:
         if path.stat().st_size > CAMERA_PATH_MAX_BYTES:
+            return False
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") or not (
+                b'"keyframes"' in head or b'"camera_path"' in head):
             return False
         obj = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, RecursionError):
@@ -313,11 +319,12 @@ def is_run_dir(path: Path) -> bool:
     subruns = 0
     for child in _contents(path):
         if child.name in COMPARE_PARAMS and child.is_dir() and not child.is_symlink():
-            if not (_is_single_run(child) or not _contents(child)):
+            if not (_is_single_run(child) or all(kept_by_force(c) for c in _contents(child))):
                 return False
             subruns += 1
-        elif not (child.is_file() and not child.is_symlink()
-                  and (child.name in COMPARE_FILES or _TEMPORARY.match(child.name))):
+        elif not ((child.is_file() and not child.is_symlink()
+                   and (child.name in COMPARE_FILES or _TEMPORARY.match(child.name) or kept_by_force(child)))
+                  or (child.name.startswith(REPLACED_PREFIX) and (child / REPLACED_MARK).is_file())):
             return False
     return subruns > 0
 
@@ -384,8 +391,14 @@ _REPLACING: dict[str, Path] = {}
 run) until the new run's first checkpoint (:func:`save_checkpoint`); a command that ends before it puts the old
 run back (:func:`release_run_dirs`), and so does the next command on the folder after a kill -9"""
 
-REPLACED_PREFIX = ".replaced-"
+REPLACED_PREFIX = ".rwf-replaced-"
 """the name of the hidden folder that holds a run ``--force`` is replacing"""
+
+REPLACED_MARK = ".rwf-replaced"
+"""the file in that folder that says its state: moving, held, returning"""
+
+DROPPED_SUFFIX = ".drop"
+"""the hidden folder's name once it is being deleted"""
 
 _READING: list[int] = []
 """descriptors of the runs' reader-lock files this command locks: shared by a reader (:func:`hold_run`), exclusive
@@ -488,33 +501,97 @@ def run_dirs_replacing() -> bool:
     return bool(_REPLACING)
 
 
+def replacing(run: Path) -> bool:
+    """Whether the run folder ``run`` (or the --compare folder holding it) is one a ``--force`` is replacing and the
+    new run has no checkpoint yet: a Ctrl+C then puts the old run back instead of saving the new one."""
+    real = Path(os.path.realpath(run))
+    return any(Path(k) == real or Path(k) in real.parents for k in _REPLACING)
+
+
+def _movable(child: Path, held: Path) -> bool:
+    return child != held and not child.name.startswith(REPLACED_PREFIX) and not kept_by_force(child)
+
+
+def _subrun_keeps(child: Path) -> bool:
+    """A --compare's sub-run folder holding a camera path: its other files move, the folder and the path stay."""
+    return (child.name in COMPARE_PARAMS and child.is_dir() and not child.is_symlink()
+            and any(kept_by_force(c) for c in _contents(child)))
+
+
 def _set_aside(path: Path) -> Path:
-    """Move the run in ``path`` (all but :data:`KEPT_BY_FORCE` and the reader lock) into a hidden folder inside it,
-    for ``--force``: the old run stays whole until the new one has a checkpoint (emptying the folder at once lost a
-    finished run to a Ctrl+C a second later)."""
+    """Move the run in ``path`` (all but the camera paths saved in it and the reader lock) into a hidden folder
+    inside it, for ``--force``: the old run stays whole until the new one has a checkpoint (emptying the folder at
+    once lost a finished run to a Ctrl+C a second later). The folder's mark says "moving" until every file is in,
+    then "held" (:func:`_settle_stale_replacement` reads it after a kill -9); a move that fails puts all back."""
     held = Path(tempfile.mkdtemp(prefix=REPLACED_PREFIX, dir=path))
-    for child in _contents(path):
-        if child == held or kept_by_force(child):
-            continue
-        child.rename(held / child.name)
+    (held / REPLACED_MARK).write_text("moving\n")
+    try:
+        for child in _contents(path):
+            if not _movable(child, held):
+                continue
+            if _subrun_keeps(child):
+                (held / child.name).mkdir()
+                for inner in _contents(child):
+                    if not kept_by_force(inner):
+                        inner.rename(held / child.name / inner.name)
+            else:
+                child.rename(held / child.name)
+        _mark(held, "held")
+    except BaseException:
+        _put_back(path, held, new_files=False)
+        raise
     _REPLACING[os.path.realpath(path)] = held
     return held
 
 
-def _put_back(path: Path, held: Path) -> None:
-    """Undo :func:`_set_aside`: the new run's files go, the old run's come back."""
+def _mark(held: Path, state: str) -> None:
+    tmp = held / f"{REPLACED_MARK}.tmp"
+    tmp.write_text(state + "\n")
+    os.replace(tmp, held / REPLACED_MARK)
+
+
+def _clear(folder: Path, held: Path) -> None:
+    """Delete what the new run wrote in ``folder`` (and in its --compare sub-runs kept for their camera paths)."""
+    for child in _contents(folder):
+        if not _movable(child, held):
+            continue
+        if child.name in COMPARE_PARAMS and (held / child.name).is_dir() and child.is_dir():
+            _clear(child, held)  # the sub-run folder stays, with its camera paths
+        elif child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _put_back(path: Path, held: Path, new_files: bool = True) -> None:
+    """Undo :func:`_set_aside`: the new run's files go (``new_files``; none were written while "moving"), the old
+    run's come back, and the hidden folder goes. Marked "returning" in between, so that a kill -9 here is finished
+    by the next command without deleting the old files already back."""
     with contextlib.suppress(OSError):
-        for child in _contents(path):
-            if child == held or child.name.startswith(REPLACED_PREFIX) or kept_by_force(child):
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        if new_files:
+            _clear(path, held)
+        _mark(held, "returning")
         for child in held.iterdir():
-            if not (path / child.name).exists():
-                child.rename(path / child.name)
-        shutil.rmtree(held)
+            if child.name.startswith(REPLACED_MARK):
+                continue
+            target = path / child.name
+            if child.is_dir() and target.is_dir() and child.name in COMPARE_PARAMS:
+                for inner in child.iterdir():  # a sub-run kept for its camera paths: its files go back in
+                    if not (target / inner.name).exists():
+                        inner.rename(target / inner.name)
+            elif not (target.exists() or target.is_symlink()):
+                child.rename(target)
+        _drop(held)
+
+
+def _drop(held: Path) -> None:
+    """Delete a hidden folder of a replaced run: renamed first, so that a kill -9 in the middle leaves a name the
+    next command deletes (its mark may be gone by then)."""
+    done = held.with_name(held.name + DROPPED_SUFFIX) if not held.name.endswith(DROPPED_SUFFIX) else held
+    with contextlib.suppress(OSError):
+        if done != held:
+            held.rename(done)
+        shutil.rmtree(done)
 
 
 def _finish_replacing(run: Path) -> None:
@@ -522,20 +599,55 @@ def _finish_replacing(run: Path) -> None:
     old run, set aside, goes."""
     real = Path(os.path.realpath(run))
     for key in [k for k in _REPLACING if Path(k) == real or Path(k) in real.parents]:
-        shutil.rmtree(_REPLACING.pop(key), ignore_errors=True)
+        _drop(_REPLACING.pop(key))
 
 
 def _settle_stale_replacement(path: Path) -> None:
-    """A ``--force`` killed (-9) while replacing ``path`` left the old run set aside: put it back when the new run
-    never saved a checkpoint (in the folder, or in a --compare's sub-run), else let it go."""
+    """A ``--force`` killed (-9) while replacing ``path`` left the old run set aside: put it back unless the new
+    run saved a checkpoint (in the folder, or in a --compare's sub-run), else let it go. Only folders this module
+    made (named so and marked) are touched: a user's own hidden folder of a like name is left alone."""
     for held in path.glob(f"{REPLACED_PREFIX}*"):
         if not held.is_dir() or held.is_symlink() or held in _REPLACING.values():
             continue
-        new = [path / CHECKPOINT] + [path / p / CHECKPOINT for p in COMPARE_PARAMS]
-        if any(c.is_file() for c in new):
-            shutil.rmtree(held, ignore_errors=True)
-        else:
-            _put_back(path, held)
+        if held.name.endswith(DROPPED_SUFFIX):
+            _drop(held)
+            continue
+        try:
+            state = (held / REPLACED_MARK).read_text().strip()
+        except OSError:
+            continue
+        if state == "held":
+            new = [path / CHECKPOINT] + [path / p / CHECKPOINT for p in COMPARE_PARAMS]
+            if any(c.is_file() for c in new):
+                _drop(held)
+            else:
+                _put_back(path, held)
+        elif state in ("moving", "returning"):  # nothing of a new run yet, or its files deleted already
+            _put_back(path, held, new_files=False)
+
+
+def settle_replaced(path: str | os.PathLike) -> None:
+    """Before a command reads the run ``path``: finish what a killed ``--force`` left there (the old run set aside,
+    which ``rwf eval`` or ``--resume`` would otherwise not see, or see mixed with the new run's config.json), unless
+    a fit holds the folder (it is replacing it now)."""
+    path = Path(path)
+    if os.name != "posix" or not path.is_dir() or not any(path.glob(f"{REPLACED_PREFIX}*")):
+        return
+    if os.path.realpath(path) in _LOCKS:
+        _settle_stale_replacement(path)
+        return
+    import fcntl  # noqa: PLC0415
+
+    try:
+        fd = flock(path, fcntl.LOCK_EX)
+    except BlockingIOError:
+        return
+    if fd is None:
+        return
+    try:
+        _settle_stale_replacement(path)
+    finally:
+        os.close(fd)
 
 
 def run_dirs_resumable() -> bool:
@@ -590,7 +702,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     check_writable(path)
     if _lock_run_dir(path):  # before looking inside: a fit starting at the same moment sees this one's files
         _settle_stale_replacement(path)
-    if _contents(path):
+    if any(not kept_by_force(child) for child in _contents(path)):  # camera paths alone: a run may go there
         other = not is_run_dir(path) and any(not kept_by_force(child) for child in _contents(path))
         if other:  # said first: --force and --resume were suggested for a dataset folder, and both then refused
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
@@ -647,6 +759,7 @@ def check_output_file(out: Path, force: bool) -> None:
     out = Path(out)
     if not (out.exists() or out.is_symlink()):
         return
+    refuse_dangling_link(out)  # "exists" of a link to nowhere would mislead; --force replaced the link
     if out.name in RUN_FILES and _is_single_run(out.parent):
         raise UserError(f"{out}: is a file of the run {out.parent}; --out names a new file")
     if not force:
@@ -661,8 +774,10 @@ def check_writable(path: Path) -> None:
 
 
 def load_run_config(run: str | os.PathLike) -> dict:
-    """Read ``RUN/config.json`` with a clear error when RUN is not a run directory."""
+    """Read ``RUN/config.json`` with a clear error when RUN is not a run directory (after settling what a killed
+    ``--force`` left there: :func:`settle_replaced`)."""
     run = Path(run)
+    settle_replaced(run)
     if not run.is_dir():
         raise UserError(f"{run}: " + ("a file, not a run directory (give the folder a fit wrote)" if run.exists()
                                       else "no such run directory"))

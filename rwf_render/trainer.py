@@ -31,7 +31,7 @@ from torch import nn
 from .errors import Diverged, RwfWarning, UserError
 from .layers import param_groups
 from .rundir import (CHECKPOINT, HISTORY, check_finite_weights, checkpoint_mismatch, load_checkpoint,
-                     refuse_lost_checkpoint, save_checkpoint, write_history)
+                     refuse_lost_checkpoint, replacing, save_checkpoint, write_history)
 from .signals import StopAtStepBoundary
 from .train_config import TrainConfig, lr_factor  # noqa: F401  (TrainConfig, lr_factor: also imported from here)
 
@@ -204,8 +204,8 @@ class Trainer:
                   f"({self.seconds:.1f} s of training" + ("" if self.step_idx > first else
                                                         ", all before this call: pass a larger --max-seconds to go on")
                   + ")", file=sys.stderr)
-        if self.stop_requested and self.run_dir is not None:
-            self.save()
+        if self.stop_requested and self.run_dir is not None and not replacing(self.run_dir):
+            self.save()  # (while --force replaces a run, the new one is dropped and the old one comes back)
         if signals.received:  # saved at a step boundary: --resume continues exactly here
             raise KeyboardInterrupt
         for cb in self.callbacks:

@@ -103,11 +103,10 @@ def test_force_keeps_the_camera_path_saved_by_the_viewer(tmp_path, capsys):
     assert _fit(image, run, "--force") == 0
     assert (run / "camera_path.json").read_text() == '{"camera_path": []}'
     assert not (run / "notes.json").exists() and (run / "checkpoint.pt").is_file()
-    keep_only = tmp_path / "paths"  # a folder holding only a camera path: --force deletes nothing, the fit goes in
+    keep_only = tmp_path / "paths"  # a folder holding only a camera path: nothing to replace, the fit goes in
     keep_only.mkdir()
     (keep_only / "camera_path.json").write_text("{}")
-    assert _fit(image, keep_only) == 2
-    assert _fit(image, keep_only, "--force") == 0
+    assert _fit(image, keep_only) == 0
     assert (keep_only / "camera_path.json").read_text() == "{}" and (keep_only / "config.json").is_file()
 
 

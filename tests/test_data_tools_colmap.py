@@ -180,18 +180,23 @@ def test_failures_leave_nothing_behind(tmp_path, capsys):
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))
 
 
-def test_bounds_hold_the_points_each_frame_observes(data_dir, tmp_path):
+def test_bounds_hold_the_points_each_frame_observes(data_dir, tmp_path, capsys):
     """--bounds: each frame's [near, far] holds the distances to the points it observes (0.1th-99.9th percentile,
     with a 10 % margin); the NeRF loader reads them as per-image bounds. Without --bounds, no frame has them."""
     root = _bartoszek(data_dir)
     model = read_model(root / "sparse" / "0")
     argv = ["data", "colmap", str(root / "sparse" / "0"), str(root / "images"), str(tmp_path / "b"), "--no-copy"]
     assert main(argv + ["--bounds"]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("near/far bounds")]
     assert main(argv[:4] + [str(tmp_path / "plain"), "--no-copy"]) == 0
+    assert "near/far" not in capsys.readouterr().out
     assert load_transforms(tmp_path / "plain", "all").near_far is None
     meta = json.loads((tmp_path / "b" / "transforms.json").read_text())
     t = load_transforms(tmp_path / "b", "all")
     assert t.near_far is not None and len(t.near_far) == 23
+    near, far = t.near_far[:, 0], t.near_far[:, 1]  # the printed line says the written figures (--bounds said none)
+    assert said == [f"near/far bounds per frame: near {float(near.min()):.3g}-{float(near.max()):.3g}, far "
+                    f"{float(far.min()):.3g}-{float(far.max()):.3g} (from the points each image observes)"]
     xyz = np.asarray(_moved_points(model, meta))
     index = {int(pid): k for k, pid in enumerate(model.point_ids)}
     inside = []

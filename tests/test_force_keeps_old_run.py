@@ -1,10 +1,12 @@
 """``rwf fit --force`` sets the old run aside until the new run's first checkpoint: a Ctrl+C or an error before it
 puts the old run back (emptying the folder at once lost a finished run to a Ctrl+C a second later), a kill -9 is
-settled by the next command on the folder, and the camera paths the viewer saved in the run stay, under any name
-(only camera_path.json was kept)."""
+settled by the next command on the folder (a fit, an eval, a render), and the camera paths the viewer saved in the
+run stay, under any name (only camera_path.json was kept), in a --compare's sub-runs too."""
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -62,9 +64,27 @@ def test_a_finished_refit_drops_the_old_run_and_keeps_the_saved_camera_paths(old
     assert (old_run / "config.json").read_text() != old_config  # the new run's (24 px)
 
 
+def test_a_ctrl_c_once_training_started_puts_the_old_run_back_unsaved(old_run, monkeypatch, capsys):
+    """The Ctrl+C's own checkpoint counted as the new run's first, which dropped the old run a few steps in."""
+    before = _state(old_run)
+    real = Trainer.step
+
+    def step_then_ctrl_c(self):
+        stats = real(self)
+        os.kill(os.getpid(), signal.SIGINT)  # the fit stops after this step
+        return stats
+
+    monkeypatch.setattr(Trainer, "step", step_then_ctrl_c)
+    code = cli.main(["fit", "image", "--size", "24", "--out", str(old_run), "--force", *IMG_TINY])
+    err = capsys.readouterr().err
+    assert code == 130 and "the run --force replaces comes back" in err, err
+    assert _state(old_run) == before and not list(old_run.glob(".rwf-replaced-*"))
+
+
 def test_a_killed_replacement_is_settled_by_the_next_command(old_run):
     before = _state(old_run)
     held = rundir._set_aside(old_run)  # what a --force killed with -9 before its first checkpoint leaves
+    assert (held / rundir.REPLACED_MARK).read_text() == "held\n"
     rundir._REPLACING.clear()
     (old_run / "config.json").write_text("{}")  # the new run's first file
     try:
@@ -84,3 +104,77 @@ def test_a_killed_replacement_is_settled_by_the_next_command(old_run):
     finally:
         rundir.release_run_dirs()
     assert not held.exists() and (old_run / "checkpoint.pt").read_bytes() == b"the new run's"
+
+
+def test_an_eval_after_a_killed_replacement_sees_the_old_run(old_run, capsys):
+    """eval, render, view and load_run said "no checkpoint" of a run whose old files sat hidden after a kill -9."""
+    before = _state(old_run)
+    rundir._set_aside(old_run)
+    rundir._REPLACING.clear()
+    (old_run / "config.json").write_text(json.dumps({"kind": "image"}))  # the killed fit's first file
+    assert cli.main(["eval", str(old_run)]) == 0
+    after = _state(old_run)
+    assert after.keys() == before.keys() and after["checkpoint.pt"] == before["checkpoint.pt"]
+    assert after["config.json"] == before["config.json"]
+
+
+def test_a_failed_move_and_a_kill_while_moving_leave_the_old_run_in_place(old_run, monkeypatch):
+    before = _state(old_run)
+    real, moved = Path.rename, []
+
+    def rename_fails_third(self, target):
+        moved.append(self.name)
+        if len(moved) == 3:
+            raise OSError(18, "Invalid cross-device link")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename_fails_third)
+    with pytest.raises(OSError):
+        rundir._set_aside(old_run)
+    monkeypatch.setattr(Path, "rename", real)
+    assert _state(old_run) == before and not list(old_run.glob(".rwf-replaced-*"))
+    # a kill -9 while moving: the mark still says "moving", so the old checkpoint in place is no new run's
+    held = rundir._set_aside(old_run)
+    rundir._REPLACING.clear()
+    (held / rundir.REPLACED_MARK).write_text("moving\n")
+    real(held / "checkpoint.pt", old_run / "checkpoint.pt")  # not moved yet when the kill came
+    rundir.settle_replaced(old_run)
+    assert _state(old_run) == before
+
+
+def test_a_users_own_hidden_folder_of_a_like_name_is_left_alone(old_run):
+    for name in (".rwf-replaced-backup", ".replaced-notes"):
+        (old_run / name).mkdir()
+        (old_run / name / "notes.txt").write_text("mine")
+    (old_run / "checkpoint.pt").unlink()  # even where a new run would have no checkpoint
+    rundir.settle_replaced(old_run)
+    assert (old_run / ".rwf-replaced-backup" / "notes.txt").read_text() == "mine"
+    assert (old_run / ".replaced-notes" / "notes.txt").read_text() == "mine"
+    assert (old_run / "config.json").is_file()
+
+
+def test_compare_force_keeps_camera_paths_in_sub_runs_and_resume_settles_a_kill(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert cli.main(["fit", "image", "--size", "16", "--out", str(out), "--compare", *IMG_TINY]) == 0
+    (out / "rwf" / "path.json").write_text(json.dumps(PATH))
+    (out / "camera_path.json").write_text(json.dumps(PATH))  # at the top: still a --compare folder to --force
+    assert cli.main(["fit", "image", "--size", "24", "--out", str(out), "--compare", "--force", *IMG_TINY]) == 0
+    assert json.loads((out / "rwf" / "path.json").read_text()) == PATH and (out / "camera_path.json").is_file()
+    assert json.loads((out / "rwf" / "config.json").read_text())["size"] == 24
+    before = _state(out)
+    rundir._set_aside(out)  # a --compare --force killed before its first checkpoint
+    rundir._REPLACING.clear()
+    (out / "plain").mkdir()
+    (out / "plain" / "config.json").write_text(json.dumps({"kind": "image"}))
+    assert cli.main(["fit", "image", "--out", str(out), "--compare", "--resume", "--quiet"]) == 0
+    capsys.readouterr()
+    assert _state(out)["rwf/checkpoint.pt"] == before["rwf/checkpoint.pt"]  # the old comparison, finished already
+    assert not list(out.glob(".rwf-replaced-*"))
+
+
+def test_a_dangling_link_as_out_is_named_as_such(old_run, tmp_path, capsys):
+    link = tmp_path / "gone.png"
+    link.symlink_to(tmp_path / "nowhere" / "x.png")
+    for extra in ([], ["--force"]):
+        assert cli.main(["render", str(old_run), "--out", str(link), *extra]) == 2
+        assert "is a link to" in capsys.readouterr().err and link.is_symlink()

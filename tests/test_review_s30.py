@@ -73,3 +73,16 @@ def test_eval_quiet_turns_the_views_bar_off(tmp_path, monkeypatch):
     assert cli.main(["eval", str(run), "--quiet"]) == 0
     assert cli.main(["eval", str(run)]) == 0
     assert asked == [False, None]  # None: a bar on a terminal only
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly_as_sigpipe_would(capsys):
+    """``rwf data check DIR | head -1`` printed "rwf: error: BrokenPipeError ..." and exited 1, which the README
+    gives to a failure of the machine (and check to errors in the dataset)."""
+    def pipe_closed(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    parser = cli.Parser(prog="rwf")
+    sub = parser.add_subparsers(dest="command", parser_class=cli.Parser)
+    sub.add_parser("data").set_defaults(func=pipe_closed)
+    assert cli.dispatch(parser, ["data"]) == 141
+    assert capsys.readouterr().err == ""
