@@ -437,11 +437,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
                                "the same command again)")
         print(interrupted, file=sys.stderr)
         return 130
-    except BrokenPipeError:  # stdout read by a pipe that closed (rwf data check DIR | head): ended as by SIGPIPE
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to go
-        return 141
     except (OSError, MemoryError) as e:
+        if isinstance(e, BrokenPipeError) and e.filename is None and _stdout_closed():
+            return 141  # stdout read by a pipe that closed (rwf data check DIR | head): ended as by SIGPIPE, quietly
         if os.environ.get("RWF_DEBUG"):
             raise
         if isinstance(e, OSError) and e.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # a path the user typed
@@ -464,6 +462,25 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
         if rundir is not None:
             rundir.release_run_dirs()  # the command's run folders are free for the next one (in-process callers)
         restore_signals(handlers)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (a broken pipe of a file or of ffmpeg's stdin is an error, one
+    of stdout the end of ``| head``); then stdout is pointed at /dev/null, so the exit's flush does not fail again.
+    A pipe without its reader polls as an error (POLLERR)."""
+    try:
+        import select  # noqa: PLC0415
+
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor (a captured stdout), or no poll (Windows)
+        return False
+    if closed:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
 
 
 def _flags(parser: argparse.ArgumentParser) -> set[str]:

@@ -1,7 +1,10 @@
 """Findings of a review of the core library and of the command line (2026-12-01): a misspelt option's hint, a hash
 grid of one level and --hash-max-res, NeRFField's default configuration."""
 
+import io
 import json
+import os
+import sys
 
 import pytest
 import torch
@@ -75,14 +78,27 @@ def test_eval_quiet_turns_the_views_bar_off(tmp_path, monkeypatch):
     assert asked == [False, None]  # None: a bar on a terminal only
 
 
-def test_a_closed_pipe_on_stdout_ends_quietly_as_sigpipe_would(capsys):
+def test_a_closed_pipe_on_stdout_ends_quietly_as_sigpipe_would(capsys, monkeypatch):
     """``rwf data check DIR | head -1`` printed "rwf: error: BrokenPipeError ..." and exited 1, which the README
     gives to a failure of the machine (and check to errors in the dataset)."""
     def pipe_closed(args):
         raise BrokenPipeError(32, "Broken pipe")
 
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone, as head's after its first line
+
+    class ClosedPipe(io.StringIO):
+        def fileno(self):
+            return write
+
     parser = cli.Parser(prog="rwf")
     sub = parser.add_subparsers(dest="command", parser_class=cli.Parser)
     sub.add_parser("data").set_defaults(func=pipe_closed)
-    assert cli.dispatch(parser, ["data"]) == 141
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stdout", ClosedPipe())
+        assert cli.dispatch(parser, ["data"]) == 141
+    os.close(write)
     assert capsys.readouterr().err == ""
+    # a broken pipe of anything else (ffmpeg's stdin, a file) is a failure: one line, exit 1
+    assert cli.dispatch(parser, ["data"]) == 1
+    assert "Broken pipe" in capsys.readouterr().err
