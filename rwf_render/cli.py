@@ -81,9 +81,13 @@ def _long_options(parser: argparse.ArgumentParser) -> list[str]:
 def _option_hint(root: argparse.ArgumentParser, chosen: argparse.ArgumentParser, extra: str) -> str:
     """"did you mean --steps" for a misspelt option; for an option of another command, which command has it (``rwf
     fit sdf --res 32``: --res is ``rwf export mesh``'s; the nearest spelling, --resume, would mislead)."""
-    if not extra.startswith("--"):  # a command whose positionals are easy to get wrong says how they go
+    if not extra.startswith("-"):  # a command whose positionals are easy to get wrong says how they go
         return getattr(chosen, "positionals_hint", "")
+    if not extra.startswith("--"):
+        return ""
     name = extra.partition("=")[0]
+    if name in _long_options(chosen):  # typed before the sub-command: the parser above did not know it
+        return f"give {name} after '{chosen.prog}'"
     elsewhere, stack = [], [root]
     while stack:
         parser = stack.pop()

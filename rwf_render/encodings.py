@@ -388,7 +388,10 @@ class HashGrid(nn.Module):
                 out = self.encode_torch(flat)
             elif self._tcnn is not None:
                 self._tcnn.params = self.table.reshape(-1)  # read by tiny-cuda-nn's forward; gradients reach table
-                out = self._tcnn(flat).float()
+                try:
+                    out = self._tcnn(flat).float()
+                finally:  # not left on the module: a non-leaf tensor there broke copy.deepcopy (viewer snapshots)
+                    del self._tcnn.params
             else:
                 out = _hashgrid_kernel(self, flat)
                 if out is None:

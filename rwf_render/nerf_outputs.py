@@ -318,7 +318,8 @@ def _refuse_others_files(out: Path, names: set[str]) -> None:
     theirs = sorted(n for n in names - _earlier_render(out) if (out / n).exists() or (out / n).is_symlink())
     if theirs:
         more = f", ... ({len(theirs)} files)" if len(theirs) > 1 else ""
-        raise UserError(f"{out}: holds {theirs[0]}{more} that no earlier render there wrote; --force replaces them "
+        them = "them" if len(theirs) > 1 else "it"
+        raise UserError(f"{out}: holds {theirs[0]}{more} that no earlier render there wrote; --force replaces {them} "
                         "(or choose another --out)")
 
 

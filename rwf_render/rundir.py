@@ -400,6 +400,9 @@ REPLACED_MARK = ".rwf-replaced"
 DROPPED_SUFFIX = ".drop"
 """the hidden folder's name once it is being deleted"""
 
+_REPLACED_NAME = re.compile(r"^\.rwf-replaced-[a-z0-9_]{8}(\.drop)?$")
+"""the names ``tempfile.mkdtemp`` gives those folders (a user's own folder of another like name is never touched)"""
+
 _READING: list[int] = []
 """descriptors of the runs' reader-lock files this command locks: shared by a reader (:func:`hold_run`), exclusive
 by ``--force`` before it empties a run (:func:`_refuse_if_read`)"""
@@ -606,8 +609,10 @@ def _settle_stale_replacement(path: Path) -> None:
     """A ``--force`` killed (-9) while replacing ``path`` left the old run set aside: put it back unless the new
     run saved a checkpoint (in the folder, or in a --compare's sub-run), else let it go. Only folders this module
     made (named so and marked) are touched: a user's own hidden folder of a like name is left alone."""
+    ours = {os.path.realpath(h) for h in _REPLACING.values()}  # (mkdtemp's paths are absolute from Python 3.12)
     for held in path.glob(f"{REPLACED_PREFIX}*"):
-        if not held.is_dir() or held.is_symlink() or held in _REPLACING.values():
+        if (not _REPLACED_NAME.match(held.name) or not held.is_dir() or held.is_symlink()
+                or os.path.realpath(held) in ours):
             continue
         if held.name.endswith(DROPPED_SUFFIX):
             _drop(held)
@@ -631,7 +636,11 @@ def settle_replaced(path: str | os.PathLike) -> None:
     which ``rwf eval`` or ``--resume`` would otherwise not see, or see mixed with the new run's config.json), unless
     a fit holds the folder (it is replacing it now)."""
     path = Path(path)
+    if path.name in COMPARE_PARAMS and path.parent != path:  # a --compare's sub-run: its root is what was replaced
+        settle_replaced(path.parent)
     if os.name != "posix" or not path.is_dir() or not any(path.glob(f"{REPLACED_PREFIX}*")):
+        return
+    if os.path.realpath(path) in _REPLACING:  # this command is replacing it now (rwf fit --force --view)
         return
     if os.path.realpath(path) in _LOCKS:
         _settle_stale_replacement(path)

@@ -204,8 +204,8 @@ class Trainer:
                   f"({self.seconds:.1f} s of training" + ("" if self.step_idx > first else
                                                         ", all before this call: pass a larger --max-seconds to go on")
                   + ")", file=sys.stderr)
-        if self.stop_requested and self.run_dir is not None and not replacing(self.run_dir):
-            self.save()  # (while --force replaces a run, the new one is dropped and the old one comes back)
+        if self.stop_requested and self.run_dir is not None and not (signals.received and replacing(self.run_dir)):
+            self.save()  # (a Ctrl+C while --force replaces a run: the new one is dropped, the old one comes back)
         if signals.received:  # saved at a step boundary: --resume continues exactly here
             raise KeyboardInterrupt
         for cb in self.callbacks:

@@ -178,3 +178,68 @@ def test_a_dangling_link_as_out_is_named_as_such(old_run, tmp_path, capsys):
     for extra in ([], ["--force"]):
         assert cli.main(["render", str(old_run), "--out", str(link), *extra]) == 2
         assert "is a link to" in capsys.readouterr().err and link.is_symlink()
+
+
+def test_a_fit_reading_its_own_folder_while_replacing_it_does_not_put_the_old_run_back(old_run, monkeypatch):
+    """From Python 3.12 mkdtemp's path is absolute: a relative --out's own hidden folder was not recognised, and
+    the live viewer's load_run_config put the old run back in the middle of the new fit (--force --view)."""
+    import tempfile  # noqa: PLC0415
+
+    real = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: os.path.abspath(real(*a, **k)))
+    monkeypatch.chdir(old_run.parent)
+    relative = Path(old_run.name)
+    try:
+        rundir.prepare_run_dir(relative, force=True)
+        (relative / "config.json").write_text(json.dumps({"kind": "image", "new": True}))
+        rundir.settle_replaced(relative)
+        rundir.settle_replaced(relative / "plain")
+        assert json.loads((relative / "config.json").read_text())["new"] is True
+        assert not (relative / "checkpoint.pt").exists()
+    finally:
+        rundir.release_run_dirs()
+
+
+def test_a_callbacks_stop_saves_the_new_run(old_run, monkeypatch, capsys):
+    """Only a Ctrl+C drops the new run: a callback's stop_requested (the library's way to end a fit) saves it."""
+    def stop_at_first(self):
+        stats = real(self)
+        self.stop_requested = True
+        return stats
+
+    real = Trainer.step
+    monkeypatch.setattr(Trainer, "step", stop_at_first)
+    assert cli.main(["fit", "image", "--size", "24", "--out", str(old_run), "--force", *IMG_TINY]) == 0
+    assert json.loads((old_run / "config.json").read_text())["size"] == 24 and (old_run / "checkpoint.pt").is_file()
+    assert not list(old_run.glob(".rwf-replaced-*"))
+
+
+def test_a_command_on_a_compare_sub_run_settles_its_root(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert cli.main(["fit", "image", "--size", "16", "--out", str(out), "--compare", *IMG_TINY]) == 0
+    before = _state(out)
+    rundir._set_aside(out)  # a --compare --force killed once its first sub-run had a config.json
+    rundir._REPLACING.clear()
+    (out / "plain").mkdir()
+    (out / "plain" / "config.json").write_text(json.dumps({"kind": "image"}))
+    assert cli.main(["eval", str(out / "plain")]) == 0
+    capsys.readouterr()
+    assert _state(out)["plain/checkpoint.pt"] == before["plain/checkpoint.pt"]
+
+
+def test_the_viewer_settles_before_it_names_the_runs_of_a_folder(old_run):
+    pytest.importorskip("viser", reason="the viewer needs viser (pip install viser)")
+    from viewer.sources import check_run_dir  # noqa: PLC0415
+
+    before = _state(old_run)
+    rundir._set_aside(old_run)
+    rundir._REPLACING.clear()
+    assert check_run_dir(old_run)["kind"] == "image"  # said "holds several runs (.rwf-replaced-...)"
+    assert _state(old_run) == before
+
+
+def test_a_users_dropped_looking_folder_is_left_alone(old_run):
+    (old_run / ".rwf-replaced-notes.drop").mkdir()
+    (old_run / ".rwf-replaced-notes.drop" / "keep.txt").write_text("precious")
+    rundir.settle_replaced(old_run)
+    assert (old_run / ".rwf-replaced-notes.drop" / "keep.txt").read_text() == "precious"

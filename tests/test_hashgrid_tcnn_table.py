@@ -79,3 +79,15 @@ def test_a_tcnn_grids_weighted_x_gradient_runs_in_torch(stand_in_tcnn):
     out.sum().backward()
     assert out.shape == (64, grid.out_dim) and torch.isfinite(x.grad).all()
     assert grid._tcnn.calls == 0
+
+
+def test_a_tcnn_grid_copies_after_a_forward(stand_in_tcnn):
+    """The flat view handed to tcnn was left on the module: a non-leaf tensor, which copy.deepcopy (the viewer's
+    snapshot of a training model) refuses."""
+    import copy
+
+    grid = HashGrid(3, **KW, backend="tcnn")
+    grid(torch.rand(8, 3)).sum().backward()
+    twin = copy.deepcopy(grid)
+    x = torch.rand(16, 3)
+    assert torch.equal(twin(x), grid(x))

@@ -80,7 +80,7 @@ def test_a_nerf_render_replaces_an_earlier_renders_frames_but_not_the_users(runs
     (mine / "rgb_0000.png").write_bytes(b"my own photo")
     (mine / "notes.txt").write_text("notes")
     line = assert_one_error(*run_cli(capsys, "render", runs["nerf"], "--split", "test", "--out", mine, "--quiet"))
-    assert f"{mine}: holds rgb_0000.png that no earlier render there wrote; --force replaces them" in line
+    assert f"{mine}: holds rgb_0000.png that no earlier render there wrote; --force replaces it" in line
     assert (mine / "rgb_0000.png").read_bytes() == b"my own photo"
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "rgb_0000.png"]
     assert run_cli(capsys, "render", runs["nerf"], "--split", "test", "--out", mine, "--quiet", "--force")[0] == 0

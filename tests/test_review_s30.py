@@ -29,6 +29,10 @@ from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under p
     (["eval", "run", "--force"], "rwf eval: unrecognized arguments: --force (--force is an option of rwf render, "),
     (["data", "photos", "a", "--video", "v.mp4", "b"], "rwf data photos: unrecognized arguments: b (give "
                                                        "IMAGES_DIR OUT, or --video FILE and OUT only)"),
+    # an option of the command typed before it: the parser above did not know it
+    (["fit", "--quiet", "image"], "rwf fit image: unrecognized arguments: --quiet (give --quiet after 'rwf fit "
+                                  "image')"),
+    (["data", "photos", "a", "b", "-q"], "rwf data photos: unrecognized arguments: -q (see --help)"),
     (["fit", "image", "a.png", "b.png"], "rwf fit image: unrecognized arguments: b.png (see --help)"),
 ])
 def test_an_unknown_option_names_its_command_and_the_option_meant(capsys, argv, hint, tmp_path):

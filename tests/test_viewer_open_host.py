@@ -33,7 +33,7 @@ def test_an_open_viewer_saves_camera_paths_inside_the_run_only(tmp_path, monkeyp
     run.mkdir()
     assert _resolve("0.0.0.0", run, "my path.json") == run / "my path.json"
     for typed in (str(tmp_path / "evil.json"), "../escape.json", "~/x.json", ".", str(run)):
-        with pytest.raises(UserError, match="saved inside the run folder only"):
+        with pytest.raises(UserError, match="inside the run folder only"):
             _resolve("0.0.0.0", run, typed)
     assert _resolve("127.0.0.1", run, str(tmp_path / "mine.json")) == tmp_path / "mine.json"  # on one's own machine
     assert _resolve("127.0.0.1", run, "../beside.json") == run / ".." / "beside.json"

@@ -221,7 +221,10 @@ class CameraPathRecorder:
         text = str(text).strip()
         if not text:
             raise UserError("give a file name, e.g. camera_path.json")
-        path = Path(text).expanduser()
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError as e:  # ~nosuchuser/x.json
+            raise UserError(f"{text}: {e}") from None
         run = self.app.source.run
         if not path.is_absolute() and run is not None:
             path = Path(run) / path
@@ -231,8 +234,8 @@ class CameraPathRecorder:
         if not is_loopback(getattr(self.app, "host", "127.0.0.1")):  # a visitor from elsewhere: inside the run only
             inside = run is not None and Path(os.path.realpath(run)) in Path(os.path.realpath(path)).parents
             if not inside:
-                raise UserError(f"the viewer listens on {self.app.host}: a camera path is saved inside the run "
-                                "folder only (give a relative name, e.g. camera_path.json)")
+                raise UserError(f"the viewer listens on {self.app.host}: camera paths are saved and loaded inside "
+                                "the run folder only (give a relative name, e.g. camera_path.json)")
         return path
 
     def save(self, path: Path, overwrite: bool = False) -> dict:

@@ -269,9 +269,12 @@ def run_history(run: Path | None) -> list[dict]:
 
 def check_run_dir(run: str | Path) -> dict:
     """``load_run_config`` with a hint for ``--compare`` folders (runs one level down)."""
+    from rwf_render.rundir import settle_replaced  # noqa: PLC0415
+
     run = Path(run)
+    settle_replaced(run)  # a killed 'rwf fit --force' left the old run in a hidden folder: back first
     if run.is_dir() and not (run / CONFIG).is_file():
-        subs = sorted(p.name for p in run.iterdir() if (p / CONFIG).is_file())
+        subs = sorted(p.name for p in run.iterdir() if (p / CONFIG).is_file() and not p.name.startswith("."))
         if subs:
             raise UserError(f"{run}: holds several runs ({', '.join(subs)}); view one, e.g. {run / subs[0]}")
     return load_run_config(run)
