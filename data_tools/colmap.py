@@ -344,7 +344,8 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
         residuals, scales = _reprojection_residuals(model, cameras_from_frames(frames, top), ids, S)
         errs, errs_colmap = np.linalg.norm(residuals, axis=1), np.linalg.norm(residuals / scales, axis=1)
         write_json(stage / "transforms.json", {**top, "frames": frames})
-        report = {"n_images": len(ids), "n_cameras": len(model.cameras), "n_points": len(model.xyz),
+        used = {model.images[i].camera_id for i in ids}  # the cameras of the converted images (skipped ones' not)
+        report = {"n_images": len(ids), "n_cameras": len(used), "n_points": len(model.xyz),
                   "observations": len(errs),
                   "rescaled_images": rescaled, "reproj_error": float(errs.mean()) if len(errs) else float("nan"),
                   "reproj_error_colmap_px": float(errs_colmap.mean()) if len(errs) else float("nan"),
@@ -354,7 +355,7 @@ def convert_model(sparse_dir: str | Path, images_dir: str | Path, out: str | Pat
             report.update(depth_pixels=depth_pixels, depth_unit=unit, depth_max_z=z_max)
     models = sorted({model.cameras[model.images[i].camera_id].model for i in ids})
     fovs = [np.degrees(fov_from_focal(d["fl_x"], d["w"])) for d in intrinsics]
-    log(f"converted {len(ids)} images, {len(model.cameras)} camera(s) ({', '.join(models)}; horizontal fov "
+    log(f"converted {len(ids)} images, {report['n_cameras']} camera(s) ({', '.join(models)}; horizontal fov "
         f"{min(fovs):.1f}-{max(fovs):.1f} deg), {len(model.xyz)} points"
         + (f"; {rescaled} image(s) had a different size: intrinsics scaled" if rescaled else ""))
     held = f", {100 * stats['points_in_box']:.1f}% of points" if len(model.xyz) else ""

@@ -142,6 +142,8 @@ def test_colmap_images_missing_on_disk_are_skipped_with_one_warning(tmp_path, ca
     assert len(warned) == 1 and "skipped 1 of the model's 3 images" in warned[0] and "im1.png" in warned[0]
     assert not any("warning" in line for line in lines)  # a warning, not a line of the report
     assert report["n_images"] == 2 and report["reproj_error"] < 1e-6
+    # the cameras counted are the converted images' (the skipped image's own camera was counted too)
+    assert report["n_cameras"] == 2 and lines[0].startswith("converted 2 images, 2 camera(s)")
     meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
     assert [f["file_path"] for f in meta["frames"]] == ["images/im0.png", "images/im2.png"]
     t = load_transforms(tmp_path / "out", "all")
