@@ -304,7 +304,7 @@ def _with_live_viewer(fit):
 
             add_process_callback(entries[0].load()(args))
         if getattr(args, "out", None):  # a --force killed (-9) there: settled before --resume reads its config.json
-            from .rundir import settle_replaced  # noqa: PLC0415
+            from .replacing import settle_replaced  # noqa: PLC0415
 
             settle_replaced(args.out)
         return fit(args)
@@ -431,9 +431,10 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None, interrupte
             interrupted = "rwf: interrupted"
         elif interrupted is FIT_INTERRUPTED:
             rundir = sys.modules.get(f"{__package__}.rundir")
+            replacing = sys.modules.get(f"{__package__}.replacing")
             if rundir is None or not rundir.run_dirs_prepared():  # still reading the input: no folder, no checkpoint
                 interrupted = "rwf: interrupted (before the run folder was made: nothing to resume)"
-            elif rundir.run_dirs_replacing():  # put back as the command ends (release_run_dirs)
+            elif replacing is not None and replacing.run_dirs_replacing():  # put back as the command ends
                 interrupted = ("rwf: interrupted before the new run's first checkpoint; the run --force was "
                                "replacing is back as it was")
             elif not rundir.run_dirs_resumable():  # the folder, but not yet its config.json (an SDF fit's sampling)

@@ -120,8 +120,8 @@ class StopAtStepBoundary:
         if self.received:
             raise KeyboardInterrupt
         self.received, self.trainer.stop_requested = True, True
-        run, rundir = self.trainer.run_dir, sys.modules.get(f"{__package__}.rundir")
-        back = run is not None and rundir is not None and rundir.replacing(run)
+        run, replacing = self.trainer.run_dir, sys.modules.get(f"{__package__}.replacing")
+        back = run is not None and replacing is not None and replacing.replacing(run)
         where = (" (before the new run's first checkpoint: the run --force replaces comes back)" if back else
                  " and saving a checkpoint" if run is not None else "")
         print(f"\nrwf: stopping after this step{where} (again to stop at once)", file=sys.stderr)

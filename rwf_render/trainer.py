@@ -31,7 +31,8 @@ from torch import nn
 from .errors import Diverged, RwfWarning, UserError
 from .layers import param_groups
 from .rundir import (CHECKPOINT, HISTORY, check_finite_weights, checkpoint_mismatch, load_checkpoint,
-                     refuse_lost_checkpoint, replacing, save_checkpoint, write_history)
+                     refuse_lost_checkpoint, save_checkpoint, write_history)
+from .replacing import replacing
 from .signals import StopAtStepBoundary
 from .train_config import TrainConfig, lr_factor  # noqa: F401  (TrainConfig, lr_factor: also imported from here)
 

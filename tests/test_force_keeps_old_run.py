@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rwf_render import cli, rundir
+from rwf_render import cli, replacing, rundir
 from rwf_render.errors import UserError
 from rwf_render.trainer import Trainer
 
@@ -48,7 +48,7 @@ def test_a_fit_that_ends_before_its_first_checkpoint_puts_the_old_run_back(old_r
     if failure is KeyboardInterrupt:
         assert "the run --force was replacing is back as it was" in err
     assert _state(old_run) == before
-    assert not list(old_run.glob(".replaced-*")) and not rundir.run_dirs_replacing()
+    assert not list(old_run.glob(".rwf-replaced-*")) and not replacing.run_dirs_replacing()
 
 
 def test_a_finished_refit_drops_the_old_run_and_keeps_the_saved_camera_paths(old_run, capsys):
@@ -83,9 +83,9 @@ def test_a_ctrl_c_once_training_started_puts_the_old_run_back_unsaved(old_run, m
 
 def test_a_killed_replacement_is_settled_by_the_next_command(old_run):
     before = _state(old_run)
-    held = rundir._set_aside(old_run)  # what a --force killed with -9 before its first checkpoint leaves
-    assert (held / rundir.REPLACED_MARK).read_text() == "held\n"
-    rundir._REPLACING.clear()
+    held = replacing.set_aside(old_run)  # what a --force killed with -9 before its first checkpoint leaves
+    assert (held / replacing.REPLACED_MARK).read_text() == "held\n"
+    replacing._REPLACING.clear()
     (old_run / "config.json").write_text("{}")  # the new run's first file
     try:
         rundir.prepare_run_dir(old_run, resume=True)
@@ -93,8 +93,8 @@ def test_a_killed_replacement_is_settled_by_the_next_command(old_run):
         rundir.release_run_dirs()
     assert not held.exists() and _state(old_run) == before
     # past the new run's first checkpoint, the set-aside run is the one to go
-    held = rundir._set_aside(old_run)
-    rundir._REPLACING.clear()
+    held = replacing.set_aside(old_run)
+    replacing._REPLACING.clear()
     (old_run / "checkpoint.pt").write_bytes(b"the new run's")
     (old_run / "config.json").write_text(json.dumps({"kind": "image"}))
     try:
@@ -109,8 +109,8 @@ def test_a_killed_replacement_is_settled_by_the_next_command(old_run):
 def test_an_eval_after_a_killed_replacement_sees_the_old_run(old_run, capsys):
     """eval, render, view and load_run said "no checkpoint" of a run whose old files sat hidden after a kill -9."""
     before = _state(old_run)
-    rundir._set_aside(old_run)
-    rundir._REPLACING.clear()
+    replacing.set_aside(old_run)
+    replacing._REPLACING.clear()
     (old_run / "config.json").write_text(json.dumps({"kind": "image"}))  # the killed fit's first file
     assert cli.main(["eval", str(old_run)]) == 0
     after = _state(old_run)
@@ -130,15 +130,15 @@ def test_a_failed_move_and_a_kill_while_moving_leave_the_old_run_in_place(old_ru
 
     monkeypatch.setattr(Path, "rename", rename_fails_third)
     with pytest.raises(OSError):
-        rundir._set_aside(old_run)
+        replacing.set_aside(old_run)
     monkeypatch.setattr(Path, "rename", real)
     assert _state(old_run) == before and not list(old_run.glob(".rwf-replaced-*"))
     # a kill -9 while moving: the mark still says "moving", so the old checkpoint in place is no new run's
-    held = rundir._set_aside(old_run)
-    rundir._REPLACING.clear()
-    (held / rundir.REPLACED_MARK).write_text("moving\n")
+    held = replacing.set_aside(old_run)
+    replacing._REPLACING.clear()
+    (held / replacing.REPLACED_MARK).write_text("moving\n")
     real(held / "checkpoint.pt", old_run / "checkpoint.pt")  # not moved yet when the kill came
-    rundir.settle_replaced(old_run)
+    replacing.settle_replaced(old_run)
     assert _state(old_run) == before
 
 
@@ -147,7 +147,7 @@ def test_a_users_own_hidden_folder_of_a_like_name_is_left_alone(old_run):
         (old_run / name).mkdir()
         (old_run / name / "notes.txt").write_text("mine")
     (old_run / "checkpoint.pt").unlink()  # even where a new run would have no checkpoint
-    rundir.settle_replaced(old_run)
+    replacing.settle_replaced(old_run)
     assert (old_run / ".rwf-replaced-backup" / "notes.txt").read_text() == "mine"
     assert (old_run / ".replaced-notes" / "notes.txt").read_text() == "mine"
     assert (old_run / "config.json").is_file()
@@ -162,8 +162,8 @@ def test_compare_force_keeps_camera_paths_in_sub_runs_and_resume_settles_a_kill(
     assert json.loads((out / "rwf" / "path.json").read_text()) == PATH and (out / "camera_path.json").is_file()
     assert json.loads((out / "rwf" / "config.json").read_text())["size"] == 24
     before = _state(out)
-    rundir._set_aside(out)  # a --compare --force killed before its first checkpoint
-    rundir._REPLACING.clear()
+    replacing.set_aside(out)  # a --compare --force killed before its first checkpoint
+    replacing._REPLACING.clear()
     (out / "plain").mkdir()
     (out / "plain" / "config.json").write_text(json.dumps({"kind": "image"}))
     assert cli.main(["fit", "image", "--out", str(out), "--compare", "--resume", "--quiet"]) == 0
@@ -192,8 +192,8 @@ def test_a_fit_reading_its_own_folder_while_replacing_it_does_not_put_the_old_ru
     try:
         rundir.prepare_run_dir(relative, force=True)
         (relative / "config.json").write_text(json.dumps({"kind": "image", "new": True}))
-        rundir.settle_replaced(relative)
-        rundir.settle_replaced(relative / "plain")
+        replacing.settle_replaced(relative)
+        replacing.settle_replaced(relative / "plain")
         assert json.loads((relative / "config.json").read_text())["new"] is True
         assert not (relative / "checkpoint.pt").exists()
     finally:
@@ -218,8 +218,8 @@ def test_a_command_on_a_compare_sub_run_settles_its_root(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert cli.main(["fit", "image", "--size", "16", "--out", str(out), "--compare", *IMG_TINY]) == 0
     before = _state(out)
-    rundir._set_aside(out)  # a --compare --force killed once its first sub-run had a config.json
-    rundir._REPLACING.clear()
+    replacing.set_aside(out)  # a --compare --force killed once its first sub-run had a config.json
+    replacing._REPLACING.clear()
     (out / "plain").mkdir()
     (out / "plain" / "config.json").write_text(json.dumps({"kind": "image"}))
     assert cli.main(["eval", str(out / "plain")]) == 0
@@ -232,8 +232,8 @@ def test_the_viewer_settles_before_it_names_the_runs_of_a_folder(old_run):
     from viewer.sources import check_run_dir  # noqa: PLC0415
 
     before = _state(old_run)
-    rundir._set_aside(old_run)
-    rundir._REPLACING.clear()
+    replacing.set_aside(old_run)
+    replacing._REPLACING.clear()
     assert check_run_dir(old_run)["kind"] == "image"  # said "holds several runs (.rwf-replaced-...)"
     assert _state(old_run) == before
 
@@ -241,5 +241,5 @@ def test_the_viewer_settles_before_it_names_the_runs_of_a_folder(old_run):
 def test_a_users_dropped_looking_folder_is_left_alone(old_run):
     (old_run / ".rwf-replaced-notes.drop").mkdir()
     (old_run / ".rwf-replaced-notes.drop" / "keep.txt").write_text("precious")
-    rundir.settle_replaced(old_run)
+    replacing.settle_replaced(old_run)
     assert (old_run / ".rwf-replaced-notes.drop" / "keep.txt").read_text() == "precious"

@@ -269,7 +269,7 @@ def run_history(run: Path | None) -> list[dict]:
 
 def check_run_dir(run: str | Path) -> dict:
     """``load_run_config`` with a hint for ``--compare`` folders (runs one level down)."""
-    from rwf_render.rundir import settle_replaced  # noqa: PLC0415
+    from rwf_render.replacing import settle_replaced  # noqa: PLC0415
 
     run = Path(run)
     settle_replaced(run)  # a killed 'rwf fit --force' left the old run in a hidden folder: back first
