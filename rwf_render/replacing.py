@@ -163,7 +163,9 @@ def _finish_replacing(run: Path) -> None:
 def settle_locked(path: Path) -> None:
     """A ``--force`` killed (-9) while replacing ``path`` left the old run set aside: put it back unless the new
     run saved a checkpoint (in the folder, or in a --compare's sub-run), else let it go. Only folders this module
-    made (named so and marked) are touched: a user's own hidden folder of a like name is left alone."""
+    made (named so and marked) are touched: a user's own hidden folder of a like name is left alone. Called by the
+    fit that holds the folder (``rundir.prepare_run_dir``; also where there are no locks), else under a brief lock
+    (:func:`settle_replaced`)."""
     ours = {os.path.realpath(h) for h in _REPLACING.values()}  # (mkdtemp's paths are absolute from Python 3.12)
     for held in path.glob(f"{REPLACED_PREFIX}*"):
         if (not _REPLACED_NAME.match(held.name) or not held.is_dir() or held.is_symlink()

@@ -517,7 +517,8 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         raise UserError(f"{path}: exists and is not a directory")
     refuse_dangling_link(path)
     if resume:
-        if path.is_dir() and _lock_run_dir(path):
+        if path.is_dir():
+            _lock_run_dir(path)  # (held, or no locks here: Windows, some network mounts; a fit settles either way)
             replacing.settle_locked(path)
         if not (path / CONFIG).is_file():
             raise UserError(f"{path}: nothing to resume (no {CONFIG})")
@@ -537,8 +538,8 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
                 d.rmdir()
         raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
     check_writable(path)
-    if _lock_run_dir(path):  # before looking inside: a fit starting at the same moment sees this one's files
-        replacing.settle_locked(path)
+    _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
+    replacing.settle_locked(path)  # what a killed --force left (readers settle only under a lock: replacing.py)
     if any(not kept_by_force(child) for child in _contents(path)):  # camera paths alone: a run may go there
         other = not is_run_dir(path) and any(not kept_by_force(child) for child in _contents(path))
         if other:  # said first: --force and --resume were suggested for a dataset folder, and both then refused

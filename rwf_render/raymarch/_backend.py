@@ -185,7 +185,8 @@ def warn_fallback(kind: str) -> None:
         return
     _warned.add(kind)
     warnings.warn(f"rwf_render.raymarch: the compiled {kind.upper()} marcher is unavailable: {reason(kind)}; "
-                  f"using the pure-torch marcher (same samples, slower)", RwfRuntimeWarning, stacklevel=4)
+                  f"using the pure-torch marcher (same samples, slower: it tests every step along a ray, "
+                  f"most of all with several grid cascades and --cone-angle 0)", RwfRuntimeWarning, stacklevel=4)
 
 
 def _reset() -> None:
