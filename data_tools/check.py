@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from rwf_render.cameras import Cameras, fov_from_focal
-from rwf_render.datasets import (_select, camera_errors, check_fields, dataset_files, held_out_training_images,
-                                 held_out_training_text, ignored_depth_text, image_size, mixed_units_text,
-                                 note_depth_unit, parse_frame)
+from rwf_render.datasets import (HOLDOUT_EVERY, _select, camera_errors, check_fields, dataset_files,
+                                 held_out_training_images, held_out_training_text, ignored_depth_text, image_size,
+                                 mixed_units_text, note_depth_unit, parse_frame)
 from rwf_render.errors import UserError
 from rwf_render.frames import PINHOLE_DISTORTED, MissingImage
 from rwf_render.imgio import read_image, sniff_format
@@ -193,6 +193,8 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
             errors.append(f"{json_path.name}: no usable frame")
             continue
         _check_box(infos, wheres, box, json_path.name, errors, warnings, log, split, len(top["frames"]), levels)
+        if split == "all":  # one file of every frame: how the fit splits it (the summary above counts them all)
+            _log_splits(top, json_path.parent, log)
     if not errors:
         shared = held_out_training_images(path)
         if shared:
@@ -222,6 +224,18 @@ def _horizontal_fov(info) -> float:
         return math.degrees(fov_from_focal(info.fx, info.width))
     edges = torch.tensor([info.cx, info.width - info.cx], dtype=torch.float64) / info.fx
     return math.degrees(float(fisheye_theta(edges, torch.tensor(info.dist[:4], dtype=torch.float64)).sum()))
+
+
+def _log_splits(top: dict, base: Path, log) -> None:
+    """The frames of each split of a single transforms.json, and what chose them."""
+    try:
+        counts = {s: len(_select(top["frames"], top, s, base)) for s in ("train", "val", "test")}
+    except UserError:  # a bad split list: an error already
+        return
+    lists = [f"{s}_filenames" for s in ("train", "val", "test") if f"{s}_filenames" in top]
+    how = (f"from {', '.join(lists)}" if lists else
+           f"every {HOLDOUT_EVERY}th frame from frame 0 held out for val and test")
+    log(f"  splits: train {counts['train']}, val {counts['val']}, test {counts['test']} ({how})")
 
 
 def _check_box(infos, wheres, box, name, errors, warnings, log, split, n_frames, levels=1):

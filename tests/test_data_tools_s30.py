@@ -72,3 +72,17 @@ def test_downscale_with_a_frame_left_out_names_the_training_frames_too(tmp_path)
     assert top["test_filenames"] == top["val_filenames"]
     after = {s: [p.name for p in load_transforms(tmp_path / "out", s).image_paths] for s in ("train", "val")}
     assert after == before and "03.png" not in after["train"]
+
+
+def test_check_says_how_a_single_file_splits(tmp_path):
+    """A single transforms.json was summarised as one "all:" line; the fit splits it (lists, else every 8th)."""
+    data = _dataset(tmp_path / "d", 10, {})
+    lines = []
+    assert check_dataset(data, log=lines.append)[0] == []
+    assert "  splits: train 8, val 2, test 2 (every 8th frame from frame 0 held out for val and test)" in lines
+    top = json.loads((data / "transforms.json").read_text())
+    top.update(train_filenames=["00.png", "01.png", "02.png"], val_filenames=["03.png"])
+    (data / "transforms.json").write_text(json.dumps(top))
+    lines.clear()
+    assert check_dataset(data, log=lines.append)[0] == []
+    assert "  splits: train 3, val 1, test 1 (from train_filenames, val_filenames)" in lines
