@@ -46,7 +46,7 @@ import torch
 
 from .camera_opt import corrected_c2w
 from .cameras import DIST_NAMES, MODELS, Cameras
-from .datasets import SPLITS, Transforms, dataset_files, load_transforms
+from .datasets import SPLITS, Transforms, load_transforms
 from .errors import RwfWarning, UserError
 from .nerf_config import NeRFConfig
 from .rundir import CHECKPOINT, CONFIG, load_checkpoint, write_json
@@ -162,14 +162,7 @@ def _check_out(out: Path, force: bool, data: str) -> None:
     from .rundir import check_output_file, check_output_folder, refuse_among_inputs  # noqa: PLC0415
 
     check_output_folder(out)
-    if out.exists():
-        try:
-            transforms = [p.resolve() for p in dataset_files(data).values()]
-        except UserError:  # the dataset is gone: said when its cameras are read
-            transforms = []
-        if out.resolve() in transforms:
-            raise UserError(f"{out}: is a file of the run's dataset {data}; --out names a new file")
-        refuse_among_inputs(out, data)
+    refuse_among_inputs(out, data)  # its transforms files too (a dataset gone protects nothing)
     check_output_file(out, force)
 
 

@@ -36,7 +36,7 @@ REPLACED_MARK = ".rwf-replaced"
 DROPPED_SUFFIX = ".drop"
 """the hidden folder's name once it is being deleted"""
 
-_REPLACED_NAME = re.compile(r"^\.rwf-replaced-[a-z0-9_]{8}(\.drop)?$")
+_REPLACED_NAME = re.compile(rf"^{re.escape(REPLACED_PREFIX)}[a-z0-9_]{{8}}({re.escape(DROPPED_SUFFIX)})?$")
 """the names ``tempfile.mkdtemp`` gives those folders (a user's own folder of another like name is never touched)"""
 
 

@@ -265,6 +265,14 @@ KEPT_BY_FORCE = ("camera_path.json",)
 coordinates, still applies to a refit of the same data (and so does any camera path saved under another name:
 :func:`kept_by_force`)"""
 
+READ_LOCK = ".rwf-readers"
+"""an empty file a fit makes in its run folder, never replaced (a lock is held on a file, not on its name: locks on
+config.json were lost when --resume rewrote it) and kept by --force: renders, evals and exports hold a shared lock
+on it, --force an exclusive one"""
+
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, HISTORY, READ_LOCK)
+"""the files that make a folder a run: a render or an export never writes over them, even with --force"""
+
 CAMERA_PATH_MAX_BYTES = 64 << 20
 """a file larger than this is not read to see whether it is a camera path (a checkpoint is not one)"""
 
@@ -293,7 +301,7 @@ def kept_by_force(child: Path) -> bool:
         return False
     if child.name in KEPT_BY_FORCE:
         return True
-    return child.name not in (CONFIG, CHECKPOINT, METRICS, HISTORY) and holds_camera_path(child)
+    return child.name not in RUN_FILES and holds_camera_path(child)
 
 
 def _is_single_run(path: Path) -> bool:
@@ -392,11 +400,6 @@ _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
 _READING: list[int] = []
 """descriptors of the runs' reader-lock files this command locks: shared by a reader (:func:`hold_run`), exclusive
 by ``--force`` before it empties a run (:func:`_refuse_if_read`)"""
-
-READ_LOCK = ".rwf-readers"
-"""an empty file a fit makes in its run folder, never replaced (a lock is held on a file, not on its name: locks on
-config.json were lost when --resume rewrote it) and kept by --force: renders, evals and exports hold a shared lock
-on it, --force an exclusive one"""
 
 
 def hold_run(run: Path) -> None:
@@ -541,8 +544,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
     replacing.settle_locked(path)  # what a killed --force left (readers settle only under a lock: replacing.py)
     if any(not kept_by_force(child) for child in _contents(path)):  # camera paths alone: a run may go there
-        other = not is_run_dir(path) and any(not kept_by_force(child) for child in _contents(path))
-        if other:  # said first: --force and --resume were suggested for a dataset folder, and both then refused
+        if not is_run_dir(path):  # said first: --force and --resume were suggested for a dataset folder, both refused
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
                             f"of runs; --force replaces only those (choose another --out)")
         if not force:
@@ -585,10 +587,6 @@ def check_output_folder(out: Path) -> None:
         raise UserError(f"{out}: cannot write there (folder {out.parent} is not writable)")
 
 
-RUN_FILES = (CONFIG, CHECKPOINT, METRICS, HISTORY, READ_LOCK)
-"""the files that make a folder a run: a render or an export never writes over them, even with --force"""
-
-
 def check_output_file(out: Path, force: bool) -> None:
     """UserError before any work when a render or an export must not write the file ``out``: one of the
     :data:`RUN_FILES` of a run (any run: --out runs/other/config.json broke that run for good), or, without
@@ -614,9 +612,9 @@ def check_writable(path: Path) -> None:
 def load_run_config(run: str | os.PathLike) -> dict:
     """Read ``RUN/config.json`` with a clear error when RUN is not a run directory (after settling what a killed
     ``--force`` left there: :func:`settle_replaced`)."""
-    run = Path(run)
     from .replacing import settle_replaced  # noqa: PLC0415
 
+    run = Path(run)
     settle_replaced(run)
     if not run.is_dir():
         raise UserError(f"{run}: " + ("a file, not a run directory (give the folder a fit wrote)" if run.exists()

@@ -172,9 +172,12 @@ class CameraPathRecorder:
     def add(self, view: ViewCamera) -> None:
         self._set(self.keys + [(view.c2w(), math.degrees(view.fov), view.aspect)])
 
+    def keys_text(self) -> str:
+        return f"{len(self.keys)} keyframe{'s' * (len(self.keys) != 1)}"
+
     def _set(self, keys) -> None:
         self.keys = list(keys)
-        self.count.content = f"{len(self.keys)} keyframe{'s' if len(self.keys) != 1 else ''}"
+        self.count.content = self.keys_text()
         self._draw()
 
     def _draw(self) -> None:
@@ -281,7 +284,7 @@ class CameraPathRecorder:
         except (UserError, ValueError, OSError) as e:
             self.status.content = f"**not loaded:** {e}"
             return
-        self.status.content = f"loaded {len(self.keys)} keyframe{'s' * (len(self.keys) != 1)} from `{path.resolve()}`"
+        self.status.content = f"loaded {self.keys_text()} from `{path.resolve()}`"
 
     def _save_clicked(self) -> None:
         try:
@@ -290,10 +293,10 @@ class CameraPathRecorder:
         except (UserError, ValueError, OSError) as e:
             self.status.content = f"**not saved:** {e}"
             return
-        path, keys = path.resolve(), len(self.keys)  # where it went (a typed "../x.json" said as typed)
+        path = path.resolve()  # where it went (a typed "../x.json" said as typed)
         self.status.content = f"saved {len(obj['camera_path'])} frames to `{path}`"
-        print(f"viewer: camera path saved to {path} ({keys} keyframe{'s' * (keys != 1)}, {len(obj['camera_path'])} "
-              "frames)", flush=True)
+        print(f"viewer: camera path saved to {path} ({self.keys_text()}, {len(obj['camera_path'])} frames)",
+              flush=True)
 
 
 def is_camera_path(path: Path) -> bool:
