@@ -371,3 +371,43 @@ def test_pruning_in_rounds_keeps_exactly_what_one_pass_keeps(alpha_thre, eps):
         assert torch.equal(got.ray_indices, ri[expected]) and torch.equal(got.t_starts, ts[expected])
         if eps > 0 and round_size == 7:
             assert sum(calls) < ri.numel()  # terminated rays were not evaluated to their end
+
+
+def test_the_twin_tests_only_the_box_around_occupied_cells_and_misses_none(cpu_kernel):
+    """The twin clips each ray to the box around the occupied cells (``_occupied_box``): one occupied cell, at
+    the finest and at a coarse level, with rays along its faces, through its corners and from inside it, gives the
+    kernel's point-by-point samples; and the box is the exact hull of the occupied cells."""
+    from rwf_render.raymarch.march import _occupied_box
+
+    gen = torch.Generator().manual_seed(5)
+    for levels, res in ((1, 8), (3, 8), (2, (8, 12, 16))):
+        grid = OccupancyGrid([0, 0, 0, 1, 1, 1], resolution=res, levels=levels)
+        for level, cell in ((0, (1, 2, 3)), (levels - 1, (0, 5, 7)), (levels - 1, (3, 2, 1))):
+            grid.occupancy.zero_()
+            grid.occupancy[(level,) + cell] = True
+            lo, hi = _occupied_box(grid.occupancy)
+            half = torch.tensor(grid.resolution) // 2
+            want_lo = (torch.tensor(cell) - half) * 2 ** level + half
+            assert lo.tolist() == want_lo.float().tolist() and hi.tolist() == (want_lo + 2 ** level).float().tolist()
+            box = grid.level_aabbs()[level]
+            size = (box[3:] - box[:3]) / torch.tensor(grid.resolution)
+            c_lo = box[:3] + torch.tensor(cell) * size
+            corners = c_lo + torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * size
+            inside = c_lo + torch.rand(200, 3, generator=gen) * size
+            targets = torch.cat([corners, inside, c_lo + 0.5 * size + 0 * inside[:50]])
+            o = torch.cat([targets[:208] + torch.randn(208, 3, generator=gen) * 3, inside[:100]])
+            t = torch.cat([targets[:208], inside[100:200] + 0.0])
+            d = torch.nn.functional.normalize(t - o + (o == t).all(dim=1, keepdim=True).float(), dim=1)
+            for a in range(3):  # along the faces: the cell's lower face on each axis
+                fo = c_lo + 0.5 * size
+                fo[a] = c_lo[a]
+                fo = fo.expand(3, 3).clone()
+                fo[torch.arange(3), (torch.arange(3) + a + 1) % 3] -= 4.0 * float(size.max())
+                o = torch.cat([o, fo])
+                d = torch.cat([d, torch.eye(3)[(torch.arange(3) + a + 1) % 3]])
+            for kw in (dict(step_size=float(size.min()) / 7), dict(step_size=0.011, cone_angle=0.02),
+                       dict(step_size=0.013, stratified=True, seed=1)):
+                twin = grid.sampling(o, d, backend="torch", **kw)
+                assert twin.ray_indices.numel() > 100, (levels, level, cell, kw)
+                assert_same(twin, grid.sampling(o, d, backend="cpu", _skip_empty=False, **kw), f"{level} {cell}")
+    assert _occupied_box(torch.zeros(2, 4, 4, 4, dtype=torch.uint8)) is None

@@ -11,8 +11,8 @@ The sample set (identical for every backend; ``csrc/march.h`` holds the compiled
               origin or direction holds a NaN or an infinity, or whose near is not finite or far is NaN, has none.
 
 All arithmetic is float32 in one fixed order, so the compiled kernels and this twin agree bit for bit. The twin
-tests every lattice point between the ray's entry into and exit from the grid (brute force, vectorized over
-rays and steps); the kernels skip empty cells and find the same points.
+tests every lattice point between the ray's entry into and exit from the box around the occupied cells (brute
+force, vectorized over rays and steps); the kernels skip empty cells and find the same points.
 """
 
 from __future__ import annotations
@@ -166,15 +166,38 @@ def _cells_of_points(grid: GridSpec, x: torch.Tensor):
     return level, flat
 
 
-def _outer_interval(grid: GridSpec, o, d, near, far):
-    """march.h's outer_interval: (t0, t1, hit) for the outer box grown by a margin, clipped to [near, far]."""
+def _occupied_box(occ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The box, in level-0 cell coordinates, around every occupied cell of every level (None: none is occupied)."""
+    res = torch.tensor(occ.shape[1:], device=occ.device)
+    half = res // 2
+    lo, hi = None, None
+    for c in range(occ.shape[0]):
+        ends = []
+        for axis in range(3):
+            used = occ[c].any(dim=tuple(a for a in range(3) if a != axis)).nonzero().reshape(-1)
+            if used.numel() == 0:
+                break
+            ends.append((used[0], used[-1] + 1))
+        else:
+            first = torch.stack([e[0] for e in ends]) - half
+            last = torch.stack([e[1] for e in ends]) - half
+            clo, chi = (first * 2 ** c + half).float(), (last * 2 ** c + half).float()
+            lo = clo if lo is None else torch.minimum(lo, clo)
+            hi = chi if hi is None else torch.maximum(hi, chi)
+    return None if lo is None else (lo, hi)
+
+
+def _outer_interval(grid: GridSpec, o, d, near, far, box: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """march.h's outer_interval: (t0, t1, hit) for the outer box grown by a margin, clipped to [near, far].
+    ``box``: a smaller box (level-0 cell coordinates, :func:`_occupied_box`) to use instead, with the same margin."""
     res = torch.tensor(grid.occ.shape[1:], device=o.device)
     ext = (res // 2).float() * float(2 ** (grid.occ.shape[0] - 1))
     half = (res // 2).float()
     q0 = (o - grid.lo) * grid.scale
     dq = d * grid.scale
     margin = 1.0e-3 + 1.0e-5 * (q0.abs() + ext + (grid.lo * grid.scale).abs())
-    qlo, qhi = half - ext - margin, half + ext + margin
+    qlo, qhi = (half - ext, half + ext) if box is None else box
+    qlo, qhi = qlo - margin, qhi + margin
     parallel = dq == 0
     ta = (qlo - q0) / torch.where(parallel, 1.0, dq)
     tb = (qhi - q0) / torch.where(parallel, 1.0, dq)
@@ -211,10 +234,15 @@ def mip_pyramid(occ: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 def march_torch(grid: GridSpec, rays_o, rays_d, near, far, jitter, step: float, cone: float, max_step: float,
                 max_samples: int) -> RaySamples:
-    """The pure-torch marcher (brute force over each ray's lattice inside the grid); same arguments as the kernels."""
+    """The pure-torch marcher (brute force over each ray's lattice inside the box around the occupied cells); same
+    arguments as the kernels."""
     n_rays, device = rays_o.shape[0], rays_o.device
     u = jitter if jitter is not None else torch.zeros_like(near)
-    t0, t1, hit = _outer_interval(grid, rays_o, rays_d, near, far)
+    box = _occupied_box(grid.occ)  # no lattice point outside it can be kept: test only those inside
+    if box is None:
+        empty = torch.zeros(0, device=device)
+        return RaySamples(torch.zeros(0, dtype=torch.long, device=device), empty, empty.clone())
+    t0, t1, hit = _outer_interval(grid, rays_o, rays_d, near, far, box)
     L = _make_lattice(near, step, cone, max_step)
     k_first = (_estimate_k(L, t0, u, step, cone, max_step) - 2).clamp(min=0)
     k_last = (_estimate_k(L, t1, u, step, cone, max_step) + 2).clamp(max=K_MAX - 1)
