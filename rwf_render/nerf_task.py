@@ -101,14 +101,20 @@ class NeRFTask:
         self.collapse = CollapseWatch()
 
     def state_dict(self) -> dict:
-        return {"n_rays": self.n_rays, "total_samples": self.total_samples}
+        watch = self.collapse  # a resumed fit goes on counting empty steps and warns once, as one unbroken fit
+        return {"n_rays": self.n_rays, "total_samples": self.total_samples,
+                "collapse": [-1 if watch.since is None else watch.since, watch.count, int(watch.warned)]}
 
     def load_state_dict(self, state: dict) -> None:
         n_rays, total = state.get("n_rays", self.n_rays), state.get("total_samples", 0)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n_rays, total)) or n_rays < 1 \
-                or total < 0:
-            raise ValueError(f"rays per step {n_rays!r} and samples so far {total!r} are not counts")
+        since, count, warned = state.get("collapse", [-1, 0, 0])  # none in checkpoints of earlier versions
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n_rays, total, since, count, warned)) \
+                or n_rays < 1 or total < 0 or since < -1 or count < 0:
+            raise ValueError(f"rays per step {n_rays!r}, samples so far {total!r} and the collapse watch "
+                             f"{state.get('collapse')!r} are not counts")
         self.n_rays, self.total_samples = n_rays, total
+        self.collapse.since, self.collapse.count = (None if since < 0 else since), count
+        self.collapse.warned = bool(warned)
 
     def batch(self, step: int, generator: torch.Generator) -> dict:
         self.last_step = step
@@ -156,7 +162,10 @@ class NeRFTask:
                                     timings=self.timings, radii=b["radii"])
         n, total, samples = b["target"].shape[0], rays_o.shape[0], out["n_samples"]
         err = (out["rgb"][:n] - b["target"]) ** 2
-        mse = err.mean() if b["weight"] is None else (err.mean(1) * b["weight"]).sum() / b["weight"].sum().clamp(min=1)
+        if b["weight"] is None:
+            mse = err.mean()
+        else:  # the mask-weighted mean, also when a step's weights sum under 1 (a mask keeping few pixels)
+            mse = (err.mean(1) * b["weight"]).sum() / b["weight"].sum().clamp(min=1e-8)
         if not mse.requires_grad:  # no sample hit an occupied cell: keep the step well defined
             mse = mse + 0.0 * sum(p.sum() for p in model.parameters())
         terms, stats = {"mse": mse}, {"psnr_train": mse_to_psnr(float(mse.detach())), "rays": total,

@@ -56,3 +56,39 @@ def test_a_fit_whose_density_vanishes_warns_and_a_healthy_one_does_not(tmp_path,
         warnings.simplefilter("always")
         assert _fit(tmp_path, "alive") == 0
     assert not any("collapsed" in str(w.message) for w in healthy)
+
+
+def _task(watch):
+    task = object.__new__(nerf_task.NeRFTask)  # the state only: no model or data needed
+    task.n_rays, task.total_samples, task.collapse = 64, 10, watch
+    return task
+
+
+def _through_checkpoint(state):
+    import io  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def test_the_watch_rides_in_the_checkpoint_so_a_resumed_fit_warns_as_an_unbroken_one():
+    unbroken = CollapseWatch(after=0, steps=5)
+    first = [s for s in range(10) if unbroken.update(s, EMPTY, 9.0)]
+    assert first == [4]
+    killed = _task(CollapseWatch(after=0, steps=5))
+    assert all(killed.collapse.update(s, EMPTY, 9.0) is None for s in range(3))
+    resumed = _task(CollapseWatch(after=0, steps=5))
+    resumed.load_state_dict(_through_checkpoint(killed.state_dict()))
+    assert resumed.collapse.update(3, EMPTY, 9.0) is None
+    assert "steps 1 to 5" in resumed.collapse.update(4, EMPTY, 9.0)  # counted from before the kill
+    again = _task(CollapseWatch(after=0, steps=5))
+    again.load_state_dict(_through_checkpoint(resumed.state_dict()))
+    assert all(again.collapse.update(s, EMPTY, 9.0) is None for s in range(5, 40))  # warned once, not after resume
+    older = _task(CollapseWatch(after=0, steps=5))
+    older.load_state_dict({"n_rays": 80, "total_samples": 5})  # a checkpoint of an earlier version
+    assert older.n_rays == 80 and older.collapse.count == 0 and not older.collapse.warned
+    for bad in ([-2, 0, 0], [3, -1, 0], [1.5, 2, 0], [None, 0, 0]):
+        with pytest.raises(ValueError, match="collapse watch"):
+            _task(CollapseWatch()).load_state_dict({"n_rays": 64, "total_samples": 0, "collapse": bad})
