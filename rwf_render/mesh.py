@@ -343,13 +343,15 @@ def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trime
 # -- metrics against a reference mesh -----------------------------------------------------------------------------
 def surface_metrics(pred: trimesh.Trimesh, ref, n_points: int = 100_000, seed: int = 0,
                     fscore_tau: float = 0.01) -> dict:
-    """Distances between ``n_points`` fixed-seed samples on each surface (Occupancy Networks' Chamfer and normal
-    consistency; their F-score's tau is 0.01 absolute, not relative to the diagonal):
+    """Distances between ``n_points`` fixed-seed samples on each surface (Chamfer and normal consistency as
+    Occupancy Networks define them; the F-score's tau here is relative to the reference's diagonal, where ONet's is
+    0.01 absolute in its own normalization):
 
         chamfer_l1          (mean |p - nn_ref(p)| + mean |q - nn_pred(q)|) / 2   (Euclidean distances)
         chamfer_l2          the same with squared distances
         fscore              2 P R / (P + R); P, R: fractions of pred / ref samples within tau of the other
                             surface, tau = ``fscore_tau`` x the reference's bounding-box diagonal
+        fscore_tau          that tau, a distance
         normal_consistency  mean |n_p . n_nn| over both directions (1: every nearest normal parallel)
 
     Distances are in the meshes' units. An empty prediction gives None distances and fscore 0. ``ref`` may be a
@@ -359,7 +361,7 @@ def surface_metrics(pred: trimesh.Trimesh, ref, n_points: int = 100_000, seed: i
 
     tau = fscore_tau * float(np.linalg.norm(np.subtract(*ref.bounds)))
     if len(pred.faces) == 0 or pred.area <= 0:
-        return {"chamfer_l1": None, "chamfer_l2": None, "fscore": 0.0, "normal_consistency": None}
+        return {"chamfer_l1": None, "chamfer_l2": None, "fscore": 0.0, "fscore_tau": tau, "normal_consistency": None}
     p, np_ = sample_surface(pred, n_points, seed=seed)
     q, nq = sample_surface(ref, n_points if isinstance(ref, trimesh.Trimesh) else min(n_points, len(ref)), seed + 1)
     d_pq, i_pq = cKDTree(q).query(p)  # accuracy: prediction -> reference
@@ -369,7 +371,7 @@ def surface_metrics(pred: trimesh.Trimesh, ref, n_points: int = 100_000, seed: i
     return {"chamfer_l1": float(0.5 * (d_pq.mean() + d_qp.mean())),
             "chamfer_l2": float(0.5 * ((d_pq**2).mean() + (d_qp**2).mean())),
             "fscore": 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall),
-            "normal_consistency": float(nc)}
+            "fscore_tau": tau, "normal_consistency": float(nc)}
 
 
 def sample_surface(shape, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

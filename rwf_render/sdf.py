@@ -313,7 +313,11 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
                         progress=not args.quiet)
     seconds = time.perf_counter() - t0
     if len(mesh.faces) == 0:
-        raise UserError(f"{run}: the field has no surface at level {level} on a {args.res}^3 grid")
+        hint = ""
+        if cfg.target == "occupancy" and level != 0:  # 0.5 read as a probability is a logit of p = 0.62
+            p = 1 / (1 + math.exp(-level)) if abs(level) < 700 else float(level > 0)
+            hint = f" (an occupancy run's --level is a logit: {level:g} is p = {p:.3g}; 0 is p = 0.5)"
+        raise UserError(f"{run}: the field has no surface at level {level} on a {args.res}^3 grid{hint}")
     capped = capped_vertices(mesh)
     if capped:  # e.g. a --level that moves the surface beyond the box the field was fitted in
         margin = (1 - cfg.fill) / 2 / norm.scale
