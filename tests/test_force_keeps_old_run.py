@@ -60,7 +60,7 @@ def test_a_finished_refit_drops_the_old_run_and_keeps_the_saved_camera_paths(old
     assert cli.main(["fit", "image", "--size", "24", "--out", str(old_run), "--force", *IMG_TINY]) == 0
     names = {p.name for p in old_run.iterdir()}
     assert {"camera_path.json", "my path.JSON"} <= names
-    assert not {"render_x2.png", "notes.json"} & names and not any(n.startswith(".replaced-") for n in names)
+    assert not {"render_x2.png", "notes.json"} & names and not any(n.startswith(replacing.REPLACED_PREFIX) for n in names)
     assert (old_run / "config.json").read_text() != old_config  # the new run's (24 px)
 
 

@@ -49,7 +49,7 @@ def test_every_file_of_the_dataset_and_every_folder_holding_one_is_refused(tmp_p
         refuse_among_inputs(data / out, str(data))
 
 
-@pytest.mark.parametrize("out", ["renders", "images/extra", "mesh.ply", "images/other.ply", "../elsewhere"])
+@pytest.mark.parametrize("out", ["renders", "images/extra", "mesh.ply", "images/other.ply", "../elsewhere", ".."])
 def test_other_places_in_or_beside_the_dataset_are_allowed(tmp_path, out):
     data = _ngp_dataset(tmp_path / "data")
     assert refuse_among_inputs(data / out, str(data)) is None  # no UserError
