@@ -340,7 +340,9 @@ def build_parser() -> Parser:
     rd = sub.add_parser("render", help="render a run from its checkpoint")
     rd.add_argument("run", metavar="RUN", help="run directory")
     rd.add_argument("--scale", type=render_scale, default=1.0,
-                    help="image and sdf runs: resolution factor (sdf: of the fit's --preview-res views; default: 1)")
+                    help="resolution factor (default 1): of the fitted image (image runs), of the fit's --preview-res "
+                         "views (sdf runs), of the cameras at the fit's resolution (nerf runs; 2: twice as many "
+                         "pixels per side over the same field of view)")
     rd.add_argument("--out", default=None, help="output file or folder (default: inside RUN)")
     rd.add_argument("--force", action="store_true",
                     help="replace an existing output file (nerf runs: files in --out named like the frames that no "

@@ -1,7 +1,7 @@
 """Frames and videos of a trained NeRF run, on demand (meshes and point clouds: :mod:`rwf_render.nerf_export`).
 
     rwf render RUN --split test | --orbit N | --camera-path FILE | --interpolate N | --spiral N  [--video]
-                   [--opacity] [--rgba] [--out DIR] [--downscale K]
+                   [--opacity] [--rgba] [--out DIR] [--downscale K | --scale S]
 
 Frames: ``rgb_0000.png``, ``depth_0000.exr`` (float32 distance along the ray; 0 where nothing was hit) and
 ``depth_0000.png`` (the same through the 'turbo' colormap, one fixed range for every frame of a render). With
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .camera_path import check_frame_count
+from .camera_path import MAX_RENDER_PIXELS, check_frame_count
 from .cameras import Cameras
 from .cli import option_typed
 from .errors import UserError, out_of_memory
@@ -52,6 +52,19 @@ def scaled_cameras(cams: Cameras, k: int) -> Cameras:
         return cams
     return replace(cams, fx=cams.fx / k, fy=cams.fy / k, cx=cams.cx / k, cy=cams.cy / k,
                    width=cams.width // k, height=cams.height // k)
+
+
+def resized_cameras(cams: Cameras, factor: float) -> Cameras:
+    """``cams`` rendering ``factor`` times as many pixels per side (2: twice the resolution, 0.5: half) over the same
+    field of view: each size rounded, focal lengths and principal points scaled by the size's exact ratio."""
+    if factor == 1:
+        return cams
+    width = torch.clamp(torch.round(cams.width.double() * factor), min=1).to(cams.width.dtype)
+    height = torch.clamp(torch.round(cams.height.double() * factor), min=1).to(cams.height.dtype)
+    sx, sy = (width.double() / cams.width.double()).to(cams.fx.dtype), (height.double() / cams.height.double()).to(
+        cams.fy.dtype)
+    return replace(cams, fx=cams.fx * sx, fy=cams.fy * sy, cx=cams.cx * sx, cy=cams.cy * sy, width=width,
+                   height=height)
 
 
 def _cameras(model: NeRFModel, args) -> tuple[Cameras, str, float, torch.Tensor | None]:
@@ -196,8 +209,10 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     earlier, longer render there (listed in its MANIFEST) do not linger beside the new ones."""
     import shutil  # noqa: PLC0415
 
-    if option_typed(args, "scale", 1.0):  # even at its default: README's rule for another kind's options
-        raise UserError("--scale is for image and sdf runs; a NeRF render takes --downscale K")
+    scale = args.scale if option_typed(args, "scale", 1.0) else None
+    if scale is not None and args.downscale:
+        raise UserError("give --scale S or --downscale K, not both (--downscale K is --scale 1/K, cropped as the "
+                        "fit's --downscale crops)")
     if not args.video and option_typed(args, "fps", 24):
         raise UserError("--fps is the frame rate of --video; without --video no video is written")
     if args.out:
@@ -211,7 +226,11 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         args.camera_path = str(run / path)  # a name the viewer saved inside the run ("a relative name is inside it")
     model = load_scene_model(run, args.device)
     cams, name, fps, near_far = _cameras(model, args)
-    cams = scaled_cameras(cams, args.downscale or 1)
+    cams = scaled_cameras(cams, args.downscale or 1) if scale is None else resized_cameras(cams, scale)
+    if scale is not None and bool((cams.width * cams.height > MAX_RENDER_PIXELS).any()):
+        i = int(torch.nonzero(cams.width * cams.height > MAX_RENDER_PIXELS)[0])
+        raise UserError(f"--scale {scale:g}: {int(cams.width[i])}x{int(cams.height[i])} pixels a frame is more than "
+                        f"{MAX_RENDER_PIXELS}; use a smaller --scale")
     _check_cameras(cams, args.camera_path or ("--split " + args.split if args.split else "--orbit" if args.orbit
                                               else "--spiral" if getattr(args, "spiral", None) else "--interpolate"))
     out = Path(args.out) if args.out else run / "renders" / name

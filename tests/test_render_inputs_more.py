@@ -101,9 +101,10 @@ def test_a_video_ffmpeg_did_not_write_is_an_error_not_a_success(tmp_path, monkey
     nerf_outputs.VideoWriter(tmp_path / "x.mp4", 16, 12, 24).close(ignore_errors=True)  # being discarded: silent
 
 
-def test_scale_typed_at_its_default_on_a_nerf_run_is_refused(still_life_run, tmp_path, capsys):
-    line = one_cli_error(capsys, ["render", still_life_run, "--scale", "1", "--orbit", "2", "--out", tmp_path / "o"])
-    assert "--scale is for image and sdf runs" in line and not (tmp_path / "o").exists()
+def test_scale_and_downscale_together_are_refused(still_life_run, tmp_path, capsys):
+    line = one_cli_error(capsys, ["render", still_life_run, "--scale", "1", "--downscale", "2", "--orbit", "2",
+                                  "--out", tmp_path / "o"])
+    assert "give --scale S or --downscale K, not both" in line and not (tmp_path / "o").exists()
 
 
 def test_photos_refuses_fps_without_a_video(tmp_path, capsys):
