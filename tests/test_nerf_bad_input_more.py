@@ -260,8 +260,8 @@ def test_render_refuses_impossible_requests_and_writes_nothing(trained, tmp_path
     afile.write_text("keep")
     _fails_cleanly(capsys, ["render", str(trained), "--split", "test", "--out", str(afile)])
     assert afile.read_text() == "keep"
-    assert "--downscale" in _fails_cleanly(capsys, ["render", str(trained), "--split", "test", "--scale", "3",
-                                                    "--out", str(tmp_path / "a")])
+    assert "not both" in _fails_cleanly(capsys, ["render", str(trained), "--split", "test", "--scale", "3",
+                                                 "--downscale", "2", "--out", str(tmp_path / "a")])
     assert "no pixels" in _fails_cleanly(capsys, ["render", str(trained), "--orbit", "2", "--downscale", "100",
                                                   "--out", str(tmp_path / "b")])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -324,13 +324,25 @@ def test_export_refuses_nonsense_and_crops_point_clouds(trained, tmp_path, capsy
                   ["--crop", "0", "0", "0", "inf", "1", "1"]):
         _fails_cleanly(capsys, ["export", "mesh", str(trained), "--res", "8", *extra])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["somedir"]
-    full, crop = tmp_path / "full.ply", tmp_path / "crop.ply"
-    assert cli.main(["export", "mesh", str(trained), "--pointcloud", "--out", str(full)]) == 0
+    default, full, crop = tmp_path / "default.ply", tmp_path / "full.ply", tmp_path / "crop.ply"
+    capsys.readouterr()
+    assert cli.main(["export", "mesh", str(trained), "--pointcloud", "--out", str(default)]) == 0
+    err = capsys.readouterr().err
     with pytest.warns(RwfWarning, match="reaches beyond the outermost of the 3 cascades"):  # clipped to them
+        assert cli.main(["export", "mesh", str(trained), "--pointcloud", "--crop", "-9", "-9", "-9", "9", "9", "9",
+                         "--out", str(full)]) == 0
+    with pytest.warns(RwfWarning, match="reaches beyond the outermost of the 3 cascades"):
         assert cli.main(["export", "mesh", str(trained), "--pointcloud", "--crop", "0", "-9", "-9", "9", "9", "9",
                          "--out", str(crop)]) == 0  # the half x >= 0 of the scene
-    pts, all_pts = trimesh.load(crop).vertices, trimesh.load(full).vertices
+    pts, all_pts, in_box = (trimesh.load(f).vertices for f in (crop, full, default))
     assert (pts[:, 0] >= 0).all() and len(pts) == (all_pts[:, 0] >= 0).sum() < len(all_pts)
+    # by default, the scene box (as --poisson and nerfstudio's ns-export pointcloud), and a line says what it left
+    box = np.asarray(json.loads((trained / "config.json").read_text())["aabb"]).reshape(2, 3)
+    inside = ((all_pts >= box[0] - 1e-6) & (all_pts <= box[1] + 1e-6)).all(1)
+    assert ((in_box >= box[0] - 1e-6) & (in_box <= box[1] + 1e-6)).all() and len(in_box) == inside.sum()
+    assert not inside.all()  # this fit's points reach its cascades (248 of 1344 when written)
+    assert f"{(~inside).sum()} of {len(all_pts)} surface points lie outside the scene box" in err, err
+    assert "--crop up to the outermost cascade" in err
 
 
 def test_near_and_far_options_win_over_a_datasets_per_image_bounds():

@@ -1,6 +1,6 @@
 """A bug hunt of the newer render inputs: a camera path whose fps reached ffmpeg as 0 (rgb.mp4 reported, none
 written), whose pose was not a rotation (a blank frame), whose fov or is_cycle had the wrong type (read loosely);
---scale typed at its default on a NeRF run; `rwf data photos --fps` without --video; a spiral around one camera."""
+--scale with --downscale on a NeRF run; `rwf data photos --fps` without --video; a spiral around one camera."""
 
 import json
 import warnings
