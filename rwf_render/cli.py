@@ -292,6 +292,13 @@ def _with_live_viewer(fit):
     def run(args) -> int:
         if getattr(args, "resume", False) and getattr(args, "force", False):
             raise UserError("--resume continues the run in --out and --force replaces it: pass one of them")
+        if getattr(args, "out", None):  # a --force killed (-9) there: settled before --resume reads its config.json
+            from .replacing import settle_replaced  # noqa: PLC0415
+            from .rundir import refuse_taken_out  # noqa: PLC0415
+
+            settle_replaced(args.out)
+            if not getattr(args, "resume", False):  # before the inputs load (a NeRF dataset: minutes)
+                refuse_taken_out(args.out, getattr(args, "force", False))
         if not getattr(args, "view", False):
             for dest, default in (("host", "127.0.0.1"), ("port", 8080)):
                 if option_typed(args, dest, default):
@@ -303,10 +310,6 @@ def _with_live_viewer(fit):
             from .trainer import add_process_callback  # noqa: PLC0415
 
             add_process_callback(entries[0].load()(args))
-        if getattr(args, "out", None):  # a --force killed (-9) there: settled before --resume reads its config.json
-            from .replacing import settle_replaced  # noqa: PLC0415
-
-            settle_replaced(args.out)
         return fit(args)
     return run
 

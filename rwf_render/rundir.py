@@ -543,12 +543,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     check_writable(path)
     _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
     replacing.settle_locked(path)  # what a killed --force left (readers settle only under a lock: replacing.py)
-    if any(not kept_by_force(child) for child in _contents(path)):  # camera paths alone: a run may go there
-        if not is_run_dir(path):  # said first: --force and --resume were suggested for a dataset folder, both refused
-            raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
-                            f"of runs; --force replaces only those (choose another --out)")
-        if not force:
-            raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
+    if _refuse_taken(path, force):
         emptying = _refuse_if_read(path)
         try:  # the folder itself stays: it carries the lock, as the reader lock does
             replacing.set_aside(path)
@@ -558,6 +553,32 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     _make_read_lock(path)
     _PREPARED.add(str(path))
     return path
+
+
+def _refuse_taken(path: Path, force: bool) -> bool:
+    """Whether the folder ``path`` holds a run that a new fit there replaces (``force``); UserError when it holds
+    files but no run, or a run and no ``force``. Camera paths alone: a run may go there."""
+    if any(not kept_by_force(child) for child in _contents(path)):
+        if not is_run_dir(path):  # said first: --force and --resume were suggested for a dataset folder, both refused
+            raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
+                            f"of runs; --force replaces only those (choose another --out)")
+        if not force:
+            raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
+        return True
+    return False
+
+
+def refuse_taken_out(path: str | os.PathLike, force: bool) -> None:
+    """The refusals :func:`prepare_run_dir` makes for a new fit into ``path``, said before any input is read (a
+    NeRF dataset took minutes to load before "run directory exists"); prepare_run_dir asks again under the lock."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a directory")
+    try:
+        if path.is_dir():
+            _refuse_taken(path, force)
+    except OSError:  # unreadable: prepare_run_dir says so where it opens the folder
+        pass
 
 
 def _make_read_lock(path: Path) -> None:
