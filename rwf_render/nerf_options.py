@@ -36,9 +36,12 @@ def scene_presets() -> dict:
 
 def resolve_scene(scene: str | None, args) -> tuple[str, str | None, dict]:
     """(dataset path, preset name or None, preset settings) for the SCENE argument (None: the built-in default)."""
-    if scene is not None and Path(scene).exists():
-        return str(Path(scene).resolve()), None, {}
     presets = scene_presets()
+    if scene is not None and Path(scene).exists():
+        if scene in presets and not getattr(args, "quiet", False):  # a folder ./lego beside the preset lego
+            print(f"rwf: {scene}: fitting the folder {Path(scene).resolve()}, not the scene preset of that name "
+                  "(run from another folder, or rename this one, for the preset)", file=sys.stderr)
+        return str(Path(scene).resolve()), None, {}
     name = scene or "default"
     if name not in presets:
         known = ", ".join(sorted(presets)) or "none installed"

@@ -50,3 +50,20 @@ def test_force_and_resume_still_reach_the_fit(image_run, capsys):
     assert cli.main(["fit", "image", "--out", str(image_run), "--resume", "--steps", "4", "--quiet"]) == 0
     assert cli.main(["fit", "image", "--size", "16", "--out", str(image_run.parent / "new" / "deep"),
                      *IMG_TINY]) == 0
+
+
+def test_a_folder_named_like_a_preset_is_fitted_and_the_choice_said(tmp_path, monkeypatch, capsys):
+    """``rwf fit nerf lego`` beside a folder ./lego fitted the folder without a word (the preset was meant)."""
+    import argparse  # noqa: PLC0415
+
+    from rwf_render.nerf_options import resolve_scene  # noqa: PLC0415
+
+    (tmp_path / "lego").mkdir()
+    monkeypatch.chdir(tmp_path)
+    path, preset, settings = resolve_scene("lego", argparse.Namespace(quiet=False))
+    assert path == str((tmp_path / "lego").resolve()) and preset is None and settings == {}
+    err = capsys.readouterr().err
+    assert "lego: fitting the folder" in err and "not the scene preset of that name" in err
+    resolve_scene("./lego", argparse.Namespace(quiet=False))  # a path, plainly: nothing to say
+    resolve_scene("lego", argparse.Namespace(quiet=True))
+    assert capsys.readouterr().err == ""
