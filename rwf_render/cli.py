@@ -335,8 +335,8 @@ def build_parser() -> Parser:
 
     ev = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
     ev.add_argument("run", metavar="RUN", help="run directory")
-    ev.add_argument("--quiet", action="store_true", help="nerf runs: no progress bar over the views (default: a bar "
-                    "on a terminal)")
+    ev.add_argument("--quiet", action="store_true", help="nerf runs: no progress over the views (default: a bar "
+                    "on a terminal, else a line per view)")
     add_device_argument(ev)
     ev.set_defaults(func=_run_command("eval"))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -254,8 +255,9 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
     views a fit gets wrong); ``renders``, when
     given, receives {index: (prediction, target)} of each image scored (the fit reuses image 0's for its view).
 
-    ``progress``: a bar on stderr over the views (``split`` names them), each view's PSNR beside it; None: only on a
-    terminal. A full-size render of a view can take minutes on a CPU, longer than a short fit's training."""
+    ``progress``: a bar on stderr over the views (``split`` names them), each view's PSNR beside it; None: a bar on a
+    terminal, else one line per view (a log: ``rwf eval`` of 200 views ran half an hour without a word). A
+    full-size render of a view can take minutes on a CPU, longer than a short fit's training."""
     from tqdm import tqdm  # noqa: PLC0415
 
     count = len(test) if not n_images else min(n_images, len(test))
@@ -264,6 +266,9 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
     lpips_score, lpips_note = lpips_metric()
     bar = tqdm(picks, desc=f"{split} views", unit="view", disable=None if progress is None else not progress,
                dynamic_ncols=True, leave=False, file=sys.stderr, mininterval=0)  # each view: seconds to minutes
+    lines = progress is None and bar.disable  # no terminal: a line per view instead
+    names = view_names(test)
+    start = time.perf_counter()
     for i in bar:
         pred, target = render_and_target(model, test, int(i), background, trained=split == "train")
         if renders is not None and i == 0:
@@ -276,8 +281,10 @@ def test_metrics(model: NeRFModel, test: PosedImages, background: str, n_images:
             except Exception as e:  # noqa: BLE001  (an optional metric: absent, the fit's scores are not lost)
                 lpips_score, lp, lpips_note = None, [], f"absent: {e if isinstance(e, ValueError) else repr(e)}"
         bar.set_postfix_str(f"view {int(i)}: {p[-1]:.2f} dB", refresh=False)
+        if lines:
+            print(f"rwf: {split} view {len(p)}/{len(picks)} ({names[int(i)]}): {p[-1]:.2f} dB, "
+                  f"{time.perf_counter() - start:.0f} s so far", file=sys.stderr, flush=True)
     bar.close()
-    names = view_names(test)
     views = [{"image": names[int(i)], "psnr": float(p[k]), "ssim": float(s[k]),
               "lpips": float(lp[k]) if lp else None} for k, i in enumerate(picks)]
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "test_images": len(picks),
