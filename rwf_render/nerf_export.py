@@ -240,6 +240,33 @@ def density_mesh(model: NeRFModel, box, res: int, level: float = DEFAULT_DENSITY
     return mesh
 
 
+@torch.no_grad()
+def occupied_density(model: NeRFModel, box, cov: torch.Tensor | None = None, max_cells: int = 200_000,
+                     chunk: int = 1 << 16) -> np.ndarray:
+    """The field's density at the centres of the occupancy grid's occupied cells inside ``box`` (2, 3) (at most
+    ``max_cells`` of them, a fixed-seed sample), in ``--threshold``'s units (per reference length): what tells a
+    user which level a surface of this fit lies at (an early fit's density is low: after 77 steps on lego the
+    default 10 gave 660 faces, 3 gave 14,642). Empty when no occupied cell lies in the box."""
+    grid = model.grid
+    flat = torch.nonzero((grid.occupancy & grid.visible()).reshape(-1)).reshape(-1)
+    x = grid.cell_points(flat)
+    lo, hi = (torch.as_tensor(np.asarray(b), dtype=x.dtype, device=x.device) for b in box)
+    x = x[((x >= lo) & (x <= hi)).all(-1)]
+    if len(x) > max_cells:
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:max_cells]
+        x = x[pick.to(x.device)]
+    values = [model.field.density(c, cov).float().reshape(-1) for c in x.split(chunk)]
+    dens = torch.cat(values) if values else torch.zeros(0)
+    return (dens / model.field.density_scale).cpu().numpy().astype(np.float64)
+
+
+def _density_text(dens: np.ndarray) -> str:
+    if len(dens) == 0:
+        return "no occupied cell of the grid lies there"
+    q50, q90, top = np.percentile(dens, [50, 90, 100])
+    return f"the field's density at its occupied cells there: median {q50:.3g}, 90th percentile {q90:.3g}, max {top:.3g}"
+
+
 def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     from .mesh import check_grid_res  # noqa: PLC0415
     from .mesh_io import EXPORT_FORMATS, save_mesh  # noqa: PLC0415
@@ -314,11 +341,14 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
     mesh = density_mesh(model, box, args.res, level, getattr(args, "min_component", 0.0) or 0.0,
                         progress=not getattr(args, "quiet", False))
+    cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))
+    density = _density_text(occupied_density(model, box, cov))
     if len(mesh.faces) == 0:
         if args.crop:
             raise UserError(f"no surface at density {level:g} inside --crop {_box_text(box)}: the crop box holds none "
-                            "of the surface; try a larger --crop (the scene box: no --crop) or a lower --threshold")
-        raise UserError(f"no surface at density {level:g} inside the scene box; try a lower --threshold")
+                            f"of the surface ({density}); try a larger --crop (the scene box: no --crop) or a lower "
+                            "--threshold")
+        raise UserError(f"no surface at density {level:g} inside the scene box ({density}); try a lower --threshold")
     save_mesh(mesh, out, fmt)
-    print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces (density {level:g})")
+    print(f"{out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces (density {level:g}; {density})")
     return 0
