@@ -331,9 +331,15 @@ def test_export_refuses_nonsense_and_crops_point_clouds(trained, tmp_path, capsy
     with pytest.warns(RwfWarning, match="reaches beyond the outermost of the 3 cascades"):  # clipped to them
         assert cli.main(["export", "mesh", str(trained), "--pointcloud", "--crop", "-9", "-9", "-9", "9", "9", "9",
                          "--out", str(full)]) == 0
+    capsys.readouterr()
     with pytest.warns(RwfWarning, match="reaches beyond the outermost of the 3 cascades"):
         assert cli.main(["export", "mesh", str(trained), "--pointcloud", "--crop", "0", "-9", "-9", "9", "9", "9",
                          "--out", str(crop)]) == 0  # the half x >= 0 of the scene
+    assert "surface points lie outside --crop 0 " in capsys.readouterr().err
+    line = _fails_cleanly(capsys, ["export", "mesh", str(trained), "--pointcloud", "--crop", "5", "5", "5", "5.01",
+                                   "5.01", "5.01", "--out", str(tmp_path / "none.ply")])
+    assert "no training ray reaches an opaque surface inside --crop 5 5 5 5.01 5.01 5.01" in line, line
+    assert not (tmp_path / "none.ply").exists()
     pts, all_pts, in_box = (trimesh.load(f).vertices for f in (crop, full, default))
     assert (pts[:, 0] >= 0).all() and len(pts) == (all_pts[:, 0] >= 0).sum() < len(all_pts)
     # by default, the scene box (as --poisson and nerfstudio's ns-export pointcloud), and a line says what it left

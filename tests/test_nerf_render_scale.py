@@ -33,6 +33,8 @@ def test_resized_cameras_see_every_point_at_the_scaled_pixel(factor):
     uv2, _ = project(points, big)
     assert torch.allclose(uv2, uv * factor, atol=1e-4)
     assert resized_cameras(cams, 1.0) is cams
+    tiny = resized_cameras(cams, 1e-3)  # at least one pixel, and a focal length that is not zero
+    assert tiny.width.tolist() == [1, 1] and tiny.height.tolist() == [1, 1] and bool((tiny.fx > 0).all())
 
 
 def test_an_odd_size_keeps_the_field_of_view():

@@ -18,11 +18,11 @@ from rwf_render.mesh_io import load_mesh
 from test_shape_image_bad_input_more import SDF_TINY  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
-@pytest.mark.parametrize("suffix", ["obj", "ply", "stl"])
-def test_faces_that_name_a_vertex_twice_are_dropped_and_the_mesh_stays_closed(tmp_path, suffix):
+@pytest.mark.parametrize("suffix, twice", [("obj", (0, 0, 1)), ("ply", (0, 1, 1)), ("stl", (0, 1, 0))])
+def test_faces_that_name_a_vertex_twice_are_dropped_and_the_mesh_stays_closed(tmp_path, suffix, twice):
     sphere = trimesh.creation.icosphere(2, 1.0)
     f = np.asarray(sphere.faces)
-    bad = np.stack([f[:40, 0], f[:40, 0], f[:40, 1]], 1)  # (a, a, b): no area, and two edges used once
+    bad = np.stack([f[:40, i] for i in twice], 1)  # (a, a, b), (a, b, b), (a, b, a): no area, edges used once
     path = tmp_path / f"m.{suffix}"
     trimesh.Trimesh(sphere.vertices, np.concatenate([f, bad]), process=False).export(path)
     mesh = load_mesh(path)
@@ -61,7 +61,17 @@ def test_an_occupancy_runs_level_error_says_it_is_a_logit(tmp_path, capsys):
     err = one_cli_error(capsys, ["export", "mesh", str(run), "--res", "16", "--level", "1000", "--out",
                                  str(tmp_path / "x.ply"), "--quiet"])
     assert "no surface at level 1000" in err and "is a logit: 1000 is p = 1; 0 is p = 0.5" in err
-    err = one_cli_error(capsys, ["export", "mesh", str(run), "--res", "16", "--level", "40", "--out",
+    err = one_cli_error(capsys, ["export", "mesh", str(run), "--res", "16", "--level", "5", "--out",
                                  str(tmp_path / "x.ply"), "--quiet"])
-    assert "is a logit: 40 is p = 1" in err
+    assert "is a logit: 5 is p = 0.993; 0 is p = 0.5" in err  # the sigmoid of 5
     assert not (tmp_path / "x.ply").exists()
+
+
+def test_a_distance_runs_level_error_has_no_logit_hint(tmp_path, capsys):
+    run = tmp_path / "sdf"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", "sdf", "--out", str(run), *SDF_TINY, "--device", "cpu"]) == 0
+    err = one_cli_error(capsys, ["export", "mesh", str(run), "--res", "16", "--level", "-1000", "--out",
+                                 str(tmp_path / "x.ply"), "--quiet"])
+    assert "no surface at level -1000" in err and "logit" not in err
