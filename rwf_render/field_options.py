@@ -157,8 +157,9 @@ def add_model_arguments(p: argparse.ArgumentParser, d: ModelDefaults) -> None:
                    help=f"hidden width, with --depth 2 or more (default {d.width})")
     m.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="hidden activation (default relu); sine: SIREN (Sitzmann et al. 2020), each hidden layer "
-                        "sin(omega0 (W x + b)) with SIREN's init, linear output layer, raw coordinates unless "
-                        "--encoding is given (a Fourier encoding is allowed); its default --lr is SIREN's 1e-4 "
+                        "sin(omega0 (W x + b)) with SIREN's init, linear output layer (image fits: then their "
+                        "sigmoid), raw coordinates unless --encoding is given (a Fourier encoding is allowed); its "
+                        "default --lr is SIREN's 1e-4 "
                         "(at 1e-3 a 5 x 256 SIREN diverged on a 256 px photo: benchmarks/siren.py)")
     m.add_argument("--omega0", type=positive_finite, default=None,
                    help=f"--activation sine: the frequency factor omega0 (default {OMEGA0:g}); coordinates here "

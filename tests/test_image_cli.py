@@ -171,3 +171,20 @@ def test_builtin_default_needs_no_data(tmp_path):
     assert cli.main(["fit", "image", "--out", str(run), *TINY]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["path"] is None and cfg["source"]["name"] == "astronaut"
+
+
+def test_steps_to_plains_final_only_for_a_run_that_ends_at_or_above_it(tmp_path, monkeypatch):
+    """A run that peaked above plain's final and fell back below it was credited with matching it sooner."""
+    from rwf_render import image  # noqa: PLC0415
+
+    monkeypatch.setattr(image, "crops_png", lambda *a, **k: None)  # the figure is not what is tested
+    hist = {"plain": [{"step": 20, "psnr": 11.0}, {"step": 40, "psnr": 11.82}],
+            "wn": [{"step": 20, "psnr": 11.9}, {"step": 40, "psnr": 12.5}],
+            "rwf": [{"step": 20, "psnr": 11.5}, {"step": 40, "psnr": 11.92}, {"step": 60, "psnr": 11.54}]}
+    results = {p: {"psnr": rows[-1]["psnr"], "best_psnr": max(r["psnr"] for r in rows), "psnr_train": 20.0,
+                   "ssim": 0.5, "seconds": 1.0} for p, rows in hist.items()}
+    image.write_compare(tmp_path, results, hist, {})
+    got = {p: m["steps_to_plain_final"] for p, m in json.loads((tmp_path / "compare.json").read_text()).items()}
+    assert got == {"plain": 40, "wn": 20, "rwf": None}
+    table = (tmp_path / "compare.md").read_text().splitlines()
+    assert next(line for line in table if line.startswith("| rwf |")).split("|")[6].strip() == "-"
