@@ -103,6 +103,7 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
         info = {"format": "builtin", "name": BUILTIN, "bit_depth": 8, "channels": 3}
     else:
         pixels, info = read_image(cfg.path, grey_alpha=True)
+        info["transfer"] = transfer_of(cfg.path)
         info["sha256"] = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()
         orientation = exif_orientation(cfg.path)  # a phone's portrait photo, stored sideways: fitted as it is seen
         if orientation != 1:
@@ -123,6 +124,35 @@ def load_target(cfg: ImageConfig) -> tuple[np.ndarray, dict]:
                         f"{pixels.shape[1]}x{pixels.shape[0]}{f' after --size {cfg.size}' if resized else ''} "
                         f"(use --split all{', or a larger --size' if resized else ''})")
     return pixels, info
+
+
+def transfer_of(path) -> str:
+    """How a source file encodes light: "linear" for OpenEXR (scene-linear by its definition), "srgb" for the rest
+    (PNG, JPEG and TIFF, display-referred). A fit works on the stored values; :func:`encoded_for` converts where an
+    output file encodes otherwise."""
+    return "linear" if path is not None and Path(path).suffix.lower() == ".exr" else "srgb"
+
+
+def run_transfer(cfg_dict: dict) -> str:
+    """A run's source encoding: config.json's ``source.transfer``, else (runs before 1 Dec 2026) its path's."""
+    source = cfg_dict.get("source") if isinstance(cfg_dict.get("source"), dict) else {}
+    return source["transfer"] if source.get("transfer") in ("linear", "srgb") else transfer_of(cfg_dict.get("path"))
+
+
+def encoded_for(pixels: np.ndarray, transfer: str, out) -> np.ndarray:
+    """The fit's values ``pixels`` (H, W, C) as the file ``out`` stores light: a linear (EXR) fit written to a PNG,
+    JPEG or TIFF is sRGB-encoded, an sRGB fit written to an EXR decoded to linear (a linear EXR's reconstruction.png
+    came out dark: mean 0.28 against the photo's 0.45); the alpha channel of 2 or 4 channels as it is."""
+    to_exr = Path(out).suffix.lower() == ".exr"
+    if (transfer == "linear") == to_exr:
+        return pixels
+    from .mesh_io import linear_to_srgb, srgb_to_linear  # noqa: PLC0415
+
+    colour = pixels.shape[2] - 1 if pixels.shape[2] in (2, 4) else pixels.shape[2]
+    out_pixels = np.array(pixels, dtype=np.float32, copy=True)
+    convert = srgb_to_linear if to_exr else linear_to_srgb
+    out_pixels[..., :colour] = convert(np.clip(out_pixels[..., :colour].astype(np.float64), 0.0, 1.0))
+    return out_pixels
 
 
 def as_fitted(image: np.ndarray, channels) -> np.ndarray:
@@ -301,7 +331,7 @@ def fit_one(cfg: ImageConfig, out: Path, image: np.ndarray, info: dict, resume: 
         metrics.update(best_psnr=best["psnr"], best_step=best["step"])
     recon = full.clamp(0, 1).cpu().numpy()  # what render() at scale 1 gives
     bits = 16 if info.get("bit_depth", 8) > 8 else 8
-    write_image(run / "reconstruction.png", recon, bits)
+    write_image(run / "reconstruction.png", encoded_for(recon, info.get("transfer", "srgb"), ".png"), bits)
     write_image(run / "error.png", error_map(recon, image))
     curve_png(run / "curve.png", {cfg.mlp.param: trainer.history}, title=label or cfg.mlp.param)
     write_json(run / METRICS, metrics)
@@ -459,7 +489,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     source = cfg_dict.get("source") if isinstance(cfg_dict.get("source"), dict) else {}
     bits = 16 if (source.get("bit_depth") or 8) > 8 and out.suffix.lower() == ".png" else 8
     try:
-        write_image(out, pixels, bits)
+        write_image(out, encoded_for(pixels, run_transfer(cfg_dict), out), bits)
     except ValueError as e:
         raise UserError(f"{out}: cannot write ({e})") from None
     except OSError as e:  # a folder that cannot be written, a full disk: a failure of the machine (exit 1)
