@@ -172,9 +172,11 @@ def check_dataset(path: str | Path, decode: bool = True, log=print) -> tuple[lis
         if distorted:
             warnings.append(f"{json_path.name}: {distorted} frame(s) with {PINHOLE_DISTORTED}")
         if shared and len(shared_sizes) > 1:
+            given = [f"{k} {top[k]}" for k in ("cx", "cy") if k in top]
+            centre = f"the principal point's {' and '.join(given)} given at the top" if given else "its own centre"
             warnings.append(f"{json_path.name}: the frames share one focal length in pixels but the images have "
                             f"{len(shared_sizes)} sizes ({', '.join(f'{w}x{h}' for w, h in sorted(shared_sizes))}): "
-                            "rwf fit gives each image that focal length and its own centre, right for crops of one "
+                            f"rwf fit gives each image that focal length and {centre}, right for crops of one "
                             "camera, wrong for a resized copy (give each frame its own fl_x, or camera_angle_x)")
         bounded = [w for f, w in zip(infos, wheres) if f.near_far is not None]
         if bounded and len(bounded) < len(infos):

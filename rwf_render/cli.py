@@ -88,18 +88,23 @@ def _option_hint(root: argparse.ArgumentParser, chosen: argparse.ArgumentParser,
     name = extra.partition("=")[0]
     if name in _long_options(chosen):  # typed before the sub-command: the parser above did not know it
         return f"give {name} after '{chosen.prog}'"
-    elsewhere, stack = [], [root]
+    elsewhere, named, stack = [], [], [root]
     while stack:
         parser = stack.pop()
         stack.extend(dict.fromkeys(_subcommands(parser).values()))  # aliases share one parser
         if parser is not chosen and not _subcommands(parser) and name in _long_options(parser):
             elsewhere.append(parser.prog)
+        if parser is not chosen and not _subcommands(parser) and parser.prog.split()[-1] == name[2:]:
+            named.append(parser.prog)  # rwf data colmap --downscale: rwf data downscale is the tool for it
+    command = f", and {named[0]} a command of its own" if named else ""
     if elsewhere:  # the commands nearest the one typed first (rwf export cameras before rwf data colmap)
         family = chosen.prog.split()
         elsewhere.sort(key=lambda prog: (-sum(a == b for a, b in zip(prog.split(), family)), len(prog.split()), prog))
         shown = elsewhere[:3] + ([f"{len(elsewhere) - 3} more"] if len(elsewhere) > 3 else [])
         listed = f"{', '.join(shown[:-1])} and {shown[-1]}" if len(shown) > 1 else shown[0]
-        return f"{name} is an option of {listed}"
+        return f"{name} is an option of {listed}{command}"
+    if named:
+        return f"{named[0]} is a command of its own"
     close = difflib.get_close_matches(name, _long_options(chosen), n=1, cutoff=0.75)
     return f"did you mean {close[0]}?" if close else ""
 

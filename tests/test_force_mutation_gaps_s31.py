@@ -161,6 +161,13 @@ def test_the_installed_command_reads_its_arguments_and_gives_the_hint(tmp_path):
                                  "rwf data colmap, rwf data downscale and 8 more) (see --help)"),
     (["fit", "image", "--stepz", "1", "--sizes", "3"], "rwf fit image: unrecognized arguments: --stepz --sizes 3 "
                                                        "(did you mean --steps?; did you mean --size?) (see --help)"),
+    # an option named like a command: the command is said too
+    (["data", "colmap", "a", "b", "--downscale", "2"], "rwf data colmap: unrecognized arguments: --downscale "
+                                                       "(--downscale is an option of rwf render, rwf export mesh and "
+                                                       "rwf fit nerf, and rwf data downscale a command of its own) "
+                                                       "(see --help)"),
+    (["eval", "run", "--check"], "rwf eval: unrecognized arguments: --check (rwf data check is a command of its "
+                                 "own) (see --help)"),
 ])
 def test_hints_are_given_for_near_spellings_only_and_for_each_option(capsys, tmp_path, argv, line):
     assert one_cli_error(capsys, argv + (["--out", tmp_path / "r"] if argv[0] == "fit" else [])) == f"rwf: error: {line}"
