@@ -63,3 +63,16 @@ def test_an_exr_runs_pngs_are_srgb_and_a_png_runs_exr_is_linear(exr_and_png_runs
     assert np.abs(read_image(root / "photo_render.exr")[0] - srgb_to_linear(srgb)).mean() < 0.03
     assert cli.main(["render", str(root / "photo"), "--out", str(root / "photo_render.png")]) == 0
     assert np.abs(read_image(root / "photo_render.png")[0] - srgb).mean() < 0.03
+
+
+def test_the_viewer_shows_an_exr_run_srgb_encoded(exr_and_png_runs):
+    """The browser's panels and views showed a linear run's values as they are: dark."""
+    import torch  # noqa: PLC0415
+
+    from viewer.sources import open_run  # noqa: PLC0415
+
+    root, srgb = exr_and_png_runs
+    for name, want in (("lin", srgb), ("photo", srgb)):
+        imgs = open_run(root / name, torch.device("cpu")).images()
+        assert np.abs(imgs["ground truth"] - want).mean() < 1e-3, name  # the target as the photo looks
+        assert np.abs(imgs["reconstruction"] - want).mean() < 0.03, name

@@ -34,10 +34,13 @@ class ImageSource(Source):
     up = (0.0, 1.0, 0.0)
 
     def __init__(self, model, target: np.ndarray | None, device: torch.device, run: Path | None = None,
-                 metrics: dict | None = None, size: tuple[int, int] | None = None):
+                 metrics: dict | None = None, size: tuple[int, int] | None = None, transfer: str = "srgb"):
         """model: the image field ((N, 2) -> (N, C)); target: (H, W, C) float32 in [0, 1], or None when the source
-        image is unavailable (then ``size`` (H, W) gives the lattice and only the reconstruction is shown)."""
+        image is unavailable (then ``size`` (H, W) gives the lattice and only the reconstruction is shown);
+        ``transfer``: the source's encoding (``image.run_transfer``): a linear (EXR) run is shown sRGB-encoded, as
+        its PNG outputs are (it showed dark)."""
         super().__init__(model, device, run)
+        self.transfer = transfer
         if target is None:
             self.modes = ("reconstruction",)
             self.panels = ("reconstruction",)
@@ -62,11 +65,21 @@ class ImageSource(Source):
             target = None
         model.eval()
         return cls(model, target, device, run, run_metrics(run, warn=False),  # the app warns
-                   size=(cfg["height"], cfg["width"]))
+                   size=(cfg["height"], cfg["width"]), transfer=image.run_transfer(cfg))
 
     @classmethod
     def from_trainer(cls, trainer, cfg: dict) -> "ImageSource":
-        return cls(cls.snapshot(trainer.model), trainer.task.image, trainer.device, trainer.run_dir)
+        from rwf_render.image import run_transfer  # noqa: PLC0415
+
+        return cls(cls.snapshot(trainer.model), trainer.task.image, trainer.device, trainer.run_dir,
+                   transfer=run_transfer(cfg))
+
+    def shown(self, img: np.ndarray) -> np.ndarray:
+        """(H, W, C) values of the fit as the browser shows them: RGB, sRGB-encoded (alpha dropped)."""
+        from rwf_render.mesh_io import linear_to_srgb  # noqa: PLC0415
+
+        rgb = as_rgb(img)
+        return linear_to_srgb(rgb).astype(np.float32) if self.transfer == "linear" else rgb
 
     # -- geometry -----------------------------------------------------------------------------------------------
     def initial_view(self):
@@ -101,7 +114,7 @@ class ImageSource(Source):
         pts = xy[inside].float()
         if len(pts):
             if mode == "target":
-                vals = torch.from_numpy(as_rgb(self._lookup(pts).cpu().numpy()))
+                vals = torch.from_numpy(self.shown(self._lookup(pts).cpu().numpy()))
             else:
                 pred = self.model(pts).clamp(0, 1)
                 if mode == "error":
@@ -109,7 +122,7 @@ class ImageSource(Source):
                                     ERROR_VMAX)
                     vals = torch.from_numpy(err[:, 0])
                 else:
-                    vals = torch.from_numpy(as_rgb(pred.cpu().numpy()))
+                    vals = torch.from_numpy(self.shown(pred.cpu().numpy()))
             rgb[inside] = vals.to(rgb)
         depth = torch.where(inside, t, torch.full_like(t, FAR))
         return rgb, depth
@@ -125,8 +138,8 @@ class ImageSource(Source):
             recon = torch.cat([self.model(c) for c in coords.split(65536)]).clamp(0, 1)
         recon = recon.reshape(h, w, -1).cpu().numpy()
         if "ground truth" not in self.panels:
-            return {"reconstruction": as_rgb(recon), "psnr_all": float("nan")}
-        return {"ground truth": as_rgb(self.target), "reconstruction": as_rgb(recon),
+            return {"reconstruction": self.shown(recon), "psnr_all": float("nan")}
+        return {"ground truth": self.shown(self.target), "reconstruction": self.shown(recon),
                 "error": error_map(recon, self.target, ERROR_VMAX),
                 "psnr_all": psnr_of(torch.from_numpy(recon), torch.from_numpy(self.target))}
 
