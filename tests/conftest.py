@@ -146,3 +146,24 @@ def random_views_scene(root: Path, counts: dict, channels: int = 4) -> Path:
                            "transform_matrix": look_at(eye, (0.0, 0.0, 0.0)).tolist() + [[0.0, 0.0, 0.0, 1.0]]})
         (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
     return root
+
+
+def sized_frames_dataset(root: Path, sizes, top: dict) -> Path:
+    """A single transforms.json in ``root`` with one grey image per (width, height) of ``sizes``, cameras looking
+    at the origin, and the top-level keys ``top`` (focal lengths, principal point): for the loader's and rwf data
+    check's rules on images of several sizes."""
+    import json  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from rwf_render.cameras import look_at  # noqa: PLC0415
+    from rwf_render.imgio import write_image  # noqa: PLC0415
+
+    root.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, (w, h) in enumerate(sizes):
+        write_image(root / f"{i}.png", np.full((h, w, 3), 0.5, np.float32))
+        frames.append({"file_path": f"{i}.png",
+                       "transform_matrix": look_at([4.0, 2.0 * i, 1.0], (0.0, 0.0, 0.0)).tolist() + [[0, 0, 0, 1]]})
+    (root / "transforms.json").write_text(json.dumps({**top, "frames": frames}))
+    return root

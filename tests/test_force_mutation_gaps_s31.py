@@ -17,7 +17,7 @@ from rwf_render.errors import UserError
 from rwf_render.trainer import Trainer
 
 from conftest import one_cli_error  # noqa: E402  (tests/ is on sys.path under pytest)
-from test_force_keeps_old_run import PATH, _state  # noqa: E402
+from test_force_keeps_old_run import PATH, _state, old_run  # noqa: E402,F401  (old_run: a fixture)
 from test_shape_image_bad_input_more import IMG_TINY  # noqa: E402
 
 
@@ -27,13 +27,6 @@ def cmp_run(tmp_path):
     assert cli.main(["fit", "image", "--size", "16", "--out", str(out), "--compare", *IMG_TINY]) == 0
     (out / "rwf" / "path.json").write_text(json.dumps(PATH))  # a camera path the viewer saved in a sub-run
     return out
-
-
-@pytest.fixture
-def old_run(tmp_path):
-    run = tmp_path / "run"
-    assert cli.main(["fit", "image", "--size", "16", "--out", str(run), *IMG_TINY]) == 0
-    return run
 
 
 def _killed_aside(run):

@@ -53,17 +53,10 @@ def test_a_dataset_with_label_masks_trains_on_its_pixels(tmp_path):
                                                                     "at the top")])
 def test_the_shared_focal_warning_names_the_centre_the_fit_uses(tmp_path, top, centre):
     """With cx and cy at the top, the warning said each image gets its own centre, while the fit gives it those."""
+    from conftest import sized_frames_dataset  # noqa: PLC0415
     from data_tools.check import check_dataset  # noqa: PLC0415
-    from rwf_render.cameras import look_at  # noqa: PLC0415
 
-    root = tmp_path / "ds"
-    root.mkdir()
-    frames = []
-    for i, (h, w) in enumerate([(30, 40), (20, 40)]):
-        write_image(root / f"{i}.png", np.full((h, w, 3), 0.5, np.float32))
-        frames.append({"file_path": f"{i}.png",
-                       "transform_matrix": look_at([4.0, 2.0 * i, 1.0], (0.0, 0.0, 0.0)).tolist() + [[0, 0, 0, 1]]})
-    (root / "transforms.json").write_text(json.dumps({"fl_x": 40.0, "fl_y": 40.0, **top, "frames": frames}))
+    root = sized_frames_dataset(tmp_path / "ds", [(40, 30), (40, 20)], {"fl_x": 40.0, "fl_y": 40.0, **top})
     _, warnings = check_dataset(root, log=lambda *a: None)
     shared = [w for w in warnings if "share one focal length" in w]
     assert len(shared) == 1 and f"that focal length and {centre}, right for crops" in shared[0], warnings

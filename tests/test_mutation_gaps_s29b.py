@@ -87,20 +87,10 @@ def test_big_endian_tiffs_are_read_as_tiffs(tmp_path):
 def test_the_shared_focal_warning_covers_a_shared_vertical_focal_too(tmp_path):
     """camera_angle_x fits every size, but a top-level fl_y is one vertical focal length in pixels for all of them:
     wrong for a resized copy as fl_x is, and warned about the same way."""
-    import json
-
+    from conftest import sized_frames_dataset
     from data_tools.check import check_dataset
-    from rwf_render.cameras import look_at
-    from rwf_render.imgio import write_image
 
-    root = tmp_path / "ds"
-    root.mkdir()
-    frames = []
-    for i, (w, h) in enumerate([(40, 40), (60, 30)]):
-        write_image(root / f"{i}.png", np.full((h, w, 3), 0.5, np.float32))
-        frames.append({"file_path": f"{i}.png",
-                       "transform_matrix": look_at([4.0, 2.0 * i, 1.0], (0.0, 0.0, 0.0)).tolist() + [[0, 0, 0, 1]]})
-    (root / "transforms.json").write_text(json.dumps({"fl_y": 30.0, "camera_angle_x": 0.7, "frames": frames}))
+    root = sized_frames_dataset(tmp_path / "ds", [(40, 40), (60, 30)], {"fl_y": 30.0, "camera_angle_x": 0.7})
     errors, warnings = check_dataset(root, log=lambda *a: None)
     sizes = [w for w in warnings if "sizes" in w]
     assert errors == [] and len(sizes) == 1 and "40x40, 60x30" in sizes[0], warnings

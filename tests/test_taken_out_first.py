@@ -1,19 +1,11 @@
 """``rwf fit --out RUN`` into a folder that refuses the fit (a run without --force, files that are no run) says so
 before it reads any input: a NeRF fit loaded its whole dataset first (minutes on a large capture), then refused."""
 
-import pytest
-
 from conftest import one_cli_error, random_views_scene
 from rwf_render import cli, nerf
 
+from test_force_keeps_old_run import old_run  # noqa: E402,F401  (a fixture: a finished image run)
 from test_shape_image_bad_input_more import IMG_TINY  # noqa: E402  (tests/ is on sys.path under pytest)
-
-
-@pytest.fixture
-def image_run(tmp_path):
-    run = tmp_path / "run"
-    assert cli.main(["fit", "image", "--size", "16", "--out", str(run), *IMG_TINY]) == 0
-    return run
 
 
 def _no_loading(monkeypatch):
@@ -22,14 +14,14 @@ def _no_loading(monkeypatch):
     monkeypatch.setattr(nerf, "load_split", load_split)
 
 
-def test_a_nerf_fit_into_an_existing_run_is_refused_before_the_dataset_loads(image_run, tmp_path, monkeypatch,
+def test_a_nerf_fit_into_an_existing_run_is_refused_before_the_dataset_loads(old_run, tmp_path, monkeypatch,
                                                                               capsys):
     data = random_views_scene(tmp_path / "data", {"train": 3, "test": 1})
     _no_loading(monkeypatch)
-    before = sorted(p.name for p in image_run.iterdir())
-    line = one_cli_error(capsys, ["fit", "nerf", data, "--out", image_run, "--steps", "2", "--quiet"])
+    before = sorted(p.name for p in old_run.iterdir())
+    line = one_cli_error(capsys, ["fit", "nerf", data, "--out", old_run, "--steps", "2", "--quiet"])
     assert "run directory exists; pass --force to overwrite or --resume to continue" in line
-    assert sorted(p.name for p in image_run.iterdir()) == before
+    assert sorted(p.name for p in old_run.iterdir()) == before
 
 
 def test_a_folder_of_other_files_is_refused_before_the_dataset_loads_even_with_force(tmp_path, monkeypatch, capsys):
@@ -44,11 +36,11 @@ def test_a_folder_of_other_files_is_refused_before_the_dataset_loads_even_with_f
     assert "exists and is not a directory" in line
 
 
-def test_force_and_resume_still_reach_the_fit(image_run, capsys):
+def test_force_and_resume_still_reach_the_fit(old_run, capsys):
     """The early check refuses only what prepare_run_dir refuses: --force replaces, --resume continues."""
-    assert cli.main(["fit", "image", "--size", "16", "--out", str(image_run), "--force", *IMG_TINY]) == 0
-    assert cli.main(["fit", "image", "--out", str(image_run), "--resume", "--steps", "4", "--quiet"]) == 0
-    assert cli.main(["fit", "image", "--size", "16", "--out", str(image_run.parent / "new" / "deep"),
+    assert cli.main(["fit", "image", "--size", "16", "--out", str(old_run), "--force", *IMG_TINY]) == 0
+    assert cli.main(["fit", "image", "--out", str(old_run), "--resume", "--steps", "4", "--quiet"]) == 0
+    assert cli.main(["fit", "image", "--size", "16", "--out", str(old_run.parent / "new" / "deep"),
                      *IMG_TINY]) == 0
 
 
