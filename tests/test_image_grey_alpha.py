@@ -16,6 +16,7 @@ from PIL import Image
 from rwf_render import cli
 from rwf_render.errors import RwfWarning
 from rwf_render.imgio import read_image
+from rwf_render.mesh_io import srgb_to_linear
 
 FIT = ["--steps", "30", "--size", "32", "--width", "32", "--features", "16", "--device", "cpu", "--quiet"]
 
@@ -46,8 +47,11 @@ def test_a_grey_alpha_image_is_fitted_and_written_as_two_channels(tmp_path):
         pixels, info = read_image(tmp_path / f"r{suffix}", grey_alpha=True)
         assert pixels.shape == (32, 32, 2) and info["channels"] == 2, suffix
     reference = read_image(tmp_path / "r.png", grey_alpha=True)[0]
-    for suffix in (".exr", ".tif"):
-        assert np.abs(read_image(tmp_path / f"r{suffix}", grey_alpha=True)[0] - reference).max() <= 0.5 / 255 + 1e-3
+    tif = read_image(tmp_path / "r.tif", grey_alpha=True)[0]
+    assert np.abs(tif - reference).max() <= 0.5 / 255 + 1e-3
+    exr = read_image(tmp_path / "r.exr", grey_alpha=True)[0]  # linear, as EXR defines it: the grey decoded
+    assert np.abs(exr[..., 1] - reference[..., 1]).max() <= 0.5 / 255 + 1e-3
+    assert np.abs(exr[..., 0] - srgb_to_linear(reference[..., 0])).max() <= 1.2 / 255 + 1e-3
     with pytest.warns(RwfWarning, match="JPEG has no alpha channel"):
         assert cli.main(["render", str(run), "--out", str(tmp_path / "r.jpg")]) == 0
     assert read_image(tmp_path / "r.jpg")[0].shape == (32, 32, 1)

@@ -142,9 +142,9 @@ def test_fit_refuses_bad_input_before_writing_anything(tmp_path, capsys, defect)
 def test_force_never_deletes_the_dataset_it_trains_on(tmp_path, capsys):
     root = _dataset(tmp_path / "d")
     before = sorted(p.name for p in root.iterdir())
-    for out in (root, tmp_path):
-        assert "holds the input" in _fails_cleanly(capsys, ["fit", "nerf", str(root), "--out", str(out),
-                                                               "--force", *TINY])
+    for out in (root, tmp_path):  # the dataset's folder and the one above it are no runs: refused before any read
+        line = _fails_cleanly(capsys, ["fit", "nerf", str(root), "--out", str(out), "--force", *TINY])
+        assert "holds files but is not a run" in line, line
     assert sorted(p.name for p in root.iterdir()) == before
 
 
