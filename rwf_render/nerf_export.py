@@ -36,6 +36,11 @@ def voxel_cov(model: NeRFModel, spacing) -> torch.Tensor | None:
                                       device=model.aabb.device))
 
 
+def grid_cov(model: NeRFModel, box, res: int) -> torch.Tensor | None:
+    """:func:`voxel_cov` of a res^3 export grid over ``box`` (2, 3)."""
+    return voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (res - 1))
+
+
 @torch.no_grad()
 def vertex_colors(model: NeRFModel, mesh, chunk: int = 1 << 16, cov: torch.Tensor | None = None) -> np.ndarray:
     """Colour of the radiance field at each vertex, seen from outside along the vertex normal: (V, 4) uint8.
@@ -230,7 +235,7 @@ def density_mesh(model: NeRFModel, box, res: int, level: float = DEFAULT_DENSITY
     scene in any units."""
     from .mesh import extract_mesh, remove_small_components  # noqa: PLC0415
 
-    cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (res - 1))
+    cov = grid_cov(model, box, res)
     mesh = extract_mesh(lambda x: model.field.density(x, cov), box, res=res, level=level * model.field.density_scale,
                         inside="above", device=model.aabb.device, progress=progress)
     if len(mesh.faces) == 0:
@@ -341,8 +346,7 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
     level = DEFAULT_DENSITY_LEVEL if args.threshold is None else args.threshold
     mesh = density_mesh(model, box, args.res, level, getattr(args, "min_component", 0.0) or 0.0,
                         progress=not getattr(args, "quiet", False))
-    cov = voxel_cov(model, (np.asarray(box[1], np.float64) - np.asarray(box[0], np.float64)) / (args.res - 1))
-    density = _density_text(occupied_density(model, box, cov))
+    density = _density_text(occupied_density(model, box, grid_cov(model, box, args.res)))
     if len(mesh.faces) == 0:
         if args.crop:
             raise UserError(f"no surface at density {level:g} inside --crop {_box_text(box)}: the crop box holds none "

@@ -75,11 +75,11 @@ class ImageSource(Source):
                    transfer=run_transfer(cfg))
 
     def shown(self, img: np.ndarray) -> np.ndarray:
-        """(H, W, C) values of the fit as the browser shows them: RGB, sRGB-encoded (alpha dropped)."""
-        from rwf_render.mesh_io import linear_to_srgb  # noqa: PLC0415
+        """(H, W, C) values of the fit as the browser shows them: RGB, sRGB-encoded as a PNG of them (alpha
+        dropped)."""
+        from rwf_render.image import encoded_for  # noqa: PLC0415
 
-        rgb = as_rgb(img)
-        return linear_to_srgb(rgb).astype(np.float32) if self.transfer == "linear" else rgb
+        return as_rgb(encoded_for(np.asarray(img, np.float32), self.transfer, ".png"))
 
     # -- geometry -----------------------------------------------------------------------------------------------
     def initial_view(self):
