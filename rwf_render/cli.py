@@ -241,8 +241,9 @@ def option_typed(args, dest: str, default) -> bool:
 
 
 def _run_command(action: str, owned: dict | None = None):
-    """The handler of ``rwf ACTION RUN``; ``owned`` maps the dest of each option a pipeline added to
-    (pipeline, action), so an option of another pipeline's runs is refused instead of silently ignored."""
+    """The handler of ``rwf ACTION RUN``; ``owned`` maps the dest of each option a pipeline added to (the
+    pipelines that take it, action), so an option of another pipeline's runs is refused instead of silently
+    ignored."""
 
     def handler(args) -> int:
         from .rundir import check_writable, hold_run, load_run_config  # noqa: PLC0415
@@ -256,10 +257,10 @@ def _run_command(action: str, owned: dict | None = None):
         fn = getattr(module, f"{action}_run", None)
         if fn is None:
             raise UserError(f"'rwf {action.replace('_', ' ')}' does not apply to {kind} runs")
-        for dest, (owner, option) in (owned or {}).items():
-            if owner != kind and option_typed(args, dest, option.default):
-                raise UserError(f"{option.option_strings[0]} applies to {owner} runs, not to {kind} runs "
-                                f"like {args.run}")
+        for dest, (owners, option) in (owned or {}).items():
+            if kind not in owners and option_typed(args, dest, option.default):
+                raise UserError(f"{option.option_strings[0]} applies to {' and '.join(owners)} runs, not to {kind} "
+                                f"runs like {args.run}")
         return fn(Path(args.run), cfg, args) or 0
     return handler
 
@@ -280,14 +281,19 @@ def _export_cameras(args) -> int:
 
 def _add_pipeline_arguments(parser: argparse.ArgumentParser, hook: str) -> dict:
     """Let each pipeline add its options for one command (``hook``: add_render_arguments, ...); returns
-    {dest: (pipeline, action)} for the options each added."""
+    {dest: (pipelines, action)} for the options each added: the pipeline that added it, and those whose module's
+    ``SHARED_OPTIONS[hook]`` names its dest (an sdf run's ``rwf render --orbit N``)."""
     owned = {}
-    for kind in _available_pipelines():
-        module = importlib.import_module(PIPELINES[kind])
+    modules = {kind: importlib.import_module(PIPELINES[kind]) for kind in _available_pipelines()}
+    for kind, module in modules.items():
         if hasattr(module, hook):
             before = set(map(id, parser._actions))
             getattr(module, hook)(parser)
-            owned.update({a.dest: (kind, a) for a in parser._actions if id(a) not in before})
+            owned.update({a.dest: ((kind,), a) for a in parser._actions if id(a) not in before})
+    for kind, module in modules.items():
+        for dest in getattr(module, "SHARED_OPTIONS", {}).get(hook, ()):
+            if dest in owned:
+                owned[dest] = (owned[dest][0] + (kind,), owned[dest][1])
     return owned
 
 

@@ -300,7 +300,9 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("nerf runs")
     g.add_argument("--split", choices=["train", "val", "test"], help="render every camera of a split")
     g.add_argument("--orbit", type=positive_int, metavar="N",
-                   help=f"render N views on a circle around the scene (N at most {MAX_FRAMES})")
+                   help=f"render N views on a circle around the scene (N at most {MAX_FRAMES}); also for sdf "
+                        "runs: N frames around the shape at the preview's elevation and distance, shaded as "
+                        "preview.png, with depth in the mesh's units")
     g.add_argument("--camera-path", metavar="FILE",
                    help="render a camera_path.json recorded in the viewer (a relative name not found here: in RUN)")
     g.add_argument("--interpolate", type=positive_int, metavar="N",
@@ -310,7 +312,7 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
                         "order is not always file order; each frame has the size of camera 0 and intrinsics blended "
                         f"from its two cameras'. At most {MAX_FRAMES} frames in all")
     add_spiral_argument(g)
-    g.add_argument("--video", action="store_true", help="also write MP4 videos (rgb and depth)")
+    g.add_argument("--video", action="store_true", help="also write MP4 videos (rgb and depth; sdf runs too, with --orbit)")
     g.add_argument("--opacity", action="store_true",
                    help="also write opacity_XXXX.png per frame: the opacity sum_i w_i (nerfstudio's accumulation), "
                         "[0, 1] as a 16-bit grey PNG; depth_XXXX.exr / opacity is where the ray stops. rgb_XXXX.png "

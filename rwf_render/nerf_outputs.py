@@ -25,7 +25,6 @@ they come (rgb and depth; no opacity or rgba video).
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -36,14 +35,12 @@ import torch
 from .camera_path import MAX_RENDER_PIXELS, check_frame_count
 from .cameras import Cameras
 from .cli import option_typed
-from .errors import UserError, out_of_memory
-from .imgio import write_image
+from .errors import UserError
+from .frame_folder import (MANIFEST, VideoWriter, check_out_option, depth_colors,  # noqa: F401 (the callers')
+                           write_frames)
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel
 from .render_paths import bounds_at_distance, orbit_cameras
-from .locks import staging_dir, sweep_stale
-from .rundir import read_json, refuse_among_inputs, refuse_dangling_link, temp_prefix, write_json
-from .signals import uninterrupted
 
 
 def scaled_cameras(cams: Cameras, k: int) -> Cameras:
@@ -147,23 +144,6 @@ def preview_depth(depth: np.ndarray, opacity: np.ndarray) -> np.ndarray:
     return np.where(solid, depth / np.where(solid, opacity, 1.0), 0.0).astype(np.float32)
 
 
-def depth_colors(depth: np.ndarray, opacity: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """(H, W) depth -> (H, W, 3) float32 turbo colours on [lo, hi]; black where opacity < 0.5. Turbo is a table of
-    256 colours, looked up here block by block of rows (matplotlib's call made float64 RGBA copies of the frame: 70
-    bytes a pixel)."""
-    import matplotlib  # noqa: PLC0415
-
-    turbo = matplotlib.colormaps["turbo"]
-    lut = turbo(np.arange(turbo.N))[:, :3].astype(np.float32)
-    out = np.empty((*depth.shape, 3), np.float32)
-    rows = max(1, (1 << 18) // max(depth.shape[1], 1))
-    for r in range(0, depth.shape[0], rows):
-        x = np.clip(np.nan_to_num((depth[r:r + rows].astype(np.float64) - lo) / max(hi - lo, 1e-9)), 0, 1)
-        index = np.minimum((x * turbo.N).astype(np.int64), turbo.N - 1)  # matplotlib's rule for a float in [0, 1]
-        out[r:r + rows] = np.where(opacity[r:r + rows, :, None] >= 0.5, lut[index], 0.0)
-    return out
-
-
 RGBA_BITS = 16
 EMPTY = 0.5 / (2**RGBA_BITS - 1)
 """opacity below which an RGBA PNG stores alpha 0: the colour there is written as 0"""
@@ -191,36 +171,15 @@ def _check_cameras(cams: Cameras, what: str) -> None:
         raise UserError(f"{what}: a camera has a non-finite pose or a focal length that is not positive")
 
 
-FRAME_PATTERNS = ("rgb_[0-9][0-9][0-9][0-9].png", "depth_[0-9][0-9][0-9][0-9].exr", "depth_[0-9][0-9][0-9][0-9].png",
-                  "opacity_[0-9][0-9][0-9][0-9].png", "rgba_[0-9][0-9][0-9][0-9].png", "rgb.mp4", "depth.mp4")
-MANIFEST = ".rwf_render.json"
-"""the names a render wrote into its folder: the next render there removes those it does not write again, and
-nothing else (a folder of the user's own files named like frames keeps them)"""
-
-
-MEDIA_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".png", ".jpg", ".jpeg", ".exr", ".tif",
-                            ".tiff"})
-"""an ``--out`` ending so is taken for a file, which a NeRF render (a folder of frames) would not write"""
-
-
 def render_run(run: Path, cfg_dict: dict, args) -> int:
-    """Render the asked cameras into a hidden folder inside ``out`` (above it, while ``out`` does not exist), then
-    move the frames in: a render that fails half-way leaves ``out`` as it was (absent, if it was), and frames of an
-    earlier, longer render there (listed in its MANIFEST) do not linger beside the new ones."""
-    import shutil  # noqa: PLC0415
-
+    """Render the asked cameras into the folder ``out``, whole or not at all (:func:`frame_folder.write_frames`)."""
     scale = args.scale if option_typed(args, "scale", 1.0) else None
     if scale is not None and args.downscale:
         raise UserError("give --scale S or --downscale K, not both (--downscale K is --scale 1/K, cropped as the "
                         "fit's --downscale crops)")
     if not args.video and option_typed(args, "fps", 24):
         raise UserError("--fps is the frame rate of --video; without --video no video is written")
-    if args.out:
-        refuse_among_inputs(Path(args.out), cfg_dict.get("data"))
-        suffix = Path(args.out).suffix.lower()
-        if suffix in MEDIA_SUFFIXES and not Path(args.out).is_dir():  # it would become a folder of that name
-            raise UserError(f"{args.out}: --out names the folder of a NeRF render's frames (and of rgb.mp4 and "
-                            f"depth.mp4 with --video), not a {suffix} file; give a folder")
+    check_out_option(args.out, cfg_dict.get("data"), "a NeRF render")
     path = getattr(args, "camera_path", None)
     if path and not os.path.isabs(path) and not Path(path).exists() and (run / path).is_file():
         args.camera_path = str(run / path)  # a name the viewer saved inside the run ("a relative name is inside it")
@@ -234,87 +193,36 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
     _check_cameras(cams, args.camera_path or ("--split " + args.split if args.split else "--orbit" if args.orbit
                                               else "--spiral" if getattr(args, "spiral", None) else "--interpolate"))
     out = Path(args.out) if args.out else run / "renders" / name
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder (--out names the folder of the frames)")
     if args.video:
-        _need_ffmpeg()
         sizes = sorted({(int(w), int(h)) for w, h in zip(cams.width, cams.height)})
         if len(sizes) > 1:
             raise UserError(f"--video needs frames of one size; these cameras have {len(sizes)} sizes "
                             f"({sizes[0][0]}x{sizes[0][1]}, {sizes[1][0]}x{sizes[1][1]}, ...)")
-    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # e.g. on a read-only file system, even for root
-        raise UserError(f"{out}: cannot write the frames there (folder not writable)")
-    if out.is_dir() and not getattr(args, "force", False):
-        _refuse_others_files(out, _frame_names(len(cams), args))
-    refuse_dangling_link(out)
-    # staging goes in ``out`` when it exists (it may be a mount point: frames moved in from the folder above would
-    # cross file systems), else in the nearest existing folder above it; ``out`` and the missing folders above it
-    # are made only once every frame is rendered, so an interrupted render leaves no empty folder behind either
-    parent = out if out.is_dir() else out.parent
-    while not parent.is_dir() and parent != parent.parent:
-        if parent.exists():
-            raise UserError(f"{out}: {parent} exists and is not a folder")
-        parent = parent.parent
-    sweep_stale(parent, temp_prefix(out.name), ".tmp")  # what a render killed with -9 left
-    if parent == out and out.parent.is_dir():  # ... also beside ``out``, where it staged before ``out`` existed
-        sweep_stale(out.parent, temp_prefix(out.name), ".tmp")
-    try:
-        staging, held = staging_dir(temp_prefix(out.name), ".tmp", parent)
-    except OSError as e:  # a folder the user cannot write to, as fit's --out (the staging name would only confuse)
-        raise UserError(f"{out}: cannot write the frames there ({e.strerror or e})") from None
-    videos = {}
     rgba = getattr(args, "rgba", False)
     extra = {"premultiplied": True} if rgba else {}  # asked only when wanted: the call stays as before without it
-    try:
-        depth_range = None
-        from tqdm import tqdm  # noqa: PLC0415
+    depth_range = None
 
-        for i in tqdm(range(len(cams)), desc=f"{out}", unit="frame", disable=getattr(args, "quiet", False),
-                      dynamic_ncols=True):
-            own = {"image_idx": i} if args.split == "train" else {}  # a training view: its own appearance code
-            res = model.render_camera(cams[i], **frame_bounds(near_far, i), **own, **extra)
-            rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
-            stop = preview_depth(depth, opacity)
-            if depth_range is None:  # one range for the whole sequence, so videos do not flicker
-                hit = stop[opacity >= 0.5]
-                depth_range = (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
-            depth_rgb = depth_colors(stop, opacity, *depth_range)
-            frames = [(f"rgb_{i:04d}.png", rgb, 8), (f"depth_{i:04d}.exr", depth[..., None], 8),
-                      (f"depth_{i:04d}.png", depth_rgb, 8)]
-            if getattr(args, "opacity", False):  # 16 bits: depth / opacity keeps about 4 digits down to opacity 0.1
-                frames.append((f"opacity_{i:04d}.png", opacity[..., None], 16))
-            if rgba:  # the same samples composited on black, before the background was added: no second march
-                straight = rgba_pixels(res["premultiplied"].cpu().numpy(), opacity)
-                frames.append((f"rgba_{i:04d}.png", straight, RGBA_BITS))
-            for file, pixels, bits in frames:
-                with _writing(out / file):
-                    write_image(staging / file, pixels, bits)
-            if args.video:  # streamed to ffmpeg: memory holds one frame, whatever the length of the video
-                for file, pixels in (("rgb.mp4", rgb), ("depth.mp4", depth_rgb)):
-                    with _writing(out / file):
-                        if file not in videos:
-                            videos[file] = VideoWriter(staging / file, pixels.shape[1], pixels.shape[0], fps)
-                        videos[file].append(pixels)
-        for file in list(videos):
-            with _writing(out / file):
-                videos.pop(file).close()
-        new = {p.name for p in staging.iterdir()}
-        with uninterrupted():  # a Ctrl+C here waits for the frames to be in place (half of them, unlisted, lingered)
-            with _writing(out):
-                out.mkdir(parents=True, exist_ok=True)
-            for name_ in sorted(new):
-                with _writing(out / name_):
-                    (staging / name_).replace(out / name_)
-            for old in _earlier_render(out) - new:  # an earlier render's frames and videos not replaced by this one
-                (out / old).unlink(missing_ok=True)  # only now: a move that failed leaves them as they were
-            with _writing(out / MANIFEST):
-                write_json(out / MANIFEST, {"files": sorted(new)})
-    finally:
-        for video in videos.values():  # a render that failed or was interrupted: its partial videos are dropped
-            video.close(ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        if held is not None:
-            os.close(held)
+    def frame(i):
+        nonlocal depth_range
+        own = {"image_idx": i} if args.split == "train" else {}  # a training view: its own appearance code
+        res = model.render_camera(cams[i], **frame_bounds(near_far, i), **own, **extra)
+        rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
+        stop = preview_depth(depth, opacity)
+        if depth_range is None:  # one range for the whole sequence, so videos do not flicker
+            hit = stop[opacity >= 0.5]
+            depth_range = (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
+        depth_rgb = depth_colors(stop, opacity, *depth_range)
+        files = [(f"rgb_{i:04d}.png", rgb, 8), (f"depth_{i:04d}.exr", depth[..., None], 8),
+                 (f"depth_{i:04d}.png", depth_rgb, 8)]
+        if getattr(args, "opacity", False):  # 16 bits: depth / opacity keeps about 4 digits down to opacity 0.1
+            files.append((f"opacity_{i:04d}.png", opacity[..., None], 16))
+        if rgba:  # the same samples composited on black, before the background was added: no second march
+            straight = rgba_pixels(res["premultiplied"].cpu().numpy(), opacity)
+            files.append((f"rgba_{i:04d}.png", straight, RGBA_BITS))
+        return files, {"rgb.mp4": rgb, "depth.mp4": depth_rgb}
+
+    write_frames(out, len(cams), frame, _frame_names(len(cams), args), fps if args.video else None,
+                 getattr(args, "force", False), getattr(args, "quiet", False))
     also = " and ".join(n for n, on in (("opacity", getattr(args, "opacity", False)), ("rgba", rgba)) if on)
     also = f" with {also}" if also else ""
     print(f"{out}: {len(cams)} frames{also}{f' and rgb.mp4, depth.mp4 at {fps:g} fps' if args.video else ''}")
@@ -328,98 +236,3 @@ def _frame_names(count: int, args) -> set[str]:
     kinds += ["rgba_{:04d}.png"] * bool(getattr(args, "rgba", False))
     names = {kind.format(i) for i in range(count) for kind in kinds}
     return names | ({"rgb.mp4", "depth.mp4"} if args.video else set())
-
-
-def _refuse_others_files(out: Path, names: set[str]) -> None:
-    """UserError when the folder ``out`` holds a file this render would replace that no earlier render there wrote
-    (not in its MANIFEST): the user's own rgb_0000.png was replaced without a word. An earlier render's frames are
-    replaced freely, as re-rendering into one folder is the point of it."""
-    theirs = sorted(n for n in names - _earlier_render(out) if (out / n).exists() or (out / n).is_symlink())
-    if theirs:
-        more = f", ... ({len(theirs)} files)" if len(theirs) > 1 else ""
-        them = "them" if len(theirs) > 1 else "it"
-        raise UserError(f"{out}: holds {theirs[0]}{more} that no earlier render there wrote; --force replaces {them} "
-                        "(or choose another --out)")
-
-
-class _writing:  # noqa: N801  (a context manager, used as ``with _writing(target):``)
-    """Report a failure to write ``target`` (an output the user named, not the staging file written first) as an
-    OSError naming it: ``rwf`` says it in one line, exit 1, as every failure to write an output (cli.dispatch).
-    OpenEXR says a full disk as ``RuntimeError: Failed to write pixel data ... No space left on device``."""
-
-    def __init__(self, target: Path):
-        self.target = target
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, e, tb):
-        if isinstance(e, OSError):
-            raise OSError(e.errno, e.strerror or str(e), str(self.target)) from e
-        if isinstance(e, RuntimeError) and not out_of_memory(e):  # the writer's (an allocator's is said as such)
-            text = " ".join(str(e).split()) or type(e).__name__
-            code = errno.ENOSPC if "No space left" in text else errno.EIO
-            raise OSError(code, os.strerror(code) if code == errno.ENOSPC else f"cannot write ({text[:200]})",
-                          str(self.target)) from e
-        return False
-
-
-def _earlier_render(out: Path) -> set[str]:
-    """The frame and video names an earlier render wrote into ``out`` (its MANIFEST; none if it is unreadable)."""
-    import fnmatch  # noqa: PLC0415
-
-    try:
-        names = read_json(out / MANIFEST)["files"] if (out / MANIFEST).is_file() else []
-    except (UserError, KeyError, TypeError):
-        return set()
-    return {n for n in names if isinstance(n, str) and any(fnmatch.fnmatchcase(n, p) for p in FRAME_PATTERNS)}
-
-
-def _need_ffmpeg() -> None:
-    try:
-        import imageio.v3  # noqa: F401, PLC0415
-        import imageio_ffmpeg  # noqa: F401, PLC0415
-    except ImportError:
-        raise UserError("--video needs imageio-ffmpeg (pip install imageio-ffmpeg)") from None
-
-
-class VideoWriter:
-    """H.264 MP4 (yuv420p, imageio's settings) through imageio-ffmpeg, fed one frame at a time, so a long video
-    needs the memory of one frame (the frames were kept for one write: 24 bytes a pixel for rgb and depth, 1.5 GB for
-    a thousand 250x250 frames). Sizes are padded to even numbers for yuv420p; the file is complete after
-    :meth:`close`.
-
-    Args:
-        path: the .mp4 to write (replaced).
-        width, height: the frames' size in pixels.
-        fps: frames per second.
-    """
-
-    def __init__(self, path: Path, width: int, height: int, fps: float):
-        _need_ffmpeg()
-        import imageio_ffmpeg  # noqa: PLC0415
-
-        self.path, self.pad = Path(path), (height % 2, width % 2)
-        self._gen = imageio_ffmpeg.write_frames(str(path), (width + self.pad[1], height + self.pad[0]), fps=fps,
-                                                codec="libx264", quality=5, macro_block_size=1,
-                                                ffmpeg_log_level="quiet")  # its failures are said by rwf, once
-        self._gen.send(None)  # starts ffmpeg
-
-    def append(self, frame: np.ndarray) -> None:
-        """One frame (H, W, 3) float in [0, 1] (clipped)."""
-        arr = np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8)
-        arr = np.pad(arr, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode="edge")
-        self._gen.send(np.ascontiguousarray(arr))
-
-    def close(self, ignore_errors: bool = False) -> None:
-        """Finish the file (ffmpeg writes its index); ``ignore_errors`` for a file about to be discarded."""
-        gen, self._gen = self._gen, None
-        if gen is None:
-            return
-        try:
-            gen.close()
-        except Exception:  # noqa: BLE001
-            if not ignore_errors:
-                raise
-        if not ignore_errors and not (self.path.is_file() and self.path.stat().st_size > 0):
-            raise OSError(f"{self.path}: ffmpeg wrote no video (its messages are above)")

@@ -56,6 +56,10 @@ METRIC_KEYS = ("iou", "iou_surface", "chamfer_l1", "chamfer_l2", "fscore", "norm
 
 
 # -- one run ------------------------------------------------------------------------------------------------------
+SHARED_OPTIONS = {"add_render_arguments": ("orbit", "video", "fps", "quiet")}
+"""options another pipeline adds that sdf runs take too (cli._add_pipeline_arguments)"""
+
+
 def fit_one(cfg: SDFConfig, out: Path, mesh, info: dict, resume: bool, force: bool, progress: bool,
             label: str = "", warning: str = "") -> tuple[dict, list[dict], dict]:
     """Train one shape run into ``out`` and write every contract file; ``warning`` is printed once the run folder is
@@ -331,11 +335,19 @@ def export_mesh_run(run: Path, cfg_dict: dict, args) -> int:
 
 
 def render_run(run: Path, cfg_dict: dict, args) -> int:
+    """The 4 preview views in one picture, or with ``--orbit N`` a folder of N frames (and videos)."""
     cfg, _ = run_config(run, cfg_dict)
     res = max(8, round(cfg.preview_res * args.scale))
     if res > MAX_VIEW_RES:
         raise UserError(f"--scale {args.scale:g}: views of {res}x{res} pixels exceed {MAX_VIEW_RES} per side "
                         f"(the run's preview is {cfg.preview_res}); use a smaller --scale")
+    if getattr(args, "orbit", None):
+        return _render_orbit(run, cfg_dict, args, res)
+    from .cli import option_typed  # noqa: PLC0415
+
+    for option in ("video", "fps"):
+        if option_typed(args, option, False if option == "video" else 24):
+            raise UserError(f"--{option} goes with --orbit N for sdf runs (a render without it is one picture)")
     out = output_image_path(args.out, run / f"render_x{args.scale:g}.png")
     check_output_file(out, getattr(args, "force", False))
     cfg, model, _, _, device = load_run(run, cfg_dict, args.device)
@@ -348,4 +360,47 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         e.filename, e.filename2 = str(out), None  # the output, not the temporary beside it
         raise
     print(f"{out}: 4 views of {res}x{res}")
+    return 0
+
+
+ORBIT_ELEVATION = 25.0
+"""degrees above the horizon of an SDF run's ``--orbit`` cameras: the preview's"""
+
+
+def _render_orbit(run: Path, cfg_dict: dict, args, res: int) -> int:
+    """``rwf render RUN --orbit N`` of an SDF run: N frames on a circle around the shape at the preview's elevation
+    and distance, azimuth 360 i / N degrees: ``rgb_XXXX.png`` shaded as the preview (normals as colours on white),
+    ``depth_XXXX.exr`` the distance along the ray to the surface in the source mesh's units (0 where the ray meets
+    none, as a NeRF render's), ``depth_XXXX.png`` that in colour; with ``--video`` rgb.mp4 and depth.mp4."""
+    from .camera_path import check_frame_count  # noqa: PLC0415
+    from .frame_folder import check_out_option, depth_colors, write_frames  # noqa: PLC0415
+    from .spheretrace import FieldRenderer  # noqa: PLC0415
+
+    n = args.orbit
+    check_frame_count(n, f"--orbit {n}")
+    check_out_option(args.out, cfg_dict.get("path"), "an SDF render")
+    out = Path(args.out) if args.out else run / "renders" / "orbit"
+    cfg, model, norm, _, device = load_run(run, cfg_dict, args.device)
+    renderer = FieldRenderer(field_fn(model), res, cfg.target, device=device)
+    depth_range = None
+
+    def frame(i):
+        nonlocal depth_range
+        image, t = renderer.view(360.0 * i / n, ORBIT_ELEVATION)
+        hit = np.isfinite(t)
+        depth = np.where(hit, t / norm.scale, 0.0).astype(np.float32)  # unit-box distances back in the mesh's units
+        if depth_range is None:  # the first frame's, for the whole sequence, so that videos do not flicker
+            depth_range = (float(np.percentile(depth[hit], 1)), float(np.percentile(depth[hit], 99))) if hit.any() \
+                else (0.0, 1.0)
+        depth_rgb = depth_colors(depth, hit.astype(np.float32), *depth_range)
+        files = [(f"rgb_{i:04d}.png", image, 8), (f"depth_{i:04d}.exr", depth[..., None], 8),
+                 (f"depth_{i:04d}.png", depth_rgb, 8)]
+        return files, {"rgb.mp4": image, "depth.mp4": depth_rgb}
+
+    names = {f"{kind}_{i:04d}.{ext}" for i in range(n) for kind, ext in (("rgb", "png"), ("depth", "exr"),
+                                                                          ("depth", "png"))}
+    names |= {"rgb.mp4", "depth.mp4"} if args.video else set()
+    write_frames(out, n, frame, names, args.fps if args.video else None, getattr(args, "force", False),
+                 getattr(args, "quiet", False))
+    print(f"{out}: {n} frames of {res}x{res}{f' and rgb.mp4, depth.mp4 at {args.fps:g} fps' if args.video else ''}")
     return 0

@@ -326,7 +326,15 @@ def field_slope(field_fn, res: int = 24, device: str | torch.device = "cpu", chu
 def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0, views=VIEWS,
                  device: str | torch.device = "cpu", chunk: int = 2**16, normal_h: float | None = None,
                  grid_res: int = 64, n_steps: int = 256, refine: int | None = None) -> list[np.ndarray]:
-    """The learned shape from each (azimuth, elevation) view: list of (res, res, 3) images.
+    """The learned shape from each (azimuth, elevation) view: list of (res, res, 3) images (see
+    :class:`FieldRenderer` for the arguments)."""
+    renderer = FieldRenderer(field_fn, res, kind, level, device, chunk, normal_h, grid_res, n_steps, refine)
+    return [renderer.view(az, el)[0] for az, el in views]
+
+
+class FieldRenderer:
+    """Views of a learned shape from cameras on the orbit sphere (:func:`orbit_rays`), one at a time: the field's
+    slope (sdf) or its skipping lattice (occupancy) is measured once for all of them.
 
     kind: "sdf" (sphere tracing, inside below ``level``) or "occupancy" (first crossing, inside above).
     normal_h: finite-difference step of the normals (0: autograd), see ``field_normals``; None: a pixel's footprint
@@ -339,38 +347,50 @@ def render_field(field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0
         within 1/32 of a pixel's footprint at the centre of the scene (a step is at most the box's diagonal /
         ``n_steps``; 5 at 128^2 with 256 steps), at most 10.
     """
-    def fn(x):
-        return torch.cat([field_fn(c).reshape(-1) for c in x.split(eval_chunk(x.device, chunk))]) if len(x) \
-            else x[:, 0]
 
-    footprint = 2 * RADIUS * math.tan(math.radians(FOV) / 2) / res  # a pixel's side at the origin
-    normal_h = footprint if normal_h is None else normal_h
-    if refine is None:  # the longest step of the search, halved until it is below footprint / 32
-        longest = math.dist(*UNIT_BOX) / n_steps
-        refine = min(10, max(1, math.ceil(math.log2(32 * longest / footprint))))
-    grid = None
-    if kind != "sdf" and grid_res:
-        grid = CellGrid.from_field(fn, res=grid_res, level=level, inside="above", chunk=chunk, device=device)
-    slope = max(1.0, field_slope(fn, device=device, chunk=chunk)) if kind == "sdf" else 1.0
-    images = []
-    for az, el in views:
-        o_all, d_all = (r.to(device) for r in orbit_rays(res, az, el))
+    def __init__(self, field_fn, res: int = 128, kind: str = "sdf", level: float = 0.0,
+                 device: str | torch.device = "cpu", chunk: int = 2**16, normal_h: float | None = None,
+                 grid_res: int = 64, n_steps: int = 256, refine: int | None = None):
+        def fn(x):
+            return torch.cat([field_fn(c).reshape(-1) for c in x.split(eval_chunk(x.device, chunk))]) if len(x) \
+                else x[:, 0]
+
+        self.fn, self.res, self.kind, self.level, self.device, self.chunk = fn, res, kind, level, device, chunk
+        self.n_steps = n_steps
+        self.footprint = 2 * RADIUS * math.tan(math.radians(FOV) / 2) / res  # a pixel's side at the origin
+        self.normal_h = self.footprint if normal_h is None else normal_h
+        if refine is None:  # the longest step of the search, halved until it is below footprint / 32
+            longest = math.dist(*UNIT_BOX) / n_steps
+            refine = min(10, max(1, math.ceil(math.log2(32 * longest / self.footprint))))
+        self.refine = refine
+        self.grid = None
+        if kind != "sdf" and grid_res:
+            self.grid = CellGrid.from_field(fn, res=grid_res, level=level, inside="above", chunk=chunk, device=device)
+        self.slope = max(1.0, field_slope(fn, device=device, chunk=chunk)) if kind == "sdf" else 1.0
+
+    def view(self, azimuth: float, elevation: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+        """The view from (azimuth, elevation) in degrees: the normal-shaded image (res, res, 3) float32 in [0, 1]
+        and the distance along each pixel's ray to the surface (res, res) float32, in unit-box units (inf: no
+        surface)."""
+        fn, level = self.fn, self.level
+        o_all, d_all = (r.to(self.device) for r in orbit_rays(self.res, azimuth, elevation))
         ts, normals = [], []
         for o, d in zip(o_all.split(RAY_BLOCK), d_all.split(RAY_BLOCK)):  # each ray alone: blocks bound the memory
-            if kind == "sdf":  # converged within a third of a pixel's footprint at the centre of the scene; steps
-                # shortened by the field's slope (a learned one is not a distance: slopes of 2 to 3 stepped over
-                # thin parts) and as many more of them
-                t = sphere_trace(lambda x: fn(x) - level, o, d, eps=0.3 * footprint, step_scale=0.9 / slope,
-                                 steps=math.ceil(96 * slope))
+            if self.kind == "sdf":  # converged within a third of a pixel's footprint at the centre of the scene;
+                # steps shortened by the field's slope (a learned one is not a distance: slopes of 2 to 3 stepped
+                # over thin parts) and as many more of them
+                t = sphere_trace(lambda x: fn(x) - level, o, d, eps=0.3 * self.footprint,
+                                 step_scale=0.9 / self.slope, steps=math.ceil(96 * self.slope))
             else:
-                t = first_crossing(fn, o, d, level=level, inside="above", n_steps=n_steps, refine=refine, skip=grid)
+                t = first_crossing(fn, o, d, level=level, inside="above", n_steps=self.n_steps, refine=self.refine,
+                                   skip=self.grid)
             hit = torch.isfinite(t)
             pts = o[hit] + t[hit, None] * d[hit]
-            normals.append(field_normals(fn, pts, 1.0 if kind == "sdf" else -1.0, normal_h, chunk).cpu()
-                           if hit.any() else torch.zeros(0, 3))
+            normals.append(field_normals(fn, pts, 1.0 if self.kind == "sdf" else -1.0, self.normal_h, self.chunk)
+                           .cpu() if hit.any() else torch.zeros(0, 3))
             ts.append(t.cpu())
-        images.append(shade(torch.cat(ts), torch.cat(normals), d_all.cpu(), res))
-    return images
+        t = torch.cat(ts)
+        return shade(t, torch.cat(normals), d_all.cpu(), self.res), t.reshape(self.res, self.res).float().numpy()
 
 
 def render_mesh(query, res: int = 128, views=VIEWS) -> list[np.ndarray]:

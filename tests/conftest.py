@@ -103,9 +103,9 @@ def one_cli_error(capsys, argv) -> str:
 
 
 def interrupt_render_writes(monkeypatch, after: int) -> list:
-    """Make ``rwf render`` of a NeRF run hit Ctrl+C on its image write number ``after + 1`` (the earlier ones are
+    """Make ``rwf render`` (a folder of frames) hit Ctrl+C on its image write number ``after + 1`` (the earlier ones are
     written); returns the list of paths it was asked to write."""
-    from rwf_render import nerf_outputs
+    from rwf_render import frame_folder
     from rwf_render.imgio import write_image
 
     calls = []
@@ -116,7 +116,7 @@ def interrupt_render_writes(monkeypatch, after: int) -> list:
             raise KeyboardInterrupt
         write_image(path, pixels, bits)
 
-    monkeypatch.setattr(nerf_outputs, "write_image", interrupt)
+    monkeypatch.setattr(frame_folder, "write_image", interrupt)
     return calls
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rwf_render import camera_path, cli, nerf_outputs, nerf_poisson, render_paths
+from rwf_render import camera_path, cli, frame_folder, nerf_outputs, nerf_poisson, render_paths
 from rwf_render.camera_path import MAX_FRAMES, load_camera_path, save_camera_path
 from rwf_render.errors import UserError
 
@@ -86,7 +86,7 @@ def test_a_video_is_streamed_frame_by_frame_not_kept_in_memory(run, tmp_path, mo
     import imageio.v3 as iio
 
     events = []
-    real_append, real_write = nerf_outputs.VideoWriter.append, nerf_outputs.write_image
+    real_append, real_write = nerf_outputs.VideoWriter.append, frame_folder.write_image
 
     def append(self, frame):
         events.append("video")
@@ -97,7 +97,7 @@ def test_a_video_is_streamed_frame_by_frame_not_kept_in_memory(run, tmp_path, mo
         real_write(path, pixels, bits)
 
     monkeypatch.setattr(nerf_outputs.VideoWriter, "append", append)
-    monkeypatch.setattr(nerf_outputs, "write_image", write)
+    monkeypatch.setattr(frame_folder, "write_image", write)
     out = tmp_path / "v"
     assert cli.main(["render", str(run), "--orbit", "3", "--video", "--fps", "3", "--out", str(out), "--quiet"]) == 0
     assert events.index("video") < events.index("rgb_0001.png")
@@ -177,14 +177,14 @@ def test_render_of_an_infinite_rate_camera_path_is_exit_2(run, path_file, tmp_pa
 def test_a_full_disk_while_writing_an_exr_frame_is_one_line_naming_the_output(run, tmp_path, capsys, monkeypatch):
     """OpenEXR says a full disk as a RuntimeError (a traceback); now one line, exit 1 as every failure of the machine
     (cli.dispatch), naming the frame in --out rather than the staging folder, and nothing is left behind."""
-    real = nerf_outputs.write_image
+    real = frame_folder.write_image
 
     def full(path, pixels, bits=8):
         if Path(path).name == "depth_0001.exr":
             raise RuntimeError(f'Failed to write pixel data to image file "{path}". No space left on device')
         real(path, pixels, bits)
 
-    monkeypatch.setattr(nerf_outputs, "write_image", full)
+    monkeypatch.setattr(frame_folder, "write_image", full)
     out = tmp_path / "frames"
     line = _error(capsys, ["render", run, "--orbit", "3", "--out", out, "--quiet"], code=1)
     assert f"{out / 'depth_0001.exr'}: No space left on device" in line and ".tmp" not in line, line

@@ -58,7 +58,7 @@ def runs(tmp_path_factory):
     ("sdf", "export", ["--threshold", "5"]), ("sdf", "export", ["--pointcloud"]),
     ("sdf", "export", ["--crop", "0", "0", "0", "1", "1", "1"]), ("sdf", "export", ["--res", "1"]),
     ("sdf", "export", ["--res", "100000"]), ("sdf", "export", ["--level", "nan"]),
-    ("sdf", "render", ["--orbit", "4"]), ("sdf", "render", ["--video"]), ("sdf", "render", ["--split", "test"]),
+    ("sdf", "render", ["--opacity"]), ("sdf", "render", ["--video"]), ("sdf", "render", ["--split", "test"]),
     ("sdf", "render", ["--scale", "5000"]), ("img", "render", ["--camera-path", "path.json"]),
     ("img", "render", ["--downscale", "2"]), ("img", "render", ["--scale", "100000"]),
     ("img", "render", ["--out", "{tmp}/no_suffix"]), ("sdf", "render", ["--out", "{tmp}/missing/r.png"])])
