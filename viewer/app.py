@@ -26,18 +26,20 @@ import numpy as np
 from rwf_render.errors import UserError
 from rwf_render.rundir import one_line
 
-from . import panels
+from . import origin, panels
 from .render_loop import ClientRenderer, DutyCycle, RenderSettings, limit_threads, work_clock
 from .sources import INITIAL_FOV, Source, run_history, run_metrics
 
 UP_CHOICES = ("auto", "+x", "+y", "+z", "-x", "-y", "-z")
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reached from this machine only (127.0.0.1, ::1, localhost)."""
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is reached from this machine only (127.0.0.1, ::1, localhost, a name under .localhost)."""
     import ipaddress  # noqa: PLC0415
 
-    if str(host).lower() == "localhost":
+    if not host:
+        return False
+    if str(host).lower() == "localhost" or str(host).lower().endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(str(host).strip("[]")).is_loopback
@@ -139,6 +141,7 @@ class ViewerApp:
         logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
         # viser would wait forever for a host or port it cannot bind
         port = listen_port(self.host, self.port, self.move_port)
+        origin.guard()  # only this viewer's own page may drive it (any web site may reach 127.0.0.1)
         with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner; the caller prints the URL
             self.server = viser.ViserServer(host=self.host, port=port, label=self.label, verbose=False)
         try:

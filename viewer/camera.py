@@ -45,6 +45,10 @@ def viser_pose(c2w) -> tuple[np.ndarray, np.ndarray]:
     return quat_from_matrix(cv[:3, :3]), cv[:3, 3].copy()
 
 
+class UnusableCamera(ValueError):
+    """A browser's camera that cannot be rendered (non-finite, a field of view outside (0, pi), no pixels)."""
+
+
 def image_size(long_side: int, aspect: float) -> tuple[int, int]:
     """(width, height) whose longer side is ``long_side`` pixels and whose ratio is ``aspect`` (width / height)."""
     aspect = max(float(aspect), 1e-3)
@@ -73,8 +77,27 @@ class ViewCamera:
     def from_client(cls, camera, scale: float = 1.0) -> "ViewCamera":
         """Snapshot a viser ``CameraHandle`` (reads its four properties); its position is in viewer units,
         ``scale`` per scene unit (``Source.view_scale``), the snapshot's in scene units."""
-        return cls(tuple(float(v) / scale for v in camera.position), tuple(float(v) for v in camera.wxyz),
-                   float(camera.fov), float(camera.aspect))
+        try:
+            view = cls(tuple(float(v) / scale for v in camera.position), tuple(float(v) for v in camera.wxyz),
+                       float(camera.fov), float(camera.aspect))
+        except (ZeroDivisionError, TypeError, ValueError, OverflowError) as e:  # viser's aspect of a 0-pixel image
+            raise UnusableCamera(f"camera message unusable ({type(e).__name__})") from None
+        why = view.unusable()
+        if why:
+            raise UnusableCamera(why)
+        return view
+
+    def unusable(self) -> str | None:
+        """Why this view cannot be rendered (None: it can): a client sends what it likes, and viser checks
+        nothing (a hunt's fov 0 and image height 0 failed frames with ZeroDivisionError; NaN poses rendered
+        garbage)."""
+        if not all(math.isfinite(v) for v in (*self.position, *self.wxyz, self.fov, self.aspect)):
+            return "camera message with a value that is not a finite number"
+        if not (0 < self.fov < math.pi and self.aspect > 0):
+            return f"camera message with fov {self.fov:g} rad and aspect {self.aspect:g}"
+        if math.hypot(*self.wxyz) < 1e-6:
+            return "camera message with a zero rotation"
+        return None
 
     @classmethod
     def from_c2w(cls, c2w, fov: float, aspect: float) -> "ViewCamera":

@@ -14,11 +14,57 @@ import numpy as np
 
 from rwf_render.errors import UserError
 
-from .camera import ViewCamera, viser_pose
+from .camera import UnusableCamera, ViewCamera, viser_pose
 from rwf_render.camera_path import MAX_FPS, MAX_FRAMES, MIN_FPS, interpolate, save_camera_path
 
 SKIP_CURVE = ("step", "seconds", "lr")
 OFF_TEXT = "field render off: the 3D scene only"
+
+
+def on_checked_update(handle, callback) -> None:
+    """``handle.on_update(callback)`` for the values the page offers only. viser passes on what a client sends
+    unchecked (a bug hunt's websocket client set "max resolution" to 4096 on a slider ending at 2048: a 1 GB frame;
+    "mode" to a name no source has; a preview position of NaN or 5: tracebacks): a number outside the control's
+    range is clamped to it, a value outside a dropdown's options or a number that is not finite is put back to the
+    last good one, and ``callback`` sees good values only (the page is sent the value kept)."""
+    good, reverting = [handle.value], [False]
+
+    def checked(ev):
+        if reverting[0]:  # the value put back: the callback has seen it
+            return
+        value = handle.value
+        kept = _offered(handle, value)
+        if kept is None:
+            reverting[0] = True
+            try:
+                handle.value = good[0]  # viser's setter sends it to the page (and calls back)
+            finally:
+                reverting[0] = False
+            return
+        if type(kept) is not type(value) or kept != value:
+            handle.value = kept  # clamped: viser's setter sends it to the page and calls back with it
+            return
+        good[0] = kept
+        callback(ev)
+
+    handle.on_update(checked)
+
+
+def _offered(handle, value):
+    """``value`` if the control ``handle`` offers it, clamped into a number control's range; None: not offered."""
+    options = getattr(handle, "options", None)
+    if options is not None:
+        return value if value in tuple(options) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value  # a checkbox, a text: any value is the user's
+    if not math.isfinite(value):
+        return None
+    lo, hi = getattr(handle, "min", None), getattr(handle, "max", None)
+    if lo is not None and value < lo:
+        return type(value)(lo)
+    if hi is not None and value > hi:
+        return type(value)(hi)
+    return value
 
 
 # -- render controls -----------------------------------------------------------------------------------------------
@@ -43,8 +89,8 @@ def add_render_controls(app) -> None:
         settings.max_res = int(ev.target.value)
         app.notify_renderers()
 
-    mode.on_update(set_mode)
-    res.on_update(set_res)
+    on_checked_update(mode, set_mode)
+    on_checked_update(res, set_res)
 
 
 # -- metrics and training curve ------------------------------------------------------------------------------------
@@ -93,7 +139,7 @@ def add_run_panel(app) -> None:
         if app.live is None and app.source.run is not None:
             reload = gui.add_button("reload checkpoint", hint="a fit still running elsewhere rewrites it")
             reload.on_click(lambda _: reload_run(app))
-    app.curve_column.on_update(lambda _: update_run_panel(app))
+    on_checked_update(app.curve_column, lambda _: update_run_panel(app))
 
 
 def reload_run(app) -> None:
@@ -159,15 +205,24 @@ class CameraPathRecorder:
                 f"`rwf render RUN --camera-path FILE` renders NeRF runs; for {app.source.kind} runs the file only "
                 "records the path")
         self._saving = threading.Lock()
-        add.on_click(lambda ev: self.add(ViewCamera.from_client(ev.client.camera, app.source.view_scale)))
+        add.on_click(lambda ev: self.add_client_view(ev.client))
         undo.on_click(lambda _: self._set(self.keys[:-1]))
         clear.on_click(lambda _: self._set([]))
         self.loop.on_update(lambda _: self._draw())
-        self.preview.on_update(lambda ev: self.preview_at(ev.target.value, ev.client))
+        on_checked_update(self.preview, lambda ev: self.preview_at(ev.target.value, ev.client))
         save.on_click(lambda _: self._save_clicked())
         load.on_click(lambda _: self._load_clicked())
-        self.width.on_update(lambda _: self._draw())  # the frustums are drawn at the render's shape
-        self.height.on_update(lambda _: self._draw())
+        on_checked_update(self.width, lambda _: self._draw())  # the frustums are drawn at the render's shape
+        on_checked_update(self.height, lambda _: self._draw())
+
+    def add_client_view(self, client) -> None:
+        """A keyframe at a browser's camera (none from a camera that cannot be rendered: said in the status)."""
+        try:
+            view = ViewCamera.from_client(client.camera, self.app.source.view_scale)
+        except UnusableCamera as e:
+            self.status.content = f"no keyframe added: {e}"
+            return
+        self.add(view)
 
     def add(self, view: ViewCamera) -> None:
         self._set(self.keys + [(view.c2w(), math.degrees(view.fov), view.aspect)])
@@ -207,9 +262,10 @@ class CameraPathRecorder:
         return interpolate(c2w, np.array([k[1] for k in self.keys]), n, bool(self.loop.value))
 
     def preview_at(self, u: float, client) -> None:
-        """Move one browser's camera to the path at u in [0, 1]."""
-        if len(self.keys) < 1 or client is None:
+        """Move one browser's camera to the path at u in [0, 1] (clamped; not a finite number: not moved)."""
+        if len(self.keys) < 1 or client is None or not math.isfinite(u):
             return
+        u = min(max(float(u), 0.0), 1.0)
         frames, fovs = self.frames(201)
         i = int(round(u * 200))
         wxyz, pos = viser_pose(frames[i])
@@ -315,7 +371,7 @@ def add_training_panel(app, live) -> None:
         button = gui.add_button("pause training")
         share = gui.add_slider("viewer CPU share", 0.05, 1.0, 0.05, app.duty.duty,
                                hint="fraction of the time the viewer may compute; training gets the rest")
-    share.on_update(lambda ev: setattr(app.duty, "duty", float(ev.target.value)))
+    on_checked_update(share, lambda ev: setattr(app.duty, "duty", float(ev.target.value)))
 
     def toggle(_):
         if live.paused:

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .camera import ViewCamera, image_size
+from .camera import UnusableCamera, ViewCamera, image_size
 from .sources import Frame, Source, render_view, to_uint8, viser_depth
 
 MOVING_BUDGET_S = 0.1  # target seconds per frame while the camera moves
@@ -220,6 +220,9 @@ class ClientRenderer:
             view = ViewCamera.from_client(self.client.camera, self.source.view_scale)
         except AssertionError:  # no camera message yet
             self._wake.wait(0.05)
+            return
+        except UnusableCamera:  # a client's camera that cannot be rendered: nothing drawn until the next one
+            self._wake.wait(0.25)
             return
         side = self.next_side(key, moving, view.aspect)
         if side is None:

@@ -275,10 +275,11 @@ class SDFSource(Source):
                 self._update_slice()
             return cb
 
+        from .panels import on_checked_update  # noqa: PLC0415
+
         vis.on_update(changed("visible"))
-        axis.on_update(changed("axis"))
-        offset.on_update(changed("offset"))
-        cmap.on_update(changed("cmap"))
+        for key, handle in (("axis", axis), ("offset", offset), ("cmap", cmap)):
+            on_checked_update(handle, changed(key))
 
     def refresh_gui(self) -> None:
         self._update_slice()
