@@ -82,8 +82,8 @@ def set_aside(path: Path) -> Path:
     once lost a finished run to a Ctrl+C a second later). The folder's mark says "moving" until every file is in,
     then "held" (:func:`settle_locked` reads it after a kill -9); a move that fails puts all back."""
     held = Path(tempfile.mkdtemp(prefix=REPLACED_PREFIX, dir=path))
-    (held / REPLACED_MARK).write_text("moving\n")
     try:
+        (held / REPLACED_MARK).write_text("moving\n")  # (a full disk fails it: the folder goes, as after a move)
         for child in _contents(path):
             if not _movable(child, held):
                 continue
@@ -95,8 +95,10 @@ def set_aside(path: Path) -> Path:
             else:
                 child.rename(held / child.name)
         _mark(held, "held")
-    except BaseException:
+    except BaseException as e:
         _put_back(path, held, new_files=False)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk says no file: the run folder is the place
+            e.filename = str(path)
         raise
     _REPLACING[os.path.realpath(path)] = held
     return held
@@ -128,7 +130,11 @@ def _put_back(path: Path, held: Path, new_files: bool = True) -> None:
     with contextlib.suppress(OSError):
         if new_files:
             _clear(path, held)
-        _mark(held, "returning")
+        try:
+            _mark(held, "returning")
+        except OSError:  # a full disk: "moving" (or a mark left empty) is settled as "returning" is, "held" not
+            if new_files:
+                raise
         for child in held.iterdir():
             if child.name.startswith(REPLACED_MARK):
                 continue
@@ -184,7 +190,8 @@ def settle_locked(path: Path) -> None:
                 _drop(held)
             else:
                 _put_back(path, held)
-        elif state in ("moving", "returning"):  # nothing of a new run yet, or its files deleted already
+        elif state in ("moving", "returning", ""):  # nothing of a new run yet, or its files deleted already (an
+            # empty mark: its write failed, a full disk)
             _put_back(path, held, new_files=False)
 
 

@@ -532,6 +532,7 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
         _make_read_lock(path)
         _PREPARED.add(str(path))
         return path
+    _refuse_inside_a_run(path)
     created = [d for d in (path, *path.parents) if not d.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -555,6 +556,14 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     return path
 
 
+def _refuse_inside_a_run(path: Path) -> None:
+    """UserError for a new run inside another run's folder: that run's --force would delete it."""
+    above = run_above(path)
+    if above is not None:
+        raise UserError(f"{path}: lies inside the run {above}, whose --force would delete it; choose an --out "
+                        "outside it")
+
+
 def _refuse_taken(path: Path, force: bool) -> bool:
     """Whether the folder ``path`` holds a run that a new fit there replaces (``force``); UserError when it holds
     files but no run, or a run and no ``force``. Camera paths alone: a run may go there."""
@@ -564,8 +573,35 @@ def _refuse_taken(path: Path, force: bool) -> bool:
                             f"of runs; --force replaces only those (choose another --out)")
         if not force:
             raise UserError(f"{path}: run directory exists; pass --force to overwrite or --resume to continue")
+        inner = _runs_inside(path)
+        if inner:
+            raise UserError(f"{path}: holds another run, {inner[0]}{f' (and {len(inner) - 1} more)' * (len(inner) > 1)}"
+                            ", which --force would delete with it; move it out first (or choose another --out)")
         return True
     return False
+
+
+def _runs_inside(path: Path) -> list[Path]:
+    """The runs inside the run folder ``path`` (a --compare's own sub-runs aside): a run made in a run's folder
+    was deleted with it by that run's --force. Hidden folders (a --force's set-aside run, temporaries) aside."""
+    compare_root = not _is_single_run(path)
+    found = []
+    for root, dirs, _ in os.walk(path):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        own = here == path or (compare_root and here.parent == path and here.name in COMPARE_PARAMS)
+        if not own and _is_single_run(here):
+            found.append(here)
+            dirs[:] = []
+    return found
+
+
+def run_above(path: str | os.PathLike) -> Path | None:
+    """The run folder that ``path`` lies inside, if any (a --compare's sub-runs lie in a folder that is no run)."""
+    for parent in Path(path).resolve().parents:
+        if _is_single_run(parent):
+            return parent
+    return None
 
 
 def refuse_taken_out(path: str | os.PathLike, force: bool) -> None:
@@ -574,6 +610,7 @@ def refuse_taken_out(path: str | os.PathLike, force: bool) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a directory")
+    _refuse_inside_a_run(path)
     try:
         if path.is_dir():
             _refuse_taken(path, force)
@@ -680,8 +717,8 @@ def refuse_lost_checkpoint(run: Path, ckpt_every: int) -> None:
             done = int(max((s for s in steps if math.isfinite(s)), default=0))
         except (OSError, ValueError, csv.Error):
             done = 0
-        if done < ckpt_every:
-            return  # killed before its first checkpoint: nothing was lost
+        if done <= ckpt_every:  # killed before its first checkpoint or while writing it (the row of a checkpoint
+            return  # step is written first): nothing was lost
         why = f"missing, though {HISTORY} records step {done} (a checkpoint is written every {ckpt_every} steps)"
     raise UserError(f"{path}: {why}; --resume would start the fit over at step 0 (if the checkpoint was moved, put "
                     "it back; else, as after a fit that stopped before writing it, refit with --force)")
@@ -718,7 +755,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise UserError(f"{path}: cannot load checkpoint (not a file torch.save wrote, or a damaged one: the safe "
                         f"loader stopped at '{why[:120]}')") from None
     except Exception as e:  # corrupt file, or one holding objects beyond plain tensors and containers
-        raise UserError(f"{path}: cannot load checkpoint ({one_line(e)})") from None
+        raise UserError(f"{path}: cannot load checkpoint, a damaged or truncated file? ({one_line(e)})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict of states)")
     return state

@@ -127,6 +127,17 @@ def test_resume_refuses_history_past_the_first_checkpoint(tmp_path, capsys):
     assert "history.csv records step 2 (a checkpoint is written every 1 steps)" in line
 
 
+def test_resume_after_a_kill_while_the_first_checkpoint_was_written_starts_over(tmp_path, capsys):
+    """The history row of a checkpoint step is written before the checkpoint: a kill during the first checkpoint's
+    write left a row at that step and no checkpoint, and --resume refused the run as one whose checkpoint was lost."""
+    run = _image_run(tmp_path, "--ckpt-every", "2")  # 2 steps: the row of step 2, then the checkpoint
+    (run / rundir.CHECKPOINT).unlink()
+    (run / rundir.METRICS).unlink()
+    capsys.readouterr()
+    assert cli.main(["fit", "image", "--resume", "--out", str(run), "--steps", "3"]) == 0
+    assert [row["step"] for row in rundir.read_history(run / rundir.HISTORY)] == [1, 2, 3]
+
+
 def test_resume_before_the_first_checkpoint_starts_over(tmp_path, capsys):
     run = _image_run(tmp_path)  # 2 steps, a checkpoint every 500: a kill before it leaves history rows only
     (run / rundir.CHECKPOINT).unlink()
