@@ -56,8 +56,8 @@ def read_mask(path: str | Path) -> np.ndarray:
     """A ``mask_path`` image as (H, W) float32 in [0, 1] (1: use the pixel): a grey image as it is (float values
     clipped), an RGB one by its (grey) red channel, times its alpha when it has one (a transparent pixel is left out,
     whatever colour it keeps), as :func:`load_split` and ``rwf data check`` read masks. An 8- or 16-bit mask whose
-    values are 0 and 1 only (a segmentation tool's labels) is black and white: 1 uses the pixel, as nerfstudio reads
-    any non-zero value (read as 1/255 it weighed every pixel's loss 255 times less).
+    values are 0 and 1 only (a segmentation tool's labels, in its grey or in its alpha) is black and white: 1 uses
+    the pixel, as nerfstudio reads any non-zero value (read as 1/255 it weighed every pixel's loss 255 times less).
 
     Raises:
         UserError: read_image's errors, and a colour mask: red, green and blue differing by more than
@@ -69,9 +69,10 @@ def read_mask(path: str | Path) -> np.ndarray:
     bits = info.get("bit_depth")
     if info.get("format") != "exr" and bits in (8, 16) and pixels.size:
         step = 1.0 / (2 ** bits - 1)  # one level: labels 0 and 1 read as 0 and 1/255
-        colour = pixels[..., :-1] if pixels.shape[2] in (2, 4) else pixels
-        if 0 < float(colour.max()) <= 1.5 * step:
-            colour[...] = (colour > 0.5 * step).astype(pixels.dtype)
+        parts = (pixels[..., :-1], pixels[..., -1:]) if pixels.shape[2] in (2, 4) else (pixels,)
+        for part in parts:  # the grey or colour, and the alpha: labels in either (a white mask, labels in alpha)
+            if 0 < float(part.max()) <= 1.5 * step:
+                part[...] = (part > 0.5 * step).astype(pixels.dtype)
     mask = pixels[..., 0]
     if pixels.shape[2] >= 3:
         spread = float(np.abs(pixels[..., 1:3] - pixels[..., :1]).max())

@@ -3,6 +3,7 @@ unchanged (dark: mean 0.28 against the photo's 0.45), and a PNG run's EXR render
 take as linear."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -76,3 +77,24 @@ def test_the_viewer_shows_an_exr_run_srgb_encoded(exr_and_png_runs):
         imgs = open_run(root / name, torch.device("cpu")).images()
         assert np.abs(imgs["ground truth"] - want).mean() < 1e-3, name  # the target as the photo looks
         assert np.abs(imgs["reconstruction"] - want).mean() < 0.03, name
+
+
+def test_the_live_viewer_shows_an_exr_fit_srgb_encoded(exr_and_png_runs):
+    """``rwf fit image lin.exr --view``: the live page reads the encoding from the run's config.json, as the
+    viewer of a finished run does (a mutant taking sRGB there survived every test)."""
+    import torch  # noqa: PLC0415
+
+    from rwf_render import image  # noqa: PLC0415
+    from rwf_render.rundir import load_run_config  # noqa: PLC0415
+    from viewer.sources import live_source  # noqa: PLC0415
+
+    root, srgb = exr_and_png_runs
+    for name, transfer in (("lin", "linear"), ("photo", "srgb")):
+        run = root / name
+        cfg = load_run_config(run)
+        _, target, model, _, device = image.load_run(run, cfg, "cpu")
+        trainer = SimpleNamespace(model=model, task=SimpleNamespace(image=target), device=torch.device("cpu"),
+                                  run_dir=run)
+        source = live_source("image", trainer)
+        assert source.transfer == transfer
+        assert np.abs(source.images()["ground truth"] - srgb).mean() < 1e-3, name

@@ -30,7 +30,8 @@ def _task():
     return task
 
 
-@pytest.mark.parametrize("weights", [[0.2, 0.1, 0.0, 0.0], [0.0, 0.0, 0.0, 0.05], [1.0, 1.0, 0.5, 0.0]])
+@pytest.mark.parametrize("weights", [[0.2, 0.1, 0.0, 0.0], [0.0, 0.0, 0.0, 0.05], [1.0, 1.0, 0.5, 0.0],
+                                     [0.0, 0.0, 0.0, 0.001]])
 def test_the_masked_loss_is_the_weighted_mean_of_the_rays_errors(weights):
     target = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.2, 0.4, 0.6]])
     pred = torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]])
