@@ -59,7 +59,9 @@ def resume_config(out: Path, from_dict, steps: int | None, compare: bool = False
     """
     saved = out / (Path(COMPARE_PARAMS[0]) / CONFIG if compare else CONFIG)
     if not saved.is_file():
-        raise UserError(f"{out}: nothing to resume (no {saved.relative_to(out)})")
+        from .rundir import no_config_yet  # noqa: PLC0415
+
+        raise UserError(f"{out}: nothing to resume ({no_config_yet(out, saved.relative_to(out))})")
     saved_dict = read_json(saved)
     try:
         cfg = from_dict(saved_dict)

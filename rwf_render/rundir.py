@@ -330,7 +330,8 @@ def is_run_dir(path: Path) -> bool:
     subruns = 0
     for child in _contents(path):
         if child.name in COMPARE_PARAMS and child.is_dir() and not child.is_symlink():
-            if not (_is_single_run(child) or all(kept_by_force(c) for c in _contents(child))):
+            if not (_is_single_run(child) or all(kept_by_force(c) or (c.is_file() and _TEMPORARY.match(c.name))
+                                                 for c in _contents(child))):
                 return False
             subruns += 1
         elif not ((child.is_file() and not child.is_symlink()
@@ -521,14 +522,14 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
     refuse_dangling_link(path)
     if resume:
         if path.is_dir():
-            _lock_run_dir(path)  # (held, or no locks here: Windows, some network mounts; a fit settles either way)
+            held = _lock_run_dir(path)  # (or no locks here: Windows, some network mounts; a fit settles either way)
             replacing.settle_locked(path)
+            if held:  # before looking for config.json: a kill while it was first written left its temporary
+                _remove_temporaries(path)
         if not (path / CONFIG).is_file():
-            raise UserError(f"{path}: nothing to resume (no {CONFIG})")
+            raise UserError(f"{path}: nothing to resume ({no_config_yet(path, CONFIG)})")
         check_run_files(path)
         check_writable(path)
-        if _lock_run_dir(path):  # held already: taken above
-            _remove_temporaries(path)
         _make_read_lock(path)
         _PREPARED.add(str(path))
         return path
@@ -542,8 +543,10 @@ def prepare_run_dir(path: str | os.PathLike, force: bool = False, resume: bool =
                 d.rmdir()
         raise UserError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
     check_writable(path)
-    _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
+    held = _lock_run_dir(path)  # before looking inside: a fit starting at the same moment sees this one's files
     replacing.settle_locked(path)  # what a killed --force left (readers settle only under a lock: replacing.py)
+    if held:  # a killed writer's temporary (the first config.json's) is no file of the user's
+        _remove_temporaries(path)
     if _refuse_taken(path, force):
         emptying = _refuse_if_read(path)
         try:  # the folder itself stays: it carries the lock, as the reader lock does
@@ -567,7 +570,10 @@ def _refuse_inside_a_run(path: Path) -> None:
 def _refuse_taken(path: Path, force: bool) -> bool:
     """Whether the folder ``path`` holds a run that a new fit there replaces (``force``); UserError when it holds
     files but no run, or a run and no ``force``. Camera paths alone: a run may go there."""
-    if any(not kept_by_force(child) for child in _contents(path)):
+    if any(not (kept_by_force(child) or (child.is_file() and _TEMPORARY.match(child.name)))
+           for child in _contents(path)):  # (this toolkit's temporaries: a killed writer's, swept under the lock)
+        if _no_run_yet(path):  # a --compare stopped before its first config.json: nothing of it to keep
+            return False
         if not is_run_dir(path):  # said first: --force and --resume were suggested for a dataset folder, both refused
             raise UserError(f"{path}: holds files but is not a run (no {CONFIG} of this toolkit) nor a --compare "
                             f"of runs; --force replaces only those (choose another --out)")
@@ -579,6 +585,24 @@ def _refuse_taken(path: Path, force: bool) -> bool:
                             ", which --force would delete with it; move it out first (or choose another --out)")
         return True
     return False
+
+
+def no_config_yet(path: Path, config: str | os.PathLike) -> str:
+    """Why ``--resume`` finds no ``config`` (a path inside ``path``): "no config.json", and when ``path`` holds
+    only what a fit stopped before writing it leaves, that it is to be run again without --resume."""
+    early = path.is_dir() and (all(c.is_file() and _TEMPORARY.match(c.name) for c in _contents(path))
+                               or _no_run_yet(path))
+    return f"no {config}" + ("; the fit stopped before writing one: run it again without --resume" if early else "")
+
+
+def _no_run_yet(path: Path) -> bool:
+    """Whether ``path`` holds only empty --compare sub-run folders (and a killed writer's temporaries): what a
+    --compare stopped before its first config.json leaves, which a new fit there may take without --force."""
+    if not path.is_dir():
+        return False
+    subs = [c for c in _contents(path) if not (c.is_file() and _TEMPORARY.match(c.name))]
+    return bool(subs) and all(c.name in COMPARE_PARAMS and c.is_dir() and not c.is_symlink()
+                              and all(x.is_file() and _TEMPORARY.match(x.name) for x in _contents(c)) for c in subs)
 
 
 def _runs_inside(path: Path) -> list[Path]:
