@@ -359,8 +359,10 @@ def build_parser() -> Parser:
                          "pixels per side over the same field of view)")
     rd.add_argument("--out", default=None, help="output file or folder (default: inside RUN)")
     rd.add_argument("--force", action="store_true",
-                    help="replace an existing output file (nerf runs: files in --out named like the frames that no "
-                         "earlier render there wrote; an earlier render's frames are replaced without it)")
+                    help="replace an existing output file (nerf runs and sdf --orbit: files in --out named like the "
+                         "frames that no earlier render there wrote; an earlier render's frames are replaced without "
+                         "it)")
+    rd.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(rd)
     rd.set_defaults(func=_run_command("render", _add_pipeline_arguments(rd, "add_render_arguments")))
 

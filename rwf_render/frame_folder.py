@@ -51,24 +51,21 @@ MEDIA_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".p
 """an ``--out`` ending so is taken for a file, which a render (a folder of frames) would not write"""
 
 
-def check_out_option(out: str | None, inputs, what: str) -> None:
-    """Refuse an ``--out`` among the run's inputs, or named like a media file (``what`` writes a folder)."""
+def check_out_option(out: str | None, inputs, what: str, inputs_are: str = "dataset") -> None:
+    """Refuse an ``--out`` among the run's inputs (its ``inputs_are``: dataset, source), or named like a media file
+    (``what`` writes a folder)."""
     if not out:
         return
-    refuse_among_inputs(Path(out), inputs)
+    refuse_among_inputs(Path(out), inputs, inputs_are)
     suffix = Path(out).suffix.lower()
     if suffix in MEDIA_SUFFIXES and not Path(out).is_dir():  # it would become a folder of that name
         raise UserError(f"{out}: --out names the folder of {what}'s frames (and of rgb.mp4 and depth.mp4 with "
                         f"--video), not a {suffix} file; give a folder")
 
 
-def write_frames(out: Path, count: int, frame_fn, names: set[str], fps: float | None = None, force: bool = False,
-                 quiet: bool = False) -> None:
-    """Write ``count`` frames into the folder ``out``, whole or not at all.
-
-    frame_fn(i) -> (files, clips): files a list of (name, pixels, bits) written as images, clips a {name.mp4:
-    (H, W, 3) pixels} of this frame's picture in each video. ``names``: every file the render writes (checked before
-    the first frame against the user's own files in ``out``). ``fps``: the videos' frame rate (None: no video)."""
+def check_frame_folder(out: Path, names: set[str], fps: float | None = None, force: bool = False) -> None:
+    """The refusals of :func:`write_frames` (``out`` a file, or below one, or not writable; a file of the user's
+    among ``names`` without ``force``; no ffmpeg for a video), to say before a model loads."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder (--out names the folder of the frames)")
     if fps is not None:
@@ -78,13 +75,26 @@ def write_frames(out: Path, count: int, frame_fn, names: set[str], fps: float | 
     if out.is_dir() and not force:
         _refuse_others_files(out, names)
     refuse_dangling_link(out)
+    parent = out.parent
+    while not out.is_dir() and not parent.is_dir() and parent != parent.parent:
+        if parent.exists():
+            raise UserError(f"{out}: {parent} exists and is not a folder")
+        parent = parent.parent
+
+
+def write_frames(out: Path, count: int, frame_fn, names: set[str], fps: float | None = None, force: bool = False,
+                 quiet: bool = False) -> None:
+    """Write ``count`` frames into the folder ``out``, whole or not at all.
+
+    frame_fn(i) -> (files, clips): files a list of (name, pixels, bits) written as images, clips a {name.mp4:
+    (H, W, 3) pixels} of this frame's picture in each video. ``names``: every file the render writes (checked before
+    the first frame against the user's own files in ``out``). ``fps``: the videos' frame rate (None: no video)."""
+    check_frame_folder(out, names, fps, force)
+    parent = out if out.is_dir() else out.parent
     # staging goes in ``out`` when it exists (it may be a mount point: frames moved in from the folder above would
     # cross file systems), else in the nearest existing folder above it; ``out`` and the missing folders above it
     # are made only once every frame is rendered, so an interrupted render leaves no empty folder behind either
-    parent = out if out.is_dir() else out.parent
     while not parent.is_dir() and parent != parent.parent:
-        if parent.exists():
-            raise UserError(f"{out}: {parent} exists and is not a folder")
         parent = parent.parent
     sweep_stale(parent, temp_prefix(out.name), ".tmp")  # what a render killed with -9 left
     if parent == out and out.parent.is_dir():  # ... also beside ``out``, where it staged before ``out`` existed

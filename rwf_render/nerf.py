@@ -330,7 +330,6 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--downscale", type=positive_int, default=None, metavar="K",
                    help="render at 1/K of the resolution the run was fitted at (default 1: that resolution, the "
                         "cameras' own divided by the fit's --downscale); --scale S renders at any other, larger too")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:

@@ -366,7 +366,7 @@ def refuse_source_as_output(out: Path, source: str | None) -> None:
         raise UserError(f"{out}: is the run's source {source}; writing there would replace it (choose another --out)")
 
 
-def refuse_among_inputs(out: Path, data) -> None:
+def refuse_among_inputs(out: Path, data, inputs_are: str = "dataset") -> None:
     """UserError when ``out`` (``rwf render --out`` of a NeRF run: a folder of frames; ``rwf export mesh --out``: a
     file) is a file of the run's dataset ``data`` (an image, a transforms file, its source mesh) or a folder holding
     one: frames written among the training photos, or a mesh over the scene's own mesh.ply, change the data the run
@@ -379,12 +379,12 @@ def refuse_among_inputs(out: Path, data) -> None:
     inputs = dataset_inputs(data)
     target = Path(out).resolve()
     if target in inputs:
-        raise UserError(f"{out}: is a file of the run's dataset {data}; writing there would replace it (choose "
-                        "another --out)")
+        raise UserError(f"{out}: is a file of the run's {inputs_are} {data}; writing there would replace it "
+                        "(choose another --out)")
     held = sorted(p for p in inputs if p.parent == target)
     if held:
-        raise UserError(f"{out}: holds files of the run's dataset {data} ({held[0].name}, ...); the frames would go "
-                        "among them (choose another --out)")
+        raise UserError(f"{out}: holds files of the run's {inputs_are} {data} ({held[0].name}, ...); the frames "
+                        "would go among them (choose another --out)")
 
 
 _LOCKS: dict[str, int] = {}

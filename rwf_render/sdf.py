@@ -56,7 +56,7 @@ METRIC_KEYS = ("iou", "iou_surface", "chamfer_l1", "chamfer_l2", "fscore", "norm
 
 
 # -- one run ------------------------------------------------------------------------------------------------------
-SHARED_OPTIONS = {"add_render_arguments": ("orbit", "video", "fps", "quiet")}
+SHARED_OPTIONS = {"add_render_arguments": ("orbit", "video", "fps")}
 """options another pipeline adds that sdf runs take too (cli._add_pipeline_arguments)"""
 
 
@@ -373,13 +373,23 @@ def _render_orbit(run: Path, cfg_dict: dict, args, res: int) -> int:
     ``depth_XXXX.exr`` the distance along the ray to the surface in the source mesh's units (0 where the ray meets
     none, as a NeRF render's), ``depth_XXXX.png`` that in colour; with ``--video`` rgb.mp4 and depth.mp4."""
     from .camera_path import check_frame_count  # noqa: PLC0415
-    from .frame_folder import check_out_option, depth_colors, write_frames  # noqa: PLC0415
+    from .frame_folder import check_frame_folder, check_out_option, depth_colors, write_frames  # noqa: PLC0415
     from .spheretrace import FieldRenderer  # noqa: PLC0415
+
+    from .cli import option_typed  # noqa: PLC0415
 
     n = args.orbit
     check_frame_count(n, f"--orbit {n}")
-    check_out_option(args.out, cfg_dict.get("path"), "an SDF render")
+    if not args.video and option_typed(args, "fps", 24):
+        raise UserError("--fps is the frame rate of --video; without --video no video is written")
+    check_out_option(args.out, cfg_dict.get("path"), "an SDF render", inputs_are="source")
     out = Path(args.out) if args.out else run / "renders" / "orbit"
+    names = {f"{kind}_{i:04d}.{ext}" for i in range(n) for kind, ext in (("rgb", "png"), ("depth", "exr"),
+                                                                          ("depth", "png"))}
+    names |= {"rgb.mp4", "depth.mp4"} if args.video else set()
+    fps = args.fps if args.video else None
+    force = getattr(args, "force", False)
+    check_frame_folder(out, names, fps, force)  # before the model loads and the renderer measures the field
     cfg, model, norm, _, device = load_run(run, cfg_dict, args.device)
     renderer = FieldRenderer(field_fn(model), res, cfg.target, device=device)
     depth_range = None
@@ -397,10 +407,6 @@ def _render_orbit(run: Path, cfg_dict: dict, args, res: int) -> int:
                  (f"depth_{i:04d}.png", depth_rgb, 8)]
         return files, {"rgb.mp4": image, "depth.mp4": depth_rgb}
 
-    names = {f"{kind}_{i:04d}.{ext}" for i in range(n) for kind, ext in (("rgb", "png"), ("depth", "exr"),
-                                                                          ("depth", "png"))}
-    names |= {"rgb.mp4", "depth.mp4"} if args.video else set()
-    write_frames(out, n, frame, names, args.fps if args.video else None, getattr(args, "force", False),
-                 getattr(args, "quiet", False))
+    write_frames(out, n, frame, names, fps, force, getattr(args, "quiet", False))
     print(f"{out}: {n} frames of {res}x{res}{f' and rgb.mp4, depth.mp4 at {args.fps:g} fps' if args.video else ''}")
     return 0

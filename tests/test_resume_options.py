@@ -84,7 +84,7 @@ def test_render_refuses_another_kinds_option_typed_at_its_default(tmp_path, caps
     run = tmp_path / "run"
     assert cli.main(["fit", "image", "--size", "16", "--features", "8", "--width", "16", "--steps", "1", "--quiet",
                      "--out", str(run)]) == 0
-    assert "--fps applies to nerf runs" in _fails(capsys, ["render", str(run), "--fps", "24"])  # 24: the default
+    assert "--fps applies to nerf and sdf runs" in _fails(capsys, ["render", str(run), "--fps", "24"])  # 24: default
 
 
 # -- every fit option reaches the config entries the --resume check compares -------------------------------------

@@ -118,7 +118,8 @@ def test_a_ctrl_c_mid_render_leaves_no_folder(runs, tmp_path, monkeypatch):
     ("sdf", ["--fps", "30"], "--fps goes with --orbit N"),
     ("sdf", ["--orbit", "2", "--opacity"], "--opacity applies to nerf runs, not to sdf runs"),
     ("sdf", ["--orbit", "2", "--out", "{tmp}/o.mp4"], "not a .mp4 file"),
-    ("sdf", ["--orbit", "2", "--out", "{mesh}"], "is a file of the run's dataset"),
+    ("sdf", ["--orbit", "2", "--out", "{mesh}"], "is a file of the run's source"),
+    ("sdf", ["--orbit", "2", "--fps", "10"], "--fps is the frame rate of --video"),
     ("sdf", ["--orbit", "200000"], "frames is more than"),
     ("image", ["--orbit", "2"], "--orbit applies to nerf and sdf runs, not to image runs")])
 def test_impossible_orbit_options_are_one_error_and_nothing_written(runs, capsys, tmp_path, kind, extra, said):
@@ -126,3 +127,19 @@ def test_impossible_orbit_options_are_one_error_and_nothing_written(runs, capsys
     extra = [e.format(tmp=tmp_path, mesh=runs["mesh"]) for e in extra]
     assert said in one_cli_error(capsys, ["render", runs[kind], *extra])
     assert (snapshot(runs[kind]), snapshot(runs["root"])) == before and list(tmp_path.iterdir()) == []
+
+
+def test_a_users_frame_in_out_is_refused_before_the_model_loads(runs, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "rgb_0001.png").write_bytes(b"mine")
+    monkeypatch.setattr(sdf, "load_run", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+    line = one_cli_error(capsys, ["render", runs["sdf"], "--orbit", 2, "--out", out])
+    assert "holds rgb_0001.png that no earlier render there wrote; --force replaces it" in line
+    assert (out / "rgb_0001.png").read_bytes() == b"mine"
+
+
+def test_quiet_is_taken_by_every_kind_of_run(runs, tmp_path):
+    """--quiet (no progress bar) was refused for image runs as an option of nerf runs."""
+    assert rwf("render", runs["image"], "--out", tmp_path / "i.png", "--quiet") == 0
+    assert rwf("render", runs["sdf"], "--out", tmp_path / "s.png", "--quiet") == 0
