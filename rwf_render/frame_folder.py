@@ -39,6 +39,23 @@ def depth_colors(depth: np.ndarray, opacity: np.ndarray, lo: float, hi: float) -
     return out
 
 
+FRAME_KINDS = ("rgb_{:04d}.png", "depth_{:04d}.exr", "depth_{:04d}.png")
+"""the files every frame of a render writes (a NeRF render's --opacity and --rgba add theirs)"""
+
+
+def frame_names(count: int, kinds=FRAME_KINDS, video: bool = False) -> set[str]:
+    """The files a render of ``count`` frames writes: each of ``kinds`` per frame, and rgb.mp4 and depth.mp4 with a
+    ``video``."""
+    return {kind.format(i) for i in range(count) for kind in kinds} | ({"rgb.mp4", "depth.mp4"} if video else set())
+
+
+def depth_span(depth: np.ndarray, solid: np.ndarray) -> tuple[float, float]:
+    """The colour range of a render's depth previews: the 1st and 99th percentiles of ``depth`` where ``solid``, taken
+    from the first frame for the whole sequence, so that videos do not flicker; (0, 1) where nothing is solid."""
+    hit = depth[solid]
+    return (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
+
+
 FRAME_PATTERNS = ("rgb_[0-9][0-9][0-9][0-9].png", "depth_[0-9][0-9][0-9][0-9].exr", "depth_[0-9][0-9][0-9][0-9].png",
                   "opacity_[0-9][0-9][0-9][0-9].png", "rgba_[0-9][0-9][0-9][0-9].png", "rgb.mp4", "depth.mp4")
 MANIFEST = ".rwf_render.json"

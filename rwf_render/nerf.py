@@ -312,7 +312,8 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
                         "order is not always file order; each frame has the size of camera 0 and intrinsics blended "
                         f"from its two cameras'. At most {MAX_FRAMES} frames in all")
     add_spiral_argument(g)
-    g.add_argument("--video", action="store_true", help="also write MP4 videos (rgb and depth; sdf runs too, with --orbit)")
+    g.add_argument("--video", action="store_true",
+                   help="also write MP4 videos (rgb and depth; sdf runs too, with --orbit)")
     g.add_argument("--opacity", action="store_true",
                    help="also write opacity_XXXX.png per frame: the opacity sum_i w_i (nerfstudio's accumulation), "
                         "[0, 1] as a 16-bit grey PNG; depth_XXXX.exr / opacity is where the ray stops. rgb_XXXX.png "

@@ -36,8 +36,8 @@ from .camera_path import MAX_RENDER_PIXELS, check_frame_count
 from .cameras import Cameras
 from .cli import option_typed
 from .errors import UserError
-from .frame_folder import (MANIFEST, VideoWriter, check_out_option, depth_colors,  # noqa: F401 (the callers')
-                           write_frames)
+from .frame_folder import (FRAME_KINDS, MANIFEST, VideoWriter, check_out_option,  # noqa: F401 (the callers')
+                           depth_colors, depth_span, frame_names, write_frames)
 from .nerf import load_scene_model
 from .nerf_render import NeRFModel
 from .render_paths import bounds_at_distance, orbit_cameras
@@ -209,8 +209,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
         rgb, depth, opacity = (res[k].cpu().numpy() for k in ("rgb", "depth", "opacity"))
         stop = preview_depth(depth, opacity)
         if depth_range is None:  # one range for the whole sequence, so videos do not flicker
-            hit = stop[opacity >= 0.5]
-            depth_range = (float(np.percentile(hit, 1)), float(np.percentile(hit, 99))) if hit.size else (0.0, 1.0)
+            depth_range = depth_span(stop, opacity >= 0.5)
         depth_rgb = depth_colors(stop, opacity, *depth_range)
         files = [(f"rgb_{i:04d}.png", rgb, 8), (f"depth_{i:04d}.exr", depth[..., None], 8),
                  (f"depth_{i:04d}.png", depth_rgb, 8)]
@@ -231,8 +230,7 @@ def render_run(run: Path, cfg_dict: dict, args) -> int:
 
 def _frame_names(count: int, args) -> set[str]:
     """The files a render of ``count`` cameras with ``args`` writes."""
-    kinds = ["rgb_{:04d}.png", "depth_{:04d}.exr", "depth_{:04d}.png"]
+    kinds = list(FRAME_KINDS)
     kinds += ["opacity_{:04d}.png"] * bool(getattr(args, "opacity", False))
     kinds += ["rgba_{:04d}.png"] * bool(getattr(args, "rgba", False))
-    names = {kind.format(i) for i in range(count) for kind in kinds}
-    return names | ({"rgb.mp4", "depth.mp4"} if args.video else set())
+    return frame_names(count, kinds, args.video)

@@ -330,8 +330,7 @@ def is_run_dir(path: Path) -> bool:
     subruns = 0
     for child in _contents(path):
         if child.name in COMPARE_PARAMS and child.is_dir() and not child.is_symlink():
-            if not (_is_single_run(child) or all(kept_by_force(c) or (c.is_file() and _TEMPORARY.match(c.name))
-                                                 for c in _contents(child))):
+            if not (_is_single_run(child) or all(kept_by_force(c) or _is_temporary(c) for c in _contents(child))):
                 return False
             subruns += 1
         elif not ((child.is_file() and not child.is_symlink()
@@ -396,6 +395,11 @@ left anything to resume"""
 
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
 """the names ``atomic_write`` and ``atomic_path`` give their temporary files"""
+
+
+def _is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary file of this toolkit's (:data:`_TEMPORARY`), no file of the user's."""
+    return bool(_TEMPORARY.match(path.name)) and path.is_file()
 
 
 _READING: list[int] = []
@@ -570,7 +574,7 @@ def _refuse_inside_a_run(path: Path) -> None:
 def _refuse_taken(path: Path, force: bool) -> bool:
     """Whether the folder ``path`` holds a run that a new fit there replaces (``force``); UserError when it holds
     files but no run, or a run and no ``force``. Camera paths alone: a run may go there."""
-    if any(not (kept_by_force(child) or (child.is_file() and _TEMPORARY.match(child.name)))
+    if any(not (kept_by_force(child) or _is_temporary(child))
            for child in _contents(path)):  # (this toolkit's temporaries: a killed writer's, swept under the lock)
         if _no_run_yet(path):  # a --compare stopped before its first config.json: nothing of it to keep
             return False
@@ -590,7 +594,7 @@ def _refuse_taken(path: Path, force: bool) -> bool:
 def no_config_yet(path: Path, config: str | os.PathLike) -> str:
     """Why ``--resume`` finds no ``config`` (a path inside ``path``): "no config.json", and when ``path`` holds
     only what a fit stopped before writing it leaves, that it is to be run again without --resume."""
-    early = path.is_dir() and (all(c.is_file() and _TEMPORARY.match(c.name) for c in _contents(path))
+    early = path.is_dir() and (all(_is_temporary(c) for c in _contents(path))
                                or _no_run_yet(path))
     return f"no {config}" + ("; the fit stopped before writing one: run it again without --resume" if early else "")
 
@@ -600,9 +604,9 @@ def _no_run_yet(path: Path) -> bool:
     --compare stopped before its first config.json leaves, which a new fit there may take without --force."""
     if not path.is_dir():
         return False
-    subs = [c for c in _contents(path) if not (c.is_file() and _TEMPORARY.match(c.name))]
+    subs = [c for c in _contents(path) if not _is_temporary(c)]
     return bool(subs) and all(c.name in COMPARE_PARAMS and c.is_dir() and not c.is_symlink()
-                              and all(x.is_file() and _TEMPORARY.match(x.name) for x in _contents(c)) for c in subs)
+                              and all(_is_temporary(x) for x in _contents(c)) for c in subs)
 
 
 def _runs_inside(path: Path) -> list[Path]:

@@ -373,10 +373,10 @@ def _render_orbit(run: Path, cfg_dict: dict, args, res: int) -> int:
     ``depth_XXXX.exr`` the distance along the ray to the surface in the source mesh's units (0 where the ray meets
     none, as a NeRF render's), ``depth_XXXX.png`` that in colour; with ``--video`` rgb.mp4 and depth.mp4."""
     from .camera_path import check_frame_count  # noqa: PLC0415
-    from .frame_folder import check_frame_folder, check_out_option, depth_colors, write_frames  # noqa: PLC0415
-    from .spheretrace import FieldRenderer  # noqa: PLC0415
-
     from .cli import option_typed  # noqa: PLC0415
+    from .frame_folder import (check_frame_folder, check_out_option, depth_colors, depth_span,  # noqa: PLC0415
+                               frame_names, write_frames)
+    from .spheretrace import FieldRenderer  # noqa: PLC0415
 
     n = args.orbit
     check_frame_count(n, f"--orbit {n}")
@@ -384,9 +384,7 @@ def _render_orbit(run: Path, cfg_dict: dict, args, res: int) -> int:
         raise UserError("--fps is the frame rate of --video; without --video no video is written")
     check_out_option(args.out, cfg_dict.get("path"), "an SDF render", inputs_are="source")
     out = Path(args.out) if args.out else run / "renders" / "orbit"
-    names = {f"{kind}_{i:04d}.{ext}" for i in range(n) for kind, ext in (("rgb", "png"), ("depth", "exr"),
-                                                                          ("depth", "png"))}
-    names |= {"rgb.mp4", "depth.mp4"} if args.video else set()
+    names = frame_names(n, video=args.video)
     fps = args.fps if args.video else None
     force = getattr(args, "force", False)
     check_frame_folder(out, names, fps, force)  # before the model loads and the renderer measures the field
@@ -399,9 +397,8 @@ def _render_orbit(run: Path, cfg_dict: dict, args, res: int) -> int:
         image, t = renderer.view(360.0 * i / n, ORBIT_ELEVATION)
         hit = np.isfinite(t)
         depth = np.where(hit, t / norm.scale, 0.0).astype(np.float32)  # unit-box distances back in the mesh's units
-        if depth_range is None:  # the first frame's, for the whole sequence, so that videos do not flicker
-            depth_range = (float(np.percentile(depth[hit], 1)), float(np.percentile(depth[hit], 99))) if hit.any() \
-                else (0.0, 1.0)
+        if depth_range is None:
+            depth_range = depth_span(depth, hit)
         depth_rgb = depth_colors(depth, hit.astype(np.float32), *depth_range)
         files = [(f"rgb_{i:04d}.png", image, 8), (f"depth_{i:04d}.exr", depth[..., None], 8),
                  (f"depth_{i:04d}.png", depth_rgb, 8)]

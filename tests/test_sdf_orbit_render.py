@@ -5,13 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import trimesh
 from conftest import interrupt_render_writes, one_cli_error
-from test_shape_image_bad_input_more import IMG_TINY, SDF_TINY, snapshot
+from test_shape_image_bad_input_more import runs, snapshot  # noqa: F401 (a fixture: sdf and image runs)
 
 from rwf_render import cli, sdf
 from rwf_render.frame_folder import MANIFEST
-from rwf_render.imgio import read_image, write_image
+from rwf_render.imgio import read_image
 from rwf_render.rundir import read_json
 from rwf_render.spheretrace import FOV, RADIUS, orbit_rays
 
@@ -19,20 +18,8 @@ from rwf_render.spheretrace import FOV, RADIUS, orbit_rays
 def rwf(*args) -> int:
     return cli.main([str(a) for a in args])
 
+
 R_UNIT = 0.3  # the analytic sphere's radius in the unit box
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A 2-step sdf run of a sphere of radius 5 at x = 10 (far from the unit cube) and a 2-step image run."""
-    root = tmp_path_factory.mktemp("orbit")
-    mesh = root / "sphere.obj"
-    trimesh.creation.icosphere(2, 5.0).apply_translation([10, 0, 0]).export(mesh)
-    image = root / "photo.png"
-    write_image(image, np.random.default_rng(0).random((12, 16, 3)).astype(np.float32))
-    assert cli.main(["fit", "sdf", str(mesh), "--out", str(root / "sdf"), *SDF_TINY]) == 0
-    assert cli.main(["fit", "image", str(image), "--out", str(root / "image"), *IMG_TINY]) == 0
-    return {"root": root, "mesh": mesh, "sdf": root / "sdf", "image": root / "image"}
 
 
 class Ball(torch.nn.Module):
@@ -121,7 +108,7 @@ def test_a_ctrl_c_mid_render_leaves_no_folder(runs, tmp_path, monkeypatch):
     ("sdf", ["--orbit", "2", "--out", "{mesh}"], "is a file of the run's source"),
     ("sdf", ["--orbit", "2", "--fps", "10"], "--fps is the frame rate of --video"),
     ("sdf", ["--orbit", "200000"], "frames is more than"),
-    ("image", ["--orbit", "2"], "--orbit applies to nerf and sdf runs, not to image runs")])
+    ("img", ["--orbit", "2"], "--orbit applies to nerf and sdf runs, not to image runs")])
 def test_impossible_orbit_options_are_one_error_and_nothing_written(runs, capsys, tmp_path, kind, extra, said):
     before = snapshot(runs[kind]), snapshot(runs["root"])
     extra = [e.format(tmp=tmp_path, mesh=runs["mesh"]) for e in extra]
@@ -141,5 +128,5 @@ def test_a_users_frame_in_out_is_refused_before_the_model_loads(runs, tmp_path, 
 
 def test_quiet_is_taken_by_every_kind_of_run(runs, tmp_path):
     """--quiet (no progress bar) was refused for image runs as an option of nerf runs."""
-    assert rwf("render", runs["image"], "--out", tmp_path / "i.png", "--quiet") == 0
+    assert rwf("render", runs["img"], "--out", tmp_path / "i.png", "--quiet") == 0
     assert rwf("render", runs["sdf"], "--out", tmp_path / "s.png", "--quiet") == 0
