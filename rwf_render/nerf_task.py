@@ -345,7 +345,8 @@ def finish(run: Path, model: NeRFModel, task: NeRFTask, trainer: Trainer, cfg: N
     metrics = test_metrics(model, test, cfg.background, n_images, renders=first, progress=progress, split=split)
     if model.pose_correction is not None:
         metrics.update(write_refined_cameras(run, model.pose_correction, task.train, cfg.data, task.train.paths))
-    train_view = render_and_target(model, train, 0, cfg.background, trained=True)
+    # scoring the training split rendered its view 0 just so (its own appearance code): not twice
+    train_view = first[0] if split == "train" else render_and_target(model, train, 0, cfg.background, trained=True)
     metrics.update(psnr_split=split, psnr_train=psnr(*train_view),
                    steps=trainer.step_idx,
                    seconds=round(trainer.seconds, 3), param=cfg.field.trunk.param,

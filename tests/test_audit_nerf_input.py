@@ -277,9 +277,26 @@ def test_a_point_cloud_into_a_missing_folder_is_refused_before_rendering(trained
     assert sorted(tmp_path.iterdir()) == []
 
 
-def test_a_fit_scored_on_its_training_views_renders_only_eval_images_of_them(tmp_path, capsys):
+def test_a_fit_scored_on_its_training_views_renders_only_eval_images_of_them(tmp_path, capsys, monkeypatch):
     """With no test or val split the fit scores training views: all of them, whatever --eval-images said (100 views
-    of a capture with only a train file: hours of renders on a CPU after a short fit)."""
+    of a capture with only a train file: hours of renders on a CPU after a short fit). Its training view 0, scored
+    among them, is not rendered a second time for psnr_train."""
+    from rwf_render import nerf_task
+
+    scored, renders = [], []
+    real_metrics, real_render = nerf_task.test_metrics, nerf_task.render_and_target
+
+    def test_metrics(*a, **k):
+        scored.append(True)
+        return real_metrics(*a, **k)
+
+    def render_and_target(model, split, i, *a, **k):
+        if scored:  # after training: the final scores
+            renders.append(i)
+        return real_render(model, split, i, *a, **k)
+
+    monkeypatch.setattr(nerf_task, "test_metrics", test_metrics)
+    monkeypatch.setattr(nerf_task, "render_and_target", render_and_target)
     root = _dataset(tmp_path / "d", n=7)
     meta = json.loads((root / "transforms.json").read_text())
     (root / "transforms.json").unlink()
@@ -292,6 +309,7 @@ def test_a_fit_scored_on_its_training_views_renders_only_eval_images_of_them(tmp
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["psnr_split"] == "train" and metrics["test_images"] == 2
     assert "(2 train images; the dataset has no test split)" in capsys.readouterr().out
+    assert sorted(renders) == [0, 6] and metrics["psnr_train"] == metrics["views"][0]["psnr"]
 
 
 def test_a_transforms_json_with_a_byte_order_mark_loads(tmp_path):
